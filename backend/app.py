@@ -1,0 +1,61 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backend.admin.router import router as admin_router
+from backend.audit.router import router as audit_router
+from backend.auth.router import router as auth_router
+from backend.core.db import create_engine, create_sessionmaker
+from backend.core.errors import install_error_handlers
+from backend.core.middleware import RequestMiddleware
+from backend.core.redis import create_redis
+from backend.core.settings import Settings
+from backend.health.router import router as health_router
+from backend.tenants.router import router as tenants_router
+from backend.tokens.router import router as tokens_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API. Connections are opened in the lifespan, not at import."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.redis_url is None:
+            raise RuntimeError("BATON_REDIS_URL is not set (baton dev starts an embedded one)")
+        engine = create_engine(settings.runtime_database_url(), pool_size=settings.db_pool_size)
+        redis = create_redis(settings.redis_url)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.redis = redis
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Baton",
+        version="0.1.0",
+        description="Multi-tenant job orchestration API.",
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
+    for router in (
+        health_router,
+        auth_router,
+        tenants_router,
+        tokens_router,
+        audit_router,
+        admin_router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,167 @@
+"""The ``baton`` command line: one entry point for every process and chore."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import typer
+import uvicorn
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.audit import service as audit_service
+from backend.core.db import commit, create_engine, create_sessionmaker, scope_to_tenant
+from backend.core.logging import configure_logging
+from backend.core.schema import provision_runtime_role, run_migrations
+from backend.core.settings import Settings
+from backend.tenants.repository import TenantDirectory
+
+app = typer.Typer(help="Baton: multi-tenant job orchestration.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
+audit_app = typer.Typer(help="Audit log.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
+
+log = logging.getLogger("baton.cli")
+
+
+def _echo(message: str) -> None:
+    typer.echo(message)
+
+
+@asynccontextmanager
+async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session as the runtime role, committed on success (CLI chores)."""
+    engine = create_engine(settings.runtime_database_url(), pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+            await commit(session)
+    finally:
+        await engine.dispose()
+
+
+def upgrade_database(settings: Settings) -> None:
+    """Apply migrations as the owner, then provision the runtime role."""
+    run_migrations(settings.owner_database_url())
+    asyncio.run(provision_runtime_role(settings))
+
+
+def with_embedded_services(settings: Settings) -> Settings:
+    """Fill in embedded PostgreSQL/Redis for whichever URL is not configured."""
+    from backend.core.embedded import start_postgres, start_redis
+
+    updates: dict[str, str] = {}
+    data_dir = settings.data_dir.resolve()
+    if settings.database_url is None:
+        updates["database_url"] = start_postgres(data_dir).url
+        _echo(f"Embedded PostgreSQL running, data in {data_dir / 'postgres'}")
+    if settings.redis_url is None:
+        updates["redis_url"] = start_redis(data_dir).url
+        _echo(f"Embedded Redis running, data in {data_dir / 'redis'}")
+    return settings.model_copy(update=updates) if updates else settings
+
+
+@app.command()
+def dev() -> None:
+    """API, scheduler and worker in one process; embedded PostgreSQL/Redis if no URLs."""
+    settings = with_embedded_services(Settings())
+    configure_logging(json_logs=False)
+    upgrade_database(settings)
+
+    async def seed() -> bool:
+        from backend.admin.service import ensure_demo_tenant
+
+        async with _session(settings) as session:
+            return await ensure_demo_tenant(session, settings)
+
+    created = asyncio.run(seed())
+    url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    _echo("")
+    _echo(f"Baton is running at {url}  (API docs: {url}/docs)")
+    _echo(f"Demo login: {settings.demo_email} / {settings.demo_password}"
+          + ("  (just created)" if created else ""))
+    _echo("")
+    _serve(settings)
+
+
+@app.command()
+def api() -> None:
+    """Serve the REST API (needs BATON_DATABASE_URL and BATON_REDIS_URL)."""
+    settings = Settings()
+    configure_logging(json_logs=not settings.is_dev)
+    _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
+    from backend.app import create_app
+
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None,
+        proxy_headers=True,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the newest schema and provision the runtime role."""
+    settings = Settings()
+    configure_logging(json_logs=not settings.is_dev)
+    upgrade_database(settings)
+    _echo("Database is up to date.")
+
+
+@admin_app.command("create-superuser")
+def create_superuser(
+    email: str = typer.Option(..., prompt=True),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    """Create a platform administrator (or promote an existing account)."""
+    from backend.admin.service import ensure_superuser
+
+    settings = Settings()
+
+    async def run() -> None:
+        async with _session(settings) as session:
+            await ensure_superuser(session, settings, email=email, password=password)
+
+    asyncio.run(run())
+    _echo(f"{email.lower()} is a platform administrator.")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    tenant: str | None = typer.Option(None, help="Tenant slug; all tenants when omitted"),
+) -> None:
+    """Check every tenant's audit hash chain; exit 1 at the first broken link."""
+    settings = Settings()
+
+    async def run() -> bool:
+        async with _session(settings) as session:
+            directory = TenantDirectory(session)
+            if tenant is not None:
+                found = await directory.get_by_slug(tenant)
+                if found is None:
+                    _echo(f"No tenant {tenant!r}")
+                    return False
+                tenants = [found]
+            else:
+                tenants = await directory.all()
+            intact = True
+            for item in tenants:
+                await scope_to_tenant(session, item.id)
+                report = await audit_service.verify_chain(session, item.id)
+                if report.intact:
+                    _echo(f"{item.slug}: ok ({report.events_checked} events)")
+                else:
+                    intact = False
+                    _echo(f"{item.slug}: BROKEN at seq {report.broken_seq}: {report.reason}")
+            return intact
+
+    if not asyncio.run(run()):
+        sys.exit(1)

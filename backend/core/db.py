@@ -1,0 +1,88 @@
+"""PostgreSQL engine and the request session.
+
+The session dependency owns the transaction: it commits when the endpoint returns and
+rolls back when it raises (services only flush). Work that must reach Redis is buffered
+with :func:`after_commit` and sent only once the commit that made it has succeeded.
+
+Tenant scope: :func:`scope_to_tenant` sets ``app.tenant_id`` with ``set_config(..., true)``,
+i.e. for the current transaction only - safe with connection pools and PgBouncer in
+transaction mode. Row-level security policies read it; with nothing set they match no row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.core.errors import BatonError
+
+AfterCommit = Callable[[], Awaitable[None]]
+_AFTER_COMMIT_KEY = "baton.after_commit"
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def scope_to_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Make row-level security show this tenant's rows for the rest of the transaction."""
+    await session.execute(
+        text("SELECT set_config('app.tenant_id', :tenant_id, true)"),
+        {"tenant_id": str(tenant_id)},
+    )
+
+
+async def scope_to_user(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Let the transaction read this user's own memberships in every tenant (login only)."""
+    await session.execute(
+        text("SELECT set_config('app.user_id', :user_id, true)"), {"user_id": str(user_id)}
+    )
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run ``callback`` once the session's transaction has committed (never on rollback)."""
+    session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run the buffered after-commit callbacks in order."""
+    await session.commit()
+    callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
+    for callback in callbacks:
+        await callback()
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: commit on success, roll back on error.
+
+    A ``BatonError`` with ``commit_side_effects`` (a failed login's audit row, a reused
+    refresh token's revoked family) is committed before it is answered.
+    """
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BatonError as error:
+            if error.commit_side_effects:
+                await commit(session)
+            else:
+                await session.rollback()
+            raise
+        except Exception:
+            await session.rollback()
+            raise
+        else:
+            await commit(session)
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -1,0 +1,83 @@
+"""FastAPI dependencies, as ``Annotated`` aliases.
+
+``Authorized(Permission.x)`` is the one dependency that enforces the permission table;
+every tenant route declares it (a test walks the app's routes to make sure).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+
+from backend.auth import service as auth_service
+from backend.core.db import SessionDep
+from backend.core.errors import AuthenticationRequired, PermissionDenied
+from backend.core.permissions import Permission, allows
+from backend.core.principal import Principal, RequestOrigin
+from backend.core.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+def get_origin(request: Request) -> RequestOrigin:
+    return RequestOrigin(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+OriginDep = Annotated[RequestOrigin, Depends(get_origin)]
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT access token or a Baton API token")
+
+
+async def get_principal(
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    origin: OriginDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise AuthenticationRequired()
+    return await auth_service.authenticate(
+        session, redis, settings, bearer=credentials.credentials, origin=origin
+    )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def Authorized(permission: Permission) -> Any:  # noqa: N802  (reads as a marker in signatures)
+    """``principal: Principal = Authorized(Permission.jobs_write)``: authenticate, check role."""
+
+    async def check(principal: CurrentPrincipal) -> Principal:
+        if not allows(principal.role, permission):
+            raise PermissionDenied(f"Your role ({principal.role}) may not {permission}")
+        return principal
+
+    check.required_permission = permission  # type: ignore[attr-defined]
+    return Depends(check)
+
+
+async def get_superuser(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_superuser:
+        raise PermissionDenied("Platform administrators only")
+    return principal
+
+
+SuperuserPrincipal = Annotated[Principal, Depends(get_superuser)]

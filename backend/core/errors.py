@@ -1,0 +1,178 @@
+"""Baton's exception hierarchy and the one handler that turns it into JSON.
+
+Every error a client can see is a ``BatonError``; the handler renders each of them,
+FastAPI's validation errors and Starlette's HTTP errors as::
+
+    {"error": {"code": "not_found", "message": "Job not found", "details": {...}}}
+
+with the request id in the ``X-Request-ID`` header. Anything else is a bug: the request
+middleware (``backend.core.middleware``) logs it with its traceback and answers a 500 of
+the same shape, never a stack trace.
+
+    BatonError                      500 internal_error
+    ├── BadRequest                  400 bad_request
+    ├── AuthenticationRequired      401 unauthenticated
+    │   ├── InvalidCredentials      401 invalid_credentials   (commits its side effects)
+    │   ├── InvalidToken            401 invalid_token
+    │   └── RefreshTokenReused      401 refresh_token_reused  (commits its side effects)
+    ├── PermissionDenied            403 forbidden
+    │   └── TenantSuspended         403 tenant_suspended
+    ├── NotFound                    404 not_found
+    ├── Conflict                    409 conflict
+    ├── PayloadTooLarge             413 payload_too_large
+    ├── ValidationFailed            422 validation_failed
+    ├── RateLimited                 429 rate_limited
+    └── ServiceUnavailable          503 service_unavailable
+
+``commit_side_effects``: a few failures are also facts to keep - a failed login's audit
+row and throttle count, a reused refresh token's revoked family. The session dependency
+commits instead of rolling back when the error carries this flag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+class BatonError(Exception):
+    status_code = 500
+    code = "internal_error"
+    commit_side_effects = False
+
+    def __init__(
+        self,
+        message: str = "Internal server error",
+        *,
+        details: dict[str, Any] | list[Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+class BadRequest(BatonError):
+    status_code = 400
+    code = "bad_request"
+
+
+class AuthenticationRequired(BatonError):
+    status_code = 401
+    code = "unauthenticated"
+
+    def __init__(self, message: str = "Authentication required", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class InvalidCredentials(AuthenticationRequired):
+    code = "invalid_credentials"
+    commit_side_effects = True
+
+
+class InvalidToken(AuthenticationRequired):
+    code = "invalid_token"
+
+
+class RefreshTokenReused(AuthenticationRequired):
+    code = "refresh_token_reused"
+    commit_side_effects = True
+
+
+class PermissionDenied(BatonError):
+    status_code = 403
+    code = "forbidden"
+
+
+class TenantSuspended(PermissionDenied):
+    code = "tenant_suspended"
+
+
+class NotFound(BatonError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(BatonError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(BatonError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ValidationFailed(BatonError):
+    status_code = 422
+    code = "validation_failed"
+
+
+class RateLimited(BatonError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class ServiceUnavailable(BatonError):
+    status_code = 503
+    code = "service_unavailable"
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _baton_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BatonError)
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.details),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    return JSONResponse(
+        error_body("validation_failed", "The request is not valid", problems), status_code=422
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse(
+        error_body(code, str(exc.detail)),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to the one JSON shape."""
+    app.add_exception_handler(BatonError, _baton_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

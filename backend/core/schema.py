@@ -1,0 +1,69 @@
+"""Bring a database to the current schema and provision the runtime role.
+
+Runs as the owner role (``BATON_DATABASE_URL``): Alembic migrations first, then the
+unprivileged role the API connects as - LOGIN, NOSUPERUSER, NOBYPASSRLS, owning nothing -
+with DML on the tables and only INSERT/SELECT on the append-only audit log.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from backend.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def run_migrations(database_url: str) -> None:
+    """Alembic ``upgrade head``. Synchronous: call it outside a running event loop."""
+    command.upgrade(alembic_config(database_url), "head")
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def provision_runtime_role(settings: Settings) -> None:
+    """Create or update the runtime role and grant it exactly what the app needs."""
+    role = settings.app_db_role
+    if not _IDENTIFIER.match(role):
+        raise ValueError(f"BATON_APP_DB_ROLE {role!r} is not a plain lower-case identifier")
+    owner_url = settings.owner_database_url()
+    database = make_url(owner_url).database or "postgres"
+    engine = create_async_engine(owner_url)
+    try:
+        async with engine.begin() as conn:
+            exists = await conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+            verb = "ALTER" if exists else "CREATE"
+            await conn.execute(
+                text(
+                    f"{verb} ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE "
+                    f"PASSWORD {_literal(settings.app_db_password)}"
+                )
+            )
+            for statement in (
+                f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
+                f"GRANT USAGE ON SCHEMA public TO {role}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+                f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM {role}",
+                f"REVOKE ALL ON alembic_version FROM {role}",
+            ):
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,88 @@
+"""Queries on tenants (platform table) and memberships (tenant-scoped)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.auth.models import User
+from backend.core.repository import TenantScopedRepository
+from backend.tenants.models import Membership, Tenant
+
+
+class TenantDirectory:
+    """The platform-wide list of tenants. Not tenant-owned: no row-level security."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, tenant_id: uuid.UUID) -> Tenant | None:
+        return await self.session.get(Tenant, tenant_id)
+
+    async def get_by_slug(self, slug: str) -> Tenant | None:
+        return (await self.session.exec(select(Tenant).where(Tenant.slug == slug))).first()
+
+    async def add(self, tenant: Tenant) -> Tenant:
+        self.session.add(tenant)
+        await self.session.flush()
+        return tenant
+
+    async def all(self) -> list[Tenant]:
+        return list((await self.session.exec(select(Tenant).order_by(col(Tenant.slug)))).all())
+
+    async def page(self, *, limit: int, after: datetime | None) -> list[Tenant]:
+        statement = select(Tenant)
+        if after is not None:
+            statement = statement.where(col(Tenant.created_at) < after)
+        statement = statement.order_by(col(Tenant.created_at).desc()).limit(limit)
+        return list((await self.session.exec(statement)).all())
+
+
+class MembershipRepository(TenantScopedRepository[Membership]):
+    model = Membership
+
+    async def with_users(self) -> list[tuple[Membership, User]]:
+        statement = (
+            select(Membership, User)
+            .join(User, col(User.id) == col(Membership.user_id))
+            .where(col(Membership.tenant_id) == self.tenant_id)
+            .order_by(col(Membership.created_at))
+        )
+        return [(m, u) for m, u in (await self.session.exec(statement)).all()]
+
+    async def caller(self, user_id: uuid.UUID) -> tuple[Membership, User, Tenant] | None:
+        """A member's membership, user row and tenant, in one query."""
+        statement = (
+            select(Membership, User, Tenant)
+            .join(User, col(User.id) == col(Membership.user_id))
+            .join(Tenant, col(Tenant.id) == col(Membership.tenant_id))
+            .where(col(Membership.tenant_id) == self.tenant_id, col(Membership.user_id) == user_id)
+        )
+        row = (await self.session.exec(statement)).first()
+        return (row[0], row[1], row[2]) if row else None
+
+    async def lock_and_count_role(self, role: str) -> int:
+        """Count members with ``role``, locking those rows until the transaction ends
+        (two concurrent demotions cannot both see a second owner)."""
+        statement = self.select().where(col(Membership.role) == role).with_for_update()
+        return len((await self.session.exec(statement)).all())
+
+    async def delete(self, membership: Membership) -> None:
+        await self.session.delete(membership)
+        await self.session.flush()
+
+
+async def memberships_of_user(
+    session: AsyncSession, user_id: uuid.UUID
+) -> list[tuple[Membership, Tenant]]:
+    """Every tenant the user belongs to. Needs ``scope_to_user`` on the transaction."""
+    statement = (
+        select(Membership, Tenant)
+        .join(Tenant, col(Tenant.id) == col(Membership.tenant_id))
+        .where(col(Membership.user_id) == user_id)
+        .order_by(col(Tenant.slug))
+    )
+    return [(m, t) for m, t in (await session.exec(statement)).all()]

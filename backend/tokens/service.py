@@ -1,0 +1,108 @@
+"""Tenant API tokens: create (secret shown once), list, revoke, authenticate.
+
+A token's role can never exceed its creator's: it is capped when created, and again at
+every use by the creator's current role, so demoting or removing the creator also
+demotes or disables the tokens they made.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.audit import service as audit
+from backend.core.db import scope_to_tenant
+from backend.core.errors import InvalidToken, NotFound, PermissionDenied, TenantSuspended
+from backend.core.models import is_expired, utcnow
+from backend.core.permissions import Role
+from backend.core.principal import Principal, RequestOrigin
+from backend.core.security import API_TOKEN_PREFIX, hash_secret, make_tenant_token, parse_tenant_token
+from backend.tenants.models import TenantStatus
+from backend.tenants.repository import MembershipRepository
+from backend.tokens.models import ApiToken
+from backend.tokens.repository import ApiTokenRepository
+
+# Refresh "last used" at most this often, so busy CI tokens do not write on every call.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+DISPLAY_PREFIX_LENGTH = 12
+
+
+async def create_token(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str,
+    role: Role,
+    expires_in_days: int | None,
+) -> tuple[ApiToken, str]:
+    """Create a token for the principal's tenant; returns the row and the raw secret."""
+    if not principal.role.can_grant(role):
+        raise PermissionDenied(f"A {principal.role} cannot create a token with role {role}")
+    raw = make_tenant_token(API_TOKEN_PREFIX, principal.tenant_id)
+    token = ApiToken(
+        tenant_id=principal.tenant_id,
+        name=name,
+        role=role,
+        prefix=raw[:DISPLAY_PREFIX_LENGTH],
+        token_hash=hash_secret(raw),
+        created_by=principal.user_id,
+        expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    await ApiTokenRepository(session, principal.tenant_id).add(token)
+    await audit.record_for(
+        session, principal, "token.created", target_type="api_token", target_id=token.id,
+        details={"name": name, "role": role},
+    )
+    return token, raw
+
+
+async def list_tokens(session: AsyncSession, principal: Principal) -> list[ApiToken]:
+    """Every API token of the tenant, newest first (secrets are never returned)."""
+    return await ApiTokenRepository(session, principal.tenant_id).list_all()
+
+
+async def revoke_token(session: AsyncSession, principal: Principal, token_id: uuid.UUID) -> None:
+    """Revoke a token at once; revoking a revoked token is a no-op."""
+    repo = ApiTokenRepository(session, principal.tenant_id)
+    token = await repo.get(id=token_id)
+    if token is None:
+        raise NotFound("API token not found")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.add(token)
+        await audit.record_for(
+            session, principal, "token.revoked", target_type="api_token", target_id=token.id
+        )
+
+
+async def authenticate(session: AsyncSession, *, bearer: str, origin: RequestOrigin) -> Principal:
+    """Resolve a raw API token to a principal scoped to the token's tenant."""
+    tenant_id, token_hash = parse_tenant_token(API_TOKEN_PREFIX, bearer)
+    await scope_to_tenant(session, tenant_id)
+    token = await ApiTokenRepository(session, tenant_id).get(token_hash=token_hash)
+    if token is None or token.revoked_at is not None:
+        raise InvalidToken("Unknown or revoked API token")
+    if is_expired(token.expires_at):
+        raise InvalidToken("API token expired")
+    caller = await MembershipRepository(session, tenant_id).caller(token.created_by)
+    if caller is None:
+        raise InvalidToken("The token's creator is no longer a member")
+    membership, user, tenant = caller
+    if tenant.status != TenantStatus.active:
+        raise TenantSuspended("This tenant is suspended")
+    creator_role, token_role = Role(membership.role), Role(token.role)
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        token.last_used_at = now
+        session.add(token)
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        tenant_id=tenant_id,
+        role=token_role if creator_role.at_least(token_role) else creator_role,
+        is_superuser=False,
+        origin=origin,
+        token_id=token.id,
+    )
