@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -40,19 +41,33 @@ def _test_settings(database_url: str, redis_url: str) -> Settings:
     )
 
 
+def _private_redis_db(url: str) -> str:
+    """Give this test session a Redis database of its own (1-15, at random), so two suites
+    run side by side on one machine do not flush or read each other's keys."""
+    parsed = make_url(url.replace("redis://", "postgresql://", 1))
+    return (
+        parsed.set(database=str(random.randint(1, 15)))
+        .render_as_string(hide_password=False)
+        .replace("postgresql://", "redis://", 1)
+    )
+
+
 @pytest.fixture(scope="session")
 async def settings(services: Services) -> AsyncIterator[Settings]:
     """A fresh database for this run, migrated, with the runtime role provisioned."""
-    maintenance = make_url(Settings(_env_file=None, database_url=services.database_url).owner_database_url())  # type: ignore[call-arg]
+    maintenance = make_url(
+        Settings(_env_file=None, database_url=services.database_url).owner_database_url()
+    )  # type: ignore[call-arg]
     name = f"baton_test_{uuid.uuid4().hex[:12]}"
     admin = create_async_engine(maintenance, isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     owner_url = maintenance.set(database=name).render_as_string(hide_password=False)
-    settings = _test_settings(owner_url, services.redis_url)
+    settings = _test_settings(owner_url, _private_redis_db(services.redis_url))
     await asyncio.to_thread(run_migrations, owner_url)
     await provision_runtime_role(settings)
-    redis = Redis.from_url(services.redis_url)
+    assert settings.redis_url is not None
+    redis = Redis.from_url(settings.redis_url)
     await redis.flushdb()
     await redis.aclose()
     yield settings

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -19,12 +18,13 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 async def list_tenants(
     session: SessionDep,
     _: SuperuserPrincipal,
-    cursor: datetime | None = None,
+    cursor: Annotated[
+        str | None, Query(max_length=100, description="A previous page's next_cursor")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TenantAdminPage:
     """Every tenant on the platform with its plan and state, newest first."""
-    tenants, next_cursor = await service.list_tenants(session, limit=limit, created_before=cursor)
+    tenants, next_cursor = await service.list_tenants(session, limit=limit, cursor=cursor)
     return TenantAdminPage(
-        items=[TenantAdminView.model_validate(t) for t in tenants],
-        next_cursor=next_cursor.isoformat() if next_cursor else None,
+        items=[TenantAdminView.model_validate(t) for t in tenants], next_cursor=next_cursor
     )

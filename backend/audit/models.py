@@ -21,7 +21,9 @@ class AuditEvent(SQLModel, table=True):
     __tablename__ = "audit_events"
 
     tenant_id: uuid.UUID = tenant_pk()
-    seq: int = Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+    seq: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
     occurred_at: datetime = timestamp()
     actor_type: str = Field(max_length=20)

@@ -47,7 +47,8 @@ class AuditRepository(TenantScopedRepository[AuditEvent]):
             statement = statement.where(col(AuditEvent.seq) < before_seq)
         if action:
             statement = statement.where(
-                (col(AuditEvent.action) == action) | col(AuditEvent.action).startswith(action + ".")
+                (col(AuditEvent.action) == action)
+                | col(AuditEvent.action).startswith(action + ".", autoescape=True)
             )
         if actor:
             statement = statement.where(
@@ -77,7 +78,9 @@ class AuditRepository(TenantScopedRepository[AuditEvent]):
             last = rows[-1].seq
 
     async def count(self) -> int:
-        statement = select(func.count()).select_from(AuditEvent).where(
-            col(AuditEvent.tenant_id) == self.tenant_id
+        statement = (
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(col(AuditEvent.tenant_id) == self.tenant_id)
         )
         return int((await self.session.exec(statement)).one())

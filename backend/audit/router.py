@@ -21,7 +21,9 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 async def list_audit_events(
     session: SessionDep,
     principal: Principal = Authorized(Permission.audit_read),
-    action: Annotated[str | None, Query(max_length=100, description="e.g. auth or auth.login.failed")] = None,
+    action: Annotated[
+        str | None, Query(max_length=100, description="e.g. auth or auth.login.failed")
+    ] = None,
     actor: Annotated[str | None, Query(max_length=320, description="Actor id or email")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -30,8 +32,14 @@ async def list_audit_events(
 ) -> AuditPage:
     """Audit events newest first; ``action`` matches the name or a dotted prefix of it."""
     events, next_cursor = await service.list_events(
-        session, principal, limit=limit, cursor=cursor, action=action, actor=actor,
-        since=since, until=until,
+        session,
+        principal,
+        limit=limit,
+        cursor=cursor,
+        action=action,
+        actor=actor,
+        since=since,
+        until=until,
     )
     return AuditPage(
         items=[AuditEventPublic.model_validate(e) for e in events],

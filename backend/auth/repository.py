@@ -64,4 +64,3 @@ class RefreshTokenRepository(TenantScopedRepository[RefreshToken]):
             .values(revoked_at=utcnow())
         )
         await self.session.execute(statement)
-

@@ -28,12 +28,25 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 @router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=SignupResponse)
 async def signup(
-    body: SignupRequest, session: SessionDep, settings: SettingsDep, origin: OriginDep
+    body: SignupRequest,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    origin: OriginDep,
 ) -> SignupResponse:
-    """Create a tenant and its owner; answers with a session in the new tenant."""
+    """Create a tenant and its owner; answers with a session in the new tenant.
+
+    For an existing email the password must match, and wrong guesses count against the
+    login throttle.
+    """
     result = await service.signup(
-        session, settings, email=body.email, password=body.password,
-        tenant_name=body.tenant_name, origin=origin,
+        session,
+        settings,
+        email=body.email,
+        password=body.password,
+        tenant_name=body.tenant_name,
+        origin=origin,
+        redis=redis,
     )
     return SignupResponse(
         **result.tokens.model_dump(),
@@ -55,8 +68,13 @@ async def login(
     ``tenant`` (a slug) is needed only when the account belongs to several tenants.
     """
     return await service.login(
-        session, redis, settings, email=body.email, password=body.password,
-        tenant_slug=body.tenant, origin=origin,
+        session,
+        redis,
+        settings,
+        email=body.email,
+        password=body.password,
+        tenant_slug=body.tenant,
+        origin=origin,
     )
 
 
@@ -74,14 +92,21 @@ async def token_form(
 
     ``username`` is the email; put ``tenant:<slug>`` in ``scope`` to pick a tenant.
     """
-    tenant = next((s.removeprefix("tenant:") for s in scope.split() if s.startswith("tenant:")), None)
+    tenant = next(
+        (s.removeprefix("tenant:") for s in scope.split() if s.startswith("tenant:")), None
+    )
     try:
         login_body = LoginRequest(email=username, password=password, tenant=tenant)
     except ValueError as error:
         raise ValidationFailed("Invalid login form", details=[str(error)]) from error
     return await service.login(
-        session, redis, settings, email=login_body.email, password=login_body.password,
-        tenant_slug=login_body.tenant, origin=origin,
+        session,
+        redis,
+        settings,
+        email=login_body.email,
+        password=login_body.password,
+        tenant_slug=login_body.tenant,
+        origin=origin,
     )
 
 

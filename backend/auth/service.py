@@ -127,16 +127,30 @@ async def signup(
     password: str,
     tenant_name: str,
     origin: RequestOrigin,
+    redis: Redis | None = None,
 ) -> SignupResult:
-    """Create a tenant with the caller as its owner (and the user, if new)."""
+    """Create a tenant with the caller as its owner (and the user, if new).
+
+    For an existing account the password is checked, which is a login attempt: with
+    ``redis`` it counts against the same failed-login throttle as :func:`login`.
+    """
     email = email.strip().lower()
     users = UserRepository(session)
     user = await users.get_by_email(email)
     if user is None:
         check_password_policy(settings, password)
-        user = await users.add(User(email=email, password_hash=await hash_password(settings, password)))
-    elif not await verify_password(settings, password, user.password_hash):
-        raise Conflict("An account with this email already exists; log in to create a tenant")
+        password_hash = await hash_password(settings, password)
+        user = await users.add(User(email=email, password_hash=password_hash))
+    else:
+        throttle = LoginThrottle(redis, settings) if redis is not None else None
+        if throttle is not None:
+            await throttle.check(email, origin.ip)
+        if not await verify_password(settings, password, user.password_hash):
+            if throttle is not None:
+                await throttle.record_failure(email, origin.ip)
+            raise Conflict("An account with this email already exists; log in to create a tenant")
+        if throttle is not None:
+            await throttle.clear_account(email)
 
     directory = TenantDirectory(session)
     slug = slugify(tenant_name)
@@ -150,14 +164,28 @@ async def signup(
     )
     actor = Actor(type="user", id=str(user.id), label=user.email)
     await audit.record(
-        session, tenant_id=tenant.id, actor=actor, action="tenant.created", origin=origin,
-        target_type="tenant", target_id=tenant.id, details={"slug": tenant.slug},
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="tenant.created",
+        origin=origin,
+        target_type="tenant",
+        target_id=tenant.id,
+        details={"slug": tenant.slug},
     )
     await audit.record(
-        session, tenant_id=tenant.id, actor=actor, action="member.added", origin=origin,
-        target_type="user", target_id=user.id, details={"role": Role.owner},
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="member.added",
+        origin=origin,
+        target_type="user",
+        target_id=user.id,
+        details={"role": Role.owner},
     )
-    tokens = await _issue_tokens(session, settings, user_id=user.id, tenant_id=tenant.id, role=Role.owner)
+    tokens = await _issue_tokens(
+        session, settings, user_id=user.id, tenant_id=tenant.id, role=Role.owner
+    )
     log.info("auth.signup", tenant_id=str(tenant.id), user_id=str(user.id))
     return SignupResult(tokens=tokens, tenant=tenant, user=user)
 
@@ -192,7 +220,10 @@ async def login(
             for _, tenant in memberships:
                 await scope_to_tenant(session, tenant.id)
                 await audit.record(
-                    session, tenant_id=tenant.id, origin=origin, outcome="failure",
+                    session,
+                    tenant_id=tenant.id,
+                    origin=origin,
+                    outcome="failure",
                     actor=Actor(type="user", id=str(user.id), label=user.email),
                     action="auth.login.failed",
                 )
@@ -213,7 +244,10 @@ async def login(
     user.last_login_at = utcnow()
     session.add(user)
     await audit.record(
-        session, tenant_id=tenant.id, origin=origin, action="auth.login.succeeded",
+        session,
+        tenant_id=tenant.id,
+        origin=origin,
+        action="auth.login.succeeded",
         actor=Actor(type="user", id=str(user.id), label=user.email),
     )
     log.info("auth.login.succeeded", tenant_id=str(tenant.id), user_id=str(user.id))
@@ -237,9 +271,14 @@ async def refresh(
     if stored.used_at is not None or not await repo.claim(stored.id):
         await repo.revoke_family(stored.family_id)
         await audit.record(
-            session, tenant_id=tenant_id, origin=origin, outcome="failure",
+            session,
+            tenant_id=tenant_id,
+            origin=origin,
+            outcome="failure",
             actor=Actor(type="user", id=str(stored.user_id)),
-            action="auth.refresh.reused", target_type="token_family", target_id=stored.family_id,
+            action="auth.refresh.reused",
+            target_type="token_family",
+            target_id=stored.family_id,
         )
         log.warning("auth.refresh.reused", tenant_id=str(tenant_id), user_id=str(stored.user_id))
         raise RefreshTokenReused("Refresh token already used; the session has been revoked")
@@ -253,11 +292,18 @@ async def refresh(
     if tenant.status != TenantStatus.active:
         raise TenantSuspended("This tenant is suspended")
     await audit.record(
-        session, tenant_id=tenant_id, origin=origin, action="auth.token.refreshed",
+        session,
+        tenant_id=tenant_id,
+        origin=origin,
+        action="auth.token.refreshed",
         actor=Actor(type="user", id=str(user.id), label=user.email),
     )
     return await _issue_tokens(
-        session, settings, user_id=user.id, tenant_id=tenant_id, role=membership.role,
+        session,
+        settings,
+        user_id=user.id,
+        tenant_id=tenant_id,
+        role=membership.role,
         family_id=stored.family_id,
     )
 

@@ -21,7 +21,9 @@ class LoginThrottle:
         self.settings = settings
 
     def _limits(self, email: str, ip: str | None) -> list[tuple[str, int]]:
-        limits = [(keys.login_failures_account(email), self.settings.login_max_failures_per_account)]
+        limits = [
+            (keys.login_failures_account(email), self.settings.login_max_failures_per_account)
+        ]
         if ip:
             limits.append((keys.login_failures_ip(ip), self.settings.login_max_failures_per_ip))
         return limits

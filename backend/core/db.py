@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.errors import BatonError
@@ -55,11 +56,22 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 
 
 async def commit(session: AsyncSession) -> None:
-    """Commit, then run the buffered after-commit callbacks in order."""
-    await session.commit()
+    """Commit, then run the buffered after-commit callbacks in order.
+
+    The callbacks are taken off the session first, so a commit that fails drops them too.
+    """
     callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
+    await session.commit()
     for callback in callbacks:
         await callback()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_after_commit(session: Session, previous_transaction: SessionTransaction) -> None:
+    """A rollback of the outermost transaction undoes what the callbacks were waiting for,
+    so a session used again afterwards must not run them on its next commit."""
+    if previous_transaction.parent is None:
+        session.info.pop(_AFTER_COMMIT_KEY, None)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -85,4 +97,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await commit(session)
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the session exits (commits) when the endpoint returns, before the
+# response is sent. FastAPI's default ("request") would commit only after the client
+# already has its answer - a 201 for a write that may still fail, or not be visible yet.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -62,7 +62,7 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def Authorized(permission: Permission) -> Any:  # noqa: N802  (reads as a marker in signatures)
+def Authorized(permission: Permission) -> Any:
     """``principal: Principal = Authorized(Permission.jobs_write)``: authenticate, check role."""
 
     async def check(principal: CurrentPrincipal) -> Principal:

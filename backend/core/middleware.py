@@ -88,7 +88,8 @@ def _incoming_request_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == REQUEST_ID_HEADER:
             candidate = value.decode("latin-1")
-            return candidate if _SAFE_REQUEST_ID.match(candidate) else None
+            # fullmatch: ``$`` alone would accept a trailing newline into a response header.
+            return candidate if _SAFE_REQUEST_ID.fullmatch(candidate) else None
     return None
 
 

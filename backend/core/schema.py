@@ -48,7 +48,9 @@ async def provision_runtime_role(settings: Settings) -> None:
     engine = create_async_engine(owner_url)
     try:
         async with engine.begin() as conn:
-            exists = await conn.scalar(text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role})
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}
+            )
             verb = "ALTER" if exists else "CREATE"
             await conn.execute(
                 text(

@@ -29,9 +29,10 @@ REQUIRED_CLAIMS = ["iss", "aud", "sub", "tid", "role", "exp", "iat", "jti"]
 
 
 def password_hasher(settings: Settings) -> PasswordHash:
-    return PasswordHash(
-        (Argon2Hasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_cost),)
+    hasher = Argon2Hasher(
+        time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_cost
     )
+    return PasswordHash((hasher,))
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def verify_access_token(settings: Settings, token: str) -> AccessClaims:
         )
     except jwt.ExpiredSignatureError as error:
         raise InvalidToken("Access token expired") from error
-    except (jwt.PyJWTError, ValueError, TypeError) as error:
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError, OverflowError) as error:
+        # AttributeError: a non-string sub or tid; OverflowError: an exp beyond any date.
         raise InvalidToken("Invalid access token") from error
 
 

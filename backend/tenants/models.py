@@ -34,6 +34,8 @@ class Tenant(SQLModel, table=True):
     name: str = Field(max_length=200)
     plan: str = Field(default=Plan.free, max_length=20)
     status: str = Field(default=TenantStatus.active, max_length=20)
+    max_concurrent_tasks: int | None = None  # None: the plan's default (settings)
+    weight: int | None = None  # share of worker capacity under contention; None: plan default
     created_at: datetime = timestamp()
 
 

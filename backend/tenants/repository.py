@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from sqlalchemy import tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,12 +34,16 @@ class TenantDirectory:
     async def all(self) -> list[Tenant]:
         return list((await self.session.exec(select(Tenant).order_by(col(Tenant.slug)))).all())
 
-    async def page(self, *, limit: int, after: datetime | None) -> list[Tenant]:
+    async def page(self, *, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[Tenant]:
+        """Tenants newest first, after the ``(created_at, id)`` of the previous page's last
+        row; ``id`` breaks ties, so tenants created at the same instant are not skipped."""
         statement = select(Tenant)
         if after is not None:
-            statement = statement.where(col(Tenant.created_at) < after)
-        statement = statement.order_by(col(Tenant.created_at).desc()).limit(limit)
-        return list((await self.session.exec(statement)).all())
+            statement = statement.where(
+                tuple_(col(Tenant.created_at), col(Tenant.id)) < tuple_(*after)
+            )
+        statement = statement.order_by(col(Tenant.created_at).desc(), col(Tenant.id).desc())
+        return list((await self.session.exec(statement.limit(limit))).all())
 
 
 class MembershipRepository(TenantScopedRepository[Membership]):

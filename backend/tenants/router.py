@@ -13,10 +13,10 @@ from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.tenants import service
 from backend.tenants.schemas import (
-    MeResponse,
     MemberCreate,
     MemberPublic,
     MemberUpdate,
+    MeResponse,
     TenantDetail,
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
@@ -58,9 +59,11 @@ async def add_member(
                 details=[{"loc": ["body", "password"], "msg": "required for a new account"}],
             )
         check_password_policy(settings, password)
-        user = await users.add(
-            User(email=email.strip().lower(), password_hash=await hash_password(settings, password))
-        )
+        password_hash = await hash_password(settings, password)
+        try:
+            user = await users.add(User(email=email.strip().lower(), password_hash=password_hash))
+        except IntegrityError as error:  # created by a concurrent request since the lookup
+            raise Conflict("An account with this email was just created; try again") from error
     elif password is not None:
         raise ValidationFailed(
             "This account exists already; its password cannot be set here",
@@ -69,11 +72,18 @@ async def add_member(
     members = MembershipRepository(session, principal.tenant_id)
     if await members.get(user_id=user.id) is not None:
         raise Conflict("Already a member of this tenant")
-    membership = await members.add(
-        Membership(tenant_id=principal.tenant_id, user_id=user.id, role=role)
-    )
+    try:
+        membership = await members.add(
+            Membership(tenant_id=principal.tenant_id, user_id=user.id, role=role)
+        )
+    except IntegrityError as error:  # added by a concurrent request since the check
+        raise Conflict("Already a member of this tenant") from error
     await audit.record_for(
-        session, principal, "member.added", target_type="user", target_id=user.id,
+        session,
+        principal,
+        "member.added",
+        target_type="user",
+        target_id=user.id,
         details={"role": role, "email": user.email},
     )
     return _public(membership, user)
@@ -94,7 +104,11 @@ async def change_role(
     session.add(membership)
     await session.flush()
     await audit.record_for(
-        session, principal, "member.role_changed", target_type="user", target_id=user_id,
+        session,
+        principal,
+        "member.role_changed",
+        target_type="user",
+        target_id=user_id,
         details={"from": previous, "to": role},
     )
     return _public(membership, user)
@@ -111,7 +125,11 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
     await RefreshTokenRepository(session, principal.tenant_id).revoke_user(user_id)
     await ApiTokenRepository(session, principal.tenant_id).revoke_created_by(user_id)
     await audit.record_for(
-        session, principal, "member.removed", target_type="user", target_id=user_id,
+        session,
+        principal,
+        "member.removed",
+        target_type="user",
+        target_id=user_id,
         details={"role": membership.role},
     )
 
@@ -142,6 +160,8 @@ def _check_can_manage(principal: Principal, target_role: Role) -> None:
 
 def _public(membership: Membership, user: User) -> MemberPublic:
     return MemberPublic(
-        user_id=user.id, email=user.email, role=Role(membership.role),
+        user_id=user.id,
+        email=user.email,
+        role=Role(membership.role),
         created_at=membership.created_at,
     )

@@ -18,7 +18,12 @@ from backend.core.errors import InvalidToken, NotFound, PermissionDenied, Tenant
 from backend.core.models import is_expired, utcnow
 from backend.core.permissions import Role
 from backend.core.principal import Principal, RequestOrigin
-from backend.core.security import API_TOKEN_PREFIX, hash_secret, make_tenant_token, parse_tenant_token
+from backend.core.security import (
+    API_TOKEN_PREFIX,
+    hash_secret,
+    make_tenant_token,
+    parse_tenant_token,
+)
 from backend.tenants.models import TenantStatus
 from backend.tenants.repository import MembershipRepository
 from backend.tokens.models import ApiToken
@@ -26,7 +31,13 @@ from backend.tokens.repository import ApiTokenRepository
 
 # Refresh "last used" at most this often, so busy CI tokens do not write on every call.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
-DISPLAY_PREFIX_LENGTH = 12
+DISPLAY_SECRET_CHARS = 8
+
+
+def display_prefix(raw: str) -> str:
+    """What lists show to tell tokens apart: ``bat_`` and the secret's first characters
+    (the tenant part is the same for every token of a tenant, so it would not help)."""
+    return f"{API_TOKEN_PREFIX}_{raw.split('_', 2)[-1][:DISPLAY_SECRET_CHARS]}"
 
 
 async def create_token(
@@ -45,14 +56,18 @@ async def create_token(
         tenant_id=principal.tenant_id,
         name=name,
         role=role,
-        prefix=raw[:DISPLAY_PREFIX_LENGTH],
+        prefix=display_prefix(raw),
         token_hash=hash_secret(raw),
         created_by=principal.user_id,
         expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
     )
     await ApiTokenRepository(session, principal.tenant_id).add(token)
     await audit.record_for(
-        session, principal, "token.created", target_type="api_token", target_id=token.id,
+        session,
+        principal,
+        "token.created",
+        target_type="api_token",
+        target_id=token.id,
         details={"name": name, "role": role},
     )
     return token, raw

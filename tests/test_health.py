@@ -1,0 +1,106 @@
+"""Liveness and readiness probes against real and unreachable backing services."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from backend.app import create_app
+from backend.core.settings import Settings
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+ClientFactory = Callable[..., Awaitable[AsyncClient]]
+
+
+async def test_healthz(client: AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["x-request-id"]
+
+
+async def test_readyz_when_everything_answers(client: AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "checks": {"postgres": "ok", "redis": "ok"}}
+    assert response.headers["x-request-id"]
+
+
+async def test_probes_need_no_authentication_and_write_nothing(client: AsyncClient) -> None:
+    for path in ("/healthz", "/readyz"):
+        response = await client.get(path, headers={"Authorization": "Bearer garbage"})
+        assert response.status_code == 200
+
+
+@pytest.fixture
+async def client_for(settings: Settings) -> AsyncIterator[ClientFactory]:
+    """Build a separate app from modified settings and yield a client for it."""
+    opened: list[tuple[FastAPI, AsyncClient]] = []
+
+    async def make(**update: object) -> AsyncClient:
+        app = create_app(settings.model_copy(update=update))
+        await app.router.lifespan_context(app).__aenter__()
+        transport = ASGITransport(app=app, client=("203.0.113.7", 40000))
+        http = AsyncClient(transport=transport, base_url="http://baton.test")
+        opened.append((app, http))
+        return http
+
+    yield make
+    for app, http in opened:
+        await http.aclose()
+        await app.state.redis.aclose()
+        await app.state.engine.dispose()
+
+
+async def test_readyz_without_redis_is_503_naming_redis(client_for: ClientFactory) -> None:
+    http = await client_for(redis_url=UNREACHABLE_REDIS)
+    started = time.monotonic()
+    response = await http.get("/readyz")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert error["code"] == "service_unavailable"
+    assert error["message"]
+    assert error["details"]["postgres"] == "ok"
+    assert error["details"]["redis"].startswith("error: ")
+    assert "127.0.0.1:1" not in response.text, "connection details must not leak"
+    assert response.headers["x-request-id"]
+    assert elapsed < 10, f"readiness probe took {elapsed:.1f}s"
+
+    # Liveness does not depend on the backing services.
+    assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_readyz_without_postgres_is_503_naming_postgres(
+    client_for: ClientFactory, settings: Settings
+) -> None:
+    assert settings.database_url
+    unreachable = settings.database_url.replace("127.0.0.1:5432", "127.0.0.1:1")
+    if unreachable == settings.database_url:
+        pytest.skip("test database is not on 127.0.0.1:5432")
+    http = await client_for(database_url=unreachable)
+    response = await http.get("/readyz")
+    assert response.status_code == 503, response.text
+    details = response.json()["error"]["details"]
+    assert details["postgres"].startswith("error: ")
+    assert details["redis"] == "ok"
+
+
+async def test_readyz_with_a_refused_postgres_login_is_503(client_for: ClientFactory) -> None:
+    """The server answers but refuses the connection (here: no such database)."""
+    http = await client_for(
+        app_database_url="postgresql://baton_app:secret-pw@127.0.0.1:5432/no_such_database_here"
+    )
+    response = await http.get("/readyz")
+    assert response.status_code == 503, response.text
+    details = response.json()["error"]["details"]
+    assert details["postgres"].startswith("error: ")
+    assert details["redis"] == "ok"
+    assert "secret-pw" not in response.text and "no_such_database" not in response.text
