@@ -1,0 +1,97 @@
+"""Queries on jobs and their versions, always inside one tenant."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import and_, tuple_
+from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from backend.core.repository import TenantScopedRepository
+from backend.jobs.models import Job, JobVersion
+
+# The partial unique index on (tenant_id, name) WHERE deleted_at IS NULL.
+UNIQUE_NAME_INDEX = "ux_jobs_name"
+
+
+class JobRepository(TenantScopedRepository[Job]):
+    model = Job
+
+    def active(self) -> SelectOfScalar[Job]:
+        """Jobs of the tenant that are not deleted."""
+        return self.select().where(col(Job.deleted_at).is_(None))
+
+    async def get_active(self, job_id: uuid.UUID, *, lock: bool = False) -> Job | None:
+        """A job that is not deleted; ``lock`` holds its row until the transaction ends."""
+        statement = self.active().where(col(Job.id) == job_id)
+        if lock:
+            statement = statement.with_for_update()
+        result: Job | None = (await self.session.exec(statement)).first()
+        return result
+
+    async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
+        statement = self.active().where(col(Job.name) == name)
+        if except_id is not None:
+            statement = statement.where(col(Job.id) != except_id)
+        return (await self.session.exec(statement)).first() is not None
+
+    async def get_with_current(self, job_id: uuid.UUID) -> tuple[Job, JobVersion] | None:
+        """An active job and its current version, in one query."""
+        rows = await self._with_current(limit=1, job_id=job_id)
+        return rows[0] if rows else None
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        name_prefix: str | None = None,
+    ) -> list[tuple[Job, JobVersion]]:
+        """Active jobs with their current version, newest first, after the
+        ``(created_at, id)`` of the previous page's last job (``id`` breaks ties)."""
+        return await self._with_current(limit=limit, after=after, name_prefix=name_prefix)
+
+    async def _with_current(
+        self,
+        *,
+        limit: int,
+        job_id: uuid.UUID | None = None,
+        after: tuple[datetime, uuid.UUID] | None = None,
+        name_prefix: str | None = None,
+    ) -> list[tuple[Job, JobVersion]]:
+        statement = (
+            select(Job, JobVersion)
+            .join(
+                JobVersion,
+                and_(
+                    col(JobVersion.tenant_id) == col(Job.tenant_id),
+                    col(JobVersion.job_id) == col(Job.id),
+                    col(JobVersion.version) == col(Job.current_version),
+                ),
+            )
+            .where(col(Job.tenant_id) == self.tenant_id, col(Job.deleted_at).is_(None))
+        )
+        if job_id is not None:
+            statement = statement.where(col(Job.id) == job_id)
+        if name_prefix:
+            statement = statement.where(col(Job.name).startswith(name_prefix, autoescape=True))
+        if after is not None:
+            statement = statement.where(tuple_(col(Job.created_at), col(Job.id)) < tuple_(*after))
+        statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit)
+        return [(job, version) for job, version in (await self.session.exec(statement)).all()]
+
+
+class JobVersionRepository(TenantScopedRepository[JobVersion]):
+    model = JobVersion
+
+    async def page(
+        self, job_id: uuid.UUID, *, limit: int, before: int | None = None
+    ) -> list[JobVersion]:
+        """A job's versions, newest first, older than version ``before``."""
+        statement = self.select().where(col(JobVersion.job_id) == job_id)
+        if before is not None:
+            statement = statement.where(col(JobVersion.version) < before)
+        statement = statement.order_by(col(JobVersion.version).desc()).limit(limit)
+        return list((await self.session.exec(statement)).all())

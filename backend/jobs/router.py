@@ -1,0 +1,128 @@
+"""Jobs and their versions.
+
+Create and replace take a job spec as JSON, or as YAML with a YAML content type
+(``application/yaml``, ``application/x-yaml``, ``text/yaml``); the body is read raw and
+parsed by ``backend.jobs.spec``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+
+from backend.core.db import SessionDep
+from backend.core.deps import Authorized
+from backend.core.permissions import Permission
+from backend.core.principal import Principal
+from backend.jobs import service
+from backend.jobs.schemas import JobPage, JobPublic, JobVersionPage, JobVersionPublic
+from backend.jobs.spec import JobSpec, job_spec_json_schema, parse_job_spec
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+def _spec_body() -> dict[str, Any]:
+    schema = job_spec_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "A job spec, as JSON or as YAML (YAML anchors/aliases are refused)",
+            "content": {
+                "application/json": {"schema": schema},
+                "application/yaml": {"schema": schema},
+            },
+        }
+    }
+
+
+SPEC_BODY = _spec_body()
+
+
+async def _read_spec(request: Request) -> JobSpec:
+    return parse_job_spec(await request.body(), request.headers.get("content-type"))
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=JobPublic, openapi_extra=SPEC_BODY
+)
+async def create_job(
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Permission.jobs_write),
+) -> JobPublic:
+    """Create a job from a spec; it becomes version 1. 409 if the name is in use."""
+    return await service.create_job(session, principal, await _read_spec(request))
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    session: SessionDep,
+    principal: Principal = Authorized(Permission.jobs_read),
+    name: Annotated[
+        str | None,
+        Query(max_length=100, pattern=r"^[A-Za-z0-9_.-]*$", description="Name prefix"),
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=100, description="A previous page's next_cursor")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobPage:
+    """The tenant's jobs with their current specs, newest first."""
+    jobs, next_cursor = await service.list_jobs(
+        session, principal, limit=limit, cursor=cursor, name=name
+    )
+    return JobPage(items=jobs, next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+async def get_job(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    principal: Principal = Authorized(Permission.jobs_read),
+) -> JobPublic:
+    """One job with its current spec."""
+    return await service.get_job(session, principal, job_id)
+
+
+@router.put("/{job_id}", response_model=JobPublic, openapi_extra=SPEC_BODY)
+async def replace_job(
+    job_id: uuid.UUID,
+    request: Request,
+    session: SessionDep,
+    principal: Principal = Authorized(Permission.jobs_write),
+) -> JobPublic:
+    """Replace the whole spec: a new version, unless the spec is identical to the current
+    one (then the job is returned unchanged). Renaming is allowed if the name is free."""
+    return await service.update_job(session, principal, job_id, await _read_spec(request))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_job(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    principal: Principal = Authorized(Permission.jobs_write),
+) -> None:
+    """Delete a job (soft: its versions stay for past runs; its name becomes free)."""
+    await service.delete_job(session, principal, job_id)
+
+
+@router.get("/{job_id}/versions", response_model=JobVersionPage)
+async def list_versions(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    principal: Principal = Authorized(Permission.jobs_read),
+    cursor: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="A previous page's next_cursor")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobVersionPage:
+    """A job's versions, newest first."""
+    versions, next_cursor = await service.list_versions(
+        session, principal, job_id, limit=limit, cursor=cursor
+    )
+    return JobVersionPage(
+        items=[JobVersionPublic.model_validate(v) for v in versions],
+        next_cursor=str(next_cursor) if next_cursor is not None else None,
+    )

@@ -1,0 +1,56 @@
+"""Response bodies of the job endpoints. Request bodies are job specs (``backend.jobs.spec``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from backend.core.schemas import Page, ResponseModel
+from backend.jobs.models import Job, JobVersion
+
+SPEC_DESCRIPTION = "The job spec of this version (the format of the create/replace request body)"
+
+
+class JobPublic(ResponseModel):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    queue: str
+    concurrency_policy: str
+    current_version: int
+    created_at: datetime
+    updated_at: datetime
+    spec: dict[str, Any] = Field(description=SPEC_DESCRIPTION)
+
+    @classmethod
+    def build(cls, job: Job, version: JobVersion) -> JobPublic:
+        """A job with its current version's spec."""
+        return cls(
+            id=job.id,
+            name=job.name,
+            description=job.description,
+            queue=job.queue,
+            concurrency_policy=job.concurrency_policy,
+            current_version=job.current_version,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            spec=version.spec,
+        )
+
+
+class JobVersionPublic(ResponseModel):
+    version: int
+    spec: dict[str, Any] = Field(description=SPEC_DESCRIPTION)
+    created_at: datetime
+    created_by: uuid.UUID | None
+
+
+class JobPage(Page[JobPublic]):
+    """Jobs newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+
+class JobVersionPage(Page[JobVersionPublic]):
+    """Versions newest first; pass ``next_cursor`` back as ``cursor`` for older ones."""

@@ -1,0 +1,237 @@
+"""Jobs: create, list, read, replace (a new immutable version), soft-delete; versions.
+
+Rules: a job's name is unique among the tenant's jobs that are not deleted (deleting one
+frees its name). Every change of the spec is a new version ``n + 1``; replacing a job with
+an identical spec changes nothing. Runs pin a version, so versions are never edited or
+removed while the job exists. Each change writes one audit event (``job.created``,
+``job.updated``, ``job.deleted``) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.audit import service as audit
+from backend.core.errors import Conflict, NotFound, ValidationFailed
+from backend.core.models import utcnow
+from backend.core.principal import Principal
+from backend.jobs.models import Job, JobVersion
+from backend.jobs.repository import UNIQUE_NAME_INDEX, JobRepository, JobVersionRepository
+from backend.jobs.schemas import JobPublic
+from backend.jobs.spec import JobSpec, stored_form
+
+DEFAULT_PAGE_SIZE = 50
+
+
+def encode_cursor(job: Job) -> str:
+    """``<created_at, UTC, ISO 8601>_<id hex>``: URL-safe, and unique even on ties."""
+    created_at = job.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{created_at}_{job.id.hex}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The ``(created_at, id)`` a cursor made by :func:`encode_cursor` points after."""
+    invalid = ValidationFailed(
+        "Invalid cursor; pass back a next_cursor unchanged",
+        details=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
+    )
+    try:
+        created_at, job_id = cursor.split("_")
+        position = (datetime.fromisoformat(created_at), uuid.UUID(hex=job_id))
+    except ValueError as error:
+        raise invalid from error
+    if position[0].tzinfo is None:
+        raise invalid
+    return position
+
+
+def _name_conflict(name: str) -> Conflict:
+    return Conflict(
+        f"A job named {name!r} exists already",
+        details=[{"loc": ["name"], "msg": "name already in use", "type": "conflict"}],
+    )
+
+
+async def _flush_unique_name(session: AsyncSession, name: str) -> None:
+    """Flush; a concurrent job that took the name first is a 409, not a 500."""
+    try:
+        await session.flush()
+    except IntegrityError as error:
+        if UNIQUE_NAME_INDEX in str(error.orig):
+            raise _name_conflict(name) from error
+        raise
+
+
+async def create_job(session: AsyncSession, principal: Principal, spec: JobSpec) -> JobPublic:
+    """Create a job with ``spec`` as its version 1."""
+    jobs = JobRepository(session, principal.tenant_id)
+    if await jobs.name_taken(spec.name):
+        raise _name_conflict(spec.name)
+    now = utcnow()
+    job = Job(
+        tenant_id=principal.tenant_id,
+        name=spec.name,
+        description=spec.description,
+        queue=spec.queue,
+        concurrency_policy=spec.concurrency_policy,
+        current_version=1,
+        created_by=principal.user_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    await _flush_unique_name(session, spec.name)
+    version = await JobVersionRepository(session, principal.tenant_id).add(
+        JobVersion(
+            tenant_id=principal.tenant_id,
+            job_id=job.id,
+            version=1,
+            spec=stored_form(spec),
+            created_by=principal.user_id,
+            created_at=now,
+        )
+    )
+    await audit.record_for(
+        session,
+        principal,
+        "job.created",
+        target_type="job",
+        target_id=job.id,
+        details={"name": job.name, "version": 1},
+    )
+    return JobPublic.build(job, version)
+
+
+async def list_jobs(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+    name: str | None = None,
+) -> tuple[list[JobPublic], str | None]:
+    """A page of the tenant's jobs, newest first, optionally only names starting with
+    ``name``; and the cursor of the next page (``None`` on the last one)."""
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows = await JobRepository(session, principal.tenant_id).page(
+        limit=limit + 1, after=after, name_prefix=name
+    )
+    next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    return [JobPublic.build(job, version) for job, version in rows[:limit]], next_cursor
+
+
+async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> JobPublic:
+    """One job with its current spec; 404 when missing, deleted or another tenant's."""
+    row = await JobRepository(session, principal.tenant_id).get_with_current(job_id)
+    if row is None:
+        raise NotFound("Job not found")
+    return JobPublic.build(*row)
+
+
+async def update_job(
+    session: AsyncSession, principal: Principal, job_id: uuid.UUID, spec: JobSpec
+) -> JobPublic:
+    """Replace a job's spec: a new version ``n + 1``, or nothing when the spec is identical.
+
+    The job row is locked first, so concurrent replacements get consecutive versions.
+    """
+    jobs = JobRepository(session, principal.tenant_id)
+    job = await jobs.get_active(job_id, lock=True)
+    if job is None:
+        raise NotFound("Job not found")
+    versions = JobVersionRepository(session, principal.tenant_id)
+    current = await versions.get(job_id=job.id, version=job.current_version)
+    new_spec = stored_form(spec)
+    if current is not None and current.spec == new_spec:
+        return JobPublic.build(job, current)
+    previous_name = job.name
+    if spec.name != previous_name and await jobs.name_taken(spec.name, except_id=job.id):
+        raise _name_conflict(spec.name)
+    now = utcnow()
+    job.name = spec.name
+    job.description = spec.description
+    job.queue = spec.queue
+    job.concurrency_policy = spec.concurrency_policy
+    job.current_version += 1
+    job.updated_at = now
+    session.add(job)
+    await _flush_unique_name(session, spec.name)
+    version = await versions.add(
+        JobVersion(
+            tenant_id=principal.tenant_id,
+            job_id=job.id,
+            version=job.current_version,
+            spec=new_spec,
+            created_by=principal.user_id,
+            created_at=now,
+        )
+    )
+    details: dict[str, object] = {"version": job.current_version}
+    if previous_name != job.name:
+        details["renamed_from"] = previous_name
+    await audit.record_for(
+        session, principal, "job.updated", target_type="job", target_id=job.id, details=details
+    )
+    return JobPublic.build(job, version)
+
+
+async def delete_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> None:
+    """Soft-delete a job: it disappears from the API and its name is free again; its
+    versions stay for the runs that pinned them. A second delete is a 404."""
+    job = await JobRepository(session, principal.tenant_id).get_active(job_id, lock=True)
+    if job is None:
+        raise NotFound("Job not found")
+    job.deleted_at = utcnow()
+    session.add(job)
+    await session.flush()
+    await audit.record_for(
+        session,
+        principal,
+        "job.deleted",
+        target_type="job",
+        target_id=job.id,
+        details={"name": job.name, "version": job.current_version},
+    )
+
+
+async def list_versions(
+    session: AsyncSession,
+    principal: Principal,
+    job_id: uuid.UUID,
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: int | None = None,
+) -> tuple[list[JobVersion], int | None]:
+    """A page of a job's versions, newest first, older than version ``cursor``; and the
+    cursor of the next page. 404 when the job is missing, deleted or another tenant's."""
+    if await JobRepository(session, principal.tenant_id).get_active(job_id) is None:
+        raise NotFound("Job not found")
+    versions = await JobVersionRepository(session, principal.tenant_id).page(
+        job_id, limit=limit + 1, before=cursor
+    )
+    next_cursor = versions[limit - 1].version if len(versions) > limit else None
+    return versions[:limit], next_cursor
+
+
+async def get_version(
+    session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, version: int | None = None
+) -> JobVersion:
+    """One version of a job, for the run engine (``JobSpec.model_validate(v.spec)`` reads it).
+
+    ``version=None`` is the current version of a job that is not deleted; an explicit
+    version is found even after the job was deleted (runs pinned it). The session must be
+    scoped to ``tenant_id`` (``backend.core.db.scope_to_tenant``): row-level security.
+    """
+    if version is None:
+        job = await JobRepository(session, tenant_id).get_active(job_id)
+        if job is None:
+            raise NotFound("Job not found")
+        version = job.current_version
+    found = await JobVersionRepository(session, tenant_id).get(job_id=job_id, version=version)
+    if found is None:
+        raise NotFound("Job version not found")
+    return found
