@@ -16,6 +16,8 @@ from backend.core.middleware import RequestMiddleware
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.health.router import router as health_router
+from backend.jobs.router import router as jobs_router
+from backend.runs.router import router as runs_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 
@@ -56,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokens_router,
         audit_router,
         admin_router,
+        runs_router,
+        jobs_router,
     ):
         app.include_router(router)
     return app

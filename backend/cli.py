@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import typer
-import uvicorn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit_service
@@ -17,6 +16,7 @@ from backend.core.db import commit, create_engine, create_sessionmaker, scope_to
 from backend.core.logging import configure_logging
 from backend.core.schema import provision_runtime_role, run_migrations
 from backend.core.settings import Settings
+from backend.processes import run_processes, worker_config
 from backend.tenants.repository import TenantDirectory
 
 app = typer.Typer(help="Baton: multi-tenant job orchestration.", no_args_is_help=True)
@@ -84,10 +84,13 @@ def dev() -> None:
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
     _echo("")
     _echo(f"Baton is running at {url}  (API docs: {url}/docs)")
-    _echo(f"Demo login: {settings.demo_email} / {settings.demo_password}"
-          + ("  (just created)" if created else ""))
+    _echo(
+        f"Demo login: {settings.demo_email} / {settings.demo_password}"
+        + ("  (just created)" if created else "")
+    )
     _echo("")
-    _serve(settings)
+    config = worker_config(settings, queues=["default"], concurrency=8)
+    asyncio.run(run_processes(settings, api=True, engine=True, worker=config))
 
 
 @app.command()
@@ -95,16 +98,27 @@ def api() -> None:
     """Serve the REST API (needs BATON_DATABASE_URL and BATON_REDIS_URL)."""
     settings = Settings()
     configure_logging(json_logs=not settings.is_dev)
-    _serve(settings)
+    asyncio.run(run_processes(settings, api=True, engine=False, worker=None))
 
 
-def _serve(settings: Settings) -> None:
-    from backend.app import create_app
+@app.command()
+def scheduler() -> None:
+    """The engine: admission, worker events, deadlines and the Redis reconciler."""
+    settings = Settings()
+    configure_logging(json_logs=not settings.is_dev)
+    asyncio.run(run_processes(settings, api=False, engine=True, worker=None))
 
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None,
-        proxy_headers=True,
-    )
+
+@app.command()
+def worker(
+    queue: list[str] = typer.Option(["default"], help="Queue to serve (repeatable)"),
+    concurrency: int = typer.Option(8, min=1, max=10_000, help="Tasks run at once"),
+) -> None:
+    """A worker: runs tasks from Redis Streams; never connects to PostgreSQL."""
+    settings = Settings()
+    configure_logging(json_logs=not settings.is_dev)
+    config = worker_config(settings, queues=queue, concurrency=concurrency)
+    asyncio.run(run_processes(settings, api=False, engine=False, worker=config))
 
 
 @db_app.command("upgrade")

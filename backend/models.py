@@ -2,7 +2,22 @@
 
 from backend.audit.models import AuditEvent
 from backend.auth.models import RefreshToken, User
+from backend.jobs.models import Job, JobVersion
+from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
 
-__all__ = ["ApiToken", "AuditEvent", "Membership", "RefreshToken", "Tenant", "User"]
+__all__ = [
+    "ApiToken",
+    "AuditEvent",
+    "Job",
+    "JobVersion",
+    "Membership",
+    "RefreshToken",
+    "Run",
+    "TaskAttempt",
+    "TaskLog",
+    "TaskRun",
+    "Tenant",
+    "User",
+]

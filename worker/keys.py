@@ -29,3 +29,59 @@ def login_failures_ip(ip: str) -> str:
 def revoked_access_token(jti: str) -> str:
     """Marks a logged-out access token until it would have expired anyway."""
     return f"{PREFIX}:auth:revoked:{jti}"
+
+
+# --- dispatch and events -------------------------------------------------------------
+WORKERS_GROUP = "workers"
+ENGINE_GROUP = "engine"
+
+
+def _tenant(tenant_id: str) -> str:
+    return f"{PREFIX}:{{{tenant_id}}}"
+
+
+def queue_stream(tenant_id: str, queue: str) -> str:
+    """A tenant's dispatch stream for one queue; consumer group ``workers``."""
+    return f"{_tenant(tenant_id)}:q:{queue}"
+
+
+def events_stream(tenant_id: str) -> str:
+    """Results, heartbeats and log chunks from workers to the engine; group ``engine``."""
+    return f"{_tenant(tenant_id)}:events"
+
+
+def queue_tenants(queue: str) -> str:
+    """Set of tenants that have had work dispatched on ``queue`` (what workers poll)."""
+    return f"{PREFIX}:queues:{queue}:tenants"
+
+
+def engine_tenants() -> str:
+    """Set of tenants with work in flight (whose events streams the engine reads)."""
+    return f"{PREFIX}:engine:tenants"
+
+
+def engine_due() -> str:
+    """Sorted set: tenant id -> the earliest instant it has work to admit (a due-time index
+    for delayed runs and retry backoff)."""
+    return f"{PREFIX}:engine:due"
+
+
+def engine_wakeup() -> str:
+    """List the API pushes to so the engine admits new work at once instead of at its tick."""
+    return f"{PREFIX}:engine:wakeup"
+
+
+def cancel_channel() -> str:
+    """Pub/sub channel on which the engine tells workers to stop a task attempt."""
+    return f"{PREFIX}:cancel"
+
+
+def worker_heartbeat(worker_id: str) -> str:
+    """A worker's liveness record (expires if the worker stops refreshing it)."""
+    return f"{PREFIX}:workers:{worker_id}"
+
+
+def engine_epoch() -> str:
+    """Set by the engine once it has reconciled Redis with PostgreSQL. Its absence means
+    Redis lost its data (restarted empty): every in-flight task must be dispatched again."""
+    return f"{PREFIX}:engine:epoch"

@@ -24,6 +24,10 @@ the same shape, never a stack trace.
     ├── RateLimited                 429 rate_limited
     └── ServiceUnavailable          503 service_unavailable
 
+PostgreSQL or Redis being unreachable (SQLAlchemy's OperationalError/InterfaceError,
+redis-py's ConnectionError/TimeoutError, a refused socket) is answered 503
+``service_unavailable`` too.
+
 ``commit_side_effects``: a few failures are also facts to keep - a failed login's audit
 row and throttle count, a reused refresh token's revoked family. The session dependency
 commits instead of rolling back when the error carries this flag.
@@ -31,12 +35,19 @@ commits instead of rolling back when the error carries this flag.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
 
 
 class BatonError(Exception):
@@ -172,8 +183,27 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _backing_service_down(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("http.backing_service_unavailable", error=type(exc).__name__)
+    return JSONResponse(
+        error_body("service_unavailable", "A backing service is not reachable; retry shortly"),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to the one JSON shape."""
     app.add_exception_handler(BatonError, _baton_error)
+    # PostgreSQL or Redis unreachable is an outage to wait out (503), not a bug (500).
+    for outage in (
+        OperationalError,
+        InterfaceError,
+        RedisConnectionError,
+        RedisTimeoutError,
+        ConnectionError,  # asyncpg lets a refused connection through as the builtin error
+        socket.gaierror,
+    ):
+        app.add_exception_handler(outage, _backing_service_down)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

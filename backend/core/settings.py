@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-DEV_JWT_SECRET = "baton-dev-only-secret-change-me-0123456789abcdef"  # noqa: S105
+DEV_JWT_SECRET = "baton-dev-only-secret-change-me-0123456789abcdef"
 MIN_JWT_KEY_BYTES = 32
 
 
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     app_database_url: str | None = None
     app_db_role: str = "baton_app"
-    app_db_password: str = "baton-app-dev-password"  # noqa: S105
+    app_db_password: str = "baton-app-dev-password"
     db_pool_size: int = 10
 
     redis_url: str | None = None
@@ -69,9 +69,30 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = 50
     login_failure_window_seconds: int = 900
 
+    # Engine and admission. A tenant's quota and weight come from its row when set, else
+    # from these defaults.
+    tenant_max_concurrent_tasks: int = Field(default=100, ge=1)
+    tenant_weight: int = Field(default=1, ge=1)
+    # Per plan, e.g. BATON_PLAN_LIMITS='{"pro": {"max_concurrent_tasks": 200, "weight": 2}}';
+    # a plan not listed gets the two defaults above.
+    plan_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
+    admission_quantum: int = Field(default=64, ge=1)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    visibility_timeout_seconds: float = Field(default=30.0, gt=0)
+    lost_after_seconds: float = Field(default=60.0, gt=0)
+    task_deadline_grace_seconds: float = Field(default=10.0, ge=0)
+
+    # Workers. Shell and Docker tasks run only where the operator allows them (on-prem or
+    # tenant-hosted workers); python tasks only from the listed module prefixes; http tasks
+    # never reach private, loopback, link-local or metadata addresses unless allow-listed.
+    worker_allow_shell: bool = True
+    worker_allow_docker: bool = True
+    worker_python_modules: list[str] = Field(default_factory=lambda: ["worker.builtins"])
+    worker_http_allowlist: list[str] = Field(default_factory=list)
+
     max_request_bytes: int = 1_048_576
-    demo_email: str = "demo@baton.local"
-    demo_password: str = "baton-demo-password"  # noqa: S105
+    demo_email: str = "demo@example.com"
+    demo_password: str = "baton-demo-password"
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Self:
@@ -82,7 +103,7 @@ class Settings(BaseSettings):
         if self.environment == Environment.production:
             if self.jwt_secret == DEV_JWT_SECRET:
                 raise ValueError("BATON_JWT_SECRET must be set outside development")
-            if self.app_database_url is None and self.app_db_password == "baton-app-dev-password":  # noqa: S105
+            if self.app_database_url is None and self.app_db_password == "baton-app-dev-password":
                 raise ValueError("BATON_APP_DB_PASSWORD must be set outside development")
         return self
 

@@ -10,13 +10,13 @@ removed while the job exists. Each change writes one audit event (``job.created`
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
-from backend.core.errors import Conflict, NotFound, ValidationFailed
+from backend.core.cursor import decode_position, encode_position
+from backend.core.errors import Conflict, NotFound
 from backend.core.models import utcnow
 from backend.core.principal import Principal
 from backend.jobs.models import Job, JobVersion
@@ -25,28 +25,6 @@ from backend.jobs.schemas import JobPublic
 from backend.jobs.spec import JobSpec, stored_form
 
 DEFAULT_PAGE_SIZE = 50
-
-
-def encode_cursor(job: Job) -> str:
-    """``<created_at, UTC, ISO 8601>_<id hex>``: URL-safe, and unique even on ties."""
-    created_at = job.created_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return f"{created_at}_{job.id.hex}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The ``(created_at, id)`` a cursor made by :func:`encode_cursor` points after."""
-    invalid = ValidationFailed(
-        "Invalid cursor; pass back a next_cursor unchanged",
-        details=[{"loc": ["query", "cursor"], "msg": "invalid cursor", "type": "value_error"}],
-    )
-    try:
-        created_at, job_id = cursor.split("_")
-        position = (datetime.fromisoformat(created_at), uuid.UUID(hex=job_id))
-    except ValueError as error:
-        raise invalid from error
-    if position[0].tzinfo is None:
-        raise invalid
-    return position
 
 
 def _name_conflict(name: str) -> Conflict:
@@ -116,11 +94,12 @@ async def list_jobs(
 ) -> tuple[list[JobPublic], str | None]:
     """A page of the tenant's jobs, newest first, optionally only names starting with
     ``name``; and the cursor of the next page (``None`` on the last one)."""
-    after = decode_cursor(cursor) if cursor is not None else None
+    after = decode_position(cursor) if cursor is not None else None
     rows = await JobRepository(session, principal.tenant_id).page(
         limit=limit + 1, after=after, name_prefix=name
     )
-    next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
+    last = rows[limit - 1][0] if len(rows) > limit else None
+    next_cursor = encode_position(last.created_at, last.id) if last else None
     return [JobPublic.build(job, version) for job, version in rows[:limit]], next_cursor
 
 

@@ -131,6 +131,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        "DROP TABLE audit_events, api_tokens, refresh_tokens, memberships, users, tenants"
-    )
+    op.execute("DROP TABLE audit_events, api_tokens, refresh_tokens, memberships, users, tenants")

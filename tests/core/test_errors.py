@@ -343,3 +343,22 @@ async def test_baton_error_details_are_rendered(fragile: AsyncClient) -> None:
     response = await fragile.get("/conflict")
     error = assert_error_shape(response, 409, "conflict")
     assert error == {"code": "conflict", "message": "Busy", "details": {"retry": True}}
+
+
+@pytest.mark.parametrize("broken", ["redis", "postgres"])
+async def test_unreachable_backing_service_is_a_503_not_a_500(
+    broken: str, settings: Settings
+) -> None:
+    update: dict[str, Any] = {"redis_url": "redis://127.0.0.1:1/0"}
+    if broken == "postgres":
+        update = {"app_database_url": "postgresql://nobody@127.0.0.1:1/nothing"}
+    app = create_app(settings.model_copy(update=update))
+    async with app.router.lifespan_context(app):
+        transport = ASGITransport(app=app)
+        async with AsyncClient(transport=transport, base_url="http://baton.test") as http:
+            response = await http.post(
+                "/api/v1/auth/login", json={"email": unique_email(), "password": "whatever-pass"}
+            )
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.headers["x-request-id"]

@@ -1,0 +1,39 @@
+"""What the API and the engine tell each other through Redis.
+
+Nothing here is the truth - PostgreSQL is. These are hints that make work start at once
+instead of at the engine's next tick; a lost hint only costs that tick.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from redis.asyncio import Redis
+
+from backend.core.models import utcnow
+from worker import keys
+
+
+async def mark_tenant_due(redis: Redis, tenant_id: uuid.UUID, at: datetime | None = None) -> None:
+    """Record that ``tenant_id`` has work to admit at ``at`` (now by default)."""
+    when = at or utcnow()
+    async with redis.pipeline(transaction=False) as pipe:
+        # LT: an earlier due time wins; a later one never postpones work already due.
+        pipe.zadd(keys.engine_due(), {str(tenant_id): when.timestamp()}, lt=True)
+        pipe.zadd(keys.engine_due(), {str(tenant_id): when.timestamp()}, nx=True)
+        if when <= utcnow():
+            pipe.lpush(keys.engine_wakeup(), str(tenant_id))
+            pipe.ltrim(keys.engine_wakeup(), 0, 999)
+        await pipe.execute()
+
+
+async def publish_cancel(
+    redis: Redis, tenant_id: uuid.UUID, attempts: Iterable[tuple[uuid.UUID, int]]
+) -> None:
+    """Ask workers to stop these task attempts (best effort; results are fenced anyway)."""
+    for task_run_id, attempt in attempts:
+        payload = {"tenant_id": str(tenant_id), "task_run_id": str(task_run_id), "attempt": attempt}
+        await redis.publish(keys.cancel_channel(), json.dumps(payload))

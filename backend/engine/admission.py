@@ -1,0 +1,174 @@
+"""Admission: move ready task runs into the tenant's dispatch streams, within its quota.
+
+Per tenant, admission is serialised by a transaction-level advisory lock (so two engine
+replicas cannot both fill the same free slots) and picks rows with ``FOR UPDATE SKIP
+LOCKED`` (so they never dispatch the same task). Dispatching bumps the attempt number: the
+message carries it, and results of any other attempt are ignored.
+
+Across tenants the engine runs deficit round robin (:class:`FairShare`): each tenant with
+due work earns ``quantum x weight`` admissions per round, so a tenant with 50,000 ready
+tasks gets its share and no more, and a tenant with one task is served in the next round.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.core.models import utcnow
+from backend.core.settings import Settings
+from backend.engine.events import load_plan
+from backend.engine.plan import PlanCache
+from backend.runs.models import TaskAttempt
+from backend.runs.repository import RunRepository
+from backend.tenants.models import Tenant
+from worker.protocol import TaskMessage
+
+# MATERIALIZED: run the LIMIT-ed pick exactly once. Inlined into UPDATE ... FROM, the
+# planner may re-scan it and update more rows than the limit.
+_CLAIM = text(
+    """
+    WITH picked AS MATERIALIZED (
+        SELECT id FROM task_runs
+         WHERE tenant_id = :tenant AND status = 'queued'
+           AND dispatched_at IS NULL AND ready_at <= now()
+         ORDER BY ready_at
+         LIMIT :limit
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE task_runs AS t
+       SET dispatched_at = now(), attempt = t.attempt + 1
+      FROM picked
+     WHERE t.tenant_id = :tenant AND t.id = picked.id
+    RETURNING t.id, t.run_id, t.name, t.attempt, t.queue
+    """
+)
+_IN_FLIGHT = text(
+    """
+    SELECT count(*) FROM task_runs
+     WHERE tenant_id = :tenant AND status IN ('queued', 'running')
+       AND dispatched_at IS NOT NULL
+    """
+)
+_NEXT_READY = text(
+    """
+    SELECT min(ready_at) FROM task_runs
+     WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
+    """
+)
+
+
+@dataclass
+class Admission:
+    messages: list[TaskMessage]
+    next_due: datetime | None  # when this tenant next has admissible work (None: nothing)
+    saturated: bool  # the quota is full; finishing tasks will wake the tenant again
+
+
+def quota_of(tenant: Tenant | None, settings: Settings) -> tuple[int, int]:
+    """(max concurrent tasks, weight): the tenant's own values, else its plan's, else the
+    defaults in settings."""
+    plan = settings.plan_limits.get(tenant.plan, {}) if tenant is not None else {}
+    own_limit = tenant.max_concurrent_tasks if tenant is not None else None
+    own_weight = tenant.weight if tenant is not None else None
+    return (
+        own_limit or plan.get("max_concurrent_tasks") or settings.tenant_max_concurrent_tasks,
+        own_weight or plan.get("weight") or settings.tenant_weight,
+    )
+
+
+async def admit(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    plans: PlanCache,
+    *,
+    max_concurrent: int,
+    limit: int,
+) -> Admission:
+    """Claim up to ``limit`` ready tasks that fit the quota; build their messages."""
+    params = {"tenant": tenant_id}
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended('admit:' || :tenant, 0))"),
+        {"tenant": str(tenant_id)},
+    )
+    in_flight = int((await session.execute(_IN_FLIGHT, params)).scalar_one())
+    room = min(max_concurrent - in_flight, limit)
+    if room <= 0:
+        return Admission([], None, saturated=True)
+    claimed = (await session.execute(_CLAIM, {**params, "limit": room})).all()
+    messages: list[TaskMessage] = []
+    if claimed:
+        runs = {
+            r.id: r
+            for r in await RunRepository(session, tenant_id).by_ids(
+                sorted({row.run_id for row in claimed})
+            )
+        }
+        for row in claimed:
+            run = runs[row.run_id]
+            plan = await load_plan(session, plans, tenant_id, run.job_id, run.job_version)
+            task = plan.tasks[row.name]
+            session.add(
+                TaskAttempt(
+                    tenant_id=tenant_id,
+                    task_run_id=row.id,
+                    attempt=row.attempt,
+                    run_id=row.run_id,
+                    status="dispatched",
+                )
+            )
+            messages.append(
+                TaskMessage(
+                    tenant_id=str(tenant_id),
+                    run_id=str(row.run_id),
+                    task_run_id=str(row.id),
+                    task_name=row.name,
+                    attempt=row.attempt,
+                    spec=task.spec,
+                    params=run.params,
+                    timeout_seconds=task.timeout_seconds,
+                    queue=row.queue,
+                )
+            )
+        await session.flush()
+    if len(claimed) == room and room == limit:
+        return Admission(messages, utcnow(), saturated=False)
+    if len(claimed) == room:
+        return Admission(messages, None, saturated=True)
+    next_due = (await session.execute(_NEXT_READY, params)).scalar_one()
+    return Admission(messages, next_due, saturated=False)
+
+
+class FairShare:
+    """Deficit round robin over tenants with due work."""
+
+    def __init__(self, quantum: int) -> None:
+        self.quantum = quantum
+        self.deficit: dict[uuid.UUID, int] = {}
+        self.ring: deque[uuid.UUID] = deque()
+
+    def add(self, tenant_id: uuid.UUID) -> None:
+        if tenant_id not in self.deficit:
+            self.deficit[tenant_id] = 0
+            self.ring.append(tenant_id)
+
+    def next_turn(self, weight_of: dict[uuid.UUID, int]) -> tuple[uuid.UUID, int] | None:
+        """The next tenant and how many tasks it may admit this turn."""
+        if not self.ring:
+            return None
+        tenant_id = self.ring.popleft()
+        self.deficit[tenant_id] += self.quantum * weight_of.get(tenant_id, 1)
+        return tenant_id, self.deficit[tenant_id]
+
+    def used(self, tenant_id: uuid.UUID, admitted: int, *, still_due: bool) -> None:
+        if still_due:
+            self.deficit[tenant_id] -= admitted
+            self.ring.append(tenant_id)
+        else:
+            # An idle tenant banks no credit (DRR resets an emptied queue's deficit).
+            self.deficit.pop(tenant_id, None)

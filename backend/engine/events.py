@@ -1,0 +1,337 @@
+"""Apply a batch of worker events to PostgreSQL and advance the affected runs.
+
+One call handles one tenant's batch in the caller's transaction:
+
+1. lock the affected runs (``FOR UPDATE``, in id order) so engine replicas advancing the
+   same run serialise instead of racing;
+2. fold the events into the task runs - fenced by attempt number, so a late or duplicate
+   event of an older attempt changes nothing;
+3. decide retries (exponential backoff through ``ready_at``, the due-time index), then
+   advance each run's DAG and settle finished runs;
+4. let the ORM flush the changed rows in batched statements; bulk-insert log lines.
+
+The returned :class:`Effects` say what must happen in Redis after the commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.core.models import utcnow
+from backend.engine.dag import advance, run_outcome
+from backend.engine.plan import PlanCache, RunPlan, compile_plan
+from backend.jobs.repository import JobVersionRepository
+from backend.runs.models import FINISHED_RUN, Run, RunStatus, TaskAttempt, TaskRun, TaskStatus
+from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository
+from worker.protocol import TaskEvent
+
+log = structlog.get_logger(__name__)
+
+MAX_LINE_CHARS = 16_384
+ACTIVE = (TaskStatus.queued, TaskStatus.running)
+
+
+@dataclass
+class Effects:
+    """What the engine must do in Redis once the transaction has committed."""
+
+    due_at: datetime | None = None  # earliest instant this tenant has work to admit
+    cancel: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    finished_runs: list[Run] = field(default_factory=list)
+    changed_tasks: list[TaskRun] = field(default_factory=list)
+
+    def due(self, at: datetime) -> None:
+        self.due_at = at if self.due_at is None else min(self.due_at, at)
+
+
+async def load_plan(
+    session: AsyncSession, plans: PlanCache, tenant_id: uuid.UUID, job_id: uuid.UUID, version: int
+) -> RunPlan:
+    """The compiled plan of a job version, from the cache or the database."""
+    plan = plans.get(tenant_id, job_id, version)
+    if plan is None:
+        found = await JobVersionRepository(session, tenant_id).get(job_id=job_id, version=version)
+        if found is None:
+            raise LookupError(f"job {job_id} version {version} not found")
+        plan = plans.put(tenant_id, compile_plan(job_id, version, found.spec))
+    return plan
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class _Batch:
+    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID, plans: PlanCache) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+        self.plans = plans
+        self.effects = Effects()
+        self.tasks: dict[uuid.UUID, TaskRun] = {}
+        self.runs: dict[uuid.UUID, Run] = {}
+        self.run_tasks: dict[uuid.UUID, list[TaskRun]] = {}
+        self.attempts: dict[tuple[uuid.UUID, int], TaskAttempt] = {}
+        self.log_rows: list[dict[str, Any]] = []
+        self.touched_runs: set[uuid.UUID] = set()
+        self.changed: dict[uuid.UUID, TaskRun] = {}
+
+    async def load(self, task_run_ids: set[uuid.UUID]) -> None:
+        probe = select(TaskRun.run_id).where(
+            col(TaskRun.tenant_id) == self.tenant_id, col(TaskRun.id).in_(list(task_run_ids))
+        )
+        run_ids = sorted(set((await self.session.exec(probe)).all()))
+        if not run_ids:
+            return
+        runs = await RunRepository(self.session, self.tenant_id).by_ids(run_ids, lock=True)
+        self.runs = {r.id: r for r in runs}
+        for task in await TaskRunRepository(self.session, self.tenant_id).for_runs(run_ids):
+            self.run_tasks.setdefault(task.run_id, []).append(task)
+            self.tasks[task.id] = task
+        keys = [(t.id, t.attempt) for t in self.tasks.values() if t.id in task_run_ids]
+        if keys:
+            statement = select(TaskAttempt).where(
+                col(TaskAttempt.tenant_id) == self.tenant_id,
+                col(TaskAttempt.task_run_id).in_([k[0] for k in keys]),
+            )
+            for attempt in (await self.session.exec(statement)).all():
+                self.attempts[(attempt.task_run_id, attempt.attempt)] = attempt
+
+    def _attempt(self, task: TaskRun) -> TaskAttempt:
+        key = (task.id, task.attempt)
+        attempt = self.attempts.get(key)
+        if attempt is None:
+            attempt = TaskAttempt(
+                tenant_id=self.tenant_id,
+                task_run_id=task.id,
+                attempt=task.attempt,
+                run_id=task.run_id,
+                status="dispatched",
+            )
+            self.session.add(attempt)
+            self.attempts[key] = attempt
+        return attempt
+
+    def _mark(self, task: TaskRun) -> None:
+        self.changed[task.id] = task
+        self.touched_runs.add(task.run_id)
+
+    def apply(self, event: TaskEvent) -> None:
+        task = self.tasks.get(uuid.UUID(event.task_run_id))
+        if task is None or event.attempt != task.attempt:
+            return  # unknown, or an older attempt's late word: fenced off
+        at = _ts(event.ts)
+        run = self.runs.get(task.run_id)
+        if run is None or run.status in FINISHED_RUN or task.status not in ACTIVE:
+            if event.kind == "finished":
+                self._close_attempt(task, event.result or {}, at)  # e.g. a cancelled run's
+            return
+        if event.kind == "started":
+            self._started(task, run, event, at)
+        elif event.kind == "heartbeat":
+            if task.status == TaskStatus.running:
+                task.heartbeat_at = max(at, task.heartbeat_at or at)
+                self._mark(task)
+        elif event.kind == "log":
+            for item in event.lines:
+                self.log_rows.append(
+                    {
+                        "tenant_id": self.tenant_id,
+                        "task_run_id": task.id,
+                        "attempt": task.attempt,
+                        "seq": int(item["seq"]),
+                        "logged_at": _ts(float(item.get("ts", event.ts))),
+                        "stream": str(item.get("stream", "stdout"))[:10],
+                        "line": str(item.get("line", ""))[:MAX_LINE_CHARS],
+                    }
+                )
+        elif event.kind == "finished":
+            self.finish(task, event.result or {}, at, worker=event.worker)
+        elif event.kind == "released":
+            self._released(task, at)
+
+    def _close_attempt(self, task: TaskRun, result: dict[str, Any], at: datetime) -> None:
+        """Record how an attempt ended after its task was already settled (cancelled)."""
+        attempt = self.attempts.get((task.id, task.attempt))
+        if attempt is None or attempt.finished_at is not None:
+            return
+        attempt.status = (
+            TaskStatus.cancelled
+            if result.get("reason") == "cancelled"
+            else str(result.get("status") or TaskStatus.failed)
+        )
+        attempt.finished_at = at
+        attempt.error = result.get("error")
+        attempt.reason = result.get("reason")
+        attempt.exit_code = result.get("exit_code")
+
+    def _started(self, task: TaskRun, run: Run, event: TaskEvent, at: datetime) -> None:
+        if task.status != TaskStatus.queued:
+            return
+        plan_timeout = task_timeout(self, task)
+        task.status = TaskStatus.running
+        task.started_at = at
+        task.heartbeat_at = utcnow()
+        task.worker = event.worker[:200]
+        task.deadline_at = at + timedelta(seconds=plan_timeout) if plan_timeout else None
+        attempt = self._attempt(task)
+        attempt.status = TaskStatus.running
+        attempt.started_at = at
+        attempt.worker = task.worker
+        if run.status == RunStatus.queued:
+            run.status = RunStatus.running
+            run.started_at = at
+        self._mark(task)
+
+    def finish(
+        self, task: TaskRun, result: dict[str, Any], at: datetime, *, worker: str | None = None
+    ) -> None:
+        """Record an attempt's result and decide: succeeded, retry, or failed."""
+        if task.status not in ACTIVE:
+            return
+        ok = result.get("status") == "succeeded"
+        reason = None if ok else str(result.get("reason") or "error")[:30]
+        error = None if ok else str(result.get("error") or "failed")[:10_000]
+        attempt = self._attempt(task)
+        attempt.status = (
+            TaskStatus.succeeded
+            if ok
+            else (TaskStatus.cancelled if reason == "cancelled" else TaskStatus.failed)
+        )
+        attempt.finished_at = at
+        attempt.exit_code = result.get("exit_code")
+        attempt.error = error
+        attempt.reason = reason
+        attempt.output = result.get("output")
+        if worker and not attempt.worker:
+            attempt.worker = worker[:200]
+        task.error, task.reason = error, reason
+        if ok:
+            task.status = TaskStatus.succeeded
+            task.output = result.get("output")
+            task.finished_at = at
+        elif reason != "cancelled" and task.attempt < task.max_attempts:
+            retry = plan_of(self, task).tasks[task.name].retry
+            task.status = TaskStatus.queued
+            task.dispatched_at = None
+            task.ready_at = utcnow() + timedelta(seconds=retry.delay_before(task.attempt + 1))
+            self.effects.due(task.ready_at)
+        else:
+            task.status = TaskStatus.cancelled if reason == "cancelled" else TaskStatus.failed
+            task.finished_at = at
+        self._mark(task)
+
+    def _released(self, task: TaskRun, at: datetime) -> None:
+        # A worker shutting down handed the attempt back unrun: not the task's fault, so
+        # it does not use up one of the task's attempts.
+        attempt = self._attempt(task)
+        attempt.status, attempt.finished_at, attempt.reason = "released", at, "released"
+        task.status = TaskStatus.queued
+        task.dispatched_at = None
+        task.max_attempts += 1
+        task.ready_at = utcnow()
+        self.effects.due(task.ready_at)
+        self._mark(task)
+
+    def settle_runs(self) -> None:
+        """Advance every touched run's DAG; close the runs that are over."""
+        now = utcnow()
+        for run_id in self.touched_runs:
+            run = self.runs[run_id]
+            if run.status in FINISHED_RUN:
+                continue
+            tasks = {t.name: t for t in self.run_tasks.get(run_id, [])}
+            plan = self.plans.get(self.tenant_id, run.job_id, run.job_version)
+            assert plan is not None
+            ready, doomed = advance(plan, {n: t.status for n, t in tasks.items()})
+            for name in ready:
+                tasks[name].status = TaskStatus.queued
+                tasks[name].ready_at = now
+                self.effects.due(now)
+                self.changed[tasks[name].id] = tasks[name]
+            for name in doomed:
+                tasks[name].status = TaskStatus.upstream_failed
+                tasks[name].finished_at = now
+                tasks[name].reason = "upstream_failed"
+                self.changed[tasks[name].id] = tasks[name]
+            outcome = run_outcome({n: t.status for n, t in tasks.items()})
+            if outcome is not None:
+                run.status = outcome
+                run.finished_at = now
+                if outcome == RunStatus.failed:
+                    failed = sorted(n for n, t in tasks.items() if t.status == TaskStatus.failed)
+                    run.reason = f"task failed: {', '.join(failed)}" if failed else "failed"
+                self.effects.finished_runs.append(run)
+
+
+def plan_of(batch: _Batch, task: TaskRun) -> RunPlan:
+    run = batch.runs[task.run_id]
+    plan = batch.plans.get(batch.tenant_id, run.job_id, run.job_version)
+    assert plan is not None, "plans are loaded before events are applied"
+    return plan
+
+
+def task_timeout(batch: _Batch, task: TaskRun) -> float | None:
+    return plan_of(batch, task).tasks[task.name].timeout_seconds
+
+
+async def _prepare(batch: _Batch, task_run_ids: set[uuid.UUID]) -> None:
+    await batch.load(task_run_ids)
+    for run in batch.runs.values():
+        await load_plan(batch.session, batch.plans, batch.tenant_id, run.job_id, run.job_version)
+
+
+async def apply_events(
+    session: AsyncSession, tenant_id: uuid.UUID, events: list[TaskEvent], plans: PlanCache
+) -> Effects:
+    """Apply one tenant's batch of worker events in the current transaction."""
+    ids = set()
+    for event in events:
+        try:
+            ids.add(uuid.UUID(event.task_run_id))
+        except ValueError:
+            log.warning("engine.event.bad_task_id", tenant_id=str(tenant_id))
+    batch = _Batch(session, tenant_id, plans)
+    await _prepare(batch, ids)
+    for event in events:
+        batch.apply(event)
+    return await _flush(batch)
+
+
+async def fail_tasks(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    failures: Iterable[tuple[uuid.UUID, int, str, str]],
+    plans: PlanCache,
+) -> Effects:
+    """Fail task attempts the engine itself judged (timeout, lost): (id, attempt, reason, error).
+
+    They go through the same retry policy as failures a worker reports.
+    """
+    failures = list(failures)
+    batch = _Batch(session, tenant_id, plans)
+    await _prepare(batch, {f[0] for f in failures})
+    now = utcnow()
+    for task_run_id, attempt, reason, error in failures:
+        task = batch.tasks.get(task_run_id)
+        if task is None or task.attempt != attempt:
+            continue
+        if task.dispatched_at is not None:
+            batch.effects.cancel.append((task.id, task.attempt))
+        batch.finish(task, {"status": "failed", "reason": reason, "error": error}, now)
+    return await _flush(batch)
+
+
+async def _flush(batch: _Batch) -> Effects:
+    batch.settle_runs()
+    await LogRepository(batch.session, batch.tenant_id).insert_many(batch.log_rows)
+    await batch.session.flush()
+    batch.effects.changed_tasks = list(batch.changed.values())
+    return batch.effects

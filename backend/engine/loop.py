@@ -1,0 +1,358 @@
+"""The engine process: admission, event processing and sweeps, as three asyncio loops.
+
+- **admission** pops tenants whose due time has come from ``baton:engine:due`` (woken at
+  once by ``baton:engine:wakeup``), and admits their ready tasks by deficit round robin.
+- **events** reads the active tenants' events streams in batches, applies each tenant's
+  batch in one transaction, acknowledges it, then acts on the effects in Redis.
+- **sweep** enforces task and run deadlines, fails tasks whose worker went silent, and
+  re-dispatches everything in flight if Redis lost its data.
+
+Every loop survives errors of one iteration (logged) and stops on :meth:`Engine.stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.core.db import commit, scope_to_tenant
+from backend.core.models import utcnow
+from backend.core.settings import Settings
+from backend.dispatch.signals import mark_tenant_due, publish_cancel
+from backend.engine.admission import FairShare, admit, quota_of
+from backend.engine.events import Effects, apply_events, fail_tasks
+from backend.engine.plan import PlanCache
+from backend.tenants.repository import TenantDirectory
+from worker import keys
+from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
+from worker.streams import as_text, ensure_group, is_nogroup
+
+log = structlog.get_logger(__name__)
+
+EVENTS_BATCH = 1000
+DEAD_LETTER_DELIVERIES = 5
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.redis = redis
+        self.name = name or f"engine-{socket.gethostname()}-{os.getpid()}"
+        self.plans = PlanCache()
+        self.fair = FairShare(settings.admission_quantum)
+        self._stopping = asyncio.Event()
+        self._event_groups: set[str] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until :meth:`stop`."""
+        log.info("engine.started", engine=self.name)
+        await asyncio.gather(self._admission_loop(), self._events_loop(), self._sweep_loop())
+        log.info("engine.stopped", engine=self.name)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @asynccontextmanager
+    async def tenant_transaction(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+        async with self.sessionmaker() as session:
+            await scope_to_tenant(session, tenant_id)
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await commit(session)
+
+    async def _guarded(self, loop: str, coro: object) -> None:
+        """Await one iteration; log and pause on failure instead of dying."""
+        try:
+            await coro  # type: ignore[misc]
+        except (RedisError, SQLAlchemyError, OSError, LookupError, ValueError) as error:
+            log.exception("engine.loop_failed", loop=loop, error=type(error).__name__)
+            await asyncio.sleep(0.5)
+
+    # -- admission ----------------------------------------------------------------------
+    async def _admission_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._guarded("admission", self.admission_round())
+
+    async def admission_round(self) -> int:
+        """Admit one round across every due tenant; wait for work if there is none."""
+        now = time.time()
+        due = await self.redis.zrangebyscore(keys.engine_due(), "-inf", now, start=0, num=1000)
+        if not due:
+            await self._wait_for_work()
+            return 0
+        admitted = 0
+        for raw in cast(list[str], due):
+            self.fair.add(uuid.UUID(as_text(raw)))
+        quotas = await self._quotas(set(self.fair.ring))
+        for _ in range(len(self.fair.ring)):
+            turn = self.fair.next_turn({t: q[1] for t, q in quotas.items()})
+            if turn is None:
+                break
+            tenant_id, allowance = turn
+            max_concurrent = quotas[tenant_id][0]
+            await self.redis.zrem(keys.engine_due(), str(tenant_id))
+            async with self.tenant_transaction(tenant_id) as session:
+                admission = await admit(
+                    session,
+                    tenant_id,
+                    self.plans,
+                    max_concurrent=max_concurrent,
+                    limit=max(allowance, 1),
+                )
+            await self.publish(admission.messages)
+            admitted += len(admission.messages)
+            if admission.next_due is not None:
+                await mark_tenant_due(self.redis, tenant_id, admission.next_due)
+            still_due = admission.next_due is not None and admission.next_due <= utcnow()
+            self.fair.used(tenant_id, len(admission.messages), still_due=still_due)
+        return admitted
+
+    async def _quotas(self, tenants: set[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
+        async with self.sessionmaker() as session:
+            directory = TenantDirectory(session)
+            found = {t: await directory.get(t) for t in tenants}
+        return {t: quota_of(row, self.settings) for t, row in found.items()}
+
+    async def _wait_for_work(self) -> None:
+        head = await self.redis.zrange(keys.engine_due(), 0, 0, withscores=True)
+        wait = 1.0
+        if head:
+            wait = min(max(float(head[0][1]) - time.time(), 0.01), 1.0)
+        popped = await self.redis.blpop([keys.engine_wakeup()], timeout=wait)
+        if popped:
+            await self.redis.delete(keys.engine_wakeup())
+
+    async def publish(self, messages: list[TaskMessage]) -> None:
+        """XADD dispatch messages and register their tenants with workers and the engine."""
+        if not messages:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message in messages:
+                stream = keys.queue_stream(message.tenant_id, message.queue)
+                pipe.xadd(stream, {TASK_FIELD: message.to_json()})
+                pipe.sadd(keys.queue_tenants(message.queue), message.tenant_id)
+            pipe.sadd(keys.engine_tenants(), *{m.tenant_id for m in messages})
+            await pipe.execute()
+
+    # -- events -------------------------------------------------------------------------
+    async def _events_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._guarded("events", self.events_round())
+
+    async def events_round(self, block_ms: int = 200) -> int:
+        """Read and apply one batch of events from every active tenant."""
+        tenants = sorted(as_text(t) for t in await self.redis.smembers(keys.engine_tenants()))
+        if not tenants:
+            await asyncio.sleep(block_ms / 1000)
+            return 0
+        streams: dict[Any, Any] = {keys.events_stream(t): ">" for t in tenants}
+        for stream in streams:
+            if stream not in self._event_groups:
+                await ensure_group(self.redis, stream, keys.ENGINE_GROUP)
+                self._event_groups.add(stream)
+        try:
+            response = await self.redis.xreadgroup(
+                keys.ENGINE_GROUP, self.name, streams, count=EVENTS_BATCH, block=block_ms
+            )
+        except ResponseError as error:
+            if is_nogroup(error):
+                self._event_groups.clear()
+                return 0
+            raise
+        handled = 0
+        replies = cast(list[Any], response or [])  # RESP2 shape: [[stream, entries], ...]
+        for stream, entries in replies:
+            handled += await self._apply_stream(as_text(stream), entries)
+        return handled
+
+    async def _apply_stream(self, stream: str, entries: list[tuple[str, dict[str, str]]]) -> int:
+        tenant_id = uuid.UUID(stream.split("{", 1)[1].split("}", 1)[0])
+        events: list[TaskEvent] = []
+        for _, fields in entries:
+            try:
+                events.append(TaskEvent.from_json(fields[EVENT_FIELD]))
+            except (KeyError, ValueError, TypeError):
+                log.warning("engine.event.malformed", tenant_id=str(tenant_id))
+        async with self.tenant_transaction(tenant_id) as session:
+            effects = await apply_events(session, tenant_id, events, self.plans)
+        await self.redis.xack(stream, keys.ENGINE_GROUP, *[entry_id for entry_id, _ in entries])
+        if any(e.kind in ("finished", "released") for e in events):
+            effects.due(utcnow())  # a slot came free: admit the tenant's next tasks
+        await self.after_effects(tenant_id, effects)
+        return len(events)
+
+    async def after_effects(self, tenant_id: uuid.UUID, effects: Effects) -> None:
+        if effects.due_at is not None:
+            await mark_tenant_due(self.redis, tenant_id, effects.due_at)
+        if effects.cancel:
+            await publish_cancel(self.redis, tenant_id, effects.cancel)
+        for run in effects.finished_runs:
+            log.info(
+                "engine.run.finished",
+                tenant_id=str(tenant_id),
+                run_id=str(run.id),
+                status=run.status,
+            )
+
+    # -- sweeps -------------------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._guarded("sweep", self.sweep())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
+
+    async def sweep(self) -> None:
+        """Deadlines, silent workers, Redis data loss."""
+        if not await self.redis.exists(keys.engine_epoch()):
+            await self.reconcile_redis()
+        for raw in await self.redis.smembers(keys.engine_tenants()):
+            await self._sweep_tenant(uuid.UUID(as_text(raw)))
+
+    async def _sweep_tenant(self, tenant_id: uuid.UUID) -> None:
+        now = utcnow()
+        lost_before = now - timedelta(seconds=self.settings.lost_after_seconds)
+        async with self.tenant_transaction(tenant_id) as session:
+            rows = (
+                await session.execute(_OVERDUE, {"tenant": tenant_id, "lost": lost_before})
+            ).all()
+            failures = [
+                (
+                    row.id,
+                    row.attempt,
+                    row.why,
+                    "task timed out"
+                    if row.why == "timeout"
+                    else "worker stopped answering (no heartbeat)",
+                )
+                for row in rows
+            ]
+            effects = Effects()
+            if failures:
+                effects = await fail_tasks(session, tenant_id, failures, self.plans)
+            expired = (await session.execute(_EXPIRED_RUNS, {"tenant": tenant_id})).all()
+            for row in expired:
+                effects.cancel.extend(await _expire_run(session, tenant_id, row.id))
+            busy = (await session.execute(_BUSY, {"tenant": tenant_id})).scalar_one()
+        await self.after_effects(tenant_id, effects)
+        if not busy:
+            await self.redis.srem(keys.engine_tenants(), str(tenant_id))
+
+    async def reconcile_redis(self) -> None:
+        """Redis came back empty: dispatch again every task PostgreSQL says is in flight."""
+        async with self.sessionmaker() as session:
+            tenants = await TenantDirectory(session).all()
+        redispatched = 0
+        for tenant in tenants:
+            async with self.tenant_transaction(tenant.id) as session:
+                moved = (await session.execute(_REQUEUE_IN_FLIGHT, {"tenant": tenant.id})).all()
+                next_ready = (
+                    await session.execute(_NEXT_QUEUED, {"tenant": tenant.id})
+                ).scalar_one()
+            redispatched += len(moved)
+            if next_ready is not None:
+                await mark_tenant_due(self.redis, tenant.id, _aware(next_ready))
+        await self.redis.set(keys.engine_epoch(), self.name)
+        log.warning("engine.reconciled", redispatched=redispatched, tenants=len(tenants))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+async def _expire_run(
+    session: AsyncSession, tenant_id: uuid.UUID, run_id: uuid.UUID
+) -> list[tuple[uuid.UUID, int]]:
+    """Fail a run whose own deadline passed; stop its in-flight tasks."""
+    stop = (await session.execute(_STOP_TASKS, {"tenant": tenant_id, "run": run_id})).all()
+    await session.execute(
+        text(
+            "UPDATE runs SET status = 'failed', reason = 'timeout', finished_at = now() "
+            "WHERE tenant_id = :tenant AND id = :run"
+        ),
+        {"tenant": tenant_id, "run": run_id},
+    )
+    return [(row.id, row.attempt) for row in stop if row.dispatched_at is not None]
+
+
+_OVERDUE = text(
+    """
+    SELECT id, attempt, CASE WHEN deadline_at < now() THEN 'timeout' ELSE 'lost' END AS why
+      FROM task_runs
+     WHERE tenant_id = :tenant AND status = 'running'
+       AND (deadline_at < now() OR heartbeat_at < :lost)
+    """
+)
+_EXPIRED_RUNS = text(
+    """
+    SELECT id FROM runs
+     WHERE tenant_id = :tenant AND status IN ('queued', 'running')
+       AND deadline_at < now()
+    """
+)
+_STOP_TASKS = text(
+    """
+    UPDATE task_runs SET status = 'cancelled', reason = 'run_timeout',
+           finished_at = now()
+     WHERE tenant_id = :tenant AND run_id = :run
+       AND status IN ('pending', 'queued', 'running')
+    RETURNING id, attempt, dispatched_at
+    """
+)
+_BUSY = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM task_runs WHERE tenant_id = :tenant
+                   AND status IN ('queued', 'running'))
+    """
+)
+_REQUEUE_IN_FLIGHT = text(
+    """
+    WITH moved AS (
+        UPDATE task_runs
+           SET status = 'queued', dispatched_at = NULL, ready_at = now(),
+               max_attempts = max_attempts + 1
+         WHERE tenant_id = :tenant
+           AND (status = 'running' OR (status = 'queued' AND dispatched_at IS NOT NULL))
+        RETURNING id, attempt
+    )
+    UPDATE task_attempts AS a
+       SET status = 'lost', reason = 'lost', finished_at = now(),
+           error = 'Redis lost the dispatch; dispatched again'
+      FROM moved
+     WHERE a.tenant_id = :tenant AND a.task_run_id = moved.id AND a.attempt = moved.attempt
+    RETURNING a.task_run_id
+    """
+)
+_NEXT_QUEUED = text(
+    """
+    SELECT min(ready_at) FROM task_runs
+     WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
+    """
+)

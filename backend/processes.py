@@ -1,0 +1,103 @@
+"""Assemble Baton's processes - API, engine, worker - alone or all in one (``baton dev``).
+
+One asyncio loop, one signal handler: SIGINT/SIGTERM stops reading new work everywhere,
+lets running tasks finish within the grace period, then closes connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Generator
+
+import structlog
+import uvicorn
+
+from backend.core.db import create_engine, create_sessionmaker
+from backend.core.redis import create_redis
+from backend.core.settings import Settings
+from backend.engine.loop import Engine
+from worker.executors.base import ExecutorPolicy
+from worker.runner import Worker, WorkerConfig
+
+log = structlog.get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: :func:`run_processes` owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def worker_config(settings: Settings, *, queues: list[str], concurrency: int) -> WorkerConfig:
+    """A worker's configuration from the settings and its command-line options."""
+    return WorkerConfig(
+        queues=tuple(queues),
+        concurrency=concurrency,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        visibility_timeout_seconds=settings.visibility_timeout_seconds,
+        policy=ExecutorPolicy(
+            allow_shell=settings.worker_allow_shell,
+            allow_docker=settings.worker_allow_docker,
+            python_modules=tuple(settings.worker_python_modules),
+            http_allowlist=tuple(settings.worker_http_allowlist),
+        ),
+    )
+
+
+async def run_processes(
+    settings: Settings,
+    *,
+    api: bool,
+    engine: bool,
+    worker: WorkerConfig | None,
+) -> None:
+    """Run the chosen processes in this event loop until SIGINT/SIGTERM."""
+    redis = create_redis(settings.redis_url or "")
+    # Workers never connect to PostgreSQL: only the engine opens a pool here.
+    db_engine = (
+        create_engine(settings.runtime_database_url(), pool_size=settings.db_pool_size)
+        if engine
+        else None
+    )
+    stoppers: list[Callable[[], None]] = []
+    tasks: list[asyncio.Task[None]] = []
+    if db_engine is not None:
+        the_engine = Engine(settings, create_sessionmaker(db_engine), redis)
+        stoppers.append(the_engine.stop)
+        tasks.append(asyncio.create_task(the_engine.run()))
+    if worker is not None:
+        the_worker = Worker(redis, worker)
+        stoppers.append(the_worker.stop)
+        tasks.append(asyncio.create_task(the_worker.run()))
+    if api:
+        from backend.app import create_app
+
+        server = _Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                proxy_headers=True,
+            )
+        )
+
+        def stop_server() -> None:
+            server.should_exit = True
+
+        stoppers.append(stop_server)
+        tasks.append(asyncio.create_task(server.serve()))
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: [stop() for stop in stoppers])
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        await redis.aclose()
+        if db_engine is not None:
+            await db_engine.dispose()

@@ -1,0 +1,163 @@
+"""Queries on runs, task runs, attempts and logs - always inside one tenant."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlmodel import col
+
+from backend.core.repository import TenantScopedRepository
+from backend.runs.models import (
+    FINISHED_TASK,
+    Run,
+    RunStatus,
+    TaskAttempt,
+    TaskLog,
+    TaskRun,
+    TaskStatus,
+)
+
+ACTIVE_RUN = (RunStatus.queued, RunStatus.running)
+UNFINISHED_TASK = tuple(s for s in TaskStatus if s not in FINISHED_TASK)
+
+
+class RunRepository(TenantScopedRepository[Run]):
+    model = Run
+
+    async def by_idempotency_keys(self, job_id: uuid.UUID, keys: Sequence[str]) -> dict[str, Run]:
+        if not keys:
+            return {}
+        statement = self.select().where(
+            col(Run.job_id) == job_id, col(Run.idempotency_key).in_(list(keys))
+        )
+        return {
+            r.idempotency_key: r
+            for r in (await self.session.exec(statement)).all()
+            if r.idempotency_key
+        }
+
+    async def active_for_job(self, job_id: uuid.UUID) -> list[Run]:
+        statement = self.select().where(col(Run.job_id) == job_id, col(Run.status).in_(ACTIVE_RUN))
+        return list((await self.session.exec(statement)).all())
+
+    async def by_ids(self, run_ids: Sequence[uuid.UUID], *, lock: bool = False) -> list[Run]:
+        statement = self.select().where(col(Run.id).in_(list(run_ids)))
+        if lock:
+            statement = statement.with_for_update()
+        return list((await self.session.exec(statement)).all())
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        job_id: uuid.UUID | None,
+        statuses: Sequence[str],
+        before: tuple[datetime, uuid.UUID] | None,
+    ) -> list[Run]:
+        statement = self.select()
+        if job_id is not None:
+            statement = statement.where(col(Run.job_id) == job_id)
+        if statuses:
+            statement = statement.where(col(Run.status).in_(list(statuses)))
+        if before is not None:
+            created, run_id = before
+            statement = statement.where(
+                (col(Run.created_at) < created)
+                | ((col(Run.created_at) == created) & (col(Run.id) < run_id))
+            )
+        statement = statement.order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit)
+        return list((await self.session.exec(statement)).all())
+
+    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(Run), rows)
+
+    async def update_many(self, rows: list[dict[str, Any]]) -> None:
+        """Bulk UPDATE by primary key; every dict carries tenant_id, id and the same keys."""
+        if rows:
+            await self.session.execute(update(Run), rows)
+
+
+class TaskRunRepository(TenantScopedRepository[TaskRun]):
+    model = TaskRun
+
+    async def for_runs(self, run_ids: Sequence[uuid.UUID], *, lock: bool = False) -> list[TaskRun]:
+        statement = self.select().where(col(TaskRun.run_id).in_(list(run_ids)))
+        if lock:
+            statement = statement.with_for_update()
+        return list((await self.session.exec(statement)).all())
+
+    async def by_ids(self, ids: Sequence[uuid.UUID]) -> list[TaskRun]:
+        statement = self.select().where(col(TaskRun.id).in_(list(ids)))
+        return list((await self.session.exec(statement)).all())
+
+    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(insert(TaskRun), rows)
+
+    async def update_many(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(update(TaskRun), rows)
+
+
+class AttemptRepository(TenantScopedRepository[TaskAttempt]):
+    model = TaskAttempt
+
+    async def for_runs(self, run_ids: Sequence[uuid.UUID]) -> list[TaskAttempt]:
+        statement = (
+            self.select()
+            .where(col(TaskAttempt.run_id).in_(list(run_ids)))
+            .order_by(col(TaskAttempt.task_run_id), col(TaskAttempt.attempt))
+        )
+        return list((await self.session.exec(statement)).all())
+
+    async def upsert_many(self, rows: list[dict[str, Any]]) -> None:
+        """Insert attempts, or update the ones that exist (an event may arrive twice)."""
+        if not rows:
+            return
+        statement = pg_insert(TaskAttempt)
+        keys = [k for k in rows[0] if k not in ("tenant_id", "task_run_id", "attempt", "run_id")]
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "task_run_id", "attempt"],
+            set_={k: statement.excluded[k] for k in keys},
+        )
+        await self.session.execute(statement, rows)
+
+
+class LogRepository(TenantScopedRepository[TaskLog]):
+    model = TaskLog
+
+    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        """Insert log lines; a line delivered twice (same seq) is kept once."""
+        if not rows:
+            return
+        await self.session.execute(pg_insert(TaskLog).on_conflict_do_nothing(), rows)
+
+    async def page(
+        self,
+        *,
+        task_run_ids: Sequence[uuid.UUID],
+        attempt: int | None,
+        after: tuple[datetime, uuid.UUID, int, int] | None,
+        limit: int,
+    ) -> list[TaskLog]:
+        statement = self.select().where(col(TaskLog.task_run_id).in_(list(task_run_ids)))
+        if attempt is not None:
+            statement = statement.where(col(TaskLog.attempt) == attempt)
+        # Time order across tasks; (task, attempt, seq) break ties and keep each attempt's
+        # lines in the order it printed them.
+        order = (
+            col(TaskLog.logged_at),
+            col(TaskLog.task_run_id),
+            col(TaskLog.attempt),
+            col(TaskLog.seq),
+        )
+        if after is not None:
+            statement = statement.where(tuple_(*order) > tuple_(*after))
+        statement = statement.order_by(*order).limit(limit)
+        return list((await self.session.exec(statement)).all())

@@ -1,0 +1,109 @@
+"""Request and response bodies of the run endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Self
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from backend.core.schemas import RequestModel, ResponseModel
+
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+MAX_BATCH = 1000
+
+
+class RunTrigger(RequestModel):
+    params: dict[str, Any] = Field(default_factory=dict, description="Overrides the job's params")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
+    run_at: AwareDatetime | None = Field(default=None, description="Start no earlier than this")
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> Self:
+        if self.delay_seconds is not None and self.run_at is not None:
+            raise ValueError("give delay_seconds or run_at, not both")
+        return self
+
+
+class RunBatchTrigger(RequestModel):
+    runs: list[RunTrigger] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RerunRequest(RequestModel):
+    from_failed: bool = False
+
+
+class AttemptPublic(ResponseModel):
+    attempt: int
+    status: str
+    worker: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    error: str | None
+    reason: str | None
+    output: Any = None
+
+
+class TaskRunPublic(ResponseModel):
+    id: uuid.UUID
+    name: str
+    status: str
+    attempt: int
+    max_attempts: int
+    queue: str
+    ready_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    output: Any = None
+    error: str | None
+    reason: str | None
+    attempts: list[AttemptPublic] = Field(default_factory=list)
+
+
+class RunPublic(ResponseModel):
+    id: uuid.UUID
+    job_id: uuid.UUID
+    job_version: int
+    status: str
+    trigger: str
+    params: dict[str, Any]
+    idempotency_key: str | None
+    run_at: datetime
+    scheduled_for: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    reason: str | None
+    rerun_of: uuid.UUID | None
+
+
+class RunDetail(RunPublic):
+    tasks: list[TaskRunPublic]
+
+
+class RunPage(ResponseModel):
+    items: list[RunPublic]
+    next_cursor: str | None = None
+
+
+class RunBatchResult(ResponseModel):
+    runs: list[RunPublic]
+    created: int
+
+
+class LogLinePublic(ResponseModel):
+    task: str
+    attempt: int
+    seq: int
+    logged_at: datetime
+    stream: str
+    line: str
+
+
+class LogPage(ResponseModel):
+    items: list[LogLinePublic]
+    next_cursor: str | None = None

@@ -1,0 +1,433 @@
+"""Triggering, reading, cancelling and re-running runs.
+
+A trigger inserts the run and all its task runs in the caller's transaction; the root tasks
+are ``queued`` with ``ready_at`` = the run's start time. Only after the commit is the
+engine told (``mark_tenant_due``), so it never sees work that might still roll back.
+
+Every trigger - single, batch, rerun, and later cron - goes through :func:`_create_runs`,
+so idempotency keys and the job's ``concurrency_policy`` hold for all of them:
+``allow`` runs side by side, ``forbid`` refuses a new run while one is active, ``replace``
+cancels the active ones first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.audit import service as audit
+from backend.core.cursor import decode_cursor, decode_position, encode_cursor, encode_position
+from backend.core.db import after_commit
+from backend.core.errors import Conflict, NotFound, ValidationFailed
+from backend.core.models import utcnow
+from backend.core.principal import Principal
+from backend.dispatch.signals import mark_tenant_due, publish_cancel
+from backend.engine.dag import advance
+from backend.engine.plan import RunPlan, compile_plan
+from backend.jobs.models import Job
+from backend.jobs.repository import JobRepository, JobVersionRepository
+from backend.runs.models import FINISHED_RUN, FINISHED_TASK, Run, RunStatus, TaskRun, TaskStatus
+from backend.runs.repository import (
+    AttemptRepository,
+    LogRepository,
+    RunRepository,
+    TaskRunRepository,
+)
+from backend.runs.schemas import (
+    AttemptPublic,
+    LogLinePublic,
+    RunDetail,
+    RunPublic,
+    RunTrigger,
+    TaskRunPublic,
+)
+
+IN_FLIGHT = (TaskStatus.queued, TaskStatus.running)
+
+
+@dataclass
+class NewRun:
+    params: dict[str, Any]
+    run_at: datetime
+    idempotency_key: str | None = None
+    rerun_of: uuid.UUID | None = None
+    reused: dict[str, TaskRun] = field(default_factory=dict)
+    scheduled_for: datetime | None = None
+
+
+async def _job_and_plan(
+    session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, version: int | None = None
+) -> tuple[Job, RunPlan]:
+    job = await JobRepository(session, tenant_id).get_active(job_id, lock=True)
+    if job is None:
+        raise NotFound("Job not found")
+    pinned = version or job.current_version
+    found = await JobVersionRepository(session, tenant_id).get(job_id=job.id, version=pinned)
+    if found is None:
+        raise NotFound("Job version not found")
+    spec = found.spec
+    return job, compile_plan(job.id, pinned, spec)
+
+
+def _start_time(request: RunTrigger, now: datetime) -> datetime:
+    if request.run_at is not None:
+        return max(request.run_at, now)
+    if request.delay_seconds:
+        return now + timedelta(seconds=request.delay_seconds)
+    return now
+
+
+async def trigger(
+    session: AsyncSession,
+    redis: Redis,
+    principal: Principal,
+    job_id: uuid.UUID,
+    requests: list[RunTrigger],
+) -> list[tuple[Run, bool]]:
+    """Trigger one or more runs of a job (one transaction); (run, created) in request order.
+
+    A request whose idempotency key was seen before answers the existing run and creates
+    nothing.
+    """
+    now = utcnow()
+    job, plan = await _job_and_plan(session, principal.tenant_id, job_id)
+    runs = RunRepository(session, principal.tenant_id)
+    keys = [r.idempotency_key for r in requests if r.idempotency_key]
+    existing = await runs.by_idempotency_keys(job.id, keys)
+    fresh: dict[str, NewRun] = {}
+    order: list[tuple[str | None, NewRun | None]] = []
+    for request in requests:
+        key = request.idempotency_key
+        if key is not None and (key in existing or key in fresh):
+            order.append((key, None))
+            continue
+        new = NewRun(
+            params={**plan.params, **request.params},
+            run_at=_start_time(request, now),
+            idempotency_key=key,
+        )
+        if key is not None:
+            fresh[key] = new
+        order.append((key, new))
+    to_create = [new for _, new in order if new is not None]
+    created = await _create_runs(
+        session,
+        redis,
+        principal.tenant_id,
+        job,
+        plan,
+        to_create,
+        trigger="manual" if len(requests) == 1 else "batch",
+        actor=principal,
+    )
+    by_new = {id(new): run for new, run in zip(to_create, created, strict=True)}
+    by_key = {**existing, **{r.idempotency_key: r for r in created if r.idempotency_key}}
+    result: list[tuple[Run, bool]] = []
+    for key, maybe_new in order:
+        if maybe_new is not None:
+            result.append((by_new[id(maybe_new)], True))
+        else:
+            assert key is not None
+            result.append((by_key[key], False))
+    return result
+
+
+async def _create_runs(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    job: Job,
+    plan: RunPlan,
+    new_runs: list[NewRun],
+    *,
+    trigger: str,
+    actor: Principal | None,
+) -> list[Run]:
+    """Insert runs and their task runs under the job's concurrency policy."""
+    if not new_runs:
+        return []
+    runs = RunRepository(session, tenant_id)
+    policy = job.concurrency_policy
+    if policy != "allow":
+        if len(new_runs) > 1:
+            raise ValidationFailed(
+                f"Job {job.name!r} has concurrency_policy {policy}: trigger one run at a time",
+                details=[{"loc": ["body", "runs"], "msg": "more than one run"}],
+            )
+        active = await runs.active_for_job(job.id)
+        if active and policy == "forbid":
+            raise Conflict(
+                f"Job {job.name!r} forbids concurrent runs and run {active[0].id} is active",
+                details={"active_run_id": str(active[0].id), "concurrency_policy": policy},
+            )
+        if active:
+            await _cancel(session, redis, tenant_id, active, reason="replaced by a newer run")
+
+    run_rows: list[dict[str, Any]] = []
+    task_rows: list[dict[str, Any]] = []
+    now = utcnow()
+    for new in new_runs:
+        run_id = uuid.uuid4()
+        deadline = (
+            new.run_at + timedelta(seconds=plan.timeout_seconds) if plan.timeout_seconds else None
+        )
+        run_rows.append(
+            {
+                "tenant_id": tenant_id,
+                "id": run_id,
+                "job_id": job.id,
+                "job_version": plan.version,
+                "status": RunStatus.queued,
+                "trigger": trigger,
+                "params": new.params,
+                "idempotency_key": new.idempotency_key,
+                "run_at": new.run_at,
+                "scheduled_for": new.scheduled_for,
+                "deadline_at": deadline,
+                "rerun_of": new.rerun_of,
+                "created_by": actor.user_id if actor else None,
+                "created_at": now,
+            }
+        )
+        statuses = {
+            name: (TaskStatus.succeeded if name in new.reused else TaskStatus.pending)
+            for name in plan.tasks
+        }
+        ready, _ = advance(plan, statuses)
+        for name, task in plan.tasks.items():
+            reused = new.reused.get(name)
+            task_rows.append(
+                {
+                    "tenant_id": tenant_id,
+                    "id": uuid.uuid4(),
+                    "run_id": run_id,
+                    "name": name,
+                    "queue": task.queue,
+                    "status": TaskStatus.succeeded
+                    if reused
+                    else (TaskStatus.queued if name in ready else TaskStatus.pending),
+                    "max_attempts": task.retry.max_attempts,
+                    "ready_at": new.run_at if name in ready else None,
+                    "output": reused.output if reused else None,
+                    "reason": "reused" if reused else None,
+                    "finished_at": now if reused else None,
+                }
+            )
+    await runs.insert_many(run_rows)
+    await TaskRunRepository(session, tenant_id).insert_many(task_rows)
+    created = await runs.by_ids([row["id"] for row in run_rows])
+    order = {row["id"]: i for i, row in enumerate(run_rows)}
+    created.sort(key=lambda r: order[r.id])
+
+    if actor is not None:
+        if len(created) == 1:
+            await audit.record_for(
+                session,
+                actor,
+                "run.triggered",
+                target_type="run",
+                target_id=created[0].id,
+                details={"job_id": str(job.id), "trigger": trigger},
+            )
+        else:
+            await audit.record_for(
+                session,
+                actor,
+                "run.batch_triggered",
+                target_type="job",
+                target_id=job.id,
+                details={"count": len(created), "trigger": trigger},
+            )
+    first_start = min(new.run_at for new in new_runs)
+
+    async def notify_engine() -> None:
+        await mark_tenant_due(redis, tenant_id, first_start)
+
+    after_commit(session, notify_engine)
+    return created
+
+
+async def _cancel(
+    session: AsyncSession, redis: Redis, tenant_id: uuid.UUID, runs: list[Run], *, reason: str
+) -> None:
+    """Cancel runs: the run and its unfinished tasks end now; workers are told after commit."""
+    now = utcnow()
+    run_repo = RunRepository(session, tenant_id)
+    task_repo = TaskRunRepository(session, tenant_id)
+    await run_repo.update_many(
+        [
+            {
+                "tenant_id": tenant_id,
+                "id": run.id,
+                "status": RunStatus.cancelled,
+                "finished_at": now,
+                "reason": reason,
+            }
+            for run in runs
+        ]
+    )
+    tasks = await task_repo.for_runs([run.id for run in runs], lock=True)
+    stop = [(t.id, t.attempt) for t in tasks if t.status in IN_FLIGHT and t.dispatched_at]
+    await task_repo.update_many(
+        [
+            {
+                "tenant_id": tenant_id,
+                "id": t.id,
+                "status": TaskStatus.cancelled,
+                "finished_at": now,
+                "reason": "cancelled",
+            }
+            for t in tasks
+            if t.status not in FINISHED_TASK
+        ]
+    )
+    if stop:
+
+        async def tell_workers() -> None:
+            await publish_cancel(redis, tenant_id, stop)
+
+        after_commit(session, tell_workers)
+
+
+async def cancel_run(
+    session: AsyncSession, redis: Redis, principal: Principal, run_id: uuid.UUID
+) -> Run:
+    """Cancel a queued or running run; running tasks are stopped (process group killed)."""
+    runs = RunRepository(session, principal.tenant_id)
+    found = await runs.by_ids([run_id], lock=True)
+    if not found:
+        raise NotFound("Run not found")
+    run = found[0]
+    if run.status in FINISHED_RUN:
+        raise Conflict(f"Run already {run.status}")
+    await _cancel(
+        session, redis, principal.tenant_id, [run], reason=f"cancelled by {principal.email}"
+    )
+    await audit.record_for(session, principal, "run.cancelled", target_type="run", target_id=run.id)
+    await session.refresh(run)
+    return run
+
+
+async def rerun(
+    session: AsyncSession,
+    redis: Redis,
+    principal: Principal,
+    run_id: uuid.UUID,
+    *,
+    from_failed: bool,
+) -> Run:
+    """A new run of the same job version and params; ``from_failed`` reuses what succeeded."""
+    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
+    if not found:
+        raise NotFound("Run not found")
+    original = found[0]
+    job, plan = await _job_and_plan(
+        session, principal.tenant_id, original.job_id, original.job_version
+    )
+    reused: dict[str, TaskRun] = {}
+    if from_failed:
+        tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([original.id])
+        reused = {t.name: t for t in tasks if t.status == TaskStatus.succeeded}
+    new = NewRun(params=original.params, run_at=utcnow(), rerun_of=original.id, reused=reused)
+    created = await _create_runs(
+        session, redis, principal.tenant_id, job, plan, [new], trigger="rerun", actor=principal
+    )
+    return created[0]
+
+
+async def list_runs(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    job_id: uuid.UUID | None,
+    statuses: list[str],
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Run], str | None]:
+    """Runs newest first, filtered by job and status; returns the next page's cursor."""
+    before = decode_position(cursor) if cursor else None
+    rows = await RunRepository(session, principal.tenant_id).page(
+        limit=limit + 1, job_id=job_id, statuses=statuses, before=before
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_position(last.created_at, last.id)
+    return rows[:limit], next_cursor
+
+
+async def get_run(session: AsyncSession, principal: Principal, run_id: uuid.UUID) -> RunDetail:
+    """A run with its task runs and every attempt of each."""
+    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
+    if not found:
+        raise NotFound("Run not found")
+    run = found[0]
+    tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([run.id])
+    attempts = await AttemptRepository(session, principal.tenant_id).for_runs([run.id])
+    by_task: dict[uuid.UUID, list[AttemptPublic]] = {}
+    for attempt in attempts:
+        by_task.setdefault(attempt.task_run_id, []).append(AttemptPublic.model_validate(attempt))
+    return RunDetail(
+        **RunPublic.model_validate(run).model_dump(),
+        tasks=[
+            TaskRunPublic.model_validate(t).model_copy(update={"attempts": by_task.get(t.id, [])})
+            for t in sorted(tasks, key=lambda t: t.name)
+        ],
+    )
+
+
+async def read_logs(
+    session: AsyncSession,
+    principal: Principal,
+    run_id: uuid.UUID,
+    *,
+    task: str | None,
+    attempt: int | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[LogLinePublic], str | None]:
+    """Log lines of a run (optionally one task / attempt) in order; readable while running."""
+    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
+    if not found:
+        raise NotFound("Run not found")
+    tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([run_id])
+    names = {t.id: t.name for t in tasks if task is None or t.name == task}
+    if task is not None and not names:
+        raise NotFound(f"Run has no task {task!r}")
+    after = None
+    if cursor:
+        raw_at, raw_task, raw_attempt, raw_seq = decode_cursor(cursor, 4)
+        try:
+            after = (
+                datetime.fromisoformat(raw_at),
+                uuid.UUID(raw_task),
+                int(raw_attempt),
+                int(raw_seq),
+            )
+        except ValueError as error:
+            raise ValidationFailed("Invalid cursor") from error
+    lines = await LogRepository(session, principal.tenant_id).page(
+        task_run_ids=list(names), attempt=attempt, after=after, limit=limit + 1
+    )
+    next_cursor = None
+    if len(lines) > limit:
+        last = lines[limit - 1]
+        next_cursor = encode_cursor(
+            last.logged_at.isoformat(), last.task_run_id, last.attempt, last.seq
+        )
+    return [
+        LogLinePublic(
+            task=names[line.task_run_id],
+            attempt=line.attempt,
+            seq=line.seq,
+            logged_at=line.logged_at,
+            stream=line.stream,
+            line=line.line,
+        )
+        for line in lines[:limit]
+    ], next_cursor

@@ -1,0 +1,30 @@
+"""Python task functions used by the execution tests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+
+def add(a: int, b: int) -> dict[str, int]:
+    return {"sum": a + b}
+
+
+def flaky(marker: str, failures: int) -> str:
+    """Fail ``failures`` times (counted in a file), then succeed."""
+    path = Path(marker)
+    count = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(count + 1))
+    if count < failures:
+        raise RuntimeError(f"failure {count + 1}")
+    return f"ok after {count} failures"
+
+
+async def wait(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "waited"
+
+
+def show(params: dict[str, Any]) -> dict[str, Any]:
+    return params

@@ -1,0 +1,44 @@
+"""A tenant never sees, triggers, cancels or reads another tenant's jobs, runs or logs."""
+
+from __future__ import annotations
+
+import json
+
+from httpx import AsyncClient
+from redis.asyncio import Redis
+
+from tests.fixtures.factories import Account
+from tests.runs.factories import create_job, shell_task, trigger, wait_for_run
+from worker import keys
+
+
+async def test_runs_and_logs_of_another_tenant_are_404(
+    client: AsyncClient, owner: Account, stranger: Account, redis: Redis, running_worker: object
+) -> None:
+    job = await create_job(client, owner, [shell_task("say", "echo secret-of-owner")])
+    run = await trigger(client, owner, job["id"])
+    await wait_for_run(client, owner, run["id"])
+    base = f"/api/v1/runs/{run['id']}"
+    for method, url in (
+        ("GET", base),
+        ("GET", base + "/logs"),
+        ("POST", base + "/cancel"),
+        ("POST", base + "/rerun"),
+        ("POST", f"/api/v1/jobs/{job['id']}/runs"),
+        ("POST", f"/api/v1/jobs/{job['id']}/runs/batch"),
+    ):
+        body = {"runs": [{}]} if url.endswith("batch") else {}
+        response = await client.request(method, url, json=body, headers=stranger.headers)
+        assert response.status_code == 404, (method, url, response.text)
+        assert "secret-of-owner" not in response.text
+    listing = await client.get("/api/v1/runs", headers=stranger.headers)
+    assert run["id"] not in listing.text
+    filtered = await client.get(f"/api/v1/runs?job_id={job['id']}", headers=stranger.headers)
+    assert filtered.json()["items"] == []
+
+    # Dispatch went to the owner's own stream only, and says so in every message.
+    entries = await redis.xrange(keys.queue_stream(str(owner.tenant_id), "default"))
+    assert entries and all(
+        json.loads(fields["m"])["tenant_id"] == str(owner.tenant_id) for _, fields in entries
+    )
+    assert not await redis.exists(keys.queue_stream(str(stranger.tenant_id), "default"))

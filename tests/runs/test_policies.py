@@ -1,0 +1,152 @@
+"""Concurrency policies, cancellation, batches and reruns."""
+
+from __future__ import annotations
+
+import asyncio
+
+from httpx import AsyncClient
+
+from tests.fixtures.factories import Account
+from tests.runs.factories import (
+    create_job,
+    python_task,
+    shell_task,
+    task_of,
+    trigger,
+    wait_for_run,
+)
+
+
+def waiting(seconds: float = 30) -> dict:
+    return python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": seconds})
+
+
+async def test_forbid_refuses_a_second_active_run(
+    client: AsyncClient, owner: Account, running_worker: object
+) -> None:
+    job = await create_job(client, owner, [waiting()], concurrency_policy="forbid")
+    first = await trigger(client, owner, job["id"])
+    response = await client.post(f"/api/v1/jobs/{job['id']}/runs", json={}, headers=owner.headers)
+    assert response.status_code == 409
+    assert response.json()["error"]["details"]["active_run_id"] == first["id"]
+    cancelled = await client.post(f"/api/v1/runs/{first['id']}/cancel", headers=owner.headers)
+    assert cancelled.status_code == 200
+    await trigger(client, owner, job["id"])  # allowed again once nothing is active
+
+
+async def test_replace_cancels_the_active_run(
+    client: AsyncClient, owner: Account, running_worker: object
+) -> None:
+    job = await create_job(client, owner, [waiting()], concurrency_policy="replace")
+    first = await trigger(client, owner, job["id"])
+    await wait_for_run(client, owner, first["id"], statuses={"running"})
+    second = await trigger(client, owner, job["id"])
+    old = await wait_for_run(client, owner, first["id"])
+    assert old["status"] == "cancelled"
+    assert old["reason"] == "replaced by a newer run"
+    assert task_of(old, "wait")["status"] == "cancelled"
+    new = await wait_for_run(client, owner, second["id"], statuses={"running"})
+    assert new["status"] == "running"
+    await client.post(f"/api/v1/runs/{second['id']}/cancel", headers=owner.headers)
+
+
+async def test_allow_runs_side_by_side(
+    client: AsyncClient, owner: Account, running_worker: object
+) -> None:
+    job = await create_job(client, owner, [waiting(0.5)])
+    runs = [await trigger(client, owner, job["id"]) for _ in range(3)]
+    for run in runs:
+        assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
+
+
+async def test_cancel_kills_a_running_shell_task(
+    client: AsyncClient, owner: Account, running_worker: object
+) -> None:
+    job = await create_job(client, owner, [shell_task("sleepy", "echo started; sleep 300")])
+    run = await trigger(client, owner, job["id"])
+    await wait_for_run(client, owner, run["id"], statuses={"running"})
+    response = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    again = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
+    assert again.status_code == 409
+    for _ in range(100):
+        detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
+        attempts = task_of(detail, "sleepy")["attempts"]
+        if attempts and attempts[-1]["status"] == "cancelled":
+            break
+        await asyncio.sleep(0.1)
+    assert attempts[-1]["status"] == "cancelled", "the worker did not stop the attempt"
+
+
+async def test_batch_triggers_many_runs_in_one_request(
+    client: AsyncClient, owner: Account, running_worker: object
+) -> None:
+    job = await create_job(client, owner, [python_task("noop")])
+    body = {"runs": [{"params": {"i": i}} for i in range(50)] + [{"idempotency_key": "k1"}] * 2}
+    response = await client.post(
+        f"/api/v1/jobs/{job['id']}/runs/batch", json=body, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    result = response.json()
+    assert result["created"] == 51
+    assert result["runs"][50]["id"] == result["runs"][51]["id"]
+    for run in result["runs"][:5]:
+        assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
+    replay = await client.post(
+        f"/api/v1/jobs/{job['id']}/runs/batch",
+        json={"runs": [{"idempotency_key": "k1"}]},
+        headers=owner.headers,
+    )
+    assert replay.status_code == 200 and replay.json()["created"] == 0
+
+
+async def test_batch_limits_and_bad_triggers_are_422(client: AsyncClient, owner: Account) -> None:
+    job = await create_job(client, owner, [python_task("noop")])
+    url = f"/api/v1/jobs/{job['id']}/runs"
+    too_many = {"runs": [{}] * 1001}
+    assert (
+        await client.post(url + "/batch", json=too_many, headers=owner.headers)
+    ).status_code == 422
+    assert (
+        await client.post(url + "/batch", json={"runs": []}, headers=owner.headers)
+    ).status_code == 422
+    for body in (
+        {"delay_seconds": -1},
+        {"delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"},
+        {"run_at": "2030-01-01T00:00:00"},  # no time zone
+        {"params": []},
+        {"surprise": 1},
+        {"idempotency_key": ""},
+    ):
+        response = await client.post(url, json=body, headers=owner.headers)
+        assert response.status_code == 422, (body, response.text)
+
+
+async def test_rerun_from_failed_reuses_what_succeeded(
+    client: AsyncClient, owner: Account, running_worker: object
+) -> None:
+    job = await create_job(
+        client,
+        owner,
+        [
+            python_task("ok", "worker.builtins:echo", kwargs={"value": 7}),
+            python_task("bad", "worker.builtins:fail", depends_on=["ok"]),
+        ],
+    )
+    run = await trigger(client, owner, job["id"])
+    failed = await wait_for_run(client, owner, run["id"])
+    assert failed["status"] == "failed"
+    response = await client.post(
+        f"/api/v1/runs/{run['id']}/rerun", json={"from_failed": True}, headers=owner.headers
+    )
+    assert response.status_code == 201
+    rerun = await wait_for_run(client, owner, response.json()["id"])
+    assert rerun["rerun_of"] == run["id"]
+    assert task_of(rerun, "ok")["reason"] == "reused"
+    assert task_of(rerun, "ok")["output"] == 7
+    assert task_of(rerun, "ok")["attempts"] == []
+    assert len(task_of(rerun, "bad")["attempts"]) == 1
+    whole = await client.post(f"/api/v1/runs/{run['id']}/rerun", headers=owner.headers)
+    fresh = await wait_for_run(client, owner, whole.json()["id"])
+    assert len(task_of(fresh, "ok")["attempts"]) == 1

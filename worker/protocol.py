@@ -1,0 +1,97 @@
+"""Message shapes exchanged over Redis Streams, as JSON (never pickle).
+
+Dispatch (engine -> worker, on ``baton:{t}:q:<queue>``): a :class:`TaskMessage` is
+self-contained - the worker needs nothing else, and never connects to PostgreSQL.
+
+Events (worker -> engine, on ``baton:{t}:events``): :class:`TaskEvent` with ``kind``
+``started``, ``heartbeat``, ``log`` or ``finished``. ``attempt`` fences results: the engine
+ignores an event whose attempt is not the task run's current one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+EventKind = Literal["started", "heartbeat", "log", "finished"]
+ResultStatus = Literal["succeeded", "failed"]
+FailureReason = Literal["error", "timeout", "cancelled", "lost", "unsupported"]
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    tenant_id: str
+    run_id: str
+    task_run_id: str
+    task_name: str
+    attempt: int
+    spec: dict[str, Any]  # the task's entry of the job spec (type, command, url, ...)
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+    item: Any = None  # the fan-out item, when the task is a for_each child
+    queue: str = "default"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, raw: str) -> TaskMessage:
+        data = json.loads(raw)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: Literal["stdout", "stderr", "system"]
+    line: str
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    status: ResultStatus
+    output: Any = None
+    error: str | None = None
+    reason: FailureReason | None = None
+    exit_code: int | None = None
+
+    @classmethod
+    def ok(cls, output: Any = None, *, exit_code: int | None = None) -> ExecutionResult:
+        return cls(status="succeeded", output=output, exit_code=exit_code)
+
+    @classmethod
+    def failed(
+        cls,
+        error: str,
+        *,
+        reason: FailureReason = "error",
+        output: Any = None,
+        exit_code: int | None = None,
+    ) -> ExecutionResult:
+        return cls(status="failed", error=error, reason=reason, output=output, exit_code=exit_code)
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One event of one task attempt, from a worker to the engine."""
+
+    kind: Literal["started", "heartbeat", "log", "finished", "released"]
+    task_run_id: str
+    run_id: str
+    attempt: int
+    worker: str
+    ts: float  # epoch seconds, worker clock
+    lines: list[dict[str, Any]] = field(default_factory=list)  # log: {seq, stream, line, ts}
+    result: dict[str, Any] | None = None  # finished: ExecutionResult as a dict
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, raw: str) -> TaskEvent:
+        data = json.loads(raw)
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+EVENT_FIELD = "e"  # stream entries carry one field: the event's JSON
+TASK_FIELD = "m"  # dispatch entries carry one field: the TaskMessage's JSON

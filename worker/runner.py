@@ -1,0 +1,427 @@
+"""The worker process: read tenants' dispatch streams fairly, run tasks, report back.
+
+Shaped after arq's worker loop:
+
+- **Fair reads.** ``XREADGROUP`` over several keys serves the first key that has entries,
+  so it is not fair by itself. Each pass asks every active tenant's stream for at most an
+  equal share of the free slots, starting from a rotating offset, in one pipelined round
+  trip; only when a pass finds nothing does the worker block on all streams.
+- **Results are never lost to shutdown.** Finished events are published under
+  ``asyncio.shield`` and the entry is acknowledged only after its result is in the events
+  stream. A crash in between leaves the entry pending; whoever claims it reports the
+  attempt as lost and the engine's fencing ignores the duplicate.
+- **Heartbeats.** Running attempts send a heartbeat event and re-claim their own entry
+  (``XCLAIM ... JUSTID``) so its idle time resets and no other worker steals it. Entries
+  idle past the visibility timeout belong to a dead worker: ``XAUTOCLAIM`` takes them and
+  reports the attempt ``lost``; the engine retries it under the task's policy.
+- **Two-stage shutdown.** SIGTERM stops reading and lets running tasks finish for the
+  grace period; what is still running then is cancelled (process groups killed) and
+  handed back (``released``), so another worker runs it without using up an attempt.
+- Workers never connect to PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from worker import keys
+from worker.executors.base import ExecutorPolicy, executor_for
+from worker.protocol import (
+    EVENT_FIELD,
+    TASK_FIELD,
+    ExecutionResult,
+    LogLine,
+    TaskEvent,
+    TaskMessage,
+)
+from worker.streams import as_text, ensure_group, is_nogroup
+
+log = structlog.get_logger(__name__)
+
+LOG_FLUSH_SECONDS = 0.1
+LOG_FLUSH_LINES = 200
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 8
+    heartbeat_seconds: float = 5.0
+    visibility_timeout_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    policy: ExecutorPolicy = field(default_factory=ExecutorPolicy)
+    name: str = field(default_factory=lambda: f"worker-{socket.gethostname()}-{os.getpid()}")
+
+
+@dataclass
+class _Running:
+    stream: str
+    entry_id: str
+    message: TaskMessage
+    task: asyncio.Task[None] | None = None
+    cancelled_by_user: bool = False
+    released: bool = False
+
+
+class Worker:
+    def __init__(self, redis: Redis, config: WorkerConfig) -> None:
+        self.redis = redis
+        self.config = config
+        self.name = config.name
+        self.running: dict[tuple[str, int], _Running] = {}
+        self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._groups: set[str] = set()
+        self._round = 0
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop reading new work (first stage of shutdown)."""
+        self._stopping.set()
+        self._slot_freed.set()
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`, then drain within the grace period."""
+        log.info(
+            "worker.started",
+            worker=self.name,
+            queues=list(self.config.queues),
+            concurrency=self.config.concurrency,
+        )
+        helpers = [
+            asyncio.create_task(self._cancel_listener()),
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self._claim_loop()),
+        ]
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.poll()
+                except (RedisError, OSError) as error:
+                    log.warning("worker.poll_failed", error=str(error))
+                    await asyncio.sleep(0.5)
+            await self._drain()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(keys.worker_heartbeat(self.name))
+            log.info("worker.stopped", worker=self.name)
+
+    async def _drain(self) -> None:
+        tasks = [r.task for r in self.running.values() if r.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
+            for record in list(self.running.values()):
+                if record.task in pending:
+                    record.released = True
+                    record.task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=self.config.shutdown_grace_seconds)
+
+    # -- reading ------------------------------------------------------------------------
+    async def _streams(self) -> list[str]:
+        streams: list[str] = []
+        for queue in self.config.queues:
+            members = await self.redis.smembers(keys.queue_tenants(queue))
+            for tenant_id in sorted(as_text(m) for m in members):
+                streams.append(keys.queue_stream(tenant_id, queue))
+        for stream in streams:
+            if stream not in self._groups:
+                await ensure_group(self.redis, stream, keys.WORKERS_GROUP)
+                self._groups.add(stream)
+        return streams
+
+    async def poll(self) -> int:
+        """One pass: fill free slots fairly from the tenants' streams; block if idle."""
+        free = self.config.concurrency - len(self.running)
+        if free <= 0:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+            return 0
+        streams = await self._streams()
+        if not streams:
+            await asyncio.sleep(0.2)
+            return 0
+        self._round += 1
+        offset = self._round % len(streams)
+        ordered = streams[offset:] + streams[:offset]
+        share = max(1, free // len(ordered))
+        asked = ordered[:free] if share == 1 else ordered
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in asked:
+                    pipe.xreadgroup(keys.WORKERS_GROUP, self.name, {stream: ">"}, count=share)
+                replies = await pipe.execute(raise_on_error=False)
+        except ResponseError as error:
+            return self._on_nogroup(error)
+        started = 0
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                self._on_nogroup(reply)
+                continue
+            started += self._start_all(reply)
+        if started == 0:
+            started = await self._block(ordered)
+        return started
+
+    async def _block(self, streams: list[str]) -> int:
+        try:
+            reply = await self.redis.xreadgroup(
+                keys.WORKERS_GROUP, self.name, {s: ">" for s in streams[:512]}, count=1, block=500
+            )
+        except ResponseError as error:
+            return self._on_nogroup(error)
+        return self._start_all(reply)
+
+    def _on_nogroup(self, error: ResponseError) -> int:
+        if not is_nogroup(error):
+            raise error
+        self._groups.clear()  # Redis lost its data: recreate groups on the next pass
+        return 0
+
+    def _start_all(self, reply: Any) -> int:
+        started = 0
+        for stream, entries in reply or []:
+            for entry_id, fields in entries:
+                started += self._start(str(stream), str(entry_id), fields)
+        return started
+
+    def _start(self, stream: str, entry_id: str, fields: dict[str, str]) -> int:
+        try:
+            message = TaskMessage.from_json(fields[TASK_FIELD])
+        except (KeyError, ValueError, TypeError):
+            log.error("worker.message.malformed", stream=stream, entry_id=entry_id)
+            ack = asyncio.create_task(self._ack(stream, entry_id))
+            self._background.add(ack)
+            ack.add_done_callback(self._background.discard)
+            return 0
+        record = _Running(stream=stream, entry_id=entry_id, message=message)
+        self.running[(message.task_run_id, message.attempt)] = record
+        record.task = asyncio.create_task(self._execute(record))
+        return 1
+
+    # -- executing ----------------------------------------------------------------------
+    async def _execute(self, record: _Running) -> None:
+        message = record.message
+        logs = _LogBuffer(self, message)
+        flusher = asyncio.create_task(logs.flush_periodically())
+        result: ExecutionResult | None
+        try:
+            await self._publish(message, "started")
+            result = await self._run_executor(record, logs)
+        except asyncio.CancelledError:
+            result = (
+                None if record.released else ExecutionResult.failed("cancelled", reason="cancelled")
+            )
+        finally:
+            flusher.cancel()
+            self.running.pop((message.task_run_id, message.attempt), None)
+            self._slot_freed.set()
+        await asyncio.shield(self._report(record, logs, result))
+
+    async def _run_executor(self, record: _Running, logs: _LogBuffer) -> ExecutionResult:
+        message = record.message
+        executor = executor_for(str(message.spec.get("type", "")), self.config.policy)
+        timeout = message.timeout_seconds
+        try:
+            return await asyncio.wait_for(executor.execute(message, logs.write), timeout=timeout)
+        except TimeoutError:
+            return ExecutionResult.failed(f"timed out after {timeout:g} s", reason="timeout")
+        except asyncio.CancelledError:
+            if record.cancelled_by_user:
+                return ExecutionResult.failed("cancelled", reason="cancelled")
+            raise
+
+    async def _report(
+        self, record: _Running, logs: _LogBuffer, result: ExecutionResult | None
+    ) -> None:
+        message = record.message
+        try:
+            await logs.flush()
+            if result is None:
+                await self._publish(message, "released")
+            else:
+                await self._publish(message, "finished", result=_result_dict(result))
+            await self._ack(record.stream, record.entry_id)
+        except (RedisError, OSError) as error:
+            # The entry stays pending; the visibility timeout hands it to another worker.
+            log.error("worker.report_failed", task_run_id=message.task_run_id, error=str(error))
+
+    async def _publish(self, message: TaskMessage, kind: str, **extra: Any) -> None:
+        event = TaskEvent(
+            kind=kind,  # type: ignore[arg-type]
+            task_run_id=message.task_run_id,
+            run_id=message.run_id,
+            attempt=message.attempt,
+            worker=self.name,
+            ts=time.time(),
+            **extra,
+        )
+        await self.redis.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
+
+    async def _ack(self, stream: str, entry_id: str) -> None:
+        await self.redis.xack(stream, keys.WORKERS_GROUP, entry_id)
+
+    # -- background duties --------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            try:
+                await self._heartbeat()
+            except (RedisError, OSError) as error:
+                log.warning("worker.heartbeat_failed", error=str(error))
+
+    async def _heartbeat(self) -> None:
+        records = list(self.running.values())
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                message = record.message
+                event = TaskEvent(
+                    kind="heartbeat",
+                    task_run_id=message.task_run_id,
+                    run_id=message.run_id,
+                    attempt=message.attempt,
+                    worker=self.name,
+                    ts=time.time(),
+                )
+                pipe.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
+                pipe.xclaim(
+                    record.stream, keys.WORKERS_GROUP, self.name, 0, [record.entry_id], justid=True
+                )
+            info = {
+                "queues": list(self.config.queues),
+                "concurrency": self.config.concurrency,
+                "running": len(records),
+                "at": time.time(),
+            }
+            pipe.set(
+                keys.worker_heartbeat(self.name),
+                json.dumps(info),
+                ex=math.ceil(self.config.heartbeat_seconds * 3),
+            )
+            await pipe.execute(raise_on_error=False)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.visibility_timeout_seconds / 2)
+            try:
+                await self.claim_abandoned()
+            except (RedisError, OSError) as error:
+                log.warning("worker.claim_failed", error=str(error))
+
+    async def claim_abandoned(self) -> int:
+        """Take entries a dead worker left pending; report their attempts as lost."""
+        claimed = 0
+        idle_ms = int(self.config.visibility_timeout_seconds * 1000)
+        for stream in await self._streams():
+            try:
+                reply = await self.redis.xautoclaim(
+                    stream, keys.WORKERS_GROUP, self.name, idle_ms, "0-0", count=100
+                )
+            except ResponseError as error:
+                self._on_nogroup(error)
+                continue
+            for entry_id, fields in reply[1]:
+                if fields is None:
+                    continue
+                try:
+                    message = TaskMessage.from_json(fields[TASK_FIELD])
+                except (KeyError, ValueError, TypeError):
+                    await self._ack(stream, entry_id)
+                    continue
+                if (message.task_run_id, message.attempt) in self.running:
+                    continue  # ours, still running
+                lost = ExecutionResult.failed("the worker running it stopped", reason="lost")
+                await self._publish(message, "finished", result=_result_dict(lost))
+                await self._ack(stream, entry_id)
+                claimed += 1
+                log.warning(
+                    "worker.claimed_abandoned",
+                    task_run_id=message.task_run_id,
+                    attempt=message.attempt,
+                )
+        return claimed
+
+    async def _cancel_listener(self) -> None:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(keys.cancel_channel())
+        try:
+            async for item in pubsub.listen():
+                if item.get("type") != "message":
+                    continue
+                try:
+                    data = json.loads(item["data"])
+                    key = (str(data["task_run_id"]), int(data["attempt"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                record = self.running.get(key)
+                if record is not None and record.task is not None:
+                    record.cancelled_by_user = True
+                    record.task.cancel()
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+
+class _LogBuffer:
+    """Collects an attempt's log lines and ships them as batched ``log`` events."""
+
+    def __init__(self, worker: Worker, message: TaskMessage) -> None:
+        self.worker = worker
+        self.message = message
+        self.lines: list[dict[str, Any]] = []
+        self.seq = 0
+        self.last_flush = time.monotonic()
+
+    async def write(self, line: LogLine) -> None:
+        self.seq += 1
+        self.lines.append(
+            {"seq": self.seq, "stream": line.stream, "line": line.line, "ts": time.time()}
+        )
+        if (
+            len(self.lines) >= LOG_FLUSH_LINES
+            or time.monotonic() - self.last_flush > LOG_FLUSH_SECONDS
+        ):
+            await self.flush()
+
+    async def flush_periodically(self) -> None:
+        """Ship lines at least every LOG_FLUSH_SECONDS, so logs are readable while a task
+        that prints rarely is still running."""
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            try:
+                await self.flush()
+            except (RedisError, OSError) as error:
+                log.warning("worker.log_flush_failed", error=str(error))
+
+    async def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.lines:
+            return
+        lines, self.lines = self.lines, []
+        await self.worker._publish(self.message, "log", lines=lines)
+
+
+def _result_dict(result: ExecutionResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "output": result.output,
+        "error": result.error,
+        "reason": result.reason,
+        "exit_code": result.exit_code,
+    }
