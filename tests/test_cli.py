@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -171,3 +172,32 @@ def test_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command in ("db", "audit", "admin", "api", "dev"):
         assert command in result.output
+
+
+async def test_create_superuser_makes_a_platform_admin_who_can_log_in(
+    cli_env: None, client: AsyncClient
+) -> None:
+    email = f"root-{uuid.uuid4().hex[:8]}@example.com"
+    result = await _invoke(
+        "admin", "create-superuser", "--email", email, "--password", "a-long-admin-password"
+    )
+    assert result.exit_code == 0, result.output
+    login = await client.post(
+        "/api/v1/auth/login", json={"email": email, "password": "a-long-admin-password"}
+    )
+    assert login.status_code == 200, login.text
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    tenants = await client.get("/api/v1/admin/tenants", headers=headers)
+    assert tenants.status_code == 200
+
+
+async def test_create_superuser_promotes_an_existing_account(
+    cli_env: None, client: AsyncClient
+) -> None:
+    account = await create_tenant(client)
+    assert (await client.get("/api/v1/admin/tenants", headers=account.headers)).status_code == 403
+    result = await _invoke(
+        "admin", "create-superuser", "--email", account.email, "--password", account.password
+    )
+    assert result.exit_code == 0, result.output
+    assert (await client.get("/api/v1/admin/tenants", headers=account.headers)).status_code == 200
