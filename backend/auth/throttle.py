@@ -48,8 +48,10 @@ class LoginThrottle:
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for key, _ in self._limits(email, ip):
+                    # SET NX EX starts the window once; INCR counts within it. (EXPIRE NX
+                    # would do both but needs Redis 7, and the embedded server is 6.2.)
+                    pipe.set(key, 0, ex=window, nx=True)
                     pipe.incr(key)
-                    pipe.expire(key, window, nx=True)
                 await pipe.execute()
         except RedisError as error:
             raise ServiceUnavailable("Login is unavailable: Redis did not answer") from error
