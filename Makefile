@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint install bench clean
+.PHONY: run test test-embedded lint install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +21,22 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# The same suite against the embedded PostgreSQL and Redis a machine without them gets.
+test-embedded: $(STAMP)
+	env -u BATON_TEST_DATABASE_URL -u BATON_TEST_REDIS_URL $(BIN)/pytest -q
+
 lint: $(STAMP)
 	$(BIN)/ruff check backend worker migrations tests
 	$(BIN)/mypy backend worker
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Baton vs Celery on this machine (~5 min at full size; BATON_BENCH_SCALE=0.1 for a quick
+# run). One JSON line per scenario and system on stdout; refreshes docs/benchmarks.md.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .baton-data

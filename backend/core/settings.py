@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)
     lost_after_seconds: float = Field(default=60.0, gt=0)
     task_deadline_grace_seconds: float = Field(default=10.0, ge=0)
+    # Unacknowledged engine events (a failed batch, a dead replica) are retried one by one
+    # once this old; one that fails three times is dead-lettered (logged, acknowledged).
+    engine_recovery_seconds: float = Field(default=5.0, gt=0)
 
     # Workers. Shell and Docker tasks run only where the operator allows them (on-prem or
     # tenant-hosted workers); python tasks only from the listed module prefixes; http tasks

@@ -24,28 +24,58 @@ from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.engine.events import load_plan
 from backend.engine.plan import PlanCache
-from backend.runs.models import TaskAttempt
+from backend.runs.models import TaskAttempt, plan_name
 from backend.runs.repository import RunRepository
 from backend.tenants.models import Tenant
 from worker.protocol import TaskMessage
 
-# MATERIALIZED: run the LIMIT-ed pick exactly once. Inlined into UPDATE ... FROM, the
-# planner may re-scan it and update more rows than the limit.
+# Which ready tasks to dispatch, fairly across the tenant's runs: the next :limit runs
+# with ready work after :after (a skip scan over the ready index; run ids are
+# time-ordered, and the engine passes the last run it served, so successive admissions
+# rotate through the runs), up to :limit ready tasks of each, then round robin - every
+# run's first task, then every run's second... So a 10,000-item fan-out cannot starve a
+# run that became ready after it, even when one slot frees at a time. The tenant's
+# admission is serialised by an advisory lock, and the outer UPDATE re-checks the row,
+# so no task is dispatched twice.
 _CLAIM = text(
     """
-    WITH picked AS MATERIALIZED (
-        SELECT id FROM task_runs
-         WHERE tenant_id = :tenant AND status = 'queued'
-           AND dispatched_at IS NULL AND ready_at <= now()
-         ORDER BY ready_at
-         LIMIT :limit
-         FOR UPDATE SKIP LOCKED
+    WITH RECURSIVE ready_runs(run_id) AS (
+        (SELECT run_id FROM task_runs
+          WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
+            AND ready_at <= now() AND run_id > :after
+          ORDER BY run_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.run_id FROM task_runs t
+                 WHERE t.tenant_id = :tenant AND t.status = 'queued'
+                   AND t.dispatched_at IS NULL AND t.ready_at <= now()
+                   AND t.run_id > r.run_id
+                 ORDER BY t.run_id LIMIT 1)
+          FROM ready_runs r WHERE r.run_id IS NOT NULL
+    ),
+    first_runs AS MATERIALIZED (
+        SELECT run_id FROM ready_runs WHERE run_id IS NOT NULL LIMIT :limit
+    ),
+    candidates AS MATERIALIZED (
+        SELECT c.id, row_number() OVER (PARTITION BY c.run_id ORDER BY c.ready_at, c.map_index)
+                   AS turn,
+               c.run_id
+          FROM first_runs f
+          CROSS JOIN LATERAL (
+              SELECT id, run_id, ready_at, map_index FROM task_runs
+               WHERE tenant_id = :tenant AND run_id = f.run_id AND status = 'queued'
+                 AND dispatched_at IS NULL AND ready_at <= now()
+               ORDER BY ready_at, map_index
+               LIMIT :limit) c
+    ),
+    picked AS MATERIALIZED (
+        SELECT id FROM candidates ORDER BY turn, run_id LIMIT :limit
     )
     UPDATE task_runs AS t
        SET dispatched_at = now(), attempt = t.attempt + 1
       FROM picked
      WHERE t.tenant_id = :tenant AND t.id = picked.id
-    RETURNING t.id, t.run_id, t.name, t.attempt, t.queue
+       AND t.status = 'queued' AND t.dispatched_at IS NULL
+    RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
     """
 )
 _IN_FLIGHT = text(
@@ -63,11 +93,15 @@ _NEXT_READY = text(
 )
 
 
+NO_RUN = uuid.UUID(int=0)
+
+
 @dataclass
 class Admission:
     messages: list[TaskMessage]
     next_due: datetime | None  # when this tenant next has admissible work (None: nothing)
     saturated: bool  # the quota is full; finishing tasks will wake the tenant again
+    last_run: uuid.UUID = NO_RUN  # pass back as ``after_run``: the rotation continues
 
 
 def quota_of(tenant: Tenant | None, settings: Settings) -> tuple[int, int]:
@@ -89,6 +123,7 @@ async def admit(
     *,
     max_concurrent: int,
     limit: int,
+    after_run: uuid.UUID = NO_RUN,
 ) -> Admission:
     """Claim up to ``limit`` ready tasks that fit the quota; build their messages."""
     params = {"tenant": tenant_id}
@@ -100,7 +135,16 @@ async def admit(
     room = min(max_concurrent - in_flight, limit)
     if room <= 0:
         return Admission([], None, saturated=True)
-    claimed = (await session.execute(_CLAIM, {**params, "limit": room})).all()
+    claimed = list(
+        (await session.execute(_CLAIM, {**params, "limit": room, "after": after_run})).all()
+    )
+    # The rotation goes on after the highest run served (rows come back in no set order).
+    last_run = max((row.run_id for row in claimed), default=after_run)
+    if len(claimed) < room and after_run != NO_RUN:  # wrap around to the oldest runs
+        again = {**params, "limit": room - len(claimed), "after": NO_RUN}
+        wrapped = (await session.execute(_CLAIM, again)).all()
+        claimed += wrapped
+        last_run = max((row.run_id for row in wrapped), default=last_run)
     messages: list[TaskMessage] = []
     if claimed:
         runs = {
@@ -112,7 +156,7 @@ async def admit(
         for row in claimed:
             run = runs[row.run_id]
             plan = await load_plan(session, plans, tenant_id, run.job_id, run.job_version)
-            task = plan.tasks[row.name]
+            task = plan.tasks[plan_name(row.name)]
             session.add(
                 TaskAttempt(
                     tenant_id=tenant_id,
@@ -133,15 +177,16 @@ async def admit(
                     params=run.params,
                     timeout_seconds=task.timeout_seconds,
                     queue=row.queue,
+                    item=row.item,
                 )
             )
         await session.flush()
     if len(claimed) == room and room == limit:
-        return Admission(messages, utcnow(), saturated=False)
+        return Admission(messages, utcnow(), saturated=False, last_run=last_run)
     if len(claimed) == room:
-        return Admission(messages, None, saturated=True)
+        return Admission(messages, None, saturated=True, last_run=last_run)
     next_due = (await session.execute(_NEXT_READY, params)).scalar_one()
-    return Admission(messages, next_due, saturated=False)
+    return Admission(messages, next_due, saturated=False, last_run=last_run)
 
 
 class FairShare:

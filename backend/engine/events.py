@@ -22,14 +22,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy import text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.models import utcnow
-from backend.engine.dag import advance, run_outcome
-from backend.engine.plan import PlanCache, RunPlan, compile_plan
+from backend.engine.advance import advance_run
+from backend.engine.dag import group_outcome
+from backend.engine.plan import PlanCache, RunPlan, TaskPlan, compile_plan
 from backend.jobs.repository import JobVersionRepository
-from backend.runs.models import FINISHED_RUN, Run, RunStatus, TaskAttempt, TaskRun, TaskStatus
+from backend.runs.models import (
+    FINISHED_RUN,
+    FINISHED_TASK,
+    Run,
+    RunStatus,
+    TaskAttempt,
+    TaskRun,
+    TaskStatus,
+    plan_name,
+)
 from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository
 from worker.protocol import TaskEvent
 
@@ -84,6 +95,11 @@ class _Batch:
         self.changed: dict[uuid.UUID, TaskRun] = {}
 
     async def load(self, task_run_ids: set[uuid.UUID]) -> None:
+        """Lock the affected runs, then read their top-level tasks and the touched children.
+
+        A run with a 10,000-item fan-out is not read whole: only the children that events
+        name, and per group a count by status when one of its children finishes.
+        """
         probe = select(TaskRun.run_id).where(
             col(TaskRun.tenant_id) == self.tenant_id, col(TaskRun.id).in_(list(task_run_ids))
         )
@@ -92,14 +108,17 @@ class _Batch:
             return
         runs = await RunRepository(self.session, self.tenant_id).by_ids(run_ids, lock=True)
         self.runs = {r.id: r for r in runs}
-        for task in await TaskRunRepository(self.session, self.tenant_id).for_runs(run_ids):
+        repo = TaskRunRepository(self.session, self.tenant_id)
+        for task in await repo.top_level(run_ids):
             self.run_tasks.setdefault(task.run_id, []).append(task)
             self.tasks[task.id] = task
-        keys = [(t.id, t.attempt) for t in self.tasks.values() if t.id in task_run_ids]
-        if keys:
+        missing = [i for i in task_run_ids if i not in self.tasks]
+        for child in await repo.by_ids(missing) if missing else []:
+            self.tasks[child.id] = child
+        if task_run_ids:
             statement = select(TaskAttempt).where(
                 col(TaskAttempt.tenant_id) == self.tenant_id,
-                col(TaskAttempt.task_run_id).in_([k[0] for k in keys]),
+                col(TaskAttempt.task_run_id).in_(list(task_run_ids)),
             )
             for attempt in (await self.session.exec(statement)).all():
                 self.attempts[(attempt.task_run_id, attempt.attempt)] = attempt
@@ -218,7 +237,7 @@ class _Batch:
             task.output = result.get("output")
             task.finished_at = at
         elif reason != "cancelled" and task.attempt < task.max_attempts:
-            retry = plan_of(self, task).tasks[task.name].retry
+            retry = task_plan(self, task).retry
             task.status = TaskStatus.queued
             task.dispatched_at = None
             task.ready_at = utcnow() + timedelta(seconds=retry.delay_before(task.attempt + 1))
@@ -240,35 +259,90 @@ class _Batch:
         self.effects.due(task.ready_at)
         self._mark(task)
 
-    def settle_runs(self) -> None:
-        """Advance every touched run's DAG; close the runs that are over."""
+    async def settle_runs(self) -> None:
+        """Close finished fan-out groups, advance every touched run's DAG, settle runs."""
         now = utcnow()
-        for run_id in self.touched_runs:
+        await self._close_groups(now)
+        for run_id in sorted(self.touched_runs):
             run = self.runs[run_id]
             if run.status in FINISHED_RUN:
                 continue
             tasks = {t.name: t for t in self.run_tasks.get(run_id, [])}
             plan = self.plans.get(self.tenant_id, run.job_id, run.job_version)
             assert plan is not None
-            ready, doomed = advance(plan, {n: t.status for n, t in tasks.items()})
-            for name in ready:
-                tasks[name].status = TaskStatus.queued
-                tasks[name].ready_at = now
+            before = {name: task.status for name, task in tasks.items()}
+            advance = advance_run(plan, run, tasks, now=now, ready_at=now)
+            for name, task in tasks.items():
+                if task.status != before[name]:
+                    self.changed[task.id] = task
+            if advance.children:
+                self.session.add_all(advance.children)
+            if advance.queued:
                 self.effects.due(now)
-                self.changed[tasks[name].id] = tasks[name]
-            for name in doomed:
-                tasks[name].status = TaskStatus.upstream_failed
-                tasks[name].finished_at = now
-                tasks[name].reason = "upstream_failed"
-                self.changed[tasks[name].id] = tasks[name]
-            outcome = run_outcome({n: t.status for n, t in tasks.items()})
-            if outcome is not None:
-                run.status = outcome
-                run.finished_at = now
-                if outcome == RunStatus.failed:
-                    failed = sorted(n for n, t in tasks.items() if t.status == TaskStatus.failed)
-                    run.reason = f"task failed: {', '.join(failed)}" if failed else "failed"
+            self.effects.cancel.extend((t.id, t.attempt) for t in advance.stop)
+            if advance.cancel_children:
+                self.effects.cancel.extend(await _cancel_children(self.session, run, now))
+            if advance.finished:
                 self.effects.finished_runs.append(run)
+
+    async def _close_groups(self, now: datetime) -> None:
+        """A group whose children have all finished takes their outcome and outputs."""
+        parents = {
+            t.parent_id
+            for t in self.changed.values()
+            if t.parent_id is not None and t.status in FINISHED_TASK
+        }
+        repo = TaskRunRepository(self.session, self.tenant_id)
+        for parent_id in parents:
+            group = self.tasks.get(parent_id) if parent_id else None
+            if group is None or group.status != TaskStatus.running:
+                continue
+            outcome = group_outcome(await repo.child_status_counts(group.id))
+            if outcome is None and not self._fails_fast(group):
+                continue
+            children = await repo.children(group.id)
+            group.status = outcome or TaskStatus.failed
+            group.finished_at = now
+            group.output = [child.output for child in children]
+            if group.status == TaskStatus.failed:
+                failed = [c.name for c in children if c.status == TaskStatus.failed]
+                group.error = f"{len(failed)} of {len(children)} items failed: {failed[:5]}"
+                group.reason = "items_failed"
+            self._mark(group)
+
+    def _fails_fast(self, group: TaskRun) -> bool:
+        """Under fail_fast a failed item fails its group at once when the group fails the
+        run; waiting for its siblings would only delay the cancellation."""
+        run = self.runs[group.run_id]
+        plan = self.plans.get(self.tenant_id, run.job_id, run.job_version)
+        assert plan is not None
+        return (
+            plan.failure_policy == "fail_fast"
+            and plan.tasks[group.name].on_failure == "fail_run"
+            and any(
+                t.parent_id == group.id and t.status == TaskStatus.failed
+                for t in self.changed.values()
+            )
+        )
+
+
+async def _cancel_children(
+    session: AsyncSession, run: Run, now: datetime
+) -> list[tuple[uuid.UUID, int]]:
+    """fail_fast: end a run's unfinished fan-out children; return the in-flight ones."""
+    rows = (
+        await session.execute(
+            text(
+                "UPDATE task_runs SET status = 'cancelled', reason = 'fail_fast', "
+                "finished_at = :now, explanation = 'the run failed (failure_policy fail_fast)' "
+                "WHERE tenant_id = :tenant AND run_id = :run AND parent_id IS NOT NULL "
+                "AND status IN ('pending', 'queued', 'running') "
+                "RETURNING id, attempt, dispatched_at"
+            ),
+            {"tenant": run.tenant_id, "run": run.id, "now": now},
+        )
+    ).all()
+    return [(row.id, row.attempt) for row in rows if row.dispatched_at is not None]
 
 
 def plan_of(batch: _Batch, task: TaskRun) -> RunPlan:
@@ -278,8 +352,13 @@ def plan_of(batch: _Batch, task: TaskRun) -> RunPlan:
     return plan
 
 
+def task_plan(batch: _Batch, task: TaskRun) -> TaskPlan:
+    """The spec task a task run instantiates (a for_each child shares its group's)."""
+    return plan_of(batch, task).tasks[plan_name(task.name)]
+
+
 def task_timeout(batch: _Batch, task: TaskRun) -> float | None:
-    return plan_of(batch, task).tasks[task.name].timeout_seconds
+    return task_plan(batch, task).timeout_seconds
 
 
 async def _prepare(batch: _Batch, task_run_ids: set[uuid.UUID]) -> None:
@@ -330,7 +409,7 @@ async def fail_tasks(
 
 
 async def _flush(batch: _Batch) -> Effects:
-    batch.settle_runs()
+    await batch.settle_runs()
     await LogRepository(batch.session, batch.tenant_id).insert_many(batch.log_rows)
     await batch.session.flush()
     batch.effects.changed_tasks = list(batch.changed.values())

@@ -18,16 +18,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,7 +34,7 @@ from backend.core.db import commit, scope_to_tenant
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
-from backend.engine.admission import FairShare, admit, quota_of
+from backend.engine.admission import NO_RUN, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.engine.plan import PlanCache
 from backend.tenants.repository import TenantDirectory
@@ -46,7 +45,7 @@ from worker.streams import as_text, ensure_group, is_nogroup
 log = structlog.get_logger(__name__)
 
 EVENTS_BATCH = 1000
-DEAD_LETTER_DELIVERIES = 5
+DEAD_LETTER_DELIVERIES = 3
 
 
 class Engine:
@@ -66,6 +65,9 @@ class Engine:
         self.fair = FairShare(settings.admission_quantum)
         self._stopping = asyncio.Event()
         self._event_groups: set[str] = set()
+        self._next_recovery = 0.0
+        self._run_rotation: dict[uuid.UUID, uuid.UUID] = {}  # tenant -> last run admitted
+        self._failures: dict[str, int] = {}  # pending event id -> failed retries
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -88,11 +90,15 @@ class Engine:
                 raise
             await commit(session)
 
-    async def _guarded(self, loop: str, coro: object) -> None:
-        """Await one iteration; log and pause on failure instead of dying."""
+    async def _guarded(self, loop: str, step: Awaitable[object]) -> None:
+        """Await one iteration; log and pause on failure instead of dying.
+
+        Any exception, not only outages: one bad batch must not stop admission and event
+        processing for every tenant. Unacknowledged events are retried from the stream.
+        """
         try:
-            await coro  # type: ignore[misc]
-        except (RedisError, SQLAlchemyError, OSError, LookupError, ValueError) as error:
+            await step
+        except Exception as error:  # the loop's last line of defence
             log.exception("engine.loop_failed", loop=loop, error=type(error).__name__)
             await asyncio.sleep(0.5)
 
@@ -126,7 +132,9 @@ class Engine:
                     self.plans,
                     max_concurrent=max_concurrent,
                     limit=max(allowance, 1),
+                    after_run=self._run_rotation.get(tenant_id, NO_RUN),
                 )
+            self._run_rotation[tenant_id] = admission.last_run
             await self.publish(admission.messages)
             admitted += len(admission.messages)
             if admission.next_due is not None:
@@ -190,7 +198,49 @@ class Engine:
         handled = 0
         replies = cast(list[Any], response or [])  # RESP2 shape: [[stream, entries], ...]
         for stream, entries in replies:
-            handled += await self._apply_stream(as_text(stream), entries)
+            try:
+                handled += await self._apply_stream(as_text(stream), entries)
+            except Exception:  # a bad batch must not hold up the other tenants' batches
+                log.exception("engine.events.batch_failed", stream=as_text(stream))
+        if time.monotonic() >= self._next_recovery:
+            self._next_recovery = time.monotonic() + self.settings.engine_recovery_seconds
+            handled += await self.recover_pending(list(streams))
+        return handled
+
+    async def recover_pending(self, streams: list[str]) -> int:
+        """Retry events left unacknowledged - by a batch that failed, or by an engine replica
+        that died - one at a time, so one poison event cannot block its neighbours. An
+        event that keeps failing is set aside (dead-lettered) after a few tries."""
+        handled = 0
+        idle_ms = int(self.settings.engine_recovery_seconds * 1000)
+        for stream in streams:
+            reply = await self.redis.xautoclaim(
+                stream, keys.ENGINE_GROUP, self.name, idle_ms, "0-0", count=100
+            )
+            for entry_id, fields in reply[1]:
+                if fields is None:
+                    continue
+                try:
+                    handled += await self._apply_stream(stream, [(entry_id, fields)])
+                    self._failures.pop(entry_id, None)
+                except Exception as error:  # noqa: BLE001  (counted, then dead-lettered)
+                    tries = self._failures[entry_id] = self._failures.get(entry_id, 0) + 1
+                    log.warning(
+                        "engine.event.retry_failed",
+                        stream=stream,
+                        entry_id=entry_id,
+                        tries=tries,
+                        error=type(error).__name__,
+                    )
+                    if tries >= DEAD_LETTER_DELIVERIES:
+                        await self.redis.xack(stream, keys.ENGINE_GROUP, entry_id)
+                        self._failures.pop(entry_id, None)
+                        log.error(
+                            "engine.event.dead_letter",
+                            stream=stream,
+                            entry_id=entry_id,
+                            event=fields.get(EVENT_FIELD, "")[:2000],
+                        )
         return handled
 
     async def _apply_stream(self, stream: str, entries: list[tuple[str, dict[str, str]]]) -> int:

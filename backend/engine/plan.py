@@ -11,6 +11,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.engine.expressions import Expression, parse_expression
+
 DEFAULT_QUEUE = "default"
 
 
@@ -42,6 +44,10 @@ class TaskPlan:
     retry: RetryPolicy
     timeout_seconds: float | None
     spec: dict[str, Any]
+    trigger_rule: str = "all_success"
+    on_failure: str = "fail_run"
+    when: Expression | None = None
+    for_each: Expression | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class RunPlan:
     timeout_seconds: float | None
     tasks: dict[str, TaskPlan]
     downstream: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    failure_policy: str = "fail_fast"
 
     @property
     def roots(self) -> list[str]:
@@ -75,6 +82,10 @@ def compile_plan(job_id: uuid.UUID, version: int, spec: dict[str, Any]) -> RunPl
             retry=RetryPolicy(**{k: v for k, v in retry.items() if v is not None}),
             timeout_seconds=raw.get("timeout_seconds"),
             spec=dict(raw),
+            trigger_rule=str(raw.get("trigger_rule") or "all_success"),
+            on_failure=str(raw.get("on_failure") or "fail_run"),
+            when=parse_expression(raw["when"]) if raw.get("when") else None,
+            for_each=parse_expression(raw["for_each"]) if raw.get("for_each") else None,
         )
         for upstream in depends_on:
             downstream.setdefault(upstream, []).append(name)
@@ -86,6 +97,7 @@ def compile_plan(job_id: uuid.UUID, version: int, spec: dict[str, Any]) -> RunPl
         timeout_seconds=spec.get("timeout_seconds"),
         tasks=tasks,
         downstream={k: tuple(v) for k, v in downstream.items()},
+        failure_policy=str(spec.get("failure_policy") or "fail_fast"),
     )
 
 

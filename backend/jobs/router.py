@@ -17,7 +17,7 @@ from backend.core.deps import Authorized
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.jobs import service
-from backend.jobs.schemas import JobPage, JobPublic, JobVersionPage, JobVersionPublic
+from backend.jobs.schemas import JobGraph, JobPage, JobPublic, JobVersionPage, JobVersionPublic
 from backend.jobs.spec import JobSpec, job_spec_json_schema, parse_job_spec
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -126,3 +126,13 @@ async def list_versions(
         items=[JobVersionPublic.model_validate(v) for v in versions],
         next_cursor=str(next_cursor) if next_cursor is not None else None,
     )
+
+
+@router.get("/{job_id}/graph", response_model=JobGraph)
+async def get_graph(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    principal: Principal = Authorized(Permission.jobs_read),
+) -> JobGraph:
+    """The job's DAG for drawing: nodes, edges and layers (topological generations)."""
+    return await service.get_graph(session, principal, job_id)

@@ -54,3 +54,30 @@ class JobPage(Page[JobPublic]):
 
 class JobVersionPage(Page[JobVersionPublic]):
     """Versions newest first; pass ``next_cursor`` back as ``cursor`` for older ones."""
+
+
+class GraphNode(ResponseModel):
+    name: str
+    type: str
+    depends_on: list[str]
+    trigger_rule: str
+    on_failure: str
+    when: str | None = None
+    for_each: str | None = None
+    queue: str
+
+
+class GraphEdge(ResponseModel):
+    source: str = Field(description="The upstream task")
+    target: str = Field(description="The task that depends on it")
+
+
+class JobGraph(ResponseModel):
+    """A job's DAG for drawing: ``layers`` are topological generations (layer n depends
+    only on layers before it)."""
+
+    job_id: uuid.UUID
+    version: int
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    layers: list[list[str]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+import networkx as nx
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,8 +22,8 @@ from backend.core.models import utcnow
 from backend.core.principal import Principal
 from backend.jobs.models import Job, JobVersion
 from backend.jobs.repository import UNIQUE_NAME_INDEX, JobRepository, JobVersionRepository
-from backend.jobs.schemas import JobPublic
-from backend.jobs.spec import JobSpec, stored_form
+from backend.jobs.schemas import GraphEdge, GraphNode, JobGraph, JobPublic
+from backend.jobs.spec import JobSpec, dependency_graph, stored_form
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -214,3 +215,36 @@ async def get_version(
     if found is None:
         raise NotFound("Job version not found")
     return found
+
+
+def build_graph(job_id: uuid.UUID, version: int, spec: JobSpec) -> JobGraph:
+    """Nodes, edges and layers (topological generations) of a spec's DAG."""
+    graph = dependency_graph(spec)
+    order = {task.name: index for index, task in enumerate(spec.tasks)}
+    return JobGraph(
+        job_id=job_id,
+        version=version,
+        nodes=[
+            GraphNode(
+                name=task.name,
+                type=task.type,
+                depends_on=list(task.depends_on),
+                trigger_rule=task.trigger_rule,
+                on_failure=task.on_failure,
+                when=task.when,
+                for_each=task.for_each,
+                queue=spec.queue_for(task),
+            )
+            for task in spec.tasks
+        ],
+        edges=[GraphEdge(source=a, target=b) for a, b in graph.edges],
+        layers=[
+            sorted(layer, key=order.__getitem__) for layer in nx.topological_generations(graph)
+        ],
+    )
+
+
+async def get_graph(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> JobGraph:
+    """The current version's DAG; 404 when the job is missing, deleted or another tenant's."""
+    job = await get_job(session, principal, job_id)
+    return build_graph(job.id, job.current_version, JobSpec.model_validate(job.spec))

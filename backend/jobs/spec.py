@@ -54,6 +54,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node
 
 from backend.core.errors import ValidationFailed
+from backend.engine.expressions import ExpressionError, parse_expression
 
 # ----------------------------------------------------------------------------------- bounds
 
@@ -104,6 +105,18 @@ TimeoutSeconds = Annotated[int, Field(gt=0, le=MAX_TIMEOUT_SECONDS)]
 Delay = Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)]
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 ConcurrencyPolicy = Literal["allow", "forbid", "replace"]
+TriggerRule = Literal[
+    "all_success",
+    "all_done",
+    "all_failed",
+    "one_success",
+    "one_failed",
+    "none_failed",
+    "none_failed_min_one_success",
+]
+OnFailure = Literal["fail_run", "continue"]
+FailurePolicy = Literal["fail_fast", "continue"]
+ExpressionText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
 class SpecModel(BaseModel):
@@ -142,6 +155,23 @@ class TaskBase(SpecModel):
     )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     queue: QueueName | None = Field(default=None, description="Overrides the job's queue")
+    trigger_rule: TriggerRule = Field(
+        default="all_success", description="Which upstream outcomes let this task run"
+    )
+    when: ExpressionText | None = Field(
+        default=None,
+        description="Condition over params and upstream tasks; false marks the task skipped",
+    )
+    on_failure: OnFailure = Field(
+        default="fail_run",
+        description="fail_run: the task's failure fails the run; continue: it does not "
+        "(downstream tasks still see it failed)",
+    )
+    for_each: ExpressionText | None = Field(
+        default=None,
+        description="Expression giving a list: one child task per item, the item in "
+        "$BATON_ITEM (shell) or the `item` argument (python)",
+    )
 
 
 class ShellTask(TaskBase):
@@ -265,6 +295,11 @@ class JobSpec(SpecModel):
         default="allow",
         description="When a run starts while one is active: allow it, forbid it (skip), "
         "or replace (cancel) the active one",
+    )
+    failure_policy: FailurePolicy = Field(
+        default="fail_fast",
+        description="fail_fast: the first failure that fails the run cancels what is still "
+        "running; continue: independent branches finish first",
     )
     schedule: Schedule | None = None
     tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS)
@@ -568,6 +603,58 @@ def _graph_problems(document: dict[str, Any]) -> list[dict[str, Any]]:
     return problems
 
 
+def _expression_problems(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """``when`` and ``for_each`` must parse, and may only read tasks upstream of their own
+    (a task's output exists only once it has run)."""
+    tasks = document.get("tasks")
+    if not isinstance(tasks, list):
+        return []
+    graph: nx.DiGraph = nx.DiGraph()  # edge: dependency -> dependent
+    for task in tasks:
+        if isinstance(task, dict) and isinstance(task.get("name"), str):
+            graph.add_node(task["name"])
+            for dependency in task.get("depends_on") or []:
+                if isinstance(dependency, str):
+                    graph.add_edge(dependency, task["name"])
+    acyclic = nx.is_directed_acyclic_graph(graph)
+    problems: list[dict[str, Any]] = []
+    for index, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            continue
+        for field in ("when", "for_each"):
+            text = task.get(field)
+            if not isinstance(text, str):
+                continue
+            loc: list[str | int] = ["tasks", index, field]
+            try:
+                expression = parse_expression(text)
+            except ExpressionError as error:
+                problems.append(_problem(loc, str(error), "invalid_expression"))
+                continue
+            name = task.get("name")
+            upstream = nx.ancestors(graph, name) if acyclic and name in graph else set()
+            for reference in sorted(expression.task_references - upstream):
+                problems.append(
+                    _problem(
+                        loc,
+                        f"refers to task {reference!r}, which is not upstream of {name!r}"
+                        " (add it to depends_on, directly or through another task)",
+                        "not_upstream",
+                    )
+                )
+            if field == "for_each" and not expression.roots:  # a constant: check it now
+                try:
+                    value = expression.evaluate({})
+                except ExpressionError as error:
+                    problems.append(_problem(loc, str(error), "invalid_expression"))
+                    continue
+                if not isinstance(value, list):
+                    problems.append(
+                        _problem(loc, "for_each must give a list", "for_each_not_a_list")
+                    )
+    return problems
+
+
 def _failed(problems: list[dict[str, Any]]) -> ValidationFailed:
     first = problems[0]
     where = ".".join(str(part) for part in first["loc"])
@@ -587,6 +674,7 @@ def validate_job_spec(document: dict[str, Any]) -> JobSpec:
         except ValidationError as error:
             problems.extend(_pydantic_problems(error))
         problems.extend(_graph_problems(document))
+        problems.extend(_expression_problems(document))
     if problems or spec is None:
         raise _failed(problems or [_problem([], "invalid job spec", "invalid")])
     return spec

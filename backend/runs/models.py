@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, Column
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from backend.core.models import tenant_pk, timestamp, uuid_pk
+from backend.core.models import tenant_pk, timestamp, uuid7, uuid_pk
 
 
 class RunStatus(StrEnum):
@@ -53,7 +53,7 @@ class Run(SQLModel, table=True):
     __tablename__ = "runs"
 
     tenant_id: uuid.UUID = tenant_pk()
-    id: uuid.UUID = uuid_pk()
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)  # time-ordered
     job_id: uuid.UUID
     job_version: int
     status: str = Field(default=RunStatus.queued, max_length=20)
@@ -92,6 +92,15 @@ class TaskRun(SQLModel, table=True):
     output: Any = _json_column()
     error: str | None = None
     reason: str | None = Field(default=None, max_length=30)
+    explanation: str | None = None  # why it was skipped / upstream_failed / cancelled
+    parent_id: uuid.UUID | None = None  # the for_each group this child belongs to
+    map_index: int | None = None
+    item: Any = _json_column()
+
+
+def plan_name(task_name: str) -> str:
+    """The spec task a task run instantiates: ``per_file[3]`` -> ``per_file``."""
+    return task_name.split("[", 1)[0]
 
 
 class TaskAttempt(SQLModel, table=True):

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, tuple_, update
+from sqlalchemy import func, insert, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlmodel import col
+from sqlmodel import col, select
 
 from backend.core.repository import TenantScopedRepository
 from backend.runs.models import (
@@ -95,6 +95,29 @@ class TaskRunRepository(TenantScopedRepository[TaskRun]):
     async def by_ids(self, ids: Sequence[uuid.UUID]) -> list[TaskRun]:
         statement = self.select().where(col(TaskRun.id).in_(list(ids)))
         return list((await self.session.exec(statement)).all())
+
+    async def top_level(self, run_ids: Sequence[uuid.UUID]) -> list[TaskRun]:
+        """The runs' tasks of the spec itself (for_each children left out)."""
+        statement = self.select().where(
+            col(TaskRun.run_id).in_(list(run_ids)), col(TaskRun.parent_id).is_(None)
+        )
+        return list((await self.session.exec(statement)).all())
+
+    async def children(self, parent_id: uuid.UUID) -> list[TaskRun]:
+        statement = (
+            self.select()
+            .where(col(TaskRun.parent_id) == parent_id)
+            .order_by(col(TaskRun.map_index))
+        )
+        return list((await self.session.exec(statement)).all())
+
+    async def child_status_counts(self, parent_id: uuid.UUID) -> dict[str, int]:
+        statement = (
+            select(TaskRun.status, func.count())
+            .where(col(TaskRun.tenant_id) == self.tenant_id, col(TaskRun.parent_id) == parent_id)
+            .group_by(col(TaskRun.status))
+        )
+        return {status: int(count) for status, count in (await self.session.exec(statement)).all()}
 
     async def insert_many(self, rows: list[dict[str, Any]]) -> None:
         if rows:

@@ -19,6 +19,7 @@ from backend.runs.schemas import (
     RunBatchResult,
     RunBatchTrigger,
     RunDetail,
+    RunGraph,
     RunPage,
     RunPublic,
     RunTrigger,
@@ -99,6 +100,15 @@ async def get_run(
 ) -> RunDetail:
     """A run with its tasks and every attempt (worker, timings, exit code, error, output)."""
     return await service.get_run(session, principal, run_id)
+
+
+@router.get("/runs/{run_id}/graph", response_model=RunGraph)
+async def get_run_graph(
+    run_id: uuid.UUID, session: SessionDep, principal: Principal = Authorized(Permission.runs_read)
+) -> RunGraph:
+    """The run's DAG: each node's status, attempts, timings and why it was skipped or not
+    run (trigger rule, condition, upstream failure, fail_fast)."""
+    return await service.get_graph(session, principal, run_id)
 
 
 @router.get("/runs/{run_id}/logs", response_model=LogPage)

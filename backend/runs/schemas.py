@@ -9,6 +9,7 @@ from typing import Any, Self
 from pydantic import AwareDatetime, Field, model_validator
 
 from backend.core.schemas import RequestModel, ResponseModel
+from backend.jobs.schemas import GraphEdge, GraphNode
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_BATCH = 1000
@@ -61,6 +62,12 @@ class TaskRunPublic(ResponseModel):
     output: Any = None
     error: str | None
     reason: str | None
+    explanation: str | None = Field(
+        default=None, description="Why the task was skipped, upstream_failed or cancelled"
+    )
+    parent_id: uuid.UUID | None = Field(default=None, description="The for_each group")
+    map_index: int | None = None
+    item: Any = None
     attempts: list[AttemptPublic] = Field(default_factory=list)
 
 
@@ -107,3 +114,27 @@ class LogLinePublic(ResponseModel):
 class LogPage(ResponseModel):
     items: list[LogLinePublic]
     next_cursor: str | None = None
+
+
+class RunGraphNode(GraphNode):
+    status: str
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    reason: str | None
+    explanation: str | None = Field(description="Why it was skipped, upstream_failed, cancelled")
+    error: str | None
+    items: dict[str, int] | None = Field(
+        default=None, description="for_each groups: how many items are in each status"
+    )
+
+
+class RunGraph(ResponseModel):
+    run_id: uuid.UUID
+    job_id: uuid.UUID
+    version: int
+    status: str
+    nodes: list[RunGraphNode]
+    edges: list[GraphEdge]
+    layers: list[list[str]]

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
@@ -27,10 +28,12 @@ from backend.core.errors import Conflict, NotFound, ValidationFailed
 from backend.core.models import utcnow
 from backend.core.principal import Principal
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
-from backend.engine.dag import advance
-from backend.engine.plan import RunPlan, compile_plan
+from backend.engine.advance import advance_run
+from backend.engine.plan import RunPlan, TaskPlan, compile_plan
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
+from backend.jobs.service import build_graph
+from backend.jobs.spec import JobSpec
 from backend.runs.models import FINISHED_RUN, FINISHED_TASK, Run, RunStatus, TaskRun, TaskStatus
 from backend.runs.repository import (
     AttemptRepository,
@@ -42,6 +45,8 @@ from backend.runs.schemas import (
     AttemptPublic,
     LogLinePublic,
     RunDetail,
+    RunGraph,
+    RunGraphNode,
     RunPublic,
     RunTrigger,
     TaskRunPublic,
@@ -168,61 +173,38 @@ async def _create_runs(
         if active:
             await _cancel(session, redis, tenant_id, active, reason="replaced by a newer run")
 
-    run_rows: list[dict[str, Any]] = []
-    task_rows: list[dict[str, Any]] = []
     now = utcnow()
+    created: list[Run] = []
+    task_rows: list[dict[str, Any]] = []
     for new in new_runs:
-        run_id = uuid.uuid4()
-        deadline = (
-            new.run_at + timedelta(seconds=plan.timeout_seconds) if plan.timeout_seconds else None
+        run = Run(
+            tenant_id=tenant_id,
+            job_id=job.id,
+            job_version=plan.version,
+            status=RunStatus.queued,
+            trigger=trigger,
+            params=new.params,
+            idempotency_key=new.idempotency_key,
+            run_at=new.run_at,
+            scheduled_for=new.scheduled_for,
+            deadline_at=(
+                new.run_at + timedelta(seconds=plan.timeout_seconds)
+                if plan.timeout_seconds
+                else None
+            ),
+            rerun_of=new.rerun_of,
+            created_by=actor.user_id if actor else None,
+            created_at=now,
         )
-        run_rows.append(
-            {
-                "tenant_id": tenant_id,
-                "id": run_id,
-                "job_id": job.id,
-                "job_version": plan.version,
-                "status": RunStatus.queued,
-                "trigger": trigger,
-                "params": new.params,
-                "idempotency_key": new.idempotency_key,
-                "run_at": new.run_at,
-                "scheduled_for": new.scheduled_for,
-                "deadline_at": deadline,
-                "rerun_of": new.rerun_of,
-                "created_by": actor.user_id if actor else None,
-                "created_at": now,
-            }
-        )
-        statuses = {
-            name: (TaskStatus.succeeded if name in new.reused else TaskStatus.pending)
-            for name in plan.tasks
+        tasks = {
+            name: _new_task(run, task, new.reused.get(name), now)
+            for name, task in plan.tasks.items()
         }
-        ready, _ = advance(plan, statuses)
-        for name, task in plan.tasks.items():
-            reused = new.reused.get(name)
-            task_rows.append(
-                {
-                    "tenant_id": tenant_id,
-                    "id": uuid.uuid4(),
-                    "run_id": run_id,
-                    "name": name,
-                    "queue": task.queue,
-                    "status": TaskStatus.succeeded
-                    if reused
-                    else (TaskStatus.queued if name in ready else TaskStatus.pending),
-                    "max_attempts": task.retry.max_attempts,
-                    "ready_at": new.run_at if name in ready else None,
-                    "output": reused.output if reused else None,
-                    "reason": "reused" if reused else None,
-                    "finished_at": now if reused else None,
-                }
-            )
-    await runs.insert_many(run_rows)
+        advanced = advance_run(plan, run, tasks, now=now, ready_at=new.run_at)
+        task_rows.extend(_row(task) for task in [*tasks.values(), *advanced.children])
+        created.append(run)
+    await runs.insert_many([_row(run) for run in created])
     await TaskRunRepository(session, tenant_id).insert_many(task_rows)
-    created = await runs.by_ids([row["id"] for row in run_rows])
-    order = {row["id"]: i for i, row in enumerate(run_rows)}
-    created.sort(key=lambda r: order[r.id])
 
     if actor is not None:
         if len(created) == 1:
@@ -250,6 +232,28 @@ async def _create_runs(
 
     after_commit(session, notify_engine)
     return created
+
+
+def _new_task(run: Run, task: TaskPlan, reused: TaskRun | None, now: datetime) -> TaskRun:
+    """A run's task row before any decision: pending, or succeeded with a reused output."""
+    return TaskRun(
+        tenant_id=run.tenant_id,
+        id=uuid.uuid4(),
+        run_id=run.id,
+        name=task.name,
+        queue=task.queue,
+        status=TaskStatus.succeeded if reused else TaskStatus.pending,
+        max_attempts=task.retry.max_attempts,
+        output=reused.output if reused else None,
+        reason="reused" if reused else None,
+        explanation=f"output reused from run {reused.run_id}" if reused else None,
+        finished_at=now if reused else None,
+    )
+
+
+def _row(row: SQLModel) -> dict[str, Any]:
+    """A model's column values, for a bulk INSERT."""
+    return {column.name: getattr(row, column.name) for column in row.__table__.columns}  # type: ignore[attr-defined]
 
 
 async def _cancel(
@@ -331,7 +335,7 @@ async def rerun(
     )
     reused: dict[str, TaskRun] = {}
     if from_failed:
-        tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([original.id])
+        tasks = await TaskRunRepository(session, principal.tenant_id).top_level([original.id])
         reused = {t.name: t for t in tasks if t.status == TaskStatus.succeeded}
     new = NewRun(params=original.params, run_at=utcnow(), rerun_of=original.id, reused=reused)
     created = await _create_runs(
@@ -431,3 +435,52 @@ async def read_logs(
         )
         for line in lines[:limit]
     ], next_cursor
+
+
+async def get_graph(session: AsyncSession, principal: Principal, run_id: uuid.UUID) -> RunGraph:
+    """The run's DAG with each node's status, attempts, timings and the reason for every
+    skip, upstream failure or cancellation."""
+    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
+    if not found:
+        raise NotFound("Run not found")
+    run = found[0]
+    version = await JobVersionRepository(session, principal.tenant_id).get(
+        job_id=run.job_id, version=run.job_version
+    )
+    if version is None:
+        raise NotFound("Job version not found")
+    shape = build_graph(run.job_id, run.job_version, JobSpec.model_validate(version.spec))
+    repo = TaskRunRepository(session, principal.tenant_id)
+    tasks = {t.name: t for t in await repo.top_level([run.id])}
+    nodes = []
+    for node in shape.nodes:
+        task = tasks[node.name]
+        duration = (
+            (task.finished_at - task.started_at).total_seconds()
+            if task.started_at and task.finished_at
+            else None
+        )
+        items = await repo.child_status_counts(task.id) if node.for_each else None
+        nodes.append(
+            RunGraphNode(
+                **node.model_dump(),
+                status=task.status,
+                attempts=task.attempt,
+                started_at=task.started_at,
+                finished_at=task.finished_at,
+                duration_seconds=duration,
+                reason=task.reason,
+                explanation=task.explanation,
+                error=task.error,
+                items=items,
+            )
+        )
+    return RunGraph(
+        run_id=run.id,
+        job_id=run.job_id,
+        version=run.job_version,
+        status=run.status,
+        nodes=nodes,
+        edges=shape.edges,
+        layers=shape.layers,
+    )

@@ -1,52 +1,167 @@
-"""DAG advancement and run outcome, as pure functions."""
+"""DAG semantics as pure functions: trigger rules, conditions, fan-out, outcomes."""
 
 from __future__ import annotations
 
 import random
 import uuid
+from typing import Any
 
-from backend.engine.dag import advance, run_outcome
-from backend.engine.plan import PlanCache, RetryPolicy, compile_plan
+import pytest
+
+from backend.engine.dag import (
+    MAX_FANOUT,
+    Node,
+    decide,
+    group_outcome,
+    rule_verdict,
+    run_outcome,
+)
+from backend.engine.plan import PlanCache, RetryPolicy, RunPlan, compile_plan
 
 
-def plan_of(*tasks: tuple[str, list[str]]):  # type: ignore[no-untyped-def]
+def plan_of(*tasks: dict[str, Any], **job: Any) -> RunPlan:
     spec = {
         "name": "j",
-        "tasks": [
-            {"name": n, "type": "python", "function": "m:f", "depends_on": d} for n, d in tasks
-        ],
+        "tasks": [{"type": "python", "function": "m:f", "depends_on": [], **t} for t in tasks],
+        **job,
     }
     return compile_plan(uuid.uuid4(), 1, spec)
 
 
-def test_diamond_becomes_ready_only_when_all_upstreams_succeed() -> None:
-    plan = plan_of(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"]))
-    assert plan.roots == ["a"]
-    assert plan.downstream["a"] == ("b", "c")
-    statuses = {"a": "succeeded", "b": "succeeded", "c": "running", "d": "pending"}
-    assert advance(plan, statuses) == ([], [])
-    statuses["c"] = "succeeded"
-    assert advance(plan, statuses) == (["d"], [])
+def task(name: str, *deps: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "depends_on": list(deps), **extra}
 
 
-def test_failure_propagates_to_the_end_of_the_chain() -> None:
-    plan = plan_of(("a", []), ("b", ["a"]), ("c", ["b"]), ("side", []))
-    ready, doomed = advance(
-        plan, {"a": "failed", "b": "pending", "c": "pending", "side": "running"}
+def nodes(**statuses: str) -> dict[str, Node]:
+    return {name: Node(status) for name, status in statuses.items()}
+
+
+S, F, K, U, C, R, P = (
+    "succeeded",
+    "failed",
+    "skipped",
+    "upstream_failed",
+    "cancelled",
+    "running",
+    "pending",
+)
+
+# (rule, upstream statuses, verdict) - Airflow's meaning of each rule.
+RULES = [
+    ("all_success", [S, S], "run"),
+    ("all_success", [S, R], "wait"),
+    ("all_success", [S, F], "upstream_failed"),
+    ("all_success", [R, U], "upstream_failed"),
+    ("all_success", [S, K], "skip"),
+    ("all_success", [C, S], "upstream_failed"),
+    ("all_failed", [F, U], "run"),
+    ("all_failed", [F, R], "wait"),
+    ("all_failed", [F, S], "skip"),
+    ("all_failed", [F, K], "skip"),
+    ("all_done", [S, F, K, U], "run"),
+    ("all_done", [S, R], "wait"),
+    ("one_success", [R, S], "run"),
+    ("one_success", [F, R], "wait"),
+    ("one_success", [F, U], "upstream_failed"),
+    ("one_success", [K, K], "skip"),
+    ("one_failed", [R, F], "run"),
+    ("one_failed", [S, R], "wait"),
+    ("one_failed", [S, K], "skip"),
+    ("none_failed", [S, K], "run"),
+    ("none_failed", [K, K], "run"),
+    ("none_failed", [S, R], "wait"),
+    ("none_failed", [S, F], "upstream_failed"),
+    ("none_failed_min_one_success", [S, K], "run"),
+    ("none_failed_min_one_success", [K, K], "skip"),
+    ("none_failed_min_one_success", [K, R], "wait"),
+    ("none_failed_min_one_success", [U, S], "upstream_failed"),
+]
+
+
+@pytest.mark.parametrize(("rule", "upstream", "verdict"), RULES)
+def test_trigger_rules(rule: str, upstream: list[str], verdict: str) -> None:
+    assert rule_verdict(rule, {f"u{i}": s for i, s in enumerate(upstream)}) == verdict
+
+
+def test_diamond_runs_the_join_only_when_both_branches_succeeded() -> None:
+    plan = plan_of(task("a"), task("b", "a"), task("c", "a"), task("d", "b", "c"))
+    state = nodes(a=S, b=S, c=R, d=P)
+    assert not decide(plan, state, {"params": {}})
+    state["c"] = Node(S)
+    assert decide(plan, state, {"params": {}}).run == ["d"]
+
+
+def test_failure_and_skip_propagate_to_the_end_of_the_chain() -> None:
+    plan = plan_of(task("a"), task("b", "a"), task("c", "b"), task("x"), task("y", "x"))
+    state = nodes(a=F, b=P, c=P, x=K, y=P)
+    decision = decide(plan, state, {"params": {}})
+    assert set(decision.upstream_failed) == {"b", "c"}
+    assert set(decision.skipped) == {"y"}
+    assert "'a'" in decision.upstream_failed["b"]
+    assert "'x' was skipped" in decision.skipped["y"]
+
+
+def test_when_false_skips_and_the_skip_propagates() -> None:
+    plan = plan_of(
+        task("check"),
+        task("load", "check", when="tasks.check.output.rows > 0 and params.env == 'prod'"),
+        task("report", "load"),
+        task("always", "load", trigger_rule="none_failed"),
     )
-    assert ready == [] and sorted(doomed) == ["b", "c"]
+    state = {"check": Node(S, {"rows": 0}), "load": Node(P), "report": Node(P), "always": Node(P)}
+    decision = decide(plan, state, {"params": {"env": "prod"}})
+    assert decision.skipped["load"].startswith("condition is false")
+    assert "report" in decision.skipped
+    assert decision.run == ["always"]
 
 
-def test_cancelled_upstream_dooms_downstream() -> None:
-    plan = plan_of(("a", []), ("b", ["a"]))
-    assert advance(plan, {"a": "cancelled", "b": "pending"}) == ([], ["b"])
+def test_when_true_runs() -> None:
+    plan = plan_of(task("check"), task("load", "check", when="tasks.check.output.rows > 0"))
+    decision = decide(plan, {"check": Node(S, {"rows": 3}), "load": Node(P)}, {"params": {}})
+    assert decision.run == ["load"]
 
 
-def test_run_outcome() -> None:
-    assert run_outcome({"a": "succeeded", "b": "running"}) is None
-    assert run_outcome({"a": "succeeded", "b": "skipped"}) == "succeeded"
-    assert run_outcome({"a": "succeeded", "b": "upstream_failed", "c": "failed"}) == "failed"
-    assert run_outcome({"a": "cancelled"}) == "failed"
+def test_expression_errors_fail_the_task_with_the_reason() -> None:
+    plan = plan_of(task("check"), task("load", "check", when="tasks.check.output.rows > 'x'"))
+    decision = decide(plan, {"check": Node(S, {"rows": 3}), "load": Node(P)}, {"params": {}})
+    assert "load" in decision.failed and "expression" in decision.failed["load"]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ({"files": ["a", "b", "c"]}, ("fan_out", 3)),
+        ({"files": ["only"]}, ("fan_out", 1)),
+        ({"files": []}, ("skipped", 0)),
+        ({"files": "not a list"}, ("failed", 0)),
+        ({"files": list(range(MAX_FANOUT + 1))}, ("failed", 0)),
+    ],
+)
+def test_for_each(output: dict[str, Any], expected: tuple[str, int]) -> None:
+    plan = plan_of(task("check"), task("each", "check", for_each="tasks.check.output.files"))
+    state = {"check": Node(S, output), "each": Node(P)}
+    decision = decide(plan, state, {"params": {}})
+    kind, count = expected
+    if kind == "fan_out":
+        assert len(decision.fan_out["each"]) == count
+        assert state["each"].status == R
+    else:
+        assert "each" in getattr(decision, kind)
+
+
+def test_run_outcome_respects_on_failure() -> None:
+    plan = plan_of(task("a", on_failure="continue"), task("b", "a"), task("c"))
+    assert run_outcome(plan, nodes(a=F, b=U, c=S)) == "succeeded"
+    assert run_outcome(plan, nodes(a=F, b=U, c=R)) is None
+    strict = plan_of(task("a"), task("b", "a"))
+    assert run_outcome(strict, nodes(a=F, b=U)) == "failed"
+    assert run_outcome(strict, nodes(a=S, b=K)) == "succeeded"
+
+
+def test_group_outcome() -> None:
+    assert group_outcome({S: 3}) == S
+    assert group_outcome({S: 2, F: 1}) == F
+    assert group_outcome({S: 2, R: 1}) is None
 
 
 def test_retry_delays_grow_and_are_capped() -> None:
@@ -62,31 +177,23 @@ def test_jitter_stays_between_half_and_full_delay() -> None:
     assert len({round(d, 3) for d in delays}) > 100
 
 
-def test_task_queue_and_retry_come_from_the_spec() -> None:
-    spec = {
-        "name": "j",
-        "queue": "etl",
-        "tasks": [
-            {
-                "name": "a",
-                "type": "shell",
-                "command": "true",
-                "timeout_seconds": 5,
-                "retry": {"max_attempts": 3, "initial_delay": 0.5},
-            },
-            {"name": "b", "type": "shell", "command": "true", "queue": "gpu"},
-        ],
-    }
-    plan = compile_plan(uuid.uuid4(), 2, spec)
+def test_task_queue_retry_and_rules_come_from_the_spec() -> None:
+    plan = plan_of(
+        task("a", timeout_seconds=5, retry={"max_attempts": 3, "initial_delay": 0.5}),
+        task("b", "a", queue="gpu", trigger_rule="all_done", on_failure="continue"),
+        queue="etl",
+        failure_policy="continue",
+    )
     assert plan.tasks["a"].queue == "etl" and plan.tasks["b"].queue == "gpu"
     assert plan.tasks["a"].retry.max_attempts == 3 and plan.tasks["a"].timeout_seconds == 5
-    assert plan.tasks["b"].retry.max_attempts == 1
+    assert plan.tasks["b"].trigger_rule == "all_done" and plan.tasks["b"].on_failure == "continue"
+    assert plan.failure_policy == "continue" and plan.roots == ["a"]
 
 
 def test_plan_cache_is_bounded() -> None:
     cache = PlanCache(max_entries=2)
     tenant = uuid.uuid4()
-    plans = [plan_of(("a", [])) for _ in range(3)]
+    plans = [plan_of(task("a")) for _ in range(3)]
     for plan in plans:
         cache.put(tenant, plan)
     assert cache.get(tenant, plans[0].job_id, 1) is None

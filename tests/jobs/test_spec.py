@@ -751,3 +751,98 @@ def test_validation_does_not_mutate_the_document() -> None:
     before = copy.deepcopy(document)
     validate_job_spec(document)
     assert document == before
+
+
+# ------------------------------------------------------------------------------ DAG semantics
+
+
+def test_dag_fields_parse_with_their_defaults() -> None:
+    spec = valid(
+        minimal(
+            failure_policy="continue",
+            tasks=[
+                shell("check"),
+                shell(
+                    "load",
+                    "check",
+                    when="tasks.check.output.rows > 0 and params.env == 'prod'",
+                    trigger_rule="none_failed",
+                    on_failure="continue",
+                ),
+                shell("per_file", "check", for_each="tasks.check.output.files"),
+            ],
+        )
+    )
+    assert spec.failure_policy == "continue"
+    assert spec.task("load").trigger_rule == "none_failed"
+    assert spec.task("check").trigger_rule == "all_success"
+    assert spec.task("check").on_failure == "fail_run"
+    assert valid(minimal()).failure_policy == "fail_fast"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("trigger_rule", "sometimes"),
+        ("on_failure", "ignore"),
+        ("when", ""),
+        ("for_each", 5),
+    ],
+)
+def test_bad_dag_field_values(field: str, value: Any) -> None:
+    assert ["tasks", 1, field] in [
+        loc[:3] for loc in locs(minimal(tasks=[shell("a"), shell("b", "a", **{field: value})]))
+    ]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "().__class__.__bases__[0].__subclasses__()",
+        "params.__class__",
+        "__import__('os').system('id')",
+        "open('/etc/passwd')",
+        "2 ** 99999999",
+        "'a' * 10**9",
+        "(" * 100 + "1" + ")" * 100,
+        "params.x +",
+        "lambda: 1",
+        "os.environ",
+    ],
+)
+def test_malicious_or_broken_expressions_are_422_at_their_path(expression: str) -> None:
+    found = problems(minimal(tasks=[shell("a"), shell("b", "a", when=expression)]))
+    assert found[0]["loc"] == ["tasks", 1, "when"]
+    assert found[0]["type"] == "invalid_expression"
+
+
+def test_expressions_may_only_read_upstream_tasks() -> None:
+    found = problems(
+        minimal(tasks=[shell("a"), shell("b"), shell("c", "a", when="tasks.b.status == 'ok'")])
+    )
+    assert found == [{"loc": ["tasks", 2, "when"], "type": "not_upstream", "msg": found[0]["msg"]}]
+    assert "'b'" in found[0]["msg"]
+    # Upstream through another task is fine.
+    valid(minimal(tasks=[shell("a"), shell("b", "a"), shell("c", "b", when="tasks.a.output")]))
+
+
+def test_for_each_of_a_constant_must_be_a_list() -> None:
+    found = problems(with_task(for_each="'not a list'"))
+    assert found[0]["type"] == "for_each_not_a_list" and found[0]["loc"] == ["tasks", 0, "for_each"]
+    valid(with_task(for_each="[1, 2, 3]"))
+    valid(with_task(for_each="params.items"))
+
+
+def test_several_dag_problems_are_reported_together() -> None:
+    found = locs(
+        minimal(
+            tasks=[
+                shell("a", when="params.__x"),
+                shell("b", "a", for_each="tasks.zzz.output"),
+                shell("c", "c"),
+            ]
+        )
+    )
+    assert ["tasks", 0, "when"] in found
+    assert ["tasks", 1, "for_each"] in found
+    assert ["tasks", 2, "depends_on", 0] in found

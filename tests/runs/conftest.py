@@ -24,6 +24,7 @@ def engine_settings(settings: Settings) -> Settings:
             "heartbeat_seconds": 0.5,
             "lost_after_seconds": 3.0,
             "task_deadline_grace_seconds": 1.0,
+            "engine_recovery_seconds": 0.5,
         }
     )
 

@@ -28,3 +28,17 @@ async def wait(seconds: float) -> str:
 
 def show(params: dict[str, Any]) -> dict[str, Any]:
     return params
+
+
+def shout(item: str) -> str:
+    return item.upper()
+
+
+def fail_on(item: str) -> str:
+    if item == "boom":
+        raise RuntimeError("boom item")
+    return item
+
+
+def show_output(value: Any) -> Any:
+    return value
