@@ -218,6 +218,15 @@ class Worker:
     # -- executing ----------------------------------------------------------------------
     async def _execute(self, record: _Running) -> None:
         message = record.message
+        # Each asyncio task has its own copy of the context: every log line of this attempt
+        # (executors' included) carries its ids.
+        structlog.contextvars.bind_contextvars(
+            tenant_id=message.tenant_id,
+            run_id=message.run_id,
+            task_run_id=message.task_run_id,
+            task=message.task_name,
+            attempt=message.attempt,
+        )
         logs = _LogBuffer(self, message)
         flusher = asyncio.create_task(logs.flush_periodically())
         result: ExecutionResult | None
