@@ -26,17 +26,17 @@ test-embedded: $(STAMP)
 	env -u BATON_TEST_DATABASE_URL -u BATON_TEST_REDIS_URL $(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check backend worker migrations tests
+	$(BIN)/ruff check backend worker migrations tests bench
 	$(BIN)/mypy backend worker
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	touch $(BENCH_STAMP)
+	@$(BIN)/pip install --quiet -e '.[dev,bench]' >&2
+	@touch $(BENCH_STAMP)
 
 # Baton vs Celery on this machine (~5 min at full size; BATON_BENCH_SCALE=0.1 for a quick
-# run). One JSON line per scenario and system on stdout; refreshes docs/benchmarks.md.
+# run). stdout: one JSON line per scenario and system; refreshes docs/benchmarks.md.
 bench: $(BENCH_STAMP)
-	$(BIN)/python -m bench.run
+	@$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .baton-data

@@ -1,0 +1,1 @@
+"""Baton vs Celery benchmarks: ``make bench`` (see docs/benchmarks.md)."""

@@ -1,0 +1,175 @@
+"""Settings, statistics and small helpers shared by every benchmark module.
+
+Every knob is an environment variable (``BATON_BENCH_*``) so ``make bench`` needs no
+arguments; :class:`BenchConfig` reads them once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bench")
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+BIN = Path(sys.executable).parent  # the virtualenv's bin/: baton, celery, py-spy
+
+
+SCENARIOS = ("throughput", "latency", "fairness")
+
+
+class BenchError(RuntimeError):
+    """A scenario could not produce a valid result (timeout, lost task, dead process)."""
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    scale: float
+    workers: int  # worker processes per system
+    concurrency: int  # tasks at once per worker process (both systems)
+    throughput_tasks: int
+    throughput_quota: int  # BATON_TENANT_MAX_CONCURRENT_TASKS in the throughput scenario
+    latency_tasks: int
+    latency_rate: float  # tasks per second
+    fairness_backlog: int  # tenant A's queued tasks
+    fairness_probe_tasks: int  # tenant B's single triggers
+    fairness_probe_seconds: float  # B's triggers are spread over this long
+    fairness_wait_seconds: float  # how long B's tasks may take to start before we give up
+    celery_pool: str  # prefork | threads | solo | gevent
+    batch_size: int  # runs per Baton batch trigger
+    profile: bool  # py-spy the Baton engine, a worker and the API during throughput
+    scenarios: tuple[str, ...]
+    systems: tuple[str, ...]
+    update_docs: bool
+    docs_path: Path
+    timeout_seconds: float  # the whole run
+
+    @classmethod
+    def from_env(cls) -> BenchConfig:
+        scale = _env_float("BATON_BENCH_SCALE", 1.0)
+        if not 0 < scale <= 10:
+            raise ValueError("BATON_BENCH_SCALE must be in (0, 10]")
+
+        def scaled(n: int) -> int:
+            return max(1, round(n * scale))
+
+        scenarios = tuple(
+            s.strip()
+            for s in os.environ.get("BATON_BENCH_SCENARIOS", ",".join(SCENARIOS)).split(",")
+            if s.strip()
+        )
+        systems = tuple(
+            s.strip()
+            for s in os.environ.get("BATON_BENCH_SYSTEMS", "baton,celery").split(",")
+            if s.strip()
+        )
+        unknown = set(scenarios) - set(SCENARIOS)
+        unknown |= set(systems) - {"baton", "celery"}
+        if unknown:
+            raise ValueError(f"unknown scenario or system: {', '.join(sorted(unknown))}")
+        return cls(
+            scale=scale,
+            workers=_env_int("BATON_BENCH_WORKERS", 2),
+            concurrency=_env_int("BATON_BENCH_CONCURRENCY", 16),
+            throughput_tasks=scaled(20_000),
+            throughput_quota=_env_int("BATON_BENCH_THROUGHPUT_QUOTA", 1000),
+            latency_tasks=scaled(2_000),
+            latency_rate=_env_float("BATON_BENCH_LATENCY_RATE", 200.0),
+            fairness_backlog=scaled(50_000),
+            fairness_probe_tasks=max(10, scaled(100)),
+            fairness_probe_seconds=5.0,
+            fairness_wait_seconds=_env_float("BATON_BENCH_FAIRNESS_WAIT", 240.0),
+            celery_pool=os.environ.get("BATON_BENCH_CELERY_POOL", "solo"),
+            batch_size=1000,
+            profile=_env_flag("BATON_BENCH_PROFILE", False),
+            scenarios=scenarios,
+            systems=systems,
+            update_docs=_env_flag("BATON_BENCH_UPDATE_DOCS", True),
+            docs_path=Path(os.environ.get("BATON_BENCH_DOCS", "") or DOCS),
+            timeout_seconds=_env_float("BATON_BENCH_TIMEOUT", 1800.0),
+        )
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0-100) of ``values``; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def latency_summary(values_ms: Sequence[float], prefix: str = "") -> dict[str, float]:
+    """p50/p95/p99/max/mean of millisecond values, rounded to 0.1 ms."""
+    if not values_ms:
+        return {}
+    mean = sum(values_ms) / len(values_ms)
+    return {
+        f"{prefix}p50_ms": round(percentile(values_ms, 50), 1),
+        f"{prefix}p95_ms": round(percentile(values_ms, 95), 1),
+        f"{prefix}p99_ms": round(percentile(values_ms, 99), 1),
+        f"{prefix}max_ms": round(max(values_ms), 1),
+        f"{prefix}mean_ms": round(mean, 1),
+    }
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]],
+    *,
+    within: float,
+    interval: float,
+    what: str,
+    on_tick: Callable[[], None] | None = None,
+) -> None:
+    """Poll ``check`` every ``interval`` s until true; :class:`BenchError` after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        if await check():
+            return
+        if on_tick is not None:
+            on_tick()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def rounded(value: float, digits: int = 1) -> float:
+    return round(value, digits)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("BATON_BENCH_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+
+
+JsonDict = dict[str, Any]

@@ -1,0 +1,112 @@
+"""``make bench``: every scenario for Baton and for Celery, one JSON line each on stdout.
+
+Run as ``python -m bench.run`` from the repository root. Knobs (environment):
+
+- ``BATON_BENCH_SCALE`` (default 1): multiplies every task count (0.1 for a quick run);
+- ``BATON_BENCH_DATABASE_URL`` / ``BATON_BENCH_REDIS_URL``: servers to use (else embedded);
+- ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB``: Redis DB numbers (14 / 15);
+- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness``), ``BATON_BENCH_SYSTEMS``
+  (``baton,celery``); ``BATON_BENCH_WORKERS`` (2), ``BATON_BENCH_CONCURRENCY`` (16);
+- ``BATON_BENCH_CELERY_POOL`` (solo: fastest here), ``BATON_BENCH_THROUGHPUT_QUOTA`` (1000);
+- ``BATON_BENCH_PROFILE=1``: py-spy the Baton engine, a worker and the API in throughput;
+- ``BATON_BENCH_UPDATE_DOCS=0``: leave docs/benchmarks.md alone;
+- ``BATON_BENCH_TIMEOUT`` (1800 s): the whole run is cancelled after this long.
+
+Logs of every process go to a fresh ``/tmp/baton-bench-*`` directory (named on stderr).
+Exit status 1 if any scenario failed (its JSON line then carries ``error``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import BenchConfig, JsonDict, configure_logging
+from bench.machine import machine_info
+from bench.report import write_report
+from bench.services import bench_database, server_versions, services_from_env
+
+log = logging.getLogger("bench")
+
+
+def emit(line: JsonDict) -> None:
+    """The one stdout output: a JSON result line."""
+    print(json.dumps(line), flush=True)  # noqa: T201
+
+
+async def run(cfg: BenchConfig, log_dir: Path) -> int:
+    services = services_from_env()
+    versions = await server_versions(services)
+    machine = machine_info(versions, services.source)
+    log.info("scale %g, scenarios %s, systems %s; logs in %s", cfg.scale,
+             ",".join(cfg.scenarios), ",".join(cfg.systems), log_dir)
+    results: list[JsonDict] = []
+    failed = 0
+    async with contextlib.AsyncExitStack() as stack:
+        database = await stack.enter_async_context(bench_database(services))
+        runners: dict[str, object] = {}
+        if "baton" in cfg.systems:
+            from bench.baton_bench import baton_bench
+
+            runners["baton"] = await stack.enter_async_context(
+                baton_bench(cfg, services, database, log_dir)
+            )
+        if "celery" in cfg.systems:
+            from bench.celery_bench import CeleryBench
+
+            runners["celery"] = CeleryBench(cfg, services, log_dir)
+        for scenario in cfg.scenarios:
+            for system in cfg.systems:
+                log.info("== %s / %s", scenario, system)
+                began = time.monotonic()
+                try:
+                    metrics: JsonDict = await getattr(runners[system], scenario)()
+                except Exception as error:
+                    log.exception("%s / %s failed", scenario, system)
+                    metrics = {"error": f"{type(error).__name__}: {error}"[:4000]}
+                    failed += 1
+                line = {"scenario": scenario, "system": system, "scale": cfg.scale, **metrics,
+                        "wall_seconds": round(time.monotonic() - began, 1), "machine": machine}
+                emit(line)
+                results.append(line)
+    if cfg.update_docs and results:
+        write_report(cfg.docs_path, results, machine, cfg)
+        log.info("results table written to %s", cfg.docs_path)
+    return 1 if failed else 0
+
+
+async def main_async(cfg: BenchConfig, log_dir: Path) -> int:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await asyncio.wait_for(run(cfg, log_dir), timeout=cfg.timeout_seconds)
+    except TimeoutError:
+        log.error("the benchmark did not finish in %.0f s; stopped", cfg.timeout_seconds)
+        return 2
+
+
+def main() -> int:
+    configure_logging()
+    cfg = BenchConfig.from_env()
+    log_dir = Path(tempfile.mkdtemp(prefix="baton-bench-"))
+    started = time.monotonic()
+    try:
+        code = asyncio.run(main_async(cfg, log_dir))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log.error("interrupted")
+        code = 130
+    log.info("done in %.0f s (exit %d); logs in %s", time.monotonic() - started, code, log_dir)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
