@@ -59,7 +59,9 @@ async def run_processes(
     redis = create_redis(settings.redis_url or "")
     # Workers never connect to PostgreSQL: only the engine opens a pool here.
     db_engine = (
-        create_engine(settings.runtime_database_url(), pool_size=settings.db_pool_size)
+        create_engine(
+            settings.runtime_database_url(), pool_size=settings.db_pool_size, custom_plans=True
+        )
         if engine
         else None
     )

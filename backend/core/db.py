@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import event, text
@@ -27,8 +27,20 @@ AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT_KEY = "baton.after_commit"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+def create_engine(url: str, *, pool_size: int = 10, custom_plans: bool = False) -> AsyncEngine:
+    """The async engine. ``custom_plans``: plan every execution of a prepared statement
+    for its actual parameters. The engine's admission query needs it - after five runs
+    PostgreSQL may switch to a generic plan that reads a whole backlog to pick 64 rows."""
+    connect_args: dict[str, Any] = {}
+    if custom_plans:
+        connect_args["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # Per plan, e.g. BATON_PLAN_LIMITS='{"pro": {"max_concurrent_tasks": 200, "weight": 2}}';
     # a plan not listed gets the two defaults above.
     plan_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
-    admission_quantum: int = Field(default=64, ge=1)
+    admission_quantum: int = Field(default=256, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)
     lost_after_seconds: float = Field(default=60.0, gt=0)

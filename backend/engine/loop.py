@@ -36,7 +36,7 @@ from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.admission import NO_RUN, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
-from backend.engine.plan import PlanCache
+from backend.engine.plan import PLANS
 from backend.tenants.repository import TenantDirectory
 from worker import keys
 from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 EVENTS_BATCH = 1000
 DEAD_LETTER_DELIVERIES = 3
+QUOTA_TTL_SECONDS = 5.0  # a changed quota or plan applies within this long
 
 
 class Engine:
@@ -61,11 +62,12 @@ class Engine:
         self.sessionmaker = sessionmaker
         self.redis = redis
         self.name = name or f"engine-{socket.gethostname()}-{os.getpid()}"
-        self.plans = PlanCache()
+        self.plans = PLANS
         self.fair = FairShare(settings.admission_quantum)
         self._stopping = asyncio.Event()
         self._event_groups: set[str] = set()
         self._next_recovery = 0.0
+        self._quota_cache: dict[uuid.UUID, tuple[float, tuple[int, int]]] = {}
         self._run_rotation: dict[uuid.UUID, uuid.UUID] = {}  # tenant -> last run admitted
         self._failures: dict[str, int] = {}  # pending event id -> failed retries
 
@@ -144,10 +146,16 @@ class Engine:
         return admitted
 
     async def _quotas(self, tenants: set[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
-        async with self.sessionmaker() as session:
-            directory = TenantDirectory(session)
-            found = {t: await directory.get(t) for t in tenants}
-        return {t: quota_of(row, self.settings) for t, row in found.items()}
+        """Quota and weight per tenant, re-read at most every QUOTA_TTL_SECONDS."""
+        now = time.monotonic()
+        stale = {t for t in tenants if self._quota_cache.get(t, (0.0, (0, 0)))[0] < now}
+        if stale:
+            async with self.sessionmaker() as session:
+                rows = await TenantDirectory(session).get_many(stale)
+            for tenant_id in stale:
+                quota = quota_of(rows.get(tenant_id), self.settings)
+                self._quota_cache[tenant_id] = (now + QUOTA_TTL_SECONDS, quota)
+        return {t: self._quota_cache[t][1] for t in tenants}
 
     async def _wait_for_work(self) -> None:
         head = await self.redis.zrange(keys.engine_due(), 0, 0, withscores=True)

@@ -116,3 +116,7 @@ class PlanCache:
             self._plans.pop(next(iter(self._plans)))
         self._plans[(tenant_id, plan.job_id, plan.version)] = plan
         return plan
+
+
+# Plans of immutable job versions, shared by the trigger API and the engine in a process.
+PLANS = PlanCache()

@@ -73,9 +73,21 @@ class RunRepository(TenantScopedRepository[Run]):
         statement = statement.order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit)
         return list((await self.session.exec(statement)).all())
 
-    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            await self.session.execute(insert(Run), rows)
+    async def insert_new(self, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+        """Insert runs; one whose idempotency key already exists (a concurrent request
+        won it) is skipped. Returns the ids actually inserted."""
+        if not rows:
+            return set()
+        statement = (
+            pg_insert(Run)
+            .on_conflict_do_nothing(
+                index_elements=["tenant_id", "job_id", "idempotency_key"],
+                index_where=col(Run.idempotency_key).is_not(None),
+            )
+            .returning(col(Run.id))
+        )
+        result = await self.session.execute(statement, rows)
+        return {row[0] for row in result.all()}
 
     async def update_many(self, rows: list[dict[str, Any]]) -> None:
         """Bulk UPDATE by primary key; every dict carries tenant_id, id and the same keys."""

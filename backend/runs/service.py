@@ -25,11 +25,11 @@ from backend.audit import service as audit
 from backend.core.cursor import decode_cursor, decode_position, encode_cursor, encode_position
 from backend.core.db import after_commit
 from backend.core.errors import Conflict, NotFound, ValidationFailed
-from backend.core.models import utcnow
+from backend.core.models import utcnow, uuid7
 from backend.core.principal import Principal
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.advance import advance_run
-from backend.engine.plan import RunPlan, TaskPlan, compile_plan
+from backend.engine.plan import PLANS, RunPlan, TaskPlan, compile_plan
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.service import build_graph
@@ -63,20 +63,28 @@ class NewRun:
     rerun_of: uuid.UUID | None = None
     reused: dict[str, TaskRun] = field(default_factory=dict)
     scheduled_for: datetime | None = None
+    run_id: uuid.UUID = field(default_factory=uuid7)  # time-ordered, fixed before insert
 
 
 async def _job_and_plan(
     session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, version: int | None = None
 ) -> tuple[Job, RunPlan]:
-    job = await JobRepository(session, tenant_id).get_active(job_id, lock=True)
+    jobs = JobRepository(session, tenant_id)
+    job = await jobs.get_active(job_id)
+    if job is not None and job.concurrency_policy != "allow":
+        # forbid/replace look at the job's active runs: serialise its triggers. Under
+        # "allow" triggers run side by side (idempotency keys are settled by the index).
+        job = await jobs.get_active(job_id, lock=True)
     if job is None:
         raise NotFound("Job not found")
     pinned = version or job.current_version
-    found = await JobVersionRepository(session, tenant_id).get(job_id=job.id, version=pinned)
-    if found is None:
-        raise NotFound("Job version not found")
-    spec = found.spec
-    return job, compile_plan(job.id, pinned, spec)
+    plan = PLANS.get(tenant_id, job.id, pinned)
+    if plan is None:
+        found = await JobVersionRepository(session, tenant_id).get(job_id=job.id, version=pinned)
+        if found is None:
+            raise NotFound("Job version not found")
+        plan = PLANS.put(tenant_id, compile_plan(job.id, pinned, found.spec))
+    return job, plan
 
 
 def _start_time(request: RunTrigger, now: datetime) -> datetime:
@@ -130,15 +138,18 @@ async def trigger(
         trigger="manual" if len(requests) == 1 else "batch",
         actor=principal,
     )
-    by_new = {id(new): run for new, run in zip(to_create, created, strict=True)}
-    by_key = {**existing, **{r.idempotency_key: r for r in created if r.idempotency_key}}
+    by_id = {run.id: run for run in created}
+    lost = [n.idempotency_key for n in to_create if n.run_id not in by_id and n.idempotency_key]
+    if lost:  # raced with a concurrent request using the same keys
+        existing.update(await runs.by_idempotency_keys(job.id, lost))
+    known = {**existing, **{r.idempotency_key: r for r in created if r.idempotency_key}}
     result: list[tuple[Run, bool]] = []
     for key, maybe_new in order:
-        if maybe_new is not None:
-            result.append((by_new[id(maybe_new)], True))
+        if maybe_new is not None and maybe_new.run_id in by_id:
+            result.append((by_id[maybe_new.run_id], True))
         else:
-            assert key is not None
-            result.append((by_key[key], False))
+            assert key is not None  # only keyed requests are answered with an earlier run
+            result.append((known[key], False))
     return result
 
 
@@ -178,6 +189,7 @@ async def _create_runs(
     task_rows: list[dict[str, Any]] = []
     for new in new_runs:
         run = Run(
+            id=new.run_id,
             tenant_id=tenant_id,
             job_id=job.id,
             job_version=plan.version,
@@ -203,8 +215,15 @@ async def _create_runs(
         advanced = advance_run(plan, run, tasks, now=now, ready_at=new.run_at)
         task_rows.extend(_row(task) for task in [*tasks.values(), *advanced.children])
         created.append(run)
-    await runs.insert_many([_row(run) for run in created])
+    inserted = await runs.insert_new([_row(run) for run in created])
+    if len(inserted) < len(created):
+        # A concurrent request created a run with the same idempotency key first: keep
+        # its run, drop ours (trigger() answers with the winner).
+        created = [run for run in created if run.id in inserted]
+        task_rows = [row for row in task_rows if row["run_id"] in inserted]
     await TaskRunRepository(session, tenant_id).insert_many(task_rows)
+    if not created:
+        return []
 
     if actor is not None:
         if len(created) == 1:

@@ -23,6 +23,10 @@ class TenantDirectory:
     async def get(self, tenant_id: uuid.UUID) -> Tenant | None:
         return await self.session.get(Tenant, tenant_id)
 
+    async def get_many(self, tenant_ids: set[uuid.UUID]) -> dict[uuid.UUID, Tenant]:
+        statement = select(Tenant).where(col(Tenant.id).in_(list(tenant_ids)))
+        return {t.id: t for t in (await self.session.exec(statement)).all()}
+
     async def get_by_slug(self, slug: str) -> Tenant | None:
         return (await self.session.exec(select(Tenant).where(Tenant.slug == slug))).first()
 

@@ -150,3 +150,33 @@ async def test_rerun_from_failed_reuses_what_succeeded(
     whole = await client.post(f"/api/v1/runs/{run['id']}/rerun", headers=owner.headers)
     fresh = await wait_for_run(client, owner, whole.json()["id"])
     assert len(task_of(fresh, "ok")["attempts"]) == 1
+
+
+async def test_concurrent_triggers_with_one_idempotency_key_make_one_run(
+    client: AsyncClient, owner: Account
+) -> None:
+    job = await create_job(client, owner, [python_task("noop")])
+    url = f"/api/v1/jobs/{job['id']}/runs"
+    responses = await asyncio.gather(
+        *[
+            client.post(url, json={"idempotency_key": "same"}, headers=owner.headers)
+            for _ in range(8)
+        ]
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    listed = await client.get(f"/api/v1/runs?job_id={job['id']}", headers=owner.headers)
+    assert len(listed.json()["items"]) == 1
+
+
+async def test_concurrent_triggers_under_forbid_make_one_run(
+    client: AsyncClient, owner: Account
+) -> None:
+    job = await create_job(client, owner, [waiting()], concurrency_policy="forbid")
+    url = f"/api/v1/jobs/{job['id']}/runs"
+    responses = await asyncio.gather(
+        *[client.post(url, json={}, headers=owner.headers) for _ in range(6)]
+    )
+    assert sorted(r.status_code for r in responses) == [201] + [409] * 5
+    created = next(r.json() for r in responses if r.status_code == 201)
+    await client.post(f"/api/v1/runs/{created['id']}/cancel", headers=owner.headers)
