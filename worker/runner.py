@@ -263,16 +263,20 @@ class Worker:
         try:
             await logs.flush()
             if result is None:
-                await self._publish(message, "released")
+                event = self._event(message, "released")
             else:
-                await self._publish(message, "finished", result=_result_dict(result))
-            await self._ack(record.stream, record.entry_id)
+                event = self._event(message, "finished", result=_result_dict(result))
+            # One round trip; the result is in the events stream before the entry is acked.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
+                pipe.xack(record.stream, keys.WORKERS_GROUP, record.entry_id)
+                await pipe.execute()
         except (RedisError, OSError) as error:
             # The entry stays pending; the visibility timeout hands it to another worker.
             log.error("worker.report_failed", task_run_id=message.task_run_id, error=str(error))
 
-    async def _publish(self, message: TaskMessage, kind: str, **extra: Any) -> None:
-        event = TaskEvent(
+    def _event(self, message: TaskMessage, kind: str, **extra: Any) -> TaskEvent:
+        return TaskEvent(
             kind=kind,  # type: ignore[arg-type]
             task_run_id=message.task_run_id,
             run_id=message.run_id,
@@ -281,6 +285,9 @@ class Worker:
             ts=time.time(),
             **extra,
         )
+
+    async def _publish(self, message: TaskMessage, kind: str, **extra: Any) -> None:
+        event = self._event(message, kind, **extra)
         await self.redis.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
 
     async def _ack(self, stream: str, entry_id: str) -> None:
@@ -300,14 +307,7 @@ class Worker:
         async with self.redis.pipeline(transaction=False) as pipe:
             for record in records:
                 message = record.message
-                event = TaskEvent(
-                    kind="heartbeat",
-                    task_run_id=message.task_run_id,
-                    run_id=message.run_id,
-                    attempt=message.attempt,
-                    worker=self.name,
-                    ts=time.time(),
-                )
+                event = self._event(message, "heartbeat")
                 pipe.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
                 pipe.xclaim(
                     record.stream, keys.WORKERS_GROUP, self.name, 0, [record.entry_id], justid=True

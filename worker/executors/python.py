@@ -27,6 +27,7 @@ import importlib
 import inspect
 import logging
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -90,7 +91,10 @@ class PythonExecutor:
             )
 
         try:
-            func = await asyncio.to_thread(_resolve, module_name, attr_path)
+            if module_name in sys.modules:  # imported already: resolving cannot block
+                func = _resolve(module_name, attr_path)
+            else:
+                func = await asyncio.to_thread(_resolve, module_name, attr_path)
         except SpecError as exc:
             return ExecutionResult.failed(str(exc))
         except Exception as exc:  # noqa: BLE001 - the module's import-time code failed
@@ -114,7 +118,7 @@ class PythonExecutor:
         except SpecError as exc:
             return ExecutionResult.failed(str(exc))
 
-        logger.info(
+        logger.debug(
             "worker.python.calling",
             extra={"task_run_id": message.task_run_id, "function": ref},
         )
