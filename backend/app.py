@@ -18,6 +18,7 @@ from backend.core.settings import Settings
 from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
 from backend.runs.router import router as runs_router
+from backend.schedules.router import router as schedules_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_router,
         runs_router,
         jobs_router,
+        schedules_router,
     ):
         app.include_router(router)
     return app

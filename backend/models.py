@@ -4,6 +4,7 @@ from backend.audit.models import AuditEvent
 from backend.auth.models import RefreshToken, User
 from backend.jobs.models import Job, JobVersion
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
+from backend.schedules.models import Schedule, ScheduleTick
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
 
@@ -15,6 +16,8 @@ __all__ = [
     "Membership",
     "RefreshToken",
     "Run",
+    "Schedule",
+    "ScheduleTick",
     "TaskAttempt",
     "TaskLog",
     "TaskRun",

@@ -18,6 +18,7 @@ from backend.core.db import create_engine, create_sessionmaker
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from backend.scheduler.loop import Scheduler
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker, WorkerConfig
 
@@ -68,9 +69,12 @@ async def run_processes(
     stoppers: list[Callable[[], None]] = []
     tasks: list[asyncio.Task[None]] = []
     if db_engine is not None:
-        the_engine = Engine(settings, create_sessionmaker(db_engine), redis)
-        stoppers.append(the_engine.stop)
+        sessionmaker = create_sessionmaker(db_engine)
+        the_engine = Engine(settings, sessionmaker, redis)
+        scheduler = Scheduler(settings, sessionmaker, redis)
+        stoppers.extend([the_engine.stop, scheduler.stop])
         tasks.append(asyncio.create_task(the_engine.run()))
+        tasks.append(asyncio.create_task(scheduler.run()))
     if worker is not None:
         the_worker = Worker(redis, worker)
         stoppers.append(the_worker.stop)

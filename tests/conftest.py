@@ -19,7 +19,7 @@ from backend.core.schema import provision_runtime_role, run_migrations
 from backend.core.settings import Environment, Settings
 from tests.fixtures.services import Services, find_services
 
-pytest_plugins = ["tests.fixtures.factories"]
+pytest_plugins = ["tests.fixtures.factories", "tests.fixtures.execution"]
 
 
 @pytest.fixture(scope="session")

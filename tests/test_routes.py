@@ -247,6 +247,7 @@ async def _api_token(client: AsyncClient, account: Account) -> str:
 def _job_spec() -> dict[str, Any]:
     return {
         "name": f"sweep-{uuid.uuid4().hex[:8]}",
+        "schedule": {"cron": "0 0 1 1 *"},  # so the schedule routes have one to find
         "tasks": [{"name": "noop", "type": "python", "function": "worker.builtins:noop"}],
     }
 

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     # Unacknowledged engine events (a failed batch, a dead replica) are retried one by one
     # once this old; one that fails three times is dead-lettered (logged, acknowledged).
     engine_recovery_seconds: float = Field(default=5.0, gt=0)
+    # Cron scheduler: a replica's lease on a tenant lasts this long unless renewed (a dead
+    # replica's tenants move within it); it looks for due schedules at least this often.
+    scheduler_lease_seconds: float = Field(default=10.0, gt=0)
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
 
     # Workers. Shell and Docker tasks run only where the operator allows them (on-prem or
     # tenant-hosted workers); python tasks only from the listed module prefixes; http tasks

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 
 from backend.core.db import SessionDep
-from backend.core.deps import Authorized
+from backend.core.deps import Authorized, RedisDep
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.jobs import service
@@ -50,10 +50,11 @@ async def _read_spec(request: Request) -> JobSpec:
 async def create_job(
     request: Request,
     session: SessionDep,
+    redis: RedisDep,
     principal: Principal = Authorized(Permission.jobs_write),
 ) -> JobPublic:
     """Create a job from a spec; it becomes version 1. 409 if the name is in use."""
-    return await service.create_job(session, principal, await _read_spec(request))
+    return await service.create_job(session, redis, principal, await _read_spec(request))
 
 
 @router.get("", response_model=JobPage)
@@ -91,21 +92,23 @@ async def replace_job(
     job_id: uuid.UUID,
     request: Request,
     session: SessionDep,
+    redis: RedisDep,
     principal: Principal = Authorized(Permission.jobs_write),
 ) -> JobPublic:
     """Replace the whole spec: a new version, unless the spec is identical to the current
     one (then the job is returned unchanged). Renaming is allowed if the name is free."""
-    return await service.update_job(session, principal, job_id, await _read_spec(request))
+    return await service.update_job(session, redis, principal, job_id, await _read_spec(request))
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_job(
     job_id: uuid.UUID,
     session: SessionDep,
+    redis: RedisDep,
     principal: Principal = Authorized(Permission.jobs_write),
 ) -> None:
     """Delete a job (soft: its versions stay for past runs; its name becomes free)."""
-    await service.delete_job(session, principal, job_id)
+    await service.delete_job(session, redis, principal, job_id)
 
 
 @router.get("/{job_id}/versions", response_model=JobVersionPage)

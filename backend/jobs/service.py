@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-import networkx as nx
+from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,10 +20,12 @@ from backend.core.cursor import decode_position, encode_position
 from backend.core.errors import Conflict, NotFound
 from backend.core.models import utcnow
 from backend.core.principal import Principal
+from backend.jobs.graph import build_graph
 from backend.jobs.models import Job, JobVersion
 from backend.jobs.repository import UNIQUE_NAME_INDEX, JobRepository, JobVersionRepository
-from backend.jobs.schemas import GraphEdge, GraphNode, JobGraph, JobPublic
-from backend.jobs.spec import JobSpec, dependency_graph, stored_form
+from backend.jobs.schemas import JobGraph, JobPublic
+from backend.jobs.spec import JobSpec, stored_form
+from backend.schedules.service import sync_schedule
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -45,8 +47,10 @@ async def _flush_unique_name(session: AsyncSession, name: str) -> None:
         raise
 
 
-async def create_job(session: AsyncSession, principal: Principal, spec: JobSpec) -> JobPublic:
-    """Create a job with ``spec`` as its version 1."""
+async def create_job(
+    session: AsyncSession, redis: Redis, principal: Principal, spec: JobSpec
+) -> JobPublic:
+    """Create a job with ``spec`` as its version 1 (and its schedule, if it has one)."""
     jobs = JobRepository(session, principal.tenant_id)
     if await jobs.name_taken(spec.name):
         raise _name_conflict(spec.name)
@@ -82,6 +86,9 @@ async def create_job(session: AsyncSession, principal: Principal, spec: JobSpec)
         target_id=job.id,
         details={"name": job.name, "version": 1},
     )
+    await sync_schedule(
+        session, redis, principal.tenant_id, job.id, 1, version.spec.get("schedule")
+    )
     return JobPublic.build(job, version)
 
 
@@ -113,7 +120,7 @@ async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID
 
 
 async def update_job(
-    session: AsyncSession, principal: Principal, job_id: uuid.UUID, spec: JobSpec
+    session: AsyncSession, redis: Redis, principal: Principal, job_id: uuid.UUID, spec: JobSpec
 ) -> JobPublic:
     """Replace a job's spec: a new version ``n + 1``, or nothing when the spec is identical.
 
@@ -156,10 +163,15 @@ async def update_job(
     await audit.record_for(
         session, principal, "job.updated", target_type="job", target_id=job.id, details=details
     )
+    await sync_schedule(
+        session, redis, principal.tenant_id, job.id, job.current_version, new_spec.get("schedule")
+    )
     return JobPublic.build(job, version)
 
 
-async def delete_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> None:
+async def delete_job(
+    session: AsyncSession, redis: Redis, principal: Principal, job_id: uuid.UUID
+) -> None:
     """Soft-delete a job: it disappears from the API and its name is free again; its
     versions stay for the runs that pinned them. A second delete is a 404."""
     job = await JobRepository(session, principal.tenant_id).get_active(job_id, lock=True)
@@ -168,6 +180,7 @@ async def delete_job(session: AsyncSession, principal: Principal, job_id: uuid.U
     job.deleted_at = utcnow()
     session.add(job)
     await session.flush()
+    await sync_schedule(session, redis, principal.tenant_id, job.id, job.current_version, None)
     await audit.record_for(
         session,
         principal,
@@ -215,33 +228,6 @@ async def get_version(
     if found is None:
         raise NotFound("Job version not found")
     return found
-
-
-def build_graph(job_id: uuid.UUID, version: int, spec: JobSpec) -> JobGraph:
-    """Nodes, edges and layers (topological generations) of a spec's DAG."""
-    graph = dependency_graph(spec)
-    order = {task.name: index for index, task in enumerate(spec.tasks)}
-    return JobGraph(
-        job_id=job_id,
-        version=version,
-        nodes=[
-            GraphNode(
-                name=task.name,
-                type=task.type,
-                depends_on=list(task.depends_on),
-                trigger_rule=task.trigger_rule,
-                on_failure=task.on_failure,
-                when=task.when,
-                for_each=task.for_each,
-                queue=spec.queue_for(task),
-            )
-            for task in spec.tasks
-        ],
-        edges=[GraphEdge(source=a, target=b) for a, b in graph.edges],
-        layers=[
-            sorted(layer, key=order.__getitem__) for layer in nx.topological_generations(graph)
-        ],
-    )
 
 
 async def get_graph(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> JobGraph:

@@ -35,6 +35,7 @@ import re
 import zoneinfo
 from collections.abc import Hashable, Iterator
 from copy import deepcopy
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -256,6 +257,50 @@ class Schedule(SpecModel):
         description="5 fields, or 6 with seconds last (croniter), or @hourly, @daily, ...",
     )
     timezone: str = Field(default="UTC", max_length=64, description="An IANA time zone name")
+    misfire: Literal["skip", "fire_once", "fire_all"] = Field(
+        default="fire_once",
+        description="Instants missed while the scheduler was down or the schedule paused: "
+        "skip them, fire once for all of them, or fire each (up to max_catchup)",
+    )
+    max_catchup: int = Field(default=10, ge=1, le=1000)
+    concurrency_policy: ConcurrencyPolicy | None = Field(
+        default=None, description="Overrides the job's concurrency_policy for scheduled runs"
+    )
+    start_at: datetime | None = Field(default=None, description="No fire before (ISO 8601)")
+    end_at: datetime | None = Field(default=None, description="No fire after (ISO 8601)")
+    paused: bool = False
+    jitter_seconds: int = Field(default=0, ge=0, le=3600)
+    dst_gap: Literal["shift", "skip"] = Field(
+        default="shift",
+        description="A wall time that does not exist on a spring-forward night: fire once "
+        "at the first valid instant after it (shift), or not at all (skip)",
+    )
+    dst_overlap: Literal["first", "last", "both"] = Field(
+        default="first",
+        description="A wall time that happens twice on a fall-back night: fire at its "
+        "first occurrence, its last, or both",
+    )
+
+    @field_validator("start_at", "end_at", mode="before")
+    @classmethod
+    def _aware_instant(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("an ISO 8601 instant with a time zone, e.g. 2026-01-01T00:00:00Z")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as error:
+            raise ValueError("an ISO 8601 instant with a time zone") from error
+        if parsed.tzinfo is None:
+            raise ValueError("the instant needs a time zone (e.g. a trailing Z)")
+        return parsed
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> Schedule:
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
 
     @field_validator("cron")
     @classmethod

@@ -30,9 +30,9 @@ from backend.core.principal import Principal
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.advance import advance_run
 from backend.engine.plan import PLANS, RunPlan, TaskPlan, compile_plan
+from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
-from backend.jobs.service import build_graph
 from backend.jobs.spec import JobSpec
 from backend.runs.models import FINISHED_RUN, FINISHED_TASK, Run, RunStatus, TaskRun, TaskStatus
 from backend.runs.repository import (
@@ -67,11 +67,16 @@ class NewRun:
 
 
 async def _job_and_plan(
-    session: AsyncSession, tenant_id: uuid.UUID, job_id: uuid.UUID, version: int | None = None
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    version: int | None = None,
+    *,
+    lock_job: bool = False,
 ) -> tuple[Job, RunPlan]:
     jobs = JobRepository(session, tenant_id)
     job = await jobs.get_active(job_id)
-    if job is not None and job.concurrency_policy != "allow":
+    if job is not None and (lock_job or job.concurrency_policy != "allow"):
         # forbid/replace look at the job's active runs: serialise its triggers. Under
         # "allow" triggers run side by side (idempotency keys are settled by the index).
         job = await jobs.get_active(job_id, lock=True)
@@ -163,12 +168,13 @@ async def _create_runs(
     *,
     trigger: str,
     actor: Principal | None,
+    policy: str | None = None,
 ) -> list[Run]:
-    """Insert runs and their task runs under the job's concurrency policy."""
+    """Insert runs and their task runs under the job's concurrency policy (or ``policy``)."""
     if not new_runs:
         return []
     runs = RunRepository(session, tenant_id)
-    policy = job.concurrency_policy
+    policy = policy or job.concurrency_policy
     if policy != "allow":
         if len(new_runs) > 1:
             raise ValidationFailed(
@@ -273,6 +279,38 @@ def _new_task(run: Run, task: TaskPlan, reused: TaskRun | None, now: datetime) -
 def _row(row: SQLModel) -> dict[str, Any]:
     """A model's column values, for a bulk INSERT."""
     return {column.name: getattr(row, column.name) for column in row.__table__.columns}  # type: ignore[attr-defined]
+
+
+async def trigger_scheduled(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    *,
+    scheduled_for: datetime,
+    run_at: datetime,
+    policy: str | None,
+) -> Run:
+    """Start the run a schedule is due for (the session is scoped to the tenant).
+
+    The unique index on (job, scheduled instant) makes a second run for the same instant
+    impossible, whichever replica or restart tries. ``Conflict`` when the concurrency
+    policy forbids it.
+    """
+    job, plan = await _job_and_plan(session, tenant_id, job_id, lock_job=True)
+    new = NewRun(params=dict(plan.params), run_at=run_at, scheduled_for=scheduled_for)
+    created = await _create_runs(
+        session,
+        redis,
+        tenant_id,
+        job,
+        plan,
+        [new],
+        trigger="schedule",
+        actor=None,
+        policy=policy,
+    )
+    return created[0]
 
 
 async def _cancel(

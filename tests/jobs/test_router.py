@@ -142,7 +142,19 @@ tasks:
     assert response.status_code == 201, response.text
     spec = response.json()["spec"]
     assert spec["params"] == {"date": "2026-01-01"}
-    assert spec["schedule"] == {"cron": "30 2 * * *", "timezone": "Europe/Berlin"}
+    assert spec["schedule"] == {
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "misfire": "fire_once",
+        "max_catchup": 10,
+        "concurrency_policy": None,
+        "start_at": None,
+        "end_at": None,
+        "paused": False,
+        "jitter_seconds": 0,
+        "dst_gap": "shift",
+        "dst_overlap": "first",
+    }
     assert spec["tasks"][0]["retry"]["max_attempts"] == 3
 
 

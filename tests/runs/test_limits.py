@@ -10,8 +10,8 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
-from tests.runs.conftest import worker_config
 from tests.runs.factories import (
     create_job,
     python_task,

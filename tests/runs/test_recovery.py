@@ -15,8 +15,8 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from backend.core.settings import Settings
+from tests.fixtures.execution import TEST_MODULES, worker_config
 from tests.fixtures.factories import Account
-from tests.runs.conftest import TEST_MODULES, worker_config
 from tests.runs.factories import create_job, python_task, task_of, trigger, wait_for_run
 from worker.runner import Worker
 

@@ -1,0 +1,230 @@
+"""The cron scheduler: tenants spread over replicas by leases, fires fenced by token.
+
+**Why Redis leases (``SET NX PX``) with fencing tokens, not PostgreSQL advisory locks.**
+Session-level advisory locks need a dedicated connection per replica (they do not survive
+PgBouncer's transaction pooling) and give no token to fence a paused leaseholder with.
+A Redis lease expires by itself when its replica dies, and each acquisition takes a new
+token from a per-tenant counter (``INCR``); every write a scheduler makes to a schedule
+row carries its token and is refused when a newer one has written (``fence <= token``).
+Correctness does not rest on the lease anyway: the tick ledger's primary key (job,
+instant) and the runs' unique (job, scheduled instant) make a duplicate fire impossible
+even if two replicas both believe they hold a tenant.
+
+**Spreading tenants.** Replicas register with a heartbeat; each tenant's preferred replica
+is chosen by rendezvous hashing over the live ones, so adding or losing a replica moves
+only its share. A replica takes a lease only for tenants it is preferred for, or that
+have been due longer than a lease time (nobody is serving them). When a replica dies its
+leases lapse and the others' rendezvous choice moves its tenants within the lease time.
+
+**Work proportional to what is due.** ``baton:sched:due`` holds each tenant's earliest
+due instant; a pass reads only the tenants whose instant has come, then only their due
+schedules (``ix_schedules_due``). The set is rebuilt from PostgreSQL at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import cast
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.core.db import commit, scope_to_tenant
+from backend.core.settings import Settings
+from backend.schedules.repository import ScheduleRepository
+from backend.schedules.service import FireReport, StaleLease, fire_due
+from backend.tenants.repository import TenantDirectory
+from worker import keys
+from worker.streams import as_text
+
+log = structlog.get_logger(__name__)
+
+# Set the tenant's due score to the schedule's next instant, unless someone (a job update)
+# has since announced an earlier one that is still in the future.
+_RESCORE = """
+local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local new = tonumber(ARGV[2])
+if current and tonumber(current) > tonumber(ARGV[3]) and tonumber(current) < new then
+  return 0
+end
+if new < 0 then
+  if (not current) or tonumber(current) <= tonumber(ARGV[3]) then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+  end
+  return 1
+end
+redis.call('ZADD', KEYS[1], new, ARGV[1])
+return 1
+"""
+
+# Renew a lease only if it is still ours.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def rendezvous(tenant_id: str, replicas: list[str]) -> str | None:
+    """The replica a tenant prefers: the highest hash of (tenant, replica)."""
+    if not replicas:
+        return None
+    return max(replicas, key=lambda r: hashlib.sha256(f"{tenant_id}:{r}".encode()).digest())
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        *,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.redis = redis
+        self.name = name or f"scheduler-{socket.gethostname()}-{os.getpid()}"
+        self.lease_ms = int(settings.scheduler_lease_seconds * 1000)
+        self.leases: dict[str, str] = {}  # tenant -> the lease value we hold ("name token")
+        self.fired = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Register, rebuild the due index, then fire what is due until :meth:`stop`."""
+        log.info("scheduler.started", scheduler=self.name)
+        await self.rebuild_due_index()
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:  # the loop's last line of defence: log, pause, go on
+                log.exception("scheduler.tick_failed", scheduler=self.name)
+                await asyncio.sleep(0.5)
+            await self._sleep_until_due()
+        with contextlib.suppress(Exception):
+            await self._release_all()
+        log.info("scheduler.stopped", scheduler=self.name)
+
+    @asynccontextmanager
+    async def tenant_transaction(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
+        async with self.sessionmaker() as session:
+            await scope_to_tenant(session, tenant_id)
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await commit(session)
+
+    async def rebuild_due_index(self) -> None:
+        """Put every tenant's earliest due instant in Redis (it may have lost its data)."""
+        async with self.sessionmaker() as session:
+            tenants = await TenantDirectory(session).all()
+        for tenant in tenants:
+            async with self.tenant_transaction(tenant.id) as session:
+                due = await ScheduleRepository(session, tenant.id).earliest_due()
+            if due is not None:
+                score = {str(tenant.id): due.timestamp()}
+                await self.redis.zadd(keys.scheduler_due(), score, lt=True)
+                await self.redis.zadd(keys.scheduler_due(), score, nx=True)
+
+    async def tick(self) -> FireReport:
+        """One pass: heartbeat, then every due tenant this replica should serve."""
+        now = time.time()
+        await self.redis.zadd(keys.scheduler_replicas(), {self.name: now})
+        members = await self.redis.zrangebyscore(
+            keys.scheduler_replicas(), now - self.lease_ms / 1000, "+inf"
+        )
+        live = [as_text(r) for r in cast(list[str], members)]
+        due = cast(
+            list[tuple[str, float]],
+            await self.redis.zrangebyscore(
+                keys.scheduler_due(), "-inf", now, start=0, num=1000, withscores=True
+            ),
+        )
+        total = FireReport()
+        for raw, score in due:
+            tenant = as_text(raw)
+            orphaned = now - float(score) > self.lease_ms / 1000
+            if rendezvous(tenant, live) != self.name and not orphaned:
+                await self._drop(tenant)
+                continue
+            token = await self._lease(tenant)
+            if token is None:
+                continue
+            report = await self._fire(tenant, token, now)
+            total.fired += report.fired
+            total.skipped += report.skipped
+            total.missed += report.missed
+            total.lateness.extend(report.lateness)
+        self.fired += total.fired
+        return total
+
+    async def _fire(self, tenant: str, token: int, now: float) -> FireReport:
+        tenant_id = uuid.UUID(tenant)
+        try:
+            async with self.tenant_transaction(tenant_id) as session:
+                report, next_due = await fire_due(session, self.redis, tenant_id, fence=token)
+        except StaleLease:
+            log.warning("scheduler.lease_lost", tenant_id=tenant, scheduler=self.name)
+            self.leases.pop(tenant, None)
+            return FireReport()
+        score = next_due.timestamp() if next_due is not None else -1
+        await self.redis.eval(_RESCORE, 1, keys.scheduler_due(), tenant, score, now)
+        if report.fired or report.skipped or report.missed:
+            log.info(
+                "scheduler.fired",
+                tenant_id=tenant,
+                fired=report.fired,
+                skipped=report.skipped,
+                missed=report.missed,
+            )
+        return report
+
+    async def _lease(self, tenant: str) -> int | None:
+        """Our fencing token for the tenant: renew the lease we hold, or take a free one."""
+        held = self.leases.get(tenant)
+        key = keys.scheduler_lease(tenant)
+        if held is not None:
+            if await self.redis.eval(_RENEW, 1, key, held, self.lease_ms):
+                return int(held.rsplit(" ", 1)[1])
+            self.leases.pop(tenant, None)
+        token = int(await self.redis.incr(keys.scheduler_fence(tenant)))
+        value = f"{self.name} {token}"
+        if await self.redis.set(key, value, nx=True, px=self.lease_ms):
+            self.leases[tenant] = value
+            return token
+        return None
+
+    async def _drop(self, tenant: str) -> None:
+        """Give a lease back at once when another replica is now preferred for it."""
+        held = self.leases.pop(tenant, None)
+        if held is not None:
+            await self.redis.eval(_RENEW, 1, keys.scheduler_lease(tenant), held, 1)
+
+    async def _release_all(self) -> None:
+        for tenant in list(self.leases):
+            await self._drop(tenant)
+        await self.redis.zrem(keys.scheduler_replicas(), self.name)
+
+    async def _sleep_until_due(self) -> None:
+        head = await self.redis.zrange(keys.scheduler_due(), 0, 0, withscores=True)
+        wait = self.settings.scheduler_poll_seconds
+        if head:
+            wait = min(max(float(head[0][1]) - time.time(), 0.01), wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=wait)

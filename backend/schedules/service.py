@@ -1,0 +1,365 @@
+"""Schedules: keep them in step with job versions, fire what is due, explain every tick.
+
+Every instant a schedule was due gets one row in the tick ledger, keyed by (job, instant):
+``fired`` (with its run), ``skipped`` (paused, concurrency policy, DST policy, misfire
+policy) or ``missed`` (the scheduler was not running), with the reason in words. The key
+is also what makes a second run for the same instant impossible - two replicas, a restart
+or a clock step all meet the same unique constraint (and the runs table has its own).
+
+Misfires - instants that came and went while the scheduler was down or the schedule was
+paused - follow the schedule's ``misfire`` policy: ``skip`` them, ``fire_once`` for all of
+them (the latest), or ``fire_all`` up to ``max_catchup`` (the latest ones).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.audit import service as audit
+from backend.core.db import after_commit
+from backend.core.errors import Conflict, NotFound, ValidationFailed
+from backend.core.models import utcnow
+from backend.core.principal import Principal
+from backend.jobs.repository import JobRepository
+from backend.runs import service as runs_service
+from backend.scheduler.cron import CronError, CronSchedule, Tick, next_fire, next_ticks
+from backend.scheduler.cron import ticks_between as cron_ticks_between
+from backend.schedules.models import Schedule, ScheduleTick
+from backend.schedules.repository import ScheduleRepository, TickRepository
+from worker import keys
+
+# A tick is on time while it is at most this late; older ones are misfires.
+MISFIRE_GRACE = timedelta(seconds=60)
+MAX_PREVIEW = 100
+
+
+class StaleLease(Exception):
+    """A newer scheduler holds this tenant's lease: this one must not write."""
+
+
+def cron_of(spec: dict[str, Any]) -> CronSchedule:
+    """The cron engine's view of a stored ``schedule:`` section."""
+    return CronSchedule(
+        cron=spec["cron"],
+        timezone=spec.get("timezone") or "UTC",
+        dst_gap=spec.get("dst_gap") or "shift",
+        dst_overlap=spec.get("dst_overlap") or "first",
+        start_at=_instant(spec.get("start_at")),
+        end_at=_instant(spec.get("end_at")),
+    )
+
+
+def _instant(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+# --------------------------------------------------------------------------- sync with jobs
+
+
+async def sync_schedule(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    version: int,
+    schedule: dict[str, Any] | None,
+) -> None:
+    """Make the job's schedule row match its current version (called by the jobs service)."""
+    repo = ScheduleRepository(session, tenant_id)
+    row = await repo.get(job_id=job_id)
+    now = utcnow()
+    if schedule is None:
+        if row is not None:
+            await session.delete(row)
+            await session.flush()
+        return
+    cron = cron_of(schedule)
+    if row is None:
+        row = Schedule(
+            tenant_id=tenant_id,
+            job_id=job_id,
+            job_version=version,
+            spec=schedule,
+            paused=bool(schedule.get("paused")),
+            paused_since=now if schedule.get("paused") else None,
+            checked_until=now,
+        )
+        session.add(row)
+    else:
+        if bool(schedule.get("paused")) != bool(row.spec.get("paused")):
+            _set_paused(row, bool(schedule.get("paused")), now)
+        row.spec = schedule
+        row.job_version = version
+        row.updated_at = now
+    row.next_due_at = next_fire(cron, row.checked_until)
+    await session.flush()
+    _announce(session, redis, tenant_id, row.next_due_at)
+
+
+def _set_paused(row: Schedule, paused: bool, now: datetime) -> None:
+    row.paused = paused
+    row.paused_since = now if paused else row.paused_since
+
+
+def _announce(
+    session: AsyncSession, redis: Redis, tenant_id: uuid.UUID, due: datetime | None
+) -> None:
+    """After the commit, tell the schedulers when this tenant is next due."""
+    if due is None:
+        return
+
+    async def announce() -> None:
+        await redis.zadd(keys.scheduler_due(), {str(tenant_id): due.timestamp()}, lt=True)
+        await redis.zadd(keys.scheduler_due(), {str(tenant_id): due.timestamp()}, nx=True)
+
+    after_commit(session, announce)
+
+
+# --------------------------------------------------------------------------- API services
+
+
+async def schedule_of(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> Schedule:
+    """The job's schedule; 404 when the job is missing, deleted, another tenant's, or has
+    no schedule."""
+    if await JobRepository(session, principal.tenant_id).get_active(job_id) is None:
+        raise NotFound("Job not found")
+    row = await ScheduleRepository(session, principal.tenant_id).get(job_id=job_id)
+    if row is None:
+        raise NotFound("This job has no schedule")
+    return row
+
+
+async def pause(
+    session: AsyncSession, redis: Redis, principal: Principal, job_id: uuid.UUID
+) -> Schedule:
+    """Stop firing; instants due while paused are handled by the misfire policy on resume."""
+    row = await schedule_of(session, principal, job_id)
+    if not row.paused:
+        _set_paused(row, True, utcnow())
+        session.add(row)
+        await audit.record_for(
+            session, principal, "schedule.paused", target_type="job", target_id=job_id
+        )
+    return row
+
+
+async def resume(
+    session: AsyncSession, redis: Redis, principal: Principal, job_id: uuid.UUID
+) -> Schedule:
+    """Fire again from now on (what fell due while paused follows the misfire policy)."""
+    row = await schedule_of(session, principal, job_id)
+    if row.paused:
+        _set_paused(row, False, utcnow())
+        row.next_due_at = next_fire(cron_of(row.spec), row.checked_until)
+        session.add(row)
+        await session.flush()
+        _announce(session, redis, principal.tenant_id, row.next_due_at)
+        await audit.record_for(
+            session, principal, "schedule.resumed", target_type="job", target_id=job_id
+        )
+    return row
+
+
+async def list_ticks(
+    session: AsyncSession,
+    principal: Principal,
+    job_id: uuid.UUID,
+    *,
+    limit: int,
+    before: datetime | None,
+    outcome: str | None,
+) -> tuple[list[ScheduleTick], datetime | None]:
+    """The tick ledger, newest first; and the cursor of the next page."""
+    await schedule_of(session, principal, job_id)
+    rows = await TickRepository(session, principal.tenant_id).page(
+        job_id, limit=limit + 1, before=before, outcome=outcome
+    )
+    return rows[:limit], rows[limit - 1].scheduled_for if len(rows) > limit else None
+
+
+async def preview(
+    session: AsyncSession,
+    principal: Principal,
+    job_id: uuid.UUID,
+    *,
+    count: int,
+    after: datetime | None,
+) -> list[Tick]:
+    """The next fire times after ``after`` (default now), DST policy applied."""
+    row = await schedule_of(session, principal, job_id)
+    if after is not None and after.tzinfo is None:
+        raise ValidationFailed(
+            "after needs a time zone (e.g. 2026-03-29T00:00:00Z)",
+            details=[{"loc": ["query", "after"], "msg": "naive instant", "type": "value_error"}],
+        )
+    try:
+        return next_ticks(cron_of(row.spec), after or utcnow(), min(count, MAX_PREVIEW))
+    except CronError as error:
+        raise ValidationFailed(str(error)) from error
+
+
+# ------------------------------------------------------------------------------- firing
+
+
+@dataclass
+class Decision:
+    tick: Tick
+    key: datetime  # the ledger's key: the instant, or where a skipped wall time would be
+    outcome: str  # fired | skipped | missed
+    reason: str | None
+
+
+@dataclass
+class FireReport:
+    fired: int = 0
+    skipped: int = 0
+    missed: int = 0
+    lateness: list[float] = field(default_factory=list)  # seconds, actual minus scheduled
+
+
+def ledger_key(tick: Tick, zone: str) -> datetime:
+    """A skipped DST tick has no instant; key it where its wall time maps with fold 0."""
+    if tick.instant is not None:
+        return tick.instant
+    from zoneinfo import ZoneInfo
+
+    return tick.wall.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def decide_ticks(
+    ticks: list[Tick], spec: dict[str, Any], *, now: datetime, paused_since: datetime | None
+) -> list[Decision]:
+    """What to do with each due tick: fire, skip (DST policy) or drop as a misfire."""
+    zone = spec.get("timezone") or "UTC"
+    decisions: list[Decision] = []
+    late: list[Decision] = []
+    for tick in ticks:
+        key = ledger_key(tick, zone)
+        if tick.instant is None:
+            decisions.append(Decision(tick, key, "skipped", tick.note or "dst_gap: skipped"))
+        elif tick.instant < now - MISFIRE_GRACE:
+            late.append(Decision(tick, key, "fired", tick.note))
+        else:
+            decisions.append(Decision(tick, key, "fired", tick.note))
+    if late:
+        decisions.extend(_misfires(late, spec, paused_since))
+    return sorted(decisions, key=lambda d: d.key)
+
+
+def _misfires(
+    late: list[Decision], spec: dict[str, Any], paused_since: datetime | None
+) -> list[Decision]:
+    policy = spec.get("misfire") or "fire_once"
+    keep = {"skip": 0, "fire_once": 1, "fire_all": int(spec.get("max_catchup") or 10)}[policy]
+    fired = late[len(late) - keep :] if keep else []
+    for decision in late:
+        paused = paused_since is not None and decision.key >= paused_since
+        why = (
+            "due while the schedule was paused"
+            if paused
+            else ("due while no scheduler was running")
+        )
+        if decision in fired:
+            decision.reason = f"{why}; fired late (misfire: {policy})"
+        else:
+            decision.outcome = "skipped" if paused else "missed"
+            decision.reason = f"{why}; not fired (misfire: {policy}" + (
+                f", max_catchup {keep})" if policy == "fire_all" else ")"
+            )
+    return late
+
+
+async def fire_due(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    *,
+    fence: int,
+    now: datetime | None = None,
+) -> tuple[FireReport, datetime | None]:
+    """Fire every due schedule of one tenant (session scoped to it); the next due instant.
+
+    Raises :class:`StaleLease` when a newer leaseholder has written (roll back).
+    """
+    now = now or utcnow()
+    report = FireReport()
+    schedules = ScheduleRepository(session, tenant_id)
+    ticks = TickRepository(session, tenant_id)
+    for row in await schedules.due(now):
+        cron = cron_of(row.spec)
+        due = cron_ticks_between(cron, row.checked_until, now)
+        decisions = decide_ticks(due, row.spec, now=now, paused_since=row.paused_since)
+        claimed = await schedules.claim(
+            row.job_id,
+            fence,
+            {
+                "checked_until": now,
+                "next_due_at": next_fire(cron, now),
+                "paused_since": None,
+                "updated_at": now,
+            },
+        )
+        if not claimed:
+            raise StaleLease(f"tenant {tenant_id}: a newer scheduler holds the lease")
+        recorded = await ticks.record([_tick_row(tenant_id, row.job_id, d) for d in decisions])
+        for decision in decisions:
+            if decision.key not in recorded:
+                continue  # already in the ledger: another replica or an earlier pass
+            if decision.outcome == "fired":
+                await _fire(session, redis, tenant_id, row, decision, now, report)
+            elif decision.outcome == "skipped":
+                report.skipped += 1
+            else:
+                report.missed += 1
+    return report, await schedules.earliest_due()
+
+
+def _tick_row(tenant_id: uuid.UUID, job_id: uuid.UUID, decision: Decision) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "job_id": job_id,
+        "scheduled_for": decision.key,
+        "wall_time": decision.tick.wall.isoformat(),
+        "outcome": decision.outcome,
+        "reason": decision.reason,
+        "run_id": None,
+        "recorded_at": utcnow(),
+    }
+
+
+async def _fire(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    row: Schedule,
+    decision: Decision,
+    now: datetime,
+    report: FireReport,
+) -> None:
+    jitter = int(row.spec.get("jitter_seconds") or 0)
+    run_at = now + timedelta(seconds=random.uniform(0, jitter)) if jitter else now  # noqa: S311
+    ticks = TickRepository(session, tenant_id)
+    try:
+        run = await runs_service.trigger_scheduled(
+            session,
+            redis,
+            tenant_id,
+            row.job_id,
+            scheduled_for=decision.key,
+            run_at=run_at,
+            policy=row.spec.get("concurrency_policy"),
+        )
+    except (Conflict, NotFound) as error:
+        await ticks.mark(row.job_id, decision.key, "skipped", error.message)
+        report.skipped += 1
+        return
+    await ticks.set_run(row.job_id, decision.key, run.id)
+    report.fired += 1
+    report.lateness.append((run_at - decision.key).total_seconds())

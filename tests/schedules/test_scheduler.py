@@ -1,0 +1,331 @@
+"""The cron scheduler against real PostgreSQL and Redis: fires, ledger, misfires, leases."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.core.db import commit, scope_to_tenant
+from backend.core.settings import Settings
+from backend.scheduler.loop import Scheduler
+from backend.schedules.service import StaleLease, fire_due
+from tests.fixtures.factories import Account, create_member
+from tests.runs.factories import create_job, python_task
+from worker import keys
+
+EVERY_SECOND = "* * * * * *"  # six fields: the last is seconds
+
+
+@pytest.fixture
+def scheduler_settings(engine_settings: Settings) -> Settings:
+    return engine_settings.model_copy(
+        update={"scheduler_lease_seconds": 1.5, "scheduler_poll_seconds": 0.1}
+    )
+
+
+async def start(
+    app: FastAPI, settings: Settings, name: str
+) -> tuple[Scheduler, asyncio.Task[None]]:
+    scheduler = Scheduler(settings, app.state.sessionmaker, app.state.redis, name=name)
+    return scheduler, asyncio.create_task(scheduler.run())
+
+
+async def stop(scheduler: Scheduler, task: asyncio.Task[None]) -> None:
+    scheduler.stop()
+    await asyncio.wait_for(task, timeout=10)
+
+
+async def scheduled_job(
+    client: AsyncClient,
+    owner: Account,
+    *,
+    cron: str = EVERY_SECOND,
+    seconds: float = 0,
+    **schedule: Any,
+) -> dict[str, Any]:
+    task = (
+        python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": seconds})
+        if seconds
+        else python_task("noop")
+    )
+    return await create_job(client, owner, [task], schedule={"cron": cron, **schedule})
+
+
+async def ticks(client: AsyncClient, owner: Account, job_id: str) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"/api/v1/jobs/{job_id}/schedule/ticks?limit=500", headers=owner.headers
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+async def scheduled_runs(owner_engine: AsyncEngine, job_id: str) -> list[Any]:
+    async with owner_engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id, scheduled_for, run_at, status FROM runs "
+                "WHERE job_id = :job AND trigger = 'schedule' ORDER BY scheduled_for"
+            ),
+            {"job": job_id},
+        )
+        return list(rows.all())
+
+
+async def test_a_schedule_fires_once_per_instant_with_both_times_recorded(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    scheduler_settings: Settings,
+    owner_engine: AsyncEngine,
+    running_worker: object,
+) -> None:
+    job = await scheduled_job(client, owner)
+    scheduler, task = await start(app, scheduler_settings, "sched-one")
+    await asyncio.sleep(3.2)
+    await stop(scheduler, task)
+    runs = await scheduled_runs(owner_engine, job["id"])
+    assert len(runs) >= 2
+    for run in runs:
+        assert run.scheduled_for.microsecond == 0  # the instant the cron named
+        assert run.run_at >= run.scheduled_for  # the actual start, recorded beside it
+    ledger = await ticks(client, owner, job["id"])
+    fired = [t for t in ledger if t["outcome"] == "fired"]
+    assert {t["run_id"] for t in fired} == {str(r.id) for r in runs}
+
+
+async def test_two_schedulers_make_exactly_one_run_per_instant(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    scheduler_settings: Settings,
+    owner_engine: AsyncEngine,
+) -> None:
+    job = await scheduled_job(client, owner)
+    first = await start(app, scheduler_settings, "sched-a")
+    second = await start(app, scheduler_settings, "sched-b")
+    await asyncio.sleep(4.5)
+    await stop(*first)
+    await stop(*second)
+    runs = await scheduled_runs(owner_engine, job["id"])
+    per_instant = Counter(run.scheduled_for for run in runs)
+    assert len(per_instant) >= 3
+    assert set(per_instant.values()) == {1}
+    ledger = await ticks(client, owner, job["id"])
+    assert len(ledger) == len({t["scheduled_for"] for t in ledger})
+
+
+async def test_a_dead_replicas_tenants_move_within_the_lease_time(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    scheduler_settings: Settings,
+    owner_engine: AsyncEngine,
+) -> None:
+    job = await scheduled_job(client, owner)
+    doomed, doomed_task = await start(app, scheduler_settings, "sched-doomed")
+    await asyncio.sleep(1.5)
+    assert doomed.fired >= 1
+    doomed_task.cancel()  # killed: no lease released, no goodbye
+    with pytest.raises(asyncio.CancelledError):
+        await doomed_task
+    killed_at = datetime.now(UTC)
+    heir, heir_task = await start(app, scheduler_settings, "sched-heir")
+    await asyncio.sleep(4.0)
+    await stop(heir, heir_task)
+    runs = await scheduled_runs(owner_engine, job["id"])
+    after = [r.scheduled_for for r in runs if r.scheduled_for > killed_at]
+    assert after, "nobody fired after the replica died"
+    first_gap = (min(after) - killed_at).total_seconds()
+    assert first_gap <= scheduler_settings.scheduler_lease_seconds + 1.5
+    assert len(runs) == len({r.scheduled_for for r in runs})
+    assert heir.fired >= 1
+
+
+async def test_a_stale_leaseholder_cannot_fire(
+    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+) -> None:
+    job = await scheduled_job(client, owner)
+    await _backdate(owner_engine, job["id"], seconds=3)
+    sessionmaker = app.state.sessionmaker
+    async with sessionmaker() as session:
+        await scope_to_tenant(session, owner.tenant_id)
+        await fire_due(session, app.state.redis, owner.tenant_id, fence=7)  # newer holder
+        await commit(session)
+    await _backdate(owner_engine, job["id"], seconds=3)
+    async with sessionmaker() as session:
+        await scope_to_tenant(session, owner.tenant_id)
+        with pytest.raises(StaleLease):
+            await fire_due(session, app.state.redis, owner.tenant_id, fence=6)  # the old one
+        await session.rollback()
+
+
+async def _backdate(owner_engine: AsyncEngine, job_id: str, *, seconds: float) -> None:
+    """Pretend the scheduler last looked ``seconds`` ago (it was down since)."""
+    async with owner_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE schedules SET checked_until = now() - make_interval(secs => :s), "
+                "next_due_at = now() - make_interval(secs => :s) WHERE job_id = :job"
+            ),
+            {"s": seconds, "job": job_id},
+        )
+
+
+async def _fire_once(app: FastAPI, owner: Account) -> None:
+    async with app.state.sessionmaker() as session:
+        await scope_to_tenant(session, owner.tenant_id)
+        await fire_due(session, app.state.redis, owner.tenant_id, fence=1)
+        await commit(session)
+
+
+@pytest.mark.parametrize(
+    ("policy", "fired", "dropped"),
+    [("skip", 0, "missed"), ("fire_once", 1, "missed"), ("fire_all", 3, "missed")],
+)
+async def test_misfire_policies(
+    policy: str,
+    fired: int,
+    dropped: str,
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    owner_engine: AsyncEngine,
+) -> None:
+    job = await scheduled_job(client, owner, misfire=policy, max_catchup=3)
+    await _backdate(owner_engine, job["id"], seconds=120)  # down for two minutes
+    await _fire_once(app, owner)
+    ledger = await ticks(client, owner, job["id"])
+    outcomes = Counter(t["outcome"] for t in ledger)
+    late = [t for t in ledger if "no scheduler was running" in (t["reason"] or "")]
+    assert len(late) >= 60
+    assert sum(1 for t in late if t["outcome"] == "fired") == fired
+    assert outcomes[dropped] >= 60 - fired
+    if fired:
+        newest = max(late, key=lambda t: t["scheduled_for"])
+        assert newest["outcome"] == "fired" and f"misfire: {policy}" in newest["reason"]
+
+
+async def test_forbid_skips_instants_while_the_previous_run_is_active(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    scheduler_settings: Settings,
+    running_worker: object,
+) -> None:
+    job = await scheduled_job(client, owner, seconds=30, concurrency_policy="forbid")
+    scheduler, task = await start(app, scheduler_settings, "sched-forbid")
+    await asyncio.sleep(3.5)
+    await stop(scheduler, task)
+    ledger = await ticks(client, owner, job["id"])
+    assert Counter(t["outcome"] for t in ledger)["fired"] == 1
+    skipped = [t for t in ledger if t["outcome"] == "skipped"]
+    assert skipped and all("forbids concurrent runs" in t["reason"] for t in skipped)
+    runs = await client.get(f"/api/v1/runs?job_id={job['id']}", headers=owner.headers)
+    for run in runs.json()["items"]:
+        await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
+
+
+async def test_pause_and_resume(
+    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+) -> None:
+    job = await scheduled_job(client, owner, misfire="skip")
+    paused = await client.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    await _backdate(owner_engine, job["id"], seconds=5)
+    await _fire_once(app, owner)  # paused: nothing is due
+    assert await ticks(client, owner, job["id"]) == []
+    resumed = await client.post(f"/api/v1/jobs/{job['id']}/resume", headers=owner.headers)
+    assert resumed.status_code == 200 and resumed.json()["paused"] is False
+    await asyncio.sleep(1.1)
+    await _fire_once(app, owner)
+    ledger = await ticks(client, owner, job["id"])
+    assert ledger
+    audit = await client.get("/api/v1/audit?action=schedule", headers=owner.headers)
+    assert {e["action"] for e in audit.json()["items"]} == {"schedule.paused", "schedule.resumed"}
+
+
+async def test_next_fire_preview_applies_the_dst_policy(
+    client: AsyncClient, owner: Account
+) -> None:
+    job = await scheduled_job(client, owner, cron="30 2 * * *", timezone="Europe/Berlin")
+    url = f"/api/v1/jobs/{job['id']}/schedule/next?count=3&after=2026-03-28T00:00:00Z"
+    preview = (await client.get(url, headers=owner.headers)).json()
+    utc = [item["utc"] for item in preview["items"]]
+    assert utc == ["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]
+    assert "dst_gap" in preview["items"][1]["note"]
+    assert preview["items"][1]["local"].startswith("2026-03-29T03:00:00+02:00")
+    naive = await client.get(
+        f"/api/v1/jobs/{job['id']}/schedule/next?after=2026-03-28T00:00:00", headers=owner.headers
+    )
+    assert naive.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"cron": "61 * * * *"},
+        {"cron": "* * *"},
+        {"cron": "@fortnightly"},
+        {"cron": "0 3 * * *", "timezone": "Mars/Olympus"},
+        {"cron": "0 3 * * *", "dst_gap": "sometimes"},
+        {"cron": "0 3 * * *", "misfire": "never"},
+        {"cron": "0 3 * * *", "start_at": "2026-01-01T00:00:00"},
+        {"cron": "0 3 * * *", "start_at": "2026-02-01T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"},
+    ],
+)
+async def test_invalid_schedules_are_422(
+    schedule: dict[str, Any], client: AsyncClient, owner: Account
+) -> None:
+    response = await client.post(
+        "/api/v1/jobs",
+        json={
+            "name": f"bad-{uuid.uuid4().hex[:6]}",
+            "schedule": schedule,
+            "tasks": [python_task("noop")],
+        },
+        headers=owner.headers,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["loc"][0] == "schedule"
+
+
+async def test_schedule_endpoints_guard_roles_and_tenants(
+    client: AsyncClient, owner: Account, stranger: Account
+) -> None:
+    job = await scheduled_job(client, owner, cron="0 3 * * *")
+    viewer = await create_member(client, owner, "viewer")
+    base = f"/api/v1/jobs/{job['id']}"
+    assert (await client.post(base + "/pause", headers=viewer.headers)).status_code == 403
+    assert (await client.get(base + "/schedule/ticks", headers=viewer.headers)).status_code == 200
+    for method, url in (
+        ("POST", base + "/pause"),
+        ("POST", base + "/resume"),
+        ("GET", base + "/schedule/ticks"),
+        ("GET", base + "/schedule/next"),
+    ):
+        response = await client.request(method, url, headers=stranger.headers)
+        assert response.status_code == 404, (url, response.text)
+    plain = await create_job(client, owner, [python_task("noop")])
+    response = await client.get(f"/api/v1/jobs/{plain['id']}/schedule/next", headers=owner.headers)
+    assert response.status_code == 404
+    assert (await client.post(base + "/pause")).status_code == 401
+
+
+async def test_the_due_index_is_rebuilt_when_redis_lost_it(
+    client: AsyncClient, owner: Account, app: FastAPI, scheduler_settings: Settings
+) -> None:
+    job = await scheduled_job(client, owner)
+    await app.state.redis.zrem(keys.scheduler_due(), str(owner.tenant_id))
+    scheduler = Scheduler(scheduler_settings, app.state.sessionmaker, app.state.redis)
+    await scheduler.rebuild_due_index()
+    assert await app.state.redis.zscore(keys.scheduler_due(), str(owner.tenant_id)) is not None
+    assert job["id"]
