@@ -85,3 +85,25 @@ def engine_epoch() -> str:
     """Set by the engine once it has reconciled Redis with PostgreSQL. Its absence means
     Redis lost its data (restarted empty): every in-flight task must be dispatched again."""
     return f"{PREFIX}:engine:epoch"
+
+
+# --- cron scheduler ----------------------------------------------------------------------
+def scheduler_due() -> str:
+    """Sorted set: tenant id -> the earliest next_due_at of its schedules (a hint; the
+    schedules table is the truth and rebuilds it)."""
+    return f"{PREFIX}:sched:due"
+
+
+def scheduler_replicas() -> str:
+    """Sorted set: scheduler replica id -> its last heartbeat (epoch seconds)."""
+    return f"{PREFIX}:sched:replicas"
+
+
+def scheduler_lease(tenant_id: str) -> str:
+    """Who schedules this tenant now: ``<replica> <fencing token>``, set NX PX."""
+    return f"{_tenant(tenant_id)}:sched:lease"
+
+
+def scheduler_fence(tenant_id: str) -> str:
+    """Counter handing out this tenant's fencing tokens (one per lease acquired)."""
+    return f"{_tenant(tenant_id)}:sched:fence"
