@@ -70,8 +70,8 @@ async def run_processes(
     tasks: list[asyncio.Task[None]] = []
     if db_engine is not None:
         sessionmaker = create_sessionmaker(db_engine)
-        the_engine = Engine(settings, sessionmaker, redis)
         scheduler = Scheduler(settings, sessionmaker, redis)
+        the_engine = Engine(settings, sessionmaker, redis, owns=scheduler.owns)
         stoppers.extend([the_engine.stop, scheduler.stop])
         tasks.append(asyncio.create_task(the_engine.run()))
         tasks.append(asyncio.create_task(scheduler.run()))

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -57,8 +57,13 @@ class Engine:
         redis: Redis,
         *,
         name: str | None = None,
+        owns: Callable[[uuid.UUID], bool] | None = None,
     ) -> None:
         self.settings = settings
+        # Which tenants this replica admits and sweeps (the cron scheduler's leases spread
+        # tenants over replicas); every replica takes any tenant's events - row locks and
+        # attempt fencing make that safe, and it shares the load.
+        self.owns = owns or (lambda _tenant: True)
         self.sessionmaker = sessionmaker
         self.redis = redis
         self.name = name or f"engine-{socket.gethostname()}-{os.getpid()}"
@@ -116,9 +121,15 @@ class Engine:
         if not due:
             await self._wait_for_work()
             return 0
+        mine = [
+            t for t in (uuid.UUID(as_text(raw)) for raw in cast(list[str], due)) if self.owns(t)
+        ]
+        if not mine:  # due work of tenants another replica serves
+            await self._wait_for_work(longest=0.2)
+            return 0
         admitted = 0
-        for raw in cast(list[str], due):
-            self.fair.add(uuid.UUID(as_text(raw)))
+        for tenant_id in mine:
+            self.fair.add(tenant_id)
         quotas = await self._quotas(set(self.fair.ring))
         for _ in range(len(self.fair.ring)):
             turn = self.fair.next_turn({t: q[1] for t, q in quotas.items()})
@@ -157,11 +168,11 @@ class Engine:
                 self._quota_cache[tenant_id] = (now + QUOTA_TTL_SECONDS, quota)
         return {t: self._quota_cache[t][1] for t in tenants}
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self, longest: float = 1.0) -> None:
         head = await self.redis.zrange(keys.engine_due(), 0, 0, withscores=True)
-        wait = 1.0
-        if head:
-            wait = min(max(float(head[0][1]) - time.time(), 0.01), 1.0)
+        wait = longest
+        if head and longest >= 1.0:
+            wait = min(max(float(head[0][1]) - time.time(), 0.01), longest)
         popped = await self.redis.blpop([keys.engine_wakeup()], timeout=wait)
         if popped:
             await self.redis.delete(keys.engine_wakeup())
@@ -292,7 +303,9 @@ class Engine:
         if not await self.redis.exists(keys.engine_epoch()):
             await self.reconcile_redis()
         for raw in await self.redis.smembers(keys.engine_tenants()):
-            await self._sweep_tenant(uuid.UUID(as_text(raw)))
+            tenant_id = uuid.UUID(as_text(raw))
+            if self.owns(tenant_id):
+                await self._sweep_tenant(tenant_id)
 
     async def _sweep_tenant(self, tenant_id: uuid.UUID) -> None:
         now = utcnow()

@@ -99,6 +99,7 @@ class Scheduler:
         self.lease_ms = int(settings.scheduler_lease_seconds * 1000)
         self.leases: dict[str, str] = {}  # tenant -> the lease value we hold ("name token")
         self.fired = 0
+        self.live: list[str] = []  # replicas seen alive on the last pass
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -149,7 +150,7 @@ class Scheduler:
         members = await self.redis.zrangebyscore(
             keys.scheduler_replicas(), now - self.lease_ms / 1000, "+inf"
         )
-        live = [as_text(r) for r in cast(list[str], members)]
+        live = self.live = [as_text(r) for r in cast(list[str], members)]
         due = cast(
             list[tuple[str, float]],
             await self.redis.zrangebyscore(
@@ -173,6 +174,11 @@ class Scheduler:
             total.lateness.extend(report.lateness)
         self.fired += total.fired
         return total
+
+    def owns(self, tenant_id: uuid.UUID) -> bool:
+        """Whether this replica serves the tenant's engine work (admission, sweeps): the
+        same rendezvous choice as for its schedules. Before the first pass: yes."""
+        return not self.live or rendezvous(str(tenant_id), self.live) == self.name
 
     async def _fire(self, tenant: str, token: int, now: float) -> FireReport:
         tenant_id = uuid.UUID(tenant)

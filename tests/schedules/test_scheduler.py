@@ -18,7 +18,7 @@ from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
 from backend.scheduler.loop import Scheduler
 from backend.schedules.service import StaleLease, fire_due
-from tests.fixtures.factories import Account, create_member
+from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.runs.factories import create_job, python_task
 from worker import keys
 
@@ -329,3 +329,25 @@ async def test_the_due_index_is_rebuilt_when_redis_lost_it(
     await scheduler.rebuild_due_index()
     assert await app.state.redis.zscore(keys.scheduler_due(), str(owner.tenant_id)) is not None
     assert job["id"]
+
+
+async def test_replicas_split_the_tenants_between_them(
+    app: FastAPI, scheduler_settings: Settings, client: AsyncClient
+) -> None:
+    tenants = [await create_tenant(client) for _ in range(6)]
+    left, left_task = await start(app, scheduler_settings, "replica-left")
+    right, right_task = await start(app, scheduler_settings, "replica-right")
+    await asyncio.sleep(0.5)  # both have seen each other
+    try:
+        for account in tenants:
+            owners = [left.owns(account.tenant_id), right.owns(account.tenant_id)]
+            assert owners.count(True) == 1, owners
+    finally:
+        await stop(left, left_task)
+        await stop(right, right_task)
+    alone, alone_task = await start(app, scheduler_settings, "replica-alone")
+    await asyncio.sleep(scheduler_settings.scheduler_lease_seconds + 0.5)
+    try:  # the others are gone: one replica serves everyone
+        assert all(alone.owns(account.tenant_id) for account in tenants)
+    finally:
+        await stop(alone, alone_task)
