@@ -15,8 +15,10 @@ from backend.core.errors import install_error_handlers
 from backend.core.middleware import RequestMiddleware
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
+from backend.events.router import router as events_router
 from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
+from backend.metrics.http import install_api_metrics
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
 from backend.tenants.router import router as tenants_router
@@ -62,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs_router,
         jobs_router,
         schedules_router,
+        events_router,
     ):
         app.include_router(router)
+    # Outermost middleware: request latency includes every other layer.
+    app.state.metrics_registry = install_api_metrics(app, token=settings.metrics_token)
     return app

@@ -107,3 +107,8 @@ def scheduler_lease(tenant_id: str) -> str:
 def scheduler_fence(tenant_id: str) -> str:
     """Counter handing out this tenant's fencing tokens (one per lease acquired)."""
     return f"{_tenant(tenant_id)}:sched:fence"
+
+
+def updates_stream(tenant_id: str) -> str:
+    """Run and task state changes for live views (SSE); capped, so history is bounded."""
+    return f"{_tenant(tenant_id)}:updates"

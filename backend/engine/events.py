@@ -15,6 +15,7 @@ The returned :class:`Effects` say what must happen in Redis after the commit.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from backend.core.models import utcnow
 from backend.engine.advance import advance_run
 from backend.engine.dag import group_outcome
 from backend.engine.plan import PlanCache, RunPlan, TaskPlan, compile_plan
+from backend.events.publish import run_update, task_update
 from backend.jobs.repository import JobVersionRepository
+from backend.metrics.samples import EngineSamples, observe_event_lag
 from backend.runs.models import (
     FINISHED_RUN,
     FINISHED_TASK,
@@ -58,6 +61,8 @@ class Effects:
     cancel: list[tuple[uuid.UUID, int]] = field(default_factory=list)
     finished_runs: list[Run] = field(default_factory=list)
     changed_tasks: list[TaskRun] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)  # for live views (SSE)
+    samples: EngineSamples = field(default_factory=EngineSamples)  # metrics, after commit
 
     def due(self, at: datetime) -> None:
         self.due_at = at if self.due_at is None else min(self.due_at, at)
@@ -93,6 +98,7 @@ class _Batch:
         self.log_rows: list[dict[str, Any]] = []
         self.touched_runs: set[uuid.UUID] = set()
         self.changed: dict[uuid.UUID, TaskRun] = {}
+        self.run_status_before: dict[uuid.UUID, str] = {}
 
     async def load(self, task_run_ids: set[uuid.UUID]) -> None:
         """Lock the affected runs, then read their top-level tasks and the touched children.
@@ -108,6 +114,7 @@ class _Batch:
             return
         runs = await RunRepository(self.session, self.tenant_id).by_ids(run_ids, lock=True)
         self.runs = {r.id: r for r in runs}
+        self.run_status_before = {r.id: r.status for r in runs}
         repo = TaskRunRepository(self.session, self.tenant_id)
         for task in await repo.top_level(run_ids):
             self.run_tasks.setdefault(task.run_id, []).append(task)
@@ -190,6 +197,8 @@ class _Batch:
         attempt.error = result.get("error")
         attempt.reason = result.get("reason")
         attempt.exit_code = result.get("exit_code")
+        samples = self.effects.samples
+        samples.attempt_finished(attempt.status, attempt.reason, attempt.started_at, at)
 
     def _started(self, task: TaskRun, run: Run, event: TaskEvent, at: datetime) -> None:
         if task.status != TaskStatus.queued:
@@ -204,6 +213,7 @@ class _Batch:
         attempt.status = TaskStatus.running
         attempt.started_at = at
         attempt.worker = task.worker
+        self.effects.samples.task_started(task.ready_at or run.created_at, at)
         if run.status == RunStatus.queued:
             run.status = RunStatus.running
             run.started_at = at
@@ -231,6 +241,7 @@ class _Batch:
         attempt.output = result.get("output")
         if worker and not attempt.worker:
             attempt.worker = worker[:200]
+        self.effects.samples.attempt_finished(attempt.status, reason, attempt.started_at, at)
         task.error, task.reason = error, reason
         if ok:
             task.status = TaskStatus.succeeded
@@ -252,6 +263,7 @@ class _Batch:
         # it does not use up one of the task's attempts.
         attempt = self._attempt(task)
         attempt.status, attempt.finished_at, attempt.reason = "released", at, "released"
+        self.effects.samples.attempt_finished("released", "released", attempt.started_at, at)
         task.status = TaskStatus.queued
         task.dispatched_at = None
         task.max_attempts += 1
@@ -284,6 +296,7 @@ class _Batch:
                 self.effects.cancel.extend(await _cancel_children(self.session, run, now))
             if advance.finished:
                 self.effects.finished_runs.append(run)
+                self.effects.samples.run_finished(run.status)
 
     async def _close_groups(self, now: datetime) -> None:
         """A group whose children have all finished takes their outcome and outputs."""
@@ -372,7 +385,9 @@ async def apply_events(
 ) -> Effects:
     """Apply one tenant's batch of worker events in the current transaction."""
     ids = set()
+    now = time.time()
     for event in events:
+        observe_event_lag(event.kind, event.ts, now)
         try:
             ids.add(uuid.UUID(event.task_run_id))
         except ValueError:
@@ -413,4 +428,13 @@ async def _flush(batch: _Batch) -> Effects:
     await LogRepository(batch.session, batch.tenant_id).insert_many(batch.log_rows)
     await batch.session.flush()
     batch.effects.changed_tasks = list(batch.changed.values())
+    batch.effects.updates = [
+        task_update(task, batch.runs[task.run_id].job_id)
+        for task in batch.changed.values()
+        if task.run_id in batch.runs
+    ] + [
+        run_update(run)
+        for run_id, run in batch.runs.items()
+        if run.status != batch.run_status_before.get(run_id)
+    ]
     return batch.effects

@@ -37,6 +37,8 @@ from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.admission import NO_RUN, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.engine.plan import PLANS
+from backend.events.publish import publish as publish_updates
+from backend.metrics import registry as metrics
 from backend.tenants.repository import TenantDirectory
 from worker import keys
 from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
@@ -149,6 +151,9 @@ class Engine:
                 )
             self._run_rotation[tenant_id] = admission.last_run
             await self.publish(admission.messages)
+            metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(
+                len(admission.messages)
+            )
             admitted += len(admission.messages)
             if admission.next_due is not None:
                 await mark_tenant_due(self.redis, tenant_id, admission.next_due)
@@ -252,6 +257,7 @@ class Engine:
                         error=type(error).__name__,
                     )
                     if tries >= DEAD_LETTER_DELIVERIES:
+                        metrics.ENGINE_EVENTS_DEAD_LETTERED.inc()
                         await self.redis.xack(stream, keys.ENGINE_GROUP, entry_id)
                         self._failures.pop(entry_id, None)
                         log.error(
@@ -279,6 +285,8 @@ class Engine:
         return len(events)
 
     async def after_effects(self, tenant_id: uuid.UUID, effects: Effects) -> None:
+        effects.samples.record(tenant_id)  # committed: count it (once)
+        await publish_updates(self.redis, tenant_id, effects.updates)
         if effects.due_at is not None:
             await mark_tenant_due(self.redis, tenant_id, effects.due_at)
         if effects.cancel:
@@ -331,6 +339,16 @@ class Engine:
             expired = (await session.execute(_EXPIRED_RUNS, {"tenant": tenant_id})).all()
             for row in expired:
                 effects.cancel.extend(await _expire_run(session, tenant_id, row.id))
+                effects.samples.run_finished("failed")
+                effects.updates.append(
+                    {
+                        "type": "run",
+                        "run_id": str(row.id),
+                        "job_id": str(row.job_id),
+                        "status": "failed",
+                        "reason": "timeout",
+                    }
+                )
             busy = (await session.execute(_BUSY, {"tenant": tenant_id})).scalar_one()
         await self.after_effects(tenant_id, effects)
         if not busy:
@@ -348,6 +366,7 @@ class Engine:
                     await session.execute(_NEXT_QUEUED, {"tenant": tenant.id})
                 ).scalar_one()
             redispatched += len(moved)
+            metrics.RECONCILER_REDISPATCHED.inc(len(moved))
             if next_ready is not None:
                 await mark_tenant_due(self.redis, tenant.id, _aware(next_ready))
         await self.redis.set(keys.engine_epoch(), self.name)
@@ -383,7 +402,7 @@ _OVERDUE = text(
 )
 _EXPIRED_RUNS = text(
     """
-    SELECT id FROM runs
+    SELECT id, job_id FROM runs
      WHERE tenant_id = :tenant AND status IN ('queued', 'running')
        AND deadline_at < now()
     """

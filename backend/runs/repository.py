@@ -173,6 +173,22 @@ class LogRepository(TenantScopedRepository[TaskLog]):
             return
         await self.session.execute(pg_insert(TaskLog).on_conflict_do_nothing(), rows)
 
+    async def after_seq(
+        self, task_run_id: uuid.UUID, attempt: int, seq: int, limit: int = 1000
+    ) -> list[TaskLog]:
+        """One attempt's lines after ``seq``, in the order it printed them."""
+        statement = (
+            self.select()
+            .where(
+                col(TaskLog.task_run_id) == task_run_id,
+                col(TaskLog.attempt) == attempt,
+                col(TaskLog.seq) > seq,
+            )
+            .order_by(col(TaskLog.seq))
+            .limit(limit)
+        )
+        return list((await self.session.exec(statement)).all())
+
     async def page(
         self,
         *,

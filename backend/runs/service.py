@@ -30,6 +30,8 @@ from backend.core.principal import Principal
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.advance import advance_run
 from backend.engine.plan import PLANS, RunPlan, TaskPlan, compile_plan
+from backend.events.publish import publish as publish_updates
+from backend.events.publish import run_update
 from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
@@ -251,9 +253,11 @@ async def _create_runs(
                 details={"count": len(created), "trigger": trigger},
             )
     first_start = min(new.run_at for new in new_runs)
+    updates = [run_update(run) for run in created]
 
     async def notify_engine() -> None:
         await mark_tenant_due(redis, tenant_id, first_start)
+        await publish_updates(redis, tenant_id, updates)
 
     after_commit(session, notify_engine)
     return created
@@ -347,12 +351,37 @@ async def _cancel(
             if t.status not in FINISHED_TASK
         ]
     )
-    if stop:
+    job_of = {run.id: run.job_id for run in runs}
+    updates = [
+        {
+            "type": "run",
+            "run_id": str(run.id),
+            "job_id": str(run.job_id),
+            "status": RunStatus.cancelled,
+            "reason": reason,
+        }
+        for run in runs
+    ] + [
+        {
+            "type": "task",
+            "run_id": str(task.run_id),
+            "job_id": str(job_of[task.run_id]),
+            "task": task.name,
+            "status": TaskStatus.cancelled,
+            "attempt": task.attempt,
+            "reason": "cancelled",
+            "explanation": None,
+        }
+        for task in tasks
+        if task.status not in FINISHED_TASK
+    ]
 
-        async def tell_workers() -> None:
+    async def tell_workers() -> None:
+        if stop:
             await publish_cancel(redis, tenant_id, stop)
+        await publish_updates(redis, tenant_id, updates)
 
-        after_commit(session, tell_workers)
+    after_commit(session, tell_workers)
 
 
 async def cancel_run(
@@ -540,4 +569,56 @@ async def get_graph(session: AsyncSession, principal: Principal, run_id: uuid.UU
         nodes=nodes,
         edges=shape.edges,
         layers=shape.layers,
+    )
+
+
+@dataclass
+class LogTail:
+    lines: list[LogLinePublic]
+    attempt: int
+    finished: bool  # the attempt has ended: no line will follow those read
+
+
+async def tail_logs(
+    session: AsyncSession,
+    principal: Principal,
+    run_id: uuid.UUID,
+    *,
+    task: str,
+    attempt: int | None,
+    after_seq: int,
+) -> LogTail:
+    """One task attempt's lines after ``after_seq`` (default: its current attempt)."""
+    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
+    if not found:
+        raise NotFound("Run not found")
+    tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([run_id])
+    task_run = next((t for t in tasks if t.name == task), None)
+    if task_run is None:
+        raise NotFound(f"Run has no task {task!r}")
+    number = attempt or max(task_run.attempt, 1)
+    lines = await LogRepository(session, principal.tenant_id).after_seq(
+        task_run.id, number, after_seq
+    )
+    attempts = await AttemptRepository(session, principal.tenant_id).for_runs([run_id])
+    record = next(
+        (a for a in attempts if a.task_run_id == task_run.id and a.attempt == number), None
+    )
+    over = (record is not None and record.finished_at is not None) or (
+        task_run.status in FINISHED_TASK and number >= task_run.attempt
+    )
+    return LogTail(
+        lines=[
+            LogLinePublic(
+                task=task,
+                attempt=line.attempt,
+                seq=line.seq,
+                logged_at=line.logged_at,
+                stream=line.stream,
+                line=line.line,
+            )
+            for line in lines
+        ],
+        attempt=number,
+        finished=over,
     )

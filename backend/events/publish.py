@@ -1,0 +1,60 @@
+"""Publishing run and task state changes to the tenant's capped update stream.
+
+Kept apart from the readers (``backend.events.service``) so the run service and the engine
+can publish without importing what reads.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from backend.runs.models import Run, TaskRun
+from worker import keys
+
+UPDATES_HISTORY = 10_000
+
+
+def run_update(run: Run) -> dict[str, Any]:
+    return {
+        "type": "run",
+        "run_id": str(run.id),
+        "job_id": str(run.job_id),
+        "status": run.status,
+        "reason": run.reason,
+        "at": (run.finished_at or run.started_at or run.created_at).isoformat(),
+    }
+
+
+def task_update(task: TaskRun, job_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "type": "task",
+        "run_id": str(task.run_id),
+        "job_id": str(job_id),
+        "task": task.name,
+        "status": task.status,
+        "attempt": task.attempt,
+        "reason": task.reason,
+        "explanation": task.explanation,
+    }
+
+
+async def publish(redis: Redis, tenant_id: uuid.UUID, updates: Iterable[dict[str, Any]]) -> None:
+    """Append state changes to the tenant's update stream (best effort: a live view)."""
+    items = list(updates)
+    if not items:
+        return
+    stream = keys.updates_stream(str(tenant_id))
+    async with redis.pipeline(transaction=False) as pipe:
+        for item in items:
+            pipe.xadd(
+                stream,
+                {"e": json.dumps(item, default=str)},
+                maxlen=UPDATES_HISTORY,
+                approximate=True,
+            )
+        await pipe.execute()
