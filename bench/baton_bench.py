@@ -103,6 +103,15 @@ SELECT count(*) FROM task_runs t JOIN runs r ON r.tenant_id = t.tenant_id AND r.
    AND t.started_at >= to_timestamp($3) AND t.started_at < to_timestamp($4)
 """
 
+_RETIRE_TASKS = """
+UPDATE task_runs SET status = 'cancelled', reason = 'bench_cleanup', finished_at = now()
+ WHERE tenant_id = $1 AND status IN ('pending', 'queued', 'running')
+"""
+_RETIRE_RUNS = """
+UPDATE runs SET status = 'cancelled', reason = 'bench_cleanup', finished_at = now()
+ WHERE tenant_id = $1 AND status IN ('queued', 'running')
+"""
+
 
 class Database:
     """Owner connection pool; every query runs in the tenant's RLS scope."""
@@ -122,6 +131,14 @@ class Database:
     async def progress(self, tenant: Tenant, job_id: uuid.UUID) -> asyncpg.Record:
         return await self.fetchrow(tenant, _PROGRESS, job_id)
 
+    async def retire(self, tenant: Tenant) -> int:
+        """Mark the tenant's unfinished runs and task runs cancelled; how many task runs."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant.id))
+            tasks = await conn.execute(_RETIRE_TASKS, tenant.id)
+            await conn.execute(_RETIRE_RUNS, tenant.id)
+        return int(tasks.split()[-1])
+
     async def remaining(self, tenant: Tenant) -> int:
         """The tenant's queued and running task runs (all jobs)."""
         return int((await self.fetchrow(tenant, _REMAINING))[0])
@@ -133,6 +150,7 @@ class Cluster:
     def __init__(self, bench: BatonBench, procs: ProcessSet, api_url: str) -> None:
         self.bench = bench
         self.procs = procs
+        self.tenants: list[Tenant] = []  # signed up through this cluster
         self.client = httpx.AsyncClient(
             base_url=api_url, timeout=60.0,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
@@ -175,11 +193,16 @@ class Cluster:
         body: dict[str, str] = {"email": f"{name}-{secrets.token_hex(4)}@bench.example.com",
                 "password": secrets.token_urlsafe(16), "tenant_name": f"bench {name}"}
         data = await self._post("/api/v1/auth/signup", None, body)
-        return Tenant(id=uuid.UUID(data["tenant"]["id"]), name=name,
-                      headers={"Authorization": f"Bearer {data['access_token']}"})
+        tenant = Tenant(id=uuid.UUID(data["tenant"]["id"]), name=name,
+                        headers={"Authorization": f"Bearer {data['access_token']}"})
+        self.tenants.append(tenant)
+        return tenant
 
-    async def create_job(self, tenant: Tenant, name: str) -> uuid.UUID:
-        data = await self._post("/api/v1/jobs", tenant, {"name": name, **NOOP_JOB})
+    async def create_job(self, tenant: Tenant, name: str,
+                         tasks: list[dict[str, Any]] | None = None) -> uuid.UUID:
+        """A job of ``tasks`` (default: the one no-op task)."""
+        body = {"name": name, **NOOP_JOB} if tasks is None else {"name": name, "tasks": tasks}
+        data = await self._post("/api/v1/jobs", tenant, body)
         return uuid.UUID(data["id"])
 
     async def trigger_batch(self, tenant: Tenant, job_id: uuid.UUID, count: int) -> list[str]:
@@ -327,6 +350,20 @@ class BatonBench:
         finally:
             await cluster.aclose()
             await asyncio.to_thread(procs.stop_all)
+            await self._retire(cluster.tenants)
+
+    async def _retire(self, tenants: list[Tenant]) -> None:
+        """Cancel what a scenario left unfinished (fairness leaves most of tenant A's
+        backlog queued), once its processes are gone: the next scenario's engine would
+        otherwise re-dispatch it and run it alongside its own work."""
+        for tenant in tenants:
+            try:
+                left = await self.db.retire(tenant)
+            except Exception:  # cleanup must not hide the scenario's own outcome
+                log.exception("could not cancel tenant %s's leftover work", tenant.name)
+                continue
+            if left:
+                log.info("cancelled %d unfinished task runs of tenant %s", left, tenant.name)
 
     async def _report_profiles(self, cluster: Cluster, profiler: Profiler | None,
                                sampler: PgSampler, scenario: str) -> None:
@@ -525,6 +562,22 @@ class BatonBench:
             "tenant_quota": DEFAULT_QUOTA,
             "cpu_seconds": cpu,
         }
+
+    # The DAG-engine scenarios live in bench.baton_dag (imported late: it imports this).
+    async def chain40(self) -> JsonDict:
+        from bench.baton_dag import chain40
+
+        return await chain40(self)
+
+    async def fanout500(self) -> JsonDict:
+        from bench.baton_dag import fanout500
+
+        return await fanout500(self)
+
+    async def dag1000(self) -> JsonDict:
+        from bench.baton_dag import dag1000
+
+        return await dag1000(self)
 
 
 @contextlib.asynccontextmanager

@@ -121,6 +121,7 @@ class CeleryBench:
         self.url = services.celery_redis_url
         self.log_dir = log_dir
         celery_app.app.conf.broker_url = self.url
+        celery_app.app.conf.result_backend = self.url  # chords only (see bench.celery_app)
         celery_app.BROKER_URL = self.url
 
     def env(self) -> dict[str, str]:
@@ -269,6 +270,22 @@ class CeleryBench:
             "pool": self.cfg.celery_pool,
             "cpu_seconds": cpu,
         }
+
+    # The DAG scenarios live in bench.celery_dag (imported late: it imports this).
+    async def chain40(self) -> JsonDict:
+        from bench.celery_dag import chain40
+
+        return await chain40(self)
+
+    async def fanout500(self) -> JsonDict:
+        from bench.celery_dag import fanout500
+
+        return await fanout500(self)
+
+    async def dag1000(self) -> JsonDict:
+        from bench.celery_dag import dag1000
+
+        return await dag1000(self)
 
 
 def _count(values: dict[str, float], keep: Callable[[str, float], bool]) -> int:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent  # the virtualenv's bin/: baton, celery, py-spy
 
 
-SCENARIOS = ("throughput", "latency", "fairness")
+SCENARIOS = ("throughput", "latency", "fairness", "chain40", "fanout500", "dag1000")
 
 
 class BenchError(RuntimeError):
@@ -61,9 +62,18 @@ class BenchConfig:
     fairness_probe_tasks: int  # tenant B's single triggers
     fairness_probe_seconds: float  # B's triggers are spread over this long
     fairness_wait_seconds: float  # how long B's tasks may take to start before we give up
+    chain_length: int  # chain40: tasks in the sequential chain (not scaled)
+    chain_runs: int  # chain40: measured runs (median, min, max)
+    fanout_width: int  # fanout500: parallel tasks between the first task and the join
+    fanout_runs: int  # fanout500: measured runs per variant
+    dag_layers: int  # dag1000: layers of the layered DAG (not scaled)
+    dag_width: int  # dag1000: tasks per layer
+    dag_seed: int  # dag1000: seed of the random dependencies (same DAG every run)
+    dag_quota: int  # BATON_TENANT_MAX_CONCURRENT_TASKS in the DAG scenarios
+    dag_timeout: float  # seconds one DAG run may take before the scenario fails
     celery_pool: str  # prefork | threads | solo | gevent
     batch_size: int  # runs per Baton batch trigger
-    profile: bool  # py-spy the Baton engine, a worker and the API during throughput
+    profile: bool  # py-spy the Baton engine, a worker and the API (see bench.run)
     scenarios: tuple[str, ...]
     systems: tuple[str, ...]
     update_docs: bool
@@ -105,6 +115,15 @@ class BenchConfig:
             fairness_probe_tasks=max(10, scaled(100)),
             fairness_probe_seconds=5.0,
             fairness_wait_seconds=_env_float("BATON_BENCH_FAIRNESS_WAIT", 240.0),
+            chain_length=40,
+            chain_runs=_env_int("BATON_BENCH_CHAIN_RUNS", 5),
+            fanout_width=scaled(500),
+            fanout_runs=_env_int("BATON_BENCH_FANOUT_RUNS", 3),
+            dag_layers=10,
+            dag_width=scaled(100),
+            dag_seed=_env_int("BATON_BENCH_DAG_SEED", 1000),
+            dag_quota=_env_int("BATON_BENCH_DAG_QUOTA", 1000),
+            dag_timeout=_env_float("BATON_BENCH_DAG_TIMEOUT", 300.0),
             celery_pool=os.environ.get("BATON_BENCH_CELERY_POOL", "solo"),
             batch_size=1000,
             profile=_env_flag("BATON_BENCH_PROFILE", False),
@@ -173,3 +192,14 @@ def configure_logging() -> None:
 
 
 JsonDict = dict[str, Any]
+
+
+def spread(values: Sequence[float], prefix: str, digits: int = 3) -> dict[str, float]:
+    """Median, min and max of ``values`` as ``{prefix}_median`` / ``_min`` / ``_max``."""
+    if not values:
+        return {}
+    return {
+        f"{prefix}_median": round(statistics.median(values), digits),
+        f"{prefix}_min": round(min(values), digits),
+        f"{prefix}_max": round(max(values), digits),
+    }

@@ -45,7 +45,13 @@ def _git(*args: str) -> str:
 
 
 def _git_commit() -> str:
-    """The commit measured; ``+dirty`` when tracked files differ from it."""
+    """The commit measured; ``+dirty`` when tracked files differ from it.
+
+    ``BATON_BENCH_COMMIT`` names it instead, for a tree that is not a git checkout (e.g.
+    ``git archive`` of a commit, measured while the checkout itself is being edited)."""
+    named = os.environ.get("BATON_BENCH_COMMIT", "").strip()
+    if named:
+        return named
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return f"{commit}+dirty" if dirty else commit

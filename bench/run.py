@@ -5,10 +5,15 @@ Run as ``python -m bench.run`` from the repository root. Knobs (environment):
 - ``BATON_BENCH_SCALE`` (default 1): multiplies every task count (0.1 for a quick run);
 - ``BATON_BENCH_DATABASE_URL`` / ``BATON_BENCH_REDIS_URL``: servers to use (else embedded);
 - ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB``: Redis DB numbers (14 / 15);
-- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness``), ``BATON_BENCH_SYSTEMS``
-  (``baton,celery``); ``BATON_BENCH_WORKERS`` (2), ``BATON_BENCH_CONCURRENCY`` (16);
+- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,chain40,fanout500,dag1000``),
+  ``BATON_BENCH_SYSTEMS`` (``baton,celery``); ``BATON_BENCH_WORKERS`` (2),
+  ``BATON_BENCH_CONCURRENCY`` (16);
 - ``BATON_BENCH_CELERY_POOL`` (solo: fastest here), ``BATON_BENCH_THROUGHPUT_QUOTA`` (1000);
-- ``BATON_BENCH_PROFILE=1``: py-spy the Baton engine, a worker and the API in throughput;
+- DAG scenarios: ``BATON_BENCH_CHAIN_RUNS`` (5), ``BATON_BENCH_FANOUT_RUNS`` (3),
+  ``BATON_BENCH_DAG_SEED`` (1000), ``BATON_BENCH_DAG_QUOTA`` (1000),
+  ``BATON_BENCH_DAG_TIMEOUT`` (300 s per run);
+- ``BATON_BENCH_PROFILE=1``: py-spy the Baton engine, a worker and the API (throughput,
+  latency, fairness and the DAG scenarios);
 - ``BATON_BENCH_UPDATE_DOCS=0``: leave docs/benchmarks.md alone;
 - ``BATON_BENCH_TIMEOUT`` (1800 s): the whole run is cancelled after this long.
 
