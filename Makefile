@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-embedded lint install bench clean
+.PHONY: run test test-embedded lint install bench clean promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,18 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# promtool (Debian package `prometheus`) checks infra/prometheus and a scraped /metrics in
+# tests/metrics; without it those tests skip. Installs it quietly when missing (root,
+# apt-get); the package's own Prometheus server is not left running.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends prometheus \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }; \
+	  } >/dev/null 2>&1 \
+	  && { systemctl disable --now prometheus >/dev/null 2>&1 || true; } \
+	  || echo "promtool is not installed (needs root and apt-get): its tests will skip" >&2; }
 
 # The same suite against the embedded PostgreSQL and Redis a machine without them gets.
 test-embedded: $(STAMP)

@@ -14,10 +14,13 @@ from collections.abc import Callable, Generator
 import structlog
 import uvicorn
 
+from backend import metrics
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from backend.metrics.gather import QueueGatherer
+from backend.metrics.http import serve_metrics
 from backend.scheduler.loop import Scheduler
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker, WorkerConfig
@@ -57,6 +60,16 @@ async def run_processes(
     worker: WorkerConfig | None,
 ) -> None:
     """Run the chosen processes in this event loop until SIGINT/SIGTERM."""
+    metrics.configure(settings.metrics_tenant_labels)
+    # The engine/scheduler and the workers serve Baton's metrics on ports of their own (the
+    # API has /metrics); in one process (``baton dev``) the same registry, once per port.
+    ports = {
+        settings.metrics_port if engine else 0,
+        settings.worker_metrics_port if worker is not None else 0,
+    }
+    closers = [serve_metrics(settings.metrics_host, port) for port in sorted(ports - {0})]
+    for port in sorted(ports - {0}):
+        log.info("metrics.serving", host=settings.metrics_host, port=port)
     redis = create_redis(settings.redis_url or "")
     # Workers never connect to PostgreSQL: only the engine opens a pool here.
     db_engine = (
@@ -75,6 +88,14 @@ async def run_processes(
         stoppers.extend([the_engine.stop, scheduler.stop])
         tasks.append(asyncio.create_task(the_engine.run()))
         tasks.append(asyncio.create_task(scheduler.run()))
+        gatherer = QueueGatherer(
+            redis,
+            interval=settings.metrics_gather_seconds,
+            max_queues=settings.metrics_max_queues,
+            sessionmaker=sessionmaker,
+        )
+        stoppers.append(gatherer.stop)
+        tasks.append(asyncio.create_task(gatherer.run()))
     if worker is not None:
         the_worker = Worker(redis, worker)
         stoppers.append(the_worker.stop)
@@ -104,6 +125,8 @@ async def run_processes(
     try:
         await asyncio.gather(*tasks)
     finally:
+        for close in closers:
+            close()
         await redis.aclose()
         if db_engine is not None:
             await db_engine.dispose()

@@ -36,6 +36,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from backend.metrics import registry as metrics
 from worker import keys
 from worker.executors.base import ExecutorPolicy, executor_for
 from worker.protocol import (
@@ -106,6 +107,7 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._claim_loop()),
         ]
+        metrics.track_worker(self)  # busy/idle slot gauges, read when scraped
         try:
             while not self._stopping.is_set():
                 try:
@@ -118,6 +120,7 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            metrics.untrack_worker(self)
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.delete(keys.worker_heartbeat(self.name))
             log.info("worker.stopped", worker=self.name)
@@ -324,6 +327,7 @@ class Worker:
                 ex=math.ceil(self.config.heartbeat_seconds * 3),
             )
             await pipe.execute(raise_on_error=False)
+        metrics.WORKER_HEARTBEATS.inc()
 
     async def _claim_loop(self) -> None:
         while True:
@@ -359,6 +363,7 @@ class Worker:
                 await self._publish(message, "finished", result=_result_dict(lost))
                 await self._ack(stream, entry_id)
                 claimed += 1
+                metrics.WORKER_ABANDONED_CLAIMED.inc()
                 log.warning(
                     "worker.claimed_abandoned",
                     task_run_id=message.task_run_id,

@@ -12,10 +12,10 @@ import json
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 DEV_JWT_SECRET = "baton-dev-only-secret-change-me-0123456789abcdef"
@@ -97,6 +97,19 @@ class Settings(BaseSettings):
     worker_python_modules: list[str] = Field(default_factory=lambda: ["worker.builtins"])
     worker_http_allowlist: list[str] = Field(default_factory=list)
 
+    # Metrics (docs/observability.md). The API serves /metrics on its own port, behind a
+    # bearer token when ``metrics_token`` is set; the engine/scheduler process and workers
+    # serve theirs on these ports (0: off), bound to ``metrics_host``. Tenants listed in
+    # ``metrics_tenant_labels`` (ids or slugs, comma-separated or a JSON list) get their own
+    # ``tenant`` label value; every other tenant is counted under "other".
+    metrics_token: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_tenant_labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_gather_seconds: float = Field(default=15.0, gt=0)
+    metrics_max_queues: int = Field(default=50, ge=1)
+
     max_request_bytes: int = 1_048_576
     demo_email: str = "demo@example.com"
     demo_password: str = "baton-demo-password"
@@ -113,6 +126,17 @@ class Settings(BaseSettings):
             if self.app_database_url is None and self.app_db_password == "baton-app-dev-password":
                 raise ValueError("BATON_APP_DB_PASSWORD must be set outside development")
         return self
+
+    @field_validator("metrics_tenant_labels", mode="before")
+    @classmethod
+    def _split_tenant_labels(cls, value: Any) -> Any:
+        """Accept ``acme,globex`` as well as ``["acme", "globex"]``."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @cached_property
     def verification_keys(self) -> dict[str, str]:

@@ -41,6 +41,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
+from backend.metrics.samples import record_schedule_ticks
 from backend.schedules.repository import ScheduleRepository
 from backend.schedules.service import FireReport, StaleLease, fire_due
 from backend.tenants.repository import TenantDirectory
@@ -189,6 +190,12 @@ class Scheduler:
             log.warning("scheduler.lease_lost", tenant_id=tenant, scheduler=self.name)
             self.leases.pop(tenant, None)
             return FireReport()
+        record_schedule_ticks(
+            fired=report.fired,
+            skipped=report.skipped,
+            missed=report.missed,
+            lateness=report.lateness,
+        )
         score = next_due.timestamp() if next_due is not None else -1
         await self.redis.eval(_RESCORE, 1, keys.scheduler_due(), tenant, score, now)
         if report.fired or report.skipped or report.missed:

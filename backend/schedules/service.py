@@ -221,7 +221,9 @@ class FireReport:
     fired: int = 0
     skipped: int = 0
     missed: int = 0
-    lateness: list[float] = field(default_factory=list)  # seconds, actual minus scheduled
+    # seconds from each fired instant to the scheduler firing it (jitter excluded: that
+    # delay is the schedule's own choice, not the scheduler running late)
+    lateness: list[float] = field(default_factory=list)
 
 
 def ledger_key(tick: Tick, zone: str) -> datetime:
@@ -362,4 +364,4 @@ async def _fire(
         return
     await ticks.set_run(row.job_id, decision.key, run.id)
     report.fired += 1
-    report.lateness.append((run_at - decision.key).total_seconds())
+    report.lateness.append((now - decision.key).total_seconds())

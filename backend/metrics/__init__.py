@@ -1,0 +1,21 @@
+"""Prometheus metrics (docs/observability.md).
+
+- ``registry``: every metric Baton defines, its help text and its bounded label values.
+- ``samples``: engine observations, recorded after the transaction that made them commits.
+- ``gather``: the engine's periodic queue depth / pending gatherer.
+- ``http``: the API's instrumented, optionally token-protected ``/metrics``; metrics ports.
+
+This package imports only prometheus_client at this level, so workers (which never touch
+PostgreSQL) can use ``backend.metrics.registry``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from backend.metrics.registry import TENANTS
+
+
+def configure(tenant_labels: Iterable[str]) -> None:
+    """Apply ``BATON_METRICS_TENANT_LABELS``: the tenants that get a label value of their own."""
+    TENANTS.configure(tenant_labels)

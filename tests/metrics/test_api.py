@@ -1,0 +1,93 @@
+"""The API's /metrics: route templates as labels, promtool-clean, the bearer token."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+
+from backend.app import create_app
+from backend.core.settings import Settings
+from tests.fixtures.factories import Account
+from tests.metrics.helpers import run_promtool
+
+TOKEN = "metrics-token-0123456789"
+
+
+async def test_http_metrics_are_labelled_by_route_template_not_raw_path(
+    client: AsyncClient, owner: Account
+) -> None:
+    run_id = uuid.uuid4()
+    missing = await client.get(f"/api/v1/runs/{run_id}", headers=owner.headers)
+    assert missing.status_code == 404
+    await client.get(f"/no/such/path/{run_id}")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert re.search(
+        r'http_requests_total\{handler="/api/v1/runs/\{run_id\}",method="GET",status="4xx"\} ',
+        text,
+    ), text
+    assert 'http_request_duration_seconds_bucket{handler="/api/v1/runs/{run_id}"' in text
+    assert 'handler="none"' in text  # an unknown path is grouped, not recorded as itself
+    assert str(run_id) not in text
+    assert 'handler="/metrics"' not in text  # scrapes are not instrumented
+    assert "# HELP baton_runs_finished_total " in text  # Baton's registry is exposed too
+
+
+async def test_scraped_metrics_pass_promtool_check_metrics(
+    client: AsyncClient, owner: Account, tmp_path: Path
+) -> None:
+    await client.get("/api/v1/jobs", headers=owner.headers)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    scraped = tmp_path / "metrics.txt"
+    scraped.write_text(response.text)
+    output = run_promtool("check", "metrics", stdin=scraped.read_text())
+    assert not output.strip(), output  # no lint problems either
+
+
+@pytest.fixture
+async def guarded(settings: Settings) -> AsyncIterator[AsyncClient]:
+    """An API whose /metrics wants a token (/metrics needs neither PostgreSQL nor Redis)."""
+    app = create_app(settings.model_copy(update={"metrics_token": TOKEN}))
+    transport = ASGITransport(app=app)
+    async with AsyncClient(transport=transport, base_url="http://baton.test") as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "unauthenticated"),
+        ({"Authorization": f"Basic {TOKEN}"}, "unauthenticated"),
+        ({"Authorization": "Bearer "}, "unauthenticated"),
+        ({"Authorization": "Bearer wrong-token"}, "invalid_token"),
+        ({"Authorization": f"Bearer {TOKEN}x"}, "invalid_token"),
+    ],
+)
+async def test_metrics_token_refuses_requests_without_it(
+    guarded: AsyncClient, headers: dict[str, str], code: str
+) -> None:
+    response = await guarded.get("/metrics", headers=headers)
+    assert response.status_code == 401
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "baton_" not in response.text
+
+
+async def test_metrics_token_admits_the_right_bearer(guarded: AsyncClient) -> None:
+    response = await guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200
+    assert "# TYPE baton_task_attempts_finished_total counter" in response.text
+
+
+async def test_without_a_token_metrics_are_open(client: AsyncClient) -> None:
+    assert (await client.get("/metrics")).status_code == 200

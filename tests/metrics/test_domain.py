@@ -1,0 +1,256 @@
+"""Each domain metric moves when its event happens: a task runs, fails, is re-dispatched,
+a schedule fires, a worker heartbeats, a queue fills."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from redis.asyncio import Redis
+
+from backend.core.settings import Settings
+from backend.engine.loop import Engine
+from backend.metrics.gather import QueueGatherer
+from backend.metrics.registry import REGISTRY, TENANTS
+from backend.scheduler.loop import Scheduler
+from tests.fixtures.factories import Account
+from tests.metrics.helpers import value
+from tests.runs.factories import create_job, python_task, trigger, wait_for_run
+from worker import keys
+from worker.runner import Worker
+from worker.streams import ensure_group
+
+
+@pytest.fixture
+def tenant(owner: Account) -> Iterator[str]:
+    """Give the test's tenant a label value of its own, so its counts start at zero."""
+    TENANTS.configure([str(owner.tenant_id)])
+    yield str(owner.tenant_id)
+    TENANTS.configure([])
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Metrics are recorded just after the commit the API already shows: wait a little."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("the metric did not move")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_task_that_succeeds(
+    client: AsyncClient, owner: Account, tenant: str, running_worker: Worker
+) -> None:
+    started_lag = value("baton_engine_event_lag_seconds_count", kind="started")
+    finished_lag = value("baton_engine_event_lag_seconds_count", kind="finished")
+    job = await create_job(
+        client, owner, [python_task("add", "tests.runs.tasks:add", kwargs={"a": 1, "b": 2})]
+    )
+    run = await trigger(client, owner, job["id"])
+    assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
+    await eventually(
+        lambda: value("baton_runs_finished_total", tenant=tenant, status="succeeded") == 1
+    )
+    assert (
+        value(
+            "baton_task_attempts_finished_total", tenant=tenant, status="succeeded", reason="none"
+        )
+        == 1
+    )
+    assert value("baton_tasks_dispatched_total", tenant=tenant) == 1
+    assert value("baton_task_start_latency_seconds_count", tenant=tenant) == 1
+    assert value("baton_task_start_latency_seconds_sum", tenant=tenant) < 10
+    assert value("baton_task_duration_seconds_count", tenant=tenant, status="succeeded") == 1
+    assert value("baton_engine_event_lag_seconds_count", kind="started") > started_lag
+    assert value("baton_engine_event_lag_seconds_count", kind="finished") > finished_lag
+    assert value("baton_runs_finished_total", tenant=tenant, status="failed") == 0
+
+
+async def test_a_task_that_fails_then_succeeds_on_retry(
+    client: AsyncClient, owner: Account, tenant: str, running_worker: Worker, tmp_path: object
+) -> None:
+    retry = {"max_attempts": 2, "initial_delay": 0.1, "jitter": False}
+    job = await create_job(
+        client,
+        owner,
+        [
+            python_task(
+                "flaky",
+                "tests.runs.tasks:flaky",
+                kwargs={"marker": f"{tmp_path}/flaky", "failures": 1},
+                retry=retry,
+            )
+        ],
+    )
+    run = await trigger(client, owner, job["id"])
+    assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
+    await eventually(
+        lambda: value("baton_runs_finished_total", tenant=tenant, status="succeeded") == 1
+    )
+    attempts = "baton_task_attempts_finished_total"
+    assert value(attempts, tenant=tenant, status="failed", reason="error") == 1
+    assert value(attempts, tenant=tenant, status="succeeded", reason="none") == 1
+    assert value("baton_task_duration_seconds_count", tenant=tenant, status="failed") == 1
+    assert value("baton_task_start_latency_seconds_count", tenant=tenant) == 2  # each attempt
+
+
+async def test_a_task_that_fails(
+    client: AsyncClient, owner: Account, tenant: str, running_worker: Worker, tmp_path: object
+) -> None:
+    job = await create_job(
+        client,
+        owner,
+        [
+            python_task(
+                "doomed",
+                "tests.runs.tasks:flaky",
+                kwargs={"marker": f"{tmp_path}/doomed", "failures": 5},
+            )
+        ],
+    )
+    run = await trigger(client, owner, job["id"])
+    assert (await wait_for_run(client, owner, run["id"]))["status"] == "failed"
+    await eventually(
+        lambda: value("baton_runs_finished_total", tenant=tenant, status="failed") == 1
+    )
+    assert (
+        value("baton_task_attempts_finished_total", tenant=tenant, status="failed", reason="error")
+        == 1
+    )
+
+
+async def test_other_tenants_are_counted_under_other(
+    client: AsyncClient, owner: Account, running_worker: Worker
+) -> None:
+    TENANTS.configure([])
+    before = value("baton_runs_finished_total", tenant="other", status="succeeded")
+    job = await create_job(client, owner, [python_task("noop")])
+    run = await trigger(client, owner, job["id"])
+    assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
+    await eventually(
+        lambda: value("baton_runs_finished_total", tenant="other", status="succeeded") > before
+    )
+    assert value("baton_runs_finished_total", tenant=str(owner.tenant_id), status="succeeded") == 0
+
+
+async def test_worker_heartbeats_and_busy_idle_slots(
+    client: AsyncClient, owner: Account, running_worker: Worker
+) -> None:
+    capacity = value("baton_worker_slots_busy") + value("baton_worker_slots_idle")
+    assert capacity >= running_worker.config.concurrency
+    heartbeats = value("baton_worker_heartbeats_total")
+    job = await create_job(
+        client, owner, [python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": 1.5})]
+    )
+    run = await trigger(client, owner, job["id"])
+    await wait_for_run(client, owner, run["id"], statuses={"running"})
+    assert value("baton_worker_slots_busy") >= 1
+    assert value("baton_worker_slots_busy") + value("baton_worker_slots_idle") == capacity
+    assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
+    assert value("baton_worker_heartbeats_total") > heartbeats  # heartbeat every 0.5 s
+
+
+async def test_the_reconciler_counts_what_it_dispatches_again(
+    client: AsyncClient, owner: Account, running_worker: Worker, running_engine: Engine
+) -> None:
+    before = value("baton_reconciler_redispatched_total")
+    job = await create_job(
+        client, owner, [python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": 1})]
+    )
+    run = await trigger(client, owner, job["id"])
+    await wait_for_run(client, owner, run["id"], statuses={"running"})
+    await running_engine.reconcile_redis()  # as if Redis had come back empty
+    assert value("baton_reconciler_redispatched_total") >= before + 1
+    assert (await wait_for_run(client, owner, run["id"], timeout=30))["status"] == "succeeded"
+
+
+async def test_scheduler_counts_ticks_and_firing_lateness(
+    client: AsyncClient, owner: Account, app: FastAPI, engine_settings: Settings
+) -> None:
+    fired = value("baton_schedule_ticks_total", outcome="fired")
+    lateness = value("baton_scheduler_firing_lateness_seconds_count")
+    job = await create_job(client, owner, [python_task("noop")], schedule={"cron": "* * * * * *"})
+    settings = engine_settings.model_copy(update={"scheduler_poll_seconds": 0.1})
+    scheduler = Scheduler(settings, app.state.sessionmaker, app.state.redis, name="sched-metrics")
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await eventually(
+            lambda: value("baton_schedule_ticks_total", outcome="fired") >= fired + 2,
+            timeout=10,
+        )
+    finally:
+        scheduler.stop()
+        await asyncio.wait_for(task, timeout=10)
+        paused = await client.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
+        assert paused.status_code == 200
+    assert value("baton_scheduler_firing_lateness_seconds_count") >= lateness + 2
+    assert value("baton_scheduler_firing_lateness_seconds_bucket", le="+Inf") >= lateness + 2
+
+
+@pytest.fixture
+async def test_queue(redis: Redis) -> AsyncIterator[str]:
+    """A queue no test worker reads, removed afterwards."""
+    queue = f"zz-metrics-{uuid.uuid4().hex[:8]}"
+    yield queue
+    for tenant_id in await redis.smembers(keys.queue_tenants(queue)):
+        await redis.delete(keys.queue_stream(tenant_id, queue))
+    await redis.delete(keys.queue_tenants(queue))
+
+
+async def _fill(redis: Redis, tenant_id: str, queue: str, count: int) -> str:
+    stream = keys.queue_stream(tenant_id, queue)
+    await ensure_group(redis, stream, keys.WORKERS_GROUP)
+    await redis.sadd(keys.queue_tenants(queue), tenant_id)
+    for n in range(count):
+        await redis.xadd(stream, {"m": f"message {n}"})
+    return stream
+
+
+async def test_queue_depth_and_pending_summed_over_tenants(
+    redis: Redis, owner: Account, tenant: str, test_queue: str
+) -> None:
+    mine = await _fill(redis, tenant, test_queue, 3)
+    await _fill(redis, str(uuid.uuid4()), test_queue, 4)
+    read = await redis.xreadgroup(keys.WORKERS_GROUP, "metrics-test", {mine: ">"}, count=2)
+    gatherer = QueueGatherer(redis, max_queues=10_000)
+    await gatherer.gather()
+    assert value("baton_queue_depth", queue=test_queue) == 5  # 7 dispatched, 2 read
+    assert value("baton_queue_pending", queue=test_queue) == 2
+    assert value("baton_tenant_queue_depth", tenant=tenant) == 1
+    entry_id = read[0][1][0][0]
+    await redis.xack(mine, keys.WORKERS_GROUP, entry_id)
+    await redis.xadd(mine, {"m": "one more"})
+    await gatherer.gather()
+    assert value("baton_queue_depth", queue=test_queue) == 6
+    assert value("baton_queue_pending", queue=test_queue) == 1
+    assert value("baton_tenant_queue_depth", tenant=tenant) == 2
+
+
+async def test_queues_past_the_limit_are_counted_as_other(
+    redis: Redis, owner: Account, test_queue: str
+) -> None:
+    await _fill(redis, str(owner.tenant_id), test_queue, 2)
+    queues = await QueueGatherer(redis).queues()
+    assert queues[-1] == test_queue  # "zz-..." sorts last
+    await QueueGatherer(redis, max_queues=len(queues) - 1).gather()
+    assert value("baton_queue_depth", queue=test_queue) == 0  # no label of its own
+    assert value("baton_queue_depth", queue="other") == 2
+    await QueueGatherer(redis, max_queues=len(queues)).gather()
+    assert value("baton_queue_depth", queue=test_queue) == 2
+    assert REGISTRY.get_sample_value("baton_queue_depth", {"queue": "other"}) is None
+
+
+async def test_the_gatherer_resolves_configured_slugs(app: FastAPI, owner: Account) -> None:
+    TENANTS.configure([owner.tenant_slug])
+    try:
+        assert TENANTS.label(owner.tenant_id) == "other"
+        await QueueGatherer(app.state.redis, sessionmaker=app.state.sessionmaker).gather()
+        assert TENANTS.label(owner.tenant_id) == owner.tenant_slug
+        assert TENANTS.unresolved() == []
+    finally:
+        TENANTS.configure([])
