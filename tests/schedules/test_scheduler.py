@@ -337,7 +337,10 @@ async def test_replicas_split_the_tenants_between_them(
     tenants = [await create_tenant(client) for _ in range(6)]
     left, left_task = await start(app, scheduler_settings, "replica-left")
     right, right_task = await start(app, scheduler_settings, "replica-right")
-    await asyncio.sleep(0.5)  # both have seen each other
+    for _ in range(300):  # until both have registered and seen each other
+        if {left.name, right.name} <= set(left.live) & set(right.live):
+            break
+        await asyncio.sleep(0.05)
     try:
         for account in tenants:
             owners = [left.owns(account.tenant_id), right.owns(account.tenant_id)]
