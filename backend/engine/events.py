@@ -203,6 +203,9 @@ class _Batch:
     def _started(self, task: TaskRun, run: Run, event: TaskEvent, at: datetime) -> None:
         if task.status != TaskStatus.queued:
             return
+        known = self.attempts.get((task.id, task.attempt))
+        if known is not None and known.finished_at is not None:
+            return  # a late "started" of an attempt already over (released, lost): fenced
         plan_timeout = task_timeout(self, task)
         task.status = TaskStatus.running
         task.started_at = at
