@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -20,7 +21,7 @@ from backend.metrics.registry import REGISTRY, TENANTS
 from backend.scheduler.loop import Scheduler
 from tests.fixtures.factories import Account
 from tests.metrics.helpers import value
-from tests.runs.factories import create_job, python_task, trigger, wait_for_run
+from tests.runs.factories import create_job, python_task, shell_task, trigger, wait_for_run
 from worker import keys
 from worker.runner import Worker
 from worker.streams import ensure_group
@@ -156,16 +157,25 @@ async def test_worker_heartbeats_and_busy_idle_slots(
 
 
 async def test_the_reconciler_counts_what_it_dispatches_again(
-    client: AsyncClient, owner: Account, running_worker: Worker, running_engine: Engine
+    client: AsyncClient,
+    owner: Account,
+    running_worker: Worker,
+    running_engine: Engine,
+    tmp_path: Path,
 ) -> None:
     before = value("baton_reconciler_redispatched_total")
-    job = await create_job(
-        client, owner, [python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": 1})]
-    )
+    marker = tmp_path / "go"
+    # Runs until the marker exists (at most 30 s): in flight however long the reconciler
+    # takes to reach this tenant.
+    hold = f"for i in $(seq 600); do [ -e {marker} ] && exit 0; sleep 0.05; done; exit 1"
+    job = await create_job(client, owner, [shell_task("hold", hold)])
     run = await trigger(client, owner, job["id"])
-    await wait_for_run(client, owner, run["id"], statuses={"running"})
-    await running_engine.reconcile_redis()  # as if Redis had come back empty
-    assert value("baton_reconciler_redispatched_total") >= before + 1
+    try:
+        await wait_for_run(client, owner, run["id"], statuses={"running"})
+        await running_engine.reconcile_redis()  # as if Redis had come back empty
+        assert value("baton_reconciler_redispatched_total") >= before + 1
+    finally:
+        marker.touch()
     assert (await wait_for_run(client, owner, run["id"], timeout=30))["status"] == "succeeded"
 
 

@@ -1,7 +1,12 @@
-"""Bounded labels, tenant labels, settings, slot gauges and the metrics port."""
+"""Bounded labels, tenant labels, settings, slot gauges and the metrics port.
+
+Async tests, though they await little: the session's engine and worker keep running
+between them instead of waking up all at once after a stretch of synchronous tests.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from collections.abc import Iterator
@@ -19,7 +24,7 @@ from backend.metrics.samples import EngineSamples
 from tests.metrics.helpers import value
 
 
-def test_tenant_labels_are_bounded_by_configuration() -> None:
+async def test_tenant_labels_are_bounded_by_configuration() -> None:
     labels = TenantLabels()
     known = uuid.uuid4()
     labels.configure([str(known), "acme", " "])
@@ -34,7 +39,7 @@ def test_tenant_labels_are_bounded_by_configuration() -> None:
     assert labels.values() == sorted([str(known), "acme", "other"])
 
 
-def test_unknown_statuses_and_reasons_become_other() -> None:
+async def test_unknown_statuses_and_reasons_become_other() -> None:
     tenant_id = uuid.uuid4()  # not configured: "other"
     TENANTS.configure([])
     samples = EngineSamples()
@@ -58,7 +63,7 @@ def test_unknown_statuses_and_reasons_become_other() -> None:
     assert value("baton_runs_finished_total", tenant="other", status="other") >= 1
 
 
-def test_settings_accept_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_settings_accept_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATON_METRICS_TENANT_LABELS", "acme, globex")
     assert Settings(_env_file=None).metrics_tenant_labels == ["acme", "globex"]  # type: ignore[call-arg]
     monkeypatch.setenv("BATON_METRICS_TENANT_LABELS", '["acme", "initech"]')
@@ -97,7 +102,7 @@ def fake_worker() -> Iterator[_FakeWorker]:
     assert value("baton_worker_slots_idle") == idle
 
 
-def test_slot_gauges_follow_tracked_workers(fake_worker: _FakeWorker) -> None:
+async def test_slot_gauges_follow_tracked_workers(fake_worker: _FakeWorker) -> None:
     busy, idle = value("baton_worker_slots_busy"), value("baton_worker_slots_idle")
     fake_worker.running.update({1: object(), 2: object()})
     assert value("baton_worker_slots_busy") == busy + 2
@@ -110,15 +115,18 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_metrics_port_serves_the_registry(fake_worker: _FakeWorker) -> None:
+async def test_metrics_port_serves_the_registry(fake_worker: _FakeWorker) -> None:
     port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
     stop = serve_metrics("127.0.0.1", port)
     try:
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        async with httpx.AsyncClient(timeout=5) as http:
+            response = await http.get(url)
     finally:
-        stop()
+        await asyncio.to_thread(stop)
     assert response.status_code == 200
     assert "baton_worker_slots_idle" in response.text
     assert "baton_worker_heartbeats_total" in response.text
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+        async with httpx.AsyncClient(timeout=1) as http:
+            await http.get(url)
