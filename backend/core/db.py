@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -84,6 +85,22 @@ def _forget_after_commit(session: Session, previous_transaction: SessionTransact
     so a session used again afterwards must not run them on its next commit."""
     if previous_transaction.parent is None:
         session.info.pop(_AFTER_COMMIT_KEY, None)
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    sessionmaker: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID
+) -> AsyncIterator[AsyncSession]:
+    """One transaction scoped to a tenant, outside a request (engine, scheduler): commit
+    (then after-commit callbacks) on success, roll back on any error."""
+    async with sessionmaker() as session:
+        await scope_to_tenant(session, tenant_id)
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await commit(session)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -18,8 +18,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -30,7 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.core.db import commit, scope_to_tenant
+from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
@@ -88,16 +88,8 @@ class Engine:
     def stop(self) -> None:
         self._stopping.set()
 
-    @asynccontextmanager
-    async def tenant_transaction(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-        async with self.sessionmaker() as session:
-            await scope_to_tenant(session, tenant_id)
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            await commit(session)
+    def tenant_transaction(self, tenant_id: uuid.UUID) -> AbstractAsyncContextManager[AsyncSession]:
+        return tenant_transaction(self.sessionmaker, tenant_id)
 
     async def _guarded(self, loop: str, step: Awaitable[object]) -> None:
         """Await one iteration; log and pause on failure instead of dying.

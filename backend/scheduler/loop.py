@@ -30,8 +30,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import cast
 
 import structlog
@@ -39,7 +38,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.core.db import commit, scope_to_tenant
+from backend.core.db import tenant_transaction
 from backend.core.settings import Settings
 from backend.metrics.samples import record_schedule_ticks
 from backend.schedules.repository import ScheduleRepository
@@ -121,16 +120,8 @@ class Scheduler:
             await self._release_all()
         log.info("scheduler.stopped", scheduler=self.name)
 
-    @asynccontextmanager
-    async def tenant_transaction(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-        async with self.sessionmaker() as session:
-            await scope_to_tenant(session, tenant_id)
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            await commit(session)
+    def tenant_transaction(self, tenant_id: uuid.UUID) -> AbstractAsyncContextManager[AsyncSession]:
+        return tenant_transaction(self.sessionmaker, tenant_id)
 
     async def rebuild_due_index(self) -> None:
         """Put every tenant's earliest due instant in Redis (it may have lost its data)."""
