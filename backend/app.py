@@ -23,6 +23,7 @@ from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
+from backend.web.router import install_dashboard
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events_router,
     ):
         app.include_router(router)
+    install_dashboard(app, settings)
     # Outermost middleware: request latency includes every other layer.
     app.state.metrics_registry = install_api_metrics(app, token=settings.metrics_token)
     return app

@@ -31,6 +31,17 @@ def revoked_access_token(jti: str) -> str:
     return f"{PREFIX}:auth:revoked:{jti}"
 
 
+def web_session_rotation(refresh_token_hash: str) -> str:
+    """A dashboard session's rotated token pair, briefly, for requests racing the rotation.
+
+    A browser sends several requests at once (a page, its htmx fragments, an event stream);
+    when the access cookie has expired they all carry the same refresh token. The first
+    rotates it and parks the new pair here; the others take that pair instead of presenting
+    a used token, which would revoke the whole session.
+    """
+    return f"{PREFIX}:auth:web-rotation:{refresh_token_hash}"
+
+
 # --- dispatch and events -------------------------------------------------------------
 WORKERS_GROUP = "workers"
 ENGINE_GROUP = "engine"

@@ -5,7 +5,9 @@ FastAPI's validation errors and Starlette's HTTP errors as::
 
     {"error": {"code": "not_found", "message": "Job not found", "details": {...}}}
 
-with the request id in the ``X-Request-ID`` header. Anything else is a bug: the request
+with the request id in the ``X-Request-ID`` header. On the web dashboard's paths the same
+errors are rendered as HTML pages by the ``HtmlErrors`` the app installs (a missing session
+becomes a redirect to the login page). Anything else is a bug: the request
 middleware (``backend.core.middleware``) logs it with its traceback and answers a 500 of
 the same shape, never a stack trace.
 
@@ -16,7 +18,8 @@ the same shape, never a stack trace.
     │   ├── InvalidToken            401 invalid_token
     │   └── RefreshTokenReused      401 refresh_token_reused  (commits its side effects)
     ├── PermissionDenied            403 forbidden
-    │   └── TenantSuspended         403 tenant_suspended
+    │   ├── TenantSuspended         403 tenant_suspended
+    │   └── CsrfFailed              403 csrf_failed
     ├── NotFound                    404 not_found
     ├── Conflict                    409 conflict
     ├── PayloadTooLarge             413 payload_too_large
@@ -36,12 +39,12 @@ commits instead of rolling back when the error carries this flag.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -105,6 +108,12 @@ class TenantSuspended(PermissionDenied):
     code = "tenant_suspended"
 
 
+class CsrfFailed(PermissionDenied):
+    """A dashboard form arrived without the CSRF token of the browser that loaded it."""
+
+    code = "csrf_failed"
+
+
 class NotFound(BatonError):
     status_code = 404
     code = "not_found"
@@ -153,8 +162,25 @@ _HTTP_CODES = {
 }
 
 
-async def _baton_error(_: Request, exc: Exception) -> JSONResponse:
+class HtmlErrors(Protocol):
+    """How the web dashboard answers errors on its own paths."""
+
+    def handles(self, request: Request) -> bool: ...
+
+    async def baton_error(self, request: Request, exc: BatonError) -> Response: ...
+
+    async def http_error(self, request: Request, status: int, message: str) -> Response: ...
+
+
+def _html(request: Request) -> HtmlErrors | None:
+    html: HtmlErrors | None = getattr(request.app.state, "html_errors", None)
+    return html if html is not None and html.handles(request) else None
+
+
+async def _baton_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BatonError)
+    if html := _html(request):
+        return await html.baton_error(request, exc)
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details),
         status_code=exc.status_code,
@@ -162,8 +188,10 @@ async def _baton_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    if html := _html(request):
+        return await html.http_error(request, 422, "The request is not valid")
     problems = [
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
         for err in exc.errors()
@@ -173,8 +201,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if (html := _html(request)) and exc.status_code != 413:
+        return await html.http_error(request, exc.status_code, str(exc.detail))
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return JSONResponse(
         error_body(code, str(exc.detail)),
@@ -183,8 +213,10 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _backing_service_down(_: Request, exc: Exception) -> JSONResponse:
+async def _backing_service_down(request: Request, exc: Exception) -> Response:
     log.warning("http.backing_service_unavailable", error=type(exc).__name__)
+    if html := _html(request):
+        return await html.http_error(request, 503, "A backing service is not reachable; retry")
     return JSONResponse(
         error_body("service_unavailable", "A backing service is not reachable; retry shortly"),
         status_code=503,

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     metrics_gather_seconds: float = Field(default=15.0, gt=0)
     metrics_max_queues: int = Field(default=50, ge=1)
 
+    # Web dashboard cookies are ``Secure`` unless this says otherwise; left unset they are
+    # Secure in production only (dev and test serve plain http on localhost).
+    web_cookie_secure: bool | None = None
+    # Templates and static assets of the dashboard; unset: the checkout's ``frontend/``.
+    frontend_dir: Path | None = None
+
     max_request_bytes: int = 1_048_576
     demo_email: str = "demo@example.com"
     demo_password: str = "baton-demo-password"
@@ -147,6 +153,12 @@ class Settings(BaseSettings):
     @property
     def is_dev(self) -> bool:
         return self.environment == Environment.dev
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.web_cookie_secure is not None:
+            return self.web_cookie_secure
+        return self.environment == Environment.production
 
     def owner_database_url(self) -> str:
         if self.database_url is None:

@@ -1,0 +1,196 @@
+"""Browser sessions for the dashboard: the same tokens as the API, carried in cookies.
+
+A dashboard login issues the same access/refresh pair as ``POST /api/v1/auth/login`` and
+stores them in HttpOnly, SameSite=Lax cookies (``Secure`` outside dev and test, see
+``Settings.cookies_secure``). Each page authenticates the access cookie exactly as the API
+authenticates a bearer token; once it has expired, the refresh cookie is rotated through
+``auth.service.refresh`` - rotation and reuse detection included - and the new pair is set
+on the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request, Response
+from redis.asyncio import Redis
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.auth import service as auth_service
+from backend.auth.schemas import TokenPair
+from backend.core.db import SessionDep, after_commit
+from backend.core.deps import OriginDep, RedisDep, SettingsDep
+from backend.core.errors import AuthenticationRequired, BatonError, PermissionDenied
+from backend.core.permissions import Permission, allows
+from backend.core.principal import Principal, RequestOrigin
+from backend.core.security import hash_secret
+from backend.core.settings import Settings
+from worker import keys
+
+log = structlog.get_logger(__name__)
+
+ACCESS_COOKIE = "baton_access"
+REFRESH_COOKIE = "baton_refresh"
+# How long a rotated pair stays parked for requests that raced the rotation.
+ROTATION_GRACE_SECONDS = 30
+_ROTATION_PENDING = "pending"
+
+
+class LoginRequired(AuthenticationRequired):
+    """No valid dashboard session: the page answers with a redirect to /login."""
+
+
+def set_session_cookies(request: Request, settings: Settings, tokens: TokenPair) -> None:
+    """Queue the session cookies; :func:`apply_cookies` writes them on the response."""
+    pending = pending_cookies(request)
+    pending[ACCESS_COOKIE] = (tokens.access_token, settings.refresh_token_ttl_seconds)
+    pending[REFRESH_COOKIE] = (tokens.refresh_token, settings.refresh_token_ttl_seconds)
+
+
+def clear_session_cookies(request: Request) -> None:
+    pending = pending_cookies(request)
+    pending[ACCESS_COOKIE] = None
+    pending[REFRESH_COOKIE] = None
+
+
+def pending_cookies(request: Request) -> dict[str, tuple[str, int] | None]:
+    if not hasattr(request.state, "web_cookies"):
+        request.state.web_cookies = {}
+    pending: dict[str, tuple[str, int] | None] = request.state.web_cookies
+    return pending
+
+
+def apply_cookies(request: Request, response: Response) -> None:
+    """Write the cookies this request decided on (session, CSRF) onto its response."""
+    settings: Settings = request.app.state.settings
+    for name, value in getattr(request.state, "web_cookies", {}).items():
+        if value is None:
+            response.delete_cookie(name, path="/", secure=settings.cookies_secure, httponly=True)
+            continue
+        raw, max_age = value
+        response.set_cookie(
+            name,
+            raw,
+            max_age=max_age,
+            path="/",
+            secure=settings.cookies_secure,
+            httponly=True,
+            samesite="lax",
+        )
+
+
+async def _rotate(
+    session: AsyncSession,
+    redis: Redis,
+    settings: Settings,
+    *,
+    raw_refresh: str,
+    origin: RequestOrigin,
+) -> TokenPair:
+    """Rotate the refresh cookie once, even when several requests present it together."""
+    parked = keys.web_session_rotation(hash_secret(raw_refresh))
+    if await redis.set(parked, _ROTATION_PENDING, nx=True, ex=ROTATION_GRACE_SECONDS):
+        try:
+            tokens = await auth_service.refresh(
+                session, settings, raw_token=raw_refresh, origin=origin
+            )
+        except BaseException:
+            await redis.delete(parked)
+            raise
+
+        async def park() -> None:
+            await redis.set(parked, tokens.model_dump_json(), ex=ROTATION_GRACE_SECONDS)
+
+        after_commit(session, park)
+        return tokens
+    # Another request is rotating this token: wait briefly for the pair it commits.
+    for _ in range(50):
+        value = await redis.get(parked)
+        if value is None:
+            break
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        if text != _ROTATION_PENDING:
+            return TokenPair.model_validate_json(text)
+        await asyncio.sleep(0.1)
+    raise LoginRequired("Your session has ended; log in again")
+
+
+async def optional_web_principal(
+    request: Request,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    origin: OriginDep,
+) -> Principal | None:
+    """The logged-in browser's principal, or None (public pages)."""
+    access = request.cookies.get(ACCESS_COOKIE)
+    if access:
+        try:
+            return await auth_service.authenticate(
+                session, redis, settings, bearer=access, origin=origin
+            )
+        except AuthenticationRequired:
+            pass  # expired or revoked: fall through to the refresh cookie
+    raw_refresh = request.cookies.get(REFRESH_COOKIE)
+    if not raw_refresh:
+        if access:
+            clear_session_cookies(request)
+        return None
+    try:
+        tokens = await _rotate(session, redis, settings, raw_refresh=raw_refresh, origin=origin)
+        principal = await auth_service.authenticate(
+            session, redis, settings, bearer=tokens.access_token, origin=origin
+        )
+    except AuthenticationRequired:
+        clear_session_cookies(request)
+        return None
+    except BatonError as error:
+        # A malformed cookie (BadRequest from the token parser) is no session either.
+        if error.status_code != 400:
+            raise
+        clear_session_cookies(request)
+        return None
+    set_session_cookies(request, settings, tokens)
+    log.info("web.session.rotated", tenant_id=str(principal.tenant_id))
+    return principal
+
+
+MaybeWebPrincipal = Annotated[Principal | None, Depends(optional_web_principal)]
+
+
+async def require_web_principal(principal: MaybeWebPrincipal) -> Principal:
+    if principal is None:
+        raise LoginRequired()
+    return principal
+
+
+WebPrincipal = Annotated[Principal, Depends(require_web_principal)]
+
+
+def web_allows(principal: Principal, permission: Permission | str) -> bool:
+    """What the templates ask before showing a button (the service checks again)."""
+    return allows(principal.role, Permission(permission))
+
+
+def WebAuthorized(permission: Permission) -> Principal:
+    """``principal: Principal = WebAuthorized(Permission.jobs_write)`` for dashboard routes."""
+
+    async def check(principal: WebPrincipal) -> Principal:
+        if not allows(principal.role, permission):
+            raise PermissionDenied(f"Your role ({principal.role}) may not {permission}")
+        return principal
+
+    check.required_permission = permission  # type: ignore[attr-defined]
+    result: Principal = Depends(check)
+    return result
+
+
+async def require_web_superuser(principal: WebPrincipal) -> Principal:
+    if not principal.is_superuser:
+        raise PermissionDenied("Platform administrators only")
+    return principal
+
+
+WebSuperuser = Annotated[Principal, Depends(require_web_superuser)]
