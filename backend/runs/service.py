@@ -13,12 +13,13 @@ cancels the active ones first.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlmodel import SQLModel
+from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
@@ -36,6 +37,7 @@ from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
+from backend.metrics.registry import RUNS_FINISHED, TENANTS
 from backend.runs.models import FINISHED_RUN, FINISHED_TASK, Run, RunStatus, TaskRun, TaskStatus
 from backend.runs.repository import (
     AttemptRepository,
@@ -377,6 +379,8 @@ async def _cancel(
     ]
 
     async def tell_workers() -> None:
+        # These runs end here, not in the engine: count them as the engine counts its own.
+        RUNS_FINISHED.labels(TENANTS.label(tenant_id), RunStatus.cancelled).inc(len(runs))
         if stop:
             await publish_cancel(redis, tenant_id, stop)
         await publish_updates(redis, tenant_id, updates)
@@ -438,17 +442,41 @@ async def list_runs(
     statuses: list[str],
     cursor: str | None,
     limit: int,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> tuple[list[Run], str | None]:
-    """Runs newest first, filtered by job and status; returns the next page's cursor."""
+    """Runs newest first, filtered by job, status and creation time (``created_after``
+    inclusive, ``created_before`` exclusive); returns the next page's cursor."""
+    if created_after and created_before and created_after >= created_before:
+        raise ValidationFailed(
+            "created_after must be earlier than created_before",
+            details=[{"loc": ["query", "created_before"], "msg": "not after created_after"}],
+        )
     before = decode_position(cursor) if cursor else None
     rows = await RunRepository(session, principal.tenant_id).page(
-        limit=limit + 1, job_id=job_id, statuses=statuses, before=before
+        limit=limit + 1,
+        job_id=job_id,
+        statuses=statuses,
+        before=before,
+        created_after=created_after,
+        created_before=created_before,
     )
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
         next_cursor = encode_position(last.created_at, last.id)
     return rows[:limit], next_cursor
+
+
+async def job_names(
+    session: AsyncSession, principal: Principal, job_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The names of the jobs runs belong to, deleted jobs included (their runs remain)."""
+    wanted = list(set(job_ids))
+    if not wanted:
+        return {}
+    statement = JobRepository(session, principal.tenant_id).select().where(col(Job.id).in_(wanted))
+    return {job.id: job.name for job in (await session.exec(statement)).all()}
 
 
 async def get_run(session: AsyncSession, principal: Principal, run_id: uuid.UUID) -> RunDetail:
@@ -577,6 +605,7 @@ class LogTail:
     lines: list[LogLinePublic]
     attempt: int
     finished: bool  # the attempt has ended: no line will follow those read
+    task_finished: bool = False  # the task is over: no further attempt will follow
 
 
 async def tail_logs(
@@ -621,4 +650,5 @@ async def tail_logs(
         ],
         attempt=number,
         finished=over,
+        task_finished=task_run.status in FINISHED_TASK,
     )

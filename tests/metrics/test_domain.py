@@ -72,6 +72,18 @@ async def test_a_task_that_succeeds(
     assert value("baton_runs_finished_total", tenant=tenant, status="failed") == 0
 
 
+async def test_a_run_cancelled_through_the_api_counts_as_finished(
+    client: AsyncClient, owner: Account, tenant: str
+) -> None:
+    job = await create_job(client, owner, [shell_task("wait", "sleep 30")])
+    run = await trigger(client, owner, job["id"])  # no worker: it stays queued
+    response = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
+    assert response.status_code == 200, response.text
+    await eventually(
+        lambda: value("baton_runs_finished_total", tenant=tenant, status="cancelled") == 1
+    )
+
+
 async def test_a_task_that_fails_then_succeeds_on_retry(
     client: AsyncClient, owner: Account, tenant: str, running_worker: Worker, tmp_path: object
 ) -> None:
