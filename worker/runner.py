@@ -83,6 +83,8 @@ class Worker:
         self.name = config.name
         self.running: dict[tuple[str, int], _Running] = {}
         self._stopping = asyncio.Event()
+        # Set once draining is over: the helper loops (heartbeats go on while draining) end.
+        self._closing = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._groups: set[str] = set()
         self._round = 0
@@ -117,9 +119,8 @@ class Worker:
                     await asyncio.sleep(0.5)
             await self._drain()
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            self._closing.set()
+            await _stop_helpers(helpers)
             metrics.untrack_worker(self)
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.delete(keys.worker_heartbeat(self.name))
@@ -298,7 +299,7 @@ class Worker:
 
     # -- background duties --------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._closing.is_set():
             await asyncio.sleep(self.config.heartbeat_seconds)
             try:
                 await self._heartbeat()
@@ -330,7 +331,7 @@ class Worker:
         metrics.WORKER_HEARTBEATS.inc()
 
     async def _claim_loop(self) -> None:
-        while True:
+        while not self._closing.is_set():
             await asyncio.sleep(self.config.visibility_timeout_seconds / 2)
             try:
                 await self.claim_abandoned()
@@ -390,6 +391,25 @@ class Worker:
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
+
+
+async def _stop_helpers(helpers: list[asyncio.Task[None]]) -> None:
+    """Cancel the helper loops and wait until every one has ended.
+
+    A redis-py pipeline can swallow a cancellation that arrives while it reads its reply
+    (the loop then goes on to its next sleep), so a helper still running after a second is
+    cancelled again rather than awaited forever.
+    """
+    for helper in helpers:
+        helper.cancel()
+    pending = set(helpers)
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+        for helper in pending:
+            helper.cancel()
+    for helper in helpers:
+        if not helper.cancelled() and (error := helper.exception()) is not None:
+            log.warning("worker.helper_failed", error=repr(error))
 
 
 class _LogBuffer:
