@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test test-embedded lint install bench clean promtool
+NODE_MODULES := frontend/node_modules/.package-lock.json
+
+.PHONY: run test test-embedded lint install bench clean promtool browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The dashboard's front-end packages (htmx and its SSE extension) from the npm registry.
+$(NODE_MODULES): frontend/package.json frontend/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --prefix frontend --no-audit --no-fund --loglevel=error; \
+	else \
+	  echo "npm is not installed: the dashboard works without live updates until it is" >&2; \
+	fi
 
-run: $(STAMP)
+install: $(STAMP) $(NODE_MODULES)
+
+run: install
 	$(BIN)/baton dev
 
-test: $(STAMP)
+test: install browser
 	$(BIN)/pytest
 
 # promtool (Debian package `prometheus`) checks infra/prometheus and a scraped /metrics in
@@ -33,8 +43,18 @@ promtool:
 	  && { systemctl disable --now prometheus >/dev/null 2>&1 || true; } \
 	  || echo "promtool is not installed (needs root and apt-get): its tests will skip" >&2; }
 
+# Debian's Chromium for the dashboard's browser tests (tests/web/browser), installed quietly
+# when missing (root, apt-get); without it those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends chromium \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }; \
+	  } >/dev/null 2>&1 \
+	  || echo "chromium is not installed (needs root and apt-get): browser tests will skip" >&2; }
+
 # The same suite against the embedded PostgreSQL and Redis a machine without them gets.
-test-embedded: $(STAMP)
+test-embedded: install browser
 	env -u BATON_TEST_DATABASE_URL -u BATON_TEST_REDIS_URL $(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -51,4 +71,4 @@ bench: $(BENCH_STAMP)
 	@$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .baton-data
+	rm -rf $(VENV) .baton-data frontend/node_modules

@@ -6,6 +6,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 from httpx import ASGITransport, AsyncClient
@@ -41,20 +42,23 @@ def _test_settings(database_url: str, redis_url: str) -> Settings:
     )
 
 
-def _private_redis_db(url: str) -> str:
+def private_redis_db(url: str, *, avoid: str | None = None) -> str:
     """Give this test session a Redis database of its own (1-12, at random), so two suites
-    run side by side on one machine do not flush or read each other's keys."""
+    run side by side on one machine do not flush or read each other's keys; ``avoid`` is
+    another URL whose database must not be chosen."""
     parsed = make_url(url.replace("redis://", "postgresql://", 1))
+    taken = make_url(avoid.replace("redis://", "postgresql://", 1)).database if avoid else None
+    choices = [str(db) for db in range(1, 13) if str(db) != taken]  # 13-15: `make bench`
     return (
-        parsed.set(database=str(random.randint(1, 12)))  # 13-15: left to `make bench`
+        parsed.set(database=random.choice(choices))
         .render_as_string(hide_password=False)
         .replace("postgresql://", "redis://", 1)
     )
 
 
-@pytest.fixture(scope="session")
-async def settings(services: Services) -> AsyncIterator[Settings]:
-    """A fresh database for this run, migrated, with the runtime role provisioned."""
+@asynccontextmanager
+async def fresh_database(services: Services) -> AsyncIterator[str]:
+    """A new, migrated database with the runtime role provisioned; its owner URL."""
     maintenance = make_url(
         Settings(_env_file=None, database_url=services.database_url).owner_database_url()
     )  # type: ignore[call-arg]
@@ -63,17 +67,26 @@ async def settings(services: Services) -> AsyncIterator[Settings]:
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     owner_url = maintenance.set(database=name).render_as_string(hide_password=False)
-    settings = _test_settings(owner_url, _private_redis_db(services.redis_url))
-    await asyncio.to_thread(run_migrations, owner_url)
-    await provision_runtime_role(settings)
-    assert settings.redis_url is not None
-    redis = Redis.from_url(settings.redis_url)
-    await redis.flushdb()
-    await redis.aclose()
-    yield settings
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await admin.dispose()
+    try:
+        await asyncio.to_thread(run_migrations, owner_url)
+        await provision_runtime_role(_test_settings(owner_url, services.redis_url))
+        yield owner_url
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.fixture(scope="session")
+async def settings(services: Services) -> AsyncIterator[Settings]:
+    """A fresh database for this run, migrated, with the runtime role provisioned."""
+    async with fresh_database(services) as owner_url:
+        settings = _test_settings(owner_url, private_redis_db(services.redis_url))
+        assert settings.redis_url is not None
+        redis = Redis.from_url(settings.redis_url)
+        await redis.flushdb()
+        await redis.aclose()
+        yield settings
 
 
 @pytest.fixture(scope="session")
