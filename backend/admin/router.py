@@ -1,15 +1,16 @@
-"""Platform admin API (superusers only)."""
+"""Platform admin API (superusers only): tenants, their state, platform health."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from backend.admin import service
-from backend.admin.schemas import TenantAdminPage, TenantAdminView
+from backend.admin.schemas import PlatformHealth, TenantAdminPage, TenantAdminView
 from backend.core.db import SessionDep
-from backend.core.deps import SuperuserPrincipal
+from backend.core.deps import RedisDep, SettingsDep, SuperuserPrincipal
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -28,3 +29,30 @@ async def list_tenants(
     return TenantAdminPage(
         items=[TenantAdminView.model_validate(t) for t in tenants], next_cursor=next_cursor
     )
+
+
+@router.post("/tenants/{tenant_id}/suspend", response_model=TenantAdminView)
+async def suspend_tenant(
+    tenant_id: uuid.UUID, session: SessionDep, principal: SuperuserPrincipal
+) -> TenantAdminView:
+    """Suspend a tenant: its users' logins, sessions and API tokens are refused until it
+    is resumed. Recorded in the tenant's audit log. Suspending it again changes nothing."""
+    tenant = await service.suspend_tenant(session, principal, tenant_id)
+    return TenantAdminView.model_validate(tenant)
+
+
+@router.post("/tenants/{tenant_id}/resume", response_model=TenantAdminView)
+async def resume_tenant(
+    tenant_id: uuid.UUID, session: SessionDep, principal: SuperuserPrincipal
+) -> TenantAdminView:
+    """Make a suspended tenant active again. Recorded in the tenant's audit log."""
+    tenant = await service.resume_tenant(session, principal, tenant_id)
+    return TenantAdminView.model_validate(tenant)
+
+
+@router.get("/health", response_model=PlatformHealth)
+async def platform_health(
+    session: SessionDep, redis: RedisDep, settings: SettingsDep, _: SuperuserPrincipal
+) -> PlatformHealth:
+    """Live workers, queue depth and pending per queue, scheduler replicas and leases."""
+    return await service.platform_health(session, redis, settings)

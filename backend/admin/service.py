@@ -1,17 +1,38 @@
-"""Platform administration (superusers only): the seed of the admin console."""
+"""Platform administration (superusers only): tenants, their usage and state, platform health.
+
+The API (``backend.admin.router``) and the admin console (``backend.web.admin``) call the
+same functions here. Reads inside a tenant (usage) and writes to its audit log scope the
+transaction to that tenant for a moment and then back to the administrator's own, so
+row-level security stays in force throughout.
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+from redis.asyncio import Redis
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.admin import health
+from backend.admin.repository import usage_of
+from backend.admin.schemas import PlatformHealth, SchedulerLease, TenantUsage
+from backend.audit import service as audit
 from backend.auth import service as auth_service
 from backend.auth.models import User
 from backend.auth.repository import UserRepository
 from backend.core.cursor import decode_position, encode_position
-from backend.core.principal import RequestOrigin
+from backend.core.db import scope_to_tenant
+from backend.core.errors import Conflict, NotFound
+from backend.core.models import utcnow
+from backend.core.principal import Principal, RequestOrigin
 from backend.core.settings import Settings
-from backend.tenants.models import Tenant
+from backend.tenants.models import Tenant, TenantStatus
 from backend.tenants.repository import TenantDirectory
+
+USAGE_WINDOW = timedelta(hours=24)
 
 
 async def list_tenants(
@@ -23,6 +44,99 @@ async def list_tenants(
     last = tenants[limit - 1] if len(tenants) > limit else None
     next_cursor = encode_position(last.created_at, last.id) if last else None
     return tenants[:limit], next_cursor
+
+
+async def tenant_usage(
+    session: AsyncSession, principal: Principal, tenants: Sequence[Tenant]
+) -> dict[uuid.UUID, TenantUsage]:
+    """Jobs, runs in the last 24 hours and running tasks of each tenant (one query each)."""
+    since = utcnow() - USAGE_WINDOW
+    usage = {}
+    for tenant in tenants:
+        await scope_to_tenant(session, tenant.id)
+        usage[tenant.id] = await usage_of(session, tenant.id, since=since)
+    await scope_to_tenant(session, principal.tenant_id)
+    return usage
+
+
+async def suspend_tenant(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID
+) -> Tenant:
+    """Suspend a tenant: its users can no longer log in, refresh a session or use an API
+    token (``auth`` refuses a tenant that is not active). A no-op if it is suspended."""
+    tenant = await _tenant(session, tenant_id)
+    if tenant.id == principal.tenant_id:
+        raise Conflict("You cannot suspend the tenant you are logged in to; it would lock you out")
+    return await _set_status(session, principal, tenant, TenantStatus.suspended)
+
+
+async def resume_tenant(
+    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID
+) -> Tenant:
+    """Make a suspended tenant active again; its users' sessions and tokens work at once."""
+    tenant = await _tenant(session, tenant_id)
+    return await _set_status(session, principal, tenant, TenantStatus.active)
+
+
+async def _tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
+    tenant = await TenantDirectory(session).lock(tenant_id)
+    if tenant is None:
+        raise NotFound("Tenant not found")
+    return tenant
+
+
+async def _set_status(
+    session: AsyncSession, principal: Principal, tenant: Tenant, status: TenantStatus
+) -> Tenant:
+    """Change the state and record it in the tenant's own audit log, the administrator as
+    the actor (the tenant's admins see who suspended them and when)."""
+    if tenant.status == status:
+        return tenant
+    previous = tenant.status
+    tenant.status = status
+    session.add(tenant)
+    await session.flush()
+    await scope_to_tenant(session, tenant.id)
+    await audit.record(
+        session,
+        tenant_id=tenant.id,
+        actor=principal.actor,
+        origin=principal.origin,
+        action=f"tenant.{'suspended' if status == TenantStatus.suspended else 'resumed'}",
+        target_type="tenant",
+        target_id=tenant.id,
+        details={"from": previous, "to": status, "by": "platform_admin"},
+    )
+    await scope_to_tenant(session, principal.tenant_id)
+    return tenant
+
+
+async def platform_health(
+    session: AsyncSession, redis: Redis, settings: Settings
+) -> PlatformHealth:
+    """Live workers, queue depth and pending per queue, scheduler replicas and leases."""
+    now = time.time()
+    held, truncated = await health.scheduler_leases(redis)
+    tenants = await TenantDirectory(session).get_many({lease.tenant_id for lease in held})
+    return PlatformHealth(
+        checked_at=utcnow(),
+        workers=await health.live_workers(redis, now=now),
+        queues=await health.queue_depths(redis),
+        scheduler_replicas=await health.scheduler_replicas(
+            redis, now=now, lease_seconds=settings.scheduler_lease_seconds
+        ),
+        scheduler_leases=[
+            SchedulerLease(
+                tenant_id=lease.tenant_id,
+                tenant_slug=tenants[lease.tenant_id].slug if lease.tenant_id in tenants else None,
+                replica=lease.replica,
+                fencing_token=lease.fencing_token,
+                expires_in_ms=lease.expires_in_ms,
+            )
+            for lease in held
+        ],
+        leases_truncated=truncated,
+    )
 
 
 async def ensure_superuser(

@@ -39,6 +39,7 @@ class AuditRepository(TenantScopedRepository[AuditEvent]):
         before_seq: int | None = None,
         action: str | None = None,
         actor: str | None = None,
+        outcome: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> list[AuditEvent]:
@@ -54,6 +55,8 @@ class AuditRepository(TenantScopedRepository[AuditEvent]):
             statement = statement.where(
                 (col(AuditEvent.actor_id) == actor) | (col(AuditEvent.actor_label) == actor.lower())
             )
+        if outcome:
+            statement = statement.where(col(AuditEvent.outcome) == outcome)
         if since:
             statement = statement.where(col(AuditEvent.occurred_at) >= since)
         if until:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from backend.audit import service
-from backend.audit.schemas import AuditEventPublic, AuditPage
+from backend.audit.schemas import AuditEventPublic, AuditOutcome, AuditPage
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized
 from backend.core.permissions import Permission
@@ -25,6 +25,9 @@ async def list_audit_events(
         str | None, Query(max_length=100, description="e.g. auth or auth.login.failed")
     ] = None,
     actor: Annotated[str | None, Query(max_length=320, description="Actor id or email")] = None,
+    outcome: Annotated[
+        AuditOutcome | None, Query(description="success or failure (e.g. refused logins)")
+    ] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     cursor: Annotated[int | None, Query(ge=1, le=2**62)] = None,
@@ -38,6 +41,7 @@ async def list_audit_events(
         cursor=cursor,
         action=action,
         actor=actor,
+        outcome=outcome,
         since=since,
         until=until,
     )

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from backend.core.schemas import ResponseModel
+
+
+class AuditOutcome(StrEnum):
+    """How an audited action ended (``audit.service.record``'s ``outcome``)."""
+
+    success = "success"
+    failure = "failure"
 
 
 class AuditEventPublic(ResponseModel):

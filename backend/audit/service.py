@@ -120,10 +120,17 @@ async def list_events(
     actor: str | None,
     since: datetime | None,
     until: datetime | None,
+    outcome: str | None = None,
 ) -> tuple[list[AuditEvent], int | None]:
     """A page of the tenant's events, newest first, and the cursor of the next page."""
     events = await AuditRepository(session, principal.tenant_id).page(
-        limit=limit + 1, before_seq=cursor, action=action, actor=actor, since=since, until=until
+        limit=limit + 1,
+        before_seq=cursor,
+        action=action,
+        actor=actor,
+        outcome=outcome,
+        since=since,
+        until=until,
     )
     next_cursor = events[limit - 1].seq if len(events) > limit else None
     return events[:limit], next_cursor

@@ -10,6 +10,9 @@ round trip per queue, for
   delivered id are counted, up to :data:`FALLBACK_COUNT_CAP` per stream.
 - ``pending``: entries read but not acknowledged (``XPENDING``'s count).
 
+A stream no worker has ever read has no ``workers`` group yet: all of it is depth
+(``XLEN``), nothing is pending - a queue without workers is the backlog to see first.
+
 Summed over tenants per queue (and over queues per configured tenant), so the label sets
 stay bounded. Several engine replicas each report the same totals: aggregate with ``max``.
 It also resolves the tenant slugs of ``BATON_METRICS_TENANT_LABELS`` to ids.
@@ -89,7 +92,7 @@ class QueueGatherer:
         labelled = set(queues[: self.max_queues])
         for queue in queues:
             label = queue if queue in labelled else OTHER
-            for tenant_id, lag, unacked in await self._queue_stats(queue):
+            for tenant_id, lag, unacked in await self.queue_stats(queue):
                 depth[label] += lag
                 pending[label] += unacked
                 by_tenant[TENANTS.label(tenant_id)] += lag
@@ -117,8 +120,9 @@ class QueueGatherer:
             found.add(name[len(_QUEUE_PREFIX) : len(name) - len(_QUEUE_SUFFIX)])
         return sorted(found)
 
-    async def _queue_stats(self, queue: str) -> list[tuple[str, int, int]]:
-        """(tenant id, depth, pending) of each tenant's stream on ``queue``."""
+    async def queue_stats(self, queue: str) -> list[tuple[str, int, int]]:
+        """(tenant id, depth, pending) of each tenant's stream on ``queue`` (the admin
+        console's platform health reads it too)."""
         tenants = sorted(as_text(t) for t in await self.redis.smembers(keys.queue_tenants(queue)))
         if not tenants:
             return []
@@ -130,12 +134,14 @@ class QueueGatherer:
         for tenant_id, reply in zip(tenants, replies, strict=True):
             if isinstance(reply, ResponseError):  # no such stream (yet, or Redis lost it)
                 continue
+            stream = keys.queue_stream(tenant_id, queue)
             group = _workers_group(reply)
-            if group is None:
+            if group is None:  # no worker has ever read this queue: every entry waits
+                stats.append((tenant_id, int(await self.redis.xlen(stream)), 0))
                 continue
             lag = group.get("lag")
             if lag is None:  # Redis < 7, or a lag Redis cannot tell after deletions
-                lag = await self._undelivered(keys.queue_stream(tenant_id, queue), group)
+                lag = await self._undelivered(stream, group)
             stats.append((tenant_id, int(lag), int(group.get("pending") or 0)))
         return stats
 

@@ -23,6 +23,16 @@ class TenantDirectory:
     async def get(self, tenant_id: uuid.UUID) -> Tenant | None:
         return await self.session.get(Tenant, tenant_id)
 
+    async def lock(self, tenant_id: uuid.UUID) -> Tenant | None:
+        """The tenant row, locked until the transaction ends: state changes queue up."""
+        statement = (
+            select(Tenant)
+            .where(col(Tenant.id) == tenant_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.exec(statement)).first()
+
     async def get_many(self, tenant_ids: set[uuid.UUID]) -> dict[uuid.UUID, Tenant]:
         statement = select(Tenant).where(col(Tenant.id).in_(list(tenant_ids)))
         return {t.id: t for t in (await self.session.exec(statement)).all()}
