@@ -58,12 +58,18 @@ class RunRepository(TenantScopedRepository[Run]):
         job_id: uuid.UUID | None,
         statuses: Sequence[str],
         before: tuple[datetime, uuid.UUID] | None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> list[Run]:
         statement = self.select()
         if job_id is not None:
             statement = statement.where(col(Run.job_id) == job_id)
         if statuses:
             statement = statement.where(col(Run.status).in_(list(statuses)))
+        if created_after is not None:
+            statement = statement.where(col(Run.created_at) >= created_after)
+        if created_before is not None:
+            statement = statement.where(col(Run.created_at) < created_before)
         if before is not None:
             created, run_id = before
             statement = statement.where(

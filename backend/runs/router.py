@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from pydantic import AwareDatetime
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
@@ -79,10 +80,16 @@ async def list_runs(
     principal: Principal = Authorized(Permission.runs_read),
     job_id: uuid.UUID | None = None,
     run_status: Annotated[list[RunStatus] | None, Query(alias="status")] = None,
+    created_after: Annotated[
+        AwareDatetime | None, Query(description="Created at or after this instant")
+    ] = None,
+    created_before: Annotated[
+        AwareDatetime | None, Query(description="Created before this instant")
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunPage:
-    """Runs newest first; filter by ``job_id`` and ``status`` (repeatable)."""
+    """Runs newest first; filter by ``job_id``, ``status`` (repeatable) and creation time."""
     runs, next_cursor = await service.list_runs(
         session,
         principal,
@@ -90,6 +97,8 @@ async def list_runs(
         statuses=[s.value for s in run_status or []],
         cursor=cursor,
         limit=limit,
+        created_after=created_after,
+        created_before=created_before,
     )
     return RunPage(items=[RunPublic.model_validate(r) for r in runs], next_cursor=next_cursor)
 

@@ -600,12 +600,25 @@ async def get_graph(session: AsyncSession, principal: Principal, run_id: uuid.UU
     )
 
 
+async def task_state(
+    session: AsyncSession, principal: Principal, run_id: uuid.UUID, *, task: str
+) -> TaskRun:
+    """One task of a run as it is now (status, current attempt); 404 when either is unknown."""
+    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
+    if not found:
+        raise NotFound("Run not found")
+    tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([run_id])
+    task_run = next((t for t in tasks if t.name == task), None)
+    if task_run is None:
+        raise NotFound(f"Run has no task {task!r}")
+    return task_run
+
+
 @dataclass
 class LogTail:
     lines: list[LogLinePublic]
     attempt: int
     finished: bool  # the attempt has ended: no line will follow those read
-    task_finished: bool = False  # the task is over: no further attempt will follow
 
 
 async def tail_logs(
@@ -618,13 +631,7 @@ async def tail_logs(
     after_seq: int,
 ) -> LogTail:
     """One task attempt's lines after ``after_seq`` (default: its current attempt)."""
-    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
-    if not found:
-        raise NotFound("Run not found")
-    tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([run_id])
-    task_run = next((t for t in tasks if t.name == task), None)
-    if task_run is None:
-        raise NotFound(f"Run has no task {task!r}")
+    task_run = await task_state(session, principal, run_id, task=task)
     number = attempt or max(task_run.attempt, 1)
     lines = await LogRepository(session, principal.tenant_id).after_seq(
         task_run.id, number, after_seq
@@ -650,5 +657,4 @@ async def tail_logs(
         ],
         attempt=number,
         finished=over,
-        task_finished=task_run.status in FINISHED_TASK,
     )
