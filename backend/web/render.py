@@ -21,7 +21,7 @@ from markupsafe import Markup
 from backend.core.errors import AuthenticationRequired, BatonError
 from backend.core.settings import Settings
 from backend.web.csrf import CSRF_FIELD, csrf_token
-from backend.web.session import apply_cookies, web_allows
+from backend.web.session import apply_cookies, forget_rotation, web_allows
 
 REPO_FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
 
@@ -133,8 +133,17 @@ def redirect(request: Request, url: str, *, status: int = 303) -> Response:
 
 # The dashboard's own path roots; any other path is the dashboard's too when a browser
 # navigates to it (asks for HTML). API clients keep the JSON error shape everywhere else.
-DASHBOARD_ROOTS = ("/signup", "/login", "/logout", "/jobs", "/runs", "/settings", "/audit")
-DASHBOARD_ROOTS += ("/admin", "/static")
+DASHBOARD_ROOTS = (
+    "/signup",
+    "/login",
+    "/logout",
+    "/jobs",
+    "/runs",
+    "/settings",
+    "/audit",
+    "/admin",
+    "/static",
+)
 NOT_DASHBOARD = ("/api/", "/metrics", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz")
 
 
@@ -148,6 +157,10 @@ def is_dashboard_request(path: str, accept: str) -> bool:
 
 async def render_error(request: Request, exc: BatonError) -> Response:
     """The HTML answer for an error raised on a dashboard path."""
+    if not exc.commit_side_effects:
+        # The request's transaction is rolled back, a session rotation with it: the browser
+        # keeps the cookies it has (still valid), not ones the database never stored.
+        await forget_rotation(request)
     if isinstance(exc, AuthenticationRequired):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return redirect(request, f"/login?next={quote(target, safe='')}")

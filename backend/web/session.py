@@ -22,7 +22,12 @@ from backend.auth import service as auth_service
 from backend.auth.schemas import TokenPair
 from backend.core.db import SessionDep, after_commit
 from backend.core.deps import OriginDep, RedisDep, SettingsDep
-from backend.core.errors import AuthenticationRequired, BatonError, PermissionDenied
+from backend.core.errors import (
+    AuthenticationRequired,
+    BatonError,
+    PermissionDenied,
+    TenantSuspended,
+)
 from backend.core.permissions import Permission, allows
 from backend.core.principal import Principal, RequestOrigin
 from backend.core.security import hash_secret
@@ -81,7 +86,20 @@ def apply_cookies(request: Request, response: Response) -> None:
         )
 
 
+async def forget_rotation(request: Request) -> None:
+    """Undo this request's session rotation (its transaction is being rolled back)."""
+    pending = pending_cookies(request)
+    pending.pop(ACCESS_COOKIE, None)
+    pending.pop(REFRESH_COOKIE, None)
+    parked: str | None = getattr(request.state, "web_rotation", None)
+    if parked is not None:
+        redis: Redis = request.app.state.redis
+        await redis.delete(parked)
+        request.state.web_rotation = None
+
+
 async def _rotate(
+    request: Request,
     session: AsyncSession,
     redis: Redis,
     settings: Settings,
@@ -92,6 +110,7 @@ async def _rotate(
     """Rotate the refresh cookie once, even when several requests present it together."""
     parked = keys.web_session_rotation(hash_secret(raw_refresh))
     if await redis.set(parked, _ROTATION_PENDING, nx=True, ex=ROTATION_GRACE_SECONDS):
+        request.state.web_rotation = parked
         try:
             tokens = await auth_service.refresh(
                 session, settings, raw_token=raw_refresh, origin=origin
@@ -133,17 +152,26 @@ async def optional_web_principal(
             )
         except AuthenticationRequired:
             pass  # expired or revoked: fall through to the refresh cookie
+        except TenantSuspended:
+            # The session's tenant was suspended: it is over. Logging in again says why.
+            clear_session_cookies(request)
+            return None
     raw_refresh = request.cookies.get(REFRESH_COOKIE)
     if not raw_refresh:
         if access:
             clear_session_cookies(request)
         return None
     try:
-        tokens = await _rotate(session, redis, settings, raw_refresh=raw_refresh, origin=origin)
+        tokens = await _rotate(
+            request, session, redis, settings, raw_refresh=raw_refresh, origin=origin
+        )
         principal = await auth_service.authenticate(
             session, redis, settings, bearer=tokens.access_token, origin=origin
         )
-    except AuthenticationRequired:
+    except (AuthenticationRequired, TenantSuspended) as error:
+        # A reused refresh token revoked its family: that must be kept even though this
+        # request ends in a redirect to the login page.
+        request.state.web_session_side_effects = error.commit_side_effects
         clear_session_cookies(request)
         return None
     except BatonError as error:
@@ -160,9 +188,11 @@ async def optional_web_principal(
 MaybeWebPrincipal = Annotated[Principal | None, Depends(optional_web_principal)]
 
 
-async def require_web_principal(principal: MaybeWebPrincipal) -> Principal:
+async def require_web_principal(request: Request, principal: MaybeWebPrincipal) -> Principal:
     if principal is None:
-        raise LoginRequired()
+        error = LoginRequired()
+        error.commit_side_effects = getattr(request.state, "web_session_side_effects", False)
+        raise error
     return principal
 
 

@@ -42,6 +42,11 @@ class Browser:
             await self.get("/login")
         return await self.http.post(path, data={"csrf_token": self.csrf, **(data or {})}, **kwargs)
 
+    def set_cookie(self, name: str, value: str) -> None:
+        """Replace a cookie (as a tampering or expiring browser would)."""
+        self.http.cookies.delete(name)
+        self.http.cookies.set(name, value, domain="baton.test")
+
     async def htmx(self, method: str, path: str, **kwargs: Any) -> Response:
         """An htmx request: the CSRF token in its header, as base.html configures."""
         headers = {"HX-Request": "true", "X-CSRF-Token": self.csrf, **kwargs.pop("headers", {})}

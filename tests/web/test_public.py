@@ -106,8 +106,8 @@ async def test_pages_need_a_session_and_redirect_to_login(anonymous: Browser) ->
 
 async def test_a_forged_session_cookie_is_no_session(create_browser: BrowserFactory) -> None:
     browser = await create_browser()
-    browser.http.cookies.set("baton_access", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
-    browser.http.cookies.set("baton_refresh", "brt_00000000000000000000000000000000_forged")
+    browser.set_cookie("baton_access", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
+    browser.set_cookie("baton_refresh", "brt_00000000000000000000000000000000_forged")
     response = await browser.get("/jobs")
     assert response.status_code == 303
     assert response.headers["location"].startswith("/login")
@@ -117,7 +117,7 @@ async def test_expired_access_cookie_is_rotated_with_the_refresh_cookie(
     owner_browser: Browser,
 ) -> None:
     refresh_before = owner_browser.http.cookies.get("baton_refresh")
-    owner_browser.http.cookies.set("baton_access", "expired.or.garbage")
+    owner_browser.set_cookie("baton_access", "expired.or.garbage")
     response = await owner_browser.get("/settings/members")
     assert response.status_code == 200
     assert owner_browser.http.cookies.get("baton_refresh") != refresh_before
@@ -130,7 +130,7 @@ async def test_logout_ends_the_session(owner_browser: Browser) -> None:
     assert response.status_code == 303
     assert owner_browser.http.cookies.get("baton_access") is None
     # The old access token is denied even if somebody kept a copy.
-    owner_browser.http.cookies.set("baton_access", access or "")
+    owner_browser.set_cookie("baton_access", access or "")
     again = await owner_browser.get("/settings/members")
     assert again.status_code == 303
 
