@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 NODE_MODULES := frontend/node_modules/.package-lock.json
 
-.PHONY: run test test-embedded lint install bench clean promtool browser
+.PHONY: run test test-embedded lint install bench clean promtool browser screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,7 @@ test-embedded: install browser
 	env -u BATON_TEST_DATABASE_URL -u BATON_TEST_REDIS_URL $(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check backend worker migrations tests bench
+	$(BIN)/ruff check backend worker migrations tests bench scripts
 	$(BIN)/mypy backend worker
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
@@ -69,6 +69,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 # run). stdout: one JSON line per scenario and system; refreshes docs/benchmarks.md.
 bench: $(BENCH_STAMP)
 	@$(BIN)/python -m bench.run
+
+# docs/screenshots/*.png: the dashboard's main pages on a seeded demo tenant, in Chromium.
+screenshots: install browser
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) .baton-data frontend/node_modules
