@@ -10,6 +10,7 @@ removed while the job exists. Each change writes one audit event (``job.created`
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +26,7 @@ from backend.jobs.models import Job, JobVersion
 from backend.jobs.repository import UNIQUE_NAME_INDEX, JobRepository, JobVersionRepository
 from backend.jobs.schemas import JobGraph, JobPublic
 from backend.jobs.spec import JobSpec, stored_form
+from backend.runs.models import Run
 from backend.schedules.service import sync_schedule
 
 DEFAULT_PAGE_SIZE = 50
@@ -109,6 +111,14 @@ async def list_jobs(
     last = rows[limit - 1][0] if len(rows) > limit else None
     next_cursor = encode_position(last.created_at, last.id) if last else None
     return [JobPublic.build(job, version) for job, version in rows[:limit]], next_cursor
+
+
+async def last_runs(
+    session: AsyncSession, principal: Principal, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Run]:
+    """The newest run of each of these jobs, by job id (a job never run has no entry)."""
+    runs = await JobRepository(session, principal.tenant_id).last_runs(job_ids)
+    return {run.job_id: run for run in runs}
 
 
 async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> JobPublic:

@@ -50,6 +50,13 @@ class ScheduleRepository(TenantScopedRepository[Schedule]):
         )
         return (await self.session.execute(statement)).first() is not None
 
+    async def for_jobs(self, job_ids: Sequence[uuid.UUID]) -> list[Schedule]:
+        """The schedules of these jobs (a job without one has no row)."""
+        if not job_ids:
+            return []
+        statement = self.select().where(col(Schedule.job_id).in_(list(job_ids)))
+        return list((await self.session.exec(statement)).all())
+
 
 class TickRepository(TenantScopedRepository[ScheduleTick]):
     model = ScheduleTick

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,6 +135,18 @@ async def schedule_of(session: AsyncSession, principal: Principal, job_id: uuid.
     if row is None:
         raise NotFound("This job has no schedule")
     return row
+
+
+async def schedules_of(
+    session: AsyncSession, principal: Principal, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Schedule]:
+    """The schedules of these jobs by job id, for a list of jobs (no row: no schedule).
+
+    ``next_due_at`` is the next instant the scheduler fires (or, if it is behind, the
+    overdue one it has still to record); ``paused`` says whether it will.
+    """
+    rows = await ScheduleRepository(session, principal.tenant_id).for_jobs(job_ids)
+    return {row.job_id: row for row in rows}
 
 
 async def pause(
