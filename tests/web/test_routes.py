@@ -95,9 +95,7 @@ async def test_private_pages_redirect_to_login_without_a_session(
     assert failures == []
 
 
-async def test_forms_without_a_csrf_token_are_refused(
-    app: FastAPI, owner_browser: Browser
-) -> None:
+async def test_forms_without_a_csrf_token_are_refused(app: FastAPI, owner_browser: Browser) -> None:
     failures = []
     for endpoint in dashboard_endpoints(app):
         if endpoint.method in SAFE_METHODS:
