@@ -90,8 +90,8 @@ def dag_svg(
         fill = STATUS_FILL.get(status or "", "#ffffff")
         title = f"{name}: {status}" if status else name
         node = (
-            f'<g class="node" data-testid="dag-node-{escape(name)}" data-task="{escape(name)}" '
-            f'data-status="{escape(status or "")}">'
+            f'<g class="node" data-task="{escape(name)}" data-status="{escape(status or "")}" '
+            f'data-testid="dag-node-{escape(name)}">'
             f"<title>{escape(title)}</title>"
             f'<rect x="{box.x}" y="{box.y}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" '
             f'rx="6" fill="{fill}"/>'

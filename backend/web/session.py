@@ -89,8 +89,9 @@ def apply_cookies(request: Request, response: Response) -> None:
 async def forget_rotation(request: Request) -> None:
     """Undo this request's session rotation (its transaction is being rolled back)."""
     pending = pending_cookies(request)
-    pending.pop(ACCESS_COOKIE, None)
-    pending.pop(REFRESH_COOKIE, None)
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE):
+        if pending.get(name) is not None:  # a rotated pair; clearing a dead session stays
+            del pending[name]
     parked: str | None = getattr(request.state, "web_rotation", None)
     if parked is not None:
         redis: Redis = request.app.state.redis

@@ -201,8 +201,10 @@ async def test_suspend_locks_the_tenant_out_and_resume_lets_it_back(
     assert 'data-testid="tenant-resume"' in row and 'data-testid="tenant-suspend"' not in row
 
     # The owner's open dashboard session, a fresh login and the API are all refused.
+    # The open session ends (its cookies are cleared) and logging in again says why.
     refused = await owner_browser.get("/settings/members")
-    assert refused.status_code == 403 and "suspended" in refused.text
+    assert refused.status_code == 303 and refused.headers["location"].startswith("/login")
+    assert "baton_access" not in owner_browser.http.cookies
     fresh = await create_browser()
     login = await fresh.post("/login", {"email": owner.email, "password": owner.password})
     assert login.status_code == 403 and "suspended" in login.text
@@ -214,9 +216,11 @@ async def test_suspend_locks_the_tenant_out_and_resume_lets_it_back(
     resumed = await admin_browser.post(resume(owner.tenant_id))
     assert resumed.status_code == 303
     assert resumed.headers["location"] == "/admin?notice=tenant-resumed"
-    assert (await owner_browser.get("/settings/members")).status_code == 200
+    # The suspended session stays ended; a new login works again.
+    assert (await owner_browser.get("/settings/members")).status_code == 303
     login = await fresh.post("/login", {"email": owner.email, "password": owner.password})
     assert login.status_code == 303
+    assert (await fresh.get("/settings/members")).status_code == 200
     assert (await client.get("/api/v1/me", headers=bearer(token))).status_code == 200
     audit = await client.get("/api/v1/audit", params={"action": "tenant"}, headers=owner.headers)
     actions = [e["action"] for e in audit.json()["items"]]

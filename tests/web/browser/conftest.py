@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ def chromium_path() -> str | None:
 
 def _skip_reason() -> str | None:
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.async_api  # noqa: F401
     except ImportError:
         return "Playwright is not installed (pip install -e '.[dev]')"
     if chromium_path() is None:
@@ -125,20 +125,26 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path
 
 
 @pytest.fixture(scope="session")
-def chromium(live_baton: LiveBaton) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+async def chromium(live_baton: LiveBaton) -> AsyncIterator[Any]:
+    # The async API, on the tests' own event loop: the sync one would run a loop of its own
+    # beside it for the rest of the session.
+    from playwright.async_api import async_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_FLAGS
+        )
         yield browser
-        browser.close()
+        await browser.close()
 
 
 @pytest.fixture
-def page(chromium: Any, live_baton: LiveBaton) -> Iterator[Any]:
+async def page(chromium: Any, live_baton: LiveBaton) -> AsyncIterator[Any]:
     """A fresh browser context (no cookies) on the live Baton."""
-    context = chromium.new_context(base_url=live_baton.url, viewport={"width": 1280, "height": 860})
+    context = await chromium.new_context(
+        base_url=live_baton.url, viewport={"width": 1280, "height": 860}
+    )
     context.set_default_timeout(15_000)
-    tab = context.new_page()
+    tab = await context.new_page()
     yield tab
-    context.close()
+    await context.close()

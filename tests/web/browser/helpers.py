@@ -75,12 +75,14 @@ def wait_for_run_via_api(url: str, account: ApiAccount, run_id: str) -> dict[str
     raise AssertionError(f"run {run_id} did not finish")
 
 
-def log_in(page: Any, email: str, password: str = PASSWORD, tenant: str | None = None) -> None:
+async def log_in(
+    page: Any, email: str, password: str = PASSWORD, tenant: str | None = None
+) -> None:
     """Log in through the login form and land on the jobs page."""
-    page.goto("/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    if tenant is not None and page.locator("input[name=tenant], select[name=tenant]").count():
-        page.locator("[name=tenant]").fill(tenant)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/jobs**")
+    await page.goto("/login")
+    await page.fill("input[name=email]", email)
+    await page.fill("input[name=password]", password)
+    if tenant is not None and await page.locator("input[name=tenant], select[name=tenant]").count():
+        await page.locator("[name=tenant]").fill(tenant)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/jobs**")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from playwright.sync_api import expect
+from playwright.async_api import expect
 
 from tests.web.browser.conftest import DEMO_EMAIL, DEMO_PASSWORD, LiveBaton
 from tests.web.browser.helpers import (
@@ -19,7 +19,7 @@ from tests.web.browser.helpers import (
 )
 
 
-def test_a_viewer_sees_no_buttons_and_the_server_refuses_anyway(
+async def test_a_viewer_sees_no_buttons_and_the_server_refuses_anyway(
     page: Any, live_baton: LiveBaton
 ) -> None:
     owner = create_tenant_via_api(live_baton.url)
@@ -32,20 +32,20 @@ def test_a_viewer_sees_no_buttons_and_the_server_refuses_anyway(
     run = trigger_via_api(live_baton.url, owner, job["id"])
     wait_for_run_via_api(live_baton.url, owner, run["id"])
 
-    log_in(page, viewer.email)
-    page.goto(f"/runs/{run['id']}")
-    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded")
+    await log_in(page, viewer.email)
+    await page.goto(f"/runs/{run['id']}")
+    await expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded")
     for action in ("run-cancel", "run-rerun", "run-rerun-failed"):
-        expect(page.get_by_test_id(action)).to_have_count(0)
-    page.goto("/settings/members")
-    expect(page.get_by_test_id("members-table")).to_be_visible()
-    expect(page.get_by_test_id("add-member")).to_have_count(0)
-    expect(page.get_by_test_id("member-remove")).to_have_count(0)
-    assert "API tokens" not in page.locator("header").inner_text()
-    assert "Admin" not in page.locator("header").inner_text()
+        await expect(page.get_by_test_id(action)).to_have_count(0)
+    await page.goto("/settings/members")
+    await expect(page.get_by_test_id("members-table")).to_be_visible()
+    await expect(page.get_by_test_id("add-member")).to_have_count(0)
+    await expect(page.get_by_test_id("member-remove")).to_have_count(0)
+    assert "API tokens" not in await page.locator("header").inner_text()
+    assert "Admin" not in await page.locator("header").inner_text()
     # The page's own CSRF token and the viewer's cookies, but a role that may not re-run.
-    csrf = page.locator("meta[name=csrf-token]").get_attribute("content")
-    refused = page.request.post(
+    csrf = await page.locator("meta[name=csrf-token]").get_attribute("content")
+    refused = await page.request.post(
         f"/runs/{run['id']}/rerun", form={"csrf_token": csrf}, max_redirects=0
     )
     assert refused.status == 403
@@ -53,28 +53,30 @@ def test_a_viewer_sees_no_buttons_and_the_server_refuses_anyway(
         f"{live_baton.url}/api/v1/runs", params={"job_id": job["id"]}, headers=owner.headers
     ).json()
     assert len(runs["items"]) == 1, "the refused re-run created nothing"
-    assert page.request.get("/admin", max_redirects=0).status == 403
+    assert (await page.request.get("/admin", max_redirects=0)).status == 403
 
 
-def test_the_admin_console_suspends_and_resumes_a_tenant(page: Any, live_baton: LiveBaton) -> None:
+async def test_the_admin_console_suspends_and_resumes_a_tenant(
+    page: Any, live_baton: LiveBaton
+) -> None:
     tenant = create_tenant_via_api(live_baton.url)
-    log_in(page, DEMO_EMAIL, DEMO_PASSWORD)
-    page.goto("/admin")
-    expect(page.get_by_test_id("health")).to_be_visible()
-    expect(page.get_by_test_id("health-worker-count")).not_to_have_text("0")
+    await log_in(page, DEMO_EMAIL, DEMO_PASSWORD)
+    await page.goto("/admin")
+    await expect(page.get_by_test_id("health")).to_be_visible()
+    await expect(page.get_by_test_id("health-worker-count")).not_to_have_text("0")
     row = page.locator(f"[data-testid=tenant-row][data-slug='{tenant.tenant_slug}']")
-    if row.count() == 0:  # newest first; the tenant may be on a later page in a long run
-        page.goto(f"/admin?slug={tenant.tenant_slug}")
+    if await row.count() == 0:  # newest first; the tenant may be on a later page in a long run
+        await page.goto(f"/admin?slug={tenant.tenant_slug}")
     page.on("dialog", lambda dialog: dialog.accept())
-    row.get_by_test_id("tenant-suspend").click()
-    expect(row).to_have_attribute("data-status", "suspended")
+    await row.get_by_test_id("tenant-suspend").click()
+    await expect(row).to_have_attribute("data-status", "suspended")
     refused = httpx.post(
         f"{live_baton.url}/api/v1/auth/login",
         json={"email": tenant.email, "password": PASSWORD},
     )
     assert refused.status_code == 403
-    row.get_by_test_id("tenant-resume").click()
-    expect(row).to_have_attribute("data-status", "active")
+    await row.get_by_test_id("tenant-resume").click()
+    await expect(row).to_have_attribute("data-status", "active")
     allowed = httpx.post(
         f"{live_baton.url}/api/v1/auth/login",
         json={"email": tenant.email, "password": PASSWORD},

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import expect
+from playwright.async_api import expect
 
 from tests.web.browser.conftest import LiveBaton
 from tests.web.browser.helpers import (
@@ -18,7 +18,7 @@ from tests.web.browser.helpers import (
 )
 
 
-def test_a_failing_dag_is_rerun_from_its_failure(
+async def test_a_failing_dag_is_rerun_from_its_failure(
     page: Any, live_baton: LiveBaton, tmp_path: Path
 ) -> None:
     owner = create_tenant_via_api(live_baton.url)
@@ -45,27 +45,31 @@ def test_a_failing_dag_is_rerun_from_its_failure(
     run = trigger_via_api(live_baton.url, owner, job["id"])
     assert wait_for_run_via_api(live_baton.url, owner, run["id"])["status"] == "failed"
 
-    log_in(page, owner.email)
-    page.goto(f"/runs/{run['id']}")
-    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "failed")
-    expect(page.get_by_test_id("task-row-reconcile")).to_have_attribute("data-status", "failed")
-    expect(page.get_by_test_id("task-row-publish")).to_have_attribute(
-        "data-status", "upstream_failed"
-    )
-    expect(page.locator("[data-testid=run-dag] g.node[data-task=reconcile]")).to_have_attribute(
+    await log_in(page, owner.email)
+    await page.goto(f"/runs/{run['id']}")
+    await expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "failed")
+    await expect(page.get_by_test_id("task-row-reconcile")).to_have_attribute(
         "data-status", "failed"
     )
-    page.get_by_test_id("run-rerun-failed").click()
-    page.wait_for_url(lambda url: run["id"] not in url and "/runs/" in url)
+    await expect(page.get_by_test_id("task-row-publish")).to_have_attribute(
+        "data-status", "upstream_failed"
+    )
+    await expect(
+        page.locator("[data-testid=run-dag] g.node[data-task=reconcile]")
+    ).to_have_attribute("data-status", "failed")
+    await page.get_by_test_id("run-rerun-failed").click()
+    await page.wait_for_url(lambda url: run["id"] not in url and "/runs/" in url)
     # The new run finishes live on the page: no reload.
-    expect(page.get_by_test_id("run-status")).to_have_attribute(
+    await expect(page.get_by_test_id("run-status")).to_have_attribute(
         "data-status", "succeeded", timeout=30_000
     )
-    expect(page.get_by_test_id("task-row-publish")).to_have_attribute("data-status", "succeeded")
-    expect(page.get_by_test_id("run-rerun-of")).to_be_visible()
+    await expect(page.get_by_test_id("task-row-publish")).to_have_attribute(
+        "data-status", "succeeded"
+    )
+    await expect(page.get_by_test_id("run-rerun-of")).to_be_visible()
 
 
-def test_cancel_a_long_running_run(page: Any, live_baton: LiveBaton) -> None:
+async def test_cancel_a_long_running_run(page: Any, live_baton: LiveBaton) -> None:
     owner = create_tenant_via_api(live_baton.url)
     job = create_job_via_api(
         live_baton.url,
@@ -73,11 +77,11 @@ def test_cancel_a_long_running_run(page: Any, live_baton: LiveBaton) -> None:
         {"name": "long", "tasks": [{"name": "sleep", "type": "shell", "command": "sleep 120"}]},
     )
     run = trigger_via_api(live_baton.url, owner, job["id"])
-    log_in(page, owner.email)
-    page.goto(f"/runs/{run['id']}")
-    expect(page.get_by_test_id("run-status")).to_have_attribute(
+    await log_in(page, owner.email)
+    await page.goto(f"/runs/{run['id']}")
+    await expect(page.get_by_test_id("run-status")).to_have_attribute(
         "data-status", "running", timeout=30_000
     )
-    page.get_by_test_id("run-cancel").click()
-    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "cancelled")
-    expect(page.get_by_test_id("run-cancel")).to_have_count(0)
+    await page.get_by_test_id("run-cancel").click()
+    await expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "cancelled")
+    await expect(page.get_by_test_id("run-cancel")).to_have_count(0)
