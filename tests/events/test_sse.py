@@ -35,9 +35,19 @@ async def server(app: FastAPI) -> AsyncIterator[str]:
 
 
 async def read_events(
-    base: str, path: str, headers: dict[str, str], *, until: Any, seconds: float = 15
+    base: str,
+    path: str,
+    headers: dict[str, str],
+    *,
+    until: Any,
+    seconds: float = 15,
+    connected: asyncio.Event | None = None,
 ) -> list[dict[str, Any]]:
-    """Collect SSE frames until ``until(frames)`` is true or ``seconds`` pass."""
+    """Collect SSE frames until ``until(frames)`` is true or ``seconds`` pass.
+
+    ``connected`` is set at the stream's first line (``retry:``), sent once the server has
+    fixed where the stream starts: what happens after that is in the stream.
+    """
     frames: list[dict[str, Any]] = []
     async with AsyncClient(base_url=base, timeout=seconds) as http:
         try:
@@ -46,6 +56,8 @@ async def read_events(
                     assert response.status_code == 200, await response.aread()
                     frame: dict[str, Any] = {}
                     async for line in response.aiter_lines():
+                        if connected is not None and line.startswith("retry:"):
+                            connected.set()
                         if line == "":
                             if "data" in frame:
                                 frames.append(frame)
@@ -75,10 +87,17 @@ async def test_every_state_change_arrives_in_order_and_resumes_after_reconnect(
     client: AsyncClient, owner: Account, server: str, running_worker: object
 ) -> None:
     job = await create_job(client, owner, [python_task("a"), python_task("b", depends_on=["a"])])
+    connected = asyncio.Event()
     reader = asyncio.create_task(
-        read_events(server, f"/api/v1/events?job_id={job['id']}", owner.headers, until=run_done(""))
+        read_events(
+            server,
+            f"/api/v1/events?job_id={job['id']}",
+            owner.headers,
+            until=run_done(""),
+            connected=connected,
+        )
     )
-    await asyncio.sleep(0.3)  # connected
+    await asyncio.wait_for(connected.wait(), timeout=10)
     run = await trigger(client, owner, job["id"])
     frames = await reader
     updates = [json.loads(f["data"]) for f in frames]
