@@ -35,18 +35,20 @@ async def list_tenants(
 async def suspend_tenant(
     tenant_id: uuid.UUID, session: SessionDep, principal: SuperuserPrincipal
 ) -> TenantAdminView:
-    """Suspend a tenant: its users' logins, sessions and API tokens are refused until it
-    is resumed. Recorded in the tenant's audit log. Suspending it again changes nothing."""
+    """Suspend a tenant: its users' logins, sessions and API tokens are refused, no new
+    task of it starts and its schedules skip their ticks until it is resumed. Recorded in
+    the tenant's audit log. Suspending it again changes nothing."""
     tenant = await service.suspend_tenant(session, principal, tenant_id)
     return TenantAdminView.model_validate(tenant)
 
 
 @router.post("/tenants/{tenant_id}/resume", response_model=TenantAdminView)
 async def resume_tenant(
-    tenant_id: uuid.UUID, session: SessionDep, principal: SuperuserPrincipal
+    tenant_id: uuid.UUID, session: SessionDep, redis: RedisDep, principal: SuperuserPrincipal
 ) -> TenantAdminView:
-    """Make a suspended tenant active again. Recorded in the tenant's audit log."""
-    tenant = await service.resume_tenant(session, principal, tenant_id)
+    """Make a suspended tenant active again; the tasks that waited start. Recorded in the
+    tenant's audit log."""
+    tenant = await service.resume_tenant(session, redis, principal, tenant_id)
     return TenantAdminView.model_validate(tenant)
 
 

@@ -24,11 +24,12 @@ from backend.auth import service as auth_service
 from backend.auth.models import User
 from backend.auth.repository import UserRepository
 from backend.core.cursor import decode_position, encode_position
-from backend.core.db import scope_to_tenant
+from backend.core.db import after_commit, scope_to_tenant
 from backend.core.errors import Conflict, NotFound
 from backend.core.models import utcnow
 from backend.core.principal import Principal, RequestOrigin
 from backend.core.settings import Settings
+from backend.dispatch.signals import mark_tenant_due
 from backend.tenants.models import Tenant, TenantStatus
 from backend.tenants.repository import TenantDirectory
 
@@ -63,7 +64,9 @@ async def suspend_tenant(
     session: AsyncSession, principal: Principal, tenant_id: uuid.UUID
 ) -> Tenant:
     """Suspend a tenant: its users can no longer log in, refresh a session or use an API
-    token (``auth`` refuses a tenant that is not active). A no-op if it is suspended."""
+    token (``auth`` refuses a tenant that is not active), the engine starts none of its
+    tasks (running ones finish) and its schedules' ticks are skipped with the reason. A
+    no-op if it is suspended."""
     tenant = await _tenant(session, tenant_id)
     if tenant.id == principal.tenant_id:
         raise Conflict("You cannot suspend the tenant you are logged in to; it would lock you out")
@@ -71,11 +74,20 @@ async def suspend_tenant(
 
 
 async def resume_tenant(
-    session: AsyncSession, principal: Principal, tenant_id: uuid.UUID
+    session: AsyncSession, redis: Redis, principal: Principal, tenant_id: uuid.UUID
 ) -> Tenant:
-    """Make a suspended tenant active again; its users' sessions and tokens work at once."""
+    """Make a suspended tenant active again; its users' sessions and tokens work at once,
+    and the engine is told (after commit) to admit the tasks that waited."""
     tenant = await _tenant(session, tenant_id)
-    return await _set_status(session, principal, tenant, TenantStatus.active)
+    was_suspended = tenant.status != TenantStatus.active
+    tenant = await _set_status(session, principal, tenant, TenantStatus.active)
+    if was_suspended:
+
+        async def wake_engine() -> None:
+            await mark_tenant_due(redis, tenant_id)
+
+        after_commit(session, wake_engine)
+    return tenant
 
 
 async def _tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:

@@ -26,7 +26,7 @@ from backend.engine.events import load_plan
 from backend.engine.plan import PlanCache
 from backend.runs.models import TaskAttempt, plan_name
 from backend.runs.repository import RunRepository
-from backend.tenants.models import Tenant
+from backend.tenants.models import Tenant, TenantStatus
 from worker.protocol import TaskMessage
 
 # Which ready tasks to dispatch, fairly across the tenant's runs: the next :limit runs
@@ -106,7 +106,10 @@ class Admission:
 
 def quota_of(tenant: Tenant | None, settings: Settings) -> tuple[int, int]:
     """(max concurrent tasks, weight): the tenant's own values, else its plan's, else the
-    defaults in settings."""
+    defaults in settings. A suspended tenant may start nothing (its running tasks finish;
+    its queued ones wait for the resume)."""
+    if tenant is not None and tenant.status != TenantStatus.active:
+        return 0, tenant.weight or settings.tenant_weight
     plan = settings.plan_limits.get(tenant.plan, {}) if tenant is not None else {}
     own_limit = tenant.max_concurrent_tasks if tenant is not None else None
     own_weight = tenant.weight if tenant is not None else None

@@ -162,7 +162,10 @@ class Engine:
                 rows = await TenantDirectory(session).get_many(stale)
             for tenant_id in stale:
                 quota = quota_of(rows.get(tenant_id), self.settings)
-                self._quota_cache[tenant_id] = (now + QUOTA_TTL_SECONDS, quota)
+                # A suspended tenant (no quota) is read again next time: its resume wakes
+                # it, and must not wait for a cached "nothing may start" to expire.
+                ttl = QUOTA_TTL_SECONDS if quota[0] > 0 else 0.0
+                self._quota_cache[tenant_id] = (now + ttl, quota)
         return {t: self._quota_cache[t][1] for t in tenants}
 
     async def _wait_for_work(self, longest: float = 1.0) -> None:

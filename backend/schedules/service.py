@@ -2,7 +2,7 @@
 
 Every instant a schedule was due gets one row in the tick ledger, keyed by (job, instant):
 ``fired`` (with its run), ``skipped`` (paused, concurrency policy, DST policy, misfire
-policy) or ``missed`` (the scheduler was not running), with the reason in words. The key
+policy, tenant suspended) or ``missed`` (the scheduler was not running), with the reason in words. The key
 is also what makes a second run for the same instant impossible - two replicas, a restart
 or a clock step all meet the same unique constraint (and the runs table has its own).
 
@@ -34,6 +34,8 @@ from backend.scheduler.cron import CronError, CronSchedule, Tick, next_fire, nex
 from backend.scheduler.cron import ticks_between as cron_ticks_between
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.schedules.repository import ScheduleRepository, TickRepository
+from backend.tenants.models import TenantStatus
+from backend.tenants.repository import TenantDirectory
 from worker import keys
 
 # A tick is on time while it is at most this late; older ones are misfires.
@@ -307,10 +309,16 @@ async def fire_due(
     report = FireReport()
     schedules = ScheduleRepository(session, tenant_id)
     ticks = TickRepository(session, tenant_id)
+    tenant = await TenantDirectory(session).get(tenant_id)
+    suspended = tenant is not None and tenant.status != TenantStatus.active
     for row in await schedules.due(now):
         cron = cron_of(row.spec)
         due = cron_ticks_between(cron, row.checked_until, now)
         decisions = decide_ticks(due, row.spec, now=now, paused_since=row.paused_since)
+        if suspended:
+            for decision in decisions:
+                if decision.outcome == "fired":
+                    decision.outcome, decision.reason = "skipped", "tenant suspended"
         claimed = await schedules.claim(
             row.job_id,
             fence,

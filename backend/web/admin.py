@@ -96,11 +96,12 @@ async def resume_tenant(
     tenant_id: uuid.UUID,
     _: CsrfChecked,
     session: SessionDep,
+    redis: RedisDep,
     principal: WebSuperuser,
     cursor: CursorField = "",
 ) -> Response:
     """Resume a suspended tenant (as ``POST /api/v1/admin/tenants/{id}/resume``)."""
-    await admin_service.resume_tenant(session, principal, tenant_id)
+    await admin_service.resume_tenant(session, redis, principal, tenant_id)
     return redirect(request, _back(cursor, "tenant-resumed"))
 
 
