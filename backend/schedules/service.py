@@ -2,8 +2,8 @@
 
 Every instant a schedule was due gets one row in the tick ledger, keyed by (job, instant):
 ``fired`` (with its run), ``skipped`` (paused, concurrency policy, DST policy, misfire
-policy, tenant suspended) or ``missed`` (the scheduler was not running), with the reason in words. The key
-is also what makes a second run for the same instant impossible - two replicas, a restart
+policy, tenant suspended) or ``missed`` (the scheduler was not running), with the reason in
+words. The key is also what makes a second run for the same instant impossible - two replicas, a restart
 or a clock step all meet the same unique constraint (and the runs table has its own).
 
 Misfires - instants that came and went while the scheduler was down or the schedule was
