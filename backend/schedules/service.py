@@ -3,8 +3,9 @@
 Every instant a schedule was due gets one row in the tick ledger, keyed by (job, instant):
 ``fired`` (with its run), ``skipped`` (paused, concurrency policy, DST policy, misfire
 policy, tenant suspended) or ``missed`` (the scheduler was not running), with the reason in
-words. The key is also what makes a second run for the same instant impossible - two replicas, a restart
-or a clock step all meet the same unique constraint (and the runs table has its own).
+words. The key is also what makes a second run for the same instant impossible - two
+replicas, a restart or a clock step all meet the same unique constraint (and the runs table
+has its own).
 
 Misfires - instants that came and went while the scheduler was down or the schedule was
 paused - follow the schedule's ``misfire`` policy: ``skip`` them, ``fire_once`` for all of
