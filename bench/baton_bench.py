@@ -579,6 +579,17 @@ class BatonBench:
 
         return await dag1000(self)
 
+    # The cron-scheduler scenarios live in bench.baton_sched.
+    async def schedules10k(self) -> JsonDict:
+        from bench.baton_sched import schedules10k
+
+        return await schedules10k(self)
+
+    async def scheduler_failover(self) -> JsonDict:
+        from bench.baton_sched import scheduler_failover
+
+        return await scheduler_failover(self)
+
 
 @contextlib.asynccontextmanager
 async def baton_bench(cfg: BenchConfig, services: Services, database: BenchDatabase,

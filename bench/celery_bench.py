@@ -287,6 +287,13 @@ class CeleryBench:
 
         return await dag1000(self)
 
+    # Celery beat against Baton's cron scheduler (bench.celery_sched). There is no Celery
+    # counterpart of scheduler_failover: beat is meant to run as one instance.
+    async def schedules10k(self) -> JsonDict:
+        from bench.celery_sched import schedules10k
+
+        return await schedules10k(self)
+
 
 def _count(values: dict[str, float], keep: Callable[[str, float], bool]) -> int:
     return sum(1 for k, v in values.items() if keep(k, v))

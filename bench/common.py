@@ -25,7 +25,10 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent  # the virtualenv's bin/: baton, celery, py-spy
 
 
-SCENARIOS = ("throughput", "latency", "fairness", "chain40", "fanout500", "dag1000")
+SCENARIOS = ("throughput", "latency", "fairness", "chain40", "fanout500", "dag1000",
+             "schedules10k", "scheduler_failover")
+# The cron-scheduler scenarios (their own results table in docs/benchmarks.md).
+SCHEDULER_SCENARIOS = ("schedules10k", "scheduler_failover")
 
 
 class BenchError(RuntimeError):
@@ -71,6 +74,14 @@ class BenchConfig:
     dag_seed: int  # dag1000: seed of the random dependencies (same DAG every run)
     dag_quota: int  # BATON_TENANT_MAX_CONCURRENT_TASKS in the DAG scenarios
     dag_timeout: float  # seconds one DAG run may take before the scenario fails
+    schedule_tenants: int  # schedules10k: tenants (500 at full size)
+    schedules_per_tenant: int  # schedules10k: scheduled jobs per tenant (20, not scaled)
+    schedule_lead_seconds: float  # schedules10k: seconds to the first instant (0: estimate)
+    seed_seconds_per_schedule: float  # estimate of creating one scheduled job, for the lead
+    schedule_wait_seconds: float  # schedules10k: how long after the last instant to wait
+    beat_wait_seconds: float  # schedules10k, Celery beat: the same (it never ends by itself)
+    failover_tenants: int  # scheduler_failover: tenants (20, not scaled)
+    failover_per_tenant: int  # scheduler_failover: scheduled jobs per tenant (10)
     celery_pool: str  # prefork | threads | solo | gevent
     batch_size: int  # runs per Baton batch trigger
     profile: bool  # py-spy the Baton engine, a worker and the API (see bench.run)
@@ -124,6 +135,14 @@ class BenchConfig:
             dag_seed=_env_int("BATON_BENCH_DAG_SEED", 1000),
             dag_quota=_env_int("BATON_BENCH_DAG_QUOTA", 1000),
             dag_timeout=_env_float("BATON_BENCH_DAG_TIMEOUT", 300.0),
+            schedule_tenants=scaled(500),
+            schedules_per_tenant=20,
+            schedule_lead_seconds=_env_float("BATON_BENCH_SCHEDULE_LEAD", 0.0),
+            seed_seconds_per_schedule=_env_float("BATON_BENCH_SEED_SECONDS", 0.012),
+            schedule_wait_seconds=_env_float("BATON_BENCH_SCHEDULE_WAIT", 600.0),
+            beat_wait_seconds=_env_float("BATON_BENCH_BEAT_WAIT", 90.0),
+            failover_tenants=20,
+            failover_per_tenant=10,
             celery_pool=os.environ.get("BATON_BENCH_CELERY_POOL", "solo"),
             batch_size=1000,
             profile=_env_flag("BATON_BENCH_PROFILE", False),
@@ -131,7 +150,7 @@ class BenchConfig:
             systems=systems,
             update_docs=_env_flag("BATON_BENCH_UPDATE_DOCS", True),
             docs_path=Path(os.environ.get("BATON_BENCH_DOCS", "") or DOCS),
-            timeout_seconds=_env_float("BATON_BENCH_TIMEOUT", 1800.0),
+            timeout_seconds=_env_float("BATON_BENCH_TIMEOUT", 3600.0),
         )
 
 
@@ -189,6 +208,15 @@ def configure_logging() -> None:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # Baton's services called in this process (the scheduler scenarios create schedules
+    # through them) log with structlog, by default to stdout - the JSON result lines' own
+    # stream. Route them to stderr, warnings and errors only.
+    import structlog
+
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
 
 JsonDict = dict[str, Any]

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import BenchConfig, JsonDict
+from bench.common import SCHEDULER_SCENARIOS, BenchConfig, JsonDict
 
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
@@ -65,6 +65,40 @@ ROWS: list[Row] = [
     Row("dag1000", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
 ]
 
+# The cron-scheduler scenarios have a results block of their own, so running only them
+# (BATON_BENCH_SCENARIOS=schedules10k,scheduler_failover) leaves the table above alone.
+SCHEDULER_START = "<!-- bench:scheduler:start -->"
+SCHEDULER_END = "<!-- bench:scheduler:end -->"
+
+SCHEDULER_ROWS: list[Row] = [
+    Row("schedules10k", "schedules", "schedules (entries), each firing every minute", ""),
+    Row("schedules10k", "fires_expected", "fires due in the measured minutes", ""),
+    Row("schedules10k", "fires", "fires that happened (of those due)", "higher"),
+    Row("schedules10k", "all_fired", "every due instant fired", ""),
+    Row("schedules10k", "lateness_p50_s", "lateness p50, s (fire - scheduled instant)", "lower"),
+    Row("schedules10k", "lateness_p99_s", "lateness p99, s", "lower"),
+    Row("schedules10k", "lateness_max_s", "lateness max, s", "lower"),
+    Row("schedules10k", "scheduler_cpu_ms_per_fire", "scheduler CPU per fire, ms", "lower"),
+    Row("schedules10k", "system_cpu_ms_per_fire",
+        "CPU per fire, scheduler + PostgreSQL + Redis (Celery: beat + Redis), ms", "lower"),
+    Row("scheduler_failover", "schedules", "schedules over 20 tenants, every 5 s", ""),
+    Row("scheduler_failover", "lease_seconds", "lease (BATON_SCHEDULER_LEASE_SECONDS), s", ""),
+    Row("scheduler_failover", "takeover_seconds",
+        "SIGKILL -> the chosen tenant's next fire on the survivor, s", ""),
+    Row("scheduler_failover", "takeover_all_median_s",
+        "SIGKILL -> next fire, median of the killed replica's tenants, s", ""),
+    Row("scheduler_failover", "takeover_all_max_s",
+        "SIGKILL -> next fire, slowest of the killed replica's tenants, s", ""),
+    Row("scheduler_failover", "restarted_first_fire_s",
+        "restarted replica: start -> its first fire, s", ""),
+    Row("scheduler_failover", "fires_expected", "fires due over the run", ""),
+    Row("scheduler_failover", "fires_lost", "fires lost", ""),
+    Row("scheduler_failover", "fires_duplicated", "fires duplicated", ""),
+    Row("scheduler_failover", "no_fire_lost_or_duplicated", "every instant fired exactly once",
+        ""),
+    Row("scheduler_failover", "lateness_p99_s", "lateness p99 over the run, s", ""),
+]
+
 TEMPLATE = f"""# Benchmarks
 
 `make bench` runs every scenario for Baton and for Celery on the same machine, in the same
@@ -111,10 +145,12 @@ def _noise(results: list[JsonDict]) -> float:
     return other / machine if machine > 0 else 0.0
 
 
-def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: BenchConfig) -> str:
+def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: BenchConfig,
+                    rows: list[Row] | None = None, start: str = START, end: str = END) -> str:
+    rows = ROWS if rows is None else rows
     by_key = {(r["scenario"], r["system"]): r for r in results}
     lines = [
-        START,
+        start,
         "",
         f"Run of {machine.get('date', '?')} at `BATON_BENCH_SCALE={cfg.scale:g}` on "
         f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
@@ -133,7 +169,7 @@ def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: Bench
         "| scenario | metric | better | Baton | Celery | Baton/Celery |",
         "|---|---|---|---:|---:|---:|",
     ]
-    for row in ROWS:
+    for row in rows:
         baton = by_key.get((row.scenario, "baton"), {})
         celery = by_key.get((row.scenario, "celery"), {})
         celery_key = row.celery_key or row.key
@@ -158,20 +194,32 @@ def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: Bench
                   for (system, setup), scenarios in setups.items()]
     lines += ["", "<details><summary>Raw JSON lines of this run</summary>", "", "```json"]
     lines += [json.dumps({k: v for k, v in r.items() if k != "machine"}) for r in results]
-    lines += ["```", "", "</details>", "", END]
+    lines += ["```", "", "</details>", "", end]
     return "\n".join(lines)
+
+
+def _replace_block(text: str, start: str, end: str, block: str) -> str:
+    if start not in text or end not in text:
+        text = text.rstrip() + f"\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return head + block + tail
 
 
 def write_report(path: Path, results: list[JsonDict], machine: dict[str, Any],
                  cfg: BenchConfig) -> None:
-    """Replace the results section of ``path`` (creating the page if it does not exist)."""
+    """Replace the results sections of ``path`` that this run has results for (creating the
+    page if it does not exist): the dispatch and DAG table, the scheduler table."""
     text = path.read_text() if path.exists() else TEMPLATE
-    if START not in text or END not in text:
-        text = text.rstrip() + f"\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
+    main = [r for r in results if r["scenario"] not in SCHEDULER_SCENARIOS]
+    scheduler = [r for r in results if r["scenario"] in SCHEDULER_SCENARIOS]
+    if main:
+        text = _replace_block(text, START, END, results_section(main, machine, cfg))
+    if scheduler:
+        text = _replace_block(text, SCHEDULER_START, SCHEDULER_END, results_section(
+            scheduler, machine, cfg, SCHEDULER_ROWS, SCHEDULER_START, SCHEDULER_END))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(head + results_section(results, machine, cfg) + tail)
+    path.write_text(text)
 
 
 def main() -> int:

@@ -5,7 +5,9 @@ Run as ``python -m bench.run`` from the repository root. Knobs (environment):
 - ``BATON_BENCH_SCALE`` (default 1): multiplies every task count (0.1 for a quick run);
 - ``BATON_BENCH_DATABASE_URL`` / ``BATON_BENCH_REDIS_URL``: servers to use (else embedded);
 - ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB``: Redis DB numbers (14 / 15);
-- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,chain40,fanout500,dag1000``),
+- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,chain40,fanout500,dag1000,
+  schedules10k,scheduler_failover``; a system without a scenario skips it: Celery has no
+  scheduler_failover),
   ``BATON_BENCH_SYSTEMS`` (``baton,celery``); ``BATON_BENCH_WORKERS`` (2),
   ``BATON_BENCH_CONCURRENCY`` (16);
 - ``BATON_BENCH_CELERY_POOL`` (solo: fastest here), ``BATON_BENCH_THROUGHPUT_QUOTA`` (1000);
@@ -13,9 +15,14 @@ Run as ``python -m bench.run`` from the repository root. Knobs (environment):
   ``BATON_BENCH_DAG_SEED`` (1000), ``BATON_BENCH_DAG_QUOTA`` (1000),
   ``BATON_BENCH_DAG_TIMEOUT`` (300 s per run);
 - ``BATON_BENCH_PROFILE=1``: py-spy the Baton engine, a worker and the API (throughput,
-  latency, fairness and the DAG scenarios);
+  latency, fairness and the DAG scenarios), the scheduler and celery beat (schedules10k);
 - ``BATON_BENCH_UPDATE_DOCS=0``: leave docs/benchmarks.md alone;
-- ``BATON_BENCH_TIMEOUT`` (1800 s): the whole run is cancelled after this long.
+- scheduler scenarios (bench.baton_sched, bench.celery_sched): ``BATON_BENCH_SCHEDULE_MINUTES``
+  (2; 1 at scale <= 0.5), ``BATON_BENCH_SCHEDULE_LEAD`` (estimated), ``BATON_BENCH_SEED_SECONDS``
+  (0.012 s per schedule, for that estimate), ``BATON_BENCH_SCHEDULE_WAIT`` (600 s),
+  ``BATON_BENCH_BEAT_WAIT`` (90 s); the replicas take ``BATON_SCHEDULER_LEASE_SECONDS`` and
+  ``BATON_SCHEDULER_POLL_SECONDS`` from the environment;
+- ``BATON_BENCH_TIMEOUT`` (3600 s): the whole run is cancelled after this long.
 
 Logs of every process go to a fresh ``/tmp/baton-bench-*`` directory (named on stderr).
 Exit status 1 if any scenario failed (its JSON line then carries ``error``).
@@ -69,6 +76,10 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
             runners["celery"] = CeleryBench(cfg, services, log_dir)
         for scenario in cfg.scenarios:
             for system in cfg.systems:
+                if not hasattr(runners[system], scenario):
+                    log.info("== %s / %s: no such scenario for %s (see docs/benchmarks.md)",
+                             scenario, system, system)
+                    continue
                 log.info("== %s / %s", scenario, system)
                 began = time.monotonic()
                 try:

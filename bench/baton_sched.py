@@ -1,0 +1,654 @@
+"""Baton's cron-scheduler scenarios: schedules10k and scheduler_failover.
+
+Schedules are created in-process through the real services - ``auth.service.signup`` for
+each tenant, then ``jobs.service.create_job`` for each job with a ``schedule:`` section
+(which writes the schedule row and announces it in Redis after the commit) - one
+transaction per tenant, a few tenants at once, in the run's throw-away database. The
+scheduler under test runs as subprocesses of its own (``python -m bench.scheduler_proc``:
+the cron scheduler as ``baton scheduler`` builds it, without the engine), so its CPU time
+is its own. No engine and no worker run: a fire is a run row (queued, never started), its
+tick in the ledger and the after-commit notifications in Redis.
+
+Lateness is ``runs.created_at`` (stamped by the scheduler when it inserts the run) minus
+``runs.scheduled_for`` (the cron instant). Every schedule gets ``start_at``/``end_at`` so
+exactly the instants of the measured window are due; the expected fires are therefore
+known exactly, and every one is checked in PostgreSQL after the scheduler has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+
+from backend.core.settings import Settings
+from bench.common import BenchError, JsonDict, latency_summary, rounded, wait_until
+from bench.cpu import CpuMeter, postgres_backends
+from bench.procs import Child, ProcessSet
+from bench.profiling import Profiler
+from bench.services import FLUSHED, flush_redis, redis_intact, redis_pid
+from worker import keys
+from worker.streams import as_text
+
+if TYPE_CHECKING:
+    from bench.baton_bench import BatonBench, Tenant
+
+log = logging.getLogger("bench.baton.sched")
+
+NOOP_TASK = {"name": "noop", "type": "python", "function": "worker.builtins:noop"}
+EVERY_MINUTE = "* * * * *"
+EVERY_5_SECONDS = "* * * * * */5"  # six fields: the last one is seconds
+SEED_CONCURRENCY = 4  # tenants created at once (one transaction each)
+DEFAULT_LEASE = float(Settings.model_fields["scheduler_lease_seconds"].default)
+# Scheduler settings the replicas take from the benchmark's own environment when set.
+PASSED_THROUGH = ("BATON_SCHEDULER_LEASE_SECONDS", "BATON_SCHEDULER_POLL_SECONDS",
+                  "BATON_DB_POOL_SIZE")
+
+_RUNS = """
+SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due,
+       extract(epoch FROM created_at)::float8 AS created
+  FROM runs WHERE tenant_id = $1 AND trigger = 'schedule'
+"""
+_TICKS = """
+SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due, outcome,
+       run_id IS NOT NULL AS has_run, reason
+  FROM schedule_ticks WHERE tenant_id = $1
+"""
+_DUPLICATE_RUNS = """
+SELECT count(*) FROM (
+  SELECT 1 FROM runs WHERE tenant_id = $1 AND trigger = 'schedule'
+   GROUP BY job_id, scheduled_for HAVING count(*) > 1) d
+"""
+
+
+def lateness_summary(seconds: list[float]) -> JsonDict:
+    """p50/p95/p99/max/mean of lateness in ms (as the other scenarios report latencies),
+    and p50/p99/max in seconds (the results table's unit)."""
+    summary: JsonDict = latency_summary([v * 1000 for v in seconds], "lateness_")
+    for key in ("p50", "p99", "max"):
+        if f"lateness_{key}_ms" in summary:
+            summary[f"lateness_{key}_s"] = round(summary[f"lateness_{key}_ms"] / 1000, 2)
+    return summary
+
+
+def lease_seconds() -> float:
+    raw = os.environ.get("BATON_SCHEDULER_LEASE_SECONDS", "").strip()
+    return float(raw) if raw else DEFAULT_LEASE
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _ceil(epoch: float, step: float) -> float:
+    return math.ceil(epoch / step) * step
+
+
+# --------------------------------------------------------------------------- seeding
+@dataclass
+class Seeded:
+    tenants: list[Tenant]
+    jobs: dict[uuid.UUID, list[uuid.UUID]]  # tenant id -> its jobs
+    seconds: float
+
+    @property
+    def schedules(self) -> int:
+        return sum(len(v) for v in self.jobs.values())
+
+
+def seed_settings(bench: BatonBench) -> Settings:
+    """The settings the services need in this process (the replicas get the same)."""
+    env = bench.env(1)
+    return Settings(
+        _env_file=None,
+        environment="production",
+        database_url=env["BATON_DATABASE_URL"],
+        app_db_role=env["BATON_APP_DB_ROLE"],
+        app_db_password=env["BATON_APP_DB_PASSWORD"],
+        redis_url=env["BATON_REDIS_URL"],
+        jwt_secret=env["BATON_JWT_SECRET"],
+        argon2_time_cost=1,
+        argon2_memory_cost=8192,
+    )
+
+
+async def seed(bench: BatonBench, *, tenants: int, per_tenant: int,
+               schedule: dict[str, Any], label: str) -> Seeded:
+    """Sign up ``tenants`` tenants and give each ``per_tenant`` scheduled no-op jobs,
+    through the services the API uses (one transaction per tenant)."""
+    from backend.auth import service as auth_service
+    from backend.core.db import commit, create_engine, create_sessionmaker
+    from backend.core.permissions import Role
+    from backend.core.principal import Principal, RequestOrigin
+    from backend.core.redis import create_redis
+    from backend.jobs import service as jobs_service
+    from backend.jobs.spec import JobSpec
+    from bench.baton_bench import Tenant
+
+    settings = seed_settings(bench)
+    engine = create_engine(settings.owner_database_url(), pool_size=SEED_CONCURRENCY)
+    sessionmaker = create_sessionmaker(engine)
+    redis = create_redis(settings.redis_url or "")
+    slots = asyncio.Semaphore(SEED_CONCURRENCY)
+    made: list[Tenant] = []
+    jobs: dict[uuid.UUID, list[uuid.UUID]] = {}
+    specs = [
+        JobSpec.model_validate({"name": f"every-{j:03d}", "tasks": [NOOP_TASK],
+                                "schedule": schedule})
+        for j in range(per_tenant)
+    ]
+
+    async def one(i: int) -> None:
+        origin = RequestOrigin(user_agent="baton-bench")
+        async with slots, sessionmaker() as session:
+            result = await auth_service.signup(
+                session, settings, email=f"{label}-{i}-{secrets.token_hex(3)}@bench.example.com",
+                password=secrets.token_urlsafe(16), tenant_name=f"{label} {i:04d}", origin=origin,
+            )
+            principal = Principal(
+                user_id=result.user.id, email=result.user.email, tenant_id=result.tenant.id,
+                role=Role.owner, is_superuser=False, origin=origin,
+            )
+            ids = [(await jobs_service.create_job(session, redis, principal, spec)).id
+                   for spec in specs]
+            await commit(session)
+        made.append(Tenant(id=result.tenant.id, name=f"{label}-{i}", headers={}))
+        jobs[result.tenant.id] = ids
+
+    began = time.monotonic()
+    try:
+        await asyncio.gather(*(one(i) for i in range(tenants)))
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    made.sort(key=lambda t: t.name)
+    return Seeded(tenants=made, jobs=jobs, seconds=time.monotonic() - began)
+
+
+# --------------------------------------------------------------------------- replicas
+@dataclass
+class LogTail:
+    """Reads a replica's JSON log as it grows: its ``scheduler.fired`` events."""
+
+    path: Path
+    offset: int = 0
+    fired: list[tuple[float, str, int]] = field(default_factory=list)  # (at, tenant, n)
+    ticks: int = 0  # instants accounted for: fired + skipped + missed
+    counts: Counter[str] = field(default_factory=Counter)  # events by name
+    _partial: bytes = b""
+
+    def poll(self) -> None:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except OSError:
+            return
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if not isinstance(event, dict):
+                    continue
+                name = str(event.get("event", ""))
+                self.counts[name] += 1
+                if name == "scheduler.fired":
+                    at = datetime.fromisoformat(str(event["timestamp"])).timestamp()
+                    self.fired.append((at, str(event["tenant_id"]), int(event["fired"])))
+                    self.ticks += sum(int(event.get(k) or 0)
+                                      for k in ("fired", "skipped", "missed"))
+
+    @property
+    def total_fired(self) -> int:
+        return sum(n for _, _, n in self.fired)
+
+
+@dataclass
+class Replica:
+    name: str
+    child: Child
+    log: LogTail
+    started: float  # epoch seconds
+
+
+class Replicas:
+    """Scheduler replicas (``bench.scheduler_proc``) of one scenario."""
+
+    def __init__(self, bench: BatonBench, out: Path) -> None:
+        self.bench = bench
+        env = bench.env(1)
+        for name in PASSED_THROUGH:
+            if os.environ.get(name, "").strip():
+                env[name] = os.environ[name].strip()
+        self.procs = ProcessSet(out, env)
+        self.replicas: dict[str, Replica] = {}
+        self.redis: Redis = Redis.from_url(bench.services.baton_redis_url,
+                                           decode_responses=True)
+
+    def start(self, name: str) -> Replica:
+        child = self.procs.start(
+            name, [sys.executable, "-m", "bench.scheduler_proc"],
+            env={"BATON_BENCH_SCHEDULER_NAME": name},
+        )
+        replica = Replica(name, child, LogTail(child.log_path), time.time())
+        self.replicas[name] = replica
+        return replica
+
+    def kill(self, name: str) -> float:
+        """SIGKILL a replica (no clean-up: its leases stay until they expire); when."""
+        replica = self.replicas[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(replica.child.pid, signal.SIGKILL)
+        at = time.time()
+        replica.child.process.wait(10)
+        replica.child.expect_exit = True  # check_alive must not count it as a failure
+        return at
+
+    async def heartbeat(self, name: str) -> float | None:
+        score = await self.redis.zscore(keys.scheduler_replicas(), name)
+        return float(score) if score is not None else None
+
+    async def wait_ready(self, name: str, *, within: float) -> float:
+        """Until the replica's first pass (its first heartbeat: the due index is rebuilt);
+        the epoch second it was seen."""
+
+        async def ready() -> bool:
+            self.procs.check_alive()
+            return await self.heartbeat(name) is not None
+
+        await wait_until(ready, within=within, interval=0.1, what=f"scheduler {name} to start")
+        return time.time()
+
+    async def holders(self, tenants: Iterable[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+        """Which replica holds each tenant's lease now."""
+        ids = list(tenants)
+        values = await self.redis.mget([keys.scheduler_lease(str(t)) for t in ids])
+        return {t: (as_text(v).rsplit(" ", 1)[0] if v else None)
+                for t, v in zip(ids, values, strict=True)}
+
+    def poll_logs(self) -> None:
+        for replica in self.replicas.values():
+            replica.log.poll()
+
+    def fired(self) -> int:
+        self.poll_logs()
+        return sum(r.log.total_fired for r in self.replicas.values())
+
+    def ticks(self) -> int:
+        """Instants the replicas have dealt with (fired, skipped or missed), per their logs."""
+        self.poll_logs()
+        return sum(r.log.ticks for r in self.replicas.values())
+
+    async def cpu_meter(self) -> CpuMeter:
+        database = self.bench.database.name
+        redis = await redis_pid(self.bench.services.baton_redis_url)
+        procs = self.procs
+        return CpuMeter({
+            "scheduler": lambda: [c.pid for c in procs.children if c.process.poll() is None],
+            "postgres": lambda: postgres_backends(database),
+            "redis": lambda: [redis] if redis else [],
+        })
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.procs.stop_all)
+        self.poll_logs()
+        await self.redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def replicas(bench: BatonBench, name: str) -> AsyncIterator[Replicas]:
+    """A flushed Redis database and a place for scheduler replicas; all stopped at exit."""
+    await flush_redis(bench.services.baton_redis_url)
+    out = bench.log_dir / name
+    out.mkdir(parents=True, exist_ok=True)
+    group = Replicas(bench, out)
+    try:
+        yield group
+        if not await redis_intact(bench.services.baton_redis_url):
+            raise BenchError(FLUSHED.format(url=bench.services.baton_redis_url))
+    except BaseException:
+        group.procs.dump_tails()
+        raise
+    finally:
+        await group.aclose()
+
+
+# --------------------------------------------------------------------------- checking
+@dataclass
+class Ledger:
+    """What PostgreSQL holds after the run: runs and ticks per (job, instant)."""
+
+    runs: dict[tuple[uuid.UUID, int], list[float]] = field(default_factory=dict)  # created
+    ticks: dict[tuple[uuid.UUID, int], tuple[str, bool]] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)  # "outcome: reason", not fired
+    duplicate_groups: int = 0
+
+    @classmethod
+    async def read(cls, bench: BatonBench, tenants: list[Tenant]) -> Ledger:
+        ledger = cls()
+        for tenant in tenants:
+            for row in await bench.db.fetch(tenant, _RUNS):
+                key = (row["job_id"], round(row["due"]))
+                ledger.runs.setdefault(key, []).append(float(row["created"]))
+            for row in await bench.db.fetch(tenant, _TICKS):
+                ledger.ticks[(row["job_id"], round(row["due"]))] = (row["outcome"],
+                                                                    bool(row["has_run"]))
+                if row["outcome"] != "fired" or row["reason"]:
+                    ledger.reasons[f"{row['outcome']}: {row['reason']}"] += 1
+            ledger.duplicate_groups += int((await bench.db.fetchrow(tenant, _DUPLICATE_RUNS))[0])
+        return ledger
+
+    def check(self, expected: set[tuple[uuid.UUID, int]]) -> JsonDict:
+        """Fires lost (an expected instant without a run), duplicated (an instant with more
+        than one run), unexpected (a run for an instant outside the window), and what the
+        tick ledger says about each expected instant."""
+        fired = set(self.runs)
+        outcomes = Counter(self.ticks[k][0] for k in expected if k in self.ticks)
+        return {
+            "fires_expected": len(expected),
+            "fires": sum(len(v) for k, v in self.runs.items() if k in expected),
+            "fires_lost": len(expected - fired),
+            "fires_duplicated": sum(len(v) - 1 for v in self.runs.values() if len(v) > 1),
+            "duplicate_groups_sql": self.duplicate_groups,
+            "fires_unexpected": len(fired - expected),
+            "instants_without_tick": sum(1 for k in expected if k not in self.ticks),
+            "ticks_fired_without_run": sum(1 for k in expected
+                                           if self.ticks.get(k, ("", True)) == ("fired", False)),
+            "tick_outcomes": dict(outcomes),
+            "tick_reasons": dict(self.reasons),
+        }
+
+    def lateness(self, keys_: Iterable[tuple[uuid.UUID, int]]) -> list[float]:
+        """Seconds from each instant to its run's creation (the first run, if several)."""
+        return [min(self.runs[k]) - k[1] for k in keys_ if k in self.runs]
+
+
+def expected_fires(jobs: dict[uuid.UUID, list[uuid.UUID]], instants: list[int]
+                   ) -> set[tuple[uuid.UUID, int]]:
+    return {(job, at) for ids in jobs.values() for job in ids for at in instants}
+
+
+# --------------------------------------------------------------------------- schedules10k
+def schedules_minutes(scale: float) -> int:
+    """How many full minutes schedules10k fires over: 2 at full size, 1 at scale <= 0.5."""
+    raw = os.environ.get("BATON_BENCH_SCHEDULE_MINUTES", "").strip()
+    if raw:
+        return max(1, int(raw))
+    return 2 if scale > 0.5 else 1
+
+
+async def schedules10k(bench: BatonBench) -> JsonDict:
+    cfg = bench.cfg
+    tenants, per_tenant = cfg.schedule_tenants, cfg.schedules_per_tenant
+    total = tenants * per_tenant
+    minutes = schedules_minutes(cfg.scale)
+    # The first measured instant leaves time to create the schedules and start the
+    # scheduler (its start-up rebuilds the due index from every tenant's schedules).
+    lead = cfg.schedule_lead_seconds or 20 + total * cfg.seed_seconds_per_schedule
+    first = _ceil(time.time() + lead, 60)
+    instants = [int(first + 60 * i) for i in range(minutes + 1)]
+    window = {"cron": EVERY_MINUTE, "start_at": _iso(instants[0]), "end_at": _iso(instants[-1])}
+    async with replicas(bench, "baton-schedules10k") as group:
+        log.info("creating %d schedules over %d tenants (fire at %s)", total, tenants,
+                 ", ".join(_iso(i)[11:19] for i in instants))
+        seeded = await seed(bench, tenants=tenants, per_tenant=per_tenant, schedule=window,
+                            label="sched")
+        log.info("created %d schedules in %.1f s (%.0f/s)", seeded.schedules, seeded.seconds,
+                 seeded.schedules / seeded.seconds)
+        began = time.time()
+        group.start("scheduler")
+        ready = await group.wait_ready("scheduler", within=max(60.0, first - time.time()))
+        startup = ready - began
+        if ready > instants[0] - 2:
+            raise BenchError(
+                f"creating the schedules ({seeded.seconds:.0f} s) and starting the scheduler "
+                f"({startup:.0f} s) overran the first instant; raise BATON_BENCH_SCHEDULE_LEAD")
+        await asyncio.sleep(max(0.0, instants[0] - 2 - time.time()))
+        meter = await group.cpu_meter()
+        meter.start()
+        profiler = Profiler(group.procs.log_dir) if cfg.profile else None
+        if profiler is not None:
+            profiler.start("scheduler", group.replicas["scheduler"].child.pid)
+        expected = total * len(instants)
+        deadline = instants[-1] + cfg.schedule_wait_seconds
+        next_log = time.monotonic() + 15
+
+        async def caught_up() -> bool:
+            nonlocal next_log
+            group.procs.check_alive()
+            ticks = group.ticks()
+            if time.monotonic() > next_log:
+                next_log = time.monotonic() + 15
+                log.info("schedules10k: %d of %d instants dealt with (%d fired)", ticks,
+                         expected, group.fired())
+            return ticks >= expected
+
+        timed_out = False
+        try:
+            await wait_until(caught_up, within=deadline - time.time(), interval=0.5,
+                             what="the scheduler to deal with every instant")
+        except BenchError:
+            timed_out = True
+        cpu = meter.stop()
+        if profiler is not None:
+            for name, summary in profiler.stop().items():
+                log.info("py-spy profile of the %s (schedules10k):\n%s", name, summary)
+        passes = group.replicas["scheduler"].log.fired
+        last_pass = max((at for at, _, _ in passes), default=time.time())
+        log_counts = dict(group.replicas["scheduler"].log.counts)
+    ledger = await Ledger.read(bench, seeded.tenants)
+    want = expected_fires(seeded.jobs, instants)
+    checks = ledger.check(want)
+    late = ledger.lateness(want)
+    per_instant = []
+    for at in instants:
+        values = ledger.lateness(k for k in want if k[1] == at)
+        per_instant.append({"instant": _iso(at)[11:19], "fires": len(values),
+                            "last_fire_s": rounded(max(values), 2) if values else None})
+    fires = checks["fires"]
+    # Who pays when the scheduler falls behind: tenants in quarters of their id's text
+    # order (the order Redis returns tenants with equal due scores in).
+    quarters: list[JsonDict] = []
+    ordered = sorted(seeded.jobs, key=str)
+    size = math.ceil(len(ordered) / 4)
+    for q in range(4):
+        keys_ = [(job, at) for t in ordered[q * size:(q + 1) * size] for job in seeded.jobs[t]
+                 for at in instants]
+        values = ledger.lateness(keys_)
+        quarters.append({"lost": sum(1 for k in keys_ if k not in ledger.runs),
+                         "lateness_p50_s": rounded(statistics.median(values), 1)
+                         if values else None})
+    return {
+        "schedules": total,
+        "tenants": tenants,
+        "cron": EVERY_MINUTE,
+        "minutes": minutes,
+        **checks,
+        "all_fired": checks["fires_lost"] == 0 and not timed_out,
+        "caught_up": not timed_out,
+        "caught_up_after_last_instant_s": rounded(last_pass - instants[-1], 1),
+        **lateness_summary(late),
+        "per_instant": per_instant,
+        "by_tenant_quarter": quarters,
+        "scheduler_cpu_s": cpu["scheduler"],
+        "scheduler_cpu_ms_per_fire": rounded(cpu["scheduler"] * 1000 / max(fires, 1), 2),
+        "postgres_cpu_ms_per_fire": rounded(cpu["postgres"] * 1000 / max(fires, 1), 2),
+        "system_cpu_ms_per_fire": rounded(
+            (cpu["scheduler"] + cpu["postgres"] + cpu["redis"]) * 1000 / max(fires, 1), 2),
+        "seed_seconds": rounded(seeded.seconds),
+        "seed_schedules_per_s": rounded(seeded.schedules / seeded.seconds),
+        "startup_seconds": rounded(startup, 2),
+        "log_events": {k: v for k, v in log_counts.items() if k.startswith("scheduler.")},
+        "measured": "runs.created_at (stamped by the scheduler) - runs.scheduled_for; CPU of "
+                    "the scheduler process from 2 s before the first instant to the last fire",
+        "cpu_seconds": cpu,
+        "setup": "1 scheduler process (bench.scheduler_proc: the cron scheduler of `baton "
+                 "scheduler`, without the engine), no workers; schedules made through "
+                 "signup + create_job",
+    }
+
+
+# --------------------------------------------------------------------------- failover
+def _first_after(events: list[tuple[float, str, int]], tenant: str, after: float
+                 ) -> float | None:
+    times = [at for at, t, n in events if t == tenant and n > 0 and at > after]
+    return min(times) if times else None
+
+
+async def scheduler_failover(bench: BatonBench) -> JsonDict:
+    cfg = bench.cfg
+    tenants, per_tenant = cfg.failover_tenants, cfg.failover_per_tenant
+    lease = lease_seconds()
+    step = 5
+    # Timeline (epoch seconds): T0 the first instant; the kill a second after an instant,
+    # late enough for a steady-state CPU sample of the survivor before it; the killed
+    # replica comes back (under a new name, as a restarted pod would) once the survivor has
+    # long taken over; the last instant leaves time for the hand-back.
+    # The survivor's CPU over this long just before the kill and just after it - while the
+    # killed replica's tenants wait for their leases to lapse, before any is taken over.
+    sample = max(3.0, lease - 2.0)
+    seed_budget = 25 + tenants * per_tenant * cfg.seed_seconds_per_schedule
+    t0 = _ceil(time.time() + seed_budget, step)
+    kill_at = t0 + _ceil(max(sample + 1, 20.0), step) + 1
+    restart_at = kill_at + max(30.0, 3 * lease)
+    last = _ceil(restart_at + 25, step)
+    instants = [int(t0 + step * i) for i in range(int((last - t0) / step) + 1)]
+    window = {"cron": EVERY_5_SECONDS, "start_at": _iso(t0), "end_at": _iso(last)}
+    expected = tenants * per_tenant * len(instants)
+    async with replicas(bench, "baton-scheduler-failover") as group:
+        seeded = await seed(bench, tenants=tenants, per_tenant=per_tenant, schedule=window,
+                            label="failover")
+        group.start("replica-a")
+        group.start("replica-b")
+        for name in ("replica-a", "replica-b"):
+            await group.wait_ready(name, within=max(60.0, t0 - time.time()))
+        if time.time() > t0 - 1:
+            raise BenchError("creating the schedules and starting two replicas overran the "
+                             "first instant; raise BATON_BENCH_SEED_SECONDS")
+        meter = await group.cpu_meter()
+        meter.start()
+        await asyncio.sleep(max(0.0, kill_at - sample - time.time()))
+        ids = [t.id for t in seeded.tenants]
+        chosen = seeded.tenants[0].id
+        victim = (await group.holders([chosen]))[chosen]
+        if victim not in ("replica-a", "replica-b"):
+            raise BenchError(f"no replica holds tenant {chosen}'s lease before the kill")
+        survivor = "replica-b" if victim == "replica-a" else "replica-a"
+        survivor_pid = group.replicas[survivor].child.pid
+        cpu_0 = _cpu_of(survivor_pid)
+        await asyncio.sleep(max(0.0, kill_at - time.time()))
+        held = await group.holders(ids)
+        beat = await group.heartbeat(victim)
+        cpu_1 = _cpu_of(survivor_pid)
+        killed = group.kill(victim)
+        victim_tenants = [t for t, holder in held.items() if holder == victim]
+        log.info("killed %s (it held %d of %d tenants; last heartbeat %.2f s before)", victim,
+                 len(victim_tenants), len(ids), killed - (beat or killed))
+        await asyncio.sleep(max(0.0, killed + sample - time.time()))
+        cpu_2 = _cpu_of(survivor_pid)
+        await asyncio.sleep(max(0.0, restart_at - time.time()))
+        restarted_name = f"{victim}-restarted"
+        restarted = group.start(restarted_name)
+        await group.wait_ready(restarted_name, within=60)
+
+        async def all_fired() -> bool:
+            group.procs.check_alive()
+            return group.ticks() >= expected
+
+        timed_out = False
+        try:
+            await wait_until(all_fired, within=max(10.0, last + 2 * lease + 10 - time.time()),
+                             interval=0.5, what="every instant to fire")
+        except BenchError:
+            timed_out = True
+        await asyncio.sleep(1.0)  # a late duplicate, if any, would show up in the ledger
+        cpu = meter.stop()
+        group.poll_logs()
+        survivor_log = group.replicas[survivor].log
+        restarted_log = restarted.log
+        fired_by = {name: r.log.total_fired for name, r in group.replicas.items()}
+        counts = {name: {e: n for e, n in r.log.counts.items() if e.startswith("scheduler.")}
+                  for name, r in group.replicas.items()}
+    ledger = await Ledger.read(bench, seeded.tenants)
+    want = expected_fires(seeded.jobs, instants)
+    checks = ledger.check(want)
+
+    def takeover(tenant: uuid.UUID) -> float | None:
+        at = _first_after(survivor_log.fired, str(tenant), killed)
+        return at - killed if at is not None else None
+
+    takeovers = [v for t in victim_tenants if (v := takeover(t)) is not None]
+    chosen_takeover = takeover(chosen)
+    # The chosen tenant's instants that fell due while nobody served it: how late they fired.
+    until = killed + (chosen_takeover if chosen_takeover is not None else 0.0)
+    waited = ledger.lateness((job, at) for job in seeded.jobs[chosen] for at in instants
+                             if killed < at <= until)
+    handed_back = [at - restarted.started for at, _, n in restarted_log.fired if n > 0]
+    return {
+        "schedules": tenants * per_tenant,
+        "tenants": tenants,
+        "cron": EVERY_5_SECONDS,
+        "instants": len(instants),
+        "lease_seconds": lease,
+        "replicas": 2,
+        "killed": victim,
+        "killed_held_tenants": len(victim_tenants),
+        "killed_after_heartbeat_s": rounded(killed - beat, 2) if beat else None,
+        "takeover_seconds": rounded(chosen_takeover, 2) if chosen_takeover is not None
+        else None,
+        "takeover_vs_lease": (rounded(chosen_takeover / lease, 2)
+                              if chosen_takeover is not None else None),
+        **({"takeover_all_median_s": rounded(statistics.median(takeovers), 2),
+            "takeover_all_max_s": rounded(max(takeovers), 2)} if takeovers else {}),
+        "tenants_taken_over": len(takeovers),
+        "chosen_late_fires": len(waited),
+        "chosen_late_fire_max_s": rounded(max(waited), 2) if waited else None,
+        "restarted_first_fire_s": rounded(min(handed_back), 2) if handed_back else None,
+        "restarted_tenants": len({t for _, t, n in restarted_log.fired if n > 0}),
+        **checks,
+        "no_fire_lost_or_duplicated": (checks["fires_lost"] == 0
+                                       and checks["fires_duplicated"] == 0
+                                       and checks["fires_unexpected"] == 0 and not timed_out),
+        **lateness_summary(ledger.lateness(want)),
+        "fired_by": fired_by,
+        "survivor_cpu_s_steady": rounded(cpu_1 - cpu_0, 2),
+        "survivor_cpu_s_after_kill": rounded(cpu_2 - cpu_1, 2),
+        "cpu_sample_s": sample,
+        "log_events": counts,
+        "measured": "takeover: SIGKILL of the replica holding the chosen tenant's lease -> "
+                    "the survivor's first fire of that tenant (its log); lost/duplicated: "
+                    "runs and ticks per (job, instant) in PostgreSQL",
+        "cpu_seconds": cpu,
+        "setup": "2 scheduler processes (bench.scheduler_proc), no engine, no workers; the "
+                 "one holding the chosen tenant SIGKILLed, then restarted under a new name",
+    }
+
+
+def _cpu_of(pid: int, default: float = 0.0) -> float:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return default
+    return float(times.user + times.system)
