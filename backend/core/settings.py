@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # replica's tenants move within it); it looks for due schedules at least this often.
     scheduler_lease_seconds: float = Field(default=10.0, gt=0)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # Due tenants a replica serves at once (each in its own transaction and connection).
+    scheduler_concurrency: int = Field(default=8, ge=1, le=64)
 
     # Workers. Shell and Docker tasks run only where the operator allows them (on-prem or
     # tenant-hosted workers); python tasks only from the listed module prefixes; http tasks

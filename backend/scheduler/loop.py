@@ -18,7 +18,10 @@ leases lapse and the others' rendezvous choice moves its tenants within the leas
 
 **Work proportional to what is due.** ``baton:sched:due`` holds each tenant's earliest
 due instant; a pass reads only the tenants whose instant has come, then only their due
-schedules (``ix_schedules_due``). The set is rebuilt from PostgreSQL at start.
+schedules (``ix_schedules_due``), serving up to ``scheduler_concurrency`` tenants at once
+(each in its own transaction). The set is rebuilt from PostgreSQL at start, beside the
+firing loop (it matters only after Redis lost its data). The replica's heartbeat has a loop
+of its own, so a long pass never makes the others think it died.
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ from typing import cast
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.db import tenant_transaction
+from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.metrics.samples import record_schedule_ticks
 from backend.schedules.repository import ScheduleRepository
@@ -100,6 +105,7 @@ class Scheduler:
         self.leases: dict[str, str] = {}  # tenant -> the lease value we hold ("name token")
         self.fired = 0
         self.live: list[str] = []  # replicas seen alive on the last pass
+        self.up_since = utcnow()  # instants due after this were missed by a late pass, not downtime
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -108,17 +114,44 @@ class Scheduler:
     async def run(self) -> None:
         """Register, rebuild the due index, then fire what is due until :meth:`stop`."""
         log.info("scheduler.started", scheduler=self.name)
-        await self.rebuild_due_index()
-        while not self._stopping.is_set():
+        self.up_since = utcnow()
+        await self._heartbeat()
+        helpers = [
+            asyncio.create_task(self._rebuild_in_background()),
+            asyncio.create_task(self._heartbeat_loop()),
+        ]
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.tick()
+                except Exception:  # the loop's last line of defence: log, pause, go on
+                    log.exception("scheduler.tick_failed", scheduler=self.name)
+                    await asyncio.sleep(0.5)
+                await self._sleep_until_due()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._release_all()
+            log.info("scheduler.stopped", scheduler=self.name)
+
+    async def _rebuild_in_background(self) -> None:
+        try:
+            await self.rebuild_due_index()
+        except Exception:  # a pass still serves what the index holds; say so and go on
+            log.exception("scheduler.rebuild_failed", scheduler=self.name)
+
+    async def _heartbeat(self) -> None:
+        await self.redis.zadd(keys.scheduler_replicas(), {self.name: time.time()})
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ms / 3000)
             try:
-                await self.tick()
-            except Exception:  # the loop's last line of defence: log, pause, go on
-                log.exception("scheduler.tick_failed", scheduler=self.name)
-                await asyncio.sleep(0.5)
-            await self._sleep_until_due()
-        with contextlib.suppress(Exception):
-            await self._release_all()
-        log.info("scheduler.stopped", scheduler=self.name)
+                await self._heartbeat()
+            except (RedisError, OSError) as error:
+                log.warning("scheduler.heartbeat_failed", error=str(error))
 
     def tenant_transaction(self, tenant_id: uuid.UUID) -> AbstractAsyncContextManager[AsyncSession]:
         return tenant_transaction(self.sessionmaker, tenant_id)
@@ -138,7 +171,7 @@ class Scheduler:
     async def tick(self) -> FireReport:
         """One pass: heartbeat, then every due tenant this replica should serve."""
         now = time.time()
-        await self.redis.zadd(keys.scheduler_replicas(), {self.name: now})
+        await self._heartbeat()
         members = await self.redis.zrangebyscore(
             keys.scheduler_replicas(), now - self.lease_ms / 1000, "+inf"
         )
@@ -150,20 +183,24 @@ class Scheduler:
             ),
         )
         total = FireReport()
-        for raw, score in due:
-            tenant = as_text(raw)
-            orphaned = now - float(score) > self.lease_ms / 1000
-            if rendezvous(tenant, live) != self.name and not orphaned:
-                await self._drop(tenant)
-                continue
-            token = await self._lease(tenant)
-            if token is None:
-                continue
-            report = await self._fire(tenant, token, now)
+        slots = asyncio.Semaphore(self.settings.scheduler_concurrency)
+
+        async def serve(tenant: str, score: float) -> None:
+            async with slots:
+                orphaned = now - score > self.lease_ms / 1000
+                if rendezvous(tenant, live) != self.name and not orphaned:
+                    await self._drop(tenant)
+                    return
+                token = await self._lease(tenant)
+                if token is None:
+                    return
+                report = await self._fire(tenant, token, now)
             total.fired += report.fired
             total.skipped += report.skipped
             total.missed += report.missed
             total.lateness.extend(report.lateness)
+
+        await asyncio.gather(*(serve(as_text(raw), float(score)) for raw, score in due))
         self.fired += total.fired
         return total
 
@@ -176,7 +213,9 @@ class Scheduler:
         tenant_id = uuid.UUID(tenant)
         try:
             async with self.tenant_transaction(tenant_id) as session:
-                report, next_due = await fire_due(session, self.redis, tenant_id, fence=token)
+                report, next_due = await fire_due(
+                    session, self.redis, tenant_id, fence=token, up_since=self.up_since
+                )
         except StaleLease:
             log.warning("scheduler.lease_lost", tenant_id=tenant, scheduler=self.name)
             self.leases.pop(tenant, None)
@@ -229,6 +268,8 @@ class Scheduler:
         head = await self.redis.zrange(keys.scheduler_due(), 0, 0, withscores=True)
         wait = self.settings.scheduler_poll_seconds
         if head:
-            wait = min(max(float(head[0][1]) - time.time(), 0.01), wait)
+            # A head already due is one this replica could not serve (another holds it):
+            # look again soon, not in a busy loop.
+            wait = min(max(float(head[0][1]) - time.time(), 0.05), wait)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=wait)

@@ -252,9 +252,19 @@ def ledger_key(tick: Tick, zone: str) -> datetime:
 
 
 def decide_ticks(
-    ticks: list[Tick], spec: dict[str, Any], *, now: datetime, paused_since: datetime | None
+    ticks: list[Tick],
+    spec: dict[str, Any],
+    *,
+    now: datetime,
+    paused_since: datetime | None,
+    up_since: datetime | None = None,
 ) -> list[Decision]:
-    """What to do with each due tick: fire, skip (DST policy) or drop as a misfire."""
+    """What to do with each due tick: fire, skip (DST policy) or drop as a misfire.
+
+    ``up_since``: since when the deciding scheduler has been running; a late instant after
+    it was missed because the schedulers were behind (overloaded, or a replica's lease was
+    still running out), not because none was running.
+    """
     zone = spec.get("timezone") or "UTC"
     decisions: list[Decision] = []
     late: list[Decision] = []
@@ -267,23 +277,27 @@ def decide_ticks(
         else:
             decisions.append(Decision(tick, key, "fired", tick.note))
     if late:
-        decisions.extend(_misfires(late, spec, paused_since))
+        decisions.extend(_misfires(late, spec, paused_since, up_since))
     return sorted(decisions, key=lambda d: d.key)
 
 
 def _misfires(
-    late: list[Decision], spec: dict[str, Any], paused_since: datetime | None
+    late: list[Decision],
+    spec: dict[str, Any],
+    paused_since: datetime | None,
+    up_since: datetime | None,
 ) -> list[Decision]:
     policy = spec.get("misfire") or "fire_once"
     keep = {"skip": 0, "fire_once": 1, "fire_all": int(spec.get("max_catchup") or 10)}[policy]
     fired = late[len(late) - keep :] if keep else []
     for decision in late:
         paused = paused_since is not None and decision.key >= paused_since
-        why = (
-            "due while the schedule was paused"
-            if paused
-            else ("due while no scheduler was running")
-        )
+        if paused:
+            why = "due while the schedule was paused"
+        elif up_since is not None and decision.key >= up_since:
+            why = "due while the scheduler was running behind"
+        else:
+            why = "due while no scheduler was running"
         if decision in fired:
             decision.reason = f"{why}; fired late (misfire: {policy})"
         else:
@@ -301,8 +315,10 @@ async def fire_due(
     *,
     fence: int,
     now: datetime | None = None,
+    up_since: datetime | None = None,
 ) -> tuple[FireReport, datetime | None]:
     """Fire every due schedule of one tenant (session scoped to it); the next due instant.
+    ``up_since``: when the calling scheduler started (see :func:`decide_ticks`).
 
     Raises :class:`StaleLease` when a newer leaseholder has written (roll back).
     """
@@ -315,7 +331,9 @@ async def fire_due(
     for row in await schedules.due(now):
         cron = cron_of(row.spec)
         due = cron_ticks_between(cron, row.checked_until, now)
-        decisions = decide_ticks(due, row.spec, now=now, paused_since=row.paused_since)
+        decisions = decide_ticks(
+            due, row.spec, now=now, paused_since=row.paused_since, up_since=up_since
+        )
         if suspended:
             for decision in decisions:
                 if decision.outcome == "fired":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
+from backend.scheduler.cron import CronSchedule, ticks_between
 from backend.scheduler.loop import Scheduler
-from backend.schedules.service import StaleLease, fire_due
+from backend.schedules.service import StaleLease, decide_ticks, fire_due
 from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.runs.factories import create_job, python_task
 from worker import keys
@@ -354,3 +355,18 @@ async def test_replicas_split_the_tenants_between_them(
         assert all(alone.owns(account.tenant_id) for account in tenants)
     finally:
         await stop(alone, alone_task)
+
+
+def test_a_late_instant_says_whether_the_scheduler_was_down_or_behind() -> None:
+    """Missed while no scheduler ran, or while one ran but was behind: different reasons."""
+    cron = CronSchedule(cron="* * * * *")
+    now = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+    up_since = datetime(2026, 3, 1, 11, 57, 30, tzinfo=UTC)
+    ticks = ticks_between(cron, now - timedelta(minutes=5), now)
+    decisions = decide_ticks(
+        ticks, {"misfire": "skip"}, now=now, paused_since=None, up_since=up_since
+    )
+    reasons = {d.key.minute: d.reason or "" for d in decisions}
+    assert "no scheduler was running" in reasons[56] and "no scheduler" in reasons[57]
+    assert "running behind" in reasons[58] and "running behind" in reasons[59]
+    assert all(d.outcome == "missed" for d in decisions if d.key.minute in (56, 57, 58, 59))
