@@ -20,7 +20,11 @@ from backend.core.schema import provision_runtime_role, run_migrations
 from backend.core.settings import Environment, Settings
 from tests.fixtures.services import Services, find_services
 
-pytest_plugins = ["tests.fixtures.factories", "tests.fixtures.execution"]
+pytest_plugins = [
+    "tests.fixtures.factories",
+    "tests.fixtures.execution",
+    "tests.fixtures.server",
+]
 
 
 @pytest.fixture(scope="session")

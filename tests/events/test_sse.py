@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import pytest
-import uvicorn
-from fastapi import FastAPI
 from httpx import AsyncClient
 
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, python_task, shell_task, task_of, trigger, wait_for_run
-
-
-@pytest.fixture(scope="module")
-async def server(app: FastAPI) -> AsyncIterator[str]:
-    """The test app behind a real uvicorn on a free loopback port (streams need one)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    instance = uvicorn.Server(config)
-    task = asyncio.create_task(instance.serve())
-    while not instance.started:
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    await asyncio.wait_for(task, timeout=10)
 
 
 async def read_events(

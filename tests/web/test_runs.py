@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from httpx import AsyncClient
 
 from tests.fixtures.factories import Account, create_member
@@ -35,22 +32,6 @@ Frames = list[dict[str, str]]
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-@pytest.fixture(scope="module")
-async def server(app: FastAPI) -> AsyncIterator[str]:
-    """The test app behind a real uvicorn on a free loopback port (streams need one)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    instance = uvicorn.Server(config)
-    task = asyncio.create_task(instance.serve())
-    while not instance.started:
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    await asyncio.wait_for(task, timeout=10)
 
 
 async def read_stream(
