@@ -79,8 +79,8 @@ async def _job_and_plan(
     lock_job: bool = False,
 ) -> tuple[Job, RunPlan]:
     jobs = JobRepository(session, tenant_id)
-    job = await jobs.get_active(job_id)
-    if job is not None and (lock_job or job.concurrency_policy != "allow"):
+    job = await jobs.get_active(job_id, lock=lock_job)
+    if job is not None and not lock_job and job.concurrency_policy != "allow":
         # forbid/replace look at the job's active runs: serialise its triggers. Under
         # "allow" triggers run side by side (idempotency keys are settled by the index).
         job = await jobs.get_active(job_id, lock=True)
