@@ -62,22 +62,32 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
+def check_permission(principal: Principal, permission: Permission) -> Principal:
+    """The one role check behind ``Authorized`` (API) and ``WebAuthorized`` (dashboard)."""
+    if not allows(principal.role, permission):
+        raise PermissionDenied(f"Your role ({principal.role}) may not {permission}")
+    return principal
+
+
+def check_superuser(principal: Principal) -> Principal:
+    """The one platform-administrator check, for the API and the dashboard."""
+    if not principal.is_superuser:
+        raise PermissionDenied("Platform administrators only")
+    return principal
+
+
 def Authorized(permission: Permission) -> Any:
     """``principal: Principal = Authorized(Permission.jobs_write)``: authenticate, check role."""
 
     async def check(principal: CurrentPrincipal) -> Principal:
-        if not allows(principal.role, permission):
-            raise PermissionDenied(f"Your role ({principal.role}) may not {permission}")
-        return principal
+        return check_permission(principal, permission)
 
     check.required_permission = permission  # type: ignore[attr-defined]
     return Depends(check)
 
 
 async def get_superuser(principal: CurrentPrincipal) -> Principal:
-    if not principal.is_superuser:
-        raise PermissionDenied("Platform administrators only")
-    return principal
+    return check_superuser(principal)
 
 
 SuperuserPrincipal = Annotated[Principal, Depends(get_superuser)]

@@ -21,11 +21,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.auth import service as auth_service
 from backend.auth.schemas import TokenPair
 from backend.core.db import SessionDep, after_commit
-from backend.core.deps import OriginDep, RedisDep, SettingsDep
+from backend.core.deps import (
+    OriginDep,
+    RedisDep,
+    SettingsDep,
+    check_permission,
+    check_superuser,
+)
 from backend.core.errors import (
     AuthenticationRequired,
     BatonError,
-    PermissionDenied,
     TenantSuspended,
 )
 from backend.core.permissions import Permission, allows
@@ -209,9 +214,7 @@ def WebAuthorized(permission: Permission) -> Principal:
     """``principal: Principal = WebAuthorized(Permission.jobs_write)`` for dashboard routes."""
 
     async def check(principal: WebPrincipal) -> Principal:
-        if not allows(principal.role, permission):
-            raise PermissionDenied(f"Your role ({principal.role}) may not {permission}")
-        return principal
+        return check_permission(principal, permission)
 
     check.required_permission = permission  # type: ignore[attr-defined]
     result: Principal = Depends(check)
@@ -219,9 +222,7 @@ def WebAuthorized(permission: Permission) -> Principal:
 
 
 async def require_web_superuser(principal: WebPrincipal) -> Principal:
-    if not principal.is_superuser:
-        raise PermissionDenied("Platform administrators only")
-    return principal
+    return check_superuser(principal)
 
 
 WebSuperuser = Annotated[Principal, Depends(require_web_superuser)]
