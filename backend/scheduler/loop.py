@@ -169,9 +169,9 @@ class Scheduler:
                 await self.redis.zadd(keys.scheduler_due(), score, nx=True)
 
     async def tick(self) -> FireReport:
-        """One pass: heartbeat, then every due tenant this replica should serve."""
+        """One pass: every due tenant this replica should serve (``run`` keeps the replica's
+        heartbeat on a loop of its own)."""
         now = time.time()
-        await self._heartbeat()
         members = await self.redis.zrangebyscore(
             keys.scheduler_replicas(), now - self.lease_ms / 1000, "+inf"
         )
