@@ -13,7 +13,7 @@ from backend.core.db import SessionDep
 from backend.core.deps import OriginDep, RedisDep, SettingsDep
 from backend.core.errors import BadRequest, BatonError
 from backend.web.csrf import CsrfChecked
-from backend.web.render import page, redirect, safe_next
+from backend.web.render import form_problems, page, redirect, safe_next
 from backend.web.session import (
     REFRESH_COOKIE,
     MaybeWebPrincipal,
@@ -24,11 +24,6 @@ from backend.web.session import (
 router = APIRouter(include_in_schema=False)
 
 FormText = Annotated[str, Form(max_length=1024)]
-
-
-def _problems(error: ValidationError) -> dict[str, str]:
-    """Pydantic errors as field -> message, for showing next to each input."""
-    return {str(e["loc"][-1]) if e["loc"] else "form": e["msg"] for e in error.errors()}
 
 
 @router.get("/")
@@ -71,7 +66,7 @@ async def signup(
             redis=redis,
         )
     except ValidationError as error:
-        return _form_error(request, "public/signup.html", values, errors=_problems(error))
+        return _form_error(request, "public/signup.html", values, errors=form_problems(error))
     except BatonError as error:
         if error.status_code >= 500:
             raise
@@ -123,7 +118,7 @@ async def login(
         )
     except ValidationError as error:
         return _form_error(
-            request, "public/login.html", values, errors=_problems(error), context=context
+            request, "public/login.html", values, errors=form_problems(error), context=context
         )
     except BadRequest as error:
         # The account belongs to several tenants: ask which one.

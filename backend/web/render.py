@@ -17,6 +17,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from pydantic import ValidationError
 
 from backend.core.errors import AuthenticationRequired, BatonError
 from backend.core.settings import Settings
@@ -103,6 +104,11 @@ def fragment(
 ) -> HTMLResponse:
     """A partial for htmx to swap in; same rendering, named for intent at call sites."""
     return page(request, template, context, status=status)
+
+
+def form_problems(error: ValidationError) -> dict[str, str]:
+    """Pydantic errors as field -> message, for showing next to each input."""
+    return {str(e["loc"][-1]) if e["loc"] else "form": e["msg"] for e in error.errors()}
 
 
 def safe_next(target: str | None, default: str = "/jobs") -> str:

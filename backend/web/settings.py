@@ -25,7 +25,7 @@ from backend.tenants.schemas import MemberCreate, MemberUpdate
 from backend.tokens import service as tokens_service
 from backend.tokens.schemas import ApiTokenCreate
 from backend.web.csrf import CsrfChecked
-from backend.web.render import page, redirect
+from backend.web.render import form_problems, page, redirect
 from backend.web.session import WebAuthorized, web_allows
 
 router = APIRouter(include_in_schema=False)
@@ -40,11 +40,6 @@ NOTICES = {
     "member-removed": "Member removed; their sessions and API tokens no longer work.",
     "token-revoked": "Token revoked; it stops working on its next request.",
 }
-
-
-def form_problems(error: ValidationError) -> dict[str, str]:
-    """Pydantic errors as field -> message, for showing next to each input."""
-    return {str(e["loc"][-1]) if e["loc"] else "form": e["msg"] for e in error.errors()}
 
 
 def service_problems(error: BatonError) -> dict[str, str]:
