@@ -252,6 +252,17 @@ async def test_background_leftovers_are_terminated(
         assert any("left running" in note for note in logs.text("system"))
 
 
+async def test_leftovers_in_a_session_of_their_own_are_killed(
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
+) -> None:
+    """A background process that left the task's process group does not outlive the task."""
+    sleep, marker = sleeper()
+    message = make_message({"command": f'setsid sh -c "{sleep} &"; {sleep} & exit 0'})
+    result = await asyncio.wait_for(ShellExecutor(policy).execute(message, logs), timeout=15)
+    assert result.status == "succeeded"
+    assert running(marker) == []
+
+
 async def test_failing_sink_does_not_break_the_task(make_message: MessageFactory) -> None:
     async def broken(line: LogLine) -> None:
         raise ConnectionError("redis is away")

@@ -19,8 +19,9 @@ SIGKILL after ``policy.kill_grace_seconds``, and ``CancelledError`` is re-raised
 sandbox, the sandbox is torn down with its first process, killing everything in it).
 Processes the command leaves behind in its group when it exits normally are terminated the
 same way: a task never leaves work running on the worker. The command runs under a small
-supervisor (:mod:`worker.sandbox.reaper`) that reports its exact exit status and, if the
-worker dies, kills every process the task started, even ones that left the group.
+supervisor (:mod:`worker.sandbox.reaper`) that reports its exact exit status, kills what the
+command left running outside the group (``setsid``) when it exits and, if the worker dies,
+every process the task started.
 
 stdout/stderr are read from pipes this module owns (not the subprocess transport's), so the
 exit is noticed even while a background process still holds them, and they can always be

@@ -16,6 +16,8 @@ and then
 * asks the kernel for SIGHUP when its parent (the worker) dies, and answers it by killing
   every descendant, so no task work outlives a worker that was SIGKILLed (when ``parent``
   is given and is already gone, it does so at once);
+* when the command exits, SIGKILLs whatever it left running outside its process group (the
+  executor deals with the group itself, with a grace period and a note in the log);
 * writes how the command ended (``{"exit": n}`` or ``{"signal": n}``) to ``status_fd``:
   inside a sandbox the exit code bubblewrap reports cannot tell ``exit 137`` from SIGKILL.
 
@@ -66,10 +68,28 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _kill_descendants() -> None:
-    """SIGKILL every descendant until none is left (new ones may fork meanwhile)."""
+def _process_group(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid pgrp ..." - comm may contain spaces and parentheses.
+    return int(stat[stat.rfind(")") + 2 :].split()[2])
+
+
+def _kill_descendants(*, outside_group: bool = False) -> None:
+    """SIGKILL every descendant (or only those outside this process's group) until none
+    is left (new ones may fork meanwhile)."""
     me = os.getpid()
-    while pids := _descendants(me):
+    group = os.getpgrp()
+
+    def targets() -> list[int]:
+        pids = _descendants(me)
+        if outside_group:
+            pids = [pid for pid in pids if _process_group(pid) not in (group, None)]
+        return pids
+
+    while pids := targets():
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -121,6 +141,7 @@ def main() -> int:
         pid, status = os.waitpid(-1, 0)
         if pid == child.pid:
             break
+    _kill_descendants(outside_group=True)
     if os.WIFSIGNALED(status):
         report = {"signal": os.WTERMSIG(status)}
     else:
