@@ -62,6 +62,7 @@ async def worker_process(
 
 @pytest.mark.parametrize("worker_process", ["sandbox", "host"], indirect=True)
 async def test_sigkilled_worker_leaves_no_task_process(
+    request: pytest.FixtureRequest,
     client: AsyncClient,
     owner: Account,
     running_engine: object,
@@ -78,9 +79,33 @@ async def test_sigkilled_worker_leaves_no_task_process(
     await eventually(
         lambda: all(running(marker) for marker in both), timeout=60, what="the task's processes run"
     )
+    if "sandbox" in request.node.name:
+        assert children_named(worker.pid, "slirp4netns")
+    helpers = children_named(worker.pid, "slirp4netns")  # the sandbox's network, if any
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     await eventually(
         lambda: not any(running(marker) for marker in both),
         what="the task's processes die with the worker",
     )
+    await eventually(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in helpers),
+        what="the sandbox's slirp4netns dies with the worker",
+    )
+
+
+def children_named(parent: int, name: str) -> list[int]:
+    """Pids of ``parent``'s children whose command is ``name``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        command = stat[stat.find("(") + 1 : stat.rfind(")")]
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        if ppid == parent and command == name:
+            found.append(int(entry.name))
+    return found
