@@ -7,9 +7,10 @@ no nested user namespaces), pid (it sees only its own processes), network (see
 
 Filesystem: a fresh root with only ``/usr`` (and the ``/bin``, ``/lib``... links or
 directories beside it) and a handful of ``/etc`` files read-only; generated ``passwd``,
-``group``, ``hosts`` and ``resolv.conf``; a private ``/proc``, a minimal ``/dev``, an empty
-``/tmp``; and the task's own work directory, read-write, at the same path as on the host (so
-``HOME`` and ``BATON_OUTPUT`` mean the same inside and out). Nothing else of the host: no
+``group``, ``hosts`` and ``resolv.conf`` (copied from memory, like the supervisor script);
+a private ``/proc``, a minimal ``/dev``, an empty ``/tmp``; and the task's own work
+directory, read-write, at the same path as on the host (so ``HOME`` and ``BATON_OUTPUT``
+mean the same inside and out). Nothing else of the host: no
 ``/root``, ``/home``, ``/run``, ``/var``, the worker's checkout or data directory.
 """
 
@@ -58,14 +59,15 @@ def bwrap_argv(
     bwrap: str,
     *,
     workdir: Path,
-    files: Path,
+    data_fds: dict[str, int],
     info_fd: int,
     block_fd: int,
     command: list[str],
 ) -> list[str]:
     """bwrap's argv: ``command`` runs in the sandbox once ``block_fd`` becomes readable.
 
-    ``files`` is a host directory holding :data:`GENERATED_ETC` and ``reaper.py``.
+    ``data_fds`` maps a path in the sandbox to a file descriptor whose content becomes that
+    read-only file: the :data:`GENERATED_ETC` files and :data:`REAPER_PATH` (no host files).
     """
     argv = [
         bwrap,
@@ -94,12 +96,9 @@ def bwrap_argv(
         source = Path("/etc", name)
         if source.exists():
             argv += ["--ro-bind", str(source), str(source)]
-    for name in GENERATED_ETC:
-        argv += ["--ro-bind", str(files / name), f"/etc/{name}"]
+    for destination, fd in data_fds.items():
+        argv += ["--ro-bind-data", str(fd), destination]
     argv += [
-        "--ro-bind",
-        str(files / "reaper.py"),
-        REAPER_PATH,
         "--proc",
         "/proc",
         "--dev",

@@ -20,7 +20,6 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -55,7 +54,6 @@ class Started:
         self._status_fd = status_fd
         self._slirp: asyncio.subprocess.Process | None = None
         self._slirp_exit_fd: int | None = None
-        self._files: Path | None = None
         self._uid: int | None = None
 
     def returncode(self) -> int:
@@ -74,7 +72,7 @@ class Started:
         return self.process.returncode if self.process.returncode is not None else -1
 
     async def close(self) -> None:
-        """Stop the task's slirp4netns and remove the sandbox's files (idempotent)."""
+        """Stop the task's slirp4netns and release its uid (idempotent)."""
         with contextlib.suppress(OSError):
             os.close(self._status_fd)
         if self._slirp_exit_fd is not None:
@@ -88,9 +86,6 @@ class Started:
                 with contextlib.suppress(ProcessLookupError):
                     slirp.kill()
                 await slirp.wait()
-        if self._files is not None:
-            await asyncio.to_thread(shutil.rmtree, self._files, ignore_errors=True)
-            self._files = None
         if self._uid is not None:
             _uids_in_use.discard(self._uid)
             self._uid = None
@@ -174,16 +169,17 @@ def sandbox_python() -> str | None:
     return None
 
 
-def _write_files() -> Path:
-    """The generated /etc files and the supervisor script, readable by the task's uid."""
-    files = Path(tempfile.mkdtemp(prefix="baton-sandbox-"))
-    files.chmod(0o755)
-    for name, content in GENERATED_ETC.items():
-        (files / name).write_text(content)
-    shutil.copyfile(REAPER_SOURCE, files / "reaper.py")
-    for entry in files.iterdir():
-        entry.chmod(0o644)
-    return files
+def _data_fds() -> dict[str, int]:
+    """Anonymous files for the generated /etc files and the supervisor script."""
+    contents = {f"/etc/{name}": text.encode() for name, text in GENERATED_ETC.items()}
+    contents[REAPER_PATH] = REAPER_SOURCE.read_bytes()
+    fds = {}
+    for path, content in contents.items():
+        fd = os.memfd_create("baton-sandbox")
+        os.write(fd, content)
+        os.lseek(fd, 0, os.SEEK_SET)
+        fds[path] = fd
+    return fds
 
 
 async def start_in_sandbox(
@@ -203,7 +199,7 @@ async def start_in_sandbox(
     if python is None:
         raise SandboxError("no Python interpreter under /usr for the sandbox's supervisor")
     uid = _allocate_uid()
-    files = await asyncio.to_thread(_write_files)
+    data_fds = _data_fds()
     if uid is not None:
         await asyncio.to_thread(os.chown, workdir, uid, uid)
     status_read, status_write = _status_pipe()
@@ -225,7 +221,7 @@ async def start_in_sandbox(
             *bwrap_argv(
                 tool("bwrap"),
                 workdir=workdir,
-                files=files,
+                data_fds=data_fds,
                 info_fd=info_write,
                 block_fd=block_read,
                 command=command,
@@ -235,12 +231,12 @@ async def start_in_sandbox(
             stderr=stderr,
             cwd="/",
             env={"PATH": SANDBOX_PATH},
-            pass_fds=(config_fd, status_write, info_write, block_read),
+            pass_fds=(config_fd, status_write, info_write, block_read, *data_fds.values()),
             start_new_session=True,
             **user,
         )
         started = Started(process, status_read)
-        started._files, started._uid = files, uid
+        started._uid = uid
         for fd in (config_fd, status_write, info_write, block_read):
             os.close(fd)
         config_fd = status_write = info_write = block_read = -1
@@ -256,7 +252,6 @@ async def start_in_sandbox(
         else:
             os.close(status_read)
             _uids_in_use.discard(uid or -1)
-            shutil.rmtree(files, ignore_errors=True)
         if isinstance(exc, OSError | TimeoutError | ValueError | KeyError):
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
         raise
@@ -264,6 +259,8 @@ async def start_in_sandbox(
         for fd in (config_fd, status_write, info_write, block_read, info_read, block_write):
             if fd >= 0:
                 os.close(fd)
+        for fd in data_fds.values():
+            os.close(fd)
 
 
 async def _connect(started: Started, info_fd: int) -> None:
