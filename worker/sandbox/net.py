@@ -25,8 +25,8 @@ SLIRP_DNS = "10.0.2.3"
 
 # IANA's special-purpose IPv4 registry, with multicast and the reserved 240/4 - every range
 # that may hold a non-public address. Small ones are checked address by address against
-# classify_address (some hold globally reachable exceptions); large ones must be non-public
-# throughout (checked at their ends here, and by sampling in the tests).
+# classify_address (some hold globally reachable exceptions); a large one whose two ends are
+# non-public is taken whole (the tests sample inside), else split in halves.
 _CANDIDATES = (
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -55,16 +55,17 @@ def blocked_networks() -> tuple[ipaddress.IPv4Network, ...]:
     """Every IPv4 network the sandbox rejects: exactly the non-public ones of http tasks."""
     blocked: list[ipaddress.IPv4Network] = []
     for text in _CANDIDATES:
-        network = ipaddress.IPv4Network(text)
-        if network.prefixlen >= _EXACT_PREFIX:
-            hosts = [ipaddress.IPv4Network(a) for a in network if classify_address(a) is not None]
-            blocked.extend(ipaddress.collapse_addresses(hosts))
-            continue
-        for end in (network[0], network[-1]):
-            if classify_address(end) is None:
-                raise RuntimeError(f"{network} holds a public address ({end}): split it")
-        blocked.append(network)
+        blocked.extend(_non_public(ipaddress.IPv4Network(text)))
     return tuple(ipaddress.collapse_addresses(blocked))
+
+
+def _non_public(network: ipaddress.IPv4Network) -> list[ipaddress.IPv4Network]:
+    if network.prefixlen >= _EXACT_PREFIX:
+        hosts = [ipaddress.IPv4Network(a) for a in network if classify_address(a) is not None]
+        return list(ipaddress.collapse_addresses(hosts))
+    if all(classify_address(end) is not None for end in (network[0], network[-1])):
+        return [network]
+    return [part for half in network.subnets(1) for part in _non_public(half)]
 
 
 def is_blocked(address: ipaddress.IPv4Address) -> bool:
