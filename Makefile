@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 NODE_MODULES := frontend/node_modules/.package-lock.json
 
-.PHONY: run test test-embedded lint install bench clean promtool browser screenshots
+.PHONY: run test test-embedded lint install bench clean promtool browser screenshots sandbox
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(NODE_MODULES): frontend/package.json frontend/package-lock.json
 	  echo "npm is not installed: the dashboard works without live updates until it is" >&2; \
 	fi
 
-install: $(STAMP) $(NODE_MODULES)
+install: $(STAMP) $(NODE_MODULES) sandbox
 
 run: install
 	$(BIN)/baton dev
@@ -52,6 +52,17 @@ browser:
 	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }; \
 	  } >/dev/null 2>&1 \
 	  || echo "chromium is not installed (needs root and apt-get): browser tests will skip" >&2; }
+
+# The shell-task sandbox (docs/security.md): bubblewrap, slirp4netns and iptables from Debian,
+# installed quietly when missing (root, apt-get). Without them a worker whose sandbox is on
+# (the default) refuses shell tasks and says why; the sandbox's tests skip.
+sandbox:
+	@{ command -v bwrap && command -v slirp4netns && PATH="$$PATH:/usr/sbin:/sbin" command -v iptables-restore; } >/dev/null 2>&1 || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns iptables \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns iptables; }; \
+	  } >/dev/null 2>&1 \
+	  || echo "bubblewrap/slirp4netns/iptables are not installed (needs root and apt-get): shell tasks are refused by sandboxed workers, sandbox tests skip" >&2; }
 
 # The same suite against the embedded PostgreSQL and Redis a machine without them gets.
 test-embedded: install browser

@@ -67,10 +67,22 @@ def with_embedded_services(settings: Settings) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
+def dev_shell(settings: Settings) -> Settings:
+    """``baton dev`` runs shell tasks (the demo's jobs use them) - sandboxed.
+
+    Unless ``BATON_WORKER_ALLOW_SHELL`` says otherwise, shell is allowed in dev, and then
+    only in the sandbox whatever ``BATON_WORKER_SANDBOX`` says: turning the sandbox off
+    needs shell allowed explicitly too.
+    """
+    if "worker_allow_shell" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"worker_allow_shell": True, "worker_sandbox": True})
+
+
 @app.command()
 def dev() -> None:
     """API, scheduler and worker in one process; embedded PostgreSQL/Redis if no URLs."""
-    settings = with_embedded_services(Settings())
+    settings = dev_shell(with_embedded_services(Settings()))
     configure_logging(json_logs=False)
     upgrade_database(settings)
 

@@ -24,6 +24,8 @@ from backend.metrics.http import serve_metrics
 from backend.scheduler.loop import Scheduler
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker, WorkerConfig
+from worker.sandbox.limits import SandboxLimits
+from worker.sandbox.probe import unavailable_reason
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +48,34 @@ def worker_config(settings: Settings, *, queues: list[str], concurrency: int) ->
         policy=ExecutorPolicy(
             allow_shell=settings.worker_allow_shell,
             allow_docker=settings.worker_allow_docker,
+            sandbox=settings.worker_sandbox,
+            sandbox_limits=SandboxLimits(
+                memory_mb=settings.worker_sandbox_memory_mb,
+                processes=settings.worker_sandbox_processes,
+                cpu_seconds=settings.worker_sandbox_cpu_seconds,
+                file_mb=settings.worker_sandbox_file_mb,
+            ),
             python_modules=tuple(settings.worker_python_modules),
             http_allowlist=tuple(settings.worker_http_allowlist),
         ),
     )
+
+
+async def log_shell_policy(policy: ExecutorPolicy) -> None:
+    """Say once, at start, how this worker treats shell tasks (and why it refuses them)."""
+    if not policy.allow_shell:
+        log.info("worker.shell.refused", setting="BATON_WORKER_ALLOW_SHELL")
+    elif not policy.sandbox:
+        log.warning("worker.shell.unsandboxed", setting="BATON_WORKER_SANDBOX")
+    elif (reason := await unavailable_reason()) is not None:
+        log.error(
+            "worker.sandbox.unavailable",
+            reason=reason,
+            effect="shell tasks are refused",
+            setting="BATON_WORKER_SANDBOX",
+        )
+    else:
+        log.info("worker.sandbox.ready")
 
 
 async def run_processes(
@@ -97,6 +123,7 @@ async def run_processes(
         stoppers.append(gatherer.stop)
         tasks.append(asyncio.create_task(gatherer.run()))
     if worker is not None:
+        await log_shell_policy(worker.policy)
         the_worker = Worker(redis, worker)
         stoppers.append(the_worker.stop)
         tasks.append(asyncio.create_task(the_worker.run()))

@@ -91,11 +91,19 @@ class Settings(BaseSettings):
     # Due tenants a replica serves at once (each in its own transaction and connection).
     scheduler_concurrency: int = Field(default=8, ge=1, le=64)
 
-    # Workers. Shell and Docker tasks run only where the operator allows them (on-prem or
-    # tenant-hosted workers); python tasks only from the listed module prefixes; http tasks
-    # never reach private, loopback, link-local or metadata addresses unless allow-listed.
-    worker_allow_shell: bool = True
-    worker_allow_docker: bool = True
+    # Workers. Shell and Docker tasks are refused unless the operator allows them. Allowed
+    # shell tasks run each in a sandbox (docs/security.md) with the limits below; only a
+    # worker that runs nothing but trusted tasks (on-prem, tenant-hosted) should turn
+    # ``worker_sandbox`` off. Python tasks run only from the listed module prefixes; http
+    # tasks never reach private, loopback, link-local or metadata addresses unless
+    # allow-listed.
+    worker_allow_shell: bool = False
+    worker_allow_docker: bool = False
+    worker_sandbox: bool = True
+    worker_sandbox_memory_mb: int = Field(default=1024, ge=16)
+    worker_sandbox_processes: int = Field(default=128, ge=8)
+    worker_sandbox_cpu_seconds: int = Field(default=3600, ge=1)
+    worker_sandbox_file_mb: int = Field(default=1024, ge=1)
     worker_python_modules: list[str] = Field(default_factory=lambda: ["worker.builtins"])
     worker_http_allowlist: list[str] = Field(default_factory=list)
 

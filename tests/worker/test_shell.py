@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.worker.conftest import LogCollector, MessageFactory
+from tests.worker.processes import eventually, running, sleeper
 from worker.executors import (
     DockerExecutor,
     ExecutorPolicy,
@@ -22,39 +24,28 @@ from worker.executors import (
 )
 from worker.executors.base import MAX_LINE_BYTES, TRUNCATED_MARK
 from worker.protocol import LogLine
+from worker.sandbox.probe import unavailable_reason
 
 POLICY = ExecutorPolicy(kill_grace_seconds=0.5)
+HOST = ExecutorPolicy(kill_grace_seconds=0.5, sandbox=False)
 
 
-def live_members(pgid: int) -> list[int]:
-    """Pids of the group's processes that still run (zombies awaiting their reaper excluded)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            pids.append(int(entry.name))
-    return pids
-
-
-def group_gone_or_zombie(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return not live_members(pgid)
+@pytest.fixture(params=["sandbox", "host"])
+async def policy(request: pytest.FixtureRequest) -> ExecutorPolicy:
+    """The executor's behaviour, in the sandbox (the default) and without it."""
+    if request.param == "host":
+        return HOST
+    reason = await unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"the sandbox is unavailable here: {reason}")
+    return POLICY
 
 
 async def test_success_streams_and_reads_output(
-    logs: LogCollector, make_message: MessageFactory
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
 ) -> None:
     command = 'echo hello; echo oops >&2; printf \'{"rows": 3, "ok": true}\' > "$BATON_OUTPUT"'
-    result = await ShellExecutor(POLICY).execute(make_message({"command": command}), logs)
+    result = await ShellExecutor(policy).execute(make_message({"command": command}), logs)
     assert result.status == "succeeded", result
     assert result.output == {"rows": 3, "ok": True}
     assert result.exit_code == 0
@@ -62,7 +53,9 @@ async def test_success_streams_and_reads_output(
     assert logs.text("stderr") == ["oops"]
 
 
-async def test_environment(logs: LogCollector, make_message: MessageFactory) -> None:
+async def test_environment(
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
+) -> None:
     command = (
         'printf \'{"run": "%s", "task": "%s", "attempt": "%s", "tenant": "%s", '
         '"params": %s, "item": "%s", "mine": "%s", "home": "%s", "pwd": "%s", '
@@ -77,7 +70,7 @@ async def test_environment(logs: LogCollector, make_message: MessageFactory) -> 
             attempt=2,
             item="a.csv",
         )
-        result = await ShellExecutor(POLICY).execute(message, logs)
+        result = await ShellExecutor(policy).execute(message, logs)
     finally:
         del os.environ["WORKER_SECRET"]
     assert result.status == "succeeded", result
@@ -103,16 +96,20 @@ async def test_item_json_and_absent(make_message: MessageFactory) -> None:
     assert without.text("stdout") == ["absent"]
 
 
-async def test_nonzero_exit(logs: LogCollector, make_message: MessageFactory) -> None:
-    result = await ShellExecutor(POLICY).execute(make_message({"command": "echo x; exit 3"}), logs)
+async def test_nonzero_exit(
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
+) -> None:
+    result = await ShellExecutor(policy).execute(make_message({"command": "echo x; exit 3"}), logs)
     assert result.status == "failed"
     assert result.reason == "error"
     assert result.error == "exit code 3"
     assert result.exit_code == 3
 
 
-async def test_killed_by_signal(logs: LogCollector, make_message: MessageFactory) -> None:
-    result = await ShellExecutor(POLICY).execute(make_message({"command": "kill -9 $$"}), logs)
+async def test_killed_by_signal(
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
+) -> None:
+    result = await ShellExecutor(policy).execute(make_message({"command": "kill -9 $$"}), logs)
     assert result.status == "failed"
     assert result.exit_code == -signal.SIGKILL
     assert result.error is not None and "SIGKILL" in result.error
@@ -128,10 +125,15 @@ async def test_killed_by_signal(logs: LogCollector, make_message: MessageFactory
     ],
 )
 async def test_output_file(
-    logs: LogCollector, make_message: MessageFactory, content: str, status: str, output: object
+    logs: LogCollector,
+    make_message: MessageFactory,
+    policy: ExecutorPolicy,
+    content: str,
+    status: str,
+    output: object,
 ) -> None:
     command = f"printf '%s' '{content}' > \"$BATON_OUTPUT\""
-    result = await ShellExecutor(POLICY).execute(make_message({"command": command}), logs)
+    result = await ShellExecutor(policy).execute(make_message({"command": command}), logs)
     assert result.status == status, result
     assert result.output == output
     if status == "failed":
@@ -153,10 +155,14 @@ async def test_no_output_file(logs: LogCollector, make_message: MessageFactory) 
     ],
 )
 async def test_output_must_be_a_regular_file(
-    logs: LogCollector, make_message: MessageFactory, command: str, fragment: str
+    logs: LogCollector,
+    make_message: MessageFactory,
+    policy: ExecutorPolicy,
+    command: str,
+    fragment: str,
 ) -> None:
     result = await asyncio.wait_for(
-        ShellExecutor(POLICY).execute(make_message({"command": command}), logs), timeout=10
+        ShellExecutor(policy).execute(make_message({"command": command}), logs), timeout=10
     )
     assert result.status == "failed"
     assert result.error is not None and fragment in result.error
@@ -195,51 +201,66 @@ async def test_log_limit_drops_lines_with_one_note(
 
 
 async def test_lines_stream_while_running_and_cancel_kills(
-    logs: LogCollector, make_message: MessageFactory
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
 ) -> None:
-    message = make_message({"command": "echo $$; echo started; sleep 300"})
-    task = asyncio.create_task(ShellExecutor(POLICY).execute(message, logs))
+    sleep, marker = sleeper()
+    message = make_message({"command": f"echo started; {sleep}"})
+    task = asyncio.create_task(ShellExecutor(policy).execute(message, logs))
     await logs.wait_for(lambda line: line.line == "started")  # seen while still running
-    pgid = int(logs.text("stdout")[0])
-    assert live_members(pgid)
+    await eventually(lambda: bool(running(marker)), what="the task's sleep runs")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert group_gone_or_zombie(pgid)
+    assert running(marker) == []
 
 
 async def test_timeout_kills_grandchildren(
-    logs: LogCollector, make_message: MessageFactory
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
 ) -> None:
-    message = make_message({"command": "echo $$; sleep 300 & sleep 300; wait"})
-    executor = ShellExecutor(POLICY)
+    sleep, marker = sleeper()
+    message = make_message({"command": f"echo started; {sleep} & {sleep}; wait"})
+    task = asyncio.create_task(ShellExecutor(policy).execute(message, logs))
+    await eventually(lambda: len(running(marker)) == 2, what="both sleeps run")
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(executor.execute(message, logs), timeout=2.0)
-    pgid = int(logs.text("stdout")[0])
-    assert live_members(pgid) == []
+        await asyncio.wait_for(task, timeout=0.5)
+    assert running(marker) == []
 
 
 async def test_sigterm_ignored_gets_sigkill(
-    logs: LogCollector, make_message: MessageFactory
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
 ) -> None:
-    policy = ExecutorPolicy(kill_grace_seconds=0.3)
-    message = make_message({"command": "trap '' TERM; echo $$; sleep 300 & sleep 300; wait"})
+    policy = dataclasses.replace(policy, kill_grace_seconds=0.3)
+    sleep, marker = sleeper()
+    message = make_message({"command": f"trap '' TERM; {sleep} & {sleep}; wait"})
+    task = asyncio.create_task(ShellExecutor(policy).execute(message, logs))
+    await eventually(lambda: len(running(marker)) == 2, what="both sleeps run")
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ShellExecutor(policy).execute(message, logs), timeout=2.0)
-    pgid = int(logs.text("stdout")[0])
-    assert live_members(pgid) == []
+        await asyncio.wait_for(task, timeout=0.5)
+    assert running(marker) == []
 
 
 async def test_background_leftovers_are_terminated(
-    logs: LogCollector, make_message: MessageFactory
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
 ) -> None:
     """The shell exits while a background child still holds stdout: no hang, no leftover."""
-    message = make_message({"command": "echo $$; sleep 300 & exit 0"})
-    result = await asyncio.wait_for(ShellExecutor(POLICY).execute(message, logs), timeout=15)
+    sleep, marker = sleeper()
+    message = make_message({"command": f"{sleep} & exit 0"})
+    result = await asyncio.wait_for(ShellExecutor(policy).execute(message, logs), timeout=15)
     assert result.status == "succeeded"
-    pgid = int(logs.text("stdout")[0])
-    assert live_members(pgid) == []
-    assert any("left running" in note for note in logs.text("system"))
+    assert running(marker) == []
+    if not policy.sandbox:  # a sandbox is torn down with its shell: nothing is left to note
+        assert any("left running" in note for note in logs.text("system"))
+
+
+async def test_leftovers_in_a_session_of_their_own_are_killed(
+    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
+) -> None:
+    """A background process that left the task's process group does not outlive the task."""
+    sleep, marker = sleeper()
+    message = make_message({"command": f'setsid sh -c "{sleep} &"; {sleep} & exit 0'})
+    result = await asyncio.wait_for(ShellExecutor(policy).execute(message, logs), timeout=15)
+    assert result.status == "succeeded"
+    assert running(marker) == []
 
 
 async def test_failing_sink_does_not_break_the_task(make_message: MessageFactory) -> None:

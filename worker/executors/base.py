@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from worker.protocol import ExecutionResult, LogLine, TaskMessage
+from worker.sandbox.limits import SandboxLimits
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class ExecutorPolicy:
 
     allow_shell: bool = True
     allow_docker: bool = True
+    # Shell tasks run in the sandbox (worker/sandbox/) unless this is off; with it on and
+    # the sandbox unavailable, they are refused.
+    sandbox: bool = True
+    sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
     # Allowed module prefixes for python tasks: the exact module or a dotted prefix of it.
     python_modules: tuple[str, ...] = ("worker.builtins",)
     # Hostnames (exact) or CIDRs/addresses that http tasks may reach despite being private.

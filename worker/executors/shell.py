@@ -7,12 +7,21 @@ variables, which the spec cannot override: ``BATON_RUN_ID``, ``BATON_TASK``,
 for_each children: the item itself when it is a string, else JSON) and ``BATON_OUTPUT`` - a
 file in the temp dir where the task may write its JSON output.
 
-The command runs with ``start_new_session=True`` so it leads its own process group: on
-cancellation (the caller's timeout included) the *whole group* - grandchildren too - gets
-SIGTERM, then SIGKILL after ``policy.kill_grace_seconds``, and ``CancelledError`` is re-raised.
+By default (``policy.sandbox``) the command runs in a sandbox of its own (see
+:mod:`worker.sandbox`): own unprivileged uid, namespaces, no view of the worker's files,
+processes or environment, egress to public addresses only, resource limits. When the sandbox
+is on but cannot work on this machine, shell tasks are refused (reason ``unsupported``) -
+never run unsandboxed. Only an operator turns it off (``BATON_WORKER_SANDBOX=false``).
+
+Either way the launched process leads its own session and process group: on cancellation
+(the caller's timeout included) the *whole group* - grandchildren too - gets SIGTERM, then
+SIGKILL after ``policy.kill_grace_seconds``, and ``CancelledError`` is re-raised (in the
+sandbox, the sandbox is torn down with its first process, killing everything in it).
 Processes the command leaves behind in its group when it exits normally are terminated the
-same way: a task never leaves work running on the worker. (A process that moves to a new
-session of its own escapes the group; that needs a container, i.e. a docker task.)
+same way: a task never leaves work running on the worker. The command runs under a small
+supervisor (:mod:`worker.sandbox.reaper`) that reports its exact exit status, kills what the
+command left running outside the group (``setsid``) when it exits and, if the worker dies,
+every process the task started.
 
 stdout/stderr are read from pipes this module owns (not the subprocess transport's), so the
 exit is noticed even while a background process still holds them, and they can always be
@@ -48,6 +57,8 @@ from worker.executors.base import (
     string_env,
 )
 from worker.protocol import ExecutionResult, TaskMessage
+from worker.sandbox.launch import SANDBOX_PATH, SandboxError, start_in_sandbox, start_on_host
+from worker.sandbox.probe import unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +72,11 @@ PIPE_DRAIN_SECONDS = 5.0
 _POLL_SECONDS = 0.05
 # SIGKILL cannot be ignored, but a process in uninterruptible sleep dies only when it wakes.
 KILL_WAIT_SECONDS = 5.0
+SANDBOX_UNAVAILABLE = (
+    "Shell tasks run only in the sandbox on this worker, and the sandbox is unavailable: "
+    "{reason}. Install bubblewrap, slirp4netns and iptables (make sandbox), or set "
+    "BATON_WORKER_SANDBOX=false on a worker that runs only trusted tasks."
+)
 
 
 class ShellExecutor:
@@ -80,6 +96,12 @@ class ShellExecutor:
             spec_env = string_env(message.spec)
         except SpecError as exc:
             return ExecutionResult.failed(str(exc))
+        if self.policy.sandbox:
+            reason = await unavailable_reason()
+            if reason is not None:
+                return ExecutionResult.failed(
+                    SANDBOX_UNAVAILABLE.format(reason=reason), reason="unsupported"
+                )
 
         workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="baton-shell-"))
         try:
@@ -97,7 +119,8 @@ class ShellExecutor:
     ) -> ExecutionResult:
         output_path = workdir / OUTPUT_FILE
         env = {
-            "PATH": os.environ.get("PATH", DEFAULT_PATH),
+            # The worker's PATH may name its virtualenv: meaningless inside the sandbox.
+            "PATH": SANDBOX_PATH if self.policy.sandbox else os.environ.get("PATH", DEFAULT_PATH),
             "HOME": str(workdir),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             **spec_env,
@@ -110,21 +133,19 @@ class ShellExecutor:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         read_fds = [out_read, err_read]
+        argv = [SHELL, "-c", command]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                SHELL,
-                "-c",
-                command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_write,
-                stderr=err_write,
-                cwd=workdir,
-                env=env,
-                start_new_session=True,
-            )
+            if self.policy.sandbox:
+                started = await start_in_sandbox(
+                    argv, env, workdir, out_write, err_write, self.policy.sandbox_limits
+                )
+            else:
+                started = await start_on_host(argv, env, workdir, out_write, err_write)
         except BaseException as exc:
             for fd in read_fds:
                 os.close(fd)
+            if isinstance(exc, SandboxError):
+                return ExecutionResult.failed(str(exc))
             if isinstance(exc, OSError):
                 return ExecutionResult.failed(f"cannot start {SHELL}: {exc}")
             raise
@@ -132,6 +153,7 @@ class ShellExecutor:
             os.close(out_write)
             os.close(err_write)
 
+        proc = started.process
         pgid = proc.pid  # a session leader's process group id is its pid
         logger.info(
             "worker.shell.started",
@@ -152,7 +174,11 @@ class ShellExecutor:
                 splitter = LineSplitter(writer, stream)
                 pumps.append(asyncio.create_task(_pump(reader, splitter, progress)))
 
-            returncode = await proc.wait()
+            await proc.wait()
+            returncode = started.returncode()
+            if self.policy.sandbox:
+                # The kernel kills what is left in the sandbox as it is torn down: let it.
+                await _wait_group_gone(pgid, KILL_WAIT_SECONDS)
             if _group_alive(pgid):
                 await writer.write(
                     "system", "terminating processes left running in the task's process group"
@@ -175,6 +201,7 @@ class ShellExecutor:
                 opened.close()  # stops watching the fd; closing the file is then safe
             for pipe in pipes:
                 pipe.close()
+            await started.close()
 
         logger.info(
             "worker.shell.finished",
