@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -67,10 +68,36 @@ def with_embedded_services(settings: Settings) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``0.0.0.0`` and ``::`` are not)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def refuse_public_development_secret(settings: Settings) -> None:
+    """Exit unless the API would listen on loopback only, or its JWT secret is configured:
+    a generated development secret sits in a file in the data directory, and a deployment
+    that forgot ``BATON_JWT_SECRET`` must not serve the network with it."""
+    if settings.uses_development_jwt_secret and not is_loopback(settings.host):
+        typer.echo(
+            f"Refusing to serve on {settings.host}: the JWT secret is a development secret "
+            f"generated in {settings.data_dir}. Set BATON_JWT_SECRET (32+ random bytes, e.g. "
+            "`openssl rand -hex 32`) or listen on 127.0.0.1 (BATON_HOST).",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
 @app.command()
 def dev() -> None:
     """API, scheduler and worker in one process; embedded PostgreSQL/Redis if no URLs."""
-    settings = with_embedded_services(Settings())
+    settings = Settings()
+    refuse_public_development_secret(settings)
+    settings = with_embedded_services(settings)
     configure_logging(json_logs=False)
     upgrade_database(settings)
 
@@ -97,6 +124,7 @@ def dev() -> None:
 def api() -> None:
     """Serve the REST API (needs BATON_DATABASE_URL and BATON_REDIS_URL)."""
     settings = Settings()
+    refuse_public_development_secret(settings)
     configure_logging(json_logs=not settings.is_dev)
     asyncio.run(run_processes(settings, api=True, engine=False, worker=None))
 

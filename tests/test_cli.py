@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner, Result
 
 from backend.cli import app as cli
+from backend.cli import is_loopback
 from backend.core.settings import Settings
 from tests.fixtures.factories import Account, create_api_token, create_tenant
 
@@ -201,3 +203,40 @@ async def test_create_superuser_promotes_an_existing_account(
     )
     assert result.exit_code == 0, result.output
     assert (await client.get("/api/v1/admin/tenants", headers=account.headers)).status_code == 200
+
+
+@pytest.mark.parametrize("command", ["api", "dev"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "baton.example.org"])
+def test_serving_beyond_loopback_with_a_development_secret_is_refused(
+    command: str, host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment that forgot BATON_JWT_SECRET must not serve tokens signed by a key in a
+    file of its data directory; it stops before starting anything."""
+    monkeypatch.delenv("BATON_JWT_SECRET", raising=False)
+    monkeypatch.setenv("BATON_ENVIRONMENT", "dev")
+    monkeypatch.setenv("BATON_HOST", host)
+    monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path))
+    result = runner.invoke(cli, [command])
+    assert result.exit_code == 2, result.output
+    assert f"Refusing to serve on {host}" in result.output
+    assert "BATON_JWT_SECRET" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app-db-password", "jwt-secret"]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),
+        ("example.org", False),
+        ("", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
