@@ -88,8 +88,8 @@ async def test_login_goes_to_next_on_this_site_only(
         "/login", {"email": owner.email, "password": owner.password, "next": "/runs?status=failed"}
     )
     assert ok.headers["location"] == "/runs?status=failed"
-    other = await create_browser()
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        other = await create_browser()  # a logged-in browser's tokens are bound to its session
         response = await other.post(
             "/login", {"email": owner.email, "password": owner.password, "next": target}
         )
