@@ -47,6 +47,18 @@ async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
+@asynccontextmanager
+async def _owner_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session as the owner role, for what the runtime role may not do (superuser flag)."""
+    engine = create_engine(settings.owner_database_url(), pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+            await commit(session)
+    finally:
+        await engine.dispose()
+
+
 def upgrade_database(settings: Settings) -> None:
     """Apply migrations as the owner, then provision the runtime role."""
     run_migrations(settings.owner_database_url())
@@ -102,10 +114,14 @@ def dev() -> None:
     upgrade_database(settings)
 
     async def seed() -> bool:
-        from backend.admin.service import ensure_demo_tenant
+        from backend.admin.service import ensure_demo_tenant, promote_superuser
 
         async with _session(settings) as session:
-            return await ensure_demo_tenant(session, settings)
+            created = await ensure_demo_tenant(session, settings)
+        if created:  # the dev instance's operator sees the admin console too
+            async with _owner_session(settings) as owner:
+                await promote_superuser(owner, settings.demo_email)
+        return created
 
     created = asyncio.run(seed())
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
@@ -163,14 +179,18 @@ def create_superuser(
     email: str = typer.Option(..., prompt=True),
     password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
 ) -> None:
-    """Create a platform administrator (or promote an existing account)."""
-    from backend.admin.service import ensure_superuser
+    """Create a platform administrator (or promote an existing account). Connects as the
+    owner role (BATON_DATABASE_URL) too: only it may set the superuser flag."""
+    from backend.admin.service import ensure_account, promote_superuser
 
     settings = Settings()
 
     async def run() -> None:
         async with _session(settings) as session:
-            await ensure_superuser(session, settings, email=email, password=password)
+            user = await ensure_account(session, settings, email=email, password=password)
+            address = user.email  # read before the commit expires the row
+        async with _owner_session(settings) as owner:
+            await promote_superuser(owner, address)
 
     asyncio.run(run())
     _echo(f"{email.lower()} is a platform administrator.")
