@@ -104,6 +104,18 @@ def refuse_public_development_secret(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
+def with_embedded_database(settings: Settings) -> Settings:
+    """Without ``BATON_DATABASE_URL`` or ``BATON_APP_DATABASE_URL``: the embedded PostgreSQL
+    kept in the data directory, as ``baton dev`` uses it (reused when it runs, else
+    started), so the admin commands work next to ``make run``."""
+    if settings.database_url is not None or settings.app_database_url is not None:
+        return settings
+    from backend.core.embedded import start_postgres
+
+    server = start_postgres(settings.data_dir.resolve())
+    return settings.model_copy(update={"database_url": server.url})
+
+
 @app.command()
 def dev() -> None:
     """API, scheduler and worker in one process; embedded PostgreSQL/Redis if no URLs."""
@@ -168,7 +180,7 @@ def worker(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema and provision the runtime role."""
-    settings = Settings()
+    settings = with_embedded_database(Settings())
     configure_logging(json_logs=not settings.is_dev)
     upgrade_database(settings)
     _echo("Database is up to date.")
@@ -183,7 +195,7 @@ def create_superuser(
     owner role (BATON_DATABASE_URL) too: only it may set the superuser flag."""
     from backend.admin.service import ensure_account, promote_superuser
 
-    settings = Settings()
+    settings = with_embedded_database(Settings())
 
     async def run() -> None:
         async with _session(settings) as session:
@@ -201,7 +213,7 @@ def audit_verify(
     tenant: str | None = typer.Option(None, help="Tenant slug; all tenants when omitted"),
 ) -> None:
     """Check every tenant's audit hash chain; exit 1 at the first broken link."""
-    settings = Settings()
+    settings = with_embedded_database(Settings())
 
     async def run() -> bool:
         async with _session(settings) as session:

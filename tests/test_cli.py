@@ -16,11 +16,12 @@ import pytest
 import structlog
 from httpx import AsyncClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from typer.testing import CliRunner, Result
 
 from backend.cli import app as cli
-from backend.cli import is_loopback
+from backend.cli import is_loopback, upgrade_database
+from backend.core.embedded import start_postgres, stop_postgres
 from backend.core.settings import Settings
 from tests.fixtures.factories import Account, create_api_token, create_tenant
 
@@ -240,3 +241,42 @@ def test_serving_beyond_loopback_with_a_development_secret_is_refused(
 )
 def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.embedded
+def test_admin_commands_use_the_embedded_postgres_of_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Next to `make run` (no BATON_DATABASE_URL), the admin commands find the embedded
+    PostgreSQL that `baton dev` keeps in the data directory, as `baton dev` does."""
+    for name in ("DATABASE_URL", "APP_DATABASE_URL", "REDIS_URL", "JWT_SECRET", "APP_DB_PASSWORD"):
+        monkeypatch.delenv(f"BATON_{name}", raising=False)
+    monkeypatch.setenv("BATON_ENVIRONMENT", "dev")
+    monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path))
+    server = start_postgres(tmp_path.resolve())  # what `baton dev` leaves running
+    try:
+        upgrade_database(Settings(_env_file=None, database_url=server.url))  # type: ignore[call-arg]
+        email = f"root-{uuid.uuid4().hex[:8]}@example.com"
+        created = runner.invoke(
+            cli, ["admin", "create-superuser", "--email", email, "--password", "a-long-password"]
+        )
+        assert created.exit_code == 0, created.output
+        assert f"{email} is a platform administrator." in created.output
+        verified = runner.invoke(cli, ["audit", "verify"])
+        assert verified.exit_code == 0, verified.output
+        assert ": ok (" in verified.output
+        upgraded = runner.invoke(cli, ["db", "upgrade"])
+        assert upgraded.exit_code == 0, upgraded.output
+
+        async def is_superuser() -> bool:
+            engine = create_async_engine(server.url)
+            try:
+                async with engine.connect() as conn:
+                    query = text("SELECT is_superuser FROM users WHERE email = :e")
+                    return bool((await conn.execute(query, {"e": email})).scalar_one())
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(is_superuser())
+    finally:
+        stop_postgres(server)
