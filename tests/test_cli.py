@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,17 +245,29 @@ def test_loopback_addresses(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory outside pytest's ``/tmp/pytest-of-<user>``: every pytest session that
+    starts resets that directory to 0700, which the embedded PostgreSQL's own system user
+    could then no longer traverse."""
+    path = Path(tempfile.mkdtemp(prefix="baton-cli-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.embedded
 def test_admin_commands_use_the_embedded_postgres_of_the_data_dir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Next to `make run` (no BATON_DATABASE_URL), the admin commands find the embedded
     PostgreSQL that `baton dev` keeps in the data directory, as `baton dev` does."""
     for name in ("DATABASE_URL", "APP_DATABASE_URL", "REDIS_URL", "JWT_SECRET", "APP_DB_PASSWORD"):
         monkeypatch.delenv(f"BATON_{name}", raising=False)
     monkeypatch.setenv("BATON_ENVIRONMENT", "dev")
-    monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path))
-    server = start_postgres(tmp_path.resolve())  # what `baton dev` leaves running
+    monkeypatch.setenv("BATON_DATA_DIR", str(shared_tmp))
+    server = start_postgres(shared_tmp.resolve())  # what `baton dev` leaves running
     try:
         upgrade_database(Settings(_env_file=None, database_url=server.url))  # type: ignore[call-arg]
         email = f"root-{uuid.uuid4().hex[:8]}@example.com"
