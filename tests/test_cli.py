@@ -25,7 +25,8 @@ from backend.cli import app as cli
 from backend.cli import is_loopback, upgrade_database
 from backend.core.embedded import start_postgres, stop_postgres
 from backend.core.settings import Settings
-from tests.fixtures.factories import Account, create_api_token, create_tenant
+from tests.fixtures.factories import Account, create_api_token, create_member, create_tenant
+from tests.runs.factories import create_job, python_task
 
 runner = CliRunner()
 
@@ -67,6 +68,26 @@ async def test_audit_verify_intact_tenant(cli_env: None, client: AsyncClient) ->
     result = await _invoke("audit", "verify", "--tenant", account.tenant_slug)
     assert result.exit_code == 0, result.output
     assert f"{account.tenant_slug}: ok (3 events)" in result.output
+
+
+async def test_audit_verify_accepts_denied_requests_in_the_chain(
+    cli_env: None, client: AsyncClient
+) -> None:
+    """``request.denied`` events, written in transactions of their own, extend the chain
+    like every other event."""
+    account = await create_tenant(client)
+    other = await create_tenant(client)
+    viewer = await create_member(client, account, "viewer")  # added, logged in: 4 events
+    forbidden = await client.post(
+        "/api/v1/tokens", json={"name": "x", "role": "viewer"}, headers=viewer.headers
+    )
+    assert forbidden.status_code == 403
+    job = await create_job(client, other, [python_task("a")])
+    elsewhere = await client.get(f"/api/v1/jobs/{job['id']}", headers=account.headers)
+    assert elsewhere.status_code == 404
+    result = await _invoke("audit", "verify", "--tenant", account.tenant_slug)
+    assert result.exit_code == 0, result.output
+    assert f"{account.tenant_slug}: ok (6 events)" in result.output  # and the 2 denials
 
 
 async def test_audit_verify_tampered_tenant(
