@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backend.admin.router import router as admin_router
+from backend.audit.denied import record_denied
 from backend.audit.router import router as audit_router
 from backend.auth.router import router as auth_router
 from backend.core.db import create_engine, create_sessionmaker
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
-    install_error_handlers(app)
+    install_error_handlers(app, on_denied=record_denied)  # 403/404 go to the audit log
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     for router in (
         health_router,

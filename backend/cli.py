@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -46,6 +47,18 @@ async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
+@asynccontextmanager
+async def _owner_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session as the owner role, for what the runtime role may not do (superuser flag)."""
+    engine = create_engine(settings.owner_database_url(), pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+            await commit(session)
+    finally:
+        await engine.dispose()
+
+
 def upgrade_database(settings: Settings) -> None:
     """Apply migrations as the owner, then provision the runtime role."""
     run_migrations(settings.owner_database_url())
@@ -79,18 +92,60 @@ def dev_shell(settings: Settings) -> Settings:
     return settings.model_copy(update={"worker_allow_shell": True, "worker_sandbox": True})
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (``0.0.0.0`` and ``::`` are not)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def refuse_public_development_secret(settings: Settings) -> None:
+    """Exit unless the API would listen on loopback only, or its JWT secret is configured:
+    a generated development secret sits in a file in the data directory, and a deployment
+    that forgot ``BATON_JWT_SECRET`` must not serve the network with it."""
+    if settings.uses_development_jwt_secret and not is_loopback(settings.host):
+        typer.echo(
+            f"Refusing to serve on {settings.host}: the JWT secret is a development secret "
+            f"generated in {settings.data_dir}. Set BATON_JWT_SECRET (32+ random bytes, e.g. "
+            "`openssl rand -hex 32`) or listen on 127.0.0.1 (BATON_HOST).",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def with_embedded_database(settings: Settings) -> Settings:
+    """Without ``BATON_DATABASE_URL`` or ``BATON_APP_DATABASE_URL``: the embedded PostgreSQL
+    kept in the data directory, as ``baton dev`` uses it (reused when it runs, else
+    started), so the admin commands work next to ``make run``."""
+    if settings.database_url is not None or settings.app_database_url is not None:
+        return settings
+    from backend.core.embedded import start_postgres
+
+    server = start_postgres(settings.data_dir.resolve())
+    return settings.model_copy(update={"database_url": server.url})
+
+
 @app.command()
 def dev() -> None:
     """API, scheduler and worker in one process; embedded PostgreSQL/Redis if no URLs."""
-    settings = dev_shell(with_embedded_services(Settings()))
+    settings = Settings()
+    refuse_public_development_secret(settings)
+    settings = dev_shell(with_embedded_services(settings))
     configure_logging(json_logs=False)
     upgrade_database(settings)
 
     async def seed() -> bool:
-        from backend.admin.service import ensure_demo_tenant
+        from backend.admin.service import ensure_demo_tenant, promote_superuser
 
         async with _session(settings) as session:
-            return await ensure_demo_tenant(session, settings)
+            created = await ensure_demo_tenant(session, settings)
+        if created:  # the dev instance's operator sees the admin console too
+            async with _owner_session(settings) as owner:
+                await promote_superuser(owner, settings.demo_email)
+        return created
 
     created = asyncio.run(seed())
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
@@ -109,6 +164,7 @@ def dev() -> None:
 def api() -> None:
     """Serve the REST API (needs BATON_DATABASE_URL and BATON_REDIS_URL)."""
     settings = Settings()
+    refuse_public_development_secret(settings)
     configure_logging(json_logs=not settings.is_dev)
     asyncio.run(run_processes(settings, api=True, engine=False, worker=None))
 
@@ -136,7 +192,7 @@ def worker(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema and provision the runtime role."""
-    settings = Settings()
+    settings = with_embedded_database(Settings())
     configure_logging(json_logs=not settings.is_dev)
     upgrade_database(settings)
     _echo("Database is up to date.")
@@ -147,14 +203,18 @@ def create_superuser(
     email: str = typer.Option(..., prompt=True),
     password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
 ) -> None:
-    """Create a platform administrator (or promote an existing account)."""
-    from backend.admin.service import ensure_superuser
+    """Create a platform administrator (or promote an existing account). Connects as the
+    owner role (BATON_DATABASE_URL) too: only it may set the superuser flag."""
+    from backend.admin.service import ensure_account, promote_superuser
 
-    settings = Settings()
+    settings = with_embedded_database(Settings())
 
     async def run() -> None:
         async with _session(settings) as session:
-            await ensure_superuser(session, settings, email=email, password=password)
+            user = await ensure_account(session, settings, email=email, password=password)
+            address = user.email  # read before the commit expires the row
+        async with _owner_session(settings) as owner:
+            await promote_superuser(owner, address)
 
     asyncio.run(run())
     _echo(f"{email.lower()} is a platform administrator.")
@@ -165,7 +225,7 @@ def audit_verify(
     tenant: str | None = typer.Option(None, help="Tenant slug; all tenants when omitted"),
 ) -> None:
     """Check every tenant's audit hash chain; exit 1 at the first broken link."""
-    settings = Settings()
+    settings = with_embedded_database(Settings())
 
     async def run() -> bool:
         async with _session(settings) as session:

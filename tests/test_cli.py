@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 from httpx import AsyncClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from typer.testing import CliRunner, Result
 
 from backend.cli import app as cli
+from backend.cli import is_loopback, upgrade_database
+from backend.core.embedded import start_postgres, stop_postgres
 from backend.core.settings import Settings
-from tests.fixtures.factories import Account, create_api_token, create_tenant
+from tests.fixtures.factories import Account, create_api_token, create_member, create_tenant
+from tests.runs.factories import create_job, python_task
 
 runner = CliRunner()
 
@@ -62,6 +68,26 @@ async def test_audit_verify_intact_tenant(cli_env: None, client: AsyncClient) ->
     result = await _invoke("audit", "verify", "--tenant", account.tenant_slug)
     assert result.exit_code == 0, result.output
     assert f"{account.tenant_slug}: ok (3 events)" in result.output
+
+
+async def test_audit_verify_accepts_denied_requests_in_the_chain(
+    cli_env: None, client: AsyncClient
+) -> None:
+    """``request.denied`` events, written in transactions of their own, extend the chain
+    like every other event."""
+    account = await create_tenant(client)
+    other = await create_tenant(client)
+    viewer = await create_member(client, account, "viewer")  # added, logged in: 4 events
+    forbidden = await client.post(
+        "/api/v1/tokens", json={"name": "x", "role": "viewer"}, headers=viewer.headers
+    )
+    assert forbidden.status_code == 403
+    job = await create_job(client, other, [python_task("a")])
+    elsewhere = await client.get(f"/api/v1/jobs/{job['id']}", headers=account.headers)
+    assert elsewhere.status_code == 404
+    result = await _invoke("audit", "verify", "--tenant", account.tenant_slug)
+    assert result.exit_code == 0, result.output
+    assert f"{account.tenant_slug}: ok (6 events)" in result.output  # and the 2 denials
 
 
 async def test_audit_verify_tampered_tenant(
@@ -201,3 +227,91 @@ async def test_create_superuser_promotes_an_existing_account(
     )
     assert result.exit_code == 0, result.output
     assert (await client.get("/api/v1/admin/tenants", headers=account.headers)).status_code == 200
+
+
+@pytest.mark.parametrize("command", ["api", "dev"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "baton.example.org"])
+def test_serving_beyond_loopback_with_a_development_secret_is_refused(
+    command: str, host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment that forgot BATON_JWT_SECRET must not serve tokens signed by a key in a
+    file of its data directory; it stops before starting anything."""
+    monkeypatch.delenv("BATON_JWT_SECRET", raising=False)
+    monkeypatch.setenv("BATON_ENVIRONMENT", "dev")
+    monkeypatch.setenv("BATON_HOST", host)
+    monkeypatch.setenv("BATON_DATA_DIR", str(tmp_path))
+    result = runner.invoke(cli, [command])
+    assert result.exit_code == 2, result.output
+    assert f"Refusing to serve on {host}" in result.output
+    assert "BATON_JWT_SECRET" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app-db-password", "jwt-secret"]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),
+        ("example.org", False),
+        ("", False),
+    ],
+)
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory outside pytest's ``/tmp/pytest-of-<user>``: every pytest session that
+    starts resets that directory to 0700, which the embedded PostgreSQL's own system user
+    could then no longer traverse."""
+    path = Path(tempfile.mkdtemp(prefix="baton-cli-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.embedded
+def test_admin_commands_use_the_embedded_postgres_of_the_data_dir(
+    shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Next to `make run` (no BATON_DATABASE_URL), the admin commands find the embedded
+    PostgreSQL that `baton dev` keeps in the data directory, as `baton dev` does."""
+    for name in ("DATABASE_URL", "APP_DATABASE_URL", "REDIS_URL", "JWT_SECRET", "APP_DB_PASSWORD"):
+        monkeypatch.delenv(f"BATON_{name}", raising=False)
+    monkeypatch.setenv("BATON_ENVIRONMENT", "dev")
+    monkeypatch.setenv("BATON_DATA_DIR", str(shared_tmp))
+    server = start_postgres(shared_tmp.resolve())  # what `baton dev` leaves running
+    try:
+        upgrade_database(Settings(_env_file=None, database_url=server.url))  # type: ignore[call-arg]
+        email = f"root-{uuid.uuid4().hex[:8]}@example.com"
+        created = runner.invoke(
+            cli, ["admin", "create-superuser", "--email", email, "--password", "a-long-password"]
+        )
+        assert created.exit_code == 0, created.output
+        assert f"{email} is a platform administrator." in created.output
+        verified = runner.invoke(cli, ["audit", "verify"])
+        assert verified.exit_code == 0, verified.output
+        assert ": ok (" in verified.output
+        upgraded = runner.invoke(cli, ["db", "upgrade"])
+        assert upgraded.exit_code == 0, upgraded.output
+
+        async def is_superuser() -> bool:
+            engine = create_async_engine(server.url)
+            try:
+                async with engine.connect() as conn:
+                    query = text("SELECT is_superuser FROM users WHERE email = :e")
+                    return bool((await conn.execute(query, {"e": email})).scalar_one())
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(is_superuser())
+    finally:
+        stop_postgres(server)

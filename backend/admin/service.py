@@ -151,10 +151,10 @@ async def platform_health(
     )
 
 
-async def ensure_superuser(
+async def ensure_account(
     session: AsyncSession, settings: Settings, *, email: str, password: str
 ) -> User:
-    """Create (with an own tenant to log in to) or promote a platform administrator."""
+    """The account of ``email``, created (with an own tenant to log in to) if missing."""
     user = await UserRepository(session).get_by_email(email)
     if user is None:
         result = await auth_service.signup(
@@ -166,17 +166,30 @@ async def ensure_superuser(
             origin=RequestOrigin(),
         )
         user = result.user
-    user.is_superuser = True
-    session.add(user)
-    await session.flush()
     return user
 
 
+async def promote_superuser(owner_session: AsyncSession, email: str) -> bool:
+    """Make an existing account a platform administrator; False if there is none.
+
+    ``owner_session`` must be connected as the owner role: the runtime role the API uses
+    cannot change the superuser flag (it has no UPDATE grant on that column).
+    """
+    user = await UserRepository(owner_session).get_by_email(email)
+    if user is None:
+        return False
+    user.is_superuser = True
+    owner_session.add(user)
+    await owner_session.flush()
+    return True
+
+
 async def ensure_demo_tenant(session: AsyncSession, settings: Settings) -> bool:
-    """Seed the demo tenant and its owner for ``baton dev``; False if they exist already."""
+    """Seed the demo tenant and its owner for ``baton dev``; False if they exist already.
+    (``baton dev`` then makes the demo user a platform administrator, as the owner role.)"""
     if await UserRepository(session).get_by_email(settings.demo_email) is not None:
         return False
-    result = await auth_service.signup(
+    await auth_service.signup(
         session,
         settings,
         email=settings.demo_email,
@@ -184,7 +197,4 @@ async def ensure_demo_tenant(session: AsyncSession, settings: Settings) -> bool:
         tenant_name="Demo",
         origin=RequestOrigin(),
     )
-    result.user.is_superuser = True  # the dev instance's operator sees the admin console too
-    session.add(result.user)
-    await session.flush()
     return True

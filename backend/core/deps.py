@@ -46,6 +46,7 @@ _bearer = HTTPBearer(auto_error=False, description="A JWT access token or a Bato
 
 
 async def get_principal(
+    request: Request,
     session: SessionDep,
     redis: RedisDep,
     settings: SettingsDep,
@@ -54,9 +55,11 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise AuthenticationRequired()
-    return await auth_service.authenticate(
+    principal = await auth_service.authenticate(
         session, redis, settings, bearer=credentials.credentials, origin=origin
     )
+    request.state.principal = principal  # a denied request is audited as this principal
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

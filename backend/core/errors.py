@@ -39,6 +39,7 @@ commits instead of rolling back when the error carries this flag.
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -177,8 +178,16 @@ def _html(request: Request) -> HtmlErrors | None:
     return html if html is not None and html.handles(request) else None
 
 
+# Called with every 403/404 BatonError before it is answered (the audit log's
+# ``record_denied``; installed by the app so this module imports no domain package).
+DeniedHook = Callable[[Request, "BatonError"], Awaitable[None]]
+
+
 async def _baton_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BatonError)
+    on_denied: DeniedHook | None = getattr(request.app.state, "on_denied", None)
+    if on_denied is not None and exc.status_code in (403, 404):
+        await on_denied(request, exc)
     if html := _html(request):
         return await html.baton_error(request, exc)
     return JSONResponse(
@@ -224,8 +233,9 @@ async def _backing_service_down(request: Request, exc: Exception) -> Response:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error to the one JSON shape."""
+def install_error_handlers(app: FastAPI, *, on_denied: DeniedHook | None = None) -> None:
+    """Map every error to the one JSON shape; ``on_denied`` sees every 403 and 404."""
+    app.state.on_denied = on_denied
     app.add_exception_handler(BatonError, _baton_error)
     # PostgreSQL or Redis unreachable is an outage to wait out (503), not a bug (500).
     for outage in (

@@ -2,7 +2,17 @@
 
 Runs as the owner role (``BATON_DATABASE_URL``): Alembic migrations first, then the
 unprivileged role the API connects as - LOGIN, NOSUPERUSER, NOBYPASSRLS, owning nothing -
-with DML on the tables and only INSERT/SELECT on the append-only audit log.
+with DML on the tenant tables, only INSERT/SELECT on the append-only audit log, and on
+the platform tables (``users``, ``tenants``, no tenant scope) only what the API writes:
+
+- ``users``: SELECT, INSERT (never a superuser: policy in migration 0006), UPDATE of
+  ``last_login_at`` only;
+- ``tenants``: SELECT, INSERT (active, free plan, no own quota: same migration), UPDATE
+  of ``status`` only (platform administrators suspend and resume through the API).
+
+Platform administration that the API does not offer - the superuser flag, a tenant's
+plan, quota and weight - belongs to the owner role: ``baton admin create-superuser``
+connects as it, and quotas are set in SQL as it (docs/security.md).
 """
 
 from __future__ import annotations
@@ -20,6 +30,9 @@ from backend.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The platform tables' columns the runtime role may UPDATE (grep the services before
+# adding one: every entry widens what a compromised API process could change).
+PLATFORM_UPDATABLE = {"users": ("last_login_at",), "tenants": ("status",)}
 
 
 def alembic_config(database_url: str) -> Config:
@@ -65,6 +78,14 @@ async def provision_runtime_role(settings: Settings) -> None:
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
                 f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM {role}",
                 f"REVOKE ALL ON alembic_version FROM {role}",
+                *(
+                    statement
+                    for table, columns in PLATFORM_UPDATABLE.items()
+                    for statement in (
+                        f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {role}",
+                        f"GRANT UPDATE ({', '.join(columns)}) ON {table} TO {role}",
+                    )
+                ),
             ):
                 await conn.execute(text(statement))
     finally:

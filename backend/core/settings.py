@@ -1,9 +1,11 @@
 """Baton's one settings class.
 
 Every knob is an environment variable with the ``BATON_`` prefix (``BATON_DATABASE_URL``,
-``BATON_JWT_SECRET`` ...). Outside ``environment=dev`` the class refuses to start with the
-development secret or with a JWT key shorter than 32 bytes: PyJWT only warns about
-short HMAC keys, so the refusal has to live here.
+``BATON_JWT_SECRET`` ...). In production the class refuses to start without a JWT secret
+or a runtime database password, and everywhere it refuses a JWT key shorter than 32 bytes:
+PyJWT only warns about short HMAC keys, so the refusal has to live here. Unset in ``dev``
+(the default environment) they are random per installation, kept in the data directory
+(``backend.core.dev_secrets``); there is no development secret in the code.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-DEV_JWT_SECRET = "baton-dev-only-secret-change-me-0123456789abcdef"
+from backend.core import dev_secrets
+
 MIN_JWT_KEY_BYTES = 32
 
 
@@ -44,14 +47,15 @@ class Settings(BaseSettings):
     database_url: str | None = None
     app_database_url: str | None = None
     app_db_role: str = "baton_app"
-    app_db_password: str = "baton-app-dev-password"
+    app_db_password: str = ""  # unset: generated in dev/test (dev_secrets), refused in production
     db_pool_size: int = 10
 
     redis_url: str | None = None
 
     # Tokens. The active key signs; previous keys (JSON object kid -> secret) still verify,
     # so keys rotate without logging everybody out.
-    jwt_secret: str = DEV_JWT_SECRET
+    # Unset: generated in dev/test (``dev_secrets``), refused in production.
+    jwt_secret: str = ""
     jwt_kid: str = "k1"
     jwt_previous_keys: str = "{}"
     jwt_issuer: str = "baton"
@@ -132,16 +136,25 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Self:
+        production = self.environment == Environment.production
+        if not self.jwt_secret:
+            if production:
+                raise ValueError("BATON_JWT_SECRET must be set outside development")
+            self.jwt_secret = self._development_secret("jwt-secret")
+        if not self.app_db_password and self.app_database_url is None:
+            if production:
+                raise ValueError("BATON_APP_DB_PASSWORD must be set outside development")
+            self.app_db_password = self._development_secret("app-db-password")
         keys = self.verification_keys
         for kid, secret in keys.items():
             if len(secret.encode()) < MIN_JWT_KEY_BYTES:
                 raise ValueError(f"JWT key {kid!r} is shorter than {MIN_JWT_KEY_BYTES} bytes")
-        if self.environment == Environment.production:
-            if self.jwt_secret == DEV_JWT_SECRET:
-                raise ValueError("BATON_JWT_SECRET must be set outside development")
-            if self.app_database_url is None and self.app_db_password == "baton-app-dev-password":
-                raise ValueError("BATON_APP_DB_PASSWORD must be set outside development")
         return self
+
+    def _development_secret(self, name: str) -> str:
+        if self.environment == Environment.test:
+            return dev_secrets.process_secret(name)
+        return dev_secrets.stored_secret(self.data_dir, name)
 
     @field_validator("metrics_tenant_labels", mode="before")
     @classmethod
@@ -159,6 +172,11 @@ class Settings(BaseSettings):
         """Every key a token may be signed with, by kid (active key included)."""
         previous: dict[str, str] = json.loads(self.jwt_previous_keys or "{}")
         return {**previous, self.jwt_kid: self.jwt_secret}
+
+    @property
+    def uses_development_jwt_secret(self) -> bool:
+        """True when the signing key was generated here, not configured (BATON_JWT_SECRET)."""
+        return dev_secrets.is_generated(self.jwt_secret)
 
     @property
     def is_dev(self) -> bool:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from backend.metrics.registry import TENANTS
+from backend.metrics.registry import TENANTS, initialise_label_values
 
 
 def configure(tenant_labels: Iterable[str]) -> None:
     """Apply ``BATON_METRICS_TENANT_LABELS``: the tenants that get a label value of their own."""
     TENANTS.configure(tenant_labels)
+    initialise_label_values()  # the configured tenants' series start at zero too

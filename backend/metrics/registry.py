@@ -275,6 +275,33 @@ def _idle_slots() -> float:
 WORKER_SLOTS_BUSY.set_function(lambda: float(_slots()[0]))
 WORKER_SLOTS_IDLE.set_function(_idle_slots)
 
+
+def initialise_label_values(tenants: Iterable[str] | None = None) -> None:
+    """Create every known label combination at zero, so ``/metrics`` shows it before its
+    first event (a labelled series is otherwise absent until used, and an alert on
+    ``increase(...)`` or a dashboard panel sees nothing instead of 0). ``tenants``: the
+    ``tenant`` label values (default: :meth:`TenantLabels.values`); queues are unknown
+    until seen and stay absent."""
+    tenant_values = list(tenants) if tenants is not None else TENANTS.values()
+    statuses = (*ATTEMPT_STATUSES, OTHER)
+    reasons = (*ATTEMPT_REASONS, OTHER)
+    for tenant in tenant_values:
+        for status in (*RUN_STATUSES, OTHER):
+            RUNS_FINISHED.labels(tenant, status)
+        for status in statuses:
+            TASK_DURATION.labels(tenant, status)
+            for reason in ("none",) if status == "succeeded" else reasons:
+                TASK_ATTEMPTS_FINISHED.labels(tenant, status, reason)
+        TASK_START_LATENCY.labels(tenant)
+        TASKS_DISPATCHED.labels(tenant)
+    for kind in (*EVENT_KINDS, OTHER):
+        ENGINE_EVENT_LAG.labels(kind)
+    for outcome in TICK_OUTCOMES:
+        SCHEDULE_TICKS.labels(outcome)
+
+
+initialise_label_values()
+
 _SERIES_SUFFIXES = {
     "counter": ("_total",),
     "histogram": ("_bucket", "_sum", "_count"),

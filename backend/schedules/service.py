@@ -28,7 +28,7 @@ from backend.audit import service as audit
 from backend.core.db import after_commit
 from backend.core.errors import Conflict, NotFound, ValidationFailed
 from backend.core.models import utcnow
-from backend.core.principal import Principal
+from backend.core.principal import Actor, Principal
 from backend.jobs.repository import JobRepository
 from backend.runs import service as runs_service
 from backend.scheduler.cron import CronError, CronSchedule, Tick, next_fire, next_ticks
@@ -38,6 +38,9 @@ from backend.schedules.repository import ScheduleRepository, TickRepository
 from backend.tenants.models import TenantStatus
 from backend.tenants.repository import TenantDirectory
 from worker import keys
+
+# Who a scheduled run is attributed to in the audit log.
+SCHEDULER_ACTOR = Actor(type="system", label="scheduler")
 
 # A tick is on time while it is at most this late; older ones are misfires.
 MISFIRE_GRACE = timedelta(seconds=60)
@@ -403,5 +406,15 @@ async def _fire(
         report.skipped += 1
         return
     await ticks.set_run(row.job_id, decision.key, run.id)
+    # In the fire's own transaction: a fire is audited exactly when it happened.
+    await audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=SCHEDULER_ACTOR,
+        action="schedule.fired",
+        target_type="run",
+        target_id=run.id,
+        details={"job_id": str(row.job_id), "scheduled_for": decision.key.isoformat()},
+    )
     report.fired += 1
     report.lateness.append((now - decision.key).total_seconds())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from backend.auth import service as auth_service
@@ -13,7 +14,7 @@ from backend.core.db import SessionDep
 from backend.core.deps import OriginDep, RedisDep, SettingsDep
 from backend.core.errors import BadRequest, BatonError
 from backend.web.csrf import CsrfChecked
-from backend.web.render import form_problems, page, redirect, safe_next
+from backend.web.render import form_problems, frontend_dir, page, redirect, safe_next
 from backend.web.session import (
     REFRESH_COOKIE,
     MaybeWebPrincipal,
@@ -32,6 +33,16 @@ async def landing(request: Request, principal: MaybeWebPrincipal) -> Response:
     if principal is not None:
         return redirect(request, "/jobs")
     return page(request, "public/landing.html")
+
+
+@router.get("/favicon.ico")
+async def favicon(settings: SettingsDep) -> Response:
+    """The icon browsers ask for at this fixed path (pages also link it from /static)."""
+    return FileResponse(
+        frontend_dir(settings) / "static" / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 @router.get("/signup")

@@ -153,9 +153,11 @@ async def optional_web_principal(
     access = request.cookies.get(ACCESS_COOKIE)
     if access:
         try:
-            return await auth_service.authenticate(
+            principal = await auth_service.authenticate(
                 session, redis, settings, bearer=access, origin=origin
             )
+            request.state.web_principal = principal  # the CSRF token is bound to it
+            return principal
         except AuthenticationRequired:
             pass  # expired or revoked: fall through to the refresh cookie
         except TenantSuspended:
@@ -188,6 +190,7 @@ async def optional_web_principal(
         return None
     set_session_cookies(request, settings, tokens)
     log.info("web.session.rotated", tenant_id=str(principal.tenant_id))
+    request.state.web_principal = principal
     return principal
 
 

@@ -283,9 +283,11 @@ async def test_refresh_logout_and_refresh_reuse_are_recorded(
     _assert_origin(row, logout)
 
 
-async def test_refused_and_read_only_calls_record_nothing(
+async def test_refused_calls_record_only_the_denial_and_read_only_calls_nothing(
     client: AsyncClient, owner: Account, owner_engine: AsyncEngine
 ) -> None:
+    """A 403 is recorded as ``request.denied`` (tests/audit/test_denied.py), never as the
+    action it was refused; a conflict, invalid input and reads record nothing."""
     viewer = await create_member(client, owner, "viewer")
     before = await head_seq(owner_engine, owner.tenant_id)
     denied = await client.post(
@@ -302,7 +304,8 @@ async def test_refused_and_read_only_calls_record_nothing(
     assert invalid.status_code == 422
     for path in ("/api/v1/me", "/api/v1/members", "/api/v1/tokens", "/api/v1/audit"):
         assert (await client.get(path, headers=owner.headers)).status_code == 200
-    assert await head_seq(owner_engine, owner.tenant_id) == before
+    after = await rows_after(owner_engine, owner.tenant_id, before)
+    assert [(row["action"], row["outcome"]) for row in after] == [("request.denied", "denied")]
 
 
 async def test_long_user_agent_is_cut_to_512_characters(

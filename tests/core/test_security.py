@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -39,7 +40,7 @@ from backend.core.security import (
     parse_tenant_token,
     verify_access_token,
 )
-from backend.core.settings import DEV_JWT_SECRET, Environment, Settings
+from backend.core.settings import Environment, Settings
 from tests.fixtures.factories import Account, bearer, create_member, login
 
 ME = "/api/v1/me"
@@ -422,16 +423,19 @@ def test_settings_accept_a_32_byte_secret() -> None:
     assert settings.verification_keys == {"k9": "s" * 32}
 
 
-def test_settings_refuse_the_dev_secret_in_production() -> None:
-    explicit: dict[str, Any] = {"jwt_secret": DEV_JWT_SECRET}
-    for changes in ({}, explicit):
-        with pytest.raises(ValidationError, match="BATON_JWT_SECRET"):
-            Settings(
-                _env_file=None,
-                environment=Environment.production,
-                app_db_password="a-real-database-password",
-                **changes,
-            )
+# The development secret Baton once shipped as a constant: it is public, in git history.
+PUBLISHED_DEV_SECRET = "baton-dev-only-secret-change-me-0123456789abcdef"
+
+
+def test_settings_refuse_production_without_secrets() -> None:
+    with pytest.raises(ValidationError, match="BATON_JWT_SECRET"):
+        Settings(
+            _env_file=None,
+            environment=Environment.production,
+            app_db_password="a-real-database-password",
+        )
+    with pytest.raises(ValidationError, match="BATON_APP_DB_PASSWORD"):
+        Settings(_env_file=None, environment=Environment.production, jwt_secret="p" * 48)
 
 
 def test_settings_accept_a_real_secret_in_production() -> None:
@@ -443,12 +447,50 @@ def test_settings_accept_a_real_secret_in_production() -> None:
     )
 
     assert settings.verification_keys == {settings.jwt_kid: "p" * 48}
+    assert not settings.uses_development_jwt_secret
 
 
-def test_settings_allow_the_dev_secret_outside_production() -> None:
-    for environment in (Environment.dev, Environment.test):
-        settings = Settings(_env_file=None, environment=environment)
-        assert settings.jwt_secret == DEV_JWT_SECRET
+def test_dev_secrets_are_random_per_data_dir_and_kept_private(tmp_path: Path) -> None:
+    first = Settings(_env_file=None, data_dir=tmp_path / "one")
+    again = Settings(_env_file=None, data_dir=tmp_path / "one")
+    other = Settings(_env_file=None, data_dir=tmp_path / "two")
+
+    assert first.jwt_secret == again.jwt_secret  # kept between runs of one installation
+    assert first.jwt_secret != other.jwt_secret
+    assert first.app_db_password == again.app_db_password != other.app_db_password
+    assert PUBLISHED_DEV_SECRET not in (first.jwt_secret, other.jwt_secret)
+    assert len(first.jwt_secret.encode()) >= 32 and first.uses_development_jwt_secret
+    for name in ("jwt-secret", "app-db-password"):
+        assert (tmp_path / "one" / name).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "one" / "jwt-secret").read_text().strip() == first.jwt_secret
+
+
+def test_a_configured_secret_is_no_development_secret(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path, jwt_secret="c" * 40)
+    assert settings.jwt_secret == "c" * 40 and not settings.uses_development_jwt_secret
+    assert not (tmp_path / "jwt-secret").exists()
+
+
+def test_test_environment_secrets_are_random_per_process_and_not_written(
+    tmp_path: Path,
+) -> None:
+    one = Settings(_env_file=None, environment=Environment.test, data_dir=tmp_path)
+    two = Settings(_env_file=None, environment=Environment.test, data_dir=tmp_path)
+    assert one.jwt_secret == two.jwt_secret and one.uses_development_jwt_secret
+    assert one.jwt_secret != PUBLISHED_DEV_SECRET
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_token_forged_with_the_published_dev_secret_is_refused(
+    client: AsyncClient, settings: Settings, owner: Account
+) -> None:
+    """The secret every old installation shared: anyone could mint a token for any tenant."""
+    for kid in (settings.jwt_kid, None):
+        token = forge(settings, payload_for(settings, owner), key=PUBLISHED_DEV_SECRET, kid=kid)
+        response = await client.get("/api/v1/jobs", headers=bearer(token))
+        assert response.status_code == 401, response.text
+    genuine = forge(settings, payload_for(settings, owner))
+    assert (await client.get("/api/v1/jobs", headers=bearer(genuine))).status_code == 200
 
 
 # ---------------------------------------------------------------------------- passwords

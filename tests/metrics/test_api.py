@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from httpx import ASGITransport, AsyncClient
 
 from backend.app import create_app
 from backend.core.settings import Settings
+from backend.metrics import configure
 from tests.fixtures.factories import Account
 from tests.metrics.helpers import run_promtool
 
@@ -91,3 +94,40 @@ async def test_metrics_token_admits_the_right_bearer(guarded: AsyncClient) -> No
 
 async def test_without_a_token_metrics_are_open(client: AsyncClient) -> None:
     assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_labelled_metrics_are_scraped_at_zero_before_their_first_event(
+    client: AsyncClient,
+) -> None:
+    """Dashboards and alerts see 0, not an absent series, for every known label value."""
+    fresh = str(uuid.uuid4())  # a configured tenant nothing has happened to yet
+    configure([fresh])
+    try:
+        text = (await client.get("/metrics")).text
+    finally:
+        configure([])
+    for series in (
+        f'baton_runs_finished_total{{status="failed",tenant="{fresh}"}} 0.0',
+        "baton_task_attempts_finished_total"
+        f'{{reason="timeout",status="failed",tenant="{fresh}"}} 0.0',
+        f'baton_tasks_dispatched_total{{tenant="{fresh}"}} 0.0',
+        f'baton_task_start_latency_seconds_count{{tenant="{fresh}"}} 0.0',
+    ):
+        assert series in text, series
+    for outcome in ("fired", "skipped", "missed"):
+        assert f'baton_schedule_ticks_total{{outcome="{outcome}"}} ' in text
+
+
+def test_a_fresh_process_exposes_the_label_values_at_zero() -> None:
+    """Nothing recorded at all (a new process): the series are there, at zero."""
+    code = (
+        "from prometheus_client import generate_latest;"
+        "from backend.metrics.registry import REGISTRY;"
+        "print(generate_latest(REGISTRY).decode())"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert 'baton_schedule_ticks_total{outcome="fired"} 0.0' in output
+    assert 'baton_runs_finished_total{status="cancelled",tenant="other"} 0.0' in output
+    assert 'baton_engine_event_lag_seconds_count{kind="finished"} 0.0' in output

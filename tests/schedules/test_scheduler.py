@@ -19,6 +19,7 @@ from backend.core.settings import Settings
 from backend.scheduler.cron import CronSchedule, ticks_between
 from backend.scheduler.loop import Scheduler
 from backend.schedules.service import StaleLease, decide_ticks, fire_due
+from tests.audit.helpers import head_seq, rows_after, verify
 from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.runs.factories import create_job, python_task
 from worker import keys
@@ -251,7 +252,9 @@ async def test_pause_and_resume(
     ledger = await ticks(client, owner, job["id"])
     assert ledger
     audit = await client.get("/api/v1/audit?action=schedule", headers=owner.headers)
-    assert {e["action"] for e in audit.json()["items"]} == {"schedule.paused", "schedule.resumed"}
+    actions = {e["action"] for e in audit.json()["items"]}
+    assert {"schedule.paused", "schedule.resumed"} <= actions  # and the fires after resuming
+    assert actions <= {"schedule.paused", "schedule.resumed", "schedule.fired"}
 
 
 async def test_next_fire_preview_applies_the_dst_policy(
@@ -370,3 +373,40 @@ def test_a_late_instant_says_whether_the_scheduler_was_down_or_behind() -> None:
     assert "no scheduler was running" in reasons[56] and "no scheduler" in reasons[57]
     assert "running behind" in reasons[58] and "running behind" in reasons[59]
     assert all(d.outcome == "missed" for d in decisions if d.key.minute in (56, 57, 58, 59))
+
+
+async def test_a_fire_is_audited_in_its_own_transaction(
+    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+) -> None:
+    job = await scheduled_job(client, owner, misfire="fire_once")
+    await _backdate(owner_engine, job["id"], seconds=5)
+    before = await head_seq(owner_engine, owner.tenant_id)
+    await _fire_once(app, owner)
+    runs = await scheduled_runs(owner_engine, job["id"])
+    assert runs
+    fired = [
+        row
+        for row in await rows_after(owner_engine, owner.tenant_id, before)
+        if row["action"] == "schedule.fired"
+    ]
+    assert sorted(row["target_id"] for row in fired) == sorted(str(run.id) for run in runs)
+    for row in fired:
+        assert (row["actor_type"], row["actor_label"]) == ("system", "scheduler")
+        assert row["details"]["job_id"] == job["id"] and row["outcome"] == "success"
+    assert (await verify(app, owner.tenant_id)).intact
+
+
+async def test_a_fire_that_rolls_back_leaves_no_audit_event(
+    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+) -> None:
+    """The event and the run are one transaction: no event for a fire that did not happen."""
+    job = await scheduled_job(client, owner)
+    await _backdate(owner_engine, job["id"], seconds=3)
+    before = await head_seq(owner_engine, owner.tenant_id)
+    async with app.state.sessionmaker() as session:
+        await scope_to_tenant(session, owner.tenant_id)
+        report, _ = await fire_due(session, app.state.redis, owner.tenant_id, fence=1)
+        assert report.fired >= 1
+        await session.rollback()
+    assert await scheduled_runs(owner_engine, job["id"]) == []
+    assert await rows_after(owner_engine, owner.tenant_id, before) == []

@@ -78,6 +78,9 @@ async def create_browser(app: object) -> AsyncIterator[BrowserFactory]:
                     },
                 )
                 assert response.status_code == 303, response.text
+                # Its CSRF token is bound to the session: take it from the page the login
+                # redirects to, as a real browser does.
+                await browser.get(response.headers["location"])
             return browser
 
         yield make

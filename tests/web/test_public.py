@@ -88,8 +88,8 @@ async def test_login_goes_to_next_on_this_site_only(
         "/login", {"email": owner.email, "password": owner.password, "next": "/runs?status=failed"}
     )
     assert ok.headers["location"] == "/runs?status=failed"
-    other = await create_browser()
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        other = await create_browser()  # a logged-in browser's tokens are bound to its session
         response = await other.post(
             "/login", {"email": owner.email, "password": owner.password, "next": target}
         )
@@ -147,3 +147,14 @@ async def test_api_errors_stay_json(anonymous: Browser) -> None:
     assert response.json()["error"]["code"] == "unauthenticated"
     elsewhere = await anonymous.http.get("/no-such-page")
     assert elsewhere.json()["error"]["code"] == "not_found"
+
+
+async def test_the_favicon_is_served_and_linked_from_every_page(anonymous: Browser) -> None:
+    icon = await anonymous.http.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.content.startswith(b"<svg")
+    page = await anonymous.get("/login")
+    assert '<link rel="icon" href="/static/favicon.svg"' in page.text
+    linked = await anonymous.http.get("/static/favicon.svg")
+    assert linked.status_code == 200 and linked.content == icon.content

@@ -25,6 +25,7 @@ PUBLIC_PAGES = {
     ("GET", "/login"),
     ("POST", "/login"),
     ("POST", "/logout"),
+    ("GET", "/favicon.ico"),
 }
 NOT_DASHBOARD = ("/api/", "/static", "/metrics", "/docs", "/redoc", "/openapi.json")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
