@@ -24,6 +24,7 @@ from backend.metrics.http import serve_metrics
 from backend.scheduler.loop import Scheduler
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker, WorkerConfig
+from worker.secrets import TransitKeys
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,7 @@ def worker_config(settings: Settings, *, queues: list[str], concurrency: int) ->
             python_modules=tuple(settings.worker_python_modules),
             http_allowlist=tuple(settings.worker_http_allowlist),
         ),
+        transit_keys=TransitKeys(dict(settings.worker_transit_keys)),
     )
 
 
