@@ -190,7 +190,8 @@ class Masker:
             forms.add(value)
             forms.add(json.dumps(value)[1:-1])  # as it appears inside a JSON string
             forms.add(quote(value, safe=""))
-            forms.add(base64.b64encode(value.encode()).decode().rstrip("="))
+            encoded = base64.b64encode(value.encode()).decode()
+            forms.update((encoded, encoded.rstrip("=")))  # padded, and cut into a longer text
             # A multi-line value (a PEM key) reaches the log one line at a time.
             forms.update(line for line in value.splitlines() if len(line.strip()) >= 4)
         # Longest first, so a value that contains another is masked whole.

@@ -87,7 +87,7 @@ def test_encodings_and_lines_of_a_value_are_masked() -> None:
     masker = Masker([VALUE, pem])
     b64 = base64.b64encode(VALUE.encode()).decode()
     assert VALUE not in masker.text(f"url=https://x/?q={VALUE}")
-    assert masker.text(b64).rstrip("=") == MASK  # padding tells nothing
+    assert masker.text(b64) == MASK
     assert masker.text("p%40ss%20w0rd%2F%2B%22%C3%BC") == MASK
     assert masker.text("MIIBOgIBAAJBAKj34") == MASK
     assert Masker([]).text("unchanged") == "unchanged"
