@@ -17,7 +17,8 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
@@ -242,6 +243,24 @@ def prepare(message: TaskMessage, keys: TransitKeys) -> Prepared:
     return Prepared(resolved, Masker(list(values.values())))
 
 
+# The running attempt's masker, for the worker's own log lines (see mask_log_event).
+_CURRENT_MASKER: ContextVar[Masker | None] = ContextVar("baton_secret_masker", default=None)
+
+
+def mask_log_event(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask the running attempt's secrets in the process's own log
+    lines (an executor's warning, an exception's text), not only in the task's log."""
+    masker = _CURRENT_MASKER.get()
+    if masker is None:
+        return event_dict
+    for key, value in event_dict.items():
+        if isinstance(value, str | list | dict):
+            event_dict[key] = masker.value(value)
+    return event_dict
+
+
 def masked_line(masker: Masker, line: LogLine) -> LogLine:
     return LogLine(line.stream, masker.text(line.line))
 
@@ -262,4 +281,8 @@ async def execute_with_secrets(
     async def masked(line: LogLine) -> None:
         await log(masked_line(masker, line))
 
-    return masker.result(await executor.execute(prepared.message, masked))
+    token = _CURRENT_MASKER.set(masker)  # tasks the executor starts inherit it
+    try:
+        return masker.result(await executor.execute(prepared.message, masked))
+    finally:
+        _CURRENT_MASKER.reset(token)

@@ -14,6 +14,7 @@ from worker.secrets import (
     Masker,
     TransitKeys,
     execute_with_secrets,
+    mask_log_event,
     seal_transit,
 )
 
@@ -148,3 +149,20 @@ def test_the_envelope_is_ciphertext_only() -> None:
     assert VALUE not in sealed.to_json()
     assert base64.b64encode(VALUE.encode()).decode() not in sealed.to_json()
     assert TaskMessage.from_json(sealed.to_json()) == sealed
+
+
+async def test_the_process_log_is_masked_while_the_task_runs() -> None:
+    """The worker's own log lines (structlog and the standard library, exception text
+    included) pass through ``mask_log_event`` with the running attempt's masker."""
+    seen: list[dict[str, Any]] = []
+
+    class Logging(Recorder):
+        async def execute(self, msg: TaskMessage, log: Any) -> ExecutionResult:
+            event = {"event": "x", "host": msg.spec["env"]["PW"], "args": [msg.spec["command"]]}
+            seen.append(dict(mask_log_event(None, "info", event)))
+            return ExecutionResult.ok()
+
+    await run(message(SPEC, {"values": {"PW": VALUE}}), Logging())
+    assert seen == [{"event": "x", "host": MASK, "args": [f"echo {MASK}"]}]
+    outside = {"event": "y", "host": VALUE}
+    assert mask_log_event(None, "info", dict(outside)) == outside  # no attempt running
