@@ -32,7 +32,10 @@ async def secrets_worker(
             name="worker-secrets",
             queues=(QUEUE,),
             policy=ExecutorPolicy(
-                allow_shell=True, python_modules=TEST_MODULES, kill_grace_seconds=0.5
+                allow_shell=True,
+                python_modules=TEST_MODULES,
+                http_allowlist=("127.0.0.1",),
+                kill_grace_seconds=0.5,
             ),
             transit_keys=TransitKeys(dict(engine_settings.worker_transit_keys)),
         ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from tests.fixtures.factories import Account, create_member
 from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_for_run
 from tests.secrets.conftest import QUEUE
 from tests.secrets.helpers import create_secret, secret_name, secret_value
+from tests.worker.test_http import Server, _serve
 from worker.protocol import TASK_FIELD
 from worker.runner import Worker
 
@@ -189,3 +191,40 @@ async def test_another_tenants_secret_of_the_same_name_is_not_used(
     done = await wait_for_run(client, owner, (await trigger(client, owner, job["id"]))["id"])
     assert done["status"] == "failed"
     assert f"{name} is not defined" in task_of(done, "t")["error"]
+
+
+@pytest.fixture(scope="module")
+def echo_server() -> Iterator[Server]:
+    """A local HTTP server that answers with what it received (tests/worker/test_http.py)."""
+    yield from _serve()
+
+
+async def test_http_url_header_and_body_get_their_secrets(
+    client: AsyncClient, owner: Account, echo_server: Server
+) -> None:
+    names = {part: secret_name(part) for part in ("Q", "TOKEN", "BODY")}
+    values = {part: secret_value() for part in names}
+    for part, name in names.items():
+        await create_secret(client, owner, name, values[part])
+    ref = {part: f"${{{{ secrets.{name} }}}}" for part, name in names.items()}
+    task = {
+        "name": "call",
+        "type": "http",
+        "method": "POST",
+        "url": f"{echo_server.base}/echo?k={ref['Q']}",
+        "headers": {"X-Token": ref["TOKEN"]},
+        "body": {"nested": [f"pw={ref['BODY']}"]},
+    }
+    job = await create_job(client, owner, [task], queue=QUEUE)
+    done = await wait_for_run(client, owner, (await trigger(client, owner, job["id"]))["id"])
+    assert done["status"] == "succeeded", done
+    # The server received the values ...
+    assert {"method": "POST", "path": f"/echo?k={values['Q']}"} in echo_server.hits
+    # ... and the echo of all three came back masked.
+    echoed = task_of(done, "call")["output"]["body"]  # {status_code, headers, body}
+    assert echoed["path"] == "/echo?k=***" and echoed["x_token"] == "***"
+    assert json.loads(echoed["body"]) == {"nested": ["pw=***"]}
+    logs = await client.get(f"/api/v1/runs/{done['id']}/logs", headers=owner.headers)
+    assert "/echo -> 200" in logs.text  # the executor logs the URL without its query
+    seen = json.dumps(done) + logs.text
+    assert not [v for v in values.values() if v in seen]
