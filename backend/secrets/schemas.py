@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from backend.core.schemas import RequestModel, ResponseModel
 from worker.secrets import SECRET_NAME_PATTERN
@@ -16,6 +16,20 @@ MAX_DESCRIPTION = 500
 VALUE_HELP = "Write-only: stored encrypted, never returned by any endpoint"
 
 
+def _storable(text: str | None) -> str | None:
+    """Text PostgreSQL and a task's environment can hold: valid UTF-8 (no lone surrogate),
+    no NUL. The message never quotes the text (it may be a secret)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    return text
+
+
 class SecretCreate(RequestModel):
     # A value is kept exactly as sent (a trailing newline of a key file matters).
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
@@ -23,6 +37,8 @@ class SecretCreate(RequestModel):
     name: str = Field(pattern=SECRET_NAME_PATTERN, description="e.g. DB_PASSWORD")
     value: str = Field(min_length=1, max_length=MAX_VALUE_CHARS, description=VALUE_HELP)
     description: str = Field(default="", max_length=MAX_DESCRIPTION)
+
+    _storable_text = field_validator("value", "description")(_storable)
 
 
 class SecretUpdate(RequestModel):
@@ -32,6 +48,8 @@ class SecretUpdate(RequestModel):
         default=None, min_length=1, max_length=MAX_VALUE_CHARS, description=VALUE_HELP
     )
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
+
+    _storable_text = field_validator("value", "description")(_storable)
 
     @model_validator(mode="after")
     def _something_to_change(self) -> SecretUpdate:

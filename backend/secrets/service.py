@@ -23,6 +23,7 @@ from backend.core.settings import Settings
 from backend.secrets import crypto
 from backend.secrets.models import Secret
 from backend.secrets.repository import SecretRepository
+from worker.secrets import is_secret_name
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +91,8 @@ async def list_secrets(session: AsyncSession, principal: Principal) -> list[Secr
 
 async def get_secret(session: AsyncSession, principal: Principal, name: str) -> Secret:
     """One secret's metadata; another tenant's secret is not found."""
+    if not is_secret_name(name):  # not a name any secret can have (nor one to query with)
+        raise NotFound("Secret not found")
     secret = await SecretRepository(session, principal.tenant_id).get(name=name)
     if secret is None:
         raise NotFound("Secret not found")

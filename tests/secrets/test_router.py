@@ -219,3 +219,37 @@ async def test_value_is_kept_exactly_and_only_encrypted(
     assert len(row.wrapped_key) == 48 and len(row.value_nonce) == 12
     stored = b"".join(bytes(v) for v in row if isinstance(v, bytes | memoryview))
     assert value.strip().encode() not in stored
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name": "NUL_VALUE", "value": "a\\u0000b"}',
+        b'{"name": "NUL_DESC", "value": "v", "description": "a\\u0000b"}',
+        b'{"name": "SURROGATE", "value": "a\\ud800b"}',
+        b'{"name": "SURROGATE", "value": "v", "description": "\\udfff"}',
+    ],
+)
+async def test_unstorable_text_is_422_not_500(
+    client: AsyncClient, owner: Account, raw: bytes
+) -> None:
+    headers = {**owner.headers, "Content-Type": "application/json"}
+    response = await client.post(SECRETS, content=raw, headers=headers)
+    assert_error(response, 422, "validation_failed")
+    name = secret_name()
+    await create_secret(client, owner, name, secret_value())
+    patch = raw.replace(b'"name": "NUL_VALUE", ', b"").replace(b'"name": "NUL_DESC", ', b"")
+    patch = patch.replace(b'"name": "SURROGATE", ', b"")
+    response = await client.patch(f"{SECRETS}/{name}", content=patch, headers=headers)
+    assert_error(response, 422, "validation_failed")
+
+
+@pytest.mark.parametrize("path", ["A%00B", "%ED%A0%80", "%F0%9F%98%80", "a b", "A" * 64])
+async def test_odd_names_in_the_path_are_not_found(
+    client: AsyncClient, owner: Account, path: str
+) -> None:
+    for method, body in (("GET", None), ("PATCH", {"value": "v"}), ("DELETE", None)):
+        response = await client.request(
+            method, f"{SECRETS}/{path}", json=body, headers=owner.headers
+        )
+        assert_error(response, 404, "not_found")
