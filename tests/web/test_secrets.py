@@ -103,3 +103,16 @@ async def test_forms_without_csrf_change_nothing(
         response = await owner_browser.http.post(path, data={"name": "NEW", "value": "v"})
         assert response.status_code == 403
     assert list(await api_secrets(client, owner)) == [name]
+
+
+async def test_unstorable_form_input_is_refused_not_a_500(
+    client: AsyncClient, owner: Account, owner_browser: Browser
+) -> None:
+    for data in (
+        {"name": "NUL_DESC", "value": "v", "description": "a\x00b"},
+        {"name": "NUL_VALUE", "value": "a\x00b"},
+        {"name": "A\x00B", "value": "v"},
+    ):
+        assert_page(await owner_browser.post(PAGE, data), 422)
+    assert (await owner_browser.post(f"{PAGE}/A%00B", {"value": "v"})).status_code == 404
+    assert await api_secrets(client, owner) == {}
