@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from worker.secrets import REFERENCE, REFERENCE_LIKE, SECRET_FIELDS
+from worker.secrets import MASK, REFERENCE, REFERENCE_LIKE, SECRET_FIELDS
 
 SENSITIVE_WORDS = frozenset(
     {
@@ -108,16 +108,24 @@ def reference_problems(document: dict[str, Any]) -> list[dict[str, Any]]:
     return problems
 
 
+CREDENTIAL_FIELDS = ("env", "headers")
+
+
+def is_literal_credential(name: Any, value: Any) -> bool:
+    """A credential-looking variable or header whose value is more than references."""
+    if not isinstance(name, str) or not isinstance(value, str) or not looks_sensitive(name):
+        return False
+    rest = REFERENCE.sub(" ", value)
+    return bool(value) and (rest == value or not _SCHEME.match(rest))
+
+
 def _literal_credentials(task: dict[str, Any], index: int) -> Iterator[dict[str, Any]]:
-    for field in ("env", "headers"):
+    for field in CREDENTIAL_FIELDS:
         mapping = task.get(field)
         if not isinstance(mapping, dict):
             continue
         for name, value in mapping.items():
-            if not isinstance(name, str) or not isinstance(value, str) or not looks_sensitive(name):
-                continue
-            rest = REFERENCE.sub(" ", value)
-            if value and (rest == value or not _SCHEME.match(rest)):
+            if is_literal_credential(name, value):
                 yield _problem(
                     ["tasks", index, field, name],
                     f"{name} looks like a credential: job specs are shown to every member, "
@@ -130,3 +138,29 @@ def _literal_credentials(task: dict[str, Any], index: int) -> Iterator[dict[str,
 def _suggest(name: str) -> str:
     suggestion = re.sub(r"[^A-Z0-9_]", "_", name.upper())
     return suggestion if not suggestion[:1].isdigit() else f"_{suggestion}"
+
+
+def mask_literal_credentials(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` for display: literal credentials (kept by versions saved before they were
+    refused) replaced by ``***``. A copy when anything changes; the stored spec, which
+    tasks run with, is untouched."""
+    tasks = spec.get("tasks")
+    if not isinstance(tasks, list):
+        return spec
+    masked_tasks = [_masked_task(task) if isinstance(task, dict) else task for task in tasks]
+    if all(new is old for new, old in zip(masked_tasks, tasks, strict=True)):
+        return spec
+    return {**spec, "tasks": masked_tasks}
+
+
+def _masked_task(task: dict[str, Any]) -> dict[str, Any]:
+    changed = {}
+    for field in CREDENTIAL_FIELDS:
+        mapping = task.get(field)
+        if isinstance(mapping, dict) and any(
+            is_literal_credential(k, v) for k, v in mapping.items()
+        ):
+            changed[field] = {
+                k: MASK if is_literal_credential(k, v) else v for k, v in mapping.items()
+            }
+    return {**task, **changed} if changed else task
