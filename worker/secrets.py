@@ -123,7 +123,7 @@ def worker_transit_key(keys: TransitKeys, tenant_id: str, queue: str, key_id: st
 
 def open_transit(message: TaskMessage, keys: TransitKeys) -> dict[str, str]:
     """The secret values sealed into ``message``, or :class:`SecretsUnavailable`."""
-    envelope = message.secrets or {}
+    envelope: dict[str, Any] = message.secrets if isinstance(message.secrets, dict) else {}
     key = worker_transit_key(keys, message.tenant_id, message.queue, str(envelope.get("kid")))
     if key is None:
         raise SecretsUnavailable(
@@ -135,6 +135,8 @@ def open_transit(message: TaskMessage, keys: TransitKeys) -> dict[str, str]:
         sealed = base64.b64decode(str(envelope["ciphertext"]), validate=True)
         plaintext = AESGCM(key).decrypt(nonce, sealed, transit_associated_data(message))
         payload = json.loads(plaintext)
+        if not isinstance(payload, dict):
+            raise ValueError("not an object")
     except (KeyError, ValueError, binascii.Error, InvalidTag):
         raise SecretsUnavailable(
             "the task's secrets could not be decrypted (wrong transit key or altered message)"

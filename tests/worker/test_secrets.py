@@ -166,3 +166,9 @@ async def test_the_process_log_is_masked_while_the_task_runs() -> None:
     assert seen == [{"event": "x", "host": MASK, "args": [f"echo {MASK}"]}]
     outside = {"event": "y", "host": VALUE}
     assert mask_log_event(None, "info", dict(outside)) == outside  # no attempt running
+
+
+async def test_a_malformed_envelope_fails_the_attempt() -> None:
+    for envelope in (5, "x", {"kid": "t1"}, {"kid": "t1", "nonce": "!", "ciphertext": "!"}):
+        result, _ = await run(replace(message(SPEC), secrets=envelope), Recorder())  # type: ignore[arg-type]
+        assert result.status == "failed" and result.error is not None
