@@ -16,6 +16,7 @@ from worker.secrets import (
     execute_with_secrets,
     mask_log_event,
     seal_transit,
+    substitute,
 )
 
 KEY = os.urandom(32)
@@ -172,3 +173,20 @@ async def test_a_malformed_envelope_fails_the_attempt() -> None:
     for envelope in (5, "x", {"kid": "t1"}, {"kid": "t1", "nonce": "!", "ciphertext": "!"}):
         result, _ = await run(replace(message(SPEC), secrets=envelope), Recorder())  # type: ignore[arg-type]
         assert result.status == "failed" and result.error is not None
+
+
+def test_substitution_reaches_every_field_of_each_task_type() -> None:
+    ref, values = "${{ secrets.PW }}", {"PW": VALUE}
+    docker = {"type": "docker", "image": "i", "command": ["sh", "-c", f"x {ref}"],
+              "env": {"A": ref}}  # fmt: skip
+    http = {"type": "http", "url": f"https://h/?q={ref}", "headers": {"X": f"Bearer {ref}"},
+            "body": {"a": [{"b": ref}], "n": 1}}  # fmt: skip
+    assert substitute(docker, values) == {
+        **docker, "command": ["sh", "-c", f"x {VALUE}"], "env": {"A": VALUE}
+    }  # fmt: skip
+    assert substitute(http, values) == {
+        **http, "url": f"https://h/?q={VALUE}", "headers": {"X": f"Bearer {VALUE}"},
+        "body": {"a": [{"b": VALUE}], "n": 1},
+    }  # fmt: skip
+    python = {"type": "python", "function": "m:f", "kwargs": {"k": ref}}
+    assert substitute(python, values) == python  # kwargs are never substituted
