@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.audit import service as audit
 from backend.core.errors import Conflict, NotFound
 from backend.core.models import utcnow
-from backend.core.principal import Principal
+from backend.core.principal import SYSTEM_ACTOR, Principal
 from backend.core.settings import Settings
 from backend.secrets import crypto
 from backend.secrets.models import Secret
@@ -148,8 +148,10 @@ class RotationReport:
 async def rewrap_tenant(
     session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, report: RotationReport
 ) -> None:
-    """Re-wrap every data key of one tenant (already scoped) with the current KEK.
-    Idempotent: keys already under it are counted, not touched."""
+    """Re-wrap every data key of one tenant (already scoped) with the current KEK, and
+    audit it when anything moved. Idempotent: keys already under it are counted, not
+    touched."""
+    rewrapped = []
     for secret in await SecretRepository(session, tenant_id).list_all():
         try:
             sealed = crypto.rewrap(settings, tenant_id, secret.name, sealed_of(secret))
@@ -163,5 +165,11 @@ async def rewrap_tenant(
             continue
         _store(secret, sealed)
         session.add(secret)
-        report.rewrapped += 1
+        rewrapped.append(secret.name)
+    report.rewrapped += len(rewrapped)
     await session.flush()
+    if rewrapped:
+        await audit.record(
+            session, tenant_id=tenant_id, actor=SYSTEM_ACTOR, action="secret.key_rotated",
+            details={"key_id": settings.secrets_kek_id, "names": sorted(rewrapped)},
+        )  # fmt: skip

@@ -84,6 +84,11 @@ async def test_rotation_rewraps_once_and_values_survive(
         assert lost.exit_code == 1 and " 0 re-wrapped" in lost.output
         assert "0 failed" not in lost.output
         assert (await stored(owner_engine, owner, name)).key_id == "k2"
+        audit = await client.get("/api/v1/audit", headers=owner.headers)
+        rotated = [e for e in audit.json()["items"] if e["action"] == "secret.key_rotated"]
+        assert len(rotated) == 1  # the second, idempotent run changed nothing
+        assert rotated[0]["details"] == {"key_id": "k2", "names": [name]}
+        assert rotated[0]["actor_type"] == "system"
     finally:
         back = await rotate(monkeypatch, "dev", DEV_SECRETS_KEK, f'{{"k2": "{NEW_KEK}"}}')
         assert back.exit_code == 0, back.output
