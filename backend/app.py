@@ -22,6 +22,7 @@ from backend.jobs.router import router as jobs_router
 from backend.metrics.http import install_api_metrics
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
+from backend.secrets.router import router as secrets_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 from backend.web.router import install_dashboard
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs_router,
         jobs_router,
         schedules_router,
+        secrets_router,
         events_router,
     ):
         app.include_router(router)

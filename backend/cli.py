@@ -24,9 +24,11 @@ app = typer.Typer(help="Baton: multi-tenant job orchestration.", no_args_is_help
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log.", no_args_is_help=True)
+secrets_app = typer.Typer(help="Tenant secrets.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
+app.add_typer(secrets_app, name="secrets")
 
 log = logging.getLogger("baton.cli")
 
@@ -250,4 +252,29 @@ def audit_verify(
             return intact
 
     if not asyncio.run(run()):
+        sys.exit(1)
+
+
+@secrets_app.command("rotate-key")
+def secrets_rotate_key() -> None:
+    """Re-wrap every secret's data key with the current BATON_SECRETS_KEK (previous keys in
+    BATON_SECRETS_PREVIOUS_KEKS unwrap them). Idempotent; exit 1 if a key could not be
+    unwrapped."""
+    from backend.secrets.service import RotationReport, rewrap_tenant
+
+    settings = Settings()
+    report = RotationReport()
+
+    async def run() -> None:
+        async with _session(settings) as session:
+            for item in await TenantDirectory(session).all():
+                await scope_to_tenant(session, item.id)
+                await rewrap_tenant(session, settings, item.id, report)
+
+    asyncio.run(run())
+    _echo(
+        f"Key {settings.secrets_kek_id}: {report.rewrapped} re-wrapped, "
+        f"{report.current} already current, {report.failed} failed"
+    )
+    if report.failed:
         sys.exit(1)

@@ -5,6 +5,7 @@ from backend.auth.models import RefreshToken, User
 from backend.jobs.models import Job, JobVersion
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
+from backend.secrets.models import Secret
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
 
@@ -18,6 +19,7 @@ __all__ = [
     "Run",
     "Schedule",
     "ScheduleTick",
+    "Secret",
     "TaskAttempt",
     "TaskLog",
     "TaskRun",

@@ -26,6 +26,7 @@ from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker, WorkerConfig
 from worker.sandbox.limits import SandboxLimits
 from worker.sandbox.probe import unavailable_reason
+from worker.secrets import TransitKeys
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,7 @@ def worker_config(settings: Settings, *, queues: list[str], concurrency: int) ->
             python_modules=tuple(settings.worker_python_modules),
             http_allowlist=tuple(settings.worker_http_allowlist),
         ),
+        transit_keys=TransitKeys(dict(settings.worker_transit_keys)),
     )
 
 

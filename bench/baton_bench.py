@@ -9,6 +9,7 @@ Timestamps: ``runs.created_at`` is stamped by the API, ``task_runs.started_at`` 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -292,6 +293,9 @@ class BatonBench:
         self.log_dir = log_dir
         self.db = db
         self.jwt_secret = secrets.token_hex(32)
+        # Production refuses the development keys of tenant secrets.
+        self.secrets_kek = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.transit_key = base64.b64encode(secrets.token_bytes(32)).decode()
 
     def env(self, quota: int) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
@@ -303,6 +307,8 @@ class BatonBench:
             "BATON_APP_DB_PASSWORD": self.database.app_password,
             "BATON_REDIS_URL": self.services.baton_redis_url,
             "BATON_JWT_SECRET": self.jwt_secret,
+            "BATON_SECRETS_KEK": self.secrets_kek,
+            "BATON_WORKER_TRANSIT_KEY": self.transit_key,
             "BATON_ACCESS_TOKEN_TTL_SECONDS": "7200",
             "BATON_ARGON2_TIME_COST": "1",  # only signups hash; keep them quick
             "BATON_ARGON2_MEMORY_COST": "8192",

@@ -124,6 +124,8 @@ def seed_settings(bench: BatonBench) -> Settings:
         app_db_password=env["BATON_APP_DB_PASSWORD"],
         redis_url=env["BATON_REDIS_URL"],
         jwt_secret=env["BATON_JWT_SECRET"],
+        secrets_kek=env["BATON_SECRETS_KEK"],
+        worker_transit_key=env["BATON_WORKER_TRANSIT_KEY"],
         argon2_time_cost=1,
         argon2_memory_cost=8192,
     )

@@ -126,6 +126,11 @@ def test_the_route_walk_finds_the_known_routes(app: FastAPI) -> None:
         ("POST", "/api/v1/tokens"),
         ("GET", "/api/v1/tokens"),
         ("DELETE", "/api/v1/tokens/{token_id}"),
+        ("POST", "/api/v1/secrets"),
+        ("GET", "/api/v1/secrets"),
+        ("GET", "/api/v1/secrets/{secret_name}"),
+        ("PATCH", "/api/v1/secrets/{secret_name}"),
+        ("DELETE", "/api/v1/secrets/{secret_name}"),
         ("GET", "/api/v1/audit"),
         ("GET", "/api/v1/admin/tenants"),
         ("POST", "/api/v1/auth/logout"),
@@ -245,6 +250,15 @@ async def _api_token(client: AsyncClient, account: Account) -> str:
     return str((await create_api_token(client, account, "viewer"))["id"])
 
 
+async def _secret(client: AsyncClient, account: Account) -> str:
+    name = f"SWEEP_{uuid.uuid4().hex[:12].upper()}"
+    response = await client.post(
+        "/api/v1/secrets", json={"name": name, "value": "sweep"}, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    return name
+
+
 def _job_spec() -> dict[str, Any]:
     return {
         "name": f"sweep-{uuid.uuid4().hex[:8]}",
@@ -281,6 +295,7 @@ ID_FACTORIES: dict[str, IdFactory] = {
     "token_id": _api_token,
     "job_id": _job,
     "run_id": _run,
+    "secret_name": _secret,
 }
 
 # A valid body for routes that take one, so a 404 cannot hide behind a 422.
@@ -290,6 +305,7 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
     ("POST", "/api/v1/jobs/{job_id}/runs"): lambda: LATER,
     ("POST", "/api/v1/jobs/{job_id}/runs/batch"): lambda: {"runs": [LATER]},
     ("POST", "/api/v1/runs/{run_id}/rerun"): lambda: {},
+    ("PATCH", "/api/v1/secrets/{secret_name}"): lambda: {"value": "overwritten"},
 }
 
 

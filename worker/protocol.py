@@ -31,6 +31,9 @@ class TaskMessage:
     timeout_seconds: float | None = None
     item: Any = None  # the fan-out item, when the task is a for_each child
     queue: str = "default"
+    # The values of the secrets ``spec`` references, sealed for the worker pool (never in
+    # clear on Redis): see worker/secrets.py.
+    secrets: dict[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), default=str)

@@ -47,6 +47,7 @@ from worker.protocol import (
     TaskEvent,
     TaskMessage,
 )
+from worker.secrets import TransitKeys, execute_with_secrets
 from worker.streams import as_text, ensure_group, is_nogroup
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,8 @@ class WorkerConfig:
     visibility_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     policy: ExecutorPolicy = field(default_factory=ExecutorPolicy)
+    # Keys that open the secrets sealed into task messages (none: tasks using secrets fail).
+    transit_keys: TransitKeys = field(default_factory=TransitKeys)
     name: str = field(default_factory=lambda: f"worker-{socket.gethostname()}-{os.getpid()}")
 
 
@@ -252,7 +255,10 @@ class Worker:
         executor = executor_for(str(message.spec.get("type", "")), self.config.policy)
         timeout = message.timeout_seconds
         try:
-            return await asyncio.wait_for(executor.execute(message, logs.write), timeout=timeout)
+            return await asyncio.wait_for(
+                execute_with_secrets(executor, message, logs.write, self.config.transit_keys),
+                timeout=timeout,
+            )
         except TimeoutError:
             return ExecutionResult.failed(f"timed out after {timeout:g} s", reason="timeout")
         except asyncio.CancelledError:

@@ -11,6 +11,8 @@ import sys
 
 import structlog
 
+from worker.secrets import mask_log_event
+
 
 def configure_logging(*, json_logs: bool, level: str = "INFO") -> None:
     """Configure structlog and route the standard library's loggers through it."""
@@ -36,6 +38,7 @@ def configure_logging(*, json_logs: bool, level: str = "INFO") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            mask_log_event,  # a running task's secrets never reach the process log
             renderer,
         ],
     )

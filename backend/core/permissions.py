@@ -43,6 +43,8 @@ class Permission(StrEnum):
     jobs_write = "jobs:write"
     runs_read = "runs:read"
     runs_operate = "runs:operate"
+    secrets_read = "secrets:read"
+    secrets_write = "secrets:write"
     tenant_manage = "tenant:manage"
 
 
@@ -53,6 +55,10 @@ MINIMUM_ROLE: dict[Permission, Role] = {
     Permission.runs_read: Role.viewer,
     Permission.runs_operate: Role.operator,
     Permission.jobs_write: Role.editor,
+    # Secret names are no secret (job specs show them). Writing a value is for editors:
+    # whoever can write a job can already make a task use - and so reveal - any secret.
+    Permission.secrets_read: Role.viewer,
+    Permission.secrets_write: Role.editor,
     Permission.tokens_read: Role.admin,
     Permission.tokens_manage: Role.admin,
     Permission.members_manage: Role.admin,

@@ -10,7 +10,10 @@ PyJWT only warns about short HMAC keys, so the refusal has to live here. Unset i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +26,11 @@ from sqlalchemy.engine import make_url
 from backend.core import dev_secrets
 
 MIN_JWT_KEY_BYTES = 32
+# Development keys of tenant secrets (32 bytes each, base64): refused outside development.
+DEV_SECRETS_KEK = "YmF0b24tZGV2LW9ubHktc2VjcmV0cy1rZWstMzJieXQ="
+DEV_WORKER_TRANSIT_KEY = "YmF0b24tZGV2LW9ubHktdHJhbnNpdC1rZXktMzJieXQ="
+SECRET_KEY_BYTES = 32
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class Environment(StrEnum):
@@ -62,6 +70,18 @@ class Settings(BaseSettings):
     jwt_audience: str = "baton-api"
     access_token_ttl_seconds: int = Field(default=900, gt=0)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+
+    # Tenant secrets (docs/security.md#secrets). Each value is encrypted with a data key of
+    # its own, wrapped by this key-encryption key (32 bytes, base64). Previous keys (JSON
+    # object kid -> key) still unwrap until `baton secrets rotate-key` re-wraps everything.
+    secrets_kek: str = DEV_SECRETS_KEK
+    secrets_kek_id: str = "dev"
+    secrets_previous_keks: str = "{}"
+    # The worker pool's transit key (32 bytes, base64): the secrets a task uses travel
+    # through Redis sealed under it. Previous keys are still accepted by workers.
+    worker_transit_key: str = DEV_WORKER_TRANSIT_KEY
+    worker_transit_key_id: str = "dev"
+    worker_transit_previous_keys: str = "{}"
 
     # Password hashing cost (argon2id). Tests lower it; production keeps the defaults.
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -149,12 +169,26 @@ class Settings(BaseSettings):
         for kid, secret in keys.items():
             if len(secret.encode()) < MIN_JWT_KEY_BYTES:
                 raise ValueError(f"JWT key {kid!r} is shorter than {MIN_JWT_KEY_BYTES} bytes")
+        self._refuse_unsafe_secret_keys()
         return self
 
     def _development_secret(self, name: str) -> str:
         if self.environment == Environment.test:
             return dev_secrets.process_secret(name)
         return dev_secrets.stored_secret(self.data_dir, name)
+
+    def _refuse_unsafe_secret_keys(self) -> None:
+        """Secret keys must be 32 bytes; outside development not the published dev keys,
+        and the at-rest and in-transit keys must differ. Messages never include a key."""
+        keks, transit = self.secrets_keks, self.worker_transit_keys  # both check the format
+        if self.environment == Environment.production:
+            dev_kek, dev_transit = _key_bytes(DEV_SECRETS_KEK), _key_bytes(DEV_WORKER_TRANSIT_KEY)
+            if dev_kek in keks.values() or self.secrets_kek == DEV_SECRETS_KEK:
+                raise ValueError("BATON_SECRETS_KEK must be set outside development")
+            if dev_transit in transit.values():
+                raise ValueError("BATON_WORKER_TRANSIT_KEY must be set outside development")
+            if set(keks.values()) & set(transit.values()):
+                raise ValueError("BATON_SECRETS_KEK and BATON_WORKER_TRANSIT_KEY must differ")
 
     @field_validator("metrics_tenant_labels", mode="before")
     @classmethod
@@ -172,6 +206,23 @@ class Settings(BaseSettings):
         """Every key a token may be signed with, by kid (active key included)."""
         previous: dict[str, str] = json.loads(self.jwt_previous_keys or "{}")
         return {**previous, self.jwt_kid: self.jwt_secret}
+
+    @cached_property
+    def secrets_keks(self) -> dict[str, bytes]:
+        """Every key-encryption key that may unwrap a data key, by id (current included)."""
+        return _keyring(
+            "BATON_SECRETS_KEK", self.secrets_previous_keks, self.secrets_kek_id, self.secrets_kek
+        )
+
+    @cached_property
+    def worker_transit_keys(self) -> dict[str, bytes]:
+        """Every transit key a worker accepts, by id (current included)."""
+        return _keyring(
+            "BATON_WORKER_TRANSIT_KEY",
+            self.worker_transit_previous_keys,
+            self.worker_transit_key_id,
+            self.worker_transit_key,
+        )
 
     @property
     def uses_development_jwt_secret(self) -> bool:
@@ -201,6 +252,33 @@ class Settings(BaseSettings):
         return owner.set(username=self.app_db_role, password=self.app_db_password).render_as_string(
             hide_password=False
         )
+
+
+def _key_bytes(encoded: str) -> bytes | None:
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == SECRET_KEY_BYTES else None
+
+
+def _keyring(setting: str, previous_json: str, current_id: str, current: str) -> dict[str, bytes]:
+    try:
+        previous = json.loads(previous_json or "{}")
+    except ValueError:
+        raise ValueError(f"the previous keys of {setting} are not a JSON object") from None
+    if not isinstance(previous, dict):
+        raise ValueError(f"the previous keys of {setting} are not a JSON object")
+    ring: dict[str, bytes] = {}
+    for kid, encoded in {**previous, current_id: current}.items():
+        key = _key_bytes(encoded) if isinstance(encoded, str) else None
+        if not _KEY_ID.match(str(kid)) or key is None:
+            raise ValueError(
+                f"{setting} key {str(kid)[:64]!r} must have a plain id and be "
+                f"{SECRET_KEY_BYTES} bytes, base64-encoded"
+            )
+        ring[str(kid)] = key
+    return ring
 
 
 def _asyncpg_url(url: str) -> str:

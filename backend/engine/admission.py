@@ -26,6 +26,7 @@ from backend.engine.events import load_plan
 from backend.engine.plan import PlanCache
 from backend.runs.models import TaskAttempt, plan_name
 from backend.runs.repository import RunRepository
+from backend.secrets.dispatch import seal_task_secrets
 from backend.tenants.models import Tenant, TenantStatus
 from worker.protocol import TaskMessage
 
@@ -126,9 +127,11 @@ async def admit(
     *,
     max_concurrent: int,
     limit: int,
+    settings: Settings,
     after_run: uuid.UUID = NO_RUN,
 ) -> Admission:
-    """Claim up to ``limit`` ready tasks that fit the quota; build their messages."""
+    """Claim up to ``limit`` ready tasks that fit the quota; build their messages (the
+    secrets they reference sealed for the worker pool)."""
     params = {"tenant": tenant_id}
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended('admit:' || :tenant, 0))"),
@@ -184,6 +187,7 @@ async def admit(
                 )
             )
         await session.flush()
+        messages = await seal_task_secrets(session, settings, tenant_id, messages)
     if len(claimed) == room and room == limit:
         return Admission(messages, utcnow(), saturated=False, last_run=last_run)
     if len(claimed) == room:

@@ -139,6 +139,7 @@ class Engine:
                     self.plans,
                     max_concurrent=max_concurrent,
                     limit=max(allowance, 1),
+                    settings=self.settings,
                     after_run=self._run_rotation.get(tenant_id, NO_RUN),
                 )
             self._run_rotation[tenant_id] = admission.last_run

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from backend.core.schemas import Page, ResponseModel
 from backend.jobs.models import Job, JobVersion
+from backend.secrets.references import mask_literal_credentials
 
 SPEC_DESCRIPTION = "The job spec of this version (the format of the create/replace request body)"
+# Versions saved before literal credentials were refused may hold some: shown as ***.
+DisplayedSpec = Annotated[dict[str, Any], AfterValidator(mask_literal_credentials)]
 
 
 class JobPublic(ResponseModel):
@@ -23,7 +26,7 @@ class JobPublic(ResponseModel):
     current_version: int
     created_at: datetime
     updated_at: datetime
-    spec: dict[str, Any] = Field(description=SPEC_DESCRIPTION)
+    spec: DisplayedSpec = Field(description=SPEC_DESCRIPTION)
 
     @classmethod
     def build(cls, job: Job, version: JobVersion) -> JobPublic:
@@ -43,7 +46,7 @@ class JobPublic(ResponseModel):
 
 class JobVersionPublic(ResponseModel):
     version: int
-    spec: dict[str, Any] = Field(description=SPEC_DESCRIPTION)
+    spec: DisplayedSpec = Field(description=SPEC_DESCRIPTION)
     created_at: datetime
     created_by: uuid.UUID | None
 

@@ -56,6 +56,8 @@ from yaml.nodes import MappingNode, Node
 
 from backend.core.errors import ValidationFailed
 from backend.engine.expressions import ExpressionError, parse_expression
+from backend.secrets.references import reference_problems
+from worker.secrets import REFERENCE
 
 # ----------------------------------------------------------------------------------- bounds
 
@@ -205,10 +207,13 @@ class HttpTask(TaskBase):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if any(c.isspace() or ord(c) < 0x20 for c in url):
+        # A secret reference (``${{ secrets.HOST }}``) is checked as if it were a word;
+        # the worker checks the URL again once the value is in it.
+        checked = REFERENCE.sub("secret", url)
+        if any(c.isspace() or ord(c) < 0x20 for c in checked):
             raise ValueError("the URL must not contain whitespace or control characters")
         try:
-            parts = urlsplit(url)
+            parts = urlsplit(checked)
             _ = parts.port  # raises on a malformed port
         except ValueError as error:
             raise ValueError(f"not a valid URL: {error}") from error
@@ -720,6 +725,7 @@ def validate_job_spec(document: dict[str, Any]) -> JobSpec:
             problems.extend(_pydantic_problems(error))
         problems.extend(_graph_problems(document))
         problems.extend(_expression_problems(document))
+        problems.extend(reference_problems(document))
     if problems or spec is None:
         raise _failed(problems or [_problem([], "invalid job spec", "invalid")])
     return spec

@@ -41,6 +41,7 @@ from backend.runs.schemas import RunTrigger
 from backend.scheduler.cron import Tick
 from backend.schedules import service as schedules_service
 from backend.schedules.models import Schedule, ScheduleTick
+from backend.secrets.references import mask_literal_credentials
 from backend.web.csrf import CsrfChecked
 from backend.web.graph_svg import dag_svg
 from backend.web.render import page, redirect
@@ -224,7 +225,7 @@ async def _job_page(
             "section": "jobs",
             "job": job,
             "spec": spec,
-            "spec_text": spec_yaml(job.spec),
+            "spec_text": spec_yaml(mask_literal_credentials(job.spec)),
             "dag": dag_svg(graph.layers, [(edge.source, edge.target) for edge in graph.edges]),
             "schedule": schedule,
             "versions": versions,
@@ -325,7 +326,7 @@ async def edit_job_form(
 ) -> Response:
     """The edit form with the current spec as YAML (defaults left out)."""
     job = await jobs_service.get_job(session, principal, _job_id(job_id))
-    return _spec_form(request, principal, spec_yaml(job.spec), job=job)
+    return _spec_form(request, principal, spec_yaml(mask_literal_credentials(job.spec)), job=job)
 
 
 @router.post("/{job_id}/edit")
@@ -451,6 +452,6 @@ async def version_detail(
             "section": "jobs",
             "job": job,
             "version": found[0],
-            "spec_text": spec_yaml(found[0].spec),
+            "spec_text": spec_yaml(mask_literal_credentials(found[0].spec)),
         },
     )

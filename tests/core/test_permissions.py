@@ -77,6 +77,8 @@ def test_permissions_are_monotonic_in_role(permission: Permission) -> None:
         (Permission.jobs_write, Role.editor),
         (Permission.runs_read, Role.viewer),
         (Permission.runs_operate, Role.operator),
+        (Permission.secrets_read, Role.viewer),
+        (Permission.secrets_write, Role.editor),
         (Permission.tenant_manage, Role.owner),
     ],
 )
@@ -94,6 +96,7 @@ def test_viewer_is_read_only() -> None:
         Permission.members_read,
         Permission.jobs_read,
         Permission.runs_read,
+        Permission.secrets_read,  # names and metadata only; values are never readable
     }
 
 

@@ -444,6 +444,8 @@ def test_settings_accept_a_real_secret_in_production() -> None:
         environment=Environment.production,
         jwt_secret="p" * 48,
         app_db_password="a-real-database-password",
+        secrets_kek="cHJvZHVjdGlvbi1zZWNyZXRzLWtlay0zMi1ieXRlcyE=",
+        worker_transit_key="cHJvZHVjdGlvbi10cmFuc2l0LWtleS0zMi1ieXRlcyE=",
     )
 
     assert settings.verification_keys == {settings.jwt_kid: "p" * 48}

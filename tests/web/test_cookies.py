@@ -14,6 +14,8 @@ PRODUCTION = {
     "environment": Environment.production,
     "jwt_secret": "a-production-secret-of-more-than-32-bytes!!",
     "app_db_password": "not-the-dev-password",
+    "secrets_kek": "cHJvZHVjdGlvbi1zZWNyZXRzLWtlay0zMi1ieXRlcyE=",
+    "worker_transit_key": "cHJvZHVjdGlvbi10cmFuc2l0LWtleS0zMi1ieXRlcyE=",
 }
 
 

@@ -55,6 +55,10 @@ def test_the_walk_finds_the_dashboard_pages(app: FastAPI) -> None:
         ("GET", "/runs/{run_id}"),
         ("GET", "/settings/members"),
         ("GET", "/settings/tokens"),
+        ("GET", "/settings/secrets"),
+        ("POST", "/settings/secrets"),
+        ("POST", "/settings/secrets/{secret_name}"),
+        ("POST", "/settings/secrets/{secret_name}/delete"),
         ("GET", "/audit"),
         ("GET", "/admin"),
     }
