@@ -1,14 +1,14 @@
 """Tenant secrets: names and metadata in clear, values envelope-encrypted.
 
-Revision ID: 0006_secrets
-Revises: 0005_schedules
+Revision ID: 0007_secrets
+Revises: 0006_platform_grants
 Create Date: 2026-12-05
 """
 
 from alembic import op
 
-revision = "0006_secrets"
-down_revision = "0005_schedules"
+revision = "0007_secrets"
+down_revision = "0006_platform_grants"
 branch_labels = None
 depends_on = None
 
