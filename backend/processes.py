@@ -46,6 +46,7 @@ def worker_config(settings: Settings, *, queues: list[str], concurrency: int) ->
         policy=ExecutorPolicy(
             allow_shell=settings.worker_allow_shell,
             allow_docker=settings.worker_allow_docker,
+            docker_confined=settings.worker_sandbox,
             python_modules=tuple(settings.worker_python_modules),
             http_allowlist=tuple(settings.worker_http_allowlist),
         ),

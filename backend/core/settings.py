@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # never reach private, loopback, link-local or metadata addresses unless allow-listed.
     worker_allow_shell: bool = True
     worker_allow_docker: bool = True
+    # Sandboxed workers (the shared pool) run docker tasks confined (docs/security.md); only a
+    # worker that runs nothing but trusted tasks (on-prem, tenant-hosted) turns it off.
+    worker_sandbox: bool = True
     worker_python_modules: list[str] = Field(default_factory=lambda: ["worker.builtins"])
     worker_http_allowlist: list[str] = Field(default_factory=list)
 
