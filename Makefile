@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 NODE_MODULES := frontend/node_modules/.package-lock.json
 
-.PHONY: run test test-embedded lint install bench clean promtool browser screenshots sandbox
+.PHONY: run test test-embedded lint install bench clean promtool browser docker-engine screenshots sandbox
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ install: $(STAMP) $(NODE_MODULES) sandbox
 run: install
 	$(BIN)/baton dev
 
-test: install browser
+test: install browser docker-engine
 	$(BIN)/pytest
 
 # promtool (Debian package `prometheus`) checks infra/prometheus and a scraped /metrics in
@@ -64,8 +64,22 @@ sandbox:
 	  } >/dev/null 2>&1 \
 	  || echo "bubblewrap/slirp4netns/iptables are not installed (needs root and apt-get): shell tasks are refused by sandboxed workers, sandbox tests skip" >&2; }
 
+# Debian's Docker engine (docker.io) and a static BusyBox (busybox-static) for the docker task
+# tests against a real engine (tests/worker/test_docker.py), installed quietly when missing
+# (root, apt-get). The tests start a dockerd of their own (own socket and temp dir) and
+# import a BusyBox image, no registry needed; the package's own Docker service is not left
+# running. Without them those tests skip and say why.
+docker-engine:
+	@{ command -v dockerd >/dev/null 2>&1 && dpkg -s busybox-static >/dev/null 2>&1; } || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -qq --no-install-recommends docker.io busybox-static \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io busybox-static; }; \
+	  } >/dev/null 2>&1 \
+	  && { systemctl disable --now docker.service docker.socket >/dev/null 2>&1 || true; } \
+	  || echo "docker.io is not installed (needs root and apt-get): docker task tests will skip" >&2; }
+
 # The same suite against the embedded PostgreSQL and Redis a machine without them gets.
-test-embedded: install browser
+test-embedded: install browser docker-engine
 	env -u BATON_TEST_DATABASE_URL -u BATON_TEST_REDIS_URL $(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -56,6 +56,7 @@ def worker_config(settings: Settings, *, queues: list[str], concurrency: int) ->
                 cpu_seconds=settings.worker_sandbox_cpu_seconds,
                 file_mb=settings.worker_sandbox_file_mb,
             ),
+            docker_confined=settings.worker_sandbox,
             python_modules=tuple(settings.worker_python_modules),
             http_allowlist=tuple(settings.worker_http_allowlist),
         ),

@@ -1,13 +1,16 @@
-"""Local fixtures for executor tests: a log collector and a message factory (no database)."""
+"""Local fixtures for executor tests: a log collector, a message factory (no database) and a
+real Docker engine for the docker executor."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.fixtures.docker_engine import DockerEngine, EngineUnavailable, find_docker_engine
 from worker.protocol import LogLine, TaskMessage
 
 
@@ -63,3 +66,16 @@ def make_message() -> MessageFactory:
         return TaskMessage(**fields)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A real Docker engine holding the busybox test image (tests/fixtures/docker_engine.py):
+    one that answers already, else a dockerd of the session's own, stopped at session end.
+    Skips, saying why, only when no engine can run here."""
+    with contextlib.ExitStack() as stack:
+        try:
+            engine = stack.enter_context(find_docker_engine())
+        except EngineUnavailable as exc:
+            pytest.skip(f"no Docker engine can run here: {exc}")
+        yield engine

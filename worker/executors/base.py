@@ -41,6 +41,9 @@ class ExecutorPolicy:
     # the sandbox unavailable, they are refused.
     sandbox: bool = True
     sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)
+    # Docker tasks run confined (no network, non-root, read-only, limits; see
+    # worker/executors/docker.py); off only on a worker whose sandbox is off.
+    docker_confined: bool = True
     # Allowed module prefixes for python tasks: the exact module or a dotted prefix of it.
     python_modules: tuple[str, ...] = ("worker.builtins",)
     # Hostnames (exact) or CIDRs/addresses that http tasks may reach despite being private.

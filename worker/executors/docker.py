@@ -1,24 +1,46 @@
-"""Docker tasks: run an image as a detached container and stream its logs.
+"""Docker tasks: run an image as a container, stream its logs, collect its JSON output.
 
 Spec: ``image`` (str), ``command`` (str or list of str, optional), ``env`` (dict). The
-container also gets the ``BATON_*`` variables of shell tasks (without ``BATON_OUTPUT``);
-the task's output is ``None`` and its result follows the container's exit code.
+container gets the spec's ``env``, then the ``BATON_*`` variables of shell tasks, which the
+spec cannot override, ``BATON_OUTPUT`` included: ``/baton/output/output.json``, a file the
+task may write its JSON output to, read once the container exits with code 0. Its directory
+is a temp dir of the worker's, bind-mounted: the engine must see the worker's filesystem (a
+local engine). The worker creates the file (mode 0666) before the start, so any user may
+write it; the directory is the worker's, so a confined task can write nothing else there.
 
-The Docker SDK is synchronous, so every call runs in a thread. stdout and stderr are
-followed as two log streams (each in its own thread, handing chunks back to the loop), so
-lines keep their stream name. On cancellation (the caller's timeout included) the container
-is killed and removed before ``CancelledError`` is re-raised; after a normal exit it is
-removed too. When the worker has no Docker engine (or no Docker SDK), tasks fail with reason
-``unsupported`` - the engine can then send them to a worker that has one.
+Confined containers (``policy.docker_confined``: on unless the worker's sandbox is off,
+``BATON_WORKER_SANDBOX``; the shared pool always runs sandboxed) have no network
+(``network_mode=none``), run as ``nobody`` (65534:65534) whatever the image says, on a
+read-only root filesystem with one writable directory (``/baton/work``: a tmpfs that is the
+working directory, ``HOME`` and ``TMPDIR``), with every capability dropped,
+``no-new-privileges``, and pids, memory, CPU and file-size limits (the ``CONFINED_*``
+constants). An engine that cannot enforce those limits (its ``info`` says so) gets no
+confined task: it fails with reason ``unsupported``.
+
+The Docker SDK is synchronous, so every call runs in a thread. The worker attaches to the
+container's stdout and stderr before starting it, as ``docker run`` does (a log stream
+followed after the start can end before a last, unterminated line arrives), and one thread
+hands the demultiplexed chunks back to the loop, so lines keep their stream name. On
+cancellation (the caller's timeout included) the container is killed and removed (its
+anonymous volumes with it) before ``CancelledError`` is re-raised; after a normal exit it is
+removed too. A missing image is pulled once. When the worker has no Docker engine (or no
+Docker SDK), tasks fail with reason ``unsupported`` - the engine can then send them to a
+worker that has one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import shutil
+import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from worker.executors.base import (
@@ -29,6 +51,7 @@ from worker.executors.base import (
     SpecError,
     Stream,
     baton_env,
+    check_output_size,
     require_str,
     string_env,
 )
@@ -40,6 +63,26 @@ NO_ENGINE = "No Docker engine answers on this worker"
 LOG_DRAIN_SECONDS = 5.0
 ClientFactory = Callable[[], Any]  # returns a docker.DockerClient (or a stand-in)
 
+WORK_DIR = "/baton/work"
+OUTPUT_DIR = "/baton/output"
+OUTPUT_FILE = "output.json"
+OUTPUT_PATH = f"{OUTPUT_DIR}/{OUTPUT_FILE}"
+# Confinement (shared pool). Numeric ids: the image needs no /etc/passwd entry for them.
+CONFINED_USER = "65534:65534"
+CONFINED_MEMORY_BYTES = 512 * 1024 * 1024  # swap included, where the engine can limit swap
+CONFINED_PIDS = 128
+CONFINED_NANO_CPUS = 1_000_000_000  # one CPU
+CONFINED_WORK_DIR_BYTES = 64 * 1024 * 1024
+# RLIMIT_FSIZE: no single file larger than the work dir, which also bounds the output file
+# (it sits on the worker's disk).
+CONFINED_FILE_BYTES = CONFINED_WORK_DIR_BYTES
+# What ``docker info`` must report for the limits above to hold.
+CONFINED_ENGINE_FEATURES = {
+    "MemoryLimit": "memory limits",
+    "PidsLimit": "pids limits",
+    "CpuCfsQuota": "CPU quotas",
+}
+
 
 def default_client_factory() -> Any:
     """``docker.from_env()``; the SDK is imported lazily (it is optional on workers)."""
@@ -48,11 +91,15 @@ def default_client_factory() -> Any:
     return docker.from_env()
 
 
+class _Refused(Exception):
+    """The engine cannot run this task as the policy requires (reason ``unsupported``)."""
+
+
 class DockerExecutor:
     """Runs ``docker`` tasks; see the module docstring.
 
     ``client_factory`` builds the Docker client (default: ``docker.from_env``); tests
-    inject a fake one.
+    inject a client of their own engine.
     """
 
     def __init__(
@@ -62,7 +109,7 @@ class DockerExecutor:
         self._client_factory = client_factory or default_client_factory
 
     async def execute(self, message: TaskMessage, log: LogSink) -> ExecutionResult:
-        """Run the container to completion; the result carries its exit code."""
+        """Run the container to completion; the result carries its exit code and output."""
         if not self.policy.allow_docker:
             return ExecutionResult.failed(
                 "Docker tasks are not allowed on this worker", reason="unsupported"
@@ -70,16 +117,22 @@ class DockerExecutor:
         try:
             image = require_str(message.spec, "image")
             command = _command(message.spec)
-            env = {**string_env(message.spec), **baton_env(message)}
+            env = {**string_env(message.spec), **baton_env(message), "BATON_OUTPUT": OUTPUT_PATH}
         except SpecError as exc:
             return ExecutionResult.failed(str(exc))
+        if self.policy.docker_confined:
+            env = {"HOME": WORK_DIR, "TMPDIR": WORK_DIR, **env}
 
         client = await self._connect()
         if client is None:
             return ExecutionResult.failed(NO_ENGINE, reason="unsupported")
+        output_dir: Path | None = None
         try:
-            return await self._run(client, message, image, command, env, log)
+            output_dir = await asyncio.to_thread(_make_output_dir)
+            return await self._run(client, message, image, command, env, output_dir, log)
         finally:
+            if output_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, output_dir, ignore_errors=True)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(client.close)
 
@@ -118,6 +171,7 @@ class DockerExecutor:
         image: str,
         command: str | list[str] | None,
         env: dict[str, str],
+        output_dir: Path,
         log: LogSink,
     ) -> ExecutionResult:
         labels = {
@@ -128,15 +182,24 @@ class DockerExecutor:
         }
         writer = LogWriter(log, self.policy.max_log_bytes)
         starting = _Starting()
+        options = _container_options(env, labels, output_dir, confined=self.policy.docker_confined)
 
         def start() -> Any:
-            container = client.containers.run(
-                image, command, environment=env, labels=labels, detach=True
-            )
-            return starting.started(container)
+            if self.policy.docker_confined:
+                _require_confinement(client)
+            container = _create(client, image, command, options)
+            if not starting.started(container):
+                return None  # we were cancelled meanwhile; started() removed it
+            output = container.attach(stdout=True, stderr=True, stream=True, demux=True)
+            try:
+                container.start()
+            except BaseException:
+                _close(output)
+                raise
+            return container, output
 
         try:
-            container = await asyncio.to_thread(start)
+            container, output = await asyncio.to_thread(start)
         except asyncio.CancelledError:
             # The thread cannot be stopped: whichever of it and us comes second removes
             # the container.
@@ -145,21 +208,27 @@ class DockerExecutor:
                 await _kill_and_remove(orphan)
             raise
         except Exception as exc:  # noqa: BLE001 - SDK errors (image missing, API errors)
-            return ExecutionResult.failed(f"cannot start container: {type(exc).__name__}: {exc}")
+            orphan = starting.cancel()
+            if orphan is not None:
+                await _remove(orphan)
+            if isinstance(exc, _Refused):
+                return ExecutionResult.failed(str(exc), reason="unsupported")
+            return ExecutionResult.failed(f"cannot start container: {_describe(exc)}")
 
         logger.info(
             "worker.docker.started",
-            extra={"task_run_id": message.task_run_id, "container": _short_id(container)},
+            extra={
+                "task_run_id": message.task_run_id,
+                "container": _short_id(container),
+                "confined": self.policy.docker_confined,
+            },
         )
-        followers = [
-            asyncio.create_task(_follow(container, stream, LineSplitter(writer, stream)))
-            for stream in ("stdout", "stderr")
-        ]
+        follower = asyncio.create_task(_follow(output, writer))
         try:
             status = await asyncio.to_thread(container.wait)
-            _, pending = await asyncio.wait(followers, timeout=LOG_DRAIN_SECONDS)
+            _, pending = await asyncio.wait([follower], timeout=LOG_DRAIN_SECONDS)
             if pending:
-                logger.warning("worker.docker.logs_unfinished", extra={"pending": len(pending)})
+                logger.warning("worker.docker.logs_unfinished")
         except asyncio.CancelledError:
             logger.info(
                 "worker.docker.killing",
@@ -169,12 +238,9 @@ class DockerExecutor:
             raise
         except Exception as exc:  # noqa: BLE001 - the engine failed us mid-run (restart, ...)
             await _kill_and_remove(container)
-            return ExecutionResult.failed(
-                f"lost track of the container: {type(exc).__name__}: {exc}"
-            )
+            return ExecutionResult.failed(f"lost track of the container: {_describe(exc)}")
         finally:
-            for follower in followers:
-                follower.cancel()
+            follower.cancel()
 
         await _remove(container)
         exit_code = _exit_code(status)
@@ -186,7 +252,28 @@ class DockerExecutor:
             return ExecutionResult.failed(f"container ended without an exit code: {status!r}")
         if exit_code != 0:
             return ExecutionResult.failed(f"exit code {exit_code}", exit_code=exit_code)
-        return ExecutionResult.ok(None, exit_code=0)
+        return await self._read_output(output_dir / OUTPUT_FILE)
+
+    async def _read_output(self, path: Path) -> ExecutionResult:
+        limit = self.policy.max_output_bytes
+        try:
+            raw = await asyncio.to_thread(_read_capped, path, limit + 1)
+        except OSError as exc:
+            return ExecutionResult.failed(f"cannot read BATON_OUTPUT: {exc}", exit_code=0)
+        if raw is None or not raw.strip():
+            return ExecutionResult.ok(None, exit_code=0)
+        if len(raw) > limit:
+            return ExecutionResult.failed(
+                f"BATON_OUTPUT exceeds the limit of {limit} bytes", exit_code=0
+            )
+        try:
+            output: Any = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return ExecutionResult.failed(f"BATON_OUTPUT is not valid JSON: {exc}", exit_code=0)
+        problem = check_output_size(output, self.policy)
+        if problem is not None:
+            return ExecutionResult.failed(f"BATON_OUTPUT: {problem}", exit_code=0)
+        return ExecutionResult.ok(output, exit_code=0)
 
 
 def _command(spec: dict[str, Any]) -> str | list[str] | None:
@@ -196,6 +283,94 @@ def _command(spec: dict[str, Any]) -> str | list[str] | None:
     if isinstance(command, list) and all(isinstance(part, str) for part in command):
         return list(command)
     raise SpecError("spec.command must be a string or a list of strings")
+
+
+def _container_options(
+    env: dict[str, str], labels: dict[str, str], output_dir: Path, *, confined: bool
+) -> dict[str, Any]:
+    """Keyword arguments of ``containers.create``: always the output directory, and when
+    ``confined``, the confinement described in the module docstring."""
+    from docker.types import Mount, Ulimit
+
+    options: dict[str, Any] = {
+        "environment": env,
+        "labels": labels,
+        "mounts": [Mount(target=OUTPUT_DIR, source=str(output_dir), type="bind")],
+    }
+    if confined:
+        options.update(
+            user=CONFINED_USER,
+            working_dir=WORK_DIR,
+            network_mode="none",
+            read_only=True,
+            tmpfs={WORK_DIR: f"size={CONFINED_WORK_DIR_BYTES},uid=65534,gid=65534"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=CONFINED_PIDS,
+            mem_limit=CONFINED_MEMORY_BYTES,
+            memswap_limit=CONFINED_MEMORY_BYTES,
+            nano_cpus=CONFINED_NANO_CPUS,
+            ulimits=[Ulimit(name="fsize", soft=CONFINED_FILE_BYTES, hard=CONFINED_FILE_BYTES)],
+        )
+    return options
+
+
+def _require_confinement(client: Any) -> None:
+    """Raise :class:`_Refused` unless the engine can enforce the confinement's limits.
+
+    An engine without, say, the pids cgroup accepts the limit and only warns that it
+    discarded it: that container would not be confined.
+    """
+    info = client.info()
+    missing = [label for key, label in CONFINED_ENGINE_FEATURES.items() if not info.get(key)]
+    if missing:
+        raise _Refused(
+            "Docker tasks run confined on this worker, but its Docker engine cannot enforce "
+            + ", ".join(missing)
+        )
+
+
+def _create(client: Any, image: str, command: str | list[str] | None, options: dict) -> Any:
+    """``containers.create``, pulling the image once when the engine does not have it."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return client.containers.create(image, command, **options)
+    except ImageNotFound:
+        client.images.pull(image)
+        return client.containers.create(image, command, **options)
+
+
+def _make_output_dir() -> Path:
+    """The worker's temp dir behind ``/baton/output``, holding an empty, world-writable
+    ``output.json``; the directory itself stays the worker's (0755)."""
+    path = Path(tempfile.mkdtemp(prefix="baton-docker-"))
+    path.chmod(0o755)
+    fd = os.open(path / OUTPUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        os.fchmod(fd, 0o666)  # whatever the umask says
+    finally:
+        os.close(fd)
+    return path
+
+
+def _read_capped(path: Path, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the output file; None when there is none.
+
+    The task controls that path (an unconfined container's root may replace the file): only
+    a regular file is opened - never a link, FIFO or device node, whose mere opening could
+    block or act - and the descriptor is checked again.
+    """
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return handle.read(limit)
 
 
 def _exit_code(status: Any) -> int | None:
@@ -213,45 +388,52 @@ def _short_id(container: Any) -> str:
     return str(getattr(container, "short_id", None) or getattr(container, "id", "?"))
 
 
-async def _follow(container: Any, stream: Stream, splitter: LineSplitter) -> None:
-    """Forward one of the container's output streams, chunk by chunk, as lines."""
+async def _follow(output: Iterator[tuple[bytes | None, bytes | None]], writer: LogWriter) -> None:
+    """Forward the container's attached, demultiplexed output, chunk by chunk, as lines."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[Stream, bytes] | None] = asyncio.Queue()
     stop = threading.Event()
+    streams: tuple[Stream, Stream] = ("stdout", "stderr")
+    splitters = {name: LineSplitter(writer, name) for name in streams}
 
     def pump() -> None:
-        chunks: Iterator[bytes] | None = None
         try:
-            chunks = container.logs(
-                stream=True, follow=True, stdout=stream == "stdout", stderr=stream == "stderr"
-            )
-            for chunk in chunks:
+            for out, err in output:
                 if stop.is_set():
                     break
-                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                for name, chunk in zip(streams, (out, err), strict=True):
+                    if chunk:
+                        loop.call_soon_threadsafe(queue.put_nowait, (name, chunk))
         except Exception:
             logger.warning("worker.docker.log_stream_failed", exc_info=True)
         finally:
-            close = getattr(chunks, "close", None)
-            if callable(close):
-                with contextlib.suppress(Exception):
-                    close()
+            _close(output)
             with contextlib.suppress(RuntimeError):  # the loop may be gone by now
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
-    thread = threading.Thread(target=pump, name=f"baton-docker-{stream}", daemon=True)
+    thread = threading.Thread(target=pump, name="baton-docker-output", daemon=True)
     thread.start()
     try:
-        while (chunk := await queue.get()) is not None:
-            await splitter.feed(chunk)
-        await splitter.close()
+        while (item := await queue.get()) is not None:
+            name, chunk = item
+            await splitters[name].feed(chunk)
+        for splitter in splitters.values():
+            await splitter.close()
     finally:
         stop.set()
 
 
+def _close(output: Any) -> None:
+    close = getattr(output, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
+
+
 async def _remove(container: Any) -> None:
+    """Remove the container and its anonymous volume (the output directory)."""
     try:
-        await asyncio.to_thread(container.remove, force=True)
+        await asyncio.to_thread(container.remove, v=True, force=True)
     except Exception:
         logger.warning("worker.docker.remove_failed", exc_info=True)
 
@@ -265,25 +447,26 @@ async def _kill_and_remove(container: Any) -> None:
 
 
 class _Starting:
-    """Hands a container started in a thread to the loop, or removes it if we were cancelled."""
+    """Hands a container created in a thread to the loop, or removes it if we were cancelled."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cancelled = False
         self._container: Any = None
 
-    def started(self, container: Any) -> Any:
-        """Called in the start thread once the container runs."""
+    def started(self, container: Any) -> bool:
+        """Called in the start thread once the container exists: False if we were cancelled
+        (then it is removed here)."""
         with self._lock:
             if not self._cancelled:
                 self._container = container
-                return container
+                return True
         with contextlib.suppress(Exception):
-            container.remove(force=True)
-        return None
+            container.remove(v=True, force=True)
+        return False
 
     def cancel(self) -> Any:
-        """Called on cancellation: the container, if it already started (else None)."""
+        """Called on cancellation or failure: the container, if it was created (else None)."""
         with self._lock:
             self._cancelled = True
             return self._container
