@@ -26,9 +26,6 @@ from sqlalchemy.engine import make_url
 from backend.core import dev_secrets
 
 MIN_JWT_KEY_BYTES = 32
-# Development keys of tenant secrets (32 bytes each, base64): refused outside development.
-DEV_SECRETS_KEK = "YmF0b24tZGV2LW9ubHktc2VjcmV0cy1rZWstMzJieXQ="
-DEV_WORKER_TRANSIT_KEY = "YmF0b24tZGV2LW9ubHktdHJhbnNpdC1rZXktMzJieXQ="
 SECRET_KEY_BYTES = 32
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -74,12 +71,14 @@ class Settings(BaseSettings):
     # Tenant secrets (docs/security.md#secrets). Each value is encrypted with a data key of
     # its own, wrapped by this key-encryption key (32 bytes, base64). Previous keys (JSON
     # object kid -> key) still unwrap until `baton secrets rotate-key` re-wraps everything.
-    secrets_kek: str = DEV_SECRETS_KEK
+    # Unset: generated in dev/test (``dev_secrets``), refused in production.
+    secrets_kek: str = ""
     secrets_kek_id: str = "dev"
     secrets_previous_keks: str = "{}"
     # The worker pool's transit key (32 bytes, base64): the secrets a task uses travel
     # through Redis sealed under it. Previous keys are still accepted by workers.
-    worker_transit_key: str = DEV_WORKER_TRANSIT_KEY
+    # Unset: generated in dev/test (``dev_secrets``), refused in production.
+    worker_transit_key: str = ""
     worker_transit_key_id: str = "dev"
     worker_transit_previous_keys: str = "{}"
 
@@ -178,17 +177,21 @@ class Settings(BaseSettings):
         return dev_secrets.stored_secret(self.data_dir, name)
 
     def _refuse_unsafe_secret_keys(self) -> None:
-        """Secret keys must be 32 bytes; outside development not the published dev keys,
-        and the at-rest and in-transit keys must differ. Messages never include a key."""
-        keks, transit = self.secrets_keks, self.worker_transit_keys  # both check the format
-        if self.environment == Environment.production:
-            dev_kek, dev_transit = _key_bytes(DEV_SECRETS_KEK), _key_bytes(DEV_WORKER_TRANSIT_KEY)
-            if dev_kek in keks.values() or self.secrets_kek == DEV_SECRETS_KEK:
+        """Secret keys must be 32 bytes (unset: generated outside production, like the JWT
+        secret), and the at-rest and in-transit keys must differ. Messages never include a
+        key."""
+        production = self.environment == Environment.production
+        if not self.secrets_kek:
+            if production:
                 raise ValueError("BATON_SECRETS_KEK must be set outside development")
-            if dev_transit in transit.values():
+            self.secrets_kek = _as_key(self._development_secret("secrets-kek"))
+        if not self.worker_transit_key:
+            if production:
                 raise ValueError("BATON_WORKER_TRANSIT_KEY must be set outside development")
-            if set(keks.values()) & set(transit.values()):
-                raise ValueError("BATON_SECRETS_KEK and BATON_WORKER_TRANSIT_KEY must differ")
+            self.worker_transit_key = _as_key(self._development_secret("worker-transit-key"))
+        keks, transit = self.secrets_keks, self.worker_transit_keys  # both check the format
+        if set(keks.values()) & set(transit.values()):
+            raise ValueError("BATON_SECRETS_KEK and BATON_WORKER_TRANSIT_KEY must differ")
 
     @field_validator("metrics_tenant_labels", mode="before")
     @classmethod
@@ -252,6 +255,11 @@ class Settings(BaseSettings):
         return owner.set(username=self.app_db_role, password=self.app_db_password).render_as_string(
             hide_password=False
         )
+
+
+def _as_key(generated: str) -> str:
+    """A generated development secret (64 hex digits) as a key setting (base64, 32 bytes)."""
+    return base64.b64encode(bytes.fromhex(generated)[:SECRET_KEY_BYTES]).decode()
 
 
 def _key_bytes(encoded: str) -> bytes | None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from backend.core.settings import DEV_SECRETS_KEK, DEV_WORKER_TRANSIT_KEY, Environment, Settings
+from backend.core.settings import Environment, Settings
 from backend.secrets import crypto
 
 TENANT = uuid.uuid4()
@@ -90,20 +91,26 @@ PRODUCTION = {
 }
 
 
-def test_production_refuses_the_dev_keys() -> None:
+def test_production_refuses_missing_or_shared_keys() -> None:
     with pytest.raises(ValidationError, match="BATON_SECRETS_KEK must be set"):
         settings(**PRODUCTION, worker_transit_key=key())
     with pytest.raises(ValidationError, match="BATON_WORKER_TRANSIT_KEY must be set"):
         settings(**PRODUCTION, secrets_kek=key())
-    with pytest.raises(ValidationError, match="BATON_SECRETS_KEK must be set"):
-        settings(**PRODUCTION, secrets_kek=key(), worker_transit_key=key(),
-                 secrets_previous_keks=f'{{"old": "{DEV_SECRETS_KEK}"}}')  # fmt: skip
     shared = key()
     with pytest.raises(ValidationError, match="must differ"):
         settings(**PRODUCTION, secrets_kek=shared, worker_transit_key=shared)
-    accepted = settings(**PRODUCTION, secrets_kek=key(), worker_transit_key=key())
-    assert accepted.worker_transit_key != DEV_WORKER_TRANSIT_KEY
+    settings(**PRODUCTION, secrets_kek=key(), worker_transit_key=key())
 
 
-def test_development_accepts_the_dev_keys() -> None:
-    assert settings(environment=Environment.dev).secrets_kek == DEV_SECRETS_KEK
+def test_development_keys_are_generated_per_installation(tmp_path: Path) -> None:
+    """No key in the code: each data directory gets its own, kept (0600) across starts."""
+    first = settings(environment=Environment.dev, data_dir=tmp_path / "a")
+    again = settings(environment=Environment.dev, data_dir=tmp_path / "a")
+    other = settings(environment=Environment.dev, data_dir=tmp_path / "b")
+    assert first.secrets_kek == again.secrets_kek
+    assert first.worker_transit_key == again.worker_transit_key
+    assert first.secrets_kek != other.secrets_kek
+    assert first.worker_transit_key != other.worker_transit_key
+    assert first.secrets_kek != first.worker_transit_key
+    assert len(base64.b64decode(first.secrets_kek)) == 32
+    assert (tmp_path / "a" / "secrets-kek").stat().st_mode & 0o777 == 0o600

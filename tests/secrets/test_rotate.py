@@ -2,7 +2,7 @@
 
 The command runs ``asyncio.run`` itself, so it is invoked in a worker thread while the
 test runs on the session loop (as in tests/test_cli.py). Each test leaves every data key
-wrapped by the dev key again, so the rest of the session is unaffected.
+wrapped by the generated (dev) key again, so the rest of the session is unaffected.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner, Result
 
 from backend.cli import app as cli
-from backend.core.settings import DEV_SECRETS_KEK, Settings
+from backend.core.settings import Environment, Settings
 from backend.secrets import crypto
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_for_run
@@ -27,6 +27,8 @@ from tests.secrets.helpers import create_secret, secret_name, secret_value
 from tests.test_cli import cli_env  # noqa: F401  (fixture)
 
 NEW_KEK = base64.b64encode(os.urandom(32)).decode()
+# The key-encryption key generated for this test process (the app's and the CLI's alike).
+DEV_SECRETS_KEK = Settings(_env_file=None, environment=Environment.test).secrets_kek  # type: ignore[call-arg]
 
 
 async def rotate(monkeypatch: pytest.MonkeyPatch, kid: str, kek: str, previous: str) -> Result:
