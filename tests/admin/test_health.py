@@ -13,24 +13,16 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.settings import Settings
 from backend.scheduler.loop import Scheduler
-from tests.admin.test_router import assert_error, make_superuser
-from tests.fixtures.factories import Account, create_member, create_tenant
+from tests.fixtures.errors import assert_error
+from tests.fixtures.factories import Account, create_member
 from tests.runs.factories import create_job, python_task, trigger
 from worker import keys
 from worker.runner import Worker
 
 HEALTH = "/api/v1/admin/health"
-
-
-@pytest.fixture
-async def superuser(client: AsyncClient, owner_engine: AsyncEngine) -> Account:
-    account = await create_tenant(client)
-    await make_superuser(owner_engine, account)
-    return account
 
 
 @pytest.fixture

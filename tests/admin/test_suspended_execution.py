@@ -12,9 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import commit, scope_to_tenant
 from backend.schedules.service import fire_due
-from tests.admin.test_router import make_superuser
-from tests.admin.test_tenant_state import resume_url, suspend_url
-from tests.fixtures.factories import Account, create_tenant
+from tests.admin.helpers import resume_url, suspend_url
+from tests.fixtures.factories import Account, create_tenant, make_superuser
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from worker.runner import Worker
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.security import AccessClaims, verify_access_token
 from backend.core.settings import Settings
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
     Account,
@@ -37,17 +38,6 @@ LOGOUT = "/api/v1/auth/logout"
 ME = "/api/v1/me"
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
-    """Check the status and the error envelope; return the ``error`` object."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert error["code"] == code, error
-    return error
 
 
 def claims(settings: Settings, access_token: str) -> AccessClaims:

@@ -17,7 +17,7 @@ from tests.fixtures.factories import (
     create_member,
     unique_email,
 )
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 
 MEMBERS = "/settings/members"
 TOKENS = "/settings/tokens"

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.worker.conftest import LogCollector, MessageFactory
+from tests.worker.helpers import LogCollector, MessageFactory
 from worker.executors import ExecutorPolicy, HttpExecutor
 from worker.executors.http import classify_address
 from worker.protocol import ExecutionResult

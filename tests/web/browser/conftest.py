@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 
 from tests.conftest import fresh_database, private_redis_db
 from tests.fixtures.services import Services
+from tests.web.browser.helpers import LiveBaton
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -35,8 +35,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEMO_EMAIL = "demo@example.com"
-DEMO_PASSWORD = "baton-demo-password"
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -60,12 +58,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class LiveBaton:
-    url: str
-    log_path: Path
 
 
 @pytest.fixture(scope="session")
