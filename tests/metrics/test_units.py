@@ -7,9 +7,10 @@ between them instead of waking up all at once after a stretch of synchronous tes
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -109,16 +110,24 @@ async def test_slot_gauges_follow_tracked_workers(fake_worker: _FakeWorker) -> N
     assert value("baton_worker_slots_idle") == idle - 2
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _serve_metrics_on_a_free_port() -> tuple[int, Callable[[], None]]:
+    """``serve_metrics`` on a port that was free a moment ago; another one if something took
+    it in between (``serve_metrics`` takes a port number, not a bound socket)."""
+    for _ in range(5):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        try:
+            return port, serve_metrics("127.0.0.1", port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise AssertionError("five free ports were taken before the metrics server bound them")
 
 
 async def test_metrics_port_serves_the_registry(fake_worker: _FakeWorker) -> None:
-    port = _free_port()
+    port, stop = _serve_metrics_on_a_free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    stop = serve_metrics("127.0.0.1", port)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
             response = await http.get(url)
