@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 from fastapi import FastAPI
 from httpx import AsyncClient
 
 from backend.core.settings import Settings
-from tests.fixtures.execution import TEST_MODULES, worker_config
+from tests.fixtures.execution import spawn_worker, worker_config
 from tests.fixtures.factories import Account, create_tenant
 from tests.fixtures.services import Services
 from tests.fixtures.stack import private_baton
 from tests.runs.factories import create_job, python_task, task_of, trigger, wait_for_run
 from worker.runner import Worker
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _spawn_worker(settings: Settings, queue: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BATON_REDIS_URL": settings.redis_url or "",
-        "BATON_WORKER_PYTHON_MODULES": json.dumps(list(TEST_MODULES)),
-        "BATON_HEARTBEAT_SECONDS": "0.5",
-        "BATON_VISIBILITY_TIMEOUT_SECONDS": "2",
-    }
-    env.pop("BATON_DATABASE_URL", None)  # a worker needs no database: prove it
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from backend.cli import app; app()",
-            "worker",
-            "--queue",
-            queue,
-            "--concurrency",
-            "2",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def test_sigkilled_worker_task_finishes_on_another_worker_exactly_once(
@@ -72,7 +38,7 @@ async def test_sigkilled_worker_task_finishes_on_another_worker_exactly_once(
         ],
         queue=queue,
     )
-    doomed = _spawn_worker(settings, queue)
+    doomed = spawn_worker(settings, queue)
     try:
         run = await trigger(client, owner, job["id"])
         running = await wait_for_run(client, owner, run["id"], statuses={"running"}, timeout=30)

@@ -7,7 +7,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -26,7 +26,6 @@ from tests.runs.factories import create_job, python_task
 from worker import keys
 
 EVERY_SECOND = "* * * * * *"  # six fields: the last is seconds
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -79,14 +78,9 @@ async def scheduled_job(client: AsyncClient) -> AsyncIterator[ScheduledJob]:
 async def both_live(first: Scheduler, second: Scheduler) -> None:
     """Wait until two replicas have registered and each has seen the other."""
     await eventually(
-        lambda: _value({first.name, second.name} <= set(first.live) & set(second.live)),
+        lambda: {first.name, second.name} <= set(first.live) & set(second.live),
         what=f"{first.name} and {second.name} seeing each other",
     )
-
-
-async def _value(value: T) -> T:
-    """A plain value as an awaitable probe for ``eventually``."""
-    return value
 
 
 async def ticks(client: AsyncClient, owner: Account, job_id: str) -> list[dict[str, Any]]:
@@ -176,7 +170,7 @@ async def test_a_dead_replicas_tenants_move_to_a_live_replica(
     job = await scheduled_job(owner)
     doomed, doomed_task = await start(app, scheduler_settings, "sched-doomed")
     try:
-        await eventually(lambda: _value(doomed.fired), lambda fired: fired >= 1, what="a fire")
+        await eventually(lambda: doomed.fired, lambda fired: fired >= 1, what="a fire")
     finally:
         doomed_task.cancel()  # killed: no lease released, no goodbye
         with pytest.raises(asyncio.CancelledError):
@@ -422,7 +416,7 @@ async def test_replicas_split_the_tenants_between_them(
     alone, alone_task = await start(app, scheduler_settings, "replica-alone")
     try:  # the others are gone: once their registrations lapse, one replica serves everyone
         await eventually(
-            lambda: _value([alone.owns(account.tenant_id) for account in tenants]),
+            lambda: [alone.owns(account.tenant_id) for account in tenants],
             all,
             what="one replica owning every tenant",
         )
