@@ -62,7 +62,9 @@ async def test_success_streams_and_reads_output(
     assert logs.text("stderr") == ["oops"]
 
 
-async def test_environment(logs: LogCollector, make_message: MessageFactory) -> None:
+async def test_environment(
+    logs: LogCollector, make_message: MessageFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     command = (
         'printf \'{"run": "%s", "task": "%s", "attempt": "%s", "tenant": "%s", '
         '"params": %s, "item": "%s", "mine": "%s", "home": "%s", "pwd": "%s", '
@@ -70,16 +72,13 @@ async def test_environment(logs: LogCollector, make_message: MessageFactory) -> 
         '"$BATON_PARAMS" "$BATON_ITEM" "$MINE" "$HOME" "$(pwd)" "${WORKER_SECRET:-unset}" '
         '> "$BATON_OUTPUT"'
     )
-    os.environ["WORKER_SECRET"] = "must-not-leak"
-    try:
-        message = make_message(
-            {"command": command, "env": {"MINE": "yes", "BATON_RUN_ID": "spoofed"}},
-            attempt=2,
-            item="a.csv",
-        )
-        result = await ShellExecutor(POLICY).execute(message, logs)
-    finally:
-        del os.environ["WORKER_SECRET"]
+    monkeypatch.setenv("WORKER_SECRET", "must-not-leak")  # undone after the test, always
+    message = make_message(
+        {"command": command, "env": {"MINE": "yes", "BATON_RUN_ID": "spoofed"}},
+        attempt=2,
+        item="a.csv",
+    )
+    result = await ShellExecutor(POLICY).execute(message, logs)
     assert result.status == "succeeded", result
     out = result.output
     assert out["run"] == "run-1"  # the spec cannot override BATON_* variables
