@@ -20,6 +20,7 @@ from typer.testing import CliRunner, Result
 
 from backend.cli import app as cli
 from backend.core.settings import Settings
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_api_token, create_tenant
 
 runner = CliRunner()
@@ -195,7 +196,9 @@ async def test_create_superuser_promotes_an_existing_account(
     cli_env: None, client: AsyncClient
 ) -> None:
     account = await create_tenant(client)
-    assert (await client.get("/api/v1/admin/tenants", headers=account.headers)).status_code == 403
+    assert_error(
+        await client.get("/api/v1/admin/tenants", headers=account.headers), 403, "forbidden"
+    )
     result = await _invoke(
         "admin", "create-superuser", "--email", account.email, "--password", account.password
     )

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
@@ -387,7 +388,7 @@ async def test_graph_endpoints(
     assert node["a"]["duration_seconds"] is not None
     assert shown["layers"] == graph["layers"]
     for url in (f"/api/v1/jobs/{job['id']}/graph", f"/api/v1/runs/{run['id']}/graph"):
-        assert (await client.get(url, headers=stranger.headers)).status_code == 404
+        assert_error(await client.get(url, headers=stranger.headers), 404, "not_found")
 
 
 async def test_a_poison_event_is_dead_lettered_and_its_neighbours_still_apply(

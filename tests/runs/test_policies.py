@@ -6,6 +6,7 @@ import asyncio
 
 from httpx import AsyncClient
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.runs.factories import (
     create_job,
@@ -27,7 +28,7 @@ async def test_forbid_refuses_a_second_active_run(
     job = await create_job(client, owner, [waiting()], concurrency_policy="forbid")
     first = await trigger(client, owner, job["id"])
     response = await client.post(f"/api/v1/jobs/{job['id']}/runs", json={}, headers=owner.headers)
-    assert response.status_code == 409
+    assert_error(response, 409, "conflict")
     assert response.json()["error"]["details"]["active_run_id"] == first["id"]
     cancelled = await client.post(f"/api/v1/runs/{first['id']}/cancel", headers=owner.headers)
     assert cancelled.status_code == 200
@@ -69,7 +70,7 @@ async def test_cancel_kills_a_running_shell_task(
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     again = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
-    assert again.status_code == 409
+    assert_error(again, 409, "conflict")
     for _ in range(100):
         detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
         attempts = task_of(detail, "sleepy")["attempts"]
@@ -120,7 +121,7 @@ async def test_batch_limits_and_bad_triggers_are_422(client: AsyncClient, owner:
         {"idempotency_key": ""},
     ):
         response = await client.post(url, json=body, headers=owner.headers)
-        assert response.status_code == 422, (body, response.text)
+        assert_error(response, 422, "validation_failed")
 
 
 async def test_rerun_from_failed_reuses_what_succeeded(

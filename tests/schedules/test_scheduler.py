@@ -20,6 +20,7 @@ from backend.core.settings import Settings
 from backend.scheduler.cron import CronSchedule, ticks_between
 from backend.scheduler.loop import Scheduler
 from backend.schedules.service import StaleLease, decide_ticks, fire_due
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task
@@ -327,7 +328,7 @@ async def test_next_fire_preview_applies_the_dst_policy(
     naive = await client.get(
         f"/api/v1/jobs/{job['id']}/schedule/next?after=2026-03-28T00:00:00", headers=owner.headers
     )
-    assert naive.status_code == 422
+    assert_error(naive, 422, "validation_failed")
 
 
 @pytest.mark.parametrize(
@@ -355,7 +356,7 @@ async def test_invalid_schedules_are_422(
         },
         headers=owner.headers,
     )
-    assert response.status_code == 422, response.text
+    assert_error(response, 422, "validation_failed")
     assert response.json()["error"]["details"][0]["loc"][0] == "schedule"
 
 
@@ -368,7 +369,7 @@ async def test_schedule_endpoints_guard_roles_and_tenants(
     job = await scheduled_job(owner, cron="0 3 * * *")
     viewer = await create_member(client, owner, "viewer")
     base = f"/api/v1/jobs/{job['id']}"
-    assert (await client.post(base + "/pause", headers=viewer.headers)).status_code == 403
+    assert_error(await client.post(base + "/pause", headers=viewer.headers), 403, "forbidden")
     assert (await client.get(base + "/schedule/ticks", headers=viewer.headers)).status_code == 200
     for method, url in (
         ("POST", base + "/pause"),
@@ -377,11 +378,11 @@ async def test_schedule_endpoints_guard_roles_and_tenants(
         ("GET", base + "/schedule/next"),
     ):
         response = await client.request(method, url, headers=stranger.headers)
-        assert response.status_code == 404, (url, response.text)
+        assert_error(response, 404, "not_found")
     plain = await create_job(client, owner, [python_task("noop")])
     response = await client.get(f"/api/v1/jobs/{plain['id']}/schedule/next", headers=owner.headers)
-    assert response.status_code == 404
-    assert (await client.post(base + "/pause")).status_code == 401
+    assert_error(response, 404, "not_found")
+    assert_error(await client.post(base + "/pause"), 401, "unauthenticated")
 
 
 async def test_the_due_index_is_rebuilt_when_redis_lost_it(

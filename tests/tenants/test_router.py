@@ -390,7 +390,7 @@ async def test_promoted_member_gains_permissions_at_once(
     client: AsyncClient, owner: Account
 ) -> None:
     member = await create_member(client, owner, "viewer")
-    assert (await client.get("/api/v1/tokens", headers=member.headers)).status_code == 403
+    assert_error(await client.get("/api/v1/tokens", headers=member.headers), 403, "forbidden")
     response = await client.patch(
         f"/api/v1/members/{member.user_id}", json={"role": "admin"}, headers=owner.headers
     )
