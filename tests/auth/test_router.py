@@ -262,10 +262,14 @@ async def test_login_succeeds(client: AsyncClient, settings: Settings, owner: Ac
     assert (await get_me(client, body["access_token"])).status_code == 200
 
 
-async def test_login_email_is_case_insensitive(client: AsyncClient, owner: Account) -> None:
+async def test_login_email_is_case_insensitive(
+    client: AsyncClient, owner: Account, settings: Settings
+) -> None:
     response = await try_login(client, owner.email.upper(), owner.password)
 
     assert response.status_code == 200, response.text
+    issued = claims(settings, response.json()["access_token"])
+    assert (issued.user_id, issued.tenant_id) == (owner.user_id, owner.tenant_id)
 
 
 async def test_login_wrong_password_and_unknown_email_look_the_same(
@@ -441,10 +445,15 @@ async def test_refresh_rotates_the_pair(
 
 async def test_refresh_chain_keeps_working(client: AsyncClient, owner: Account) -> None:
     token = owner.refresh_token
+    seen = {token}
     for _ in range(3):
         response = await try_refresh(client, token)
         assert response.status_code == 200, response.text
         token = response.json()["refresh_token"]
+        assert token not in seen  # rotated every time
+        seen.add(token)
+        me = await get_me(client, response.json()["access_token"])
+        assert me.status_code == 200 and me.json()["user"]["id"] == str(owner.user_id)
 
 
 async def test_refresh_reuse_revokes_the_family_and_is_audited(

@@ -151,11 +151,15 @@ tasks:
 
 @pytest.mark.parametrize("content_type", ["application/x-yaml", "text/yaml; charset=utf-8"])
 async def test_yaml_content_types(client: AsyncClient, owner: Account, content_type: str) -> None:
-    body = f"name: j-{uuid.uuid4().hex[:8]}\ntasks: [{{name: a, type: shell, command: x}}]\n"
+    name = f"j-{uuid.uuid4().hex[:8]}"
+    body = f"name: {name}\ntasks: [{{name: a, type: shell, command: x}}]\n"
     response = await client.post(
         JOBS, content=body.encode(), headers={**owner.headers, "Content-Type": content_type}
     )
     assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["name"] == name
+    assert [(t["name"], t["command"]) for t in created["spec"]["tasks"]] == [("a", "x")]
 
 
 async def test_json_and_yaml_bodies_store_the_same_spec(

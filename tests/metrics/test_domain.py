@@ -93,6 +93,7 @@ async def test_a_run_cancelled_through_the_api_counts_as_finished(
     run = await trigger(client, owner, job["id"])  # no worker: it stays queued
     response = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
     assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
     await eventually(
         lambda: value("baton_runs_finished_total", tenant=tenant, status="cancelled") == 1
     )

@@ -179,5 +179,9 @@ async def test_concurrent_triggers_under_forbid_make_one_run(
         *[client.post(url, json={}, headers=owner.headers) for _ in range(6)]
     )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 5
+    for refused in (r for r in responses if r.status_code == 409):
+        assert_error(refused, 409, "conflict")
     created = next(r.json() for r in responses if r.status_code == 201)
+    listed = await client.get(f"/api/v1/runs?job_id={job['id']}", headers=owner.headers)
+    assert [r["id"] for r in listed.json()["items"]] == [created["id"]]
     await client.post(f"/api/v1/runs/{created['id']}/cancel", headers=owner.headers)

@@ -182,6 +182,9 @@ async def test_admin_can_grant_admin(client: AsyncClient, owner: Account) -> Non
         headers=admin.headers,
     )
     assert response.status_code == 201, response.text
+    granted = response.json()
+    assert granted["role"] == "admin"
+    assert (await members_of(client, owner))[granted["email"]]["role"] == "admin"
 
 
 async def test_owner_can_grant_owner(client: AsyncClient, owner: Account) -> None:
@@ -478,6 +481,8 @@ async def test_setting_the_same_role_on_the_last_owner_is_allowed(
         f"/api/v1/members/{owner.user_id}", json={"role": "owner"}, headers=owner.headers
     )
     assert response.status_code == 200, response.text
+    assert response.json()["role"] == "owner"
+    assert (await members_of(client, owner))[owner.email]["role"] == "owner"
 
 
 async def test_change_role_of_unknown_user(client: AsyncClient, owner: Account) -> None:
@@ -815,3 +820,5 @@ async def test_adding_the_same_existing_account_twice_at_once(
         *(client.post("/api/v1/members", json=body, headers=owner.headers) for _ in range(2))
     )
     assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+    assert_error(next(r for r in responses if r.status_code == 409), 409, "conflict")
+    assert (await members_of(client, owner))[stranger.email]["role"] == "viewer"

@@ -345,7 +345,9 @@ async def test_token_without_expiry_keeps_working(
         "UPDATE api_tokens SET created_at = now() - interval '10 years' WHERE id = :id",
         id=uuid.UUID(created["id"]),
     )
-    assert (await me(client, created["token"])).status_code == 200
+    response = await me(client, created["token"])
+    assert response.status_code == 200, response.text
+    assert response.json()["tenant"]["id"] == str(owner.tenant_id)
 
 
 async def test_token_of_a_suspended_tenant_is_refused(
@@ -397,8 +399,10 @@ async def test_token_can_revoke_itself(client: AsyncClient, owner: Account) -> N
 async def test_admin_can_revoke_a_token_of_the_owner(client: AsyncClient, owner: Account) -> None:
     admin = await create_member(client, owner, "admin")
     created = await create_api_token(client, owner, "viewer")
+    assert (await me(client, created["token"])).status_code == 200
     response = await client.delete(f"/api/v1/tokens/{created['id']}", headers=admin.headers)
     assert response.status_code == 204, response.text
+    assert_error(await me(client, created["token"]), 401, "invalid_token")
 
 
 async def test_revoke_another_tenants_token(
