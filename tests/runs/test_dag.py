@@ -120,12 +120,11 @@ async def test_fail_fast_cancels_running_tasks_at_the_first_failure(
     assert slow["status"] == "cancelled" and slow["reason"] == "fail_fast"
     assert "'boom' failed" in slow["explanation"]
     assert task_of(done, "after")["status"] in ("upstream_failed", "cancelled")
-    for _ in range(100):  # the worker really stops the shell process
-        detail = (await client.get(f"/api/v1/runs/{done['id']}", headers=owner.headers)).json()
-        if task_of(detail, "slow")["attempts"][-1]["status"] == "cancelled":
-            break
-        await asyncio.sleep(0.1)
-    assert task_of(detail, "slow")["attempts"][-1]["status"] == "cancelled"
+    await eventually(  # the worker really stops the shell process
+        lambda: client.get(f"/api/v1/runs/{done['id']}", headers=owner.headers),
+        lambda r: task_of(r.json(), "slow")["attempts"][-1]["status"] == "cancelled",
+        what="the slow attempt cancelled by the worker",
+    )
 
 
 async def test_continue_lets_independent_branches_finish(
@@ -418,15 +417,14 @@ async def test_a_poison_event_is_dead_lettered_and_its_neighbours_still_apply(
     await redis.xadd(stream, event(9001, "neighbour"))
     done = await wait_for_run(client, owner, run["id"], timeout=30)
     assert done["status"] == "succeeded"
-    for _ in range(100):
-        logs = await client.get(f"/api/v1/runs/{run['id']}/logs", headers=owner.headers)
-        if "neighbour" in [line["line"] for line in logs.json()["items"]]:
-            break
-        await asyncio.sleep(0.1)
+    logs = await eventually(
+        lambda: client.get(f"/api/v1/runs/{run['id']}/logs", headers=owner.headers),
+        lambda r: "neighbour" in [line["line"] for line in r.json()["items"]],
+        what="the neighbour's log line",
+    )
     assert [line["line"] for line in logs.json()["items"]] == ["neighbour"]
-    for _ in range(100):  # three failed retries, half a second apart, then set aside
-        pending = await redis.xpending(stream, keys.ENGINE_GROUP)
-        if pending["pending"] == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert pending["pending"] == 0, "the poison event was not set aside"
+    await eventually(  # three failed retries, half a second apart, then set aside
+        lambda: redis.xpending(stream, keys.ENGINE_GROUP),
+        lambda pending: pending["pending"] == 0,
+        what="the poison event set aside",
+    )

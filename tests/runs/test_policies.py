@@ -8,6 +8,7 @@ from httpx import AsyncClient
 
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
+from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
     create_job,
     python_task,
@@ -71,13 +72,13 @@ async def test_cancel_kills_a_running_shell_task(
     assert response.json()["status"] == "cancelled"
     again = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
     assert_error(again, 409, "conflict")
-    for _ in range(100):
-        detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
-        attempts = task_of(detail, "sleepy")["attempts"]
-        if attempts and attempts[-1]["status"] == "cancelled":
-            break
-        await asyncio.sleep(0.1)
-    assert attempts[-1]["status"] == "cancelled", "the worker did not stop the attempt"
+    await eventually(
+        lambda: client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers),
+        lambda r: (
+            (task_of(r.json(), "sleepy")["attempts"] or [{}])[-1].get("status") == "cancelled"
+        ),
+        what="the worker stopping the attempt",
+    )
 
 
 async def test_batch_triggers_many_runs_in_one_request(
