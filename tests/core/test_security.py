@@ -114,8 +114,7 @@ def same_claims(verified: AccessClaims, issued: AccessClaims) -> bool:
 
 
 def assert_401(response: Response, code: str = "invalid_token") -> None:
-    assert_error(response, 401, "invalid_token")
-    assert response.json()["error"]["code"] == code
+    assert_error(response, 401, code)
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
@@ -255,7 +254,6 @@ async def test_garbage_bearer_answers_401(client: AsyncClient, garbage: str) -> 
     response = await client.get(ME, headers=bearer(garbage))
 
     assert_error(response, 401, "invalid_token")
-    assert response.json()["error"]["code"] in {"invalid_token", "unauthenticated"}
 
 
 async def test_valid_token_with_extra_or_cut_parts_is_refused(
