@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 NODE_MODULES := frontend/node_modules/.package-lock.json
 
-.PHONY: run test test-embedded lint install bench clean promtool browser docker-engine screenshots sandbox
+.PHONY: run test test-random test-embedded lint install bench clean promtool browser docker-engine screenshots sandbox
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ run: install
 
 test: install browser docker-engine
 	$(BIN)/pytest
+
+# The same suite in a random order (pytest-randomly; `make test` keeps file order). The seed
+# is printed at the top; `make test-random SEED=<n>` replays that order.
+test-random: install browser
+	$(BIN)/pytest -p randomly $(if $(SEED),--randomly-seed=$(SEED))
 
 # promtool (Debian package `prometheus`) checks infra/prometheus and a scraped /metrics in
 # tests/metrics; without it those tests skip. Installs it quietly when missing (root,

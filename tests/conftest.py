@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 
 import pytest
 from httpx import ASGITransport, AsyncClient
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.app import create_app
-from backend.core.schema import provision_runtime_role, run_migrations
-from backend.core.settings import Environment, Settings
-from tests.fixtures.services import Services, find_services
+from backend.core.settings import Settings
+from tests.fixtures.services import Services, claim_redis_db, find_services
+from tests.fixtures.stack import flush_redis_db, fresh_database, settings_for
 
 pytest_plugins = [
+    "tests.fixtures.cli",
     "tests.fixtures.factories",
     "tests.fixtures.execution",
     "tests.fixtures.server",
@@ -33,64 +28,20 @@ def services() -> Iterator[Services]:
         yield found
 
 
-def _test_settings(database_url: str, redis_url: str) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        environment=Environment.test,
-        database_url=database_url,
-        redis_url=redis_url,
-        argon2_time_cost=1,
-        argon2_memory_cost=1024,
-        login_max_failures_per_account=5,
-        login_max_failures_per_ip=1000,
-    )
-
-
-def private_redis_db(url: str, *, avoid: str | None = None) -> str:
-    """Give this test session a Redis database of its own (1-12, at random), so two suites
-    run side by side on one machine do not flush or read each other's keys; ``avoid`` is
-    another URL whose database must not be chosen."""
-    parsed = make_url(url.replace("redis://", "postgresql://", 1))
-    taken = make_url(avoid.replace("redis://", "postgresql://", 1)).database if avoid else None
-    choices = [str(db) for db in range(1, 13) if str(db) != taken]  # 13-15: `make bench`
-    return (
-        parsed.set(database=random.choice(choices))
-        .render_as_string(hide_password=False)
-        .replace("postgresql://", "redis://", 1)
-    )
-
-
-@asynccontextmanager
-async def fresh_database(services: Services) -> AsyncIterator[str]:
-    """A new, migrated database with the runtime role provisioned; its owner URL."""
-    maintenance = make_url(
-        Settings(_env_file=None, database_url=services.database_url).owner_database_url()
-    )  # type: ignore[call-arg]
-    name = f"baton_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(maintenance, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    owner_url = maintenance.set(database=name).render_as_string(hide_password=False)
-    try:
-        await asyncio.to_thread(run_migrations, owner_url)
-        await provision_runtime_role(_test_settings(owner_url, services.redis_url))
-        yield owner_url
-    finally:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        await admin.dispose()
+@pytest.fixture(scope="session")
+def redis_url(services: Services) -> Iterator[str]:
+    """A Redis database no other running suite holds (see ``claim_redis_db``)."""
+    with claim_redis_db(services.redis_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
-async def settings(services: Services) -> AsyncIterator[Settings]:
-    """A fresh database for this run, migrated, with the runtime role provisioned."""
+async def settings(services: Services, redis_url: str) -> AsyncIterator[Settings]:
+    """A fresh database for this run, migrated, with the runtime role provisioned, and an
+    emptied Redis database of its own."""
     async with fresh_database(services) as owner_url:
-        settings = _test_settings(owner_url, private_redis_db(services.redis_url))
-        assert settings.redis_url is not None
-        redis = Redis.from_url(settings.redis_url)
-        await redis.flushdb()
-        await redis.aclose()
-        yield settings
+        await flush_redis_db(redis_url)
+        yield settings_for(owner_url, redis_url)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ The commands call ``asyncio.run`` themselves, so they are invoked in a worker th
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import tempfile
 import uuid
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,28 +23,11 @@ from backend.cli import app as cli
 from backend.cli import is_loopback, upgrade_database
 from backend.core.embedded import start_postgres, stop_postgres
 from backend.core.settings import Settings
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_api_token, create_member, create_tenant
 from tests.runs.factories import create_job, python_task
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Point ``Settings()`` at the test services; undo the CLI's logging setup afterwards."""
-    assert settings.database_url and settings.redis_url
-    monkeypatch.setenv("BATON_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("BATON_REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("BATON_ENVIRONMENT", "test")
-    monkeypatch.delenv("BATON_APP_DATABASE_URL", raising=False)
-    monkeypatch.setenv("BATON_APP_DB_ROLE", settings.app_db_role)
-    monkeypatch.setenv("BATON_APP_DB_PASSWORD", settings.app_db_password)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    structlog_config = structlog.get_config()
-    yield
-    root.handlers, root.level = handlers, level
-    structlog.configure(**structlog_config)
 
 
 async def _invoke(*args: str) -> Result:
@@ -221,7 +202,9 @@ async def test_create_superuser_promotes_an_existing_account(
     cli_env: None, client: AsyncClient
 ) -> None:
     account = await create_tenant(client)
-    assert (await client.get("/api/v1/admin/tenants", headers=account.headers)).status_code == 403
+    assert_error(
+        await client.get("/api/v1/admin/tenants", headers=account.headers), 403, "forbidden"
+    )
     result = await _invoke(
         "admin", "create-superuser", "--email", account.email, "--password", account.password
     )

@@ -12,25 +12,17 @@ A new route with a new kind of id needs an entry in ``ID_FACTORIES`` (and a vali
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from httpx import AsyncClient
 
 from backend.core.deps import get_superuser
 from backend.core.permissions import MINIMUM_ROLE, Permission, Role
 from tests.fixtures.factories import Account, bearer, create_api_token, create_member
-
-try:  # FastAPI >= 0.16x wraps included routers; this walks them.
-    from fastapi.routing import iter_route_contexts
-except ImportError:  # pragma: no cover - older FastAPI lists the routes flat
-    iter_route_contexts = None
+from tests.fixtures.routes import Endpoint, dependency_calls, endpoints
 
 API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/api/v1/admin/"
@@ -40,48 +32,6 @@ PUBLIC_ROUTES = {
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),
 }
-_PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str
-    dependant: Dependant | None
-    is_api_route: bool
-
-    @property
-    def params(self) -> list[str]:
-        return _PARAM.findall(self.path)
-
-    def url(self, values: dict[str, str]) -> str:
-        return _PARAM.sub(lambda m: values[m.group(1)], self.path)
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path}"
-
-
-def endpoints(app: FastAPI) -> list[Endpoint]:
-    """Every (method, path) the app serves, with the dependencies it resolves."""
-    routes: list[Any] = (
-        list(iter_route_contexts(app.routes)) if iter_route_contexts else list(app.routes)
-    )
-    found = []
-    for route in routes:
-        original = getattr(route, "original_route", route)
-        path = getattr(route, "path", None) or ""
-        for method in sorted(getattr(route, "methods", None) or {"*"}):
-            if method == "HEAD":
-                continue
-            found.append(
-                Endpoint(
-                    method=method,
-                    path=path,
-                    dependant=getattr(route, "dependant", None),
-                    is_api_route=isinstance(original, APIRoute),
-                )
-            )
-    return found
 
 
 def api_endpoints(app: FastAPI) -> list[Endpoint]:
@@ -90,12 +40,6 @@ def api_endpoints(app: FastAPI) -> list[Endpoint]:
 
 def guarded_endpoints(app: FastAPI) -> list[Endpoint]:
     return [e for e in api_endpoints(app) if (e.method, e.path) not in PUBLIC_ROUTES]
-
-
-def dependency_calls(dependant: Dependant) -> Iterator[Any]:
-    for sub in dependant.dependencies:
-        yield sub.call
-        yield from dependency_calls(sub)
 
 
 def required_permissions(endpoint: Endpoint) -> set[Permission]:

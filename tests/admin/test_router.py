@@ -6,37 +6,21 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from httpx import AsyncClient, Response
+from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.fixtures.factories import Account, bearer, create_api_token, create_member, create_tenant
+from tests.fixtures.errors import assert_error
+from tests.fixtures.factories import (
+    Account,
+    bearer,
+    create_api_token,
+    create_member,
+    create_tenant,
+    make_superuser,
+)
 
 URL = "/api/v1/admin/tenants"
-
-
-def assert_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return dict(body["error"])
-
-
-async def make_superuser(owner_engine: AsyncEngine, account: Account, value: bool = True) -> None:
-    async with owner_engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE users SET is_superuser = :v WHERE id = :id"),
-            {"v": value, "id": account.user_id},
-        )
-
-
-@pytest.fixture
-async def superuser(client: AsyncClient, owner_engine: AsyncEngine) -> Account:
-    account = await create_tenant(client)
-    await make_superuser(owner_engine, account)
-    return account
 
 
 async def walk(
@@ -222,5 +206,5 @@ async def test_bad_cursor_is_checked_only_after_authorization(
     client: AsyncClient, owner: Account
 ) -> None:
     params = {"cursor": "not-a-cursor"}
-    assert_error(await client.get(URL, params=params), 401)
-    assert_error(await client.get(URL, params=params, headers=owner.headers), 403)
+    assert_error(await client.get(URL, params=params), 401, "unauthenticated")
+    assert_error(await client.get(URL, params=params, headers=owner.headers), 403, "forbidden")

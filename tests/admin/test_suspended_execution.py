@@ -3,8 +3,6 @@ the reason; resuming starts what waited."""
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
@@ -12,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import commit, scope_to_tenant
 from backend.schedules.service import fire_due
-from tests.admin.test_router import make_superuser
-from tests.admin.test_tenant_state import resume_url, suspend_url
-from tests.fixtures.factories import Account, create_tenant
+from tests.admin.helpers import resume_url, suspend_url
+from tests.fixtures.factories import Account, create_tenant, make_superuser
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from worker.runner import Worker
 
@@ -28,7 +25,13 @@ async def test_queued_work_waits_while_suspended_and_runs_after_resume(
     # Due in two seconds; by then the tenant is suspended.
     run = await trigger(client, owner, job["id"], delay_seconds=2)
     assert (await client.post(suspend_url(owner.tenant_id), headers=admin.headers)).is_success
-    await asyncio.sleep(4.0)  # the run became ready; several admission rounds went by
+    # A witness: another tenant's run, due no earlier than ours. Once it has run, the engine
+    # has held admission rounds after our run became ready.
+    other = await create_tenant(client)
+    other_job = await create_job(client, other, [python_task("a")])
+    witness = await trigger(client, other, other_job["id"], delay_seconds=2)
+    assert witness["run_at"] >= run["run_at"]
+    assert (await wait_for_run(client, other, witness["id"]))["status"] == "succeeded"
     async with owner_engine.connect() as conn:
         status = (
             await conn.execute(text("SELECT status FROM runs WHERE id = :id"), {"id": run["id"]})

@@ -5,37 +5,19 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.admin.test_router import assert_error, make_superuser
+from tests.admin.helpers import TENANTS, resume_url, suspend_url
 from tests.audit.helpers import audit_rows, verify
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     Account,
     bearer,
     create_api_token,
     create_member,
-    create_tenant,
 )
-
-TENANTS = "/api/v1/admin/tenants"
-
-
-def suspend_url(tenant_id: uuid.UUID | str) -> str:
-    return f"{TENANTS}/{tenant_id}/suspend"
-
-
-def resume_url(tenant_id: uuid.UUID | str) -> str:
-    return f"{TENANTS}/{tenant_id}/resume"
-
-
-@pytest.fixture
-async def superuser(client: AsyncClient, owner_engine: AsyncEngine) -> Account:
-    account = await create_tenant(client)
-    await make_superuser(owner_engine, account)
-    return account
 
 
 async def test_anonymous_and_tenant_roles_are_refused(

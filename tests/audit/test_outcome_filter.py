@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from httpx import AsyncClient
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 
 AUDIT = "/api/v1/audit"
@@ -33,5 +34,5 @@ async def test_outcome_filter(client: AsyncClient, owner: Account) -> None:
 async def test_unknown_outcome_is_422(client: AsyncClient, owner: Account) -> None:
     for value in ("maybe", "", "FAILURE"):
         response = await client.get(AUDIT, params={"outcome": value}, headers=owner.headers)
-        assert response.status_code == 422, (value, response.text)
+        assert_error(response, 422, "validation_failed")
         assert response.json()["error"]["code"] == "validation_failed"

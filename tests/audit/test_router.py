@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 from httpx import AsyncClient
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     Account,
     bearer,
@@ -280,7 +281,7 @@ async def test_roles_below_admin_are_forbidden(
 ) -> None:
     member = await create_member(client, owner, role)
     response = await client.get(AUDIT, headers=member.headers)
-    assert response.status_code == 403
+    assert_error(response, 403, "forbidden")
     assert response.json()["error"]["code"] == "forbidden"
 
 
@@ -291,16 +292,16 @@ async def test_admin_and_admin_tokens_may_read(client: AsyncClient, owner: Accou
     assert (await client.get(AUDIT, headers=bearer(token["token"]))).status_code == 200
     viewer_token = await create_api_token(client, owner, "viewer")
     denied = await client.get(AUDIT, headers=bearer(viewer_token["token"]))
-    assert denied.status_code == 403
+    assert_error(denied, 403, "forbidden")
 
 
 async def test_anonymous_is_unauthenticated(client: AsyncClient) -> None:
     response = await client.get(AUDIT)
-    assert response.status_code == 401
+    assert_error(response, 401, "unauthenticated")
     assert response.json()["error"]["code"] == "unauthenticated"
     assert "x-request-id" in response.headers
     garbage = await client.get(AUDIT, headers=bearer("not-a-token"))
-    assert garbage.status_code == 401
+    assert_error(garbage, 401, "invalid_token")
 
 
 async def test_another_tenant_never_sees_these_events(
@@ -340,7 +341,7 @@ async def test_another_tenant_never_sees_these_events(
 )
 async def test_bad_parameters_are_422(query: str, client: AsyncClient, owner: Account) -> None:
     response = await client.get(f"{AUDIT}?{query}", headers=owner.headers)
-    assert response.status_code == 422, response.text
+    assert_error(response, 422, "validation_failed")
     error = response.json()["error"]
     assert error["code"] == "validation_failed"
     assert error["details"][0]["loc"][0] == "query"

@@ -25,6 +25,7 @@ from tests.audit.helpers import (
     tamper,
     verify,
 )
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
     Account,
@@ -116,7 +117,7 @@ async def test_failed_login_is_recorded_although_the_request_fails(
         json={"email": owner.email, "password": "definitely-not-the-password"},
         headers=UA,
     )
-    assert response.status_code == 401, response.text
+    assert_error(response, 401, "invalid_credentials")
     assert response.json()["error"]["code"] == "invalid_credentials"
     row = await _one_new_row(owner_engine, owner, before)
     assert row["action"] == "auth.login.failed"
@@ -139,7 +140,7 @@ async def test_failed_login_of_a_multi_tenant_user_is_recorded_in_each_tenant(
     response = await client.post(
         "/api/v1/auth/login", json={"email": first.email, "password": "wrong-password-here"}
     )
-    assert response.status_code == 401
+    assert_error(response, 401, "invalid_credentials")
     for tenant_id, seq in before.items():
         rows = await rows_after(owner_engine, tenant_id, seq)
         assert [(r["action"], r["outcome"]) for r in rows] == [("auth.login.failed", "failure")]
@@ -152,7 +153,7 @@ async def test_login_of_an_unknown_email_records_nothing_in_the_tenant(
     response = await client.post(
         "/api/v1/auth/login", json={"email": unique_email("ghost"), "password": "whatever-pass"}
     )
-    assert response.status_code == 401
+    assert_error(response, 401, "invalid_credentials")
     assert await audit_count(owner_engine, owner.tenant_id) == before
 
 
@@ -265,7 +266,7 @@ async def test_refresh_logout_and_refresh_reuse_are_recorded(
     reused = await client.post(
         "/api/v1/auth/refresh", json={"refresh_token": owner.refresh_token}, headers=UA
     )
-    assert reused.status_code == 401
+    assert_error(reused, 401, "refresh_token_reused")
     row = await _one_new_row(owner_engine, owner, before)
     assert (row["action"], row["outcome"]) == ("auth.refresh.reused", "failure")
     _assert_origin(row, reused)
@@ -293,15 +294,15 @@ async def test_refused_calls_record_only_the_denial_and_read_only_calls_nothing(
     denied = await client.post(
         "/api/v1/tokens", json={"name": "x", "role": "viewer"}, headers=viewer.headers
     )
-    assert denied.status_code == 403
+    assert_error(denied, 403, "forbidden")
     duplicate = await client.post(
         "/api/v1/members", json={"email": viewer.email, "role": "viewer"}, headers=owner.headers
     )
-    assert duplicate.status_code == 409
+    assert_error(duplicate, 409, "conflict")
     invalid = await client.post(
         "/api/v1/tokens", json={"name": "", "role": "viewer"}, headers=owner.headers
     )
-    assert invalid.status_code == 422
+    assert_error(invalid, 422, "validation_failed")
     for path in ("/api/v1/me", "/api/v1/members", "/api/v1/tokens", "/api/v1/audit"):
         assert (await client.get(path, headers=owner.headers)).status_code == 200
     after = await rows_after(owner_engine, owner.tenant_id, before)

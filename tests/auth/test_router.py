@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.security import AccessClaims, verify_access_token
 from backend.core.settings import Settings
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
     Account,
@@ -37,17 +38,6 @@ LOGOUT = "/api/v1/auth/logout"
 ME = "/api/v1/me"
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
-    """Check the status and the error envelope; return the ``error`` object."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
-    assert error["code"] == code, error
-    return error
 
 
 def claims(settings: Settings, access_token: str) -> AccessClaims:
@@ -272,10 +262,14 @@ async def test_login_succeeds(client: AsyncClient, settings: Settings, owner: Ac
     assert (await get_me(client, body["access_token"])).status_code == 200
 
 
-async def test_login_email_is_case_insensitive(client: AsyncClient, owner: Account) -> None:
+async def test_login_email_is_case_insensitive(
+    client: AsyncClient, owner: Account, settings: Settings
+) -> None:
     response = await try_login(client, owner.email.upper(), owner.password)
 
     assert response.status_code == 200, response.text
+    issued = claims(settings, response.json()["access_token"])
+    assert (issued.user_id, issued.tenant_id) == (owner.user_id, owner.tenant_id)
 
 
 async def test_login_wrong_password_and_unknown_email_look_the_same(
@@ -444,17 +438,22 @@ async def test_refresh_rotates_the_pair(
     assert new.jti != old.jti
     assert (await get_me(client, pair["access_token"])).status_code == 200
     # The old refresh token is spent.
-    assert (await try_refresh(client, owner.refresh_token)).status_code == 401
+    assert_error(await try_refresh(client, owner.refresh_token), 401, "refresh_token_reused")
     events = await audit_events(client, owner.access_token, "auth.token.refreshed")
     assert len(events) == 1
 
 
 async def test_refresh_chain_keeps_working(client: AsyncClient, owner: Account) -> None:
     token = owner.refresh_token
+    seen = {token}
     for _ in range(3):
         response = await try_refresh(client, token)
         assert response.status_code == 200, response.text
         token = response.json()["refresh_token"]
+        assert token not in seen  # rotated every time
+        seen.add(token)
+        me = await get_me(client, response.json()["access_token"])
+        assert me.status_code == 200 and me.json()["user"]["id"] == str(owner.user_id)
 
 
 async def test_refresh_reuse_revokes_the_family_and_is_audited(

@@ -23,6 +23,7 @@ from backend.core.db import SessionDep, after_commit, commit, get_session, scope
 from backend.core.errors import Conflict, InvalidCredentials
 from backend.core.principal import SYSTEM_ACTOR
 from backend.core.settings import Settings
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import DEFAULT_PASSWORD, Account, login, unique_email
 from worker import keys
 
@@ -166,7 +167,7 @@ async def test_after_commit_work_is_done_before_the_response_starts(
     again = await client.get(
         "/api/v1/me", headers={"Authorization": f"Bearer {session['access_token']}"}
     )
-    assert again.status_code == 401
+    assert_error(again, 401, "invalid_token")
 
 
 # --- roll back on error --------------------------------------------------------------------
@@ -186,7 +187,7 @@ async def test_duplicate_member_rolls_back_and_records_nothing(
     duplicate = await client.post(
         "/api/v1/members", json={"email": email, "role": "editor"}, headers=owner.headers
     )
-    assert duplicate.status_code == 409
+    assert_error(duplicate, 409, "conflict")
     assert duplicate.json()["error"]["code"] == "conflict"
     assert await _audit_count(owner_engine, owner.tenant_id) == before
     async with owner_engine.connect() as conn:
@@ -267,7 +268,7 @@ async def test_failed_login_row_survives_the_401(
     response = await client.post(
         "/api/v1/auth/login", json={"email": owner.email, "password": "bad-password-1"}
     )
-    assert response.status_code == 401
+    assert_error(response, 401, "invalid_credentials")
     assert await _audit_count(owner_engine, owner.tenant_id) == before + 1
 
 

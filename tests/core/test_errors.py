@@ -8,32 +8,19 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import ASGITransport, AsyncClient
 from starlette.types import Message
 
 from backend.app import create_app
 from backend.core.db import SessionDep
 from backend.core.errors import Conflict
 from backend.core.settings import Settings
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import DEFAULT_PASSWORD, Account, unique_email
 
 SIGNUP = "/api/v1/auth/signup"
 MAX_BODY = 1_048_576
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def assert_error_shape(response: Response, status: int, code: str) -> dict[str, Any]:
-    """The body is exactly ``{"error": {"code", "message", "details"}}``; returns the error."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert set(error) == {"code", "message", "details"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert response.headers.get("x-request-id")
-    return dict(error)
 
 
 def _signup_body(**override: Any) -> dict[str, Any]:
@@ -56,7 +43,7 @@ async def test_malformed_json_is_422(content: bytes, client: AsyncClient) -> Non
     response = await client.post(
         SIGNUP, content=content, headers={"Content-Type": "application/json"}
     )
-    error = assert_error_shape(response, 422, "validation_failed")
+    error = assert_error(response, 422, "validation_failed")
     assert error["details"][0]["loc"][0] == "body"
 
 
@@ -64,14 +51,14 @@ async def test_json_that_is_not_an_object_is_422(client: AsyncClient) -> None:
     payloads: list[object] = [[], "text", 42, None]
     for payload in payloads:
         response = await client.post(SIGNUP, json=payload)
-        assert_error_shape(response, 422, "validation_failed")
+        assert_error(response, 422, "validation_failed")
 
 
 async def test_wrong_types_are_422_with_loc_paths(client: AsyncClient) -> None:
     response = await client.post(
         SIGNUP, json={"email": 5, "password": ["x"], "tenant_name": {"a": 1}}
     )
-    error = assert_error_shape(response, 422, "validation_failed")
+    error = assert_error(response, 422, "validation_failed")
     locs = {tuple(d["loc"]) for d in error["details"]}
     assert {("body", "email"), ("body", "password"), ("body", "tenant_name")} <= locs
     for detail in error["details"]:
@@ -81,19 +68,19 @@ async def test_wrong_types_are_422_with_loc_paths(client: AsyncClient) -> None:
 
 async def test_missing_fields_are_422(client: AsyncClient) -> None:
     response = await client.post(SIGNUP, json={"email": "x@example.com"})
-    error = assert_error_shape(response, 422, "validation_failed")
+    error = assert_error(response, 422, "validation_failed")
     missing = {tuple(d["loc"]) for d in error["details"] if d["type"] == "missing"}
     assert missing == {("body", "password"), ("body", "tenant_name")}
 
 
 async def test_missing_body_is_422(client: AsyncClient) -> None:
     response = await client.post(SIGNUP)
-    assert_error_shape(response, 422, "validation_failed")
+    assert_error(response, 422, "validation_failed")
 
 
 async def test_unknown_fields_are_422(client: AsyncClient) -> None:
     response = await client.post(SIGNUP, json=_signup_body(is_superuser=True))
-    error = assert_error_shape(response, 422, "validation_failed")
+    error = assert_error(response, 422, "validation_failed")
     assert [(d["loc"], d["type"]) for d in error["details"]] == [
         (["body", "is_superuser"], "extra_forbidden")
     ]
@@ -101,7 +88,7 @@ async def test_unknown_fields_are_422(client: AsyncClient) -> None:
 
 async def test_invalid_path_parameter_is_422(client: AsyncClient, owner: Account) -> None:
     response = await client.delete("/api/v1/tokens/not-a-uuid", headers=owner.headers)
-    error = assert_error_shape(response, 422, "validation_failed")
+    error = assert_error(response, 422, "validation_failed")
     assert error["details"][0]["loc"] == ["path", "token_id"]
 
 
@@ -109,7 +96,7 @@ async def test_validation_errors_do_not_echo_the_input(client: AsyncClient) -> N
     """Details carry loc/msg/type only: a rejected password is never sent back."""
     secret = "hunter2-" * 200
     response = await client.post(SIGNUP, json=_signup_body(password=secret))
-    assert_error_shape(response, 422, "validation_failed")
+    assert_error(response, 422, "validation_failed")
     assert "hunter2" not in response.text
 
 
@@ -121,14 +108,14 @@ async def test_body_over_the_limit_with_content_length_is_413(client: AsyncClien
     response = await client.post(
         SIGNUP, content=content, headers={"Content-Type": "application/json"}
     )
-    assert_error_shape(response, 413, "payload_too_large")
+    assert_error(response, 413, "payload_too_large")
 
 
 async def test_declared_length_over_the_limit_is_refused_on_any_route(
     client: AsyncClient,
 ) -> None:
     response = await client.post("/no/such/route", content=b"x" * (MAX_BODY + 10))
-    assert_error_shape(response, 413, "payload_too_large")
+    assert_error(response, 413, "payload_too_large")
 
 
 async def _stream(total: int, chunk: int = 64 * 1024) -> AsyncIterator[bytes]:
@@ -145,7 +132,7 @@ async def test_streamed_body_over_the_limit_is_413(client: AsyncClient) -> None:
     )
     assert "content-length" not in response.request.headers
     assert response.request.headers.get("transfer-encoding") == "chunked"
-    assert_error_shape(response, 413, "payload_too_large")
+    assert_error(response, 413, "payload_too_large")
 
 
 async def test_streamed_body_over_the_limit_on_an_authenticated_route_is_413(
@@ -156,7 +143,7 @@ async def test_streamed_body_over_the_limit_on_an_authenticated_route_is_413(
         content=_stream(MAX_BODY + 1),
         headers={**owner.headers, "Content-Type": "application/json"},
     )
-    assert_error_shape(response, 413, "payload_too_large")
+    assert_error(response, 413, "payload_too_large")
 
 
 async def test_body_at_the_limit_is_accepted_for_parsing(client: AsyncClient) -> None:
@@ -165,7 +152,7 @@ async def test_body_at_the_limit_is_accepted_for_parsing(client: AsyncClient) ->
         response = await client.post(
             SIGNUP, content=content, headers={"Content-Type": "application/json"}
         )
-        assert_error_shape(response, 422, "validation_failed")
+        assert_error(response, 422, "validation_failed")
 
 
 # --- routing errors -------------------------------------------------------------------------
@@ -173,29 +160,29 @@ async def test_body_at_the_limit_is_accepted_for_parsing(client: AsyncClient) ->
 
 async def test_unknown_route_is_404(client: AsyncClient) -> None:
     response = await client.get("/api/v1/does-not-exist")
-    assert_error_shape(response, 404, "not_found")
+    assert_error(response, 404, "not_found")
 
 
 async def test_wrong_method_is_405(client: AsyncClient) -> None:
     response = await client.put("/healthz")
-    assert_error_shape(response, 405, "method_not_allowed")
+    assert_error(response, 405, "method_not_allowed")
     assert "GET" in response.headers["allow"]
     response = await client.get(SIGNUP)
-    assert_error_shape(response, 405, "method_not_allowed")
+    assert_error(response, 405, "method_not_allowed")
 
 
 async def test_domain_errors_use_the_shape(client: AsyncClient, owner: Account) -> None:
     unauthenticated = await client.get("/api/v1/me")
-    assert_error_shape(unauthenticated, 401, "unauthenticated")
+    assert_error(unauthenticated, 401, "unauthenticated")
     assert unauthenticated.headers["www-authenticate"] == "Bearer"
     duplicate = await client.post(
         "/api/v1/members", json={"email": owner.email, "role": "viewer"}, headers=owner.headers
     )
-    assert_error_shape(duplicate, 409, "conflict")
+    assert_error(duplicate, 409, "conflict")
     missing = await client.delete(
         "/api/v1/tokens/00000000-0000-0000-0000-000000000000", headers=owner.headers
     )
-    assert_error_shape(missing, 404, "not_found")
+    assert_error(missing, 404, "not_found")
 
 
 # --- request ids ----------------------------------------------------------------------------
@@ -322,7 +309,7 @@ async def test_unexpected_exception_is_a_500_in_the_error_shape(
     path: str, fragile: AsyncClient
 ) -> None:
     response = await fragile.get(path, headers={"X-Request-ID": "trace-me-please"})
-    error = assert_error_shape(response, 500, "internal_error")
+    error = assert_error(response, 500, "internal_error")
     assert error["message"] == "Internal server error"
     assert error["details"] is None
     assert response.headers["x-request-id"] == "trace-me-please"
@@ -341,7 +328,7 @@ async def test_unexpected_exception_does_not_break_the_next_request(
 
 async def test_baton_error_details_are_rendered(fragile: AsyncClient) -> None:
     response = await fragile.get("/conflict")
-    error = assert_error_shape(response, 409, "conflict")
+    error = assert_error(response, 409, "conflict")
     assert error == {"code": "conflict", "message": "Busy", "details": {"retry": True}}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 import random
 import string
-import time
 import tracemalloc
 from typing import Any
 
@@ -185,20 +184,21 @@ def test_dict_keys_are_data_never_python_attributes() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "expected"),
     [
-        "false and tasks.x.output[5]",
-        "0 and 1 / 0",
-        "true or 1 / 0",
-        "params.force or '1' < 2",
-        "params.dry_run and params.n.boom",
-        "1 > 2 > 'never compared'",
-        "2 if true else 1 / 0",
-        "1 / 0 if false else 2",
+        ("false and tasks.x.output[5]", False),
+        ("0 and 1 / 0", 0),
+        ("true or 1 / 0", True),
+        ("params.force or '1' < 2", True),
+        ("params.dry_run and params.n.boom", False),
+        ("1 > 2 > 'never compared'", False),
+        ("2 if true else 1 / 0", 2),
+        ("1 / 0 if false else 2", 2),
     ],
 )
-def test_short_circuit_skips_the_rest(text: str) -> None:
-    value(text)
+def test_short_circuit_skips_the_rest(text: str, expected: Any) -> None:
+    result = value(text)  # the skipped part would raise
+    assert result == expected and type(result) is type(expected)
 
 
 @pytest.mark.parametrize(
@@ -285,17 +285,21 @@ def test_growing_strings_and_lists_are_capped() -> None:
         value("params.l + params.l", context)
 
 
-def test_equality_is_bounded_even_on_cyclic_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(expressions, "_MAX_EQUALITY_STEPS", 1_000)
+def test_equality_is_bounded_even_on_cyclic_data() -> None:
+    limit = expressions._MAX_EQUALITY_STEPS  # the production budget, not a lowered one
     cyclic_a: list[Any] = []
     cyclic_a.append(cyclic_a)
     cyclic_b: list[Any] = []
     cyclic_b.append(cyclic_b)
-    context = {"params": {"a": cyclic_a, "b": cyclic_b, "big": list(range(2_000))}}
+    fits = list(range(limit - 1))  # the list itself plus its items: exactly the budget
+    context = {
+        "params": {"a": cyclic_a, "b": cyclic_b, "big": [*fits, 0], "fits": fits},
+    }
     with pytest.raises(ExpressionError, match="too large"):
         value("params.a == params.b", context)
     with pytest.raises(ExpressionError, match="too large"):
-        value("params.big == params.big", context)
+        value("params.big == params.big", context)  # one step over the budget
+    assert value("params.fits == params.fits", context) is True
     assert value("params.big != []", context) is True
 
 
@@ -463,10 +467,11 @@ def test_abuse_is_refused(text: str, message: str) -> None:
     assert len(str(caught.value)) <= 300
 
 
-def test_abuse_is_refused_quickly_and_in_little_memory() -> None:
+def test_abuse_is_refused_in_little_memory() -> None:
+    # How long it takes is for `make bench`; the work is bounded by MAX_LENGTH, MAX_NODES and
+    # MAX_DEPTH (each tested above), not by a clock.
     texts = [text for text, _ in ABUSE] + ["x" * 1_000_000, "(" * 1_000_000]
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         for text in texts:
             with pytest.raises(ExpressionError):
@@ -474,7 +479,6 @@ def test_abuse_is_refused_quickly_and_in_little_memory() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - started < 5
     assert peak < 20 * 1024 * 1024
 
 

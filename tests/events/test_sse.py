@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import datetime
 from typing import Any
 
 from httpx import AsyncClient
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, python_task, shell_task, task_of, trigger, wait_for_run
 
@@ -21,13 +23,15 @@ async def read_events(
     until: Any,
     seconds: float = 15,
     connected: asyncio.Event | None = None,
+    into: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Collect SSE frames until ``until(frames)`` is true or ``seconds`` pass.
 
     ``connected`` is set at the stream's first line (``retry:``), sent once the server has
-    fixed where the stream starts: what happens after that is in the stream.
+    fixed where the stream starts: what happens after that is in the stream. Frames are
+    appended to ``into`` as they come, when given (a reader cancelled midway keeps them).
     """
-    frames: list[dict[str, Any]] = []
+    frames: list[dict[str, Any]] = into if into is not None else []
     async with AsyncClient(base_url=base, timeout=seconds) as http:
         try:
             async with asyncio.timeout(seconds):
@@ -110,8 +114,22 @@ async def test_no_event_of_another_tenant_ever_arrives(
     client: AsyncClient, owner: Account, stranger: Account, server: str, running_worker: object
 ) -> None:
     job = await create_job(client, owner, [python_task("a")])
+    own_job = await create_job(client, stranger, [python_task("mine")])
+
+    def own_run_done(frames: list[dict[str, Any]]) -> bool:
+        return any(
+            (u := json.loads(f["data"]))["type"] == "run"
+            and u["job_id"] == own_job["id"]
+            and u["status"] == "succeeded"
+            for f in frames
+        )
+
+    connected, filtered_connected = asyncio.Event(), asyncio.Event()
+    filtered: list[dict[str, Any]] = []
     spy = asyncio.create_task(
-        read_events(server, "/api/v1/events", stranger.headers, until=lambda f: bool(f), seconds=3)
+        read_events(
+            server, "/api/v1/events", stranger.headers, until=own_run_done, connected=connected
+        )
     )
     spy_filtered = asyncio.create_task(
         read_events(
@@ -119,13 +137,24 @@ async def test_no_event_of_another_tenant_ever_arrives(
             f"/api/v1/events?job_id={job['id']}",
             stranger.headers,
             until=lambda f: bool(f),
-            seconds=3,
+            connected=filtered_connected,
+            into=filtered,
         )
     )
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(connected.wait(), timeout=10)
+    await asyncio.wait_for(filtered_connected.wait(), timeout=10)
     run = await trigger(client, owner, job["id"])
     await wait_for_run(client, owner, run["id"])
-    assert await spy == [] and await spy_filtered == []
+    # Only after the owner's run is over: the stranger's own run, whose events the spy must
+    # see. That proves its stream was live and delivering while the owner's events were new.
+    await trigger(client, stranger, own_job["id"])
+    seen = await spy
+    spy_filtered.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await spy_filtered
+    assert own_run_done(seen), "the spy's stream never delivered its own tenant's run"
+    assert {json.loads(f["data"])["job_id"] for f in seen} == {own_job["id"]}
+    assert filtered == []
 
 
 async def test_log_lines_stream_while_a_shell_task_prints(
@@ -147,9 +176,9 @@ async def test_log_lines_stream_while_a_shell_task_prints(
     finished = datetime.fromisoformat(task_of(done, "talk")["finished_at"])
     assert datetime.fromisoformat(lines[0]["logged_at"]) < finished
     async with AsyncClient(base_url=server, timeout=5) as http:
-        assert (await http.get(path, headers=stranger.headers)).status_code == 404
-        assert (await http.get(path)).status_code == 401
+        assert_error(await http.get(path, headers=stranger.headers), 404, "not_found")
+        assert_error(await http.get(path), 401, "unauthenticated")
         missing = f"/api/v1/runs/{run['id']}/logs/stream?task=nope"
-        assert (await http.get(missing, headers=owner.headers)).status_code == 404
+        assert_error(await http.get(missing, headers=owner.headers), 404, "not_found")
         bad = await http.get("/api/v1/events", headers={**owner.headers, "Last-Event-ID": "x"})
-        assert bad.status_code == 422
+        assert_error(bad, 422, "validation_failed")

@@ -8,22 +8,9 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from backend.core.db import scope_to_tenant
-from backend.core.permissions import Role
-from backend.core.principal import Principal, RequestOrigin
 from backend.jobs import service
-from tests.fixtures.factories import Account
+from tests.fixtures.factories import Account, principal_of
 from tests.runs.factories import create_job, shell_task, trigger
-
-
-def principal_of(account: Account) -> Principal:
-    return Principal(
-        user_id=account.user_id,
-        email=account.email,
-        tenant_id=account.tenant_id,
-        role=Role(account.role),
-        is_superuser=False,
-        origin=RequestOrigin(),
-    )
 
 
 async def test_the_newest_run_of_each_job(

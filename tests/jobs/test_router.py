@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient, Response
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, bearer, create_api_token, create_member
 
 JOBS = "/api/v1/jobs"
@@ -34,16 +35,6 @@ def job_spec(name: str | None = None, **overrides: Any) -> dict[str, Any]:
         ],
         **overrides,
     }
-
-
-def assert_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return dict(body["error"])
 
 
 async def create_job(
@@ -160,11 +151,15 @@ tasks:
 
 @pytest.mark.parametrize("content_type", ["application/x-yaml", "text/yaml; charset=utf-8"])
 async def test_yaml_content_types(client: AsyncClient, owner: Account, content_type: str) -> None:
-    body = f"name: j-{uuid.uuid4().hex[:8]}\ntasks: [{{name: a, type: shell, command: x}}]\n"
+    name = f"j-{uuid.uuid4().hex[:8]}"
+    body = f"name: {name}\ntasks: [{{name: a, type: shell, command: x}}]\n"
     response = await client.post(
         JOBS, content=body.encode(), headers={**owner.headers, "Content-Type": content_type}
     )
     assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["name"] == name
+    assert [(t["name"], t["command"]) for t in created["spec"]["tasks"]] == [("a", "x")]
 
 
 async def test_json_and_yaml_bodies_store_the_same_spec(
@@ -241,7 +236,9 @@ async def test_invalid_spec_is_422_with_paths(client: AsyncClient, owner: Accoun
 async def test_cycle_is_named(client: AsyncClient, owner: Account) -> None:
     spec = job_spec()
     spec["tasks"][0]["depends_on"] = ["notify"]
-    error = assert_error(await client.post(JOBS, json=spec, headers=owner.headers), 422)
+    error = assert_error(
+        await client.post(JOBS, json=spec, headers=owner.headers), 422, "validation_failed"
+    )
     assert "cycle: extract -> notify -> extract" in error["details"][0]["msg"]
 
 
@@ -320,7 +317,9 @@ async def test_large_but_bounded_spec_is_accepted(client: AsyncClient, owner: Ac
     assert len(job["spec"]["tasks"]) == 1000
     too_many = [{"name": f"t{i}", "type": "shell", "command": "x"} for i in range(1001)]
     error = assert_error(
-        await client.post(JOBS, json=job_spec(tasks=too_many), headers=owner.headers), 422
+        await client.post(JOBS, json=job_spec(tasks=too_many), headers=owner.headers),
+        422,
+        "validation_failed",
     )
     assert error["details"][0]["loc"] == ["tasks"]
 
@@ -398,7 +397,9 @@ async def test_list_filters_by_name_prefix(client: AsyncClient, owner: Account) 
 async def test_list_rejects_bad_query(
     client: AsyncClient, owner: Account, params: dict[str, Any]
 ) -> None:
-    assert_error(await client.get(JOBS, params=params, headers=owner.headers), 422)
+    assert_error(
+        await client.get(JOBS, params=params, headers=owner.headers), 422, "validation_failed"
+    )
 
 
 # --------------------------------------------------------------------------- get, not found
@@ -408,16 +409,26 @@ async def test_unknown_job_is_404(client: AsyncClient, owner: Account) -> None:
     missing = uuid.uuid4()
     assert_error(await client.get(f"{JOBS}/{missing}", headers=owner.headers), 404, "not_found")
     assert_error(await put_job(client, owner, str(missing), job_spec()), 404, "not_found")
-    assert_error(await client.delete(f"{JOBS}/{missing}", headers=owner.headers), 404)
-    assert_error(await client.get(f"{JOBS}/{missing}/versions", headers=owner.headers), 404)
+    assert_error(await client.delete(f"{JOBS}/{missing}", headers=owner.headers), 404, "not_found")
+    assert_error(
+        await client.get(f"{JOBS}/{missing}/versions", headers=owner.headers), 404, "not_found"
+    )
 
 
 @pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "00000000-0000-0000-0000-00000000000g"])
 async def test_malformed_id_is_422(client: AsyncClient, owner: Account, bad_id: str) -> None:
-    assert_error(await client.get(f"{JOBS}/{bad_id}", headers=owner.headers), 422)
-    assert_error(await put_job(client, owner, bad_id, job_spec()), 422)
-    assert_error(await client.delete(f"{JOBS}/{bad_id}", headers=owner.headers), 422)
-    assert_error(await client.get(f"{JOBS}/{bad_id}/versions", headers=owner.headers), 422)
+    assert_error(
+        await client.get(f"{JOBS}/{bad_id}", headers=owner.headers), 422, "validation_failed"
+    )
+    assert_error(await put_job(client, owner, bad_id, job_spec()), 422, "validation_failed")
+    assert_error(
+        await client.delete(f"{JOBS}/{bad_id}", headers=owner.headers), 422, "validation_failed"
+    )
+    assert_error(
+        await client.get(f"{JOBS}/{bad_id}/versions", headers=owner.headers),
+        422,
+        "validation_failed",
+    )
 
 
 # -------------------------------------------------------------------------- replace (PUT)
@@ -482,7 +493,7 @@ async def test_invalid_replace_changes_nothing(client: AsyncClient, owner: Accou
     job = await create_job(client, owner)
     spec = job_spec(job["name"])
     spec["tasks"] = []
-    assert_error(await put_job(client, owner, job["id"], spec), 422)
+    assert_error(await put_job(client, owner, job["id"], spec), 422, "validation_failed")
     assert [v["version"] for v in await versions(client, owner, job["id"])] == [1]
 
 
@@ -525,7 +536,9 @@ async def test_versions_page_with_cursor(client: AsyncClient, owner: Account) ->
     third = (await client.get(url, params={"limit": 2, "cursor": 2}, headers=owner.headers)).json()
     assert [v["version"] for v in third["items"]] == [1]
     assert third["next_cursor"] is None
-    assert_error(await client.get(url, params={"cursor": 0}, headers=owner.headers), 422)
+    assert_error(
+        await client.get(url, params={"cursor": 0}, headers=owner.headers), 422, "validation_failed"
+    )
 
 
 # ----------------------------------------------------------------------------------- delete
@@ -536,10 +549,14 @@ async def test_delete_job(client: AsyncClient, owner: Account) -> None:
     response = await client.delete(f"{JOBS}/{job['id']}", headers=owner.headers)
     assert response.status_code == 204, response.text
     assert response.content == b""
-    assert_error(await client.get(f"{JOBS}/{job['id']}", headers=owner.headers), 404)
-    assert_error(await client.delete(f"{JOBS}/{job['id']}", headers=owner.headers), 404)
-    assert_error(await put_job(client, owner, job["id"], job_spec("doomed")), 404)
-    assert_error(await client.get(f"{JOBS}/{job['id']}/versions", headers=owner.headers), 404)
+    assert_error(await client.get(f"{JOBS}/{job['id']}", headers=owner.headers), 404, "not_found")
+    assert_error(
+        await client.delete(f"{JOBS}/{job['id']}", headers=owner.headers), 404, "not_found"
+    )
+    assert_error(await put_job(client, owner, job["id"], job_spec("doomed")), 404, "not_found")
+    assert_error(
+        await client.get(f"{JOBS}/{job['id']}/versions", headers=owner.headers), 404, "not_found"
+    )
     listed = (await client.get(JOBS, headers=owner.headers)).json()["items"]
     assert job["id"] not in [item["id"] for item in listed]
 
@@ -591,9 +608,10 @@ async def test_anonymous_is_401(client: AsyncClient, owner: Account) -> None:
         await client.delete(url),
         await client.get(f"{url}/versions"),
         await client.post(JOBS, content=b"\xff garbage"),
-        await client.get(JOBS, headers={"Authorization": "Bearer nonsense"}),
     ):
-        assert_error(response, 401)
+        assert_error(response, 401, "unauthenticated")
+    nonsense = await client.get(JOBS, headers={"Authorization": "Bearer nonsense"})
+    assert_error(nonsense, 401, "invalid_token")
     assert (await client.get(url, headers=owner.headers)).json()["current_version"] == 1
 
 
@@ -626,7 +644,9 @@ async def test_editor_can_replace_and_delete(
 async def test_api_token_roles(client: AsyncClient, owner: Account) -> None:
     viewer_token = (await create_api_token(client, owner, "viewer"))["token"]
     editor_token = (await create_api_token(client, owner, "editor"))["token"]
-    assert_error(await client.post(JOBS, json=job_spec(), headers=bearer(viewer_token)), 403)
+    assert_error(
+        await client.post(JOBS, json=job_spec(), headers=bearer(viewer_token)), 403, "forbidden"
+    )
     response = await client.post(JOBS, json=job_spec(), headers=bearer(editor_token))
     assert response.status_code == 201, response.text
     assert (await client.get(JOBS, headers=bearer(viewer_token))).status_code == 200
@@ -641,9 +661,9 @@ async def test_other_tenants_jobs_are_404(
     job = await create_job(client, owner, job_spec("private"))
     url = f"{JOBS}/{job['id']}"
     assert_error(await client.get(url, headers=stranger.headers), 404, "not_found")
-    assert_error(await put_job(client, stranger, job["id"], job_spec("stolen")), 404)
-    assert_error(await client.delete(url, headers=stranger.headers), 404)
-    assert_error(await client.get(f"{url}/versions", headers=stranger.headers), 404)
+    assert_error(await put_job(client, stranger, job["id"], job_spec("stolen")), 404, "not_found")
+    assert_error(await client.delete(url, headers=stranger.headers), 404, "not_found")
+    assert_error(await client.get(f"{url}/versions", headers=stranger.headers), 404, "not_found")
     assert (await client.get(JOBS, headers=stranger.headers)).json()["items"] == []
     assert (await client.get(JOBS, params={"name": "priv"}, headers=stranger.headers)).json()[
         "items"

@@ -17,7 +17,7 @@ from backend.jobs.spec_text import (
     spec_yaml,
     syntax_error_line,
 )
-from tests.jobs.test_spec import EXAMPLE_YAML
+from tests.jobs.helpers import EXAMPLE_YAML
 
 YAML = "application/yaml"
 

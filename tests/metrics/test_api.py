@@ -15,6 +15,7 @@ from httpx import ASGITransport, AsyncClient
 from backend.app import create_app
 from backend.core.settings import Settings
 from backend.metrics import configure
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.metrics.helpers import run_promtool
 
@@ -26,7 +27,7 @@ async def test_http_metrics_are_labelled_by_route_template_not_raw_path(
 ) -> None:
     run_id = uuid.uuid4()
     missing = await client.get(f"/api/v1/runs/{run_id}", headers=owner.headers)
-    assert missing.status_code == 404
+    assert_error(missing, 404, "not_found")
     await client.get(f"/no/such/path/{run_id}")
     response = await client.get("/metrics")
     assert response.status_code == 200
@@ -78,10 +79,7 @@ async def test_metrics_token_refuses_requests_without_it(
     guarded: AsyncClient, headers: dict[str, str], code: str
 ) -> None:
     response = await guarded.get("/metrics", headers=headers)
-    assert response.status_code == 401
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == code and body["error"]["message"]
+    assert_error(response, 401, code)
     assert response.headers["www-authenticate"] == "Bearer"
     assert "baton_" not in response.text
 

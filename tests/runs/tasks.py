@@ -42,3 +42,12 @@ def fail_on(item: str) -> str:
 
 def show_output(value: Any) -> Any:
     return value
+
+
+async def wait_for_file(path: str, limit: float = 60.0) -> str:
+    """Finish once ``path`` exists (the test decides when), failing after ``limit`` seconds."""
+    for _ in range(int(limit / 0.05)):
+        if Path(path).exists():
+            return "released"
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{path} never appeared")

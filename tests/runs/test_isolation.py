@@ -7,6 +7,7 @@ import json
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, shell_task, trigger, wait_for_run
 from worker import keys
@@ -29,7 +30,7 @@ async def test_runs_and_logs_of_another_tenant_are_404(
     ):
         body = {"runs": [{}]} if url.endswith("batch") else {}
         response = await client.request(method, url, json=body, headers=stranger.headers)
-        assert response.status_code == 404, (method, url, response.text)
+        assert_error(response, 404, "not_found")
         assert "secret-of-owner" not in response.text
     listing = await client.get("/api/v1/runs", headers=stranger.headers)
     assert run["id"] not in listing.text

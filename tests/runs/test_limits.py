@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.fixtures.execution import worker_config
+from backend.core.settings import Settings
+from tests.fixtures.errors import assert_error
+from tests.fixtures.execution import spawn_worker, worker_config
 from tests.fixtures.factories import Account
+from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
     create_job,
     python_task,
@@ -102,27 +108,30 @@ async def test_run_timeout_fails_the_run_and_stops_its_tasks(
 
 
 async def test_logs_are_readable_while_the_task_runs(
-    client: AsyncClient, owner: Account, running_worker: object
+    client: AsyncClient, owner: Account, running_worker: object, tmp_path: Path
 ) -> None:
-    job = await create_job(client, owner, [shell_task("chatty", "echo early; sleep 2; echo late")])
+    marker = tmp_path / "go"  # the task prints "late" only once the test has read "early"
+    hold = f"for i in $(seq 1200); do [ -e {marker} ] && break; sleep 0.05; done"
+    job = await create_job(client, owner, [shell_task("chatty", f"echo early; {hold}; echo late")])
     run = await trigger(client, owner, job["id"])
-    lines: list[str] = []
-    for _ in range(100):
+
+    async def logged() -> list[str]:
         response = await client.get(f"/api/v1/runs/{run['id']}/logs", headers=owner.headers)
-        lines = [line["line"] for line in response.json()["items"]]
-        if lines:
-            break
-        await asyncio.sleep(0.05)
-    assert lines == ["early"]
-    detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
-    assert detail["status"] == "running"
+        return [line["line"] for line in response.json()["items"]]
+
+    try:
+        assert await eventually(logged, what="the first line") == ["early"]
+        detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
+        assert detail["status"] == "running"
+    finally:
+        marker.touch()
     await wait_for_run(client, owner, run["id"])
     response = await client.get(
         f"/api/v1/runs/{run['id']}/logs?task=chatty&attempt=1", headers=owner.headers
     )
     assert [line["line"] for line in response.json()["items"]] == ["early", "late"]
     missing = await client.get(f"/api/v1/runs/{run['id']}/logs?task=nope", headers=owner.headers)
-    assert missing.status_code == 404
+    assert_error(missing, 404, "not_found")
 
 
 async def test_docker_task_fails_clearly_without_an_engine(
@@ -139,7 +148,7 @@ async def test_docker_task_fails_clearly_without_an_engine(
     assert "Docker" in box["error"]
 
 
-async def test_sigterm_lets_running_tasks_finish_then_hands_back_the_rest(
+async def test_a_stopping_worker_lets_running_tasks_finish_then_hands_back_the_rest(
     client: AsyncClient, owner: Account, app: FastAPI, running_worker: object
 ) -> None:
     queue = "drainq"
@@ -158,19 +167,52 @@ async def test_sigterm_lets_running_tasks_finish_then_hands_back_the_rest(
     )
     task = asyncio.create_task(leaving.run())
     await wait_for_run(client, owner, run["id"], statuses={"running"})
-    while len(leaving.running) < 2:
-        await asyncio.sleep(0.05)
-    leaving.stop()
+    await eventually(lambda: len(leaving.running), lambda n: n == 2, what="both running")
+    leaving.stop()  # what SIGTERM calls (backend/processes.py; see the next test)
     await asyncio.wait_for(task, timeout=15)
-    detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
-    for _ in range(50):
-        if task_of(detail, "long")["attempts"][0]["status"] == "released":
-            break
-        await asyncio.sleep(0.1)
-        detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
+    detail = await eventually(
+        lambda: _detail(client, owner, run["id"]),
+        lambda d: task_of(d, "long")["attempts"][0]["status"] == "released",
+        what="the long task handed back",
+    )
     assert [a["status"] for a in task_of(detail, "short")["attempts"]] == ["succeeded"]
     long_task = task_of(detail, "long")
     assert long_task["attempts"][0]["status"] == "released"
-    assert long_task["status"] == "queued"  # handed back, waiting for another worker
+    # Handed back: queued for another worker (or already taken by one: never this one).
+    assert long_task["status"] in ("queued", "running"), long_task
+    assert all(a["worker"] != "worker-leaving" for a in long_task["attempts"][1:]), long_task
     assert long_task["max_attempts"] == 2  # the hand-back did not use up an attempt
     await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
+
+
+async def test_sigterm_lets_a_worker_process_finish_its_running_task_and_exit(
+    client: AsyncClient, owner: Account, settings: Settings, tmp_path: Path
+) -> None:
+    queue = f"termq-{tmp_path.name[-8:]}"
+    marker = tmp_path / "go"
+    job = await create_job(
+        client,
+        owner,
+        [python_task("held", "tests.runs.tasks:wait_for_file", kwargs={"path": str(marker)})],
+        queue=queue,
+    )
+    worker = spawn_worker(settings, queue)
+    try:
+        run = await trigger(client, owner, job["id"])
+        await wait_for_run(client, owner, run["id"], statuses={"running"}, timeout=30)
+        worker.send_signal(signal.SIGTERM)  # the task is mid-flight
+        marker.touch()  # ... and finishes inside the shutdown grace
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    done = await wait_for_run(client, owner, run["id"])
+    assert done["status"] == "succeeded", done
+    assert [a["status"] for a in task_of(done, "held")["attempts"]] == ["succeeded"]
+
+
+async def _detail(client: AsyncClient, account: Account, run_id: str) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/runs/{run_id}", headers=account.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())

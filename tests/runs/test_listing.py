@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from httpx import AsyncClient
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, python_task, trigger
 
@@ -44,5 +45,5 @@ async def test_creation_time_filters_are_validated(client: AsyncClient, owner: A
         {"created_after": "2030-01-01T00:00:00Z", "created_before": "2030-01-01T00:00:00Z"},
     ):
         response = await client.get("/api/v1/runs?" + urlencode(query), headers=owner.headers)
-        assert response.status_code == 422, query
+        assert_error(response, 422, "validation_failed")
         assert response.json()["error"]["code"] == "validation_failed"

@@ -6,7 +6,9 @@ import asyncio
 
 from httpx import AsyncClient
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
+from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
     create_job,
     python_task,
@@ -27,7 +29,7 @@ async def test_forbid_refuses_a_second_active_run(
     job = await create_job(client, owner, [waiting()], concurrency_policy="forbid")
     first = await trigger(client, owner, job["id"])
     response = await client.post(f"/api/v1/jobs/{job['id']}/runs", json={}, headers=owner.headers)
-    assert response.status_code == 409
+    assert_error(response, 409, "conflict")
     assert response.json()["error"]["details"]["active_run_id"] == first["id"]
     cancelled = await client.post(f"/api/v1/runs/{first['id']}/cancel", headers=owner.headers)
     assert cancelled.status_code == 200
@@ -69,14 +71,14 @@ async def test_cancel_kills_a_running_shell_task(
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     again = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
-    assert again.status_code == 409
-    for _ in range(100):
-        detail = (await client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers)).json()
-        attempts = task_of(detail, "sleepy")["attempts"]
-        if attempts and attempts[-1]["status"] == "cancelled":
-            break
-        await asyncio.sleep(0.1)
-    assert attempts[-1]["status"] == "cancelled", "the worker did not stop the attempt"
+    assert_error(again, 409, "conflict")
+    await eventually(
+        lambda: client.get(f"/api/v1/runs/{run['id']}", headers=owner.headers),
+        lambda r: (
+            (task_of(r.json(), "sleepy")["attempts"] or [{}])[-1].get("status") == "cancelled"
+        ),
+        what="the worker stopping the attempt",
+    )
 
 
 async def test_batch_triggers_many_runs_in_one_request(
@@ -120,7 +122,7 @@ async def test_batch_limits_and_bad_triggers_are_422(client: AsyncClient, owner:
         {"idempotency_key": ""},
     ):
         response = await client.post(url, json=body, headers=owner.headers)
-        assert response.status_code == 422, (body, response.text)
+        assert_error(response, 422, "validation_failed")
 
 
 async def test_rerun_from_failed_reuses_what_succeeded(
@@ -178,5 +180,9 @@ async def test_concurrent_triggers_under_forbid_make_one_run(
         *[client.post(url, json={}, headers=owner.headers) for _ in range(6)]
     )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 5
+    for refused in (r for r in responses if r.status_code == 409):
+        assert_error(refused, 409, "conflict")
     created = next(r.json() for r in responses if r.status_code == 201)
+    listed = await client.get(f"/api/v1/runs?job_id={job['id']}", headers=owner.headers)
+    assert [r["id"] for r in listed.json()["items"]] == [created["id"]]
     await client.post(f"/api/v1/runs/{created['id']}/cancel", headers=owner.headers)

@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 from fastapi import FastAPI
 from httpx import AsyncClient
-from redis.asyncio import Redis
 
 from backend.core.settings import Settings
-from tests.fixtures.execution import TEST_MODULES, worker_config
-from tests.fixtures.factories import Account
+from tests.fixtures.execution import spawn_worker, worker_config
+from tests.fixtures.factories import Account, create_tenant
+from tests.fixtures.services import Services
+from tests.fixtures.stack import private_baton
 from tests.runs.factories import create_job, python_task, task_of, trigger, wait_for_run
 from worker.runner import Worker
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _spawn_worker(settings: Settings, queue: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "BATON_REDIS_URL": settings.redis_url or "",
-        "BATON_WORKER_PYTHON_MODULES": json.dumps(list(TEST_MODULES)),
-        "BATON_HEARTBEAT_SECONDS": "0.5",
-        "BATON_VISIBILITY_TIMEOUT_SECONDS": "2",
-    }
-    env.pop("BATON_DATABASE_URL", None)  # a worker needs no database: prove it
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from backend.cli import app; app()",
-            "worker",
-            "--queue",
-            queue,
-            "--concurrency",
-            "2",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def test_sigkilled_worker_task_finishes_on_another_worker_exactly_once(
@@ -71,7 +38,7 @@ async def test_sigkilled_worker_task_finishes_on_another_worker_exactly_once(
         ],
         queue=queue,
     )
-    doomed = _spawn_worker(settings, queue)
+    doomed = spawn_worker(settings, queue)
     try:
         run = await trigger(client, owner, job["id"])
         running = await wait_for_run(client, owner, run["id"], statuses={"running"}, timeout=30)
@@ -95,23 +62,26 @@ async def test_sigkilled_worker_task_finishes_on_another_worker_exactly_once(
     assert attempts[1]["worker"] == "worker-rescuer"
 
 
-async def test_redis_flushed_mid_run_every_run_still_completes(
-    client: AsyncClient, owner: Account, redis: Redis, running_worker: object
-) -> None:
-    job = await create_job(
-        client,
-        owner,
-        [
-            python_task("slow", "tests.runs.tasks:wait", kwargs={"seconds": 1}),
-            python_task("next", depends_on=["slow"]),
-        ],
-    )
-    runs = [await trigger(client, owner, job["id"]) for _ in range(3)]
-    await wait_for_run(client, owner, runs[0]["id"], statuses={"running"})
-    await redis.flushdb()
-    for run in runs:
-        done = await wait_for_run(client, owner, run["id"], timeout=30)
-        assert done["status"] == "succeeded", done
-        assert task_of(done, "next")["status"] == "succeeded"
-        successes = [a for a in task_of(done, "slow")["attempts"] if a["status"] == "succeeded"]
-        assert len(successes) == 1
+async def test_redis_flushed_mid_run_every_run_still_completes(services: Services) -> None:
+    # Its own database, Redis database, engine and worker: the flush must not wipe the
+    # queues and leases of the session's engine, worker and schedulers.
+    async with private_baton(services) as baton:
+        client = baton.client
+        owner = await create_tenant(client)
+        job = await create_job(
+            client,
+            owner,
+            [
+                python_task("slow", "tests.runs.tasks:wait", kwargs={"seconds": 1}),
+                python_task("next", depends_on=["slow"]),
+            ],
+        )
+        runs = [await trigger(client, owner, job["id"]) for _ in range(3)]
+        await wait_for_run(client, owner, runs[0]["id"], statuses={"running"})
+        await baton.app.state.redis.flushdb()
+        for run in runs:
+            done = await wait_for_run(client, owner, run["id"], timeout=30)
+            assert done["status"] == "succeeded", done
+            assert task_of(done, "next")["status"] == "succeeded"
+            slow = task_of(done, "slow")["attempts"]
+            assert len([a for a in slow if a["status"] == "succeeded"]) == 1

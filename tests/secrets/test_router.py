@@ -8,7 +8,7 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.admin.test_router import assert_error
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.secrets.helpers import SECRETS, create_secret, secret_name, secret_value
 

@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from httpx import AsyncClient, Response
+from httpx import AsyncClient
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
     Account,
@@ -18,16 +19,6 @@ from tests.fixtures.factories import (
     login,
     unique_email,
 )
-
-
-def assert_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return dict(body["error"])
 
 
 async def members_of(client: AsyncClient, account: Account) -> dict[str, dict[str, Any]]:
@@ -101,14 +92,14 @@ async def test_me_anonymous(client: AsyncClient) -> None:
 )
 async def test_me_with_a_bad_credential(client: AsyncClient, header: str) -> None:
     response = await client.get("/api/v1/me", headers={"Authorization": header})
-    assert_error(response, 401)
+    assert_error(response, 401, "invalid_token")
 
 
 async def test_me_with_a_non_bearer_scheme(client: AsyncClient, owner: Account) -> None:
     response = await client.get(
         "/api/v1/me", headers={"Authorization": f"Basic {owner.access_token}"}
     )
-    assert_error(response, 401)
+    assert_error(response, 401, "unauthenticated")
 
 
 async def test_me_of_two_tenants_are_separate(
@@ -191,6 +182,9 @@ async def test_admin_can_grant_admin(client: AsyncClient, owner: Account) -> Non
         headers=admin.headers,
     )
     assert response.status_code == 201, response.text
+    granted = response.json()
+    assert granted["role"] == "admin"
+    assert (await members_of(client, owner))[granted["email"]]["role"] == "admin"
 
 
 async def test_owner_can_grant_owner(client: AsyncClient, owner: Account) -> None:
@@ -399,7 +393,7 @@ async def test_promoted_member_gains_permissions_at_once(
     client: AsyncClient, owner: Account
 ) -> None:
     member = await create_member(client, owner, "viewer")
-    assert (await client.get("/api/v1/tokens", headers=member.headers)).status_code == 403
+    assert_error(await client.get("/api/v1/tokens", headers=member.headers), 403, "forbidden")
     response = await client.patch(
         f"/api/v1/members/{member.user_id}", json={"role": "admin"}, headers=owner.headers
     )
@@ -487,6 +481,8 @@ async def test_setting_the_same_role_on_the_last_owner_is_allowed(
         f"/api/v1/members/{owner.user_id}", json={"role": "owner"}, headers=owner.headers
     )
     assert response.status_code == 200, response.text
+    assert response.json()["role"] == "owner"
+    assert (await members_of(client, owner))[owner.email]["role"] == "owner"
 
 
 async def test_change_role_of_unknown_user(client: AsyncClient, owner: Account) -> None:
@@ -578,12 +574,12 @@ async def test_removed_member_loses_sessions_and_tokens(
     response = await client.delete(f"/api/v1/members/{member.user_id}", headers=owner.headers)
     assert response.status_code == 204, response.text
 
-    assert_error(await client.get("/api/v1/me", headers=member.headers), 401)
-    assert_error(await client.get("/api/v1/me", headers=bearer(token)), 401)
+    assert_error(await client.get("/api/v1/me", headers=member.headers), 401, "invalid_token")
+    assert_error(await client.get("/api/v1/me", headers=bearer(token)), 401, "invalid_token")
     refreshed = await client.post(
         "/api/v1/auth/refresh", json={"refresh_token": member.refresh_token}
     )
-    assert_error(refreshed, 401)
+    assert_error(refreshed, 401, "invalid_token")
     # The token is revoked, not merely orphaned: it shows so in the listing.
     listed = (await client.get("/api/v1/tokens", headers=owner.headers)).json()
     theirs = [t for t in listed if t["created_by"] == str(member.user_id)]
@@ -603,7 +599,7 @@ async def test_re_added_member_does_not_regain_old_tokens(
         "/api/v1/members", json={"email": member.email, "role": "admin"}, headers=owner.headers
     )
     assert again.status_code == 201, again.text
-    assert_error(await client.get("/api/v1/me", headers=bearer(token)), 401)
+    assert_error(await client.get("/api/v1/me", headers=bearer(token)), 401, "invalid_token")
 
 
 async def test_removed_member_of_two_tenants_keeps_the_other(
@@ -632,7 +628,7 @@ async def test_owner_can_leave_when_there_is_another_owner(
     response = await client.delete(f"/api/v1/members/{owner.user_id}", headers=owner.headers)
     assert response.status_code == 204, response.text
     assert list(await members_of(client, second)) == [second.email]
-    assert_error(await client.get("/api/v1/me", headers=owner.headers), 401)
+    assert_error(await client.get("/api/v1/me", headers=owner.headers), 401, "invalid_token")
 
 
 async def test_admin_cannot_remove_an_owner(client: AsyncClient, owner: Account) -> None:
@@ -824,3 +820,5 @@ async def test_adding_the_same_existing_account_twice_at_once(
         *(client.post("/api/v1/members", json=body, headers=owner.headers) for _ in range(2))
     )
     assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+    assert_error(next(r for r in responses if r.status_code == 409), 409, "conflict")
+    assert (await members_of(client, owner))[stranger.email]["role"] == "viewer"

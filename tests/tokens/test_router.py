@@ -12,6 +12,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
     Account,
@@ -20,15 +21,6 @@ from tests.fixtures.factories import (
     create_member,
     unique_email,
 )
-
-
-def assert_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return dict(body["error"])
 
 
 async def tampered(
@@ -123,7 +115,7 @@ async def test_owner_can_create_every_role(client: AsyncClient, owner: Account, 
 async def test_token_role_limits_what_it_can_do(client: AsyncClient, owner: Account) -> None:
     viewer_token = (await create_api_token(client, owner, "viewer"))["token"]
     assert (await client.get("/api/v1/members", headers=bearer(viewer_token))).status_code == 200
-    assert_error(await client.get("/api/v1/tokens", headers=bearer(viewer_token)), 403)
+    assert_error(await client.get("/api/v1/tokens", headers=bearer(viewer_token)), 403, "forbidden")
     response = await client.post(
         "/api/v1/members",
         json={"email": unique_email(), "role": "viewer", "password": DEFAULT_PASSWORD},
@@ -290,7 +282,7 @@ async def test_token_is_capped_by_its_creators_current_role(
     assert (await me(client, token)).json()["role"] == "viewer"
     response = await client.post("/api/v1/members", json=new_member, headers=bearer(token))
     assert_error(response, 403, "forbidden")
-    assert_error(await client.get("/api/v1/tokens", headers=bearer(token)), 403)
+    assert_error(await client.get("/api/v1/tokens", headers=bearer(token)), 403, "forbidden")
     # The token's own role is unchanged; restoring the creator restores the token.
     listed = (await client.get("/api/v1/tokens", headers=owner.headers)).json()
     assert listed[0]["role"] == "admin"
@@ -353,7 +345,9 @@ async def test_token_without_expiry_keeps_working(
         "UPDATE api_tokens SET created_at = now() - interval '10 years' WHERE id = :id",
         id=uuid.UUID(created["id"]),
     )
-    assert (await me(client, created["token"])).status_code == 200
+    response = await me(client, created["token"])
+    assert response.status_code == 200, response.text
+    assert response.json()["tenant"]["id"] == str(owner.tenant_id)
 
 
 async def test_token_of_a_suspended_tenant_is_refused(
@@ -399,14 +393,16 @@ async def test_token_can_revoke_itself(client: AsyncClient, owner: Account) -> N
         f"/api/v1/tokens/{created['id']}", headers=bearer(created["token"])
     )
     assert response.status_code == 204, response.text
-    assert_error(await me(client, created["token"]), 401)
+    assert_error(await me(client, created["token"]), 401, "invalid_token")
 
 
 async def test_admin_can_revoke_a_token_of_the_owner(client: AsyncClient, owner: Account) -> None:
     admin = await create_member(client, owner, "admin")
     created = await create_api_token(client, owner, "viewer")
+    assert (await me(client, created["token"])).status_code == 200
     response = await client.delete(f"/api/v1/tokens/{created['id']}", headers=admin.headers)
     assert response.status_code == 204, response.text
+    assert_error(await me(client, created["token"]), 401, "invalid_token")
 
 
 async def test_revoke_another_tenants_token(
@@ -442,7 +438,7 @@ async def test_token_with_another_tenants_id_is_refused(
     forged = created["token"].replace(owner.tenant_id.hex, stranger.tenant_id.hex, 1)
     assert forged != created["token"]
     assert_error(await me(client, forged), 401, "invalid_token")
-    assert_error(await client.get("/api/v1/members", headers=bearer(forged)), 401)
+    assert_error(await client.get("/api/v1/members", headers=bearer(forged)), 401, "invalid_token")
     # The genuine token still works, in its own tenant only.
     assert (await me(client, created["token"])).json()["tenant"]["id"] == str(owner.tenant_id)
 
@@ -461,7 +457,7 @@ async def test_token_with_another_tenants_id_is_refused(
 )
 async def test_mangled_token_is_refused(client: AsyncClient, owner: Account, mangle: Any) -> None:
     created = await create_api_token(client, owner, "owner")
-    assert_error(await me(client, mangle(created["token"], owner.tenant_id)), 401)
+    assert_error(await me(client, mangle(created["token"], owner.tenant_id)), 401, "invalid_token")
 
 
 # ------------------------------------------------------------------------------------- audit
@@ -488,5 +484,5 @@ async def test_refused_token_creation_is_not_audited(client: AsyncClient, owner:
     response = await client.post(
         "/api/v1/tokens", json={"name": "escalate", "role": "owner"}, headers=admin.headers
     )
-    assert response.status_code == 403
+    assert_error(response, 403, "forbidden")
     assert await token_events(client, owner) == []

@@ -16,10 +16,15 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.admin.test_router import make_superuser
-from tests.fixtures.factories import Account, bearer, create_api_token, create_member, create_tenant
+from tests.fixtures.factories import (
+    Account,
+    bearer,
+    create_api_token,
+    create_member,
+    create_tenant,
+)
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 from worker import keys
 from worker.runner import Worker
 
@@ -55,13 +60,6 @@ async def tenant_status(client: AsyncClient, account: Account) -> str:
         return "suspended"
     assert response.status_code == 200, response.text
     return str(response.json()["tenant"]["status"])
-
-
-@pytest.fixture
-async def superuser(client: AsyncClient, owner_engine: AsyncEngine) -> Account:
-    account = await create_tenant(client)
-    await make_superuser(owner_engine, account)
-    return account
 
 
 @pytest.fixture

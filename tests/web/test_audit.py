@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.audit.helpers import tamper
 from tests.fixtures.factories import Account, create_api_token, create_member
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 
 AUDIT = "/audit"
 CHAIN = "/audit/chain"

@@ -12,7 +12,7 @@ from httpx import AsyncClient
 
 from backend.web.csrf import CSRF_COOKIE
 from tests.fixtures.factories import Account
-from tests.web.conftest import BrowserFactory
+from tests.web.helpers import BrowserFactory
 
 TOKENS = "/settings/tokens"
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.audit.helpers import audit_rows, head_seq, rows_after, verify
 from tests.fixtures.factories import Account, create_member
-from tests.web.conftest import BrowserFactory
+from tests.web.helpers import BrowserFactory
 
 
 async def test_a_denied_dashboard_request_is_audited(

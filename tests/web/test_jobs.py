@@ -19,7 +19,7 @@ from backend.core.db import commit, scope_to_tenant
 from backend.schedules.service import fire_due
 from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.runs.factories import create_job, python_task, shell_task, trigger
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 
 DAILY_AT_3 = {"cron": "0 3 * * *", "timezone": "Europe/Berlin"}
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.secrets.references import mask_literal_credentials
 from tests.fixtures.factories import Account, create_member
 from tests.runs.factories import create_job, shell_task
-from tests.web.conftest import BrowserFactory
+from tests.web.helpers import BrowserFactory
 
 LEGACY = "hunter2-legacy-literal"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.fixtures.factories import DEFAULT_PASSWORD, Account, unique_email
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 
 
 async def test_landing_is_public_and_links_to_signup(anonymous: Browser) -> None:

@@ -15,8 +15,8 @@ from fastapi import FastAPI
 
 from backend.web.csrf import check_csrf
 from backend.web.session import require_web_principal
-from tests.test_routes import Endpoint, dependency_calls, endpoints
-from tests.web.conftest import Browser
+from tests.fixtures.routes import Endpoint, dependency_calls, endpoints
+from tests.web.helpers import Browser
 
 PUBLIC_PAGES = {
     ("GET", "/"),

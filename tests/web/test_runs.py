@@ -24,7 +24,7 @@ from tests.runs.factories import (
     trigger,
     wait_for_run,
 )
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 
 pytestmark = pytest.mark.usefixtures("running_worker")
 

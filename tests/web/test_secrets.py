@@ -7,8 +7,7 @@ from httpx import AsyncClient
 
 from tests.fixtures.factories import Account, create_member
 from tests.secrets.helpers import create_secret, secret_name, secret_value
-from tests.web.conftest import Browser, BrowserFactory
-from tests.web.test_settings import assert_login_redirect, assert_page
+from tests.web.helpers import Browser, BrowserFactory, assert_login_redirect, assert_page
 
 PAGE = "/settings/secrets"
 

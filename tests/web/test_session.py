@@ -9,7 +9,7 @@ from httpx import AsyncClient
 
 from backend.core.security import hash_secret
 from tests.fixtures.factories import Account
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 from worker import keys
 
 EXPIRED = "expired.or.garbage"

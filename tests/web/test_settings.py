@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from httpx import AsyncClient, Response
+from httpx import AsyncClient
 
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
@@ -17,7 +17,7 @@ from tests.fixtures.factories import (
     create_member,
     unique_email,
 )
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory, assert_login_redirect, assert_page
 
 MEMBERS = "/settings/members"
 TOKENS = "/settings/tokens"
@@ -35,17 +35,6 @@ async def tokens_of(client: AsyncClient, account: Account) -> list[dict[str, Any
     response = await client.get("/api/v1/tokens", headers=account.headers)
     assert response.status_code == 200, response.text
     return list(response.json())
-
-
-def assert_login_redirect(response: Response) -> None:
-    assert response.status_code == 303, response.text
-    assert response.headers["location"].startswith("/login?next=")
-
-
-def assert_page(response: Response, status: int = 200) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("text/html")
-    return response.text
 
 
 # ---------------------------------------------------------------------------- members

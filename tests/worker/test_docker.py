@@ -28,7 +28,7 @@ from docker.models.containers import Container
 from backend.core.settings import Environment, Settings
 from backend.processes import worker_config
 from tests.fixtures.docker_engine import DockerEngine
-from tests.worker.conftest import LogCollector, MessageFactory
+from tests.worker.helpers import LogCollector, MessageFactory
 from worker.executors import DockerExecutor, ExecutorPolicy
 from worker.executors.docker import (
     CONFINED_FILE_BYTES,

@@ -10,10 +10,8 @@ import datetime
 import ipaddress
 import json
 import ssl
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.worker.conftest import LogCollector, MessageFactory
+from tests.fixtures.http_server import Server, serve
+from tests.worker.helpers import LogCollector, MessageFactory
 from worker.executors import ExecutorPolicy, HttpExecutor
 from worker.executors.http import classify_address
 from worker.protocol import ExecutionResult
@@ -32,87 +31,10 @@ from worker.protocol import ExecutionResult
 LOCAL = ExecutorPolicy(http_allowlist=("127.0.0.1",))
 
 
-@dataclass
-class Server:
-    base: str
-    port: int
-    hits: list[dict[str, Any]] = field(default_factory=list)
-    sni: list[str | None] = field(default_factory=list)
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-    def _reply(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in headers.items():
-            self.send_header(name.replace("_", "-"), value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode() if length else ""
-        self.server.record.hits.append({"method": self.command, "path": self.path})
-        if self.path == "/json":
-            self._reply(200, b'{"hello": "world"}', "application/json; charset=utf-8")
-        elif self.path == "/problem":
-            self._reply(422, b'{"detail": "bad"}', "application/problem+json")
-        elif self.path == "/text":
-            self._reply(200, "plain ✓".encode(), "text/plain; charset=utf-8", X_Custom="yes")
-        elif self.path == "/bad-json":
-            self._reply(200, b"{nope", "application/json")
-        elif self.path == "/redirect":
-            self._reply(302, b"", "text/plain", Location="/json")
-        elif self.path.startswith("/status/"):
-            self._reply(int(self.path.rsplit("/", 1)[1]), b"status", "text/plain")
-        elif self.path == "/big":
-            self._reply(200, b"y" * 10_000, "text/plain")
-        else:  # /echo and anything else
-            echo = {
-                "method": self.command,
-                "path": self.path,
-                "host": self.headers.get("Host"),
-                "content_type": self.headers.get("Content-Type"),
-                "x_token": self.headers.get("X-Token"),
-                "body": body,
-            }
-            self._reply(200, json.dumps(echo).encode(), "application/json")
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
-
-
-class _Server(ThreadingHTTPServer):
-    record: Server
-
-
-def _serve(context: ssl.SSLContext | None = None) -> Iterator[Server]:
-    httpd = _Server(("127.0.0.1", 0), Handler)
-    port = httpd.server_address[1]
-    scheme = "https" if context else "http"
-    httpd.record = Server(base=f"{scheme}://127.0.0.1:{port}", port=port)
-    if context is not None:
-        context.sni_callback = lambda sock, name, ctx: httpd.record.sni.append(name)
-        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield httpd.record
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    yield from _serve()
+    with serve() as running:
+        yield running
 
 
 @dataclass
@@ -157,7 +79,8 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 
 @pytest.fixture(scope="module")
 def tls_server(tls: Tls) -> Iterator[Server]:
-    yield from _serve(tls.server_context)
+    with serve(tls.server_context) as running:
+        yield running
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.worker.conftest import LogCollector, MessageFactory
+from tests.worker.helpers import LogCollector, MessageFactory
 from worker import builtins
 from worker.executors import ExecutorPolicy, PythonExecutor
 from worker.protocol import ExecutionResult

@@ -19,7 +19,7 @@ import pytest
 
 from tests.fixtures.services import Services
 from tests.worker import outside
-from tests.worker.conftest import LogCollector, MessageFactory
+from tests.worker.helpers import LogCollector, MessageFactory
 from tests.worker.processes import eventually, running, sleeper
 from worker.executors import ExecutorPolicy, ShellExecutor
 from worker.protocol import ExecutionResult

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.worker.conftest import LogCollector, MessageFactory
+from tests.worker.helpers import LogCollector, MessageFactory
 from tests.worker.processes import eventually, running, sleeper
 from worker.executors import (
     DockerExecutor,
@@ -54,7 +53,10 @@ async def test_success_streams_and_reads_output(
 
 
 async def test_environment(
-    logs: LogCollector, make_message: MessageFactory, policy: ExecutorPolicy
+    logs: LogCollector,
+    make_message: MessageFactory,
+    policy: ExecutorPolicy,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     command = (
         'printf \'{"run": "%s", "task": "%s", "attempt": "%s", "tenant": "%s", '
@@ -63,16 +65,13 @@ async def test_environment(
         '"$BATON_PARAMS" "$BATON_ITEM" "$MINE" "$HOME" "$(pwd)" "${WORKER_SECRET:-unset}" '
         '> "$BATON_OUTPUT"'
     )
-    os.environ["WORKER_SECRET"] = "must-not-leak"
-    try:
-        message = make_message(
-            {"command": command, "env": {"MINE": "yes", "BATON_RUN_ID": "spoofed"}},
-            attempt=2,
-            item="a.csv",
-        )
-        result = await ShellExecutor(policy).execute(message, logs)
-    finally:
-        del os.environ["WORKER_SECRET"]
+    monkeypatch.setenv("WORKER_SECRET", "must-not-leak")  # undone after the test, always
+    message = make_message(
+        {"command": command, "env": {"MINE": "yes", "BATON_RUN_ID": "spoofed"}},
+        attempt=2,
+        item="a.csv",
+    )
+    result = await ShellExecutor(policy).execute(message, logs)
     assert result.status == "succeeded", result
     out = result.output
     assert out["run"] == "run-1"  # the spec cannot override BATON_* variables

@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 from backend.cli import dev_shell
 from backend.core.settings import Settings
 from backend.processes import log_shell_policy, worker_config
-from tests.worker.conftest import LogCollector, MessageFactory
+from tests.worker.helpers import LogCollector, MessageFactory
 from worker.executors import ExecutorPolicy, executor_for
 from worker.sandbox import probe
 

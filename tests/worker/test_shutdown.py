@@ -9,6 +9,7 @@ from worker.runner import _stop_helpers
 
 async def test_a_helper_that_swallows_a_cancellation_is_cancelled_again() -> None:
     swallowed = 0
+    inside = asyncio.Event()
 
     async def stubborn_loop() -> None:
         # What a redis-py pipeline does when a cancellation lands while it reads a reply:
@@ -16,6 +17,7 @@ async def test_a_helper_that_swallows_a_cancellation_is_cancelled_again() -> Non
         nonlocal swallowed
         while True:
             try:
+                inside.set()
                 await asyncio.sleep(0.05)
             except asyncio.CancelledError:
                 if swallowed:
@@ -26,7 +28,7 @@ async def test_a_helper_that_swallows_a_cancellation_is_cancelled_again() -> Non
         await asyncio.sleep(3600)
 
     helpers = [asyncio.create_task(stubborn_loop()), asyncio.create_task(plain_loop())]
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(inside.wait(), timeout=5)  # the cancellation lands inside its try
     await asyncio.wait_for(_stop_helpers(helpers), timeout=5)
     assert swallowed == 1
     assert all(helper.done() for helper in helpers)

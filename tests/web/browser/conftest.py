@@ -15,15 +15,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import fresh_database, private_redis_db
-from tests.fixtures.services import Services
+from tests.fixtures.services import Services, claim_redis_db
+from tests.fixtures.stack import flush_redis_db, fresh_database
+from tests.web.browser.helpers import LiveBaton
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -35,8 +35,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEMO_EMAIL = "demo@example.com"
-DEMO_PASSWORD = "baton-demo-password"
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -57,67 +55,86 @@ def _skip_reason() -> str | None:
 
 
 def _free_port() -> int:
+    """A port free a moment ago: another process may take it before ``baton dev`` binds it,
+    so ``live_baton`` starts again on another port when that happens."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-@dataclass(frozen=True)
-class LiveBaton:
-    url: str
-    log_path: Path
+class _PortTaken(Exception):
+    """``baton dev`` could not bind its port: something else took it first."""
 
 
 @pytest.fixture(scope="session")
 async def live_baton(
-    services: Services, settings: Any, tmp_path_factory: pytest.TempPathFactory
+    services: Services, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[LiveBaton]:
     """``baton dev`` on a free port, with the demo tenant (its owner is a platform admin)."""
     if reason := _skip_reason():
         pytest.skip(reason)
-    async with fresh_database(services) as database_url:
-        port = _free_port()
-        log_path = tmp_path_factory.mktemp("live-baton") / "baton.log"
-        env = {
-            **os.environ,
-            "BATON_ENVIRONMENT": "test",
-            "BATON_DATABASE_URL": database_url,
-            "BATON_REDIS_URL": private_redis_db(services.redis_url, avoid=settings.redis_url),
-            "BATON_HOST": "127.0.0.1",
-            "BATON_PORT": str(port),
-            "BATON_ARGON2_TIME_COST": "1",
-            "BATON_ARGON2_MEMORY_COST": "1024",
-            "BATON_HEARTBEAT_SECONDS": "1",
-            # Some tasks here leave marker files for their tests on the host (tmp_path).
-            "BATON_WORKER_ALLOW_SHELL": "true",
-            "BATON_WORKER_SANDBOX": "false",
-        }
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-c", "from backend.cli import app; app()", "dev"],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_until_ready(url, process, log_path)
-            yield LiveBaton(url=url, log_path=log_path)
-        finally:
-            process.terminate()
+    with claim_redis_db(services.redis_url) as redis_url:
+        await flush_redis_db(redis_url)
+        async with fresh_database(services) as database_url:
+            env = {
+                **os.environ,
+                "BATON_ENVIRONMENT": "test",
+                "BATON_DATABASE_URL": database_url,
+                "BATON_REDIS_URL": redis_url,
+                "BATON_HOST": "127.0.0.1",
+                "BATON_ARGON2_TIME_COST": "1",
+                "BATON_ARGON2_MEMORY_COST": "1024",
+                "BATON_HEARTBEAT_SECONDS": "1",
+                # Some tasks here leave marker files for their tests on the host (tmp_path).
+                "BATON_WORKER_ALLOW_SHELL": "true",
+                "BATON_WORKER_SANDBOX": "false",
+            }
+            log_dir = tmp_path_factory.mktemp("live-baton")
+            for attempt in range(5):
+                port = _free_port()
+                log_path = log_dir / f"baton-{attempt}.log"
+                with log_path.open("w") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-c", "from backend.cli import app; app()", "dev"],
+                        cwd=REPO,
+                        env={**env, "BATON_PORT": str(port)},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                url = f"http://127.0.0.1:{port}"
+                try:
+                    _wait_until_ready(url, process, log_path)
+                except _PortTaken:
+                    continue
+                except BaseException:
+                    _stop(process)
+                    raise
+                break
+            else:
+                raise RuntimeError("baton dev found its port taken five times running")
             try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                yield LiveBaton(url=url, log_path=log_path)
+            finally:
+                _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"baton dev exited:\n{log_path.read_text()[-4000:]}")
+            output = log_path.read_text()
+            if "address already in use" in output.lower():
+                raise _PortTaken(output[-400:])
+            raise RuntimeError(f"baton dev exited:\n{output[-4000:]}")
         try:
             if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return

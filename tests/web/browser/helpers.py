@@ -5,11 +5,34 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 PASSWORD = "correct horse battery staple"
+DEMO_EMAIL = "demo@example.com"
+DEMO_PASSWORD = "baton-demo-password"
+
+
+@dataclass(frozen=True)
+class LiveBaton:
+    """A running ``baton dev``: its base URL and the file its output goes to."""
+
+    url: str
+    log_path: Path
+
+
+async def signup(page: Any, *, org: str | None = None) -> str:
+    """Sign up through the form; returns the new owner's email (the browser is logged in)."""
+    email = f"browser-{uuid.uuid4().hex[:8]}@example.com"
+    await page.goto("/signup")
+    await page.fill("input[name=tenant_name]", org or f"Browser Org {email[8:16]}")
+    await page.fill("input[name=email]", email)
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_url("**/jobs**")
+    return email
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from playwright.async_api import expect
 
-from tests.web.browser.test_public_flow import signup
+from tests.web.browser.helpers import signup
 
 JOB_YAML = """\
 name: hello-pipeline

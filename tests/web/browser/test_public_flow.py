@@ -5,21 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.web.browser.conftest import LiveBaton
-
-PASSWORD = "correct horse battery staple"
-
-
-async def signup(page: Any, *, org: str | None = None) -> str:
-    """Sign up through the form; returns the new owner's email (the browser is logged in)."""
-    email = f"browser-{uuid.uuid4().hex[:8]}@example.com"
-    await page.goto("/signup")
-    await page.fill("input[name=tenant_name]", org or f"Browser Org {email[8:16]}")
-    await page.fill("input[name=email]", email)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("button[type=submit]")
-    await page.wait_for_url("**/jobs**")
-    return email
+from tests.web.browser.helpers import PASSWORD, LiveBaton, signup
 
 
 async def test_signup_logout_and_login_again(page: Any) -> None:

@@ -7,9 +7,11 @@ from typing import Any
 import httpx
 from playwright.async_api import expect
 
-from tests.web.browser.conftest import DEMO_EMAIL, DEMO_PASSWORD, LiveBaton
 from tests.web.browser.helpers import (
+    DEMO_EMAIL,
+    DEMO_PASSWORD,
     PASSWORD,
+    LiveBaton,
     create_job_via_api,
     create_member_via_api,
     create_tenant_via_api,

@@ -8,8 +8,8 @@ from typing import Any
 
 from playwright.async_api import expect
 
-from tests.web.browser.conftest import LiveBaton
 from tests.web.browser.helpers import (
+    LiveBaton,
     create_job_via_api,
     create_tenant_via_api,
     log_in,
