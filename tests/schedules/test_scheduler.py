@@ -444,9 +444,9 @@ def test_a_late_instant_says_whether_the_scheduler_was_down_or_behind() -> None:
 
 
 async def test_a_fire_is_audited_in_its_own_transaction(
-    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+    scheduled_job: ScheduledJob, owner: Account, app: FastAPI, owner_engine: AsyncEngine
 ) -> None:
-    job = await scheduled_job(client, owner, misfire="fire_once")
+    job = await scheduled_job(owner, misfire="fire_once")
     await _backdate(owner_engine, job["id"], seconds=5)
     before = await head_seq(owner_engine, owner.tenant_id)
     await _fire_once(app, owner)
@@ -465,10 +465,10 @@ async def test_a_fire_is_audited_in_its_own_transaction(
 
 
 async def test_a_fire_that_rolls_back_leaves_no_audit_event(
-    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+    scheduled_job: ScheduledJob, owner: Account, app: FastAPI, owner_engine: AsyncEngine
 ) -> None:
     """The event and the run are one transaction: no event for a fire that did not happen."""
-    job = await scheduled_job(client, owner)
+    job = await scheduled_job(owner)
     await _backdate(owner_engine, job["id"], seconds=3)
     before = await head_seq(owner_engine, owner.tenant_id)
     async with app.state.sessionmaker() as session:
