@@ -15,15 +15,18 @@ from backend.audit import service as audit_service
 from backend.core.db import commit, create_engine, create_sessionmaker, scope_to_tenant
 from backend.core.logging import configure_logging
 from backend.core.schema import provision_runtime_role, run_migrations
-from backend.core.settings import Settings
+from backend.core.settings import Process, Settings, UnsafeSettings
 from backend.processes import run_processes, worker_config
 from backend.tenants.repository import TenantDirectory
+from worker.credential import CredentialError, WorkerCredential
 
 app = typer.Typer(help="Baton: multi-tenant job orchestration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log.", no_args_is_help=True)
+redis_app = typer.Typer(help="Redis access (ACL users).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(redis_app, name="redis")
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
 
@@ -32,6 +35,17 @@ log = logging.getLogger("baton.cli")
 
 def _echo(message: str) -> None:
     typer.echo(message)
+
+
+def _settings_for(*processes: Process, settings: Settings | None = None) -> Settings:
+    """The settings, refused (exit 2, with the reason) when unsafe for these processes."""
+    settings = settings or Settings()
+    try:
+        settings.refuse_unsafe_for(*processes)
+    except UnsafeSettings as error:
+        typer.echo(f"Refusing to start: {error}", err=True)
+        raise typer.Exit(2) from error
+    return settings
 
 
 @asynccontextmanager
@@ -71,6 +85,7 @@ def with_embedded_services(settings: Settings) -> Settings:
 def dev() -> None:
     """API, scheduler and worker in one process; embedded PostgreSQL/Redis if no URLs."""
     settings = with_embedded_services(Settings())
+    _settings_for(Process.api, Process.engine, Process.worker, settings=settings)
     configure_logging(json_logs=False)
     upgrade_database(settings)
 
@@ -96,7 +111,7 @@ def dev() -> None:
 @app.command()
 def api() -> None:
     """Serve the REST API (needs BATON_DATABASE_URL and BATON_REDIS_URL)."""
-    settings = Settings()
+    settings = _settings_for(Process.api)
     configure_logging(json_logs=not settings.is_dev)
     asyncio.run(run_processes(settings, api=True, engine=False, worker=None))
 
@@ -104,7 +119,7 @@ def api() -> None:
 @app.command()
 def scheduler() -> None:
     """The engine: admission, worker events, deadlines and the Redis reconciler."""
-    settings = Settings()
+    settings = _settings_for(Process.engine)
     configure_logging(json_logs=not settings.is_dev)
     asyncio.run(run_processes(settings, api=False, engine=True, worker=None))
 
@@ -113,18 +128,42 @@ def scheduler() -> None:
 def worker(
     queue: list[str] = typer.Option(["default"], help="Queue to serve (repeatable)"),
     concurrency: int = typer.Option(8, min=1, max=10_000, help="Tasks run at once"),
+    credential: str | None = typer.Option(
+        None,
+        envvar="BATON_WORKER_CREDENTIAL",
+        show_envvar=True,
+        help="A tenant-hosted worker's credential (bwc_...): serves its tenant's queue only",
+    ),
 ) -> None:
-    """A worker: runs tasks from Redis Streams; never connects to PostgreSQL."""
+    """A worker: runs tasks from Redis Streams; never connects to PostgreSQL.
+
+    With ``--credential`` it is a tenant-hosted worker: the credential carries its Redis
+    user, tenant and queue, and nothing else is needed (no JWT secret, no database).
+    """
     settings = Settings()
+    tenant_id: str | None = None
+    if credential:
+        try:
+            parsed = WorkerCredential.parse(credential)
+            redis_url = parsed.connection_url(settings.redis_url)
+        except CredentialError as error:
+            typer.echo(f"Refusing to start: {error}", err=True)
+            raise typer.Exit(2) from error
+        if queue not in (["default"], [parsed.queue]):
+            typer.echo(f"Refusing to start: this credential serves queue {parsed.queue!r} only")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"redis_url": redis_url})
+        queue, tenant_id = [parsed.queue], parsed.tenant_id
+    settings = _settings_for(Process.worker, settings=settings)
     configure_logging(json_logs=not settings.is_dev)
-    config = worker_config(settings, queues=queue, concurrency=concurrency)
+    config = worker_config(settings, queues=queue, concurrency=concurrency, tenant_id=tenant_id)
     asyncio.run(run_processes(settings, api=False, engine=False, worker=config))
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema and provision the runtime role."""
-    settings = Settings()
+    settings = _settings_for(Process.database)
     configure_logging(json_logs=not settings.is_dev)
     upgrade_database(settings)
     _echo("Database is up to date.")
@@ -138,7 +177,7 @@ def create_superuser(
     """Create a platform administrator (or promote an existing account)."""
     from backend.admin.service import ensure_superuser
 
-    settings = Settings()
+    settings = _settings_for(Process.database)
 
     async def run() -> None:
         async with _session(settings) as session:
@@ -153,7 +192,7 @@ def audit_verify(
     tenant: str | None = typer.Option(None, help="Tenant slug; all tenants when omitted"),
 ) -> None:
     """Check every tenant's audit hash chain; exit 1 at the first broken link."""
-    settings = Settings()
+    settings = _settings_for(Process.database)
 
     async def run() -> bool:
         async with _session(settings) as session:
@@ -179,3 +218,26 @@ def audit_verify(
 
     if not asyncio.run(run()):
         sys.exit(1)
+
+
+@redis_app.command("provision-acl")
+def redis_provision_acl() -> None:
+    """Create or update the engine's and the shared workers' Redis ACL users.
+
+    Connects with BATON_REDIS_ADMIN_URL (else BATON_REDIS_URL) and sets the users named by
+    BATON_REDIS_ENGINE_USER / BATON_REDIS_WORKER_USER with BATON_REDIS_ENGINE_PASSWORD /
+    BATON_REDIS_WORKER_PASSWORD; tenant-hosted workers' users are made by the API.
+    """
+    from backend.workers.acl import provision_roles
+
+    settings = Settings()
+    url = settings.redis_admin_url or settings.redis_url
+    if not url:
+        typer.echo("Set BATON_REDIS_ADMIN_URL or BATON_REDIS_URL", err=True)
+        raise typer.Exit(2)
+    if not settings.redis_engine_password or not settings.redis_worker_password:
+        typer.echo("Set BATON_REDIS_ENGINE_PASSWORD and BATON_REDIS_WORKER_PASSWORD", err=True)
+        raise typer.Exit(2)
+    users = asyncio.run(provision_roles(url, settings))
+    for user in users:
+        _echo(f"Redis user {user} is up to date.")

@@ -36,11 +36,15 @@ class _Server(uvicorn.Server):
         yield
 
 
-def worker_config(settings: Settings, *, queues: list[str], concurrency: int) -> WorkerConfig:
-    """A worker's configuration from the settings and its command-line options."""
+def worker_config(
+    settings: Settings, *, queues: list[str], concurrency: int, tenant_id: str | None = None
+) -> WorkerConfig:
+    """A worker's configuration from the settings and its command-line options
+    (``tenant_id``: a tenant-hosted worker, from its credential)."""
     return WorkerConfig(
         queues=tuple(queues),
         concurrency=concurrency,
+        tenant_id=tenant_id,
         heartbeat_seconds=settings.heartbeat_seconds,
         visibility_timeout_seconds=settings.visibility_timeout_seconds,
         policy=ExecutorPolicy(

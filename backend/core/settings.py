@@ -1,9 +1,12 @@
 """Baton's one settings class.
 
 Every knob is an environment variable with the ``BATON_`` prefix (``BATON_DATABASE_URL``,
-``BATON_JWT_SECRET`` ...). Outside ``environment=dev`` the class refuses to start with the
-development secret or with a JWT key shorter than 32 bytes: PyJWT only warns about
-short HMAC keys, so the refusal has to live here.
+``BATON_JWT_SECRET`` ...). A JWT key shorter than 32 bytes is always refused: PyJWT only
+warns about short HMAC keys, so the refusal has to live here. In production each process
+calls :meth:`Settings.refuse_unsafe_for` at start, which refuses the development secrets
+*that process uses* and a Redis URL without a user and password: the API needs the JWT
+secret and the database password, the engine the database password, a worker neither (a
+tenant-hosted worker needs only its credential).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -26,6 +30,19 @@ class Environment(StrEnum):
     dev = "dev"
     test = "test"
     production = "production"
+
+
+class Process(StrEnum):
+    """What a process is, for :meth:`Settings.refuse_unsafe_for`."""
+
+    api = "api"
+    engine = "engine"
+    worker = "worker"
+    database = "database"  # CLI chores: migrations, admin commands, audit verification
+
+
+class UnsafeSettings(ValueError):
+    """Production settings a process refuses to start with (the message says what to set)."""
 
 
 class Settings(BaseSettings):
@@ -48,6 +65,21 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
 
     redis_url: str | None = None
+    # Redis ACL users by role (``baton redis provision-acl``, docs/security.md): the engine and
+    # API connect as ``redis_engine_user``, shared-pool workers as ``redis_worker_user``; each
+    # tenant-hosted worker credential gets a user of its own. ``redis_admin_url`` is the
+    # connection that may create users (default: ``redis_url``); ``worker_redis_url`` is the
+    # Redis address written into worker credentials (default: ``redis_url`` without its user).
+    redis_engine_user: str = "baton-engine"
+    redis_engine_password: str | None = None
+    redis_worker_user: str = "baton-worker"
+    redis_worker_password: str | None = None
+    redis_admin_url: str | None = None
+    worker_redis_url: str | None = None
+    # A tenant-hosted worker's credential (``bwc_...``, also ``baton worker --credential``).
+    worker_credential: str | None = None
+    # How often the engine removes the Redis users of expired worker credentials.
+    worker_credential_sweep_seconds: float = Field(default=10.0, gt=0)
 
     # Tokens. The active key signs; previous keys (JSON object kid -> secret) still verify,
     # so keys rotate without logging everybody out.
@@ -128,12 +160,32 @@ class Settings(BaseSettings):
         for kid, secret in keys.items():
             if len(secret.encode()) < MIN_JWT_KEY_BYTES:
                 raise ValueError(f"JWT key {kid!r} is shorter than {MIN_JWT_KEY_BYTES} bytes")
-        if self.environment == Environment.production:
-            if self.jwt_secret == DEV_JWT_SECRET:
-                raise ValueError("BATON_JWT_SECRET must be set outside development")
-            if self.app_database_url is None and self.app_db_password == "baton-app-dev-password":
-                raise ValueError("BATON_APP_DB_PASSWORD must be set outside development")
         return self
+
+    def refuse_unsafe_for(self, *processes: Process) -> None:
+        """In production, refuse what these processes would run with unsafely: development
+        secrets they use and an unauthenticated Redis. Raises :class:`UnsafeSettings`."""
+        if self.environment != Environment.production:
+            return
+        wanted = set(processes)
+        problems: list[str] = []
+        if wanted & {Process.api, Process.engine, Process.worker} and not _redis_authenticated(
+            self.redis_url
+        ):
+            problems.append(
+                "BATON_REDIS_URL must name a Redis user and password in production "
+                "(redis://user:password@host:6379/0; see `baton redis provision-acl`)"
+            )
+        if Process.api in wanted and self.jwt_secret == DEV_JWT_SECRET:
+            problems.append("BATON_JWT_SECRET must be set outside development")
+        if (
+            wanted & {Process.api, Process.engine, Process.database}
+            and self.app_database_url is None
+            and self.app_db_password == "baton-app-dev-password"
+        ):
+            problems.append("BATON_APP_DB_PASSWORD must be set outside development")
+        if problems:
+            raise UnsafeSettings("; ".join(problems))
 
     @field_validator("metrics_tenant_labels", mode="before")
     @classmethod
@@ -175,6 +227,12 @@ class Settings(BaseSettings):
         return owner.set(username=self.app_db_role, password=self.app_db_password).render_as_string(
             hide_password=False
         )
+
+
+def _redis_authenticated(url: str | None) -> bool:
+    if url is None:
+        return True  # nothing configured: the process fails on the missing URL itself
+    return bool(urlsplit(url).password)
 
 
 def _asyncpg_url(url: str) -> str:

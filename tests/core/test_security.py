@@ -39,7 +39,7 @@ from backend.core.security import (
     parse_tenant_token,
     verify_access_token,
 )
-from backend.core.settings import DEV_JWT_SECRET, Environment, Settings
+from backend.core.settings import DEV_JWT_SECRET, Environment, Process, Settings, UnsafeSettings
 from tests.fixtures.factories import Account, bearer, create_member, login
 
 ME = "/api/v1/me"
@@ -425,13 +425,14 @@ def test_settings_accept_a_32_byte_secret() -> None:
 def test_settings_refuse_the_dev_secret_in_production() -> None:
     explicit: dict[str, Any] = {"jwt_secret": DEV_JWT_SECRET}
     for changes in ({}, explicit):
-        with pytest.raises(ValidationError, match="BATON_JWT_SECRET"):
-            Settings(
-                _env_file=None,
-                environment=Environment.production,
-                app_db_password="a-real-database-password",
-                **changes,
-            )
+        settings = Settings(
+            _env_file=None,
+            environment=Environment.production,
+            app_db_password="a-real-database-password",
+            **changes,
+        )
+        with pytest.raises(UnsafeSettings, match="BATON_JWT_SECRET"):
+            settings.refuse_unsafe_for(Process.api)
 
 
 def test_settings_accept_a_real_secret_in_production() -> None:
@@ -442,6 +443,7 @@ def test_settings_accept_a_real_secret_in_production() -> None:
         app_db_password="a-real-database-password",
     )
 
+    settings.refuse_unsafe_for(Process.api, Process.engine, Process.database)
     assert settings.verification_keys == {settings.jwt_kid: "p" * 48}
 
 
