@@ -14,7 +14,7 @@ from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
 from backend.core.middleware import RequestMiddleware
 from backend.core.redis import create_redis
-from backend.core.settings import Settings
+from backend.core.settings import Process, Settings
 from backend.events.router import router as events_router
 from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
@@ -24,11 +24,13 @@ from backend.schedules.router import router as schedules_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 from backend.web.router import install_dashboard
+from backend.workers.router import router as workers_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API. Connections are opened in the lifespan, not at import."""
     settings = settings or Settings()
+    settings.refuse_unsafe_for(Process.api)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs_router,
         schedules_router,
         events_router,
+        workers_router,
     ):
         app.include_router(router)
     install_dashboard(app, settings)

@@ -7,6 +7,7 @@ from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
+from backend.workers.models import WorkerCredential
 
 __all__ = [
     "ApiToken",
@@ -23,4 +24,5 @@ __all__ = [
     "TaskRun",
     "Tenant",
     "User",
+    "WorkerCredential",
 ]

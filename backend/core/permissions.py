@@ -44,6 +44,8 @@ class Permission(StrEnum):
     runs_read = "runs:read"
     runs_operate = "runs:operate"
     tenant_manage = "tenant:manage"
+    workers_read = "workers:read"
+    workers_manage = "workers:manage"
 
 
 MINIMUM_ROLE: dict[Permission, Role] = {
@@ -57,6 +59,8 @@ MINIMUM_ROLE: dict[Permission, Role] = {
     Permission.tokens_manage: Role.admin,
     Permission.members_manage: Role.admin,
     Permission.audit_read: Role.admin,
+    Permission.workers_read: Role.admin,
+    Permission.workers_manage: Role.admin,
     Permission.tenant_manage: Role.owner,
 }
 

@@ -103,7 +103,9 @@ class TenantWorkerUser:
     expires_at: float | None  # epoch seconds
 
 
-async def set_tenant_worker_user(redis: Redis, user: TenantWorkerUser) -> None:
+async def set_tenant_worker_user(
+    redis: Redis, user: TenantWorkerUser, *, save: bool = True
+) -> None:
     """Create (or reset to exactly these rules) a credential's Redis user."""
     rules = (
         "reset",
@@ -114,7 +116,8 @@ async def set_tenant_worker_user(redis: Redis, user: TenantWorkerUser) -> None:
     await redis.execute_command("ACL", "SETUSER", user.username, *rules)
     if user.expires_at is not None:
         await redis.zadd(keys.worker_credential_expiry(), {user.username: user.expires_at})
-    await _save(redis)
+    if save:
+        await _save(redis)
 
 
 async def remove_tenant_worker_user(redis: Redis, username: str) -> None:
@@ -148,8 +151,10 @@ async def restore_tenant_worker_users(redis: Redis, users: Iterable[TenantWorker
     """Set every active credential's user again (Redis restarted without its ACL)."""
     count = 0
     for user in users:
-        await set_tenant_worker_user(redis, user)
+        await set_tenant_worker_user(redis, user, save=False)
         count += 1
+    if count:
+        await _save(redis)
     return count
 
 

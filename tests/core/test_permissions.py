@@ -78,6 +78,8 @@ def test_permissions_are_monotonic_in_role(permission: Permission) -> None:
         (Permission.runs_read, Role.viewer),
         (Permission.runs_operate, Role.operator),
         (Permission.tenant_manage, Role.owner),
+        (Permission.workers_read, Role.admin),
+        (Permission.workers_manage, Role.admin),
     ],
 )
 def test_documented_minimum_roles(permission: Permission, minimum: Role) -> None:

@@ -54,6 +54,8 @@ def test_the_walk_finds_the_dashboard_pages(app: FastAPI) -> None:
         ("GET", "/runs/{run_id}"),
         ("GET", "/settings/members"),
         ("GET", "/settings/tokens"),
+        ("GET", "/settings/workers"),
+        ("POST", "/settings/workers/credentials"),
         ("GET", "/audit"),
         ("GET", "/admin"),
     }

@@ -1,0 +1,197 @@
+"""Redis itself enforces each role's access: real ACL users on the test Redis.
+
+A tenant-hosted worker's user (made by the API for a credential) reaches its tenant's keys
+for its queue and nothing else; the shared pool's user cannot run admin commands; the
+engine's user manages worker users but cannot wipe or reconfigure Redis.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from httpx import AsyncClient
+from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
+
+from backend.core.settings import Settings
+from backend.workers.acl import provision_roles
+from tests.fixtures.factories import Account
+from tests.workers.factories import create_worker_credential, redis_as
+from worker import keys
+from worker.credential import WorkerCredential
+
+
+async def test_a_tenant_worker_user_reaches_what_a_worker_needs(
+    client: AsyncClient, settings: Settings, owner: Account
+) -> None:
+    assert settings.redis_url
+    created = await create_worker_credential(client, owner)
+    tenant, queue = str(owner.tenant_id), created["queue"]
+    worker = redis_as(created["credential"], settings.redis_url)
+    try:
+        stream = keys.queue_stream(tenant, queue)
+        await worker.xgroup_create(stream, keys.WORKERS_GROUP, id="0", mkstream=True)
+        assert await worker.xreadgroup(keys.WORKERS_GROUP, "w1", {stream: ">"}, count=1) == []
+        await worker.xadd(keys.events_stream(tenant), {"event": "{}"})
+        await worker.set(keys.tenant_worker_heartbeat(tenant, "w1"), "{}", ex=5)
+        await worker.zadd(keys.tenant_workers(tenant), {"w1": 1.0})
+        pubsub = worker.pubsub()
+        await pubsub.subscribe(keys.tenant_cancel_channel(tenant))
+        confirmed = await pubsub.get_message(timeout=5.0)
+        assert confirmed is not None and confirmed["type"] == "subscribe"
+        await pubsub.aclose()
+    finally:
+        await worker.aclose()
+
+
+async def test_a_tenant_worker_cannot_touch_another_tenants_keys(
+    client: AsyncClient, settings: Settings, owner: Account, stranger: Account
+) -> None:
+    assert settings.redis_url
+    queue = "shared-name"
+    created = await create_worker_credential(client, owner, queue)
+    await create_worker_credential(client, stranger, queue)
+    other = str(stranger.tenant_id)
+    worker = redis_as(created["credential"], settings.redis_url)
+    refused = [
+        worker.xrange(keys.queue_stream(other, queue)),
+        worker.xreadgroup(keys.WORKERS_GROUP, "w1", {keys.queue_stream(other, queue): ">"}),
+        worker.set(keys.tenant_worker_heartbeat(other, "w1"), "{}"),
+        worker.xadd(keys.events_stream(other), {"event": "{}"}),
+        worker.xgroup_create(keys.queue_stream(other, queue), "g", mkstream=True),
+        # its own tenant, but not what a worker needs: the events are write-only, another
+        # queue is not its own, live updates and scheduler leases are the engine's
+        worker.xrange(keys.events_stream(str(owner.tenant_id))),
+        worker.xrange(keys.queue_stream(str(owner.tenant_id), "other-queue")),
+        worker.xadd(keys.updates_stream(str(owner.tenant_id)), {"x": "1"}),
+        worker.get(keys.scheduler_lease(str(owner.tenant_id))),
+        # the shared pool's global keys
+        worker.smembers(keys.queue_tenants(queue)),
+        worker.set(keys.worker_heartbeat("w1"), "{}"),
+        worker.publish(keys.cancel_channel(), "{}"),
+    ]
+    try:
+        for call in refused:
+            with pytest.raises(NoPermissionError):
+                await call
+        pubsub = worker.pubsub()
+        with pytest.raises(NoPermissionError):  # the refusal is the subscription's reply
+            await pubsub.subscribe(keys.tenant_cancel_channel(other))
+            await pubsub.get_message(timeout=5.0)
+        await pubsub.aclose()
+    finally:
+        await worker.aclose()
+
+
+async def test_a_tenant_worker_cannot_run_admin_commands(
+    client: AsyncClient, settings: Settings, owner: Account
+) -> None:
+    assert settings.redis_url
+    created = await create_worker_credential(client, owner)
+    worker = redis_as(created["credential"], settings.redis_url)
+    try:
+        await _assert_no_admin(worker)
+    finally:
+        await worker.aclose()
+
+
+@pytest.fixture
+async def role_users(settings: Settings, redis: Redis) -> AsyncIterator[Settings]:
+    """The engine's and the shared pool's users as `baton redis provision-acl` makes them
+    (under names of this test's own, removed afterwards)."""
+    suffix = uuid.uuid4().hex[:8]
+    roles = settings.model_copy(
+        update={
+            "redis_engine_user": f"test-engine-{suffix}",
+            "redis_engine_password": f"engine-{uuid.uuid4().hex}",
+            "redis_worker_user": f"test-worker-{suffix}",
+            "redis_worker_password": f"worker-{uuid.uuid4().hex}",
+        }
+    )
+    assert settings.redis_url
+    assert await provision_roles(settings.redis_url, roles) == [
+        roles.redis_engine_user,
+        roles.redis_worker_user,
+    ]
+    yield roles
+    await redis.execute_command("ACL", "DELUSER", roles.redis_engine_user, roles.redis_worker_user)
+
+
+def _login(settings: Settings, user: str, password: str | None) -> Redis:
+    assert settings.redis_url and password
+    url = WorkerCredential("0" * 32, "q", user, password).connection_url(settings.redis_url)
+    return Redis.from_url(url, decode_responses=True)
+
+
+async def _assert_no_admin(client: Redis) -> None:
+    for command in (
+        ("CONFIG", "GET", "maxmemory"),
+        ("CONFIG", "SET", "appendonly", "no"),
+        ("ACL", "LIST"),
+        ("ACL", "SETUSER", "intruder", "on", ">pw", "~*", "+@all"),
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("KEYS", "*"),
+        ("INFO",),
+        ("MONITOR",),
+        ("SHUTDOWN", "NOSAVE"),
+        ("CLIENT", "KILL", "USER", "default"),
+        ("CLIENT", "LIST"),
+        ("SCRIPT", "FLUSH"),
+        ("EVAL", "return 1", "0"),
+    ):
+        with pytest.raises(NoPermissionError):
+            await client.execute_command(*command)
+
+
+async def test_the_shared_pool_user_runs_worker_commands_only(
+    role_users: Settings, redis: Redis
+) -> None:
+    shared = _login(role_users, role_users.redis_worker_user, role_users.redis_worker_password)
+    tenant = str(uuid.uuid4())
+    stream = keys.queue_stream(tenant, "default")
+    try:
+        assert await shared.smembers(keys.queue_tenants("default")) is not None
+        await shared.xgroup_create(stream, keys.WORKERS_GROUP, id="0", mkstream=True)
+        assert await shared.xreadgroup(keys.WORKERS_GROUP, "w", {stream: ">"}) == []
+        await shared.xadd(keys.events_stream(tenant), {"event": "{}"})
+        await shared.set(keys.worker_heartbeat("w"), "{}", ex=5)
+        await _assert_no_admin(shared)
+        for call in (
+            shared.xrange(keys.events_stream(tenant)),  # events are write-only
+            shared.get(keys.revoked_access_token("jti")),
+            shared.zrange(keys.engine_due(), 0, -1),
+            shared.sadd(keys.queue_tenants("default"), tenant),  # discovery is read-only
+            shared.xadd(keys.updates_stream(tenant), {"x": "1"}),
+            shared.set("not-baton", "1"),
+        ):
+            with pytest.raises(NoPermissionError):
+                await call
+    finally:
+        await shared.aclose()
+        await redis.delete(stream, keys.events_stream(tenant), keys.worker_heartbeat("w"))
+
+
+async def test_the_engine_user_manages_worker_users_but_not_redis(role_users: Settings) -> None:
+    engine = _login(role_users, role_users.redis_engine_user, role_users.redis_engine_password)
+    name = f"bw-test-{uuid.uuid4().hex[:8]}"
+    try:
+        await engine.execute_command("ACL", "SETUSER", name, "on", ">secret-of-the-test")
+        await engine.execute_command("CLIENT", "KILL", "USER", name)
+        assert await engine.execute_command("ACL", "DELUSER", name) == 1
+        await engine.set(keys.engine_epoch(), "test")  # Baton's keys: all of them
+        await engine.delete(keys.engine_epoch())
+        for command in (
+            ("FLUSHALL",),
+            ("FLUSHDB",),
+            ("CONFIG", "SET", "appendonly", "no"),
+            ("KEYS", "*"),
+            ("ACL", "LIST"),
+            ("SET", "not-baton", "1"),
+        ):
+            with pytest.raises(NoPermissionError):
+                await engine.execute_command(*command)
+    finally:
+        await engine.aclose()
