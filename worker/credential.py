@@ -5,9 +5,10 @@ the tenant and the queue it serves, and where Redis is (optional: ``BATON_REDIS_
 the worker wins). The API stores only the SHA-256 of the password - the form Redis ACL
 accepts for a password (``#<hex>``), so Redis itself never sees the plain secret either.
 
-``transit_key`` is reserved for the per-(tenant, queue) key that decrypts secrets carried
-in dispatch messages: the API fills it in when it issues the credential, and the worker
-hands it to its executors. Credentials issued without it parse the same.
+``transit_keys`` (key id -> base64url key) is where the per-(tenant, queue) key that opens
+secrets sealed into dispatch messages travels: the API fills it in when it issues the
+credential (from ``transit_key_for(tenant, queue)``), and ``baton worker --credential``
+hands it to the worker's configuration. Credentials issued without it parse the same.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import binascii
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -37,7 +38,7 @@ class WorkerCredential:
     redis_user: str
     redis_password: str
     redis_url: str | None = None
-    transit_key: str | None = None
+    transit_keys: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> str:
         payload: dict[str, Any] = {
@@ -49,8 +50,8 @@ class WorkerCredential:
         }
         if self.redis_url:
             payload["redis"] = self.redis_url
-        if self.transit_key:
-            payload["transit_key"] = self.transit_key
+        if self.transit_keys:
+            payload["transit_keys"] = self.transit_keys
         raw = json.dumps(payload, separators=(",", ":")).encode()
         return PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -79,7 +80,7 @@ class WorkerCredential:
             redis_user=fields["user"],
             redis_password=fields["password"],
             redis_url=_optional_text(payload.get("redis")),
-            transit_key=_optional_text(payload.get("transit_key")),
+            transit_keys=_text_map(payload.get("transit_keys")),
         )
 
     def connection_url(self, configured: str | None) -> str:
@@ -104,6 +105,12 @@ def secret_hash(password: str) -> str:
     """SHA-256 hex of a Redis password: what the API stores and what ``ACL SETUSER #``
     takes."""
     return hashlib.sha256(password.encode()).hexdigest()
+
+
+def _text_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str) and v}
 
 
 def _optional_text(value: Any) -> str | None:

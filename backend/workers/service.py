@@ -82,7 +82,8 @@ async def create_credential(
         redis_user=f"bw-{credential_id.hex}",
         redis_password=secrets.token_urlsafe(32),
         redis_url=worker_redis_address(settings),
-        # transit_key=transit_key_for(principal.tenant_id, queue) plugs in here.
+        # Encrypted secrets in transit: transit_keys={key id: base64url of the key from
+        # transit_key_for(settings, principal.tenant_id, queue)} plugs in here.
     )
     row = WorkerCredential(
         tenant_id=principal.tenant_id,
