@@ -7,6 +7,8 @@ engine's user manages worker users but cannot wipe or reconfigure Redis.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,12 +17,22 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
+from backend.core.redis import create_redis
 from backend.core.settings import Settings
-from backend.workers.acl import provision_roles
+from backend.dispatch.signals import mark_tenant_due, publish_cancel
+from backend.workers.acl import (
+    TenantWorkerUser,
+    provision_roles,
+    remove_tenant_worker_user,
+    set_tenant_worker_user,
+)
+from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
 from tests.workers.factories import create_worker_credential, redis_as
 from worker import keys
 from worker.credential import WorkerCredential
+from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
+from worker.runner import Worker
 
 
 async def test_a_tenant_worker_user_reaches_what_a_worker_needs(
@@ -122,7 +134,7 @@ async def role_users(settings: Settings, redis: Redis) -> AsyncIterator[Settings
 def _login(settings: Settings, user: str, password: str | None) -> Redis:
     assert settings.redis_url and password
     url = WorkerCredential("0" * 32, "q", user, password).connection_url(settings.redis_url)
-    return Redis.from_url(url, decode_responses=True)
+    return create_redis(url)
 
 
 async def _assert_no_admin(client: Redis) -> None:
@@ -194,4 +206,75 @@ async def test_the_engine_user_manages_worker_users_but_not_redis(role_users: Se
             with pytest.raises(NoPermissionError):
                 await engine.execute_command(*command)
     finally:
+        await engine.aclose()
+
+
+async def test_a_shared_pool_worker_runs_a_task_as_its_own_user(
+    role_users: Settings, redis: Redis
+) -> None:
+    """The whole worker loop - discovery, reading, reporting, heartbeats, claiming, the
+    cancel channel - works with exactly the shared pool's commands."""
+    tenant, queue = str(uuid.uuid4()), f"shared-{uuid.uuid4().hex[:8]}"
+    stream = keys.queue_stream(tenant, queue)
+    message = TaskMessage(
+        tenant_id=tenant,
+        run_id=str(uuid.uuid4()),
+        task_run_id=str(uuid.uuid4()),
+        task_name="noop",
+        attempt=1,
+        spec={"name": "noop", "type": "python", "function": "worker.builtins:noop"},
+        queue=queue,
+    )
+    await redis.sadd(keys.queue_tenants(queue), tenant)
+    await redis.xadd(stream, {TASK_FIELD: message.to_json()})
+    connection = _login(role_users, role_users.redis_worker_user, role_users.redis_worker_password)
+    worker = Worker(
+        connection, worker_config(name=f"shared-{uuid.uuid4().hex[:6]}", queues=(queue,))
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = time.monotonic() + 15
+        while not await redis.exists(keys.worker_heartbeat(worker.name)):
+            assert time.monotonic() < deadline, "no heartbeat"
+            await asyncio.sleep(0.05)
+        events = await redis.xrange(keys.events_stream(tenant))
+        while not any('"finished"' in fields[EVENT_FIELD] for _, fields in events):
+            assert time.monotonic() < deadline, f"no result: {events}"
+            await asyncio.sleep(0.05)
+            events = await redis.xrange(keys.events_stream(tenant))
+        assert await worker.claim_abandoned() == 0
+        # Its cancel listener is subscribed (a refused SUBSCRIBE would end the listener).
+        while not await _subscribed(redis, role_users.redis_worker_user):
+            assert time.monotonic() < deadline, "the cancel listener is not subscribed"
+            await asyncio.sleep(0.05)
+        assert not worker._stopping.is_set()
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await connection.aclose()
+        await redis.delete(stream, keys.events_stream(tenant), keys.queue_tenants(queue))
+
+
+async def _subscribed(redis: Redis, user: str) -> bool:
+    """Whether a connection of ``user`` holds a channel subscription."""
+    listing = str(await redis.execute_command("CLIENT", "LIST"))
+    return any(
+        f" user={user} " in f" {line} " and " sub=1 " in f" {line} "
+        for line in listing.splitlines()
+    )
+
+
+async def test_the_engine_user_runs_the_engines_worker_chores(role_users: Settings) -> None:
+    engine = _login(role_users, role_users.redis_engine_user, role_users.redis_engine_password)
+    tenant = uuid.uuid4()
+    user = TenantWorkerUser(f"bw-test-{uuid.uuid4().hex[:8]}", "0" * 64, str(tenant), "q", None)
+    try:
+        await mark_tenant_due(engine, tenant)
+        await publish_cancel(engine, tenant, [(uuid.uuid4(), 1)])
+        await set_tenant_worker_user(engine, user)
+        await remove_tenant_worker_user(engine, user.username)
+        assert await engine.execute_command("ACL", "GETUSER", user.username) is None
+    finally:
+        await engine.zrem(keys.engine_due(), str(tenant))
+        await engine.delete(keys.engine_wakeup())
         await engine.aclose()
