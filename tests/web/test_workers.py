@@ -110,3 +110,15 @@ async def test_revoke_refusals(
         assert "Worker credential not found" in assert_page(response, 404)
     assert_page(await owner_browser.post(f"{CREATE}/not-a-uuid/revoke"), 422)
     assert await redis.execute_command("ACL", "GETUSER", theirs["redis_user"]) is not None
+
+
+async def test_revoke_over_htmx_redirects_the_whole_page(
+    client: AsyncClient, owner: Account, owner_browser: Browser, redis: Redis
+) -> None:
+    created = await create_worker_credential(client, owner)
+    html = assert_page(await owner_browser.get(PAGE))
+    assert f'hx-post="{CREATE}/{created["id"]}/revoke"' in html
+    response = await owner_browser.htmx("POST", f"{CREATE}/{created['id']}/revoke")
+    assert response.status_code == 200, response.text
+    assert response.headers["hx-redirect"] == f"{PAGE}?notice=credential-revoked"
+    assert await redis.execute_command("ACL", "GETUSER", created["redis_user"]) is None
