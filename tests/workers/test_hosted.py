@@ -193,7 +193,6 @@ def _credential_only_env(credential: str, home: Path) -> dict[str, str]:
         "HOME": str(home),
         "BATON_ENVIRONMENT": "production",
         "BATON_WORKER_CREDENTIAL": credential,
-        "BATON_WORKER_PYTHON_MODULES": '["worker.builtins"]',
     }
 
 
@@ -249,3 +248,36 @@ def test_baton_worker_refuses_a_damaged_credential(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "worker credential is damaged" in result.stderr
+
+
+async def test_the_shared_pool_leaves_a_hosted_queue_to_the_tenants_workers(
+    client: AsyncClient,
+    settings: Settings,
+    owner: Account,
+    redis: Redis,
+    running_worker: Worker,
+) -> None:
+    """The session's shared worker serves `default`; once the tenant hosts `default` itself,
+    its tasks there are run by its own worker only."""
+    assert settings.redis_url and "default" in running_worker.config.queues
+    created = await create_worker_credential(client, owner, "default")
+    job = await create_job(client, owner, [python_task("mine", "worker.builtins:noop")])
+    run = await trigger(client, owner, job["id"])
+    stream = keys.queue_stream(str(owner.tenant_id), "default")
+
+    async def dispatched() -> bool:
+        return bool(await redis.exists(stream)) and await redis.xlen(stream) == 1
+
+    await wait_until(dispatched)
+    # Dispatched (the discovery set is updated in the same pipeline): not for the shared pool.
+    assert not await redis.sismember(keys.queue_tenants("default"), str(owner.tenant_id))
+    worker, connection = hosted_worker(created["credential"], settings.redis_url)
+    task = asyncio.create_task(worker.run())
+    try:
+        finished = await wait_for_run(client, owner, run["id"], timeout=30)
+        assert finished["status"] == "succeeded", finished
+        assert [t["worker"] for t in finished["tasks"]] == [worker.name]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await connection.aclose()
