@@ -5,10 +5,10 @@
   users takes: ``ACL SETUSER/DELUSER/GETUSER/SAVE`` and ``CLIENT KILL``. Whoever may run
   ``ACL SETUSER`` may grant anything, so this password is as sensitive as Redis's own.
 - **shared pool** workers: the discovery sets (read), every tenant's dispatch streams,
-  every events stream (write only), their heartbeats and the global cancel channel; only
+  every events stream (XADD only), their heartbeats and the global cancel channel; only
   the commands ``worker/runner.py`` sends.
 - **tenant-hosted** workers, one user per credential: their tenant's stream of their queue,
-  its events stream (write only), its hosted-worker heartbeats and its cancel channel.
+  its events stream (XADD only), its hosted-worker heartbeats and its cancel channel.
   Key names keep the tenant hash tag (``baton:{<tenant>}:...``), so the patterns are exact.
 
 Tenant-hosted users are made by the API after the credential's row commits, removed on
@@ -42,6 +42,7 @@ _PUBSUB = ("+subscribe", "+unsubscribe")
 
 ENGINE_RULES = (
     "~baton:*",
+    "resetchannels",  # Redis 6.2 starts a user with every channel; 7 with none
     "&baton:*",
     "+@all",
     "-@dangerous",
@@ -55,17 +56,19 @@ ENGINE_RULES = (
 SHARED_WORKER_RULES = (
     "%R~" + keys.queue_tenants("*"),
     "~" + keys.queue_stream("*", "*"),
-    "%W~" + keys.events_stream("*"),
     "~" + keys.worker_heartbeat("*"),
+    "resetchannels",
     "&" + keys.cancel_channel(),
     "-@all",
     *_CONNECTION,
     *_STREAM_READ,
     *_PUBSUB,
     "+smembers",
-    "+xadd",
     "+set",
     "+del",
+    # A selector: the events streams take XADD and nothing else (Redis 7.0 lets XAUTOCLAIM
+    # and XCLAIM through on a write-only pattern, so the pattern alone would not do).
+    f"(%W~{keys.events_stream('*')} +xadd)",
 )
 
 
@@ -77,18 +80,18 @@ def tenant_worker_rules(tenant_id: str, queue: str) -> tuple[str, ...]:
     """
     return (
         "~" + keys.queue_stream(tenant_id, queue),
-        "%W~" + keys.events_stream(tenant_id),
         "~" + keys.tenant_workers(tenant_id),
         "~" + keys.tenant_worker_heartbeat(tenant_id, "*"),
+        "resetchannels",
         "&" + keys.tenant_cancel_channel(tenant_id),
         "-@all",
         *_CONNECTION,
         *_STREAM_READ,
         *_PUBSUB,
-        "+xadd",
         "+set",
         "+del",
         "+zadd",
+        f"(%W~{keys.events_stream(tenant_id)} +xadd)",  # its events stream: XADD only
     )
 
 
@@ -113,7 +116,7 @@ async def set_tenant_worker_user(
         f"#{user.secret_hash}",
         *tenant_worker_rules(user.tenant_id, user.queue),
     )
-    await redis.execute_command("ACL", "SETUSER", user.username, *rules)
+    await set_user(redis, user.username, rules)
     if user.expires_at is not None:
         await redis.zadd(keys.worker_credential_expiry(), {user.username: user.expires_at})
     if save:
@@ -167,13 +170,33 @@ async def provision_roles(admin_url: str, settings: Settings) -> list[str]:
             (settings.redis_engine_user, settings.redis_engine_password, ENGINE_RULES),
             (settings.redis_worker_user, settings.redis_worker_password, SHARED_WORKER_RULES),
         ):
-            await redis.execute_command(
-                "ACL", "SETUSER", name, "reset", "on", f">{password}", *rules
-            )
+            await set_user(redis, name, ("reset", "on", f">{password}", *rules))
         await _save(redis)
     finally:
         await redis.aclose()
     return [settings.redis_engine_user, settings.redis_worker_user]
+
+
+async def set_user(redis: Redis, name: str, rules: tuple[str, ...]) -> None:
+    """``ACL SETUSER name rules...``. A Redis before 7.0 has no selectors and no read-only
+    or write-only patterns (``%R~``, ``%W~``): there those keys are granted read-write and
+    a selector's commands join the user's own (the embedded development server is Redis
+    6.2; production should run Redis 7, and the compose file does)."""
+    try:
+        await redis.execute_command("ACL", "SETUSER", name, *rules)
+    except ResponseError as error:
+        if not any(rule[0] in "%(" for rule in rules):
+            raise
+        log.warning("workers.acl.redis_before_7", user=name, error=str(error))
+        await redis.execute_command("ACL", "SETUSER", name, *_without_selectors(rules))
+
+
+def _without_selectors(rules: tuple[str, ...]) -> list[str]:
+    plain: list[str] = []
+    for rule in rules:
+        for part in rule.strip("()").split() if rule.startswith("(") else [rule]:
+            plain.append("~" + part.split("~", 1)[1] if part.startswith("%") else part)
+    return plain
 
 
 async def _save(redis: Redis) -> None:
