@@ -15,7 +15,7 @@ from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
 from backend.core.middleware import RequestMiddleware
 from backend.core.redis import create_redis
-from backend.core.settings import Settings
+from backend.core.settings import Process, Settings
 from backend.events.router import router as events_router
 from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
@@ -26,11 +26,13 @@ from backend.secrets.router import router as secrets_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 from backend.web.router import install_dashboard
+from backend.workers.router import router as workers_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API. Connections are opened in the lifespan, not at import."""
     settings = settings or Settings()
+    settings.refuse_unsafe_for(Process.api)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schedules_router,
         secrets_router,
         events_router,
+        workers_router,
     ):
         app.include_router(router)
     install_dashboard(app, settings)

@@ -16,16 +16,20 @@ from backend.audit import service as audit_service
 from backend.core.db import commit, create_engine, create_sessionmaker, scope_to_tenant
 from backend.core.logging import configure_logging
 from backend.core.schema import provision_runtime_role, run_migrations
-from backend.core.settings import Settings
+from backend.core.settings import Process, Settings, UnsafeSettings
 from backend.processes import run_processes, worker_config
 from backend.tenants.repository import TenantDirectory
+from worker.credential import CredentialError, WorkerCredential
+from worker.secrets import TransitKeys
 
 app = typer.Typer(help="Baton: multi-tenant job orchestration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 admin_app = typer.Typer(help="Platform administration.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit log.", no_args_is_help=True)
 secrets_app = typer.Typer(help="Tenant secrets.", no_args_is_help=True)
+redis_app = typer.Typer(help="Redis access (ACL users).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(redis_app, name="redis")
 app.add_typer(admin_app, name="admin")
 app.add_typer(audit_app, name="audit")
 app.add_typer(secrets_app, name="secrets")
@@ -35,6 +39,17 @@ log = logging.getLogger("baton.cli")
 
 def _echo(message: str) -> None:
     typer.echo(message)
+
+
+def _settings_for(*processes: Process, settings: Settings | None = None) -> Settings:
+    """The settings, refused (exit 2, with the reason) when unsafe for these processes."""
+    settings = settings or Settings()
+    try:
+        settings.refuse_unsafe_for(*processes)
+    except UnsafeSettings as error:
+        typer.echo(f"Refusing to start: {error}", err=True)
+        raise typer.Exit(2) from error
+    return settings
 
 
 @asynccontextmanager
@@ -136,6 +151,7 @@ def dev() -> None:
     settings = Settings()
     refuse_public_development_secret(settings)
     settings = dev_shell(with_embedded_services(settings))
+    _settings_for(Process.api, Process.engine, Process.worker, settings=settings)
     configure_logging(json_logs=False)
     upgrade_database(settings)
 
@@ -165,7 +181,7 @@ def dev() -> None:
 @app.command()
 def api() -> None:
     """Serve the REST API (needs BATON_DATABASE_URL and BATON_REDIS_URL)."""
-    settings = Settings()
+    settings = _settings_for(Process.api)
     refuse_public_development_secret(settings)
     configure_logging(json_logs=not settings.is_dev)
     asyncio.run(run_processes(settings, api=True, engine=False, worker=None))
@@ -174,7 +190,7 @@ def api() -> None:
 @app.command()
 def scheduler() -> None:
     """The engine: admission, worker events, deadlines and the Redis reconciler."""
-    settings = Settings()
+    settings = _settings_for(Process.engine)
     configure_logging(json_logs=not settings.is_dev)
     asyncio.run(run_processes(settings, api=False, engine=True, worker=None))
 
@@ -183,18 +199,46 @@ def scheduler() -> None:
 def worker(
     queue: list[str] = typer.Option(["default"], help="Queue to serve (repeatable)"),
     concurrency: int = typer.Option(8, min=1, max=10_000, help="Tasks run at once"),
+    credential: str | None = typer.Option(
+        None,
+        envvar="BATON_WORKER_CREDENTIAL",
+        show_envvar=True,
+        help="A tenant-hosted worker's credential (bwc_...): serves its tenant's queue only",
+    ),
 ) -> None:
-    """A worker: runs tasks from Redis Streams; never connects to PostgreSQL."""
+    """A worker: runs tasks from Redis Streams; never connects to PostgreSQL.
+
+    With ``--credential`` it is a tenant-hosted worker: the credential carries its Redis
+    user, tenant and queue, and nothing else is needed (no JWT secret, no database).
+    """
     settings = Settings()
+    tenant_id: str | None = None
+    keys: TransitKeys | None = None
+    if credential:
+        try:
+            parsed = WorkerCredential.parse(credential)
+            redis_url = parsed.connection_url(settings.redis_url)
+        except CredentialError as error:
+            typer.echo(f"Refusing to start: {error}", err=True)
+            raise typer.Exit(2) from error
+        if queue not in (["default"], [parsed.queue]):
+            typer.echo(f"Refusing to start: this credential serves queue {parsed.queue!r} only")
+            raise typer.Exit(2)
+        settings = settings.model_copy(update={"redis_url": redis_url})
+        queue, tenant_id = [parsed.queue], parsed.tenant_id
+        keys = parsed.queue_transit_keys()
+    settings = _settings_for(Process.worker, settings=settings)
     configure_logging(json_logs=not settings.is_dev)
-    config = worker_config(settings, queues=queue, concurrency=concurrency)
+    config = worker_config(
+        settings, queues=queue, concurrency=concurrency, tenant_id=tenant_id, transit_keys=keys
+    )
     asyncio.run(run_processes(settings, api=False, engine=False, worker=config))
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the newest schema and provision the runtime role."""
-    settings = with_embedded_database(Settings())
+    settings = _settings_for(Process.database, settings=with_embedded_database(Settings()))
     configure_logging(json_logs=not settings.is_dev)
     upgrade_database(settings)
     _echo("Database is up to date.")
@@ -209,7 +253,7 @@ def create_superuser(
     owner role (BATON_DATABASE_URL) too: only it may set the superuser flag."""
     from backend.admin.service import ensure_account, promote_superuser
 
-    settings = with_embedded_database(Settings())
+    settings = _settings_for(Process.database, settings=with_embedded_database(Settings()))
 
     async def run() -> None:
         async with _session(settings) as session:
@@ -227,7 +271,7 @@ def audit_verify(
     tenant: str | None = typer.Option(None, help="Tenant slug; all tenants when omitted"),
 ) -> None:
     """Check every tenant's audit hash chain; exit 1 at the first broken link."""
-    settings = with_embedded_database(Settings())
+    settings = _settings_for(Process.database, settings=with_embedded_database(Settings()))
 
     async def run() -> bool:
         async with _session(settings) as session:
@@ -262,7 +306,10 @@ def secrets_rotate_key() -> None:
     unwrapped."""
     from backend.secrets.service import RotationReport, rewrap_tenant
 
-    settings = Settings()
+    settings = _settings_for(Process.database, settings=with_embedded_database(Settings()))
+    if not settings.secrets_kek:
+        typer.echo("Set BATON_SECRETS_KEK (the new key) and BATON_SECRETS_PREVIOUS_KEKS", err=True)
+        raise typer.Exit(2)
     report = RotationReport()
 
     async def run() -> None:
@@ -278,3 +325,26 @@ def secrets_rotate_key() -> None:
     )
     if report.failed:
         sys.exit(1)
+
+
+@redis_app.command("provision-acl")
+def redis_provision_acl() -> None:
+    """Create or update the engine's and the shared workers' Redis ACL users.
+
+    Connects with BATON_REDIS_ADMIN_URL (else BATON_REDIS_URL) and sets the users named by
+    BATON_REDIS_ENGINE_USER / BATON_REDIS_WORKER_USER with BATON_REDIS_ENGINE_PASSWORD /
+    BATON_REDIS_WORKER_PASSWORD; tenant-hosted workers' users are made by the API.
+    """
+    from backend.workers.acl import provision_roles
+
+    settings = Settings()
+    url = settings.redis_admin_url or settings.redis_url
+    if not url:
+        typer.echo("Set BATON_REDIS_ADMIN_URL or BATON_REDIS_URL", err=True)
+        raise typer.Exit(2)
+    if not settings.redis_engine_password or not settings.redis_worker_password:
+        typer.echo("Set BATON_REDIS_ENGINE_PASSWORD and BATON_REDIS_WORKER_PASSWORD", err=True)
+        raise typer.Exit(2)
+    users = asyncio.run(provision_roles(url, settings))
+    for user in users:
+        _echo(f"Redis user {user} is up to date.")

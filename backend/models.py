@@ -8,6 +8,7 @@ from backend.schedules.models import Schedule, ScheduleTick
 from backend.secrets.models import Secret
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
+from backend.workers.models import WorkerCredential
 
 __all__ = [
     "ApiToken",
@@ -25,4 +26,5 @@ __all__ = [
     "TaskRun",
     "Tenant",
     "User",
+    "WorkerCredential",
 ]

@@ -39,11 +39,20 @@ class _Server(uvicorn.Server):
         yield
 
 
-def worker_config(settings: Settings, *, queues: list[str], concurrency: int) -> WorkerConfig:
-    """A worker's configuration from the settings and its command-line options."""
+def worker_config(
+    settings: Settings,
+    *,
+    queues: list[str],
+    concurrency: int,
+    tenant_id: str | None = None,
+    transit_keys: TransitKeys | None = None,
+) -> WorkerConfig:
+    """A worker's configuration from the settings and its command-line options
+    (``tenant_id`` and ``transit_keys``: a tenant-hosted worker's, from its credential)."""
     return WorkerConfig(
         queues=tuple(queues),
         concurrency=concurrency,
+        tenant_id=tenant_id,
         heartbeat_seconds=settings.heartbeat_seconds,
         visibility_timeout_seconds=settings.visibility_timeout_seconds,
         policy=ExecutorPolicy(
@@ -60,7 +69,7 @@ def worker_config(settings: Settings, *, queues: list[str], concurrency: int) ->
             python_modules=tuple(settings.worker_python_modules),
             http_allowlist=tuple(settings.worker_http_allowlist),
         ),
-        transit_keys=TransitKeys(dict(settings.worker_transit_keys)),
+        transit_keys=transit_keys or TransitKeys(dict(settings.worker_transit_keys)),
     )
 
 

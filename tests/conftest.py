@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from httpx import ASGITransport, AsyncClient
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.app import create_app
@@ -49,6 +50,25 @@ async def app(settings: Settings) -> AsyncIterator[object]:
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         yield application
+    await remove_worker_acl_users(settings)
+
+
+async def remove_worker_acl_users(settings: Settings) -> None:
+    """Remove the Redis ACL users of the worker credentials this session's database holds:
+    ACL users are server-wide, not per database, and would outlive the session."""
+    engine = create_async_engine(settings.owner_database_url())
+    try:
+        async with engine.connect() as conn:
+            names = list(
+                (await conn.execute(text("SELECT redis_user FROM worker_credentials"))).scalars()
+            )
+    finally:
+        await engine.dispose()
+    assert settings.redis_url
+    client = Redis.from_url(settings.redis_url)
+    for name in names:
+        await client.execute_command("ACL", "DELUSER", name)
+    await client.aclose()
 
 
 @pytest.fixture

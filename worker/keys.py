@@ -92,6 +92,34 @@ def worker_heartbeat(worker_id: str) -> str:
     return f"{PREFIX}:workers:{worker_id}"
 
 
+# --- tenant-hosted workers -------------------------------------------------------------
+# A tenant-hosted worker's Redis user may touch only its own tenant's keys (hash tag
+# included, so its ACL patterns are exact): it reads its queue's stream directly instead
+# of the global discovery set, beats its heartbeat and hears cancels under its tenant.
+
+
+def tenant_cancel_channel(tenant_id: str) -> str:
+    """The cancel channel of one tenant's hosted workers (the engine publishes to both)."""
+    return f"{_tenant(tenant_id)}:cancel"
+
+
+def tenant_worker_heartbeat(tenant_id: str, worker_id: str) -> str:
+    """A tenant-hosted worker's liveness record (expires like the shared pool's)."""
+    return f"{_tenant(tenant_id)}:workers:{worker_id}"
+
+
+def tenant_workers(tenant_id: str) -> str:
+    """Sorted set: a tenant's hosted worker names -> their last heartbeat (epoch seconds),
+    so the dashboard lists them without scanning the keyspace."""
+    return f"{_tenant(tenant_id)}:workers"
+
+
+def worker_credential_expiry() -> str:
+    """Sorted set: Redis user of a worker credential -> when it expires (epoch seconds); the
+    engine's sweep removes the users whose time has come."""
+    return f"{PREFIX}:worker-credentials:expiry"
+
+
 def engine_epoch() -> str:
     """Set by the engine once it has reconciled Redis with PostgreSQL. Its absence means
     Redis lost its data (restarted empty): every in-flight task must be dispatched again."""

@@ -30,11 +30,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version as _version
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from backend.metrics import registry as metrics
 from worker import keys
@@ -52,6 +53,7 @@ from worker.streams import as_text, ensure_group, is_nogroup
 
 log = structlog.get_logger(__name__)
 
+VERSION = _version("baton")  # reported in heartbeats (the dashboard shows it)
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 200
 
@@ -67,6 +69,10 @@ class WorkerConfig:
     # Keys that open the secrets sealed into task messages (none: tasks using secrets fail).
     transit_keys: TransitKeys = field(default_factory=TransitKeys)
     name: str = field(default_factory=lambda: f"worker-{socket.gethostname()}-{os.getpid()}")
+    # Set for a tenant-hosted worker (``baton worker --credential``): it reads only this
+    # tenant's streams of its queues and uses only keys under the tenant's hash tag, the
+    # only ones its Redis user may touch. Unset: the shared pool, which discovers tenants.
+    tenant_id: str | None = None
 
 
 @dataclass
@@ -117,6 +123,11 @@ class Worker:
             while not self._stopping.is_set():
                 try:
                     await self.poll()
+                except AuthenticationError as error:
+                    # The credential was revoked or expired (its Redis user is gone): no
+                    # retry can succeed, so stop reading instead of spinning.
+                    log.error("worker.credential_refused", worker=self.name, error=str(error))
+                    self.stop()
                 except (RedisError, OSError) as error:
                     log.warning("worker.poll_failed", error=str(error))
                     await asyncio.sleep(0.5)
@@ -126,7 +137,7 @@ class Worker:
             await _stop_helpers(helpers)
             metrics.untrack_worker(self)
             with contextlib.suppress(RedisError, OSError):
-                await self.redis.delete(keys.worker_heartbeat(self.name))
+                await self.redis.delete(self._heartbeat_key())
             log.info("worker.stopped", worker=self.name)
 
     async def _drain(self) -> None:
@@ -142,8 +153,11 @@ class Worker:
 
     # -- reading ------------------------------------------------------------------------
     async def _streams(self) -> list[str]:
+        tenant = self.config.tenant_id
         streams: list[str] = []
-        for queue in self.config.queues:
+        if tenant is not None:  # tenant-hosted: its own streams, no global discovery
+            streams = [keys.queue_stream(tenant, queue) for queue in self.config.queues]
+        for queue in self.config.queues if tenant is None else ():
             members = await self.redis.smembers(keys.queue_tenants(queue))
             for tenant_id in sorted(as_text(m) for m in members):
                 streams.append(keys.queue_stream(tenant_id, queue))
@@ -322,19 +336,30 @@ class Worker:
                 pipe.xclaim(
                     record.stream, keys.WORKERS_GROUP, self.name, 0, [record.entry_id], justid=True
                 )
+            now = time.time()
             info = {
                 "queues": list(self.config.queues),
                 "concurrency": self.config.concurrency,
                 "running": len(records),
-                "at": time.time(),
+                "at": now,
+                "version": VERSION,
+                "hosted": self.config.tenant_id is not None,
             }
             pipe.set(
-                keys.worker_heartbeat(self.name),
+                self._heartbeat_key(),
                 json.dumps(info),
                 ex=math.ceil(self.config.heartbeat_seconds * 3),
             )
+            if self.config.tenant_id is not None:
+                pipe.zadd(keys.tenant_workers(self.config.tenant_id), {self.name: now})
             await pipe.execute(raise_on_error=False)
         metrics.WORKER_HEARTBEATS.inc()
+
+    def _heartbeat_key(self) -> str:
+        tenant = self.config.tenant_id
+        if tenant is None:
+            return keys.worker_heartbeat(self.name)
+        return keys.tenant_worker_heartbeat(tenant, self.name)
 
     async def _claim_loop(self) -> None:
         while not self._closing.is_set():
@@ -380,7 +405,9 @@ class Worker:
 
     async def _cancel_listener(self) -> None:
         pubsub = self.redis.pubsub()
-        await pubsub.subscribe(keys.cancel_channel())
+        tenant = self.config.tenant_id
+        channel = keys.cancel_channel() if tenant is None else keys.tenant_cancel_channel(tenant)
+        await pubsub.subscribe(channel)
         try:
             async for item in pubsub.listen():
                 if item.get("type") != "message":

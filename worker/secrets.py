@@ -24,7 +24,9 @@ from typing import Any
 from urllib.parse import quote
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from worker.executors.base import Executor, LogSink
 from worker.protocol import ExecutionResult, LogLine, TaskMessage
@@ -80,10 +82,21 @@ def _strings(value: Any) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class TransitKeys:
-    """The pool keys a worker can open envelopes with: the current one and previous ones
-    (accepted during a rotation), by key id."""
+    """The keys a worker can open envelopes with, by key id (the current one and previous ones,
+    accepted during a rotation). A shared-pool worker holds the pool keys and derives each
+    tenant queue's key from them; a tenant-hosted worker holds only its own queue's keys, from
+    its credential (``per_queue``)."""
 
     keys: dict[str, bytes] = field(default_factory=dict)
+    per_queue: bool = False
+
+
+def queue_transit_key(pool_key: bytes, tenant_id: str, queue: str) -> bytes:
+    """The key sealing the secrets of one tenant's queue, derived from the pool key
+    (HKDF-SHA256): a tenant-hosted worker's credential carries its queue's key, never the
+    pool key that opens every other tenant's envelopes."""
+    info = "\x1f".join(("baton-transit-queue", TRANSIT_VERSION, tenant_id, queue)).encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(pool_key)
 
 
 def transit_associated_data(message: TaskMessage) -> bytes:
@@ -115,10 +128,11 @@ class SecretsUnavailable(Exception):
 
 def worker_transit_key(keys: TransitKeys, tenant_id: str, queue: str, key_id: str) -> bytes | None:
     """The key this worker opens ``tenant_id``/``queue`` envelopes sealed under ``key_id``
-    with. Today one shared pool key (and its predecessors); per-tenant-queue keys of
-    tenant-hosted workers plug in here."""
-    del tenant_id, queue  # the shared pool key serves every tenant and queue
-    return keys.keys.get(key_id)
+    with: its own queue key (tenant-hosted), or the one derived from the pool key."""
+    key = keys.keys.get(key_id)
+    if key is None or keys.per_queue:
+        return key
+    return queue_transit_key(key, tenant_id, queue)
 
 
 def open_transit(message: TaskMessage, keys: TransitKeys) -> dict[str, str]:

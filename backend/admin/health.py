@@ -64,6 +64,7 @@ async def live_workers(redis: Redis, *, now: float) -> list[WorkerHealth]:
                 running=int(info.get("running", 0)),
                 last_heartbeat_at=_instant(at),
                 seconds_since_heartbeat=round(max(now - at, 0.0), 3),
+                version=str(info["version"]) if info.get("version") else None,
             )
         )
     return sorted(workers, key=lambda w: w.name)

@@ -41,6 +41,7 @@ class WorkerHealth(ResponseModel):
     running: int
     last_heartbeat_at: datetime
     seconds_since_heartbeat: float
+    version: str | None = None
 
 
 class QueueHealth(ResponseModel):

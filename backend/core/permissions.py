@@ -46,6 +46,8 @@ class Permission(StrEnum):
     secrets_read = "secrets:read"
     secrets_write = "secrets:write"
     tenant_manage = "tenant:manage"
+    workers_read = "workers:read"
+    workers_manage = "workers:manage"
 
 
 MINIMUM_ROLE: dict[Permission, Role] = {
@@ -63,6 +65,8 @@ MINIMUM_ROLE: dict[Permission, Role] = {
     Permission.tokens_manage: Role.admin,
     Permission.members_manage: Role.admin,
     Permission.audit_read: Role.admin,
+    Permission.workers_read: Role.admin,
+    Permission.workers_manage: Role.admin,
     Permission.tenant_manage: Role.owner,
 }
 

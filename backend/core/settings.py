@@ -1,11 +1,15 @@
 """Baton's one settings class.
 
 Every knob is an environment variable with the ``BATON_`` prefix (``BATON_DATABASE_URL``,
-``BATON_JWT_SECRET`` ...). In production the class refuses to start without a JWT secret
-or a runtime database password, and everywhere it refuses a JWT key shorter than 32 bytes:
-PyJWT only warns about short HMAC keys, so the refusal has to live here. Unset in ``dev``
-(the default environment) they are random per installation, kept in the data directory
-(``backend.core.dev_secrets``); there is no development secret in the code.
+``BATON_JWT_SECRET`` ...). A JWT key shorter than 32 bytes is always refused: PyJWT only
+warns about short HMAC keys, so the refusal has to live here. Unset secrets and keys are
+random per installation outside production, kept in the data directory
+(``backend.core.dev_secrets``): there is no development secret in the code. In production
+nothing is generated, and each process calls :meth:`Settings.refuse_unsafe_for` at start,
+which refuses the missing secrets *that process uses* and a Redis URL without a user and
+password: the API needs the JWT secret, the database password and the key-encryption key,
+the engine the database password and both secret keys, a shared-pool worker the transit
+key, a tenant-hosted worker only its credential.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +39,19 @@ class Environment(StrEnum):
     dev = "dev"
     test = "test"
     production = "production"
+
+
+class Process(StrEnum):
+    """What a process is, for :meth:`Settings.refuse_unsafe_for`."""
+
+    api = "api"
+    engine = "engine"
+    worker = "worker"
+    database = "database"  # CLI chores: migrations, admin commands, audit verification
+
+
+class UnsafeSettings(ValueError):
+    """Production settings a process refuses to start with (the message says what to set)."""
 
 
 class Settings(BaseSettings):
@@ -56,6 +74,21 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
 
     redis_url: str | None = None
+    # Redis ACL users by role (``baton redis provision-acl``, docs/security.md): the engine and
+    # API connect as ``redis_engine_user``, shared-pool workers as ``redis_worker_user``; each
+    # tenant-hosted worker credential gets a user of its own. ``redis_admin_url`` is the
+    # connection that may create users (default: ``redis_url``); ``worker_redis_url`` is the
+    # Redis address written into worker credentials (default: ``redis_url`` without its user).
+    redis_engine_user: str = "baton-engine"
+    redis_engine_password: str | None = None
+    redis_worker_user: str = "baton-worker"
+    redis_worker_password: str | None = None
+    redis_admin_url: str | None = None
+    worker_redis_url: str | None = None
+    # A tenant-hosted worker's credential (``bwc_...``, also ``baton worker --credential``).
+    worker_credential: str | None = None
+    # How often the engine removes the Redis users of expired worker credentials.
+    worker_credential_sweep_seconds: float = Field(default=10.0, gt=0)
 
     # Tokens. The active key signs; previous keys (JSON object kid -> secret) still verify,
     # so keys rotate without logging everybody out.
@@ -155,20 +188,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_secrets(self) -> Self:
-        production = self.environment == Environment.production
-        if not self.jwt_secret:
-            if production:
-                raise ValueError("BATON_JWT_SECRET must be set outside development")
-            self.jwt_secret = self._development_secret("jwt-secret")
-        if not self.app_db_password and self.app_database_url is None:
-            if production:
-                raise ValueError("BATON_APP_DB_PASSWORD must be set outside development")
-            self.app_db_password = self._development_secret("app-db-password")
-        keys = self.verification_keys
-        for kid, secret in keys.items():
-            if len(secret.encode()) < MIN_JWT_KEY_BYTES:
+        # Outside production an unset secret is generated (per installation, or per process
+        # in test); in production it stays unset, and each process refuses at start the ones
+        # it needs (``refuse_unsafe_for``): a worker holds no JWT secret or database password.
+        if self.environment != Environment.production:
+            if not self.jwt_secret:
+                self.jwt_secret = self._development_secret("jwt-secret")
+            if not self.app_db_password and self.app_database_url is None:
+                self.app_db_password = self._development_secret("app-db-password")
+            if not self.secrets_kek:
+                self.secrets_kek = _as_key(self._development_secret("secrets-kek"))
+            if not self.worker_transit_key:
+                self.worker_transit_key = _as_key(self._development_secret("worker-transit-key"))
+        for kid, secret in self.verification_keys.items():
+            if secret and len(secret.encode()) < MIN_JWT_KEY_BYTES:
                 raise ValueError(f"JWT key {kid!r} is shorter than {MIN_JWT_KEY_BYTES} bytes")
-        self._refuse_unsafe_secret_keys()
+        self._check_secret_keys()
         return self
 
     def _development_secret(self, name: str) -> str:
@@ -176,22 +211,45 @@ class Settings(BaseSettings):
             return dev_secrets.process_secret(name)
         return dev_secrets.stored_secret(self.data_dir, name)
 
-    def _refuse_unsafe_secret_keys(self) -> None:
-        """Secret keys must be 32 bytes (unset: generated outside production, like the JWT
-        secret), and the at-rest and in-transit keys must differ. Messages never include a
-        key."""
-        production = self.environment == Environment.production
-        if not self.secrets_kek:
-            if production:
-                raise ValueError("BATON_SECRETS_KEK must be set outside development")
-            self.secrets_kek = _as_key(self._development_secret("secrets-kek"))
-        if not self.worker_transit_key:
-            if production:
-                raise ValueError("BATON_WORKER_TRANSIT_KEY must be set outside development")
-            self.worker_transit_key = _as_key(self._development_secret("worker-transit-key"))
-        keks, transit = self.secrets_keks, self.worker_transit_keys  # both check the format
+    def _check_secret_keys(self) -> None:
+        """Secret keys must be 32 bytes, and the at-rest and in-transit keys must differ.
+        Messages never include a key."""
+        keks = self.secrets_keks if self.secrets_kek else {}
+        transit = self.worker_transit_keys if self.worker_transit_key else {}
         if set(keks.values()) & set(transit.values()):
             raise ValueError("BATON_SECRETS_KEK and BATON_WORKER_TRANSIT_KEY must differ")
+
+    def refuse_unsafe_for(self, *processes: Process) -> None:
+        """In production, refuse what these processes would run with unsafely: a secret they
+        use left unset and an unauthenticated Redis. Raises :class:`UnsafeSettings`."""
+        if self.environment != Environment.production:
+            return
+        wanted = set(processes)
+        problems: list[str] = []
+        if wanted & {Process.api, Process.engine, Process.worker} and not _redis_authenticated(
+            self.redis_url
+        ):
+            problems.append(
+                "BATON_REDIS_URL must name a Redis user and password in production "
+                "(redis://user:password@host:6379/0; see `baton redis provision-acl`)"
+            )
+        if Process.api in wanted and not self.jwt_secret:
+            problems.append("BATON_JWT_SECRET must be set outside development")
+        if (
+            wanted & {Process.api, Process.engine, Process.database}
+            and self.app_database_url is None
+            and not self.app_db_password
+        ):
+            problems.append("BATON_APP_DB_PASSWORD must be set outside development")
+        if wanted & {Process.api, Process.engine} and not self.secrets_kek:
+            problems.append("BATON_SECRETS_KEK must be set outside development")
+        needs_transit = Process.engine in wanted or (
+            Process.worker in wanted and not self.worker_credential
+        )
+        if needs_transit and not self.worker_transit_key:
+            problems.append("BATON_WORKER_TRANSIT_KEY must be set outside development")
+        if problems:
+            raise UnsafeSettings("; ".join(problems))
 
     @field_validator("metrics_tenant_labels", mode="before")
     @classmethod
@@ -287,6 +345,12 @@ def _keyring(setting: str, previous_json: str, current_id: str, current: str) ->
             )
         ring[str(kid)] = key
     return ring
+
+
+def _redis_authenticated(url: str | None) -> bool:
+    if url is None:
+        return True  # nothing configured: the process fails on the missing URL itself
+    return bool(urlsplit(url).password)
 
 
 def _asyncpg_url(url: str) -> str:

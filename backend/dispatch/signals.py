@@ -33,7 +33,14 @@ async def mark_tenant_due(redis: Redis, tenant_id: uuid.UUID, at: datetime | Non
 async def publish_cancel(
     redis: Redis, tenant_id: uuid.UUID, attempts: Iterable[tuple[uuid.UUID, int]]
 ) -> None:
-    """Ask workers to stop these task attempts (best effort; results are fenced anyway)."""
+    """Ask workers to stop these task attempts (best effort; results are fenced anyway).
+
+    Published to the shared pool's channel and to the tenant's own, which is the only one a
+    tenant-hosted worker may subscribe to.
+    """
     for task_run_id, attempt in attempts:
         payload = {"tenant_id": str(tenant_id), "task_run_id": str(task_run_id), "attempt": attempt}
-        await redis.publish(keys.cancel_channel(), json.dumps(payload))
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.publish(keys.cancel_channel(), json.dumps(payload))
+            pipe.publish(keys.tenant_cancel_channel(str(tenant_id)), json.dumps(payload))
+            await pipe.execute()

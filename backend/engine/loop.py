@@ -40,6 +40,9 @@ from backend.engine.plan import PLANS
 from backend.events.publish import publish as publish_updates
 from backend.metrics import registry as metrics
 from backend.tenants.repository import TenantDirectory
+from backend.workers import acl as worker_acl
+from backend.workers.repository import WorkerCredentialRepository
+from backend.workers.service import acl_user
 from worker import keys
 from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
 from worker.streams import as_text, ensure_group, is_nogroup
@@ -77,6 +80,9 @@ class Engine:
         self._quota_cache: dict[uuid.UUID, tuple[float, tuple[int, int]]] = {}
         self._run_rotation: dict[uuid.UUID, uuid.UUID] = {}  # tenant -> last run admitted
         self._failures: dict[str, int] = {}  # pending event id -> failed retries
+        # tenant -> (until, queues its own workers serve), re-read from PostgreSQL
+        self._hosted_cache: dict[str, tuple[float, frozenset[str]]] = {}
+        self._next_credential_sweep = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -179,16 +185,37 @@ class Engine:
             await self.redis.delete(keys.engine_wakeup())
 
     async def publish(self, messages: list[TaskMessage]) -> None:
-        """XADD dispatch messages and register their tenants with workers and the engine."""
+        """XADD dispatch messages and register their tenants with workers and the engine.
+
+        A queue a tenant serves with its own workers (an active worker credential) is kept
+        out of the shared pool's discovery set: only the tenant's workers run it.
+        """
         if not messages:
             return
+        hosted = await self._hosted_queues({m.tenant_id for m in messages})
         async with self.redis.pipeline(transaction=False) as pipe:
             for message in messages:
                 stream = keys.queue_stream(message.tenant_id, message.queue)
                 pipe.xadd(stream, {TASK_FIELD: message.to_json()})
-                pipe.sadd(keys.queue_tenants(message.queue), message.tenant_id)
+            for tenant_id, queue in {(m.tenant_id, m.queue) for m in messages}:
+                if queue in hosted[tenant_id]:
+                    pipe.srem(keys.queue_tenants(queue), tenant_id)
+                else:
+                    pipe.sadd(keys.queue_tenants(queue), tenant_id)
             pipe.sadd(keys.engine_tenants(), *{m.tenant_id for m in messages})
             await pipe.execute()
+
+    async def _hosted_queues(self, tenants: set[str]) -> dict[str, frozenset[str]]:
+        """Queues each tenant serves with its own workers, re-read at most every
+        QUOTA_TTL_SECONDS (a new credential moves its queue within that long)."""
+        now = time.monotonic()
+        for tenant in tenants:
+            if self._hosted_cache.get(tenant, (0.0, frozenset()))[0] < now:
+                tenant_id = uuid.UUID(tenant)
+                async with self.tenant_transaction(tenant_id) as session:
+                    queues = await WorkerCredentialRepository(session, tenant_id).hosted_queues()
+                self._hosted_cache[tenant] = (now + QUOTA_TTL_SECONDS, queues)
+        return {t: self._hosted_cache[t][1] for t in tenants}
 
     # -- events -------------------------------------------------------------------------
     async def _events_loop(self) -> None:
@@ -306,6 +333,11 @@ class Engine:
         """Deadlines, silent workers, Redis data loss."""
         if not await self.redis.exists(keys.engine_epoch()):
             await self.reconcile_redis()
+        if time.monotonic() >= self._next_credential_sweep:
+            self._next_credential_sweep = (
+                time.monotonic() + self.settings.worker_credential_sweep_seconds
+            )
+            await worker_acl.remove_expired_users(self.redis)
         for raw in await self.redis.smembers(keys.engine_tenants()):
             tenant_id = uuid.UUID(as_text(raw))
             if self.owns(tenant_id):
@@ -361,6 +393,12 @@ class Engine:
                 next_ready = (
                     await session.execute(_NEXT_QUEUED, {"tenant": tenant.id})
                 ).scalar_one()
+                credentials = await WorkerCredentialRepository(session, tenant.id).active()
+            # Redis lost its data, perhaps its ACL users too: tenant-hosted workers get
+            # their users back from PostgreSQL.
+            await worker_acl.restore_tenant_worker_users(
+                self.redis, [acl_user(c) for c in credentials]
+            )
             redispatched += len(moved)
             metrics.RECONCILER_REDISPATCHED.inc(len(moved))
             if next_ready is not None:

@@ -20,7 +20,7 @@ from backend.secrets import crypto
 from backend.secrets.repository import SecretRepository
 from backend.secrets.service import sealed_of
 from worker.protocol import TaskMessage
-from worker.secrets import referenced_names, seal_transit
+from worker.secrets import queue_transit_key, referenced_names, seal_transit
 
 log = structlog.get_logger(__name__)
 
@@ -28,12 +28,11 @@ log = structlog.get_logger(__name__)
 def transit_key_for(settings: Settings, tenant_id: uuid.UUID, queue: str) -> tuple[str, bytes]:
     """(key id, key) that seals secrets for the workers serving ``tenant_id``'s ``queue``.
 
-    Today every queue is served by the shared pool, whose key is in settings; per-tenant
-    queue keys (tenant-hosted workers) plug in here, and only here.
+    Each tenant queue has a key of its own, derived from the pool key in settings: the
+    shared pool derives it the same way, a tenant-hosted worker gets it in its credential.
     """
-    del tenant_id, queue  # the shared pool key serves every tenant and queue
     key_id = settings.worker_transit_key_id
-    return key_id, settings.worker_transit_keys[key_id]
+    return key_id, queue_transit_key(settings.worker_transit_keys[key_id], str(tenant_id), queue)
 
 
 async def seal_task_secrets(

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from backend.core.settings import Settings
-from backend.web import admin, audit, jobs, public, runs, secrets, settings
+from backend.web import admin, audit, jobs, public, runs, secrets, settings, workers
 from backend.web.render import DashboardErrors, create_templates, frontend_dir
 
 log = structlog.get_logger(__name__)
@@ -27,6 +27,7 @@ for area in (
     runs.router,
     settings.router,
     secrets.router,
+    workers.router,
     audit.router,
     admin.router,
 ):

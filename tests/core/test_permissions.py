@@ -80,6 +80,8 @@ def test_permissions_are_monotonic_in_role(permission: Permission) -> None:
         (Permission.secrets_read, Role.viewer),
         (Permission.secrets_write, Role.editor),
         (Permission.tenant_manage, Role.owner),
+        (Permission.workers_read, Role.admin),
+        (Permission.workers_manage, Role.admin),
     ],
 )
 def test_documented_minimum_roles(permission: Permission, minimum: Role) -> None:

@@ -40,7 +40,7 @@ from backend.core.security import (
     parse_tenant_token,
     verify_access_token,
 )
-from backend.core.settings import Environment, Settings
+from backend.core.settings import Environment, Process, Settings, UnsafeSettings
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, bearer, create_member, login
 
@@ -427,14 +427,20 @@ PUBLISHED_DEV_SECRET = "baton-dev-only-secret-change-me-0123456789abcdef"
 
 
 def test_settings_refuse_production_without_secrets() -> None:
-    with pytest.raises(ValidationError, match="BATON_JWT_SECRET"):
-        Settings(
-            _env_file=None,
-            environment=Environment.production,
-            app_db_password="a-real-database-password",
-        )
-    with pytest.raises(ValidationError, match="BATON_APP_DB_PASSWORD"):
-        Settings(_env_file=None, environment=Environment.production, jwt_secret="p" * 48)
+    """Production generates nothing; each process refuses the unset secrets it uses."""
+    no_jwt = Settings(
+        _env_file=None, environment=Environment.production, app_db_password="a-real-password"
+    )
+    assert no_jwt.jwt_secret == ""
+    with pytest.raises(UnsafeSettings, match="BATON_JWT_SECRET"):
+        no_jwt.refuse_unsafe_for(Process.api)
+    no_database = Settings(_env_file=None, environment=Environment.production, jwt_secret="p" * 48)
+    with pytest.raises(UnsafeSettings, match="BATON_APP_DB_PASSWORD"):
+        no_database.refuse_unsafe_for(Process.engine)
+    with pytest.raises(UnsafeSettings, match="BATON_SECRETS_KEK"):
+        no_database.refuse_unsafe_for(Process.api)
+    with pytest.raises(UnsafeSettings, match="BATON_WORKER_TRANSIT_KEY"):
+        no_database.refuse_unsafe_for(Process.worker)
 
 
 def test_settings_accept_a_real_secret_in_production() -> None:
@@ -447,6 +453,7 @@ def test_settings_accept_a_real_secret_in_production() -> None:
         worker_transit_key="cHJvZHVjdGlvbi10cmFuc2l0LWtleS0zMi1ieXRlcyE=",
     )
 
+    settings.refuse_unsafe_for(Process.api, Process.engine, Process.database)
     assert settings.verification_keys == {settings.jwt_kid: "p" * 48}
     assert not settings.uses_development_jwt_secret
 

@@ -59,6 +59,8 @@ def test_the_walk_finds_the_dashboard_pages(app: FastAPI) -> None:
         ("POST", "/settings/secrets"),
         ("POST", "/settings/secrets/{secret_name}"),
         ("POST", "/settings/secrets/{secret_name}/delete"),
+        ("GET", "/settings/workers"),
+        ("POST", "/settings/workers/credentials"),
         ("GET", "/audit"),
         ("GET", "/admin"),
     }

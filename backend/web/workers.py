@@ -1,0 +1,154 @@
+"""Dashboard page: tenant-hosted workers - credentials (secret shown once), and the
+tenant's connected workers.
+
+Each action calls ``workers.service`` with the permission the matching API route needs.
+A new credential is rendered into the answer to the form that created it and nowhere else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request, Response
+from pydantic import ValidationError
+
+from backend.core.db import SessionDep
+from backend.core.deps import RedisDep, SettingsDep
+from backend.core.errors import BatonError
+from backend.core.models import utcnow
+from backend.core.permissions import Permission
+from backend.core.principal import Principal
+from backend.web.csrf import CsrfChecked
+from backend.web.render import form_problems, page, redirect
+from backend.web.session import WebAuthorized, web_allows
+from backend.workers import service
+from backend.workers.schemas import WorkerCredentialCreate
+
+router = APIRouter(include_in_schema=False)
+
+NOTICES = {
+    "credential-revoked": "Credential revoked; its workers were disconnected.",
+}
+
+
+async def _workers_page(
+    request: Request,
+    session: SessionDep,
+    redis: RedisDep,
+    principal: Principal,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    notice: str | None = None,
+    created: dict[str, Any] | None = None,
+    status: int = 200,
+) -> Response:
+    response = page(
+        request,
+        "settings/workers.html",
+        {
+            "principal": principal,
+            "section": "workers",
+            "credentials": await service.list_credentials(session, principal),
+            "workers": await service.connected_workers(redis, principal),
+            "can_manage": web_allows(principal, Permission.workers_manage),
+            "values": values or {},
+            "errors": errors or {},
+            "message": message,
+            "notice": NOTICES.get(notice or ""),
+            "created": created,
+            "now": utcnow(),
+        },
+        status=status,
+    )
+    if created is not None:
+        response.headers["Cache-Control"] = "no-store"  # the secret must not be cached
+    return response
+
+
+@router.get("/settings/workers")
+async def workers(
+    request: Request,
+    session: SessionDep,
+    redis: RedisDep,
+    notice: Annotated[str | None, Query(max_length=40)] = None,
+    principal: Principal = WebAuthorized(Permission.workers_read),
+) -> Response:
+    """Worker credentials (never their secrets) and the tenant's connected workers."""
+    return await _workers_page(request, session, redis, principal, notice=notice)
+
+
+@router.post("/settings/workers/credentials")
+async def create_credential(
+    request: Request,
+    _: CsrfChecked,
+    session: SessionDep,
+    redis: RedisDep,
+    settings: SettingsDep,
+    name: Annotated[str, Form(max_length=1024)] = "",
+    queue: Annotated[str, Form(max_length=1024)] = "",
+    expires_in_days: Annotated[str, Form(max_length=20)] = "",
+    principal: Principal = WebAuthorized(Permission.workers_manage),
+) -> Response:
+    """Create a worker credential (as ``POST /api/v1/workers/credentials``), shown once."""
+    values = {"name": name, "queue": queue, "expires_in_days": expires_in_days}
+    try:
+        async with session.begin_nested():
+            body = WorkerCredentialCreate.model_validate(
+                {"name": name, "queue": queue, "expires_in_days": expires_in_days.strip() or None}
+            )
+            row, secret = await service.create_credential(
+                session,
+                redis,
+                settings,
+                principal,
+                name=body.name,
+                queue=body.queue,
+                expires_in_days=body.expires_in_days,
+            )
+    except ValidationError as error:
+        return await _workers_page(
+            request,
+            session,
+            redis,
+            principal,
+            values=values,
+            errors=form_problems(error),
+            status=422,
+        )
+    except BatonError as error:
+        if error.status_code >= 500:
+            raise
+        return await _workers_page(
+            request,
+            session,
+            redis,
+            principal,
+            values=values,
+            message=error.message,
+            status=error.status_code,
+        )
+    return await _workers_page(
+        request,
+        session,
+        redis,
+        principal,
+        created={"credential": row, "secret": secret},
+        status=201,
+    )
+
+
+@router.post("/settings/workers/credentials/{credential_id}/revoke")
+async def revoke_credential(
+    request: Request,
+    credential_id: uuid.UUID,
+    _: CsrfChecked,
+    session: SessionDep,
+    redis: RedisDep,
+    principal: Principal = WebAuthorized(Permission.workers_manage),
+) -> Response:
+    """Revoke a credential (as ``DELETE /api/v1/workers/credentials/{id}``)."""
+    await service.revoke_credential(session, redis, principal, credential_id)
+    return redirect(request, "/settings/workers?notice=credential-revoked")

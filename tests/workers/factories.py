@@ -1,0 +1,33 @@
+"""Worker credentials through the public API, and Redis clients that log in with them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from httpx import AsyncClient
+from redis.asyncio import Redis
+
+from backend.core.redis import create_redis
+from tests.fixtures.factories import Account
+from worker.credential import WorkerCredential
+
+
+def unique_queue() -> str:
+    """A queue no other test (nor the session's shared test worker) serves."""
+    return f"hosted-{uuid.uuid4().hex[:10]}"
+
+
+async def create_worker_credential(
+    client: AsyncClient, account: Account, queue: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    body = {"queue": queue or unique_queue(), "name": f"box-{uuid.uuid4().hex[:6]}", **extra}
+    response = await client.post("/api/v1/workers/credentials", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def redis_as(credential: str, redis_url: str) -> Redis:
+    """A client logged in as the credential's own Redis user, made as `baton worker` makes
+    its own."""
+    return create_redis(WorkerCredential.parse(credential).connection_url(redis_url))
