@@ -227,7 +227,12 @@ def test_serving_beyond_loopback_with_a_development_secret_is_refused(
     assert result.exit_code == 2, result.output
     assert f"Refusing to serve on {host}" in result.output
     assert "BATON_JWT_SECRET" in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["app-db-password", "jwt-secret"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "app-db-password",
+        "jwt-secret",
+        "secrets-kek",
+        "worker-transit-key",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,15 @@
 """Each process refuses, in production, only what it would itself run with unsafely.
 
-The API needs the JWT secret and the database password, the engine the database
-password, a worker neither; every one of them refuses a Redis URL without a user and
-password (Redis ACL users are how roles are enforced).
+The API needs the JWT secret, the database password and the key-encryption key, the engine
+the database password and both secret keys, a shared-pool worker only the transit key and a
+tenant-hosted worker only its credential; every one of them refuses a Redis URL without a
+user and password (Redis ACL users are how roles are enforced).
 """
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +39,13 @@ def test_production_refuses_an_unauthenticated_redis_for_every_process() -> None
 
 
 def test_a_worker_needs_no_jwt_secret_and_no_database_password() -> None:
-    settings = production(redis_url=AUTHENTICATED)
+    """A shared-pool worker needs only the transit key; a tenant-hosted one its credential."""
+    hosted = production(redis_url=AUTHENTICATED, worker_credential="bwc_x")
+    hosted.refuse_unsafe_for(Process.worker)
+    with pytest.raises(UnsafeSettings, match="BATON_WORKER_TRANSIT_KEY"):
+        production(redis_url=AUTHENTICATED).refuse_unsafe_for(Process.worker)
+    transit = base64.b64encode(os.urandom(32)).decode()
+    settings = production(redis_url=AUTHENTICATED, worker_transit_key=transit)
     settings.refuse_unsafe_for(Process.worker)
     with pytest.raises(UnsafeSettings, match="BATON_JWT_SECRET") as refused:
         settings.refuse_unsafe_for(Process.api)

@@ -15,6 +15,7 @@ from worker.secrets import (
     TransitKeys,
     execute_with_secrets,
     mask_log_event,
+    queue_transit_key,
     seal_transit,
     substitute,
 )
@@ -32,7 +33,8 @@ def message(
     )
     if payload is None:
         return base
-    return replace(base, secrets=seal_transit("t1", KEY, base, payload))
+    key = queue_transit_key(KEY, base.tenant_id, base.queue)  # what the engine seals with
+    return replace(base, secrets=seal_transit("t1", key, base, payload))
 
 
 class Recorder:
