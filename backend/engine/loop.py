@@ -4,8 +4,8 @@
   once by ``baton:engine:wakeup``), and admits their ready tasks by deficit round robin.
 - **events** reads the active tenants' events streams in batches, applies each tenant's
   batch in one transaction, acknowledges it, then acts on the effects in Redis.
-- **sweep** enforces task and run deadlines, fails tasks whose worker went silent, and
-  re-dispatches everything in flight if Redis lost its data.
+- **sweep** enforces task and run deadlines, calls attempts whose worker went silent lost,
+  and recovers from Redis losing its data (:meth:`Engine.reconcile_redis`).
 
 Every loop survives errors of one iteration and outages of PostgreSQL or Redis of any
 length (``backend.health.dependencies``: logged, counted, retried with capped exponential
@@ -247,6 +247,8 @@ class Engine:
         if not messages:
             return
         # One MULTI/EXEC: Redis takes every message or none, so a failure can be undone.
+        # (Under Redis Cluster the two registry sets live outside the tenant's slot and
+        # would have to leave the transaction.)
         async with self.redis.pipeline(transaction=True) as pipe:
             for message in messages:
                 stream = keys.queue_stream(message.tenant_id, message.queue)
