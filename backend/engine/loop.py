@@ -163,18 +163,18 @@ class Engine:
             tenant_id, allowance = turn
             try:
                 admission = await self._admit_tenant(tenant_id, quotas[tenant_id][0], allowance)
+                metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(
+                    len(admission.messages)
+                )
+                admitted += len(admission.messages)
+                if admission.next_due is not None:
+                    await mark_tenant_due(self.redis, tenant_id, admission.next_due)
             except BaseException:
-                # Out of the ring for now (or it would never come back to it); the resync
-                # after the failure marks it due again if it still has work.
+                # Back out of its turn (next_turn took it off the ring; without used() it
+                # would never come back); the resync after the failure marks it due again.
                 self.fair.used(tenant_id, 0, still_due=False)
                 self._resync_wanted = True
                 raise
-            metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(
-                len(admission.messages)
-            )
-            admitted += len(admission.messages)
-            if admission.next_due is not None:
-                await mark_tenant_due(self.redis, tenant_id, admission.next_due)
             still_due = admission.next_due is not None and admission.next_due <= utcnow()
             self.fair.used(tenant_id, len(admission.messages), still_due=still_due)
         return admitted
