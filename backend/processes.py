@@ -1,7 +1,9 @@
 """Assemble Baton's processes - API, engine, worker - alone or all in one (``baton dev``).
 
 One asyncio loop, one signal handler: SIGINT/SIGTERM stops reading new work everywhere,
-lets running tasks finish within the grace period, then closes connections.
+lets running tasks finish within the grace period, then closes connections. Nothing else
+ends a process: every loop rides out PostgreSQL and Redis outages of any length
+(``backend.health.dependencies``), and a component that still fails is restarted.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 
 import structlog
 import uvicorn
@@ -19,6 +21,7 @@ from backend.core.db import create_engine, create_sessionmaker
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from backend.health.dependencies import Backoff
 from backend.metrics.gather import QueueGatherer
 from backend.metrics.http import serve_metrics
 from backend.scheduler.loop import Scheduler
@@ -90,6 +93,24 @@ async def log_shell_policy(policy: ExecutorPolicy) -> None:
         log.info("worker.sandbox.ready")
 
 
+async def _supervised(
+    name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event
+) -> None:
+    """Run a component until it returns; if it raises before shutdown, log and start it
+    again after a backoff. Every loop already rides out outages on its own; this is the
+    last line of defence, so that no error ends a process that should keep serving."""
+    backoff = Backoff()
+    while True:
+        try:
+            await run()
+            return
+        except Exception as error:  # the process's last line of defence
+            if stopping.is_set():
+                raise
+            log.exception("process.component_failed", component=name, error=type(error).__name__)
+            await asyncio.sleep(backoff.next_delay())
+
+
 async def run_processes(
     settings: Settings,
     *,
@@ -117,15 +138,17 @@ async def run_processes(
         if engine
         else None
     )
-    stoppers: list[Callable[[], None]] = []
+    stopping = asyncio.Event()
+    stoppers: list[Callable[[], None]] = [stopping.set]
     tasks: list[asyncio.Task[None]] = []
     if db_engine is not None:
         sessionmaker = create_sessionmaker(db_engine)
         scheduler = Scheduler(settings, sessionmaker, redis)
         the_engine = Engine(settings, sessionmaker, redis, owns=scheduler.owns)
+        the_engine.on_redis_lost = scheduler.rebuild_soon
         stoppers.extend([the_engine.stop, scheduler.stop])
-        tasks.append(asyncio.create_task(the_engine.run()))
-        tasks.append(asyncio.create_task(scheduler.run()))
+        tasks.append(asyncio.create_task(_supervised("engine", the_engine.run, stopping)))
+        tasks.append(asyncio.create_task(_supervised("scheduler", scheduler.run, stopping)))
         gatherer = QueueGatherer(
             redis,
             interval=settings.metrics_gather_seconds,
@@ -133,12 +156,12 @@ async def run_processes(
             sessionmaker=sessionmaker,
         )
         stoppers.append(gatherer.stop)
-        tasks.append(asyncio.create_task(gatherer.run()))
+        tasks.append(asyncio.create_task(_supervised("gatherer", gatherer.run, stopping)))
     if worker is not None:
         await log_shell_policy(worker.policy)
         the_worker = Worker(redis, worker)
         stoppers.append(the_worker.stop)
-        tasks.append(asyncio.create_task(the_worker.run()))
+        tasks.append(asyncio.create_task(_supervised("worker", the_worker.run, stopping)))
     if api:
         from backend.app import create_app
 

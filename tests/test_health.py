@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 
 from backend.app import create_app
 from backend.core.settings import Settings
+from backend.metrics.registry import REGISTRY
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 READ_ONLY_REDIS = {"PING", "GET", "MGET", "EXISTS", "TTL", "PTTL", "HGET", "HGETALL", "SMEMBERS"}
@@ -143,3 +144,24 @@ async def test_readyz_with_a_refused_postgres_login_is_503(
     assert details["postgres"].startswith("error: ")
     assert details["redis"] == "ok"
     assert "secret-pw" not in response.text and "no_such_database" not in response.text
+
+
+async def test_readyz_names_the_missing_dependency_and_moves_its_metric(
+    client_for: ClientFactory, client: AsyncClient
+) -> None:
+    outages = _sample("baton_dependency_outages_total")
+    http = await client_for(redis_url=UNREACHABLE_REDIS)
+    response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["error"]["message"].endswith(": redis")
+    assert _sample("baton_dependency_up") == 0
+    assert _sample("baton_dependency_outages_total") == outages + 1
+    # The next probe that reaches Redis marks it up again.
+    assert (await client.get("/readyz")).status_code == 200
+    assert _sample("baton_dependency_up") == 1
+
+
+def _sample(name: str) -> float:
+    value = REGISTRY.get_sample_value(name, {"dependency": "redis"})
+    assert value is not None, name
+    return value

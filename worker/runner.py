@@ -17,6 +17,11 @@ Shaped after arq's worker loop:
 - **Two-stage shutdown.** SIGTERM stops reading and lets running tasks finish for the
   grace period; what is still running then is cancelled (process groups killed) and
   handed back (``released``), so another worker runs it without using up an attempt.
+- **Outages.** Every loop runs its iterations under a ``Guard``
+  (``backend.health.dependencies``): a Redis outage of any length is logged, counted and
+  retried with capped exponential backoff. Running tasks go on; a finished attempt's
+  result is kept and re-sent until Redis takes it, and the attempt keeps heartbeating
+  meanwhile, so the engine never mistakes it for lost and runs it twice.
 - Workers never connect to PostgreSQL.
 """
 
@@ -37,6 +42,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
+from backend.health.dependencies import Backoff, Guard
 from backend.metrics import registry as metrics
 from worker import keys
 from worker.executors.base import ExecutorPolicy, executor_for
@@ -56,6 +62,7 @@ log = structlog.get_logger(__name__)
 VERSION = _version("baton")  # reported in heartbeats (the dashboard shows it)
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 200
+LOG_BUFFER_MAX_LINES = 10_000  # per attempt, while Redis cannot take them
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class Worker:
         self.config = config
         self.name = config.name
         self.running: dict[tuple[str, int], _Running] = {}
+        # Finished attempts whose result Redis has not taken yet (an outage): they go on
+        # heartbeating so that nobody takes them for lost.
+        self.reporting: dict[tuple[str, int], _Running] = {}
         self._stopping = asyncio.Event()
         # Set once draining is over: the helper loops (heartbeats go on while draining) end.
         self._closing = asyncio.Event()
@@ -119,18 +129,10 @@ class Worker:
             asyncio.create_task(self._claim_loop()),
         ]
         metrics.track_worker(self)  # busy/idle slot gauges, read when scraped
+        guard = Guard("worker.poll")
         try:
             while not self._stopping.is_set():
-                try:
-                    await self.poll()
-                except AuthenticationError as error:
-                    # The credential was revoked or expired (its Redis user is gone): no
-                    # retry can succeed, so stop reading instead of spinning.
-                    log.error("worker.credential_refused", worker=self.name, error=str(error))
-                    self.stop()
-                except (RedisError, OSError) as error:
-                    log.warning("worker.poll_failed", error=str(error))
-                    await asyncio.sleep(0.5)
+                await guard.run(self._poll_or_stop())
             await self._drain()
         finally:
             self._closing.set()
@@ -139,6 +141,15 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.delete(self._heartbeat_key())
             log.info("worker.stopped", worker=self.name)
+
+    async def _poll_or_stop(self) -> None:
+        try:
+            await self.poll()
+        except AuthenticationError as error:
+            # The credential was revoked or expired (its Redis user is gone): no retry can
+            # succeed, so stop reading instead of spinning.
+            log.error("worker.credential_refused", worker=self.name, error=str(error))
+            self.stop()
 
     async def _drain(self) -> None:
         tasks = [r.task for r in self.running.values() if r.task is not None]
@@ -252,7 +263,13 @@ class Worker:
         flusher = asyncio.create_task(logs.flush_periodically())
         result: ExecutionResult | None
         try:
-            await self._publish(message, "started")
+            try:
+                await self._publish(message, "started")
+            except (RedisError, OSError) as error:
+                # Not run: its entry stays pending, and whoever claims it after the
+                # visibility timeout reports it lost (retried without using an attempt).
+                log.warning("worker.start_failed", error=type(error).__name__)
+                return
             result = await self._run_executor(record, logs)
         except asyncio.CancelledError:
             result = (
@@ -283,21 +300,38 @@ class Worker:
     async def _report(
         self, record: _Running, logs: _LogBuffer, result: ExecutionResult | None
     ) -> None:
+        """Send the attempt's result; through an outage, again and again until Redis takes
+        it (with backoff), heartbeating meanwhile. Only a worker that stops for good with
+        the result still unsent loses it (the engine then judges the attempt lost)."""
         message = record.message
+        key = (message.task_run_id, message.attempt)
+        if result is None:
+            event = self._event(message, "released")
+        else:
+            event = self._event(message, "finished", result=_result_dict(result))
+        backoff = Backoff()
+        self.reporting[key] = record
         try:
-            await logs.flush()
-            if result is None:
-                event = self._event(message, "released")
-            else:
-                event = self._event(message, "finished", result=_result_dict(result))
-            # One round trip; the result is in the events stream before the entry is acked.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
-                pipe.xack(record.stream, keys.WORKERS_GROUP, record.entry_id)
-                await pipe.execute()
-        except (RedisError, OSError) as error:
-            # The entry stays pending; the visibility timeout hands it to another worker.
-            log.error("worker.report_failed", task_run_id=message.task_run_id, error=str(error))
+            while True:
+                try:
+                    await logs.flush()
+                    # One round trip; the result is in the events stream before the ack.
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.xadd(
+                            keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()}
+                        )
+                        pipe.xack(record.stream, keys.WORKERS_GROUP, record.entry_id)
+                        await pipe.execute()
+                    return
+                except (RedisError, OSError) as error:
+                    log.warning(
+                        "worker.report_retrying",
+                        task_run_id=message.task_run_id,
+                        error=type(error).__name__,
+                    )
+                    await asyncio.sleep(backoff.next_delay())
+        finally:
+            self.reporting.pop(key, None)
 
     def _event(self, message: TaskMessage, kind: str, **extra: Any) -> TaskEvent:
         return TaskEvent(
@@ -319,15 +353,13 @@ class Worker:
 
     # -- background duties --------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
+        guard = Guard("worker.heartbeat")
         while not self._closing.is_set():
             await asyncio.sleep(self.config.heartbeat_seconds)
-            try:
-                await self._heartbeat()
-            except (RedisError, OSError) as error:
-                log.warning("worker.heartbeat_failed", error=str(error))
+            await guard.run(self._heartbeat())
 
     async def _heartbeat(self) -> None:
-        records = list(self.running.values())
+        records = [*self.running.values(), *self.reporting.values()]
         async with self.redis.pipeline(transaction=False) as pipe:
             for record in records:
                 message = record.message
@@ -352,7 +384,12 @@ class Worker:
             )
             if self.config.tenant_id is not None:
                 pipe.zadd(keys.tenant_workers(self.config.tenant_id), {self.name: now})
-            await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
+        # An unreachable Redis fails every command; say so (an outage) rather than
+        # pretend a heartbeat went out. A lone XCLAIM error (NOGROUP after data loss) is
+        # not one.
+        if replies and isinstance(replies[-1], Exception):
+            raise replies[-1]
         metrics.WORKER_HEARTBEATS.inc()
 
     def _heartbeat_key(self) -> str:
@@ -362,12 +399,10 @@ class Worker:
         return keys.tenant_worker_heartbeat(tenant, self.name)
 
     async def _claim_loop(self) -> None:
+        guard = Guard("worker.claim")
         while not self._closing.is_set():
             await asyncio.sleep(self.config.visibility_timeout_seconds / 2)
-            try:
-                await self.claim_abandoned()
-            except (RedisError, OSError) as error:
-                log.warning("worker.claim_failed", error=str(error))
+            await guard.run(self.claim_abandoned())
 
     async def claim_abandoned(self) -> int:
         """Take entries a dead worker left pending; report their attempts as lost."""
@@ -389,8 +424,9 @@ class Worker:
                 except (KeyError, ValueError, TypeError):
                     await self._ack(stream, entry_id)
                     continue
-                if (message.task_run_id, message.attempt) in self.running:
-                    continue  # ours, still running
+                key = (message.task_run_id, message.attempt)
+                if key in self.running or key in self.reporting:
+                    continue  # ours, still running or still reporting
                 lost = ExecutionResult.failed("the worker running it stopped", reason="lost")
                 await self._publish(message, "finished", result=_result_dict(lost))
                 await self._ack(stream, entry_id)
@@ -404,6 +440,12 @@ class Worker:
         return claimed
 
     async def _cancel_listener(self) -> None:
+        """Listen for cancellations; subscribe again after an outage (pub/sub forgets)."""
+        guard = Guard("worker.cancel_listener")
+        while not self._closing.is_set():
+            await guard.run(self._listen_for_cancels())
+
+    async def _listen_for_cancels(self) -> None:
         pubsub = self.redis.pubsub()
         tenant = self.config.tenant_id
         channel = keys.cancel_channel() if tenant is None else keys.tenant_cancel_channel(tenant)
@@ -460,11 +502,15 @@ class _LogBuffer:
         self.lines.append(
             {"seq": self.seq, "stream": line.stream, "line": line.line, "ts": time.time()}
         )
+        if len(self.lines) > LOG_BUFFER_MAX_LINES:  # a long outage: keep the newest
+            del self.lines[: len(self.lines) - LOG_BUFFER_MAX_LINES]
         if (
             len(self.lines) >= LOG_FLUSH_LINES
             or time.monotonic() - self.last_flush > LOG_FLUSH_SECONDS
         ):
-            await self.flush()
+            # Kept for the next flush on failure: a task must not fail because Redis is away.
+            with contextlib.suppress(RedisError, OSError):
+                await self.flush()
 
     async def flush_periodically(self) -> None:
         """Ship lines at least every LOG_FLUSH_SECONDS, so logs are readable while a task
@@ -481,7 +527,11 @@ class _LogBuffer:
         if not self.lines:
             return
         lines, self.lines = self.lines, []
-        await self.worker._publish(self.message, "log", lines=lines)
+        try:
+            await self.worker._publish(self.message, "log", lines=lines)
+        except BaseException:
+            self.lines[:0] = lines  # keep them for the next flush (Redis may be back)
+            raise
 
 
 def _result_dict(result: ExecutionResult) -> dict[str, Any]:

@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     admission_quantum: int = Field(default=256, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)
-    lost_after_seconds: float = Field(default=60.0, gt=0)
+    # A running attempt whose heartbeats stopped this long ago is lost (3 missed beats).
+    lost_after_seconds: float = Field(default=15.0, gt=0)
     task_deadline_grace_seconds: float = Field(default=10.0, ge=0)
     # Unacknowledged engine events (a failed batch, a dead replica) are retried one by one
     # once this old; one that fails three times is dead-lettered (logged, acknowledged).

@@ -207,3 +207,24 @@ def group_outcome(child_statuses: Mapping[str, int]) -> str | None:
     if set(child_statuses) <= {TaskStatus.succeeded}:
         return TaskStatus.succeeded
     return TaskStatus.failed
+
+
+def reusable(plan: RunPlan, statuses: Mapping[str, str]) -> set[str]:
+    """Tasks a re-run from failure may take over from the run it repeats.
+
+    A task is reused only if it succeeded *and* every task upstream of it is reused too:
+    anything downstream of a task that runs again must run again, because its old output
+    was computed from results the re-run replaces (a task that ran under ``all_done`` or
+    ``one_failed`` after a failure would otherwise keep an output built on that failure).
+    """
+    reused: set[str] = set()
+    changed = True
+    while changed:  # tasks are few; repeat until the closure is stable (any order)
+        changed = False
+        for name, task in plan.tasks.items():
+            if name in reused or statuses.get(name) != TaskStatus.succeeded:
+                continue
+            if all(dep in reused for dep in task.depends_on):
+                reused.add(name)
+                changed = True
+    return reused

@@ -51,6 +51,10 @@ log = structlog.get_logger(__name__)
 
 MAX_LINE_CHARS = 16_384
 ACTIVE = (TaskStatus.queued, TaskStatus.running)
+# Lost attempts (the worker died, or its dispatch vanished with Redis's data) are retried
+# at once without using up the task's retries; the one that makes this many fails the task
+# with reason "lost" (a task that kills every worker it runs on must not loop forever).
+MAX_LOST_ATTEMPTS = 3
 
 
 @dataclass
@@ -86,8 +90,17 @@ def _ts(epoch: float) -> datetime:
 
 
 class _Batch:
-    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID, plans: PlanCache) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        plans: PlanCache,
+        lost_before: datetime | None = None,
+    ) -> None:
         self.session = session
+        # A worker's "lost" report counts only if the attempt's heartbeat is older than this
+        # (None: the engine may not judge lost now) - see :func:`apply_events`.
+        self.lost_before = lost_before
         self.tenant_id = tenant_id
         self.plans = plans
         self.effects = Effects()
@@ -162,6 +175,9 @@ class _Batch:
         if event.kind == "started":
             self._started(task, run, event, at)
         elif event.kind == "heartbeat":
+            if task.status == TaskStatus.queued and task.dispatched_at is not None:
+                # Its "started" went missing (Redis lost it): a heartbeat says the same.
+                self._started(task, run, event, at)
             if task.status == TaskStatus.running:
                 task.heartbeat_at = max(at, task.heartbeat_at or at)
                 self._mark(task)
@@ -179,9 +195,33 @@ class _Batch:
                     }
                 )
         elif event.kind == "finished":
-            self.finish(task, event.result or {}, at, worker=event.worker)
+            result = event.result or {}
+            if result.get("reason") == "lost" and not self._silent(task):
+                return  # the entry's worker may be alive after all: the sweep decides
+            self.finish(task, result, at, worker=event.worker)
         elif event.kind == "released":
             self._released(task, at)
+
+    def _silent(self, task: TaskRun) -> bool:
+        """Whether a worker's "lost" report about this attempt may be believed.
+
+        Never started: yes - a worker running it would have sent "started" first, on the
+        same stream, so it would have been applied before this report. Running: only if
+        the engine has listened long enough and the last heartbeat is older than
+        ``lost_after`` (after an outage an entry looks abandoned to other workers before
+        its own worker's next heartbeat re-claims it)."""
+        if task.status == TaskStatus.queued:
+            return True
+        if self.lost_before is None or task.heartbeat_at is None:
+            return False
+        return task.heartbeat_at < self.lost_before
+
+    def _lost_so_far(self, task: TaskRun) -> int:
+        return sum(
+            1
+            for (task_id, _), attempt in self.attempts.items()
+            if task_id == task.id and attempt.reason == "lost"
+        )
 
     def _close_attempt(self, task: TaskRun, result: dict[str, Any], at: datetime) -> None:
         """Record how an attempt ended after its task was already settled (cancelled)."""
@@ -250,7 +290,14 @@ class _Batch:
             task.status = TaskStatus.succeeded
             task.output = result.get("output")
             task.finished_at = at
-        elif reason != "cancelled" and task.attempt < task.max_attempts:
+        elif reason == "lost" and self._lost_so_far(task) < MAX_LOST_ATTEMPTS:
+            # Not the task's fault: run it again at once, outside its retry budget.
+            task.status = TaskStatus.queued
+            task.dispatched_at = None
+            task.max_attempts += 1
+            task.ready_at = utcnow()
+            self.effects.due(task.ready_at)
+        elif reason not in ("cancelled", "lost") and task.attempt < task.max_attempts:
             retry = task_plan(self, task).retry
             task.status = TaskStatus.queued
             task.dispatched_at = None
@@ -384,9 +431,20 @@ async def _prepare(batch: _Batch, task_run_ids: set[uuid.UUID]) -> None:
 
 
 async def apply_events(
-    session: AsyncSession, tenant_id: uuid.UUID, events: list[TaskEvent], plans: PlanCache
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    events: list[TaskEvent],
+    plans: PlanCache,
+    *,
+    lost_before: datetime | None = None,
 ) -> Effects:
-    """Apply one tenant's batch of worker events in the current transaction."""
+    """Apply one tenant's batch of worker events in the current transaction.
+
+    ``lost_before``: a worker's report that an attempt was lost (it took over the entry
+    of a worker that stopped answering) is applied only if the attempt's heartbeat is
+    older than this; None (the engine has not listened long enough) ignores such reports.
+    The engine's sweep applies the same rule from heartbeats, so nothing is missed.
+    """
     ids = set()
     now = time.time()
     for event in events:
@@ -395,7 +453,7 @@ async def apply_events(
             ids.add(uuid.UUID(event.task_run_id))
         except ValueError:
             log.warning("engine.event.bad_task_id", tenant_id=str(tenant_id))
-    batch = _Batch(session, tenant_id, plans)
+    batch = _Batch(session, tenant_id, plans, lost_before)
     await _prepare(batch, ids)
     for event in events:
         batch.apply(event)

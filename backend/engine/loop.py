@@ -4,23 +4,34 @@
   once by ``baton:engine:wakeup``), and admits their ready tasks by deficit round robin.
 - **events** reads the active tenants' events streams in batches, applies each tenant's
   batch in one transaction, acknowledges it, then acts on the effects in Redis.
-- **sweep** enforces task and run deadlines, fails tasks whose worker went silent, and
-  re-dispatches everything in flight if Redis lost its data.
+- **sweep** enforces task and run deadlines, calls attempts whose worker went silent lost,
+  and recovers from Redis losing its data (:meth:`Engine.reconcile_redis`).
 
-Every loop survives errors of one iteration (logged) and stops on :meth:`Engine.stop`.
+Every loop survives errors of one iteration and outages of PostgreSQL or Redis of any
+length (``backend.health.dependencies``: logged, counted, retried with capped exponential
+backoff) and stops on :meth:`Engine.stop`.
+
+**Who decides that an attempt is lost.** The sweep, from heartbeats alone: a running
+attempt whose last heartbeat is older than ``lost_after_seconds`` - but only while the
+engine has been hearing events without interruption for at least that long. An engine
+that could not read Redis or write PostgreSQL (or just started) has not heard the
+heartbeats of that time, so it judges nobody lost until it has listened long enough. A
+worker's own "lost" report (an entry it took over after the visibility timeout) is held
+to the same rule (``events.apply_events``'s ``lost_before``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog
@@ -34,10 +45,11 @@ from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
-from backend.engine.admission import NO_RUN, FairShare, admit, quota_of
+from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.engine.plan import PLANS
 from backend.events.publish import publish as publish_updates
+from backend.health.dependencies import Guard, outage_of
 from backend.metrics import registry as metrics
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
@@ -83,6 +95,13 @@ class Engine:
         # tenant -> (until, queues its own workers serve), re-read from PostgreSQL
         self._hosted_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._next_credential_sweep = 0.0
+        self._guards = {loop: Guard(f"engine.{loop}") for loop in ("admission", "events", "sweep")}
+        # Since when the events loop has run without a failure (monotonic): lost attempts
+        # are judged only after hearing heartbeats for lost_after_seconds (see the top).
+        self._heard_since = time.monotonic()
+        self._resync_wanted = True  # re-announce due tenants (at start, after an outage)
+        # Called after Redis came back empty (the cron scheduler rebuilds its due index).
+        self.on_redis_lost: Callable[[], Awaitable[None]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -98,16 +117,28 @@ class Engine:
         return tenant_transaction(self.sessionmaker, tenant_id)
 
     async def _guarded(self, loop: str, step: Awaitable[object]) -> None:
-        """Await one iteration; log and pause on failure instead of dying.
+        """Await one iteration; on failure log, back off and go on instead of dying.
 
         Any exception, not only outages: one bad batch must not stop admission and event
         processing for every tenant. Unacknowledged events are retried from the stream.
         """
-        try:
-            await step
-        except Exception as error:  # the loop's last line of defence
-            log.exception("engine.loop_failed", loop=loop, error=type(error).__name__)
-            await asyncio.sleep(0.5)
+        guard = self._guards[loop]
+        had_failed = bool(guard.seen_down) or guard.backoff.tries > 0
+        ok = await guard.run(step)
+        if loop == "events" and not ok:
+            self._heard_since = time.monotonic()  # heartbeats of the outage went unheard
+        if ok and had_failed:
+            self._resync_wanted = True  # e.g. triggers whose wake-up Redis never got
+
+    def may_judge_lost(self) -> bool:
+        """Whether the engine has heard events long enough to call a silent attempt lost."""
+        return time.monotonic() - self._heard_since >= self.settings.lost_after_seconds
+
+    def lost_before(self) -> datetime | None:
+        """A heartbeat older than this means lost; None while lost may not be judged."""
+        if not self.may_judge_lost():
+            return None
+        return utcnow() - timedelta(seconds=self.settings.lost_after_seconds)
 
     # -- admission ----------------------------------------------------------------------
     async def _admission_loop(self) -> None:
@@ -136,29 +167,64 @@ class Engine:
             if turn is None:
                 break
             tenant_id, allowance = turn
-            max_concurrent = quotas[tenant_id][0]
-            await self.redis.zrem(keys.engine_due(), str(tenant_id))
-            async with self.tenant_transaction(tenant_id) as session:
-                admission = await admit(
-                    session,
-                    tenant_id,
-                    self.plans,
-                    max_concurrent=max_concurrent,
-                    limit=max(allowance, 1),
-                    settings=self.settings,
-                    after_run=self._run_rotation.get(tenant_id, NO_RUN),
+            try:
+                admission = await self._admit_tenant(tenant_id, quotas[tenant_id][0], allowance)
+                metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(
+                    len(admission.messages)
                 )
-            self._run_rotation[tenant_id] = admission.last_run
-            await self.publish(admission.messages)
-            metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(
-                len(admission.messages)
-            )
-            admitted += len(admission.messages)
-            if admission.next_due is not None:
-                await mark_tenant_due(self.redis, tenant_id, admission.next_due)
+                admitted += len(admission.messages)
+                if admission.next_due is not None:
+                    await mark_tenant_due(self.redis, tenant_id, admission.next_due)
+            except BaseException:
+                # Back out of its turn (next_turn took it off the ring; without used() it
+                # would never come back); the resync after the failure marks it due again.
+                self.fair.used(tenant_id, 0, still_due=False)
+                self._resync_wanted = True
+                raise
             still_due = admission.next_due is not None and admission.next_due <= utcnow()
             self.fair.used(tenant_id, len(admission.messages), still_due=still_due)
         return admitted
+
+    async def _admit_tenant(
+        self, tenant_id: uuid.UUID, max_concurrent: int, allowance: int
+    ) -> Admission:
+        await self.redis.zrem(keys.engine_due(), str(tenant_id))
+        hosted = await self._hosted_queues({str(tenant_id)})
+        async with self.tenant_transaction(tenant_id) as session:
+            admission = await admit(
+                session,
+                tenant_id,
+                self.plans,
+                max_concurrent=max_concurrent,
+                limit=max(allowance, 1),
+                settings=self.settings,
+                after_run=self._run_rotation.get(tenant_id, NO_RUN),
+            )
+        self._run_rotation[tenant_id] = admission.last_run
+        try:
+            await self.publish(admission.messages, hosted)
+        except Exception as error:
+            if outage_of(error) != "redis":
+                raise
+            await self._undispatch(tenant_id, admission.messages)
+            raise
+        return admission
+
+    async def _undispatch(self, tenant_id: uuid.UUID, messages: list[TaskMessage]) -> None:
+        """Redis refused the dispatch (all or nothing: MULTI/EXEC): hand the tasks back to
+        admission without using up an attempt, or they would wait forever as dispatched."""
+        async with self.tenant_transaction(tenant_id) as session:
+            for message in messages:
+                await session.execute(
+                    _UNDISPATCH,
+                    {
+                        "tenant": tenant_id,
+                        "id": uuid.UUID(message.task_run_id),
+                        "attempt": message.attempt,
+                    },
+                )
+        log.warning("engine.dispatch_undone", tenant_id=str(tenant_id), tasks=len(messages))
+        await mark_tenant_due(self.redis, tenant_id, utcnow())
 
     async def _quotas(self, tenants: set[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
         """Quota and weight per tenant, re-read at most every QUOTA_TTL_SECONDS."""
@@ -184,16 +250,24 @@ class Engine:
         if popped:
             await self.redis.delete(keys.engine_wakeup())
 
-    async def publish(self, messages: list[TaskMessage]) -> None:
+    async def publish(
+        self, messages: list[TaskMessage], hosted: dict[str, frozenset[str]] | None = None
+    ) -> None:
         """XADD dispatch messages and register their tenants with workers and the engine.
 
         A queue a tenant serves with its own workers (an active worker credential) is kept
-        out of the shared pool's discovery set: only the tenant's workers run it.
+        out of the shared pool's discovery set: only the tenant's workers run it. ``hosted``
+        (those queues by tenant) is looked up before the dispatch commits, so that a
+        PostgreSQL failure here cannot strand committed dispatches without a message.
         """
         if not messages:
             return
-        hosted = await self._hosted_queues({m.tenant_id for m in messages})
-        async with self.redis.pipeline(transaction=False) as pipe:
+        if hosted is None:
+            hosted = await self._hosted_queues({m.tenant_id for m in messages})
+        # One MULTI/EXEC: Redis takes every message or none, so a failure can be undone.
+        # (Under Redis Cluster the two registry sets live outside the tenant's slot and
+        # would have to leave the transaction.)
+        async with self.redis.pipeline(transaction=True) as pipe:
             for message in messages:
                 stream = keys.queue_stream(message.tenant_id, message.queue)
                 pipe.xadd(stream, {TASK_FIELD: message.to_json()})
@@ -247,7 +321,9 @@ class Engine:
         for stream, entries in replies:
             try:
                 handled += await self._apply_stream(as_text(stream), entries)
-            except Exception:  # a bad batch must not hold up the other tenants' batches
+            except Exception as error:  # a bad batch must not hold up the other tenants'
+                if outage_of(error) is not None:
+                    raise  # nobody's batch can be applied: back off (events stay pending)
                 log.exception("engine.events.batch_failed", stream=as_text(stream))
         if time.monotonic() >= self._next_recovery:
             self._next_recovery = time.monotonic() + self.settings.engine_recovery_seconds
@@ -270,7 +346,9 @@ class Engine:
                 try:
                     handled += await self._apply_stream(stream, [(entry_id, fields)])
                     self._failures.pop(entry_id, None)
-                except Exception as error:  # noqa: BLE001  (counted, then dead-lettered)
+                except Exception as error:  # counted, then dead-lettered
+                    if outage_of(error) is not None:
+                        raise  # not the event's fault: it must not be dead-lettered
                     tries = self._failures[entry_id] = self._failures.get(entry_id, 0) + 1
                     log.warning(
                         "engine.event.retry_failed",
@@ -300,7 +378,9 @@ class Engine:
             except (KeyError, ValueError, TypeError):
                 log.warning("engine.event.malformed", tenant_id=str(tenant_id))
         async with self.tenant_transaction(tenant_id) as session:
-            effects = await apply_events(session, tenant_id, events, self.plans)
+            effects = await apply_events(
+                session, tenant_id, events, self.plans, lost_before=self.lost_before()
+            )
         await self.redis.xack(stream, keys.ENGINE_GROUP, *[entry_id for entry_id, _ in entries])
         if any(e.kind in ("finished", "released") for e in events):
             effects.due(utcnow())  # a slot came free: admit the tenant's next tasks
@@ -331,25 +411,39 @@ class Engine:
 
     async def sweep(self) -> None:
         """Deadlines, silent workers, Redis data loss."""
-        if not await self.redis.exists(keys.engine_epoch()):
+        epoch = await self.redis.get(keys.engine_epoch())
+        if epoch is None:
             await self.reconcile_redis()
+            epoch = await self.redis.get(keys.engine_epoch())
+        if self._resync_wanted:
+            await self.resync()
         if time.monotonic() >= self._next_credential_sweep:
             self._next_credential_sweep = (
                 time.monotonic() + self.settings.worker_credential_sweep_seconds
             )
             await worker_acl.remove_expired_users(self.redis)
+        lost_since = _epoch_time(epoch)
         for raw in await self.redis.smembers(keys.engine_tenants()):
             tenant_id = uuid.UUID(as_text(raw))
             if self.owns(tenant_id):
-                await self._sweep_tenant(tenant_id)
+                await self._sweep_tenant(tenant_id, lost_since)
 
-    async def _sweep_tenant(self, tenant_id: uuid.UUID) -> None:
+    async def _sweep_tenant(self, tenant_id: uuid.UUID, redis_lost_at: float | None) -> None:
         now = utcnow()
-        lost_before = now - timedelta(seconds=self.settings.lost_after_seconds)
+        lost_before = self.lost_before()
+        # The deadline backstop waits at least as long as a lost judgment needs, so that an
+        # attempt whose worker died is always called lost, never timed out; the grace lets
+        # a live worker's own timeout report come first.
+        grace = timedelta(
+            seconds=max(self.settings.task_deadline_grace_seconds, self.settings.lost_after_seconds)
+        )
+        rows: list[Any] = []
         async with self.tenant_transaction(tenant_id) as session:
-            rows = (
-                await session.execute(_OVERDUE, {"tenant": tenant_id, "lost": lost_before})
-            ).all()
+            if lost_before is not None:  # else the engine has not heard enough to judge
+                if redis_lost_at is not None:
+                    await self._requeue_stranded(session, tenant_id, redis_lost_at, lost_before)
+                overdue = {"tenant": tenant_id, "lost": lost_before, "late": now - grace}
+                rows = list((await session.execute(_OVERDUE, overdue)).all())
             failures = [
                 (
                     row.id,
@@ -383,28 +477,87 @@ class Engine:
             await self.redis.srem(keys.engine_tenants(), str(tenant_id))
 
     async def reconcile_redis(self) -> None:
-        """Redis came back empty: dispatch again every task PostgreSQL says is in flight."""
+        """Redis came back empty (its epoch key is gone).
+
+        Nothing is dispatched again *now*: a worker that survived the outage may still be
+        running an attempt whose message Redis forgot, and will report it (heartbeats,
+        result) on the re-created events stream. The epoch key records the instant of the
+        loss; the sweep then treats attempts that give no sign of life as lost -
+        running ones by their heartbeat, dispatched-but-not-started ones once they have
+        been silent for ``lost_after_seconds`` after the loss (:meth:`_requeue_stranded`)
+        - and those go back to admission without using up an attempt.
+        """
+        await self.redis.set(
+            keys.engine_epoch(), json.dumps({"engine": self.name, "at": time.time()}), nx=True
+        )
+        await self.resync()
+        await self._restore_worker_users()
+        log.warning("engine.redis_data_lost", engine=self.name)
+        if self.on_redis_lost is not None:
+            await self.on_redis_lost()
+
+    async def _restore_worker_users(self) -> None:
+        """Redis lost its data, perhaps its ACL users too: tenant-hosted workers get their
+        users back from PostgreSQL (active credentials only)."""
         async with self.sessionmaker() as session:
             tenants = await TenantDirectory(session).all()
-        redispatched = 0
         for tenant in tenants:
             async with self.tenant_transaction(tenant.id) as session:
-                moved = (await session.execute(_REQUEUE_IN_FLIGHT, {"tenant": tenant.id})).all()
+                credentials = await WorkerCredentialRepository(session, tenant.id).active()
+            if credentials:
+                await worker_acl.restore_tenant_worker_users(
+                    self.redis, [acl_user(c) for c in credentials]
+                )
+
+    async def resync(self) -> None:
+        """Tell Redis again which tenants have work: due times of queued tasks, tenants
+        with tasks in flight (whose events must be read). Idempotent; run at start, after
+        an outage (a wake-up sent while Redis was down is lost) and after data loss."""
+        self._resync_wanted = False
+        async with self.sessionmaker() as session:
+            tenants = await TenantDirectory(session).all()
+        busy: list[str] = []
+        for tenant in tenants:
+            async with self.tenant_transaction(tenant.id) as session:
                 next_ready = (
                     await session.execute(_NEXT_QUEUED, {"tenant": tenant.id})
                 ).scalar_one()
-                credentials = await WorkerCredentialRepository(session, tenant.id).active()
-            # Redis lost its data, perhaps its ACL users too: tenant-hosted workers get
-            # their users back from PostgreSQL.
-            await worker_acl.restore_tenant_worker_users(
-                self.redis, [acl_user(c) for c in credentials]
-            )
-            redispatched += len(moved)
-            metrics.RECONCILER_REDISPATCHED.inc(len(moved))
+                in_flight = (await session.execute(_BUSY, {"tenant": tenant.id})).scalar_one()
             if next_ready is not None:
                 await mark_tenant_due(self.redis, tenant.id, _aware(next_ready))
-        await self.redis.set(keys.engine_epoch(), self.name)
-        log.warning("engine.reconciled", redispatched=redispatched, tenants=len(tenants))
+            if in_flight:
+                busy.append(str(tenant.id))
+        if busy:
+            await self.redis.sadd(keys.engine_tenants(), *busy)
+
+    async def _requeue_stranded(
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        redis_lost_at: float,
+        lost_before: datetime,
+    ) -> None:
+        """Dispatched before Redis lost its data and silent since: the message is gone."""
+        lost_at = datetime.fromtimestamp(redis_lost_at, UTC)
+        if lost_at > lost_before:
+            return  # not silent for long enough yet
+        moved = (
+            await session.execute(_REQUEUE_STRANDED, {"tenant": tenant_id, "lost_at": lost_at})
+        ).all()
+        if moved:
+            metrics.RECONCILER_REDISPATCHED.inc(len(moved))
+            log.warning("engine.reconciled", tenant_id=str(tenant_id), redispatched=len(moved))
+            await mark_tenant_due(self.redis, tenant_id, utcnow())
+
+
+def _epoch_time(raw: str | bytes | None) -> float | None:
+    """When Redis last lost its data, from the epoch key (None: not known)."""
+    if raw is None:
+        return None
+    try:
+        return float(json.loads(raw)["at"])
+    except (ValueError, KeyError, TypeError):
+        return None  # an epoch written by an older engine: no loss to act on
 
 
 def _aware(value: datetime) -> datetime:
@@ -426,12 +579,14 @@ async def _expire_run(
     return [(row.id, row.attempt) for row in stop if row.dispatched_at is not None]
 
 
+# Silence wins over the deadline: a worker that stopped answering is lost, not slow. The
+# deadline check has a grace period so that a live worker's own timeout report comes first.
 _OVERDUE = text(
     """
-    SELECT id, attempt, CASE WHEN deadline_at < now() THEN 'timeout' ELSE 'lost' END AS why
+    SELECT id, attempt, CASE WHEN heartbeat_at < :lost THEN 'lost' ELSE 'timeout' END AS why
       FROM task_runs
      WHERE tenant_id = :tenant AND status = 'running'
-       AND (deadline_at < now() OR heartbeat_at < :lost)
+       AND (deadline_at < :late OR heartbeat_at < :lost)
     """
 )
 _EXPIRED_RUNS = text(
@@ -456,22 +611,24 @@ _BUSY = text(
                    AND status IN ('queued', 'running'))
     """
 )
-_REQUEUE_IN_FLIGHT = text(
+# Dispatched before Redis lost its data, never started, no sign of life since: the message
+# went with the data. Back to admission; the hand-back does not use up an attempt.
+_REQUEUE_STRANDED = text(
     """
-    WITH moved AS (
-        UPDATE task_runs
-           SET status = 'queued', dispatched_at = NULL, ready_at = now(),
-               max_attempts = max_attempts + 1
-         WHERE tenant_id = :tenant
-           AND (status = 'running' OR (status = 'queued' AND dispatched_at IS NOT NULL))
-        RETURNING id, attempt
-    )
-    UPDATE task_attempts AS a
-       SET status = 'lost', reason = 'lost', finished_at = now(),
-           error = 'Redis lost the dispatch; dispatched again'
-      FROM moved
-     WHERE a.tenant_id = :tenant AND a.task_run_id = moved.id AND a.attempt = moved.attempt
-    RETURNING a.task_run_id
+    UPDATE task_runs
+       SET dispatched_at = NULL, ready_at = now(), max_attempts = max_attempts + 1
+     WHERE tenant_id = :tenant AND status = 'queued'
+       AND dispatched_at < :lost_at
+       AND (heartbeat_at IS NULL OR heartbeat_at < :lost_at)
+    RETURNING id
+    """
+)
+_UNDISPATCH = text(
+    """
+    UPDATE task_runs
+       SET dispatched_at = NULL, max_attempts = max_attempts + 1
+     WHERE tenant_id = :tenant AND id = :id AND attempt = :attempt
+       AND status = 'queued' AND dispatched_at IS NOT NULL
     """
 )
 _NEXT_QUEUED = text(

@@ -192,6 +192,25 @@ TENANT_QUEUE_DEPTH = Gauge(
     registry=REGISTRY,
 )
 
+# ---------------------------------------------------------------------- dependencies
+DEPENDENCIES = ("postgres", "redis")
+DEPENDENCY_UP = Gauge(
+    "baton_dependency_up",
+    "1 while this process reaches the dependency, 0 while it is riding out an outage.",
+    ["dependency"],
+    registry=REGISTRY,
+)
+DEPENDENCY_OUTAGES = Counter(
+    "baton_dependency_outages_total",
+    "Outages of a dependency this process noticed (each one retried with backoff until "
+    "the dependency answered again).",
+    ["dependency"],
+    registry=REGISTRY,
+)
+for _dependency in DEPENDENCIES:  # present (up, no outage) before the first one
+    DEPENDENCY_UP.labels(_dependency).set(1)
+    DEPENDENCY_OUTAGES.labels(_dependency)
+
 # ------------------------------------------------------------------------------ scheduler
 SCHEDULER_FIRING_LATENESS = Histogram(
     "baton_scheduler_firing_lateness_seconds",

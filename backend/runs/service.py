@@ -30,6 +30,7 @@ from backend.core.models import utcnow, uuid7
 from backend.core.principal import Principal
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.advance import advance_run
+from backend.engine.dag import reusable
 from backend.engine.plan import PLANS, RunPlan, TaskPlan, compile_plan
 from backend.events.publish import publish as publish_updates
 from backend.events.publish import run_update
@@ -415,7 +416,12 @@ async def rerun(
     *,
     from_failed: bool,
 ) -> Run:
-    """A new run of the same job version and params; ``from_failed`` reuses what succeeded."""
+    """A new run of the same job version and params.
+
+    ``from_failed`` takes over the outputs of tasks that succeeded and have nothing
+    upstream that runs again (:func:`backend.engine.dag.reusable`); every other task,
+    including everything downstream of a task that runs again, runs again.
+    """
     found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
     if not found:
         raise NotFound("Run not found")
@@ -426,7 +432,8 @@ async def rerun(
     reused: dict[str, TaskRun] = {}
     if from_failed:
         tasks = await TaskRunRepository(session, principal.tenant_id).top_level([original.id])
-        reused = {t.name: t for t in tasks if t.status == TaskStatus.succeeded}
+        keep = reusable(plan, {t.name: t.status for t in tasks})
+        reused = {t.name: t for t in tasks if t.name in keep}
     new = NewRun(params=original.params, run_at=utcnow(), rerun_of=original.id, reused=reused)
     created = await _create_runs(
         session, redis, principal.tenant_id, job, plan, [new], trigger="rerun", actor=principal

@@ -22,6 +22,12 @@ schedules (``ix_schedules_due``), serving up to ``scheduler_concurrency`` tenant
 (each in its own transaction). The set is rebuilt from PostgreSQL at start, beside the
 firing loop (it matters only after Redis lost its data). The replica's heartbeat has a loop
 of its own, so a long pass never makes the others think it died.
+
+**Outages.** Every pass, the heartbeat and the index rebuild run under a
+``backend.health.dependencies.Guard``: an outage of Redis or PostgreSQL of any length is
+logged (``dependency.down`` / ``dependency.up``), counted, and retried with capped
+exponential backoff; the process never ends on one. A tick's fires are idempotent (the
+tick ledger), so a pass cut short by an outage is simply done again.
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ from typing import cast
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
+from backend.health.dependencies import Guard
 from backend.metrics.samples import record_schedule_ticks
 from backend.schedules.repository import ScheduleRepository
 from backend.schedules.service import FireReport, StaleLease, fire_due
@@ -107,6 +113,8 @@ class Scheduler:
         self.live: list[str] = []  # replicas seen alive on the last pass
         self.up_since = utcnow()  # instants due after this were missed by a late pass, not downtime
         self._stopping = asyncio.Event()
+        self._guard = Guard("scheduler.pass")
+        self._rebuilds: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -115,19 +123,16 @@ class Scheduler:
         """Register, rebuild the due index, then fire what is due until :meth:`stop`."""
         log.info("scheduler.started", scheduler=self.name)
         self.up_since = utcnow()
-        await self._heartbeat()
+        await self._guard.run(self._heartbeat())  # registered before the first pass
         helpers = [
             asyncio.create_task(self._rebuild_in_background()),
             asyncio.create_task(self._heartbeat_loop()),
         ]
         try:
             while not self._stopping.is_set():
-                try:
-                    await self.tick()
-                except Exception:  # the loop's last line of defence: log, pause, go on
-                    log.exception("scheduler.tick_failed", scheduler=self.name)
-                    await asyncio.sleep(0.5)
-                await self._sleep_until_due()
+                # A pass and the wait after it are one guarded iteration: either may meet
+                # an outage (logged, backed off, retried - the process never ends on one).
+                await self._guard.run(self._pass())
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -136,28 +141,38 @@ class Scheduler:
                 await self._release_all()
             log.info("scheduler.stopped", scheduler=self.name)
 
+    async def _pass(self) -> None:
+        await self.tick()
+        await self._sleep_until_due()
+
+    async def rebuild_soon(self) -> None:
+        """Rebuild the due index in the background (the engine found Redis empty)."""
+        task = asyncio.create_task(self._rebuild_in_background())
+        self._rebuilds.add(task)
+        task.add_done_callback(self._rebuilds.discard)
+
     async def _rebuild_in_background(self) -> None:
-        try:
-            await self.rebuild_due_index()
-        except Exception:  # a pass still serves what the index holds; say so and go on
-            log.exception("scheduler.rebuild_failed", scheduler=self.name)
+        """Rebuild the due index, retrying (with backoff) until it has been done once."""
+        guard = Guard("scheduler.rebuild")
+        while not await guard.run(self.rebuild_due_index()):
+            pass
 
     async def _heartbeat(self) -> None:
         await self.redis.zadd(keys.scheduler_replicas(), {self.name: time.time()})
 
     async def _heartbeat_loop(self) -> None:
+        guard = Guard("scheduler.heartbeat")
         while True:
-            await asyncio.sleep(self.lease_ms / 3000)
-            try:
-                await self._heartbeat()
-            except (RedisError, OSError) as error:
-                log.warning("scheduler.heartbeat_failed", error=str(error))
+            if await guard.run(self._heartbeat()):  # on failure it has backed off already
+                await asyncio.sleep(self.lease_ms / 3000)
 
     def tenant_transaction(self, tenant_id: uuid.UUID) -> AbstractAsyncContextManager[AsyncSession]:
         return tenant_transaction(self.sessionmaker, tenant_id)
 
     async def rebuild_due_index(self) -> None:
-        """Put every tenant's earliest due instant in Redis (it may have lost its data)."""
+        """Put every tenant's earliest due instant in Redis (it may have lost its data).
+
+        Run at start and whenever the engine finds that Redis came back empty."""
         async with self.sessionmaker() as session:
             tenants = await TenantDirectory(session).all()
         for tenant in tenants:

@@ -13,6 +13,7 @@ from backend.engine.dag import (
     Node,
     decide,
     group_outcome,
+    reusable,
     rule_verdict,
     run_outcome,
 )
@@ -198,3 +199,24 @@ def test_plan_cache_is_bounded() -> None:
         cache.put(tenant, plan)
     assert cache.get(tenant, plans[0].job_id, 1) is None
     assert cache.get(tenant, plans[2].job_id, 1) is plans[2]
+
+
+def test_reusable_takes_only_succeeded_tasks_with_nothing_rerun_upstream() -> None:
+    plan = plan_of(
+        task("check"),
+        task("extract", "check"),
+        task("per_file", "extract"),
+        task("flaky", "per_file"),
+        task("after", "flaky", trigger_rule="all_done"),
+        task("side", "check"),
+    )
+    statuses = {
+        "check": S,
+        "extract": S,
+        "per_file": S,
+        "flaky": F,
+        "after": S,
+        "side": S,
+    }
+    assert reusable(plan, statuses) == {"check", "extract", "per_file", "side"}
+    assert reusable(plan, {**statuses, "check": F}) == set()

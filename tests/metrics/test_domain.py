@@ -4,9 +4,9 @@ a schedule fires, a worker heartbeats, a queue fills."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -183,24 +183,37 @@ async def test_worker_heartbeats_and_busy_idle_slots(
 
 
 async def test_the_reconciler_counts_what_it_dispatches_again(
-    quiet: PrivateBaton, tmp_path: Path
+    quiet: PrivateBaton,
 ) -> None:
-    client = quiet.client
+    """A dispatch Redis lost with its data (never started, silent since) is dispatched
+    again and counted; running attempts are not (their workers report on)."""
+    client, redis = quiet.client, quiet.app.state.redis
     owner = await create_tenant(client)
     before = value("baton_reconciler_redispatched_total")
-    marker = tmp_path / "go"
-    # Runs until the marker exists (at most 30 s): in flight however long the reconciler
-    # takes to reach this tenant.
-    hold = f"for i in $(seq 600); do [ -e {marker} ] && exit 0; sleep 0.05; done; exit 1"
-    job = await create_job(client, owner, [shell_task("hold", hold)])
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker reads it: the dispatch waits there
+    job = await create_job(client, owner, [python_task("stranded")], queue=queue)
     run = await trigger(client, owner, job["id"])
-    try:
-        await wait_for_run(client, owner, run["id"], statuses={"running"})
-        await quiet.engine.reconcile_redis()  # as if Redis had come back empty
-        assert value("baton_reconciler_redispatched_total") == before + 1  # this task alone
-    finally:
-        marker.touch()
-    assert (await wait_for_run(client, owner, run["id"], timeout=30))["status"] == "succeeded"
+    deadline = time.monotonic() + 20
+    while (await _task(client, owner, run["id"]))["attempt"] < 1:
+        assert time.monotonic() < deadline, "never dispatched"
+        await asyncio.sleep(0.05)
+    # As if Redis had come back empty: the message and the engine's epoch are gone.
+    await redis.delete(keys.queue_stream(str(owner.tenant_id), queue), keys.engine_epoch())
+    deadline = time.monotonic() + 30
+    while value("baton_reconciler_redispatched_total") < before + 1:
+        assert time.monotonic() < deadline, "the stranded dispatch was not dispatched again"
+        await asyncio.sleep(0.1)
+    while (await _task(client, owner, run["id"]))["attempt"] < 2:  # dispatched anew
+        assert time.monotonic() < deadline, "not dispatched again"
+        await asyncio.sleep(0.05)
+    cancel = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
+    assert cancel.status_code == 200, cancel.text
+    assert value("baton_reconciler_redispatched_total") == before + 1  # this task alone
+
+
+async def _task(client: AsyncClient, owner: Account, run_id: str) -> dict:
+    response = await client.get(f"/api/v1/runs/{run_id}", headers=owner.headers)
+    return dict(response.json()["tasks"][0])
 
 
 async def test_scheduler_counts_ticks_and_firing_lateness(quiet: PrivateBaton) -> None:

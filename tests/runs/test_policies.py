@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from httpx import AsyncClient
 
@@ -152,6 +153,56 @@ async def test_rerun_from_failed_reuses_what_succeeded(
     whole = await client.post(f"/api/v1/runs/{run['id']}/rerun", headers=owner.headers)
     fresh = await wait_for_run(client, owner, whole.json()["id"])
     assert len(task_of(fresh, "ok")["attempts"]) == 1
+
+
+async def test_rerun_from_failed_runs_everything_downstream_of_a_rerun_task_again(
+    client: AsyncClient, owner: Account, running_worker: object, tmp_path: Path
+) -> None:
+    marker, ran = tmp_path / "flaky", tmp_path / "after.log"
+    job = await create_job(
+        client,
+        owner,
+        [
+            python_task("check", "worker.builtins:echo", kwargs={"value": ["a", "b"]}),
+            python_task(
+                "extract", "worker.builtins:echo", kwargs={"value": 1}, depends_on=["check"]
+            ),
+            python_task(
+                "per_file",
+                "tests.runs.tasks:shout",
+                depends_on=["extract"],
+                for_each="tasks.check.output",
+            ),
+            python_task(
+                "flaky",
+                "tests.runs.tasks:flaky",
+                depends_on=["per_file"],
+                kwargs={"marker": str(marker), "failures": 1},
+            ),
+            # Runs after flaky whatever its outcome, so the first run leaves it succeeded.
+            shell_task(
+                "after", f"echo ran >> {ran}", depends_on=["flaky"], trigger_rule="all_done"
+            ),
+        ],
+        failure_policy="continue",
+    )
+    run = await trigger(client, owner, job["id"])
+    failed = await wait_for_run(client, owner, run["id"])
+    assert failed["status"] == "failed"
+    assert task_of(failed, "after")["status"] == "succeeded"
+    response = await client.post(
+        f"/api/v1/runs/{run['id']}/rerun", json={"from_failed": True}, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    rerun = await wait_for_run(client, owner, response.json()["id"])
+    assert rerun["status"] == "succeeded", rerun
+    for name in ("check", "extract", "per_file"):
+        assert task_of(rerun, name)["reason"] == "reused", name
+        assert task_of(rerun, name)["attempts"] == []
+    assert len(task_of(rerun, "flaky")["attempts"]) == 1
+    after = task_of(rerun, "after")
+    assert after["reason"] != "reused" and len(after["attempts"]) == 1
+    assert ran.read_text().splitlines() == ["ran", "ran"]  # once per run
 
 
 async def test_concurrent_triggers_with_one_idempotency_key_make_one_run(
