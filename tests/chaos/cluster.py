@@ -139,6 +139,8 @@ class Cluster:
             "BATON_ENGINE_RECOVERY_SECONDS": "1",
             "BATON_SCHEDULER_LEASE_SECONDS": "3",
             "BATON_WORKER_ALLOW_SHELL": "true",
+            # The tasks append to a side-effect file of the test's on the host.
+            "BATON_WORKER_SANDBOX": "false",
         }
         for name in ("BATON_APP_DATABASE_URL", "BATON_METRICS_PORT", "BATON_WORKER_METRICS_PORT"):
             self.env.pop(name, None)
