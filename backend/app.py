@@ -12,6 +12,7 @@ from backend.audit.router import router as audit_router
 from backend.auth.router import router as auth_router
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
+from backend.core.input_policy import InputPolicyMiddleware
 from backend.core.middleware import RequestMiddleware
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    # The input policy sits inside the request middleware: ids and the body cap apply first.
+    app.add_middleware(InputPolicyMiddleware)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     for router in (
         health_router,

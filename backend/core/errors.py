@@ -177,8 +177,9 @@ def _html(request: Request) -> HtmlErrors | None:
     return html if html is not None and html.handles(request) else None
 
 
-async def _baton_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, BatonError)
+async def error_response(request: Request, exc: BatonError) -> Response:
+    """The answer to ``exc``: the JSON error shape, or the dashboard's HTML page on its paths.
+    Also used by middleware that refuses a request before it reaches the app's handlers."""
     if html := _html(request):
         return await html.baton_error(request, exc)
     return JSONResponse(
@@ -222,6 +223,11 @@ async def _backing_service_down(request: Request, exc: Exception) -> Response:
         status_code=503,
         headers={"Retry-After": "5"},
     )
+
+
+async def _baton_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BatonError)
+    return await error_response(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -6,12 +6,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
+from backend.core.schemas import AwareInstant
 from backend.runs import service
 from backend.runs.models import RunStatus
 from backend.runs.schemas import (
@@ -81,10 +81,10 @@ async def list_runs(
     job_id: uuid.UUID | None = None,
     run_status: Annotated[list[RunStatus] | None, Query(alias="status")] = None,
     created_after: Annotated[
-        AwareDatetime | None, Query(description="Created at or after this instant")
+        AwareInstant | None, Query(description="Created at or after this instant")
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None, Query(description="Created before this instant")
+        AwareInstant | None, Query(description="Created before this instant")
     ] = None,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -12,6 +11,7 @@ from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
+from backend.core.schemas import Instant
 from backend.schedules import service
 from backend.schedules.schemas import (
     FirePreview,
@@ -52,7 +52,7 @@ async def list_ticks(
     session: SessionDep,
     principal: Principal = Authorized(Permission.runs_read),
     outcome: Literal["fired", "skipped", "missed"] | None = None,
-    cursor: datetime | None = Query(default=None, description="next_cursor of the last page"),
+    cursor: Instant | None = Query(default=None, description="next_cursor of the last page"),
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> TickPage:
     """Every instant the schedule was due, newest first, and what came of it: fired (with
@@ -72,7 +72,7 @@ async def next_fire_times(
     session: SessionDep,
     principal: Principal = Authorized(Permission.jobs_read),
     count: Annotated[int, Query(ge=1, le=100)] = 10,
-    after: datetime | None = Query(default=None, description="ISO instant; default now"),
+    after: Instant | None = Query(default=None, description="ISO instant; default now"),
 ) -> FirePreview:
     """The next fire times (UTC and local) after now or ``after``, DST policy applied."""
     ticks = await service.preview(session, principal, job_id, count=count, after=after)
