@@ -14,6 +14,7 @@ from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
 from backend.core.input_policy import InputPolicyMiddleware
 from backend.core.middleware import RequestMiddleware
+from backend.core.openapi import ANY_ROUTE
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.events.router import router as events_router
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schedules_router,
         events_router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=ANY_ROUTE)
     install_dashboard(app, settings)
     # Outermost middleware: request latency includes every other layer.
     app.state.metrics_registry = install_api_metrics(app, token=settings.metrics_token)

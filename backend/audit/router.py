@@ -10,11 +10,12 @@ from backend.audit import service
 from backend.audit.schemas import AuditEventPublic, AuditOutcome, AuditPage
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized
+from backend.core.openapi import AUTHENTICATED
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.core.schemas import Instant
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=AUTHENTICATED)
 
 
 @router.get("", response_model=AuditPage)

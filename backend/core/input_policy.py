@@ -103,15 +103,17 @@ def _rejected(problems: list[Problem], what: str) -> ValidationFailed:
     )
 
 
-def check_json_body(body: bytes) -> None:
-    """Refuse a JSON body the policy does not allow; a body that is not JSON at all (nor
-    UTF-8) is left to the endpoint's own parser, which refuses it in its own words."""
+def check_json_body(body: bytes, *, declared: bool) -> None:
+    """Refuse a JSON body the policy does not allow. Syntax errors are left to the endpoint's
+    own parser, which refuses them in its own words; so are bytes that are not UTF-8 in a
+    body that does not say it is JSON (``declared``)."""
     try:
-        # Bytes that are not UTF-8 (an encoded surrogate among them) never decode to text:
-        # the endpoint's parser refuses them.
         document = json.loads(body.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        return
+    except UnicodeDecodeError as error:
+        if not declared:
+            return
+        msg = f"the body is not valid UTF-8 (byte {error.start})"
+        raise _rejected([problem(["body"], msg, "unicode_invalid")], "request body") from error
     except RecursionError as error:
         msg = f"nested more than {MAX_DEPTH} levels deep"
         raise _rejected([problem(["body"], msg, "too_deep")], "request body") from error
@@ -202,7 +204,7 @@ class InputPolicyMiddleware:
                 if media == _FORM_TYPE:
                     check_urlencoded(body, "form")
                 else:
-                    check_json_body(body)
+                    check_json_body(body, declared=media is not None)
         except ValidationFailed as refused:
             response = await error_response(Request(scope), refused)
             await response(scope, receive, send)

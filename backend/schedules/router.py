@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
+from backend.core.openapi import AUTHENTICATED, BY_ID
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.core.schemas import Instant
@@ -21,7 +22,7 @@ from backend.schedules.schemas import (
     TickPublic,
 )
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["schedules"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["schedules"], responses=AUTHENTICATED | BY_ID)
 
 
 @router.post("/{job_id}/pause", response_model=SchedulePublic)
