@@ -84,7 +84,7 @@ async def login(
     )
 
 
-@router.post("/token", response_model=TokenPair, responses=errors(401, 403, 429))
+@router.post("/token", response_model=TokenPair, responses=errors(400, 401, 403, 429))
 async def token_form(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
@@ -96,7 +96,8 @@ async def token_form(
 ) -> TokenPair:
     """OAuth2 password form (for the Swagger UI's Authorize button).
 
-    ``username`` is the email; put ``tenant:<slug>`` in ``scope`` to pick a tenant.
+    ``username`` is the email; put ``tenant:<slug>`` in ``scope`` to pick a tenant. A
+    malformed multipart form is a 400.
     """
     tenant = next(
         (s.removeprefix("tenant:") for s in scope.split() if s.startswith("tenant:")), None
