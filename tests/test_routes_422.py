@@ -73,7 +73,12 @@ QUERY_POISON = [
     ("encoded surrogate", "%ED%A0%80", "unicode_invalid"),
     ("invalid utf-8", "%FF%FE", "unicode_invalid"),
 ]
-STREAMS = {"/api/v1/events", "/api/v1/runs/{run_id}/logs/stream"}
+URLENCODED = "application/x-www-form-urlencoded"
+BOUNDARY = "sweep"
+MULTIPART_NUL = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="name"\r\n\r\na\x00b\r\n'
+    f"--{BOUNDARY}--\r\n"
+).encode()
 
 
 @dataclass(frozen=True)
@@ -299,16 +304,14 @@ async def test_the_dashboard_refuses_the_same_input_as_html(
         if "{" in url:
             failures.append(f"{method} {path}: no object for its path")
             continue
-        attempts = [(f"{url}?q=%00", None)]
+        attempts: list[tuple[str, bytes | None, str]] = [(f"{url}?q=%00", None, "")]
         if method == "POST":
-            attempts.append((url, b"csrf_token=x&name=a%00b"))
-            attempts.append((url, b"name=%ED%A0%80"))
-        for target, form in attempts:
+            attempts.append((url, b"csrf_token=x&name=a%00b", URLENCODED))
+            attempts.append((url, b"name=%ED%A0%80", URLENCODED))
+            attempts.append((url, MULTIPART_NUL, f"multipart/form-data; boundary={BOUNDARY}"))
+        for target, form, media_type in attempts:
             response = await client.request(
-                method,
-                target,
-                content=form,
-                headers={"Content-Type": "application/x-www-form-urlencoded"} if form else {},
+                method, target, content=form, headers={"Content-Type": media_type} if form else {}
             )
             html = response.headers.get("content-type", "").startswith("text/html")
             if response.status_code != 422 or not html:

@@ -14,7 +14,7 @@ request, before routing:
   up to :data:`MAX_QUERY_BYTES`.
 
 :class:`InputPolicyMiddleware` applies it to every query string, path, JSON body (a JSON
-media type, or none) and urlencoded form, and answers a refusal as
+media type, or none) and form (urlencoded; multipart: no NUL byte), and answers a refusal as
 ``ValidationFailed`` (422 ``validation_failed``, details ``[{"loc", "msg", "type"}]``) -
 JSON on the API, an HTML page on the dashboard - before any endpoint runs. Bodies of other
 media types are checked where they are decoded with :func:`value_problems` (the job spec's
@@ -154,8 +154,17 @@ def check_path(path: str) -> None:
         raise _rejected([problem(["path"], bad[0], bad[1])], "path")
 
 
+def check_multipart(body: bytes) -> None:
+    """A multipart form may hold no NUL byte: its fields are text, and no route takes file
+    uploads (one that does will need a per-part check instead)."""
+    if b"\x00" in body:
+        msg = "text must not contain NUL characters"
+        raise _rejected([problem(["form"], msg, "string_nul")], "form")
+
+
 _JSON_TYPES = ("application/json",)
 _FORM_TYPE = "application/x-www-form-urlencoded"
+_MULTIPART_TYPE = "multipart/form-data"
 
 
 def _media_type(scope: Scope) -> str | None:
@@ -185,7 +194,10 @@ class InputPolicyMiddleware:
             return
         media = _media_type(scope)
         checks_body = _has_body(scope) and (
-            media is None or media in _JSON_TYPES or media.endswith("+json") or media == _FORM_TYPE
+            media is None
+            or media in _JSON_TYPES
+            or media.endswith("+json")
+            or media in (_FORM_TYPE, _MULTIPART_TYPE)
         )
         body = b""
         if checks_body:
@@ -203,6 +215,8 @@ class InputPolicyMiddleware:
             if checks_body and body:
                 if media == _FORM_TYPE:
                     check_urlencoded(body, "form")
+                elif media == _MULTIPART_TYPE:
+                    check_multipart(body)
                 else:
                     check_json_body(body, declared=media is not None)
         except ValidationFailed as refused:
