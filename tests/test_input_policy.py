@@ -254,3 +254,15 @@ async def test_models_refuse_bad_input_outside_http() -> None:
     with pytest.raises(ValidationError):
         RunTrigger(delay_seconds=float("inf"))
     assert RunTrigger(params={"x": "fine"}).params == {"x": "fine"}
+
+
+async def test_trigger_params_are_bounded_like_a_specs(
+    client: AsyncClient, owner: Account, job: str
+) -> None:
+    before = await run_count(client, owner)
+    for params in ({"": 1}, {"k" * 201: 1}, {f"p{i}": i for i in range(101)}):
+        response = await client.post(
+            f"/api/v1/jobs/{job}/runs", json={"params": params}, headers=owner.headers
+        )
+        assert_error_shape(response, 422, "validation_failed")
+    assert await run_count(client, owner) == before
