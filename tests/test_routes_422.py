@@ -150,20 +150,29 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
     }
 
 
-async def row_counts(engine: AsyncEngine) -> dict[str, int]:
-    """Rows in every table of the database (as its owner: row-level security aside)."""
+async def row_counts(engine: AsyncEngine, tenant_id: uuid.UUID) -> dict[str, int]:
+    """Rows of the tenant in every table that has a ``tenant_id``, and all rows of the
+    platform tables a signup writes (as the database owner: row-level security aside).
+    Other tenants' rows are left out: a scheduler another test left running may add some."""
     async with engine.connect() as conn:
-        tables = (
+        scoped = (
             await conn.execute(
                 text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tablename <> 'alembic_version' ORDER BY tablename"
+                    "SELECT table_name FROM information_schema.columns WHERE "
+                    "table_schema = 'public' AND column_name = 'tenant_id' ORDER BY table_name"
                 )
             )
         ).scalars()
         counts = {}
-        for table in list(tables):
-            counts[table] = (await conn.execute(text(f'SELECT count(*) FROM "{table}"'))).scalar()
+        for table in list(scoped):
+            counts[table] = (
+                await conn.execute(
+                    text(f'SELECT count(*) FROM "{table}" WHERE tenant_id = :t'), {"t": tenant_id}
+                )
+            ).scalar()
+        for table in ("tenants", "users"):
+            counts[table] = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar()
+    assert {"jobs", "runs", "task_runs", "api_tokens", "memberships", "audit_events"} <= set(counts)
     return {name: int(count or 0) for name, count in counts.items()}
 
 
@@ -202,7 +211,7 @@ async def test_every_json_body_refuses_what_the_policy_refuses(
     client: AsyncClient, app: FastAPI, owner: Account, owner_engine: AsyncEngine
 ) -> None:
     own = await _own_objects(client, owner)
-    before = await row_counts(owner_engine)
+    before = await row_counts(owner_engine, owner.tenant_id)
     failures = []
     swept = 0
     for op in operations(app):
@@ -220,14 +229,14 @@ async def test_every_json_body_refuses_what_the_policy_refuses(
                 failures.append(f"{op} with {name}: {problem}")
     assert swept > 50
     assert failures == [], "\n".join(failures)
-    assert await row_counts(owner_engine) == before
+    assert await row_counts(owner_engine, owner.tenant_id) == before
 
 
 async def test_every_yaml_body_refuses_what_the_policy_refuses(
     client: AsyncClient, app: FastAPI, owner: Account, owner_engine: AsyncEngine
 ) -> None:
     own = await _own_objects(client, owner)
-    before = await row_counts(owner_engine)
+    before = await row_counts(owner_engine, owner.tenant_id)
     failures = []
     for op in operations(app):
         if "application/yaml" not in op.media_types:
@@ -245,7 +254,7 @@ async def test_every_yaml_body_refuses_what_the_policy_refuses(
             if response.status_code != 422 or details[0].get("type") != type_:
                 failures.append(f"{op} with YAML {name}: {response.status_code} {response.text}")
     assert failures == [], "\n".join(failures)
-    assert await row_counts(owner_engine) == before
+    assert await row_counts(owner_engine, owner.tenant_id) == before
 
 
 async def test_every_body_over_the_cap_is_413(
@@ -256,7 +265,7 @@ async def test_every_body_over_the_cap_is_413(
     settings: Settings,
 ) -> None:
     own = await _own_objects(client, owner)
-    before = await row_counts(owner_engine)
+    before = await row_counts(owner_engine, owner.tenant_id)
     oversize = json.dumps({"a": "x" * settings.max_request_bytes}).encode()
     for op in operations(app):
         if not op.media_types:
@@ -268,14 +277,14 @@ async def test_every_body_over_the_cap_is_413(
             headers={**owner.headers, "Content-Type": op.media_types[0]},
         )
         assert_error_shape(response, 413, "payload_too_large")
-    assert await row_counts(owner_engine) == before
+    assert await row_counts(owner_engine, owner.tenant_id) == before
 
 
 async def test_every_query_string_refuses_what_the_policy_refuses(
     client: AsyncClient, app: FastAPI, owner: Account, owner_engine: AsyncEngine
 ) -> None:
     own = await _own_objects(client, owner)
-    before = await row_counts(owner_engine)
+    before = await row_counts(owner_engine, owner.tenant_id)
     failures = []
     for op in operations(app):
         for parameter in (*op.query, "unknown"):
@@ -286,14 +295,14 @@ async def test_every_query_string_refuses_what_the_policy_refuses(
                 if problem := _policy_refusal(response, type_, "query"):
                     failures.append(f"{op} ?{parameter}= {name}: {problem}")
     assert failures == [], "\n".join(failures)
-    assert await row_counts(owner_engine) == before
+    assert await row_counts(owner_engine, owner.tenant_id) == before
 
 
 async def test_the_dashboard_refuses_the_same_input_as_html(
     client: AsyncClient, app: FastAPI, owner: Account, owner_engine: AsyncEngine
 ) -> None:
     own = {**await _own_objects(client, owner), "version": "1", "task": "noop"}
-    before = await row_counts(owner_engine)
+    before = await row_counts(owner_engine, owner.tenant_id)
     routes = list(dashboard_routes(app))
     assert any(method == "POST" for method, _ in routes), "no dashboard form found"
     failures = []
@@ -317,4 +326,4 @@ async def test_the_dashboard_refuses_the_same_input_as_html(
             if response.status_code != 422 or not html:
                 failures.append(f"{method} {target} {form!r}: {response.status_code}")
     assert failures == [], "\n".join(failures)
-    assert await row_counts(owner_engine) == before
+    assert await row_counts(owner_engine, owner.tenant_id) == before
