@@ -13,7 +13,9 @@ from backend.audit.router import router as audit_router
 from backend.auth.router import router as auth_router
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
+from backend.core.input_policy import InputPolicyMiddleware
 from backend.core.middleware import RequestMiddleware
+from backend.core.openapi import ANY_ROUTE
 from backend.core.redis import create_redis
 from backend.core.settings import Process, Settings
 from backend.events.router import router as events_router
@@ -58,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app, on_denied=record_denied)  # 403/404 go to the audit log
+    # The input policy sits inside the request middleware: ids and the body cap apply first.
+    app.add_middleware(InputPolicyMiddleware)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     for router in (
         health_router,
@@ -73,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events_router,
         workers_router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=ANY_ROUTE)
     install_dashboard(app, settings)
     # Outermost middleware: request latency includes every other layer.
     app.state.metrics_registry = install_api_metrics(app, token=settings.metrics_token)

@@ -11,8 +11,9 @@ from backend.admin import service
 from backend.admin.schemas import PlatformHealth, TenantAdminPage, TenantAdminView
 from backend.core.db import SessionDep
 from backend.core.deps import RedisDep, SettingsDep, SuperuserPrincipal
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=AUTHENTICATED)
 
 
 @router.get("/tenants", response_model=TenantAdminPage)
@@ -31,7 +32,11 @@ async def list_tenants(
     )
 
 
-@router.post("/tenants/{tenant_id}/suspend", response_model=TenantAdminView)
+@router.post(
+    "/tenants/{tenant_id}/suspend",
+    response_model=TenantAdminView,
+    responses={**BY_ID, **CONFLICT},
+)
 async def suspend_tenant(
     tenant_id: uuid.UUID, session: SessionDep, principal: SuperuserPrincipal
 ) -> TenantAdminView:
@@ -42,7 +47,7 @@ async def suspend_tenant(
     return TenantAdminView.model_validate(tenant)
 
 
-@router.post("/tenants/{tenant_id}/resume", response_model=TenantAdminView)
+@router.post("/tenants/{tenant_id}/resume", response_model=TenantAdminView, responses=BY_ID)
 async def resume_tenant(
     tenant_id: uuid.UUID, session: SessionDep, redis: RedisDep, principal: SuperuserPrincipal
 ) -> TenantAdminView:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,10 +10,12 @@ from backend.audit import service
 from backend.audit.schemas import AuditEventPublic, AuditOutcome, AuditPage
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized
+from backend.core.openapi import AUTHENTICATED
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
+from backend.core.schemas import Instant
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=AUTHENTICATED)
 
 
 @router.get("", response_model=AuditPage)
@@ -28,8 +29,8 @@ async def list_audit_events(
     outcome: Annotated[
         AuditOutcome | None, Query(description="success or failure (e.g. refused logins)")
     ] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     cursor: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> AuditPage:

@@ -20,13 +20,19 @@ from backend.auth.schemas import (
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, OriginDep, RedisDep, SettingsDep
 from backend.core.errors import ValidationFailed
+from backend.core.openapi import AUTHENTICATED, errors
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
 
-@router.post("/signup", status_code=status.HTTP_201_CREATED, response_model=SignupResponse)
+@router.post(
+    "/signup",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SignupResponse,
+    responses=errors(401, 409, 429),
+)
 async def signup(
     body: SignupRequest,
     session: SessionDep,
@@ -55,7 +61,7 @@ async def signup(
     )
 
 
-@router.post("/login", response_model=TokenPair)
+@router.post("/login", response_model=TokenPair, responses=errors(401, 403, 429))
 async def login(
     body: LoginRequest,
     session: SessionDep,
@@ -78,7 +84,7 @@ async def login(
     )
 
 
-@router.post("/token", response_model=TokenPair, include_in_schema=True)
+@router.post("/token", response_model=TokenPair, responses=errors(400, 401, 403, 429))
 async def token_form(
     username: Annotated[str, Form(max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
@@ -90,7 +96,8 @@ async def token_form(
 ) -> TokenPair:
     """OAuth2 password form (for the Swagger UI's Authorize button).
 
-    ``username`` is the email; put ``tenant:<slug>`` in ``scope`` to pick a tenant.
+    ``username`` is the email; put ``tenant:<slug>`` in ``scope`` to pick a tenant. A
+    malformed multipart form is a 400.
     """
     tenant = next(
         (s.removeprefix("tenant:") for s in scope.split() if s.startswith("tenant:")), None
@@ -110,7 +117,7 @@ async def token_form(
     )
 
 
-@router.post("/refresh", response_model=TokenPair)
+@router.post("/refresh", response_model=TokenPair, responses=errors(401, 403))
 async def refresh(
     body: RefreshRequest, session: SessionDep, settings: SettingsDep, origin: OriginDep
 ) -> TokenPair:
@@ -118,7 +125,9 @@ async def refresh(
     return await service.refresh(session, settings, raw_token=body.refresh_token, origin=origin)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/logout", status_code=status.HTTP_204_NO_CONTENT, responses={**AUTHENTICATED, **errors(400)}
+)
 async def logout(
     session: SessionDep,
     redis: RedisDep,

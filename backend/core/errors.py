@@ -183,11 +183,9 @@ def _html(request: Request) -> HtmlErrors | None:
 DeniedHook = Callable[[Request, "BatonError"], Awaitable[None]]
 
 
-async def _baton_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, BatonError)
-    on_denied: DeniedHook | None = getattr(request.app.state, "on_denied", None)
-    if on_denied is not None and exc.status_code in (403, 404):
-        await on_denied(request, exc)
+async def error_response(request: Request, exc: BatonError) -> Response:
+    """The answer to ``exc``: the JSON error shape, or the dashboard's HTML page on its paths.
+    Also used by middleware that refuses a request before it reaches the app's handlers."""
     if html := _html(request):
         return await html.baton_error(request, exc)
     return JSONResponse(
@@ -231,6 +229,14 @@ async def _backing_service_down(request: Request, exc: Exception) -> Response:
         status_code=503,
         headers={"Retry-After": "5"},
     )
+
+
+async def _baton_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BatonError)
+    on_denied: DeniedHook | None = getattr(request.app.state, "on_denied", None)
+    if on_denied is not None and exc.status_code in (403, 404):
+        await on_denied(request, exc)
+    return await error_response(request, exc)
 
 
 def install_error_handlers(app: FastAPI, *, on_denied: DeniedHook | None = None) -> None:

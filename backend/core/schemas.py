@@ -2,17 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import re
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, model_validator
+
+from backend.core.input_policy import value_problems
 
 T = TypeVar("T")
 
+_ISO_INSTANT = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)?"
+)
+
+
+def _iso_text(value: Any) -> Any:
+    """The schema says ``date-time``: pydantic alone would also take ``0.5`` or ``"0.5"`` as
+    seconds since 1970."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_INSTANT.fullmatch(value):
+        raise ValueError("expected a date-time such as 2026-01-01T00:00:00Z")
+    return value
+
+
+# An instant in a query or body, as ISO 8601 / RFC 3339 text only; ``Instant`` takes a
+# time without offset as UTC, ``AwareInstant`` needs the offset.
+Instant = Annotated[datetime, BeforeValidator(_iso_text)]
+AwareInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
 
 class RequestModel(BaseModel):
-    """Request bodies refuse unknown fields: a typo is a 422, not a silently ignored key."""
+    """Request bodies refuse unknown fields: a typo is a 422, not a silently ignored key.
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    They hold only what the input policy allows (``backend.core.input_policy``: no NUL or
+    lone surrogate in any string or key, finite numbers, bounded nesting), however they are
+    built - from a JSON body, a dashboard form or the CLI.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _input_policy(cls, data: Any) -> Any:
+        for found in value_problems(data):
+            where = ".".join(str(part) for part in found["loc"])
+            raise ValueError(f"{where + ': ' if where else ''}{found['msg']}")
+        return data
 
 
 class ResponseModel(BaseModel):

@@ -11,17 +11,25 @@ from fastapi.responses import StreamingResponse
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
 from backend.core.errors import ValidationFailed
+from backend.core.openapi import AUTHENTICATED, BY_ID, Responses
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.events import service
 from backend.runs import service as runs_service
 
-router = APIRouter(prefix="/api/v1", tags=["events"])
+router = APIRouter(prefix="/api/v1", tags=["events"], responses=AUTHENTICATED)
+
+STREAM: Responses = {
+    200: {
+        "description": "Server-Sent Events",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.get("/events", response_class=StreamingResponse)
+@router.get("/events", response_class=StreamingResponse, responses=STREAM)
 async def events(
     request: Request,
     redis: RedisDep,
@@ -52,7 +60,11 @@ async def events(
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-@router.get("/runs/{run_id}/logs/stream", response_class=StreamingResponse)
+@router.get(
+    "/runs/{run_id}/logs/stream",
+    response_class=StreamingResponse,
+    responses={**STREAM, **BY_ID},
+)
 async def stream_logs(
     run_id: uuid.UUID,
     request: Request,

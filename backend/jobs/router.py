@@ -14,13 +14,14 @@ from fastapi import APIRouter, Query, Request, status
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.jobs import service
 from backend.jobs.schemas import JobGraph, JobPage, JobPublic, JobVersionPage, JobVersionPublic
 from backend.jobs.spec import JobSpec, job_spec_json_schema, parse_job_spec
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=AUTHENTICATED)
 
 
 def _spec_body() -> dict[str, Any]:
@@ -45,7 +46,11 @@ async def _read_spec(request: Request) -> JobSpec:
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=JobPublic, openapi_extra=SPEC_BODY
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobPublic,
+    responses=CONFLICT,
+    openapi_extra=SPEC_BODY,
 )
 async def create_job(
     request: Request,
@@ -77,7 +82,7 @@ async def list_jobs(
     return JobPage(items=jobs, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=BY_ID)
 async def get_job(
     job_id: uuid.UUID,
     session: SessionDep,
@@ -87,7 +92,12 @@ async def get_job(
     return await service.get_job(session, principal, job_id)
 
 
-@router.put("/{job_id}", response_model=JobPublic, openapi_extra=SPEC_BODY)
+@router.put(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses={**BY_ID, **CONFLICT},
+    openapi_extra=SPEC_BODY,
+)
 async def replace_job(
     job_id: uuid.UUID,
     request: Request,
@@ -100,7 +110,7 @@ async def replace_job(
     return await service.update_job(session, redis, principal, job_id, await _read_spec(request))
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=BY_ID)
 async def delete_job(
     job_id: uuid.UUID,
     session: SessionDep,
@@ -111,7 +121,7 @@ async def delete_job(
     await service.delete_job(session, redis, principal, job_id)
 
 
-@router.get("/{job_id}/versions", response_model=JobVersionPage)
+@router.get("/{job_id}/versions", response_model=JobVersionPage, responses=BY_ID)
 async def list_versions(
     job_id: uuid.UUID,
     session: SessionDep,
@@ -131,7 +141,7 @@ async def list_versions(
     )
 
 
-@router.get("/{job_id}/graph", response_model=JobGraph)
+@router.get("/{job_id}/graph", response_model=JobGraph, responses=BY_ID)
 async def get_graph(
     job_id: uuid.UUID,
     session: SessionDep,

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 import zoneinfo
 from collections.abc import Hashable, Iterator
@@ -55,6 +54,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node
 
 from backend.core.errors import ValidationFailed
+from backend.core.input_policy import MAX_DEPTH, value_problems
 from backend.engine.expressions import ExpressionError, parse_expression
 from backend.secrets.references import reference_problems
 from worker.secrets import REFERENCE
@@ -77,8 +77,6 @@ MAX_KWARGS = 100
 MAX_DOCKER_ARGS = 1000
 MAX_DOCKER_ARG = 32_768
 MAX_EXPECT_STATUS = 100
-MAX_DEPTH = 32  # nesting of the whole document, params and bodies included
-MAX_INT = 2**63 - 1
 MAX_DETAILS = 100  # problems listed in one error response
 
 JOB_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -512,31 +510,27 @@ def _decode_yaml(text: str) -> Any:
         raise _refuse(f"Invalid YAML: {error}", "yaml_invalid") from error
 
 
-def _json_problems(value: Any, loc: list[str | int], depth: int = 0) -> Iterator[dict[str, Any]]:
-    """Why ``value`` is not plain JSON that PostgreSQL's jsonb can store, if it is not."""
+def _json_problems(value: Any, loc: list[str | int]) -> Iterator[dict[str, Any]]:
+    """Why ``value`` is not plain JSON that PostgreSQL's jsonb can store, if it is not: the
+    input policy every request body meets (``backend.core.input_policy``), and JSON types
+    only (YAML can express others)."""
+    yield from value_problems(value, loc)
+    yield from _foreign_types(value, loc)
+
+
+def _foreign_types(value: Any, loc: list[str | int], depth: int = 0) -> Iterator[dict[str, Any]]:
     if depth > MAX_DEPTH:
-        yield _problem(loc, f"nested more than {MAX_DEPTH} levels deep", "too_deep")
-    elif isinstance(value, dict):
+        return  # value_problems reports it
+    if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 yield _problem([*loc, str(key)], "keys must be strings", "key_type")
             else:
-                yield from _json_problems(item, [*loc, key], depth + 1)
+                yield from _foreign_types(item, [*loc, key], depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _json_problems(item, [*loc, index], depth + 1)
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        if not -MAX_INT - 1 <= value <= MAX_INT:
-            yield _problem(loc, "integers must fit in 64 bits", "int_range")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            yield _problem(loc, "NaN and infinite numbers are not allowed", "float_finite")
-    elif isinstance(value, str):
-        if "\x00" in value:
-            yield _problem(loc, "strings must not contain NUL characters", "string_nul")
-    else:
+            yield from _foreign_types(item, [*loc, index], depth + 1)
+    elif not isinstance(value, str | int | float | bool) and value is not None:
         yield _problem(loc, f"a {type(value).__name__} is not a JSON value", "json_type")
 
 

@@ -6,12 +6,13 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import AwareDatetime
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
+from backend.core.schemas import AwareInstant
 from backend.runs import service
 from backend.runs.models import RunStatus
 from backend.runs.schemas import (
@@ -26,14 +27,18 @@ from backend.runs.schemas import (
     RunTrigger,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], responses=AUTHENTICATED)
 
 
 @router.post(
     "/jobs/{job_id}/runs",
     status_code=status.HTTP_201_CREATED,
     response_model=RunPublic,
-    responses={200: {"model": RunPublic, "description": "Idempotent replay: the existing run"}},
+    responses={
+        200: {"model": RunPublic, "description": "Idempotent replay: the existing run"},
+        **BY_ID,
+        **CONFLICT,
+    },
 )
 async def trigger_run(
     job_id: uuid.UUID,
@@ -56,7 +61,14 @@ async def trigger_run(
 
 
 @router.post(
-    "/jobs/{job_id}/runs/batch", status_code=status.HTTP_201_CREATED, response_model=RunBatchResult
+    "/jobs/{job_id}/runs/batch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunBatchResult,
+    responses={
+        200: {"model": RunBatchResult, "description": "Idempotent replay: no run was new"},
+        **BY_ID,
+        **CONFLICT,
+    },
 )
 async def trigger_batch(
     job_id: uuid.UUID,
@@ -81,10 +93,10 @@ async def list_runs(
     job_id: uuid.UUID | None = None,
     run_status: Annotated[list[RunStatus] | None, Query(alias="status")] = None,
     created_after: Annotated[
-        AwareDatetime | None, Query(description="Created at or after this instant")
+        AwareInstant | None, Query(description="Created at or after this instant")
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None, Query(description="Created before this instant")
+        AwareInstant | None, Query(description="Created before this instant")
     ] = None,
     cursor: Annotated[str | None, Query(max_length=300)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -103,7 +115,7 @@ async def list_runs(
     return RunPage(items=[RunPublic.model_validate(r) for r in runs], next_cursor=next_cursor)
 
 
-@router.get("/runs/{run_id}", response_model=RunDetail)
+@router.get("/runs/{run_id}", response_model=RunDetail, responses=BY_ID)
 async def get_run(
     run_id: uuid.UUID, session: SessionDep, principal: Principal = Authorized(Permission.runs_read)
 ) -> RunDetail:
@@ -111,7 +123,7 @@ async def get_run(
     return await service.get_run(session, principal, run_id)
 
 
-@router.get("/runs/{run_id}/graph", response_model=RunGraph)
+@router.get("/runs/{run_id}/graph", response_model=RunGraph, responses=BY_ID)
 async def get_run_graph(
     run_id: uuid.UUID, session: SessionDep, principal: Principal = Authorized(Permission.runs_read)
 ) -> RunGraph:
@@ -120,7 +132,7 @@ async def get_run_graph(
     return await service.get_graph(session, principal, run_id)
 
 
-@router.get("/runs/{run_id}/logs", response_model=LogPage)
+@router.get("/runs/{run_id}/logs", response_model=LogPage, responses=BY_ID)
 async def get_logs(
     run_id: uuid.UUID,
     session: SessionDep,
@@ -137,7 +149,7 @@ async def get_logs(
     return LogPage(items=lines, next_cursor=next_cursor)
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunPublic)
+@router.post("/runs/{run_id}/cancel", response_model=RunPublic, responses={**BY_ID, **CONFLICT})
 async def cancel_run(
     run_id: uuid.UUID,
     session: SessionDep,
@@ -148,7 +160,12 @@ async def cancel_run(
     return RunPublic.model_validate(await service.cancel_run(session, redis, principal, run_id))
 
 
-@router.post("/runs/{run_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
+@router.post(
+    "/runs/{run_id}/rerun",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunPublic,
+    responses={**BY_ID, **CONFLICT},
+)
 async def rerun(
     run_id: uuid.UUID,
     session: SessionDep,

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from backend.core.schemas import RequestModel, ResponseModel
+from backend.core.schemas import AwareInstant, RequestModel, ResponseModel
 from backend.jobs.schemas import GraphEdge, GraphNode
+from backend.jobs.spec import MAX_PARAM_KEY, MAX_PARAMS
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_BATCH = 1000
 
 
 class RunTrigger(RequestModel):
-    params: dict[str, Any] = Field(default_factory=dict, description="Overrides the job's params")
+    # Bounded as a job spec's own params are.
+    params: dict[Annotated[str, StringConstraints(min_length=1, max_length=MAX_PARAM_KEY)], Any] = (
+        Field(default_factory=dict, max_length=MAX_PARAMS, description="Overrides the job's params")
+    )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
-    run_at: AwareDatetime | None = Field(default=None, description="Start no earlier than this")
+    run_at: AwareInstant | None = Field(default=None, description="Start no earlier than this")
 
     @model_validator(mode="after")
     def _one_start_time(self) -> Self:

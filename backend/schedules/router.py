@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
+from backend.core.openapi import AUTHENTICATED, BY_ID
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
+from backend.core.schemas import Instant
 from backend.schedules import service
 from backend.schedules.schemas import (
     FirePreview,
@@ -21,7 +22,7 @@ from backend.schedules.schemas import (
     TickPublic,
 )
 
-router = APIRouter(prefix="/api/v1/jobs", tags=["schedules"])
+router = APIRouter(prefix="/api/v1/jobs", tags=["schedules"], responses=AUTHENTICATED | BY_ID)
 
 
 @router.post("/{job_id}/pause", response_model=SchedulePublic)
@@ -52,7 +53,7 @@ async def list_ticks(
     session: SessionDep,
     principal: Principal = Authorized(Permission.runs_read),
     outcome: Literal["fired", "skipped", "missed"] | None = None,
-    cursor: datetime | None = Query(default=None, description="next_cursor of the last page"),
+    cursor: Instant | None = Query(default=None, description="next_cursor of the last page"),
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> TickPage:
     """Every instant the schedule was due, newest first, and what came of it: fired (with
@@ -72,7 +73,7 @@ async def next_fire_times(
     session: SessionDep,
     principal: Principal = Authorized(Permission.jobs_read),
     count: Annotated[int, Query(ge=1, le=100)] = 10,
-    after: datetime | None = Query(default=None, description="ISO instant; default now"),
+    after: Instant | None = Query(default=None, description="ISO instant; default now"),
 ) -> FirePreview:
     """The next fire times (UTC and local) after now or ``after``, DST policy applied."""
     ticks = await service.preview(session, principal, job_id, count=count, after=after)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, status
 from backend.auth.schemas import UserPublic
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, SettingsDep
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.tenants import service
@@ -20,7 +21,7 @@ from backend.tenants.schemas import (
     TenantDetail,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["tenants"])
+router = APIRouter(prefix="/api/v1", tags=["tenants"], responses=AUTHENTICATED)
 
 
 @router.get("/me", response_model=MeResponse)
@@ -45,7 +46,12 @@ async def list_members(
     return await service.list_members(session, principal)
 
 
-@router.post("/members", status_code=status.HTTP_201_CREATED, response_model=MemberPublic)
+@router.post(
+    "/members",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MemberPublic,
+    responses=CONFLICT,
+)
 async def add_member(
     body: MemberCreate,
     session: SessionDep,
@@ -58,7 +64,7 @@ async def add_member(
     )
 
 
-@router.patch("/members/{user_id}", response_model=MemberPublic)
+@router.patch("/members/{user_id}", response_model=MemberPublic, responses={**BY_ID, **CONFLICT})
 async def change_member_role(
     user_id: uuid.UUID,
     body: MemberUpdate,
@@ -69,7 +75,11 @@ async def change_member_role(
     return await service.change_role(session, principal, user_id, body.role)
 
 
-@router.delete("/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**BY_ID, **CONFLICT},
+)
 async def remove_member(
     user_id: uuid.UUID,
     session: SessionDep,

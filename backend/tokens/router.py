@@ -8,12 +8,13 @@ from fastapi import APIRouter, status
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized
+from backend.core.openapi import AUTHENTICATED, BY_ID
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.tokens import service
 from backend.tokens.schemas import ApiTokenCreate, ApiTokenCreated, ApiTokenPublic
 
-router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"], responses=AUTHENTICATED)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiTokenCreated)
@@ -37,7 +38,7 @@ async def list_tokens(
     return [ApiTokenPublic.model_validate(t) for t in await service.list_tokens(session, principal)]
 
 
-@router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, responses=BY_ID)
 async def revoke_token(
     token_id: uuid.UUID,
     session: SessionDep,

@@ -557,7 +557,6 @@ async def test_refresh_malformed_tokens_answer_401(
         with_tenant_part(owner.refresh_token, stranger.tenant_id),
         with_tenant_part(owner.refresh_token, uuid.uuid4()),
         f"brt_{owner.tenant_id.hex}_{'x' * 43}",
-        f"brt_{owner.tenant_id.hex}_{secret_part}\x00",
         f"brt_{owner.tenant_id.hex}_{'é' * 40}",
         owner.access_token[:500],
     ]
@@ -570,7 +569,9 @@ async def test_refresh_malformed_tokens_answer_401(
 
 
 async def test_refresh_invalid_bodies_answer_422(client: AsyncClient) -> None:
-    for body in ({}, {"refresh_token": ""}, {"refresh_token": "x" * 513}, {"refresh_token": 5}):
+    nul = {"refresh_token": f"brt_{uuid.uuid4().hex}_{'x' * 42}\x00"}  # the input policy
+    bad = ({}, {"refresh_token": ""}, {"refresh_token": "x" * 513}, {"refresh_token": 5}, nul)
+    for body in bad:
         assert_error(await client.post(REFRESH, json=body), 422, "validation_failed")
 
 
