@@ -141,7 +141,20 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         f"/api/v1/jobs/{job_id}/runs", json={"delay_seconds": 3600}, headers=owner.headers
     )
     assert run.status_code == 201, run.text
+    secret_name = f"SWEEP_{uuid.uuid4().hex[:12].upper()}"
+    secret = await client.post(
+        "/api/v1/secrets", json={"name": secret_name, "value": "sweep"}, headers=owner.headers
+    )
+    assert secret.status_code == 201, secret.text
+    credential = await client.post(
+        "/api/v1/workers/credentials",
+        json={"queue": f"sweep-{uuid.uuid4().hex[:8]}", "name": "sweep"},
+        headers=owner.headers,
+    )
+    assert credential.status_code == 201, credential.text
     return {
+        "secret_name": secret_name,
+        "credential_id": str(credential.json()["id"]),
         "job_id": job_id,
         "run_id": run.json()["id"],
         "user_id": str((await create_member(client, owner, "viewer")).user_id),

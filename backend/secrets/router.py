@@ -8,18 +8,21 @@ from fastapi import APIRouter, Path, status
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, SettingsDep
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.secrets import service
 from backend.secrets.schemas import SecretCreate, SecretPublic, SecretUpdate
 
-router = APIRouter(prefix="/api/v1/secrets", tags=["secrets"])
+router = APIRouter(prefix="/api/v1/secrets", tags=["secrets"], responses=AUTHENTICATED)
 
 # Any name up to the limit; one that is not a secret's is simply not found.
 SecretName = Annotated[str, Path(max_length=64)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SecretPublic)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=SecretPublic, responses=CONFLICT
+)
 async def create_secret(
     body: SecretCreate,
     session: SessionDep,
@@ -46,7 +49,7 @@ async def list_secrets(
     return [SecretPublic.model_validate(s) for s in await service.list_secrets(session, principal)]
 
 
-@router.get("/{secret_name}", response_model=SecretPublic)
+@router.get("/{secret_name}", response_model=SecretPublic, responses=BY_ID)
 async def get_secret(
     secret_name: SecretName,
     session: SessionDep,
@@ -56,7 +59,7 @@ async def get_secret(
     return SecretPublic.model_validate(await service.get_secret(session, principal, secret_name))
 
 
-@router.patch("/{secret_name}", response_model=SecretPublic)
+@router.patch("/{secret_name}", response_model=SecretPublic, responses=BY_ID)
 async def update_secret(
     secret_name: SecretName,
     body: SecretUpdate,
@@ -71,7 +74,7 @@ async def update_secret(
     return SecretPublic.model_validate(secret)
 
 
-@router.delete("/{secret_name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{secret_name}", status_code=status.HTTP_204_NO_CONTENT, responses=BY_ID)
 async def delete_secret(
     secret_name: SecretName,
     session: SessionDep,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep, SettingsDep
+from backend.core.openapi import AUTHENTICATED, BY_ID
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.workers import service
@@ -18,7 +19,7 @@ from backend.workers.schemas import (
     WorkerCredentialPublic,
 )
 
-router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"], responses=AUTHENTICATED)
 
 
 @router.get("", response_model=list[ConnectedWorker])
@@ -65,7 +66,9 @@ async def list_credentials(
     return [WorkerCredentialPublic.model_validate(r) for r in rows]
 
 
-@router.delete("/credentials/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/credentials/{credential_id}", status_code=status.HTTP_204_NO_CONTENT, responses=BY_ID
+)
 async def revoke_credential(
     credential_id: uuid.UUID,
     session: SessionDep,

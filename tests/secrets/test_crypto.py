@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from backend.core.settings import Environment, Settings
+from backend.core.settings import Environment, Process, Settings, UnsafeSettings
 from backend.secrets import crypto
 
 TENANT = uuid.uuid4()
@@ -92,14 +92,18 @@ PRODUCTION = {
 
 
 def test_production_refuses_missing_or_shared_keys() -> None:
-    with pytest.raises(ValidationError, match="BATON_SECRETS_KEK must be set"):
-        settings(**PRODUCTION, worker_transit_key=key())
-    with pytest.raises(ValidationError, match="BATON_WORKER_TRANSIT_KEY must be set"):
-        settings(**PRODUCTION, secrets_kek=key())
+    """Nothing is generated in production: the engine (which unwraps and seals) refuses to
+    start without either key, and the two keys may never be the same."""
+    with pytest.raises(UnsafeSettings, match="BATON_SECRETS_KEK must be set"):
+        settings(**PRODUCTION, worker_transit_key=key()).refuse_unsafe_for(Process.engine)
+    with pytest.raises(UnsafeSettings, match="BATON_WORKER_TRANSIT_KEY must be set"):
+        settings(**PRODUCTION, secrets_kek=key()).refuse_unsafe_for(Process.engine)
     shared = key()
     with pytest.raises(ValidationError, match="must differ"):
         settings(**PRODUCTION, secrets_kek=shared, worker_transit_key=shared)
-    settings(**PRODUCTION, secrets_kek=key(), worker_transit_key=key())
+    settings(**PRODUCTION, secrets_kek=key(), worker_transit_key=key()).refuse_unsafe_for(
+        Process.api, Process.engine, Process.worker
+    )
 
 
 def test_development_keys_are_generated_per_installation(tmp_path: Path) -> None:
