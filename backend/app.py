@@ -21,6 +21,7 @@ from backend.jobs.router import router as jobs_router
 from backend.metrics.http import install_api_metrics
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
+from backend.templates.router import router as templates_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 from backend.web.router import install_dashboard
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_router,
         runs_router,
         jobs_router,
+        templates_router,
         schedules_router,
         events_router,
     ):

@@ -5,6 +5,7 @@ from backend.auth.models import RefreshToken, User
 from backend.jobs.models import Job, JobVersion
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
+from backend.templates.models import JobTemplate
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
 
@@ -12,6 +13,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Job",
+    "JobTemplate",
     "JobVersion",
     "Membership",
     "RefreshToken",
