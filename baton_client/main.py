@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from baton_client import jobs, misc, runs
+from baton_client import jobs, misc, runs, templates
 from baton_client.config import Profile, config_path, profile_names, save_profile
 from baton_client.context import select_profile
 from baton_client.http import Api, ApiError
@@ -31,6 +31,7 @@ app = typer.Typer(
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(runs.app, name="runs")
 app.add_typer(misc.schedules, name="schedules")
+app.add_typer(templates.app, name="templates")
 app.add_typer(misc.tokens, name="tokens")
 
 

@@ -21,7 +21,7 @@ POLL_SECONDS = 0.5
 LOG_PAGE = 1000
 
 
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
+def parse_params(pairs: list[str]) -> dict[str, Any]:
     """``k=v`` pairs; a value that is valid JSON (42, true, [1]) is taken as such."""
     params: dict[str, Any] = {}
     for pair in pairs:
@@ -90,7 +90,7 @@ def trigger(
 ) -> None:
     """Run a job now."""
     client = api()
-    body: dict[str, Any] = {"params": _parse_params(param or [])}
+    body: dict[str, Any] = {"params": parse_params(param or [])}
     if idempotency_key:
         body["idempotency_key"] = idempotency_key
     run = client.post(f"/api/v1/jobs/{client.job_id(job)}/runs", body)

@@ -210,3 +210,44 @@ async def test_a_refusal_is_a_clear_error(cli: Cli) -> None:
     refused = await cli("tokens", "list")
     assert refused.code == 1
     assert "may not tokens:read (HTTP 403)" in refused.err
+
+
+async def test_templates(cli: Cli, tmp_path: Path, running_worker: object) -> None:
+    await cli.login()
+    listed = await cli("templates", "list", "-o", "json")
+    assert {"cleanup-old-files", "http-health-check"} <= {t["name"] for t in json.loads(listed.out)}
+    shown = await cli("templates", "show", "cleanup-old-files")
+    assert shown.code == 0 and "days" in shown.out and "30" in shown.out
+
+    name = f"tpl-{suffix()}"
+    (tmp_path / "data").mkdir()
+    dry = await cli(
+        "templates",
+        "use",
+        "cleanup-old-files",
+        name,
+        "-p",
+        f"directory={tmp_path / 'data'}",
+        "--dry-run",
+    )
+    assert dry.code == 0, dry
+    assert yaml.safe_load(dry.out)["params"]["days"] == 30
+    made = await cli(
+        "templates",
+        "use",
+        "cleanup-old-files",
+        name,
+        "-p",
+        f"directory={tmp_path / 'data'}",
+        "-p",
+        "days=7",
+    )
+    assert made.code == 0 and f"created job {name}" in made.out
+    ran = await cli("runs", "trigger", name, "--wait", "--follow")
+    assert ran.code == 0 and "cleanup done" in ran.out
+
+    saved = await cli("templates", "save", name, f"mine-{suffix()}", "-o", "json")
+    assert saved.code == 0, saved
+    assert json.loads(saved.out)["parameters"]["properties"]["days"]["default"] == 7
+    bad = await cli("templates", "use", "cleanup-old-files", f"x-{suffix()}", "-p", "days=1")
+    assert bad.code == 1 and "params.directory" in bad.err
