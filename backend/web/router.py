@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from backend.core.settings import Settings
-from backend.web import admin, audit, jobs, public, runs, settings
+from backend.web import admin, audit, gallery, jobs, public, runs, settings
 from backend.web.render import DashboardErrors, create_templates, frontend_dir
 
 log = structlog.get_logger(__name__)
@@ -21,7 +21,15 @@ log = structlog.get_logger(__name__)
 VENDOR_PACKAGES = {"htmx": "htmx.org/dist", "htmx-ext-sse": "htmx-ext-sse/dist"}
 
 router = APIRouter(include_in_schema=False)
-for area in (public.router, jobs.router, runs.router, settings.router, audit.router, admin.router):
+for area in (
+    public.router,
+    jobs.router,
+    gallery.router,
+    runs.router,
+    settings.router,
+    audit.router,
+    admin.router,
+):
     router.include_router(area)
 
 
