@@ -22,7 +22,10 @@ def next_fires(
     """The job's next fire times."""
     client = api()
     preview = client.get(f"/api/v1/jobs/{client.job_id(job)}/schedule/next", count=count)
-    emit(preview, output)
+    if output is Output.table:
+        emit(preview["items"], output, title=f"next fires ({preview['timezone']})")
+    else:
+        emit(preview, output)
 
 
 @schedules.command("ticks")

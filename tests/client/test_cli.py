@@ -251,3 +251,23 @@ async def test_templates(cli: Cli, tmp_path: Path, running_worker: object) -> No
     assert json.loads(saved.out)["parameters"]["properties"]["days"]["default"] == 7
     bad = await cli("templates", "use", "cleanup-old-files", f"x-{suffix()}", "-p", "days=1")
     assert bad.code == 1 and "params.directory" in bad.err
+
+
+async def test_schedules_next_and_ticks(cli: Cli, tmp_path: Path) -> None:
+    await cli.login()
+    name = f"cron-{suffix()}"
+    spec = shell_job(name, "echo tick", schedule={"cron": "0 3 * * *", "timezone": "UTC"})
+    write(tmp_path / "jobs", spec)
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+    upcoming = await cli("schedules", "next", name, "--count", "3", "-o", "json")
+    assert upcoming.code == 0, upcoming
+    fires = json.loads(upcoming.out)
+    assert len(fires["items"]) == 3 and "03:00:00" in json.dumps(fires["items"][0])
+    ticks = await cli("schedules", "ticks", name, "-o", "yaml")
+    assert ticks.code == 0 and yaml.safe_load(ticks.out) == []
+    manual = f"manual-{suffix()}"
+    write(tmp_path / "more", shell_job(manual, "echo hi"))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "more"))).code == 0
+    table = await cli("schedules", "next", name)
+    assert table.code == 0 and "next fires (UTC)" in table.out
+    assert (await cli("schedules", "next", manual)).code == 1
