@@ -199,3 +199,16 @@ async def test_other_tenants_jobs_are_invisible(
     pruned = await apply(client, owner, managed_by, [], prune=True)
     assert actions(pruned) == {spec["name"]: "deleted"}
     assert await job_by_name(client, stranger, spec["name"]) is not None
+
+
+async def test_apply_is_audited_and_a_dry_run_is_not(client: AsyncClient, owner: Account) -> None:
+    managed_by = source()
+    spec = job_spec()
+    actions(await apply(client, owner, managed_by, [spec], dry_run=True))
+    actions(await apply(client, owner, managed_by, [spec]))
+    actions(await apply(client, owner, managed_by, [spec]))  # unchanged: nothing to record
+    response = await client.get("/api/v1/audit", headers=owner.headers)
+    assert response.status_code == 200, response.text
+    events = [e for e in response.json()["items"] if e["action"] in ("job.applied", "job.created")]
+    assert [e["action"] for e in events] == ["job.applied", "job.created"]
+    assert events[0]["details"] == {"managed_by": managed_by, "created": 1}

@@ -207,3 +207,15 @@ async def test_python_template_runs(
 ) -> None:
     run = await run_template(client, owner, "python-function", {})
     assert run["status"] == "succeeded", run
+
+
+async def test_fan_out_template_runs_one_task_per_file(
+    client: AsyncClient, owner: Account, tmp_path: Path, running_worker: object
+) -> None:
+    for index in range(3):
+        (tmp_path / f"part-{index}.csv").write_text("a\nb\n")
+    (tmp_path / "skip.txt").write_text("not matched")
+    run = await run_template(client, owner, "fan-out-etl", {"directory": str(tmp_path)})
+    assert run["status"] == "succeeded", run
+    children = [t for t in run["tasks"] if t["parent_id"] is not None]
+    assert len(children) == 3 and all(t["status"] == "succeeded" for t in children)
