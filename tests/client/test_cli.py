@@ -4,15 +4,20 @@ apply/diff/list/get/export/delete, runs trigger --wait --follow and friends, --o
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from httpx import AsyncClient
 
-from tests.client.conftest import Cli
+from tests.client.conftest import ROOT, Cli
+from tests.fixtures.factories import Account, create_api_token
 
 
 def shell_job(name: str, command: str, **extra: Any) -> dict[str, Any]:
@@ -271,3 +276,49 @@ async def test_schedules_next_and_ticks(cli: Cli, tmp_path: Path) -> None:
     table = await cli("schedules", "next", name)
     assert table.code == 0 and "next fires (UTC)" in table.out
     assert (await cli("schedules", "next", manual)).code == 1
+
+
+async def test_tokens_with_an_admin_token(cli: Cli, client: AsyncClient, owner: Account) -> None:
+    admin = await create_api_token(client, owner, "admin")
+    env = {"BATON_URL": cli.url, "BATON_TOKEN": str(admin["token"])}  # no profile at all
+    created = await cli("tokens", "create", "deploy", "--role", "viewer", "-o", "json", env=env)
+    assert created.code == 0, created
+    token = json.loads(created.out)
+    assert token["token"] and token["role"] == "viewer"
+    listed = await cli("tokens", "list", "-o", "json", env=env)
+    assert token["id"] in {t["id"] for t in json.loads(listed.out)}
+    assert "token" not in json.loads(listed.out)[0], "secrets are never listed"
+    assert (await cli("tokens", "delete", token["id"], env=env)).code == 0
+    listed = await cli("tokens", "list", "-o", "json", env=env)
+    [revoked] = [t for t in json.loads(listed.out) if t["id"] == token["id"]]
+    assert revoked["revoked_at"] is not None
+    refused = await cli("jobs", "list", env={**env, "BATON_TOKEN": token["token"]})
+    assert refused.code == 1 and "401" in refused.err
+
+
+def test_the_client_never_imports_the_server() -> None:
+    """The client must run where only its own dependencies are installed."""
+    probe = (
+        "import sys; sys.modules['backend'] = None\n"  # any `import backend...` now fails
+        "from baton_client.main import app\n"
+        "server = ('backend', 'fastapi', 'sqlalchemy', 'sqlmodel', 'asyncpg', 'redis')\n"
+        "heavy = [m for m, module in sys.modules.items()\n"
+        "         if module is not None and m.split('.')[0] in server]\n"
+        "assert heavy == [], heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+async def test_server_commands_still_answer(cli: Cli) -> None:
+    helped = await cli("db", "--help")
+    assert helped.code == 0 and "upgrade" in helped.out
+    top = await cli("--help")
+    assert "jobs" in top.out and "dev, api, scheduler, worker, db, admin, audit" in top.out
