@@ -122,7 +122,7 @@ def _default_source(directory: Path) -> str:
     return f"baton:{directory.resolve().name or 'root'}"
 
 
-def _print_plan(result: dict[str, Any], output: Output) -> None:
+def _print_plan(result: dict[str, Any], output: Output, *, applying: bool = False) -> None:
     if output is not Output.table:
         emit(result, output)
         return
@@ -140,6 +140,8 @@ def _print_plan(result: dict[str, Any], output: Output) -> None:
             console.print(f"           {line}", style=colour, markup=False, highlight=False)
     counts = ", ".join(f"{n} {action}" for action, n in sorted(result["summary"].items()))
     prefix = "Plan" if result["dry_run"] else "Applied"
+    if applying and all(c["action"] == "unchanged" for c in result["changes"]):
+        prefix = "Up to date"
     console.print(f"{prefix}: {counts or 'nothing to do'}", markup=False, highlight=False)
 
 
@@ -202,7 +204,7 @@ def apply(
     body = _request(file, managed_by, prune, True)
     plan = client.post("/api/v1/jobs:apply", body)
     if dry_run or all(change["action"] == "unchanged" for change in plan["changes"]):
-        _print_plan(plan, output)
+        _print_plan(plan, output, applying=not dry_run)
         return
     body["dry_run"] = False
     body["expected_versions"] = {c["name"]: c["from_version"] for c in plan["changes"]}

@@ -101,10 +101,14 @@ BUILTIN: list[dict[str, Any]] = [
                     "name": "dump-and-upload",
                     "type": "shell",
                     "timeout_seconds": 7200,
-                    "env": {"DATABASE_URL": "{{ database_url }}", "ENDPOINT": "{{ endpoint_url }}"},
+                    "env": {
+                        "DATABASE_URL": "{{ database_url }}",
+                        "ENDPOINT": "{{ endpoint_url }}",
+                        "PREFIX": "{{ prefix }}",
+                    },
                     "command": 'set -eu; name="$(date -u +%Y%m%dT%H%M%SZ).sql.gz"; '
                     'pg_dump --no-owner "$DATABASE_URL" | gzip | aws s3 cp - '
-                    '"s3://{{ bucket }}/{{ prefix }}$name" '
+                    '"s3://{{ bucket }}/$PREFIX$name" '
                     '${ENDPOINT:+--endpoint-url "$ENDPOINT"}; '
                     'echo "uploaded $name"',
                 },
