@@ -212,3 +212,16 @@ async def test_apply_is_audited_and_a_dry_run_is_not(client: AsyncClient, owner:
     events = [e for e in response.json()["items"] if e["action"] in ("job.applied", "job.created")]
     assert [e["action"] for e in events] == ["job.applied", "job.created"]
     assert events[0]["details"] == {"managed_by": managed_by, "created": 1}
+
+
+async def test_concurrent_creates_of_one_name_are_200_and_409(
+    client: AsyncClient, owner: Account
+) -> None:
+    spec = job_spec()
+    results = await asyncio.gather(
+        apply(client, owner, source(), [spec], expected_versions={spec["name"]: None}),
+        apply(client, owner, source(), [spec], expected_versions={spec["name"]: None}),
+    )
+    assert sorted(r.status_code for r in results) == [200, 409]
+    job = await job_by_name(client, owner, spec["name"])
+    assert job is not None and job["current_version"] == 1
