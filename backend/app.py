@@ -25,6 +25,7 @@ from backend.metrics.http import install_api_metrics
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
 from backend.secrets.router import router as secrets_router
+from backend.templates.router import router as templates_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 from backend.web.router import install_dashboard
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_router,
         runs_router,
         jobs_router,
+        templates_router,
         schedules_router,
         secrets_router,
         events_router,

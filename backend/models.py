@@ -6,6 +6,7 @@ from backend.jobs.models import Job, JobVersion
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.secrets.models import Secret
+from backend.templates.models import JobTemplate
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
 from backend.workers.models import WorkerCredential
@@ -14,6 +15,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Job",
+    "JobTemplate",
     "JobVersion",
     "Membership",
     "RefreshToken",

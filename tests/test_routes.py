@@ -224,6 +224,15 @@ async def _job(client: AsyncClient, account: Account) -> str:
     return str(response.json()["id"])
 
 
+async def _template(client: AsyncClient, account: Account) -> str:
+    name = f"sweep-{uuid.uuid4().hex[:8]}"
+    job_id = await _job(client, account)
+    body = {"name": name, "job_id": job_id}
+    response = await client.post("/api/v1/templates", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return name
+
+
 async def _run(client: AsyncClient, account: Account) -> str:
     job_id = await _job(client, account)
     response = await client.post(f"/api/v1/jobs/{job_id}/runs", json=LATER, headers=account.headers)
@@ -251,6 +260,7 @@ ID_FACTORIES: dict[str, IdFactory] = {
     "run_id": _run,
     "secret_name": _secret,
     "credential_id": _worker_credential,
+    "template_name": _template,
 }
 
 # A valid body for routes that take one, so a 404 cannot hide behind a 422.
@@ -261,6 +271,9 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
     ("POST", "/api/v1/jobs/{job_id}/runs/batch"): lambda: {"runs": [LATER]},
     ("POST", "/api/v1/runs/{run_id}/rerun"): lambda: {},
     ("PATCH", "/api/v1/secrets/{secret_name}"): lambda: {"value": "overwritten"},
+    ("POST", "/api/v1/templates/{template_name}/instantiate"): lambda: {
+        "job_name": f"sweep-{uuid.uuid4().hex[:8]}"
+    },
 }
 
 

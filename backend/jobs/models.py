@@ -22,6 +22,9 @@ class Job(SQLModel, table=True):
     description: str | None = None
     queue: str = Field(max_length=63)
     concurrency_policy: str = Field(default="allow", max_length=10)
+    # The GitOps source that owns this job (``POST /api/v1/jobs:apply``); None when the
+    # job is edited by hand. Prune only ever deletes jobs of the same source.
+    managed_by: str | None = Field(default=None, max_length=100)
     current_version: int = 1
     created_by: uuid.UUID | None = None
     created_at: datetime = timestamp()

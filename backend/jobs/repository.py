@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Uuid, and_, column, true, tuple_, values
+from sqlalchemy import Uuid, and_, column, or_, true, tuple_, values
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -33,6 +33,17 @@ class JobRepository(TenantScopedRepository[Job]):
             statement = statement.with_for_update()
         result: Job | None = (await self.session.exec(statement)).first()
         return result
+
+    async def for_apply(self, names: Sequence[str], managed_by: str) -> list[Job]:
+        """Active jobs named in ``names`` or owned by ``managed_by``, locked in name order
+        (one order for every apply, so two concurrent applies cannot deadlock)."""
+        statement = (
+            self.active()
+            .where(or_(col(Job.name).in_(list(names)), col(Job.managed_by) == managed_by))
+            .order_by(col(Job.name))
+            .with_for_update()
+        )
+        return list((await self.session.exec(statement)).all())
 
     async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
         statement = self.active().where(col(Job.name) == name)

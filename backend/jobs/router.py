@@ -17,8 +17,16 @@ from backend.core.deps import Authorized, RedisDep
 from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
-from backend.jobs import service
-from backend.jobs.schemas import JobGraph, JobPage, JobPublic, JobVersionPage, JobVersionPublic
+from backend.jobs import apply, service
+from backend.jobs.schemas import (
+    ApplyRequest,
+    ApplyResult,
+    JobGraph,
+    JobPage,
+    JobPublic,
+    JobVersionPage,
+    JobVersionPublic,
+)
 from backend.jobs.spec import JobSpec, job_spec_json_schema, parse_job_spec
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"], responses=AUTHENTICATED)
@@ -60,6 +68,28 @@ async def create_job(
 ) -> JobPublic:
     """Create a job from a spec; it becomes version 1. 409 if the name is in use."""
     return await service.create_job(session, redis, principal, await _read_spec(request))
+
+
+@router.post(
+    ":apply",
+    response_model=ApplyResult,
+    responses={
+        409: {
+            "description": "A job changed since the caller read it (stale "
+            "expected_versions), or it is managed by another source"
+        }
+    },
+)
+async def apply_jobs(
+    body: ApplyRequest,
+    session: SessionDep,
+    redis: RedisDep,
+    principal: Principal = Authorized(Permission.jobs_write),
+) -> ApplyResult:
+    """GitOps: create, update or leave unchanged each job of the set by name, and with
+    ``prune`` delete the source's jobs missing from it, all in one transaction;
+    ``dry_run`` answers the plan with a diff per job and writes nothing."""
+    return await apply.apply_jobs(session, redis, principal, body)
 
 
 @router.get("", response_model=JobPage)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from backend.core.schemas import Page, ResponseModel
+from backend.core.schemas import Page, RequestModel, ResponseModel
 from backend.jobs.models import Job, JobVersion
 from backend.secrets.references import mask_literal_credentials
 
@@ -24,6 +24,9 @@ class JobPublic(ResponseModel):
     queue: str
     concurrency_policy: str
     current_version: int
+    managed_by: str | None = Field(
+        default=None, description="The GitOps source that owns the job (jobs:apply), if any"
+    )
     created_at: datetime
     updated_at: datetime
     spec: DisplayedSpec = Field(description=SPEC_DESCRIPTION)
@@ -38,6 +41,7 @@ class JobPublic(ResponseModel):
             queue=job.queue,
             concurrency_policy=job.concurrency_policy,
             current_version=job.current_version,
+            managed_by=job.managed_by,
             created_at=job.created_at,
             updated_at=job.updated_at,
             spec=version.spec,
@@ -84,3 +88,44 @@ class JobGraph(ResponseModel):
     nodes: list[GraphNode]
     edges: list[GraphEdge]
     layers: list[list[str]]
+
+
+MANAGED_BY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,99}$"
+MAX_APPLY_JOBS = 500
+
+
+class ApplyRequest(RequestModel):
+    """A set of job specs applied as one source (``POST /api/v1/jobs:apply``)."""
+
+    managed_by: str = Field(
+        pattern=MANAGED_BY_PATTERN,
+        description="The source that owns these jobs, e.g. git:acme/jobs; prune only "
+        "deletes this source's jobs",
+    )
+    jobs: list[dict[str, Any]] = Field(
+        max_length=MAX_APPLY_JOBS, description="Job specs (the create request body), by name"
+    )
+    prune: bool = Field(default=False, description="Delete this source's jobs not in the set")
+    dry_run: bool = Field(default=False, description="Plan and diff only; write nothing")
+    expected_versions: dict[str, int | None] = Field(
+        default_factory=dict,
+        max_length=MAX_APPLY_JOBS * 2,
+        description="Optimistic concurrency: job name -> the version the caller saw (null: "
+        "did not exist). Any mismatch is a 409 and nothing is applied.",
+    )
+
+
+class ApplyChange(ResponseModel):
+    name: str
+    action: str = Field(description="created, updated, unchanged, adopted or deleted")
+    job_id: uuid.UUID | None = Field(description="None for a job a dry run would create")
+    from_version: int | None = Field(description="The current version before the apply")
+    to_version: int | None = Field(description="The version after it (None once deleted)")
+    diff: str = Field(description="Unified diff of the specs as YAML; empty when unchanged")
+
+
+class ApplyResult(ResponseModel):
+    managed_by: str
+    dry_run: bool
+    changes: list[ApplyChange]
+    summary: dict[str, int] = Field(description="How many jobs per action")

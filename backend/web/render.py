@@ -145,6 +145,7 @@ DASHBOARD_ROOTS = (
     "/logout",
     "/jobs",
     "/runs",
+    "/templates",
     "/settings",
     "/audit",
     "/admin",

@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from backend.core.settings import Settings
-from backend.web import admin, audit, jobs, public, runs, secrets, settings, workers
+from backend.web import admin, audit, gallery, jobs, public, runs, secrets, settings, workers
 from backend.web.render import DashboardErrors, create_templates, frontend_dir
 
 log = structlog.get_logger(__name__)
@@ -24,6 +24,7 @@ router = APIRouter(include_in_schema=False)
 for area in (
     public.router,
     jobs.router,
+    gallery.router,
     runs.router,
     settings.router,
     secrets.router,

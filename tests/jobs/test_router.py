@@ -96,6 +96,7 @@ async def test_create_job(client: AsyncClient, owner: Account) -> None:
         "queue",
         "concurrency_policy",
         "current_version",
+        "managed_by",
         "created_at",
         "updated_at",
         "spec",
@@ -106,6 +107,7 @@ async def test_create_job(client: AsyncClient, owner: Account) -> None:
     assert body["queue"] == "etl"
     assert body["concurrency_policy"] == "forbid"
     assert body["current_version"] == 1
+    assert body["managed_by"] is None, "made by hand, not by jobs:apply"
     assert body["created_at"] == body["updated_at"]
     assert body["spec"]["name"] == "nightly-etl"
     assert body["spec"]["tasks"][1]["depends_on"] == ["extract"]
