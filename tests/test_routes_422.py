@@ -152,7 +152,13 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         headers=owner.headers,
     )
     assert credential.status_code == 201, credential.text
+    template_name = f"sweep-{uuid.uuid4().hex[:8]}"
+    template = await client.post(
+        "/api/v1/templates", json={"name": template_name, "job_id": job_id}, headers=owner.headers
+    )
+    assert template.status_code == 201, template.text
     return {
+        "template_name": template_name,
         "secret_name": secret_name,
         "credential_id": str(credential.json()["id"]),
         "job_id": job_id,
@@ -315,6 +321,7 @@ async def test_the_dashboard_refuses_the_same_input_as_html(
     client: AsyncClient, app: FastAPI, owner: Account, owner_engine: AsyncEngine
 ) -> None:
     own = {**await _own_objects(client, owner), "version": "1", "task": "noop"}
+    own["name"] = own["template_name"]  # the dashboard gallery names its template {name}
     before = await row_counts(owner_engine, owner.tenant_id)
     routes = list(dashboard_routes(app))
     assert any(method == "POST" for method, _ in routes), "no dashboard form found"

@@ -73,12 +73,7 @@ async def create_job(
 @router.post(
     ":apply",
     response_model=ApplyResult,
-    responses={
-        409: {
-            "description": "A job changed since the caller read it (stale "
-            "expected_versions), or it is managed by another source"
-        }
-    },
+    responses=CONFLICT,  # a job changed since read (stale expected_versions), or another source's
 )
 async def apply_jobs(
     body: ApplyRequest,

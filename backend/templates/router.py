@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.templates import service
@@ -19,7 +20,7 @@ from backend.templates.schemas import (
     TemplatePublic,
 )
 
-router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
+router = APIRouter(prefix="/api/v1/templates", tags=["templates"], responses=AUTHENTICATED)
 TemplateName = Annotated[str, Path(max_length=100, pattern=NAME_PATTERN)]
 
 
@@ -31,7 +32,12 @@ async def list_templates(
     return await service.list_templates(session, principal)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TemplatePublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TemplatePublic,
+    responses={**BY_ID, **CONFLICT},
+)
 async def save_template(
     body: TemplateFromJob,
     session: SessionDep,
@@ -42,7 +48,7 @@ async def save_template(
     return await service.save_from_job(session, principal, body)
 
 
-@router.get("/{template_name}", response_model=TemplatePublic)
+@router.get("/{template_name}", response_model=TemplatePublic, responses=BY_ID)
 async def get_template(
     template_name: TemplateName,
     session: SessionDep,
@@ -52,7 +58,11 @@ async def get_template(
     return await service.get_template(session, principal, template_name)
 
 
-@router.delete("/{template_name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{template_name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**BY_ID, **CONFLICT},
+)
 async def delete_template(
     template_name: TemplateName,
     session: SessionDep,
@@ -66,7 +76,11 @@ async def delete_template(
     "/{template_name}/instantiate",
     status_code=status.HTTP_201_CREATED,
     response_model=Instantiated,
-    responses={200: {"model": Instantiated, "description": "dry_run: the spec, no job"}},
+    responses={
+        200: {"model": Instantiated, "description": "dry_run: the spec, no job"},
+        **BY_ID,
+        **CONFLICT,
+    },
 )
 async def instantiate(
     template_name: TemplateName,

@@ -321,4 +321,4 @@ async def test_server_commands_still_answer(cli: Cli) -> None:
     helped = await cli("db", "--help")
     assert helped.code == 0 and "upgrade" in helped.out
     top = await cli("--help")
-    assert "jobs" in top.out and "dev, api, scheduler, worker, db, admin, audit" in top.out
+    assert "jobs" in top.out and "dev, api, scheduler, worker, db, redis," in top.out

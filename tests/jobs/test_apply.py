@@ -8,8 +8,9 @@ from typing import Any
 
 from httpx import AsyncClient, Response
 
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
-from tests.jobs.test_router import JOBS, assert_error, create_job, job_spec
+from tests.jobs.helpers import JOBS, create_job, job_spec
 
 APPLY = "/api/v1/jobs:apply"
 
@@ -40,14 +41,14 @@ async def job_by_name(client: AsyncClient, account: Account, name: str) -> dict[
 
 async def test_anonymous_is_401(client: AsyncClient) -> None:
     response = await client.post(APPLY, json={"managed_by": "git:x", "jobs": []})
-    assert_error(response, 401)
+    assert_error(response, 401, "unauthenticated")
 
 
 async def test_viewer_and_operator_are_refused(client: AsyncClient, owner: Account) -> None:
     name = f"gitops-{uuid.uuid4().hex[:8]}"
     for role in ("viewer", "operator"):
         member = await create_member(client, owner, role)
-        assert_error(await apply(client, member, source(), [job_spec(name)]), 403)
+        assert_error(await apply(client, member, source(), [job_spec(name)]), 403, "forbidden")
     assert await job_by_name(client, owner, name) is None
 
 
@@ -137,7 +138,9 @@ async def test_stale_expected_version_is_409_and_changes_nothing(
     assert actions(fresh) == {a["name"]: "updated", b["name"]: "updated"}
     # null: "the job did not exist when I read it"
     assert_error(
-        await apply(client, owner, managed_by, [a], expected_versions={a["name"]: None}), 409
+        await apply(client, owner, managed_by, [a], expected_versions={a["name"]: None}),
+        409,
+        "conflict",
     )
     new = job_spec()
     created = await apply(client, owner, managed_by, [new], expected_versions={new["name"]: None})
@@ -180,13 +183,19 @@ async def test_hand_made_job_is_adopted(client: AsyncClient, owner: Account) -> 
 async def test_invalid_set_is_422_and_changes_nothing(client: AsyncClient, owner: Account) -> None:
     good, bad = job_spec(), job_spec()
     bad["tasks"][1]["depends_on"] = ["missing"]
-    error = assert_error(await apply(client, owner, source(), [good, bad]), 422)
+    error = assert_error(
+        await apply(client, owner, source(), [good, bad]), 422, "validation_failed"
+    )
     assert error["details"][0]["loc"][:2] == ["jobs", 1]
     assert await job_by_name(client, owner, good["name"]) is None
-    duplicate = assert_error(await apply(client, owner, source(), [good, dict(good)]), 422)
+    duplicate = assert_error(
+        await apply(client, owner, source(), [good, dict(good)]), 422, "validation_failed"
+    )
     assert duplicate["details"][0]["type"] == "duplicate"
-    assert_error(await apply(client, owner, "no spaces allowed", [good]), 422)
-    assert_error(await client.post(APPLY, json={"jobs": []}, headers=owner.headers), 422)
+    assert_error(await apply(client, owner, "no spaces allowed", [good]), 422, "validation_failed")
+    assert_error(
+        await client.post(APPLY, json={"jobs": []}, headers=owner.headers), 422, "validation_failed"
+    )
 
 
 async def test_other_tenants_jobs_are_invisible(

@@ -13,36 +13,9 @@ from httpx import AsyncClient, Response
 
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, bearer, create_api_token, create_member
+from tests.jobs.helpers import JOBS, create_job, job_spec
 
-JOBS = "/api/v1/jobs"
 YAML = {"Content-Type": "application/yaml"}
-
-
-def job_spec(name: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """A valid two-task spec."""
-    return {
-        "name": name or f"job-{uuid.uuid4().hex[:10]}",
-        "description": "test job",
-        "tasks": [
-            {"name": "extract", "type": "shell", "command": "echo hi"},
-            {
-                "name": "notify",
-                "type": "http",
-                "url": "https://example.org/hook",
-                "method": "POST",
-                "depends_on": ["extract"],
-            },
-        ],
-        **overrides,
-    }
-
-
-async def create_job(
-    client: AsyncClient, account: Account, spec: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    response = await client.post(JOBS, json=spec or job_spec(), headers=account.headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 async def put_job(

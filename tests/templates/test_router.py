@@ -11,8 +11,9 @@ import pytest
 from httpx import AsyncClient
 
 from backend.templates.builtin import BUILTIN
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
-from tests.jobs.test_router import assert_error, create_job, job_spec
+from tests.jobs.helpers import create_job, job_spec
 from tests.runs.factories import trigger, wait_for_run
 
 TEMPLATES = "/api/v1/templates"
@@ -60,8 +61,10 @@ def test_the_gallery_has_the_promised_templates() -> None:
 
 
 async def test_anonymous_is_401(client: AsyncClient) -> None:
-    assert_error(await client.get(TEMPLATES), 401)
-    assert_error(await client.post(f"{TEMPLATES}/file-sync/instantiate", json={}), 401)
+    assert_error(await client.get(TEMPLATES), 401, "unauthenticated")
+    assert_error(
+        await client.post(f"{TEMPLATES}/file-sync/instantiate", json={}), 401, "unauthenticated"
+    )
 
 
 async def test_viewer_lists_but_cannot_instantiate(client: AsyncClient, owner: Account) -> None:
@@ -72,7 +75,7 @@ async def test_viewer_lists_but_cannot_instantiate(client: AsyncClient, owner: A
     shown = await client.get(f"{TEMPLATES}/cleanup-old-files", headers=viewer.headers)
     assert shown.json()["parameters"]["properties"]["days"]["default"] == 30
     refused = await instantiate(client, viewer, "cleanup-old-files", REQUIRED["cleanup-old-files"])
-    assert_error(refused, 403)
+    assert_error(refused, 403, "forbidden")
 
 
 @pytest.mark.parametrize("template", sorted(REQUIRED))
@@ -94,22 +97,26 @@ async def test_every_builtin_instantiates_into_a_valid_job(
 
 
 async def test_bad_parameters_are_422(client: AsyncClient, owner: Account) -> None:
-    missing = assert_error(await instantiate(client, owner, "cleanup-old-files", {}), 422)
+    missing = assert_error(
+        await instantiate(client, owner, "cleanup-old-files", {}), 422, "validation_failed"
+    )
     assert missing["details"][0]["loc"] == ["params", "directory"]
     wrong = await instantiate(client, owner, "cleanup-old-files", {"directory": "/x", "days": "30"})
-    assert assert_error(wrong, 422)["details"][0]["type"] == "type_error"
+    assert assert_error(wrong, 422, "validation_failed")["details"][0]["type"] == "type_error"
     unknown = await instantiate(client, owner, "cleanup-old-files", {"directory": "/x", "z": 1})
-    assert assert_error(unknown, 422)["details"][0]["type"] == "extra_forbidden"
+    assert (
+        assert_error(unknown, 422, "validation_failed")["details"][0]["type"] == "extra_forbidden"
+    )
     below = await instantiate(client, owner, "cleanup-old-files", {"directory": "/x", "days": -1})
-    assert_error(below, 422)
+    assert_error(below, 422, "validation_failed")
     enum = await instantiate(client, owner, "file-sync", {**REQUIRED["file-sync"], "tool": "ftp"})
-    assert_error(enum, 422)
+    assert_error(enum, 422, "validation_failed")
     # A value that makes the job spec invalid is the spec's 422.
     bad_cron = await instantiate(
         client, owner, "nightly-report", {**REQUIRED["nightly-report"], "cron": "not a cron"}
     )
-    assert_error(bad_cron, 422)
-    assert_error(await instantiate(client, owner, "no-such-template", {}), 404)
+    assert_error(bad_cron, 422, "validation_failed")
+    assert_error(await instantiate(client, owner, "no-such-template", {}), 404, "not_found")
 
 
 async def test_name_taken_is_409(client: AsyncClient, owner: Account) -> None:
@@ -119,7 +126,9 @@ async def test_name_taken_is_409(client: AsyncClient, owner: Account) -> None:
         await instantiate(client, owner, "python-function", params, job_name=job_name)
     ).status_code == 201
     assert_error(
-        await instantiate(client, owner, "python-function", params, job_name=job_name), 409
+        await instantiate(client, owner, "python-function", params, job_name=job_name),
+        409,
+        "conflict",
     )
 
 
@@ -142,26 +151,34 @@ async def test_save_a_job_as_a_template(
     assert made.status_code == 201, made.text
     assert made.json()["job"]["spec"]["params"] == {"region": "us", "limit": 10}
 
-    assert_error(await client.get(f"{TEMPLATES}/{template}", headers=stranger.headers), 404)
-    assert_error(await instantiate(client, stranger, template, {}), 404)
+    assert_error(
+        await client.get(f"{TEMPLATES}/{template}", headers=stranger.headers), 404, "not_found"
+    )
+    assert_error(await instantiate(client, stranger, template, {}), 404, "not_found")
     again = await client.post(
         TEMPLATES, json={"name": template, "job_id": job["id"]}, headers=owner.headers
     )
-    assert_error(again, 409)
+    assert_error(again, 409, "conflict")
     builtin = await client.post(
         TEMPLATES, json={"name": "file-sync", "job_id": job["id"]}, headers=owner.headers
     )
-    assert_error(builtin, 409)
+    assert_error(builtin, 409, "conflict")
     others = await client.post(
         TEMPLATES, json={"name": name(), "job_id": job["id"]}, headers=stranger.headers
     )
-    assert_error(others, 404)
+    assert_error(others, 404, "not_found")
 
-    assert_error(await client.delete(f"{TEMPLATES}/{template}", headers=stranger.headers), 404)
-    assert_error(await client.delete(f"{TEMPLATES}/file-sync", headers=owner.headers), 409)
+    assert_error(
+        await client.delete(f"{TEMPLATES}/{template}", headers=stranger.headers), 404, "not_found"
+    )
+    assert_error(
+        await client.delete(f"{TEMPLATES}/file-sync", headers=owner.headers), 409, "conflict"
+    )
     deleted = await client.delete(f"{TEMPLATES}/{template}", headers=owner.headers)
     assert deleted.status_code == 204
-    assert_error(await client.get(f"{TEMPLATES}/{template}", headers=owner.headers), 404)
+    assert_error(
+        await client.get(f"{TEMPLATES}/{template}", headers=owner.headers), 404, "not_found"
+    )
 
 
 async def run_template(

@@ -8,7 +8,7 @@ from typing import Any
 
 from playwright.async_api import expect
 
-from tests.web.browser.test_public_flow import signup
+from tests.web.browser.helpers import signup
 
 
 async def test_create_a_job_from_the_gallery(page: Any) -> None:
