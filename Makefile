@@ -70,7 +70,8 @@ sandbox:
 	  || echo "bubblewrap/slirp4netns/iptables are not installed (needs root and apt-get): shell tasks are refused by sandboxed workers, sandbox tests skip" >&2; }
 
 # Debian's Docker engine (docker.io) and a static BusyBox (busybox-static) for the docker task
-# tests against a real engine (tests/worker/test_docker.py), installed quietly when missing
+# tests against a real engine (tests/worker/test_docker.py, tests/templates/test_docker_template.py;
+# the docker_engine fixture of tests/fixtures/docker_engine.py), installed quietly when missing
 # (root, apt-get). The tests start a dockerd of their own (own socket and temp dir) and
 # import a BusyBox image, no registry needed; the package's own Docker service is not left
 # running. Without them those tests skip and say why.

@@ -17,6 +17,7 @@ from tests.fixtures.stack import flush_redis_db, fresh_database, settings_for
 
 pytest_plugins = [
     "tests.fixtures.cli",
+    "tests.fixtures.docker_engine",
     "tests.fixtures.factories",
     "tests.fixtures.execution",
     "tests.fixtures.server",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,7 @@ from backend.templates.builtin import BUILTIN
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.jobs.helpers import create_job, job_spec
-from tests.runs.factories import trigger, wait_for_run
-
-TEMPLATES = "/api/v1/templates"
+from tests.templates.helpers import TEMPLATES, instantiate, name, run_template
 
 # Values for each built-in's required parameters (the rest take their defaults).
 REQUIRED: dict[str, dict[str, Any]] = {
@@ -34,20 +31,6 @@ REQUIRED: dict[str, dict[str, Any]] = {
     "python-function": {},
     "docker-container": {},
 }
-
-
-def name() -> str:
-    return f"tpl-{uuid.uuid4().hex[:8]}"
-
-
-async def instantiate(
-    client: AsyncClient, account: Account, template: str, params: dict[str, Any], **extra: Any
-) -> Any:
-    return await client.post(
-        f"{TEMPLATES}/{template}/instantiate",
-        json={"job_name": extra.pop("job_name", name()), "params": params, **extra},
-        headers=account.headers,
-    )
 
 
 def test_the_gallery_has_the_promised_templates() -> None:
@@ -179,15 +162,6 @@ async def test_save_a_job_as_a_template(
     assert_error(
         await client.get(f"{TEMPLATES}/{template}", headers=owner.headers), 404, "not_found"
     )
-
-
-async def run_template(
-    client: AsyncClient, owner: Account, template: str, params: dict[str, Any]
-) -> dict[str, Any]:
-    created = await instantiate(client, owner, template, params)
-    assert created.status_code == 201, created.text
-    run = await trigger(client, owner, created.json()["job"]["id"])
-    return await wait_for_run(client, owner, run["id"], timeout=60)
 
 
 async def test_shell_template_runs(

@@ -1,15 +1,13 @@
-"""Local fixtures for executor tests: a log collector, a message factory (no database) and a
-real Docker engine for the docker executor."""
+"""Local fixtures for executor tests: a log collector and a message factory (no database).
+The real Docker engine of the docker executor's tests is ``docker_engine``
+(tests/fixtures/docker_engine.py, a plugin of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.fixtures.docker_engine import DockerEngine, EngineUnavailable, find_docker_engine
 from tests.worker.helpers import LogCollector, MessageFactory
 from worker.protocol import TaskMessage
 
@@ -35,16 +33,3 @@ def make_message() -> MessageFactory:
         return TaskMessage(**fields)
 
     return factory
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[DockerEngine]:
-    """A real Docker engine holding the busybox test image (tests/fixtures/docker_engine.py):
-    one that answers already, else a dockerd of the session's own, stopped at session end.
-    Skips, saying why, only when no engine can run here."""
-    with contextlib.ExitStack() as stack:
-        try:
-            engine = stack.enter_context(find_docker_engine())
-        except EngineUnavailable as exc:
-            pytest.skip(f"no Docker engine can run here: {exc}")
-        yield engine
