@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import typer
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -53,9 +53,9 @@ def _settings_for(*processes: Process, settings: Settings | None = None) -> Sett
 
 
 @asynccontextmanager
-async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
-    """A session as the runtime role, committed on success (CLI chores)."""
-    engine = create_engine(settings.runtime_database_url(), pool_size=1)
+async def _session_as(url: str) -> AsyncIterator[AsyncSession]:
+    """A session on its own one-connection engine, committed on success (CLI chores)."""
+    engine = create_engine(url, pool_size=1)
     try:
         async with create_sessionmaker(engine)() as session:
             yield session
@@ -64,16 +64,14 @@ async def _session(settings: Settings) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
-@asynccontextmanager
-async def _owner_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+def _session(settings: Settings) -> AbstractAsyncContextManager[AsyncSession]:
+    """A session as the runtime role (row-level security applies)."""
+    return _session_as(settings.runtime_database_url())
+
+
+def _owner_session(settings: Settings) -> AbstractAsyncContextManager[AsyncSession]:
     """A session as the owner role, for what the runtime role may not do (superuser flag)."""
-    engine = create_engine(settings.owner_database_url(), pool_size=1)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            yield session
-            await commit(session)
-    finally:
-        await engine.dispose()
+    return _session_as(settings.owner_database_url())
 
 
 def upgrade_database(settings: Settings) -> None:
