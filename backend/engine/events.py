@@ -112,6 +112,9 @@ class _Batch:
         self.touched_runs: set[uuid.UUID] = set()
         self.changed: dict[uuid.UUID, TaskRun] = {}
         self.run_status_before: dict[uuid.UUID, str] = {}
+        # "running" as live views saw it when it happened: a task (and its run) that starts
+        # and finishes within one batch still shows each state change, in order.
+        self.started_updates: list[tuple[TaskRun | Run, dict[str, Any]]] = []
 
     async def load(self, task_run_ids: set[uuid.UUID]) -> None:
         """Lock the affected runs, then read their top-level tasks and the touched children.
@@ -257,9 +260,11 @@ class _Batch:
         attempt.started_at = at
         attempt.worker = task.worker
         self.effects.samples.task_started(task.ready_at or run.created_at, at)
+        self.started_updates.append((task, task_update(task, run.job_id)))
         if run.status == RunStatus.queued:
             run.status = RunStatus.running
             run.started_at = at
+            self.started_updates.append((run, run_update(run)))
         self._mark(task)
 
     def finish(
@@ -489,13 +494,20 @@ async def _flush(batch: _Batch) -> Effects:
     await LogRepository(batch.session, batch.tenant_id).insert_many(batch.log_rows)
     await batch.session.flush()
     batch.effects.changed_tasks = list(batch.changed.values())
-    batch.effects.updates = [
-        task_update(task, batch.runs[task.run_id].job_id)
-        for task in batch.changed.values()
-        if task.run_id in batch.runs
-    ] + [
-        run_update(run)
-        for run_id, run in batch.runs.items()
-        if run.status != batch.run_status_before.get(run_id)
-    ]
+    # A start whose task or run has moved on within this batch is published before the
+    # final state; one still running is published once, as the final state.
+    moved_on = [update for item, update in batch.started_updates if item.status != "running"]
+    batch.effects.updates = (
+        moved_on
+        + [
+            task_update(task, batch.runs[task.run_id].job_id)
+            for task in batch.changed.values()
+            if task.run_id in batch.runs
+        ]
+        + [
+            run_update(run)
+            for run_id, run in batch.runs.items()
+            if run.status != batch.run_status_before.get(run_id)
+        ]
+    )
     return batch.effects
