@@ -15,9 +15,10 @@ backoff) and stops on :meth:`Engine.stop`.
 attempt whose last heartbeat is older than ``lost_after_seconds`` - but only while the
 engine has been hearing events without interruption for at least that long. An engine
 that could not read Redis or write PostgreSQL (or just started) has not heard the
-heartbeats of that time, so it judges nobody lost until it has listened long enough. A
-worker's own "lost" report (an entry it took over after the visibility timeout) is held
-to the same rule (``events.apply_events``'s ``lost_before``).
+heartbeats of that time, so it judges nobody lost until it has listened long enough -
+after an outage, longer still, since surviving workers resume on their own backoff
+(:meth:`Engine._heard`). A worker's own "lost" report (an entry it took over after the
+visibility timeout) is held to the same rule (``events.apply_events``'s ``lost_before``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.engine.plan import PLANS
 from backend.events.publish import publish as publish_updates
-from backend.health.dependencies import Guard, outage_of
+from backend.health.dependencies import BACKOFF_CAP, Guard, outage_of
 from backend.metrics import registry as metrics
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
@@ -96,9 +97,10 @@ class Engine:
         self._hosted_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._next_credential_sweep = 0.0
         self._guards = {loop: Guard(f"engine.{loop}") for loop in ("admission", "events", "sweep")}
-        # Since when the events loop has run without a failure (monotonic): lost attempts
-        # are judged only after hearing heartbeats for lost_after_seconds (see the top).
+        # Since when the events loop has run without a failure (monotonic), and how long it
+        # must have listened before it may call a silent attempt lost (see the top).
         self._heard_since = time.monotonic()
+        self._must_hear = settings.lost_after_seconds
         self._resync_wanted = True  # re-announce due tenants (at start, after an outage)
         # Called after Redis came back empty (the cron scheduler rebuilds its due index).
         self.on_redis_lost: Callable[[], Awaitable[None]] | None = None
@@ -124,15 +126,33 @@ class Engine:
         """
         guard = self._guards[loop]
         had_failed = bool(guard.seen_down) or guard.backoff.tries > 0
+        began = time.monotonic()
         ok = await guard.run(step)
-        if loop == "events" and not ok:
-            self._heard_since = time.monotonic()  # heartbeats of the outage went unheard
+        if loop == "events":
+            self._heard(ok=ok, after_failure=had_failed, took=time.monotonic() - began)
         if ok and had_failed:
             self._resync_wanted = True  # e.g. triggers whose wake-up Redis never got
 
+    def _heard(self, *, ok: bool, after_failure: bool, took: float) -> None:
+        """Restart the listening clock after anything that may have hidden heartbeats.
+
+        The clock restarts when an iteration *ends*, never when it began: the Redis client
+        retries a command for seconds (``core.redis``), so an iteration that started
+        during an outage and succeeded the moment Redis came back spent that outage deaf.
+        The same goes for a successful iteration that took long (a short outage the
+        client's retries rode out). After such a gap the workers are not heard again at
+        once: their loops retry with backoff capped at ``BACKOFF_CAP`` and then beat
+        within ``heartbeat_seconds``, so the engine listens that much longer before it
+        takes silence for death (a running attempt lost, or a dispatch stranded).
+        """
+        lost_after = self.settings.lost_after_seconds
+        if not ok or after_failure or took > lost_after / 2:
+            self._heard_since = time.monotonic()
+            self._must_hear = lost_after + BACKOFF_CAP + self.settings.heartbeat_seconds
+
     def may_judge_lost(self) -> bool:
         """Whether the engine has heard events long enough to call a silent attempt lost."""
-        return time.monotonic() - self._heard_since >= self.settings.lost_after_seconds
+        return time.monotonic() - self._heard_since >= self._must_hear
 
     def lost_before(self) -> datetime | None:
         """A heartbeat older than this means lost; None while lost may not be judged."""
