@@ -33,10 +33,13 @@ from bench.profiling import PgSampler, Profiler
 from bench.services import (
     FLUSHED,
     BenchDatabase,
+    RedisRoles,
     Services,
+    drop_redis_users,
     flush_redis,
     redis_intact,
     redis_pid,
+    redis_url_as,
 )
 
 log = logging.getLogger("bench.baton")
@@ -166,6 +169,7 @@ class Cluster:
                 f"worker-{i + 1}",
                 [str(BIN / "baton"), "worker", "--queue", "default",
                  "--concurrency", str(self.bench.cfg.concurrency)],
+                env={"BATON_REDIS_URL": self.bench.worker_redis_url},
             )
 
     def pid(self, name: str) -> int:
@@ -296,6 +300,14 @@ class BatonBench:
         # Production refuses the development keys of tenant secrets.
         self.secrets_kek = base64.b64encode(secrets.token_bytes(32)).decode()
         self.transit_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        # Production refuses an unauthenticated Redis: the API, the engine and the
+        # migrations connect as the engine's ACL user, the workers as the shared pool's.
+        self.redis_roles = RedisRoles.generate()
+        admin = services.baton_redis_url
+        self.engine_redis_url = redis_url_as(
+            admin, self.redis_roles.engine_user, self.redis_roles.engine_password)
+        self.worker_redis_url = redis_url_as(
+            admin, self.redis_roles.worker_user, self.redis_roles.worker_password)
 
     def env(self, quota: int) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
@@ -305,7 +317,7 @@ class BatonBench:
             "BATON_DATABASE_URL": self.database.owner_url,
             "BATON_APP_DB_ROLE": self.database.app_role,
             "BATON_APP_DB_PASSWORD": self.database.app_password,
-            "BATON_REDIS_URL": self.services.baton_redis_url,
+            "BATON_REDIS_URL": self.engine_redis_url,
             "BATON_JWT_SECRET": self.jwt_secret,
             "BATON_SECRETS_KEK": self.secrets_kek,
             "BATON_WORKER_TRANSIT_KEY": self.transit_key,
@@ -316,6 +328,17 @@ class BatonBench:
             "BATON_HOST": "127.0.0.1",
             "BATON_PORT": str(_free_port()),
         }
+
+    async def provision_redis(self) -> None:
+        """``baton redis provision-acl`` as production runs it: as Redis's default user
+        (the benchmark's unauthenticated URL), making the engine's and the workers' users."""
+        env = {**self.env(DEFAULT_QUOTA),
+               **self.redis_roles.provision_env(self.services.baton_redis_url)}
+        procs = ProcessSet(self.log_dir, env)
+        await asyncio.to_thread(
+            procs.run, "baton-redis-provision-acl",
+            [str(BIN / "baton"), "redis", "provision-acl"], timeout=60,
+        )
 
     async def migrate(self) -> None:
         procs = ProcessSet(self.log_dir, self.env(DEFAULT_QUOTA))
@@ -603,7 +626,11 @@ async def baton_bench(cfg: BenchConfig, services: Services, database: BenchDatab
     pool = await asyncpg.create_pool(database.asyncpg_dsn(), min_size=1, max_size=4)
     try:
         bench = BatonBench(cfg, services, database, log_dir, Database(pool))
-        await bench.migrate()
-        yield bench
+        try:
+            await bench.provision_redis()
+            await bench.migrate()
+            yield bench
+        finally:  # ACL users are server-wide: leave none behind
+            await drop_redis_users(services.baton_redis_url, bench.redis_roles.users)
     finally:
         await pool.close()

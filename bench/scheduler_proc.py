@@ -23,7 +23,7 @@ from backend import metrics
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.logging import configure_logging
 from backend.core.redis import create_redis
-from backend.core.settings import Settings
+from backend.core.settings import Process, Settings
 from backend.scheduler.loop import Scheduler
 
 log = structlog.get_logger("bench.scheduler_proc")
@@ -49,6 +49,7 @@ async def serve(settings: Settings, name: str | None) -> None:
 
 def main() -> None:
     settings = Settings()
+    settings.refuse_unsafe_for(Process.engine)  # as `baton scheduler` does at start
     configure_logging(json_logs=not settings.is_dev)
     asyncio.run(serve(settings, os.environ.get("BATON_BENCH_SCHEDULER_NAME") or None))
 

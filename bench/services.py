@@ -6,7 +6,8 @@
 
 Each run gets a database ``bench_<random>`` and a runtime role of its own (dropped at the
 end), so it neither reads nor changes any other database or the shared ``baton_app`` role.
-Baton and Celery get dedicated Redis database numbers (never 0), flushed before use.
+Baton and Celery get dedicated Redis database numbers (never 0), flushed before use; Baton's
+processes connect as Redis ACL users made for the run (:class:`RedisRoles`), removed at the end.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from sqlalchemy.engine import make_url
 
 from bench.common import ROOT
@@ -136,6 +138,68 @@ async def bench_database(services: Services) -> AsyncIterator[BenchDatabase]:
             log.info("dropped database %s and role %s", name, role)
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class RedisRoles:
+    """The engine's and the shared workers' Redis ACL users for one benchmark run.
+
+    Production refuses an unauthenticated Redis, so Baton's processes connect as the users
+    ``baton redis provision-acl`` makes. ACL users are server-wide: the names carry a random
+    suffix (two runs, or a deployment, on one Redis keep theirs) and the run removes them.
+    """
+
+    engine_user: str
+    engine_password: str
+    worker_user: str
+    worker_password: str
+
+    @classmethod
+    def generate(cls) -> RedisRoles:
+        suffix = secrets.token_hex(4)
+        return cls(
+            engine_user=f"baton-bench-engine-{suffix}",
+            engine_password=secrets.token_urlsafe(24),
+            worker_user=f"baton-bench-worker-{suffix}",
+            worker_password=secrets.token_urlsafe(24),
+        )
+
+    @property
+    def users(self) -> list[str]:
+        return [self.engine_user, self.worker_user]
+
+    def provision_env(self, admin_url: str) -> dict[str, str]:
+        """What ``baton redis provision-acl`` reads to make these users."""
+        return {
+            "BATON_REDIS_ADMIN_URL": admin_url,
+            "BATON_REDIS_ENGINE_USER": self.engine_user,
+            "BATON_REDIS_ENGINE_PASSWORD": self.engine_password,
+            "BATON_REDIS_WORKER_USER": self.worker_user,
+            "BATON_REDIS_WORKER_PASSWORD": self.worker_password,
+        }
+
+
+def redis_url_as(url: str, user: str, password: str) -> str:
+    """``url`` connecting as ``user`` (any user and password it named are replaced)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def drop_redis_users(admin_url: str, users: list[str]) -> None:
+    """ACL DELUSER the benchmark's users (no error if they were never made)."""
+    client = Redis.from_url(admin_url)
+    try:
+        await client.execute_command("ACL", "DELUSER", *users)
+        try:
+            await client.execute_command("ACL", "SAVE")
+        except ResponseError as error:  # no aclfile: the users lived in memory only
+            if "acl file" not in str(error).lower():
+                raise
+        log.info("removed Redis users %s", ", ".join(users))
+    finally:
+        await client.aclose()
 
 
 SENTINEL = "bench:sentinel"
