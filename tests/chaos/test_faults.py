@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.core.settings import Settings
@@ -282,7 +283,7 @@ async def test_postgres_connections_killed_mid_run(
 ) -> None:
     effects, run_ids = await _start_runs(api, workdir, "pgkill")
     await _wait_until_running(owner_db, run_ids)
-    database = database_url.rsplit("/", 1)[1]
+    database = make_url(database_url).database  # the URL may carry ?host=<socket dir>
     for _ in range(3):  # every connection of every process, three times over
         async with owner_db.connect() as conn:
             killed = (

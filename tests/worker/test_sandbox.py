@@ -106,24 +106,34 @@ async def test_cannot_reach_redis_postgres_or_the_host_loopback(
 ) -> None:
     redis = urlsplit(services.redis_url)
     postgres = urlsplit(services.database_url)
-    assert redis.hostname and redis.port and postgres.hostname
+    assert redis.hostname and redis.port
     redis_target = f"{redis.hostname}:{redis.port}"
-    postgres_target = f"{postgres.hostname}:{postgres.port or 5432}"
     listener = f"127.0.0.1:{loopback_listener}"
     # slirp4netns's alias of the host's loopback, which --disable-host-loopback closes.
     slirp_alias = f"10.0.2.2:{loopback_listener}"
-    for target in (redis_target, postgres_target, listener):
+    reachable = [redis_target, listener]
+    if postgres.hostname:  # else PostgreSQL listens on a Unix socket only (the next test)
+        reachable.append(f"{postgres.hostname}:{postgres.port or 5432}")
+    for target in reachable:
         host, port = target.rsplit(":", 1)
         assert host_connects(host, int(port)), f"the worker itself must reach {target}"
 
-    seen = await connect_from_task(
-        make_message, redis_target, postgres_target, listener, slirp_alias
-    )
-    assert seen == dict.fromkeys([redis_target, postgres_target, listener, slirp_alias], "refused")
+    seen = await connect_from_task(make_message, *reachable, slirp_alias)
+    assert seen == dict.fromkeys([*reachable, slirp_alias], "refused")
 
 
-async def test_cannot_reach_the_postgres_unix_socket(make_message: MessageFactory) -> None:
-    socket_path = "/var/run/postgresql/.s.PGSQL.5432"
+def postgres_socket(database_url: str) -> str:
+    """The test PostgreSQL's Unix socket: the URL's socket directory (the embedded server),
+    else the system server's."""
+    query = dict(pair.split("=", 1) for pair in urlsplit(database_url).query.split("&") if pair)
+    port = urlsplit(database_url).port or 5432
+    return f"{query.get('host', '/var/run/postgresql')}/.s.PGSQL.{port}"
+
+
+async def test_cannot_reach_the_postgres_unix_socket(
+    make_message: MessageFactory, services: Services
+) -> None:
+    socket_path = postgres_socket(services.database_url)
     if not Path(socket_path).exists():
         pytest.skip("no PostgreSQL Unix socket on this machine")
     with socket.socket(socket.AF_UNIX) as conn:
@@ -137,17 +147,15 @@ async def test_cannot_reach_the_postgres_unix_socket(make_message: MessageFactor
     stdout = logs.text("stdout")
     assert stdout[0] == f"{socket_path} refused FileNotFoundError"
     assert not any("postgresql" in line for line in stdout[1:])  # no /var/run, no /run
+    assert not any(".s.PGSQL" in line for line in stdout[1:])
 
 
-async def test_cannot_read_the_worker_environment(make_message: MessageFactory) -> None:
+async def test_cannot_read_the_worker_environment(
+    make_message: MessageFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     canary = f"canary-{secrets.token_hex(8)}"
-    os.environ["BATON_TEST_CANARY"] = canary
-    try:
-        result, logs = await run(
-            make_message, "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'"
-        )
-    finally:
-        del os.environ["BATON_TEST_CANARY"]
+    monkeypatch.setenv("BATON_TEST_CANARY", canary)  # undone after the test, always
+    result, logs = await run(make_message, "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'")
     assert result.status == "succeeded", logs.lines
     assert logs.text("stdout"), "the task printed its environment"
     assert not any(canary in line for line in logs.text("stdout"))
