@@ -87,6 +87,16 @@ def cancel_channel() -> str:
     return f"{PREFIX}:cancel"
 
 
+def cancelled_attempt(tenant_id: str, task_run_id: str, attempt: int | str) -> str:
+    """Marks a task attempt cancelled, for a while (expires). The cancel channel reaches
+    only the workers running the attempt at that moment; a worker that reads the dispatch
+    message later checks this marker as it starts, so a cancelled attempt never runs."""
+    return f"{_tenant(tenant_id)}:cancelled:{task_run_id}:{attempt}"
+
+
+CANCELLED_MARKER_SECONDS = 24 * 3600  # longer than any dispatch message waits unread
+
+
 def worker_heartbeat(worker_id: str) -> str:
     """A worker's liveness record (expires if the worker stops refreshing it)."""
     return f"{PREFIX}:workers:{worker_id}"

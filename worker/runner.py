@@ -264,13 +264,17 @@ class Worker:
         result: ExecutionResult | None
         try:
             try:
-                await self._publish(message, "started")
+                cancelled = await self._announce_start(message)
             except (RedisError, OSError) as error:
                 # Not run: its entry stays pending, and whoever claims it after the
                 # visibility timeout reports it lost (retried without using an attempt).
                 log.warning("worker.start_failed", error=type(error).__name__)
                 return
-            result = await self._run_executor(record, logs)
+            if cancelled:
+                log.info("worker.attempt.cancelled_before_start")
+                result = ExecutionResult.failed("cancelled", reason="cancelled")
+            else:
+                result = await self._run_executor(record, logs)
         except asyncio.CancelledError:
             result = (
                 None if record.released else ExecutionResult.failed("cancelled", reason="cancelled")
@@ -343,6 +347,17 @@ class Worker:
             ts=time.time(),
             **extra,
         )
+
+    async def _announce_start(self, message: TaskMessage) -> bool:
+        """Tell the engine the attempt starts; in the same round trip, learn whether it was
+        cancelled before this worker read its message (then it must not run)."""
+        event = self._event(message, "started")
+        marker = keys.cancelled_attempt(message.tenant_id, message.task_run_id, message.attempt)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
+            pipe.exists(marker)
+            _, cancelled = await pipe.execute()
+        return bool(cancelled)
 
     async def _publish(self, message: TaskMessage, kind: str, **extra: Any) -> None:
         event = self._event(message, kind, **extra)

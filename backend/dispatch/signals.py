@@ -35,12 +35,16 @@ async def publish_cancel(
 ) -> None:
     """Ask workers to stop these task attempts (best effort; results are fenced anyway).
 
-    Published to the shared pool's channel and to the tenant's own, which is the only one a
-    tenant-hosted worker may subscribe to.
+    A marker comes first, for the attempt whose message no worker has read yet (the worker
+    checks it as it starts); then the news goes to the shared pool's channel and to the
+    tenant's own, which is the only one a tenant-hosted worker may subscribe to.
     """
-    for task_run_id, attempt in attempts:
-        payload = {"tenant_id": str(tenant_id), "task_run_id": str(task_run_id), "attempt": attempt}
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.publish(keys.cancel_channel(), json.dumps(payload))
-            pipe.publish(keys.tenant_cancel_channel(str(tenant_id)), json.dumps(payload))
-            await pipe.execute()
+    async with redis.pipeline(transaction=False) as pipe:
+        for task_run_id, attempt in attempts:
+            tenant, task = str(tenant_id), str(task_run_id)
+            payload = json.dumps({"tenant_id": tenant, "task_run_id": task, "attempt": attempt})
+            marker = keys.cancelled_attempt(tenant, task, attempt)
+            pipe.set(marker, "1", ex=keys.CANCELLED_MARKER_SECONDS)
+            pipe.publish(keys.cancel_channel(), payload)
+            pipe.publish(keys.tenant_cancel_channel(tenant), payload)
+        await pipe.execute()

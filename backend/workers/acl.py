@@ -5,10 +5,11 @@
   users takes: ``ACL SETUSER/DELUSER/GETUSER/SAVE`` and ``CLIENT KILL``. Whoever may run
   ``ACL SETUSER`` may grant anything, so this password is as sensitive as Redis's own.
 - **shared pool** workers: the discovery sets (read), every tenant's dispatch streams,
-  every events stream (XADD only), their heartbeats and the global cancel channel; only
-  the commands ``worker/runner.py`` sends.
+  every events stream (XADD only), their heartbeats, the global cancel channel and the
+  cancelled-attempt markers (read only); only the commands ``worker/runner.py`` sends.
 - **tenant-hosted** workers, one user per credential: their tenant's stream of their queue,
-  its events stream (XADD only), its hosted-worker heartbeats and its cancel channel.
+  its events stream (XADD only), its hosted-worker heartbeats, its cancel channel and its
+  cancelled-attempt markers (read only).
   Key names keep the tenant hash tag (``baton:{<tenant>}:...``), so the patterns are exact.
 
 Tenant-hosted users are made by the API after the credential's row commits, removed on
@@ -57,6 +58,7 @@ SHARED_WORKER_RULES = (
     "%R~" + keys.queue_tenants("*"),
     "~" + keys.queue_stream("*", "*"),
     "~" + keys.worker_heartbeat("*"),
+    "%R~" + keys.cancelled_attempt("*", "*", "*"),
     "resetchannels",
     "&" + keys.cancel_channel(),
     "-@all",
@@ -66,6 +68,7 @@ SHARED_WORKER_RULES = (
     "+smembers",
     "+set",
     "+del",
+    "+exists",
     # A selector: the events streams take XADD and nothing else (Redis 7.0 lets XAUTOCLAIM
     # and XCLAIM through on a write-only pattern, so the pattern alone would not do).
     f"(%W~{keys.events_stream('*')} +xadd)",
@@ -82,6 +85,7 @@ def tenant_worker_rules(tenant_id: str, queue: str) -> tuple[str, ...]:
         "~" + keys.queue_stream(tenant_id, queue),
         "~" + keys.tenant_workers(tenant_id),
         "~" + keys.tenant_worker_heartbeat(tenant_id, "*"),
+        "%R~" + keys.cancelled_attempt(tenant_id, "*", "*"),
         "resetchannels",
         "&" + keys.tenant_cancel_channel(tenant_id),
         "-@all",
@@ -91,6 +95,7 @@ def tenant_worker_rules(tenant_id: str, queue: str) -> tuple[str, ...]:
         "+set",
         "+del",
         "+zadd",
+        "+exists",
         f"(%W~{keys.events_stream(tenant_id)} +xadd)",  # its events stream: XADD only
     )
 

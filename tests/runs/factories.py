@@ -60,5 +60,12 @@ async def wait_for_run(
         await asyncio.sleep(0.05)
 
 
+async def run_detail(client: AsyncClient, account: Account, run_id: str) -> dict[str, Any]:
+    """The run as ``GET /api/v1/runs/{id}`` shows it (tasks and their attempts included)."""
+    response = await client.get(f"/api/v1/runs/{run_id}", headers=account.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
 def task_of(run: dict[str, Any], name: str) -> dict[str, Any]:
     return next(t for t in run["tasks"] if t["name"] == name)

@@ -6,7 +6,6 @@ import asyncio
 import signal
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
@@ -21,6 +20,7 @@ from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
     create_job,
     python_task,
+    run_detail,
     shell_task,
     task_of,
     trigger,
@@ -171,7 +171,7 @@ async def test_a_stopping_worker_lets_running_tasks_finish_then_hands_back_the_r
     leaving.stop()  # what SIGTERM calls (backend/processes.py; see the next test)
     await asyncio.wait_for(task, timeout=15)
     detail = await eventually(
-        lambda: _detail(client, owner, run["id"]),
+        lambda: run_detail(client, owner, run["id"]),
         lambda d: task_of(d, "long")["attempts"][0]["status"] == "released",
         what="the long task handed back",
     )
@@ -210,9 +210,3 @@ async def test_sigterm_lets_a_worker_process_finish_its_running_task_and_exit(
     done = await wait_for_run(client, owner, run["id"])
     assert done["status"] == "succeeded", done
     assert [a["status"] for a in task_of(done, "held")["attempts"]] == ["succeeded"]
-
-
-async def _detail(client: AsyncClient, account: Account, run_id: str) -> dict[str, Any]:
-    response = await client.get(f"/api/v1/runs/{run_id}", headers=account.headers)
-    assert response.status_code == 200, response.text
-    return dict(response.json())

@@ -5,19 +5,25 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from fastapi import FastAPI
 from httpx import AsyncClient
+from redis.asyncio import Redis
 
 from tests.fixtures.errors import assert_error
+from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
     create_job,
     python_task,
+    run_detail,
     shell_task,
     task_of,
     trigger,
     wait_for_run,
 )
+from worker import keys
+from worker.runner import Worker
 
 
 def waiting(seconds: float = 30) -> dict:
@@ -80,6 +86,47 @@ async def test_cancel_kills_a_running_shell_task(
         ),
         what="the worker stopping the attempt",
     )
+
+
+async def test_an_attempt_cancelled_before_any_worker_read_it_never_runs(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    redis: Redis,
+    running_worker: object,
+    tmp_path: Path,
+) -> None:
+    queue = f"unread-{tmp_path.name[-8:]}"  # no worker reads it until the run is cancelled
+    ran = tmp_path / "ran"
+    job = await create_job(client, owner, [shell_task("late", f"touch {ran}")], queue=queue)
+    run = await trigger(client, owner, job["id"])
+    await eventually(
+        lambda: run_detail(client, owner, run["id"]),
+        lambda d: [a["status"] for a in task_of(d, "late")["attempts"]] == ["dispatched"],
+        what="the attempt dispatched",
+    )
+    response = await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
+    assert response.status_code == 200
+    stream = keys.queue_stream(str(owner.tenant_id), queue)
+    late = Worker(app.state.redis, worker_config(name="worker-late", queues=(queue,)))
+    task = asyncio.create_task(late.run())
+    try:
+        await eventually(
+            lambda: _settled(redis, stream),
+            what="the late worker reading the message and acknowledging it",
+        )
+    finally:
+        late.stop()
+        await asyncio.wait_for(task, timeout=15)
+    assert not ran.exists()  # the command never ran
+
+
+async def _settled(redis: Redis, stream: str) -> bool:
+    """Every entry of ``stream`` delivered to the workers' group and acknowledged (a worker
+    acknowledges an attempt only after it has run, or has decided not to run it)."""
+    (group,) = await redis.xinfo_groups(stream)
+    last = await redis.xrevrange(stream, count=1)
+    return bool(last) and group["last-delivered-id"] == last[0][0] and group["pending"] == 0
 
 
 async def test_batch_triggers_many_runs_in_one_request(

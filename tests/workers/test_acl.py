@@ -49,6 +49,7 @@ async def test_a_tenant_worker_user_reaches_what_a_worker_needs(
         await worker.xadd(keys.events_stream(tenant), {"event": "{}"})
         await worker.set(keys.tenant_worker_heartbeat(tenant, "w1"), "{}", ex=5)
         await worker.zadd(keys.tenant_workers(tenant), {"w1": 1.0})
+        assert await worker.exists(keys.cancelled_attempt(tenant, "t1", 1)) == 0
         pubsub = worker.pubsub()
         await pubsub.subscribe(keys.tenant_cancel_channel(tenant))
         confirmed = await pubsub.get_message(timeout=5.0)
@@ -78,6 +79,7 @@ async def test_a_tenant_worker_cannot_touch_another_tenants_keys(
         worker.xrange(keys.queue_stream(other, queue)),
         worker.xreadgroup(keys.WORKERS_GROUP, "w1", {keys.queue_stream(other, queue): ">"}),
         worker.set(keys.tenant_worker_heartbeat(other, "w1"), "{}"),
+        worker.exists(keys.cancelled_attempt(other, "t1", 1)),
         worker.xadd(keys.events_stream(other), {"event": "{}"}),
         worker.xgroup_create(keys.queue_stream(other, queue), "g", mkstream=True),
         # its own tenant, but not what a worker needs: another queue is not its own, live
@@ -97,6 +99,8 @@ async def test_a_tenant_worker_cannot_touch_another_tenants_keys(
             worker.xautoclaim(own_events, "engine", "w1", 0),
             worker.xreadgroup("engine", "w1", {own_events: ">"}),
             worker.xack(own_events, "engine", "0-1"),
+            # markers are the engine's to set; a worker that cleared one would run the attempt
+            worker.set(keys.cancelled_attempt(str(owner.tenant_id), "t1", 1), "0"),
         ]
     try:
         for call in refused:
@@ -184,6 +188,7 @@ async def test_the_shared_pool_user_runs_worker_commands_only(
         assert await shared.xreadgroup(keys.WORKERS_GROUP, "w", {stream: ">"}) == []
         await shared.xadd(keys.events_stream(tenant), {"event": "{}"})
         await shared.set(keys.worker_heartbeat("w"), "{}", ex=5)
+        assert await shared.exists(keys.cancelled_attempt(tenant, "t1", 1)) == 0
         await _assert_no_admin(shared)
         refused = [
             shared.xrange(keys.events_stream(tenant)),
@@ -198,6 +203,7 @@ async def test_the_shared_pool_user_runs_worker_commands_only(
                 shared.xautoclaim(keys.events_stream(tenant), "engine", "w", 0),  # XADD only
                 shared.xreadgroup("engine", "w", {keys.events_stream(tenant): ">"}),
                 shared.delete(keys.queue_tenants("default")),  # discovery is read-only
+                shared.delete(keys.cancelled_attempt(tenant, "t1", 1)),  # markers too
             ]
         for call in refused:
             with pytest.raises(NoPermissionError):
