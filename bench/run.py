@@ -74,6 +74,10 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
             from bench.celery_bench import CeleryBench
 
             runners["celery"] = CeleryBench(cfg, services, log_dir)
+        if "dramatiq" in cfg.systems:
+            from bench.dramatiq_bench import DramatiqBench
+
+            runners["dramatiq"] = DramatiqBench(cfg, services, log_dir)
         for scenario in cfg.scenarios:
             for system in cfg.systems:
                 if not hasattr(runners[system], scenario):
