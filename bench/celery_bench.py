@@ -23,10 +23,23 @@ class CeleryCluster(PeerCluster):
     def start_workers(self) -> None:
         cfg = self.bench.cfg
         for i in range(cfg.workers):
-            argv = [str(BIN / "celery"), "-A", "bench.celery_app", "worker",
-                    "-Q", celery_app.QUEUE, "-P", cfg.celery_pool, "-n", f"w{i + 1}@bench",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                    "-l", "WARNING"]
+            argv = [
+                str(BIN / "celery"),
+                "-A",
+                "bench.celery_app",
+                "worker",
+                "-Q",
+                celery_app.QUEUE,
+                "-P",
+                cfg.celery_pool,
+                "-n",
+                f"w{i + 1}@bench",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+            ]
             if cfg.celery_pool != "solo":
                 argv += ["-c", str(cfg.concurrency)]
             self.procs.start(f"celery-worker-{i + 1}", argv)
@@ -61,7 +74,8 @@ class CeleryCluster(PeerCluster):
                 eta = time.time() + delay
                 due[task_id] = eta
                 celery_app.noop.apply_async(
-                    args=(task_id,), producer=producer,
+                    args=(task_id,),
+                    producer=producer,
                     eta=datetime.datetime.fromtimestamp(eta, datetime.UTC),
                 )
         return due
@@ -86,8 +100,10 @@ class CeleryBench(PeerBench):
 
     def _pool_note(self) -> str:
         pool = self.cfg.celery_pool
-        return (f"{self.cfg.workers} celery worker --pool={pool} "
-                f"(concurrency {self.concurrency_per_worker()} each)")
+        return (
+            f"{self.cfg.workers} celery worker --pool={pool} "
+            f"(concurrency {self.concurrency_per_worker()} each)"
+        )
 
     def setup_note(self) -> str:
         return self._pool_note() + "; apply_async from one client thread"

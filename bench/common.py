@@ -25,8 +25,17 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent  # the virtualenv's bin/: baton, celery, py-spy
 
 
-SCENARIOS = ("throughput", "latency", "fairness", "trigger_rate", "chain40", "fanout500",
-             "dag1000", "schedules10k", "scheduler_failover")
+SCENARIOS = (
+    "throughput",
+    "latency",
+    "fairness",
+    "trigger_rate",
+    "chain40",
+    "fanout500",
+    "dag1000",
+    "schedules10k",
+    "scheduler_failover",
+)
 SYSTEMS = ("baton", "celery", "dramatiq")
 # The peers Baton's figures are compared with, in the order of the results table's columns.
 PEERS = ("celery", "dramatiq")
@@ -156,8 +165,9 @@ class BenchConfig:
             dramatiq_threads=_env_int("BATON_BENCH_DRAMATIQ_THREADS", 8),
             latency_delay_seconds=_env_float("BATON_BENCH_LATENCY_DELAY", 1.0),
             trigger_clients=_env_int("BATON_BENCH_TRIGGER_CLIENTS", 64),
-            trigger_step_seconds=_env_float("BATON_BENCH_TRIGGER_STEP_SECONDS",
-                                            max(3.0, 10.0 * scale)),
+            trigger_step_seconds=_env_float(
+                "BATON_BENCH_TRIGGER_STEP_SECONDS", max(3.0, 10.0 * scale)
+            ),
             trigger_p99_ms=_env_float("BATON_BENCH_TRIGGER_P99_MS", 50.0),
             trigger_engine=_env_flag("BATON_BENCH_TRIGGER_ENGINE", False),
             batch_size=1000,

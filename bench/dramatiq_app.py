@@ -36,4 +36,3 @@ def noop(task_id: str) -> None:
     pipe.hincrby(COUNTS, task_id, 1)
     pipe.hset(STARTS, task_id, repr(started))
     pipe.execute()
-

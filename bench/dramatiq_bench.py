@@ -43,8 +43,14 @@ class DramatiqCluster(PeerCluster):
         for i in range(cfg.workers):
             self.procs.start(
                 f"dramatiq-worker-{i + 1}",
-                [str(BIN / "dramatiq"), "bench.dramatiq_app", "--processes", "1",
-                 "--threads", str(cfg.dramatiq_threads)],
+                [
+                    str(BIN / "dramatiq"),
+                    "bench.dramatiq_app",
+                    "--processes",
+                    "1",
+                    "--threads",
+                    str(cfg.dramatiq_threads),
+                ],
                 env=env,
             )
 
@@ -96,5 +102,7 @@ class DramatiqBench(PeerBench):
         return self.cfg.dramatiq_threads
 
     def setup_note(self) -> str:
-        return (f"{self.cfg.workers} dramatiq --processes 1 --threads "
-                f"{self.cfg.dramatiq_threads} (Redis broker); actor.send from one client thread")
+        return (
+            f"{self.cfg.workers} dramatiq --processes 1 --threads "
+            f"{self.cfg.dramatiq_threads} (Redis broker); actor.send from one client thread"
+        )

@@ -37,7 +37,11 @@ def _git(*args: str) -> str:
     try:
         out = subprocess.run(  # noqa: S603 - argv fixed by callers below
             ["git", *args],  # noqa: S607 - read-only git queries
-            cwd=ROOT, capture_output=True, text=True, timeout=5, check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return ""

@@ -83,10 +83,12 @@ class PeerCluster:
     async def cpu_meter(self) -> CpuMeter:
         procs, prefix = self.procs, self.worker_prefix
         redis = await redis_pid(self.bench.url)
-        return CpuMeter({
-            "workers": lambda: [p for c in procs.by_name(prefix) for p in tree(c.pid)],
-            "redis": lambda: [redis] if redis else [],
-        })
+        return CpuMeter(
+            {
+                "workers": lambda: [p for c in procs.by_name(prefix) for p in tree(c.pid)],
+                "redis": lambda: [redis] if redis else [],
+            }
+        )
 
     async def count(self) -> int:
         return int(await self.redis.hlen(COUNTS))
@@ -145,8 +147,11 @@ class PeerBench:
         raise NotImplementedError
 
     def _common(self) -> JsonDict:
-        return {"workers": self.cfg.workers, "concurrency": self.concurrency_per_worker(),
-                "setup": self.setup_note()}
+        return {
+            "workers": self.cfg.workers,
+            "concurrency": self.concurrency_per_worker(),
+            "setup": self.setup_note(),
+        }
 
     @contextlib.asynccontextmanager
     async def cluster(self, name: str, *, workers: bool = True) -> AsyncIterator[PeerCluster]:
@@ -178,8 +183,9 @@ class PeerBench:
             began = time.time()
             await asyncio.to_thread(cluster.send, ids)
             enqueued = time.time() - began
-            await cluster.wait_count(total, within=120 + total / 25,
-                                     what=f"{self.system} throughput")
+            await cluster.wait_count(
+                total, within=120 + total / 25, what=f"{self.system} throughput"
+            )
             observed = time.time() - began
             cpu = meter.stop()
             await asyncio.sleep(1.0)  # let a duplicate execution, if any, show up
@@ -188,9 +194,13 @@ class PeerBench:
             queue_left = await cluster.waiting()
         elapsed = max(starts.values()) - began
         once = [k for k, v in counts.items() if v == 1]
-        checks = {"distinct_tasks": len(counts), "ran_once": len(once),
-                  "ran_more_than_once": sum(1 for v in counts.values() if v > 1),
-                  "unknown_ids": len(set(counts) - set(ids)), "left_in_queue": queue_left}
+        checks = {
+            "distinct_tasks": len(counts),
+            "ran_once": len(once),
+            "ran_more_than_once": sum(1 for v in counts.values() if v > 1),
+            "unknown_ids": len(set(counts) - set(ids)),
+            "left_in_queue": queue_left,
+        }
         ok = len(counts) == total and len(once) == total and checks["unknown_ids"] == 0
         return {
             "tasks": total,
@@ -216,8 +226,7 @@ class PeerBench:
             began = time.perf_counter()
             due, sent = await asyncio.to_thread(cluster.send_paced, ids, rate)
             sending = time.perf_counter() - began
-            await cluster.wait_count(total, within=120 + total / 20,
-                                     what=f"{self.system} latency")
+            await cluster.wait_count(total, within=120 + total / 20, what=f"{self.system} latency")
             cpu = meter.stop()
             starts = await cluster.starts()
             delayed = await self._delayed(cluster)
@@ -242,14 +251,21 @@ class PeerBench:
         rate; due -> start of each."""
         total = max(10, self.cfg.latency_tasks // 4)
         ids = [f"d-{i}" for i in range(total)]
-        due = await asyncio.to_thread(cluster.send_delayed, ids, self.cfg.latency_rate,
-                                      self.cfg.latency_delay_seconds)
-        await cluster.wait_count(len(due) + self.cfg.latency_tasks, within=120 + total / 20,
-                                 what=f"{self.system} delayed tasks")
+        due = await asyncio.to_thread(
+            cluster.send_delayed, ids, self.cfg.latency_rate, self.cfg.latency_delay_seconds
+        )
+        await cluster.wait_count(
+            len(due) + self.cfg.latency_tasks,
+            within=120 + total / 20,
+            what=f"{self.system} delayed tasks",
+        )
         starts = await cluster.starts()
         values = [(starts[i] - due[i]) * 1000 for i in ids if i in starts]
-        return {"delayed_tasks": total, "delayed_by_s": self.cfg.latency_delay_seconds,
-                **latency_summary(values, "scheduled_due_to_start_")}
+        return {
+            "delayed_tasks": total,
+            "delayed_by_s": self.cfg.latency_delay_seconds,
+            **latency_summary(values, "scheduled_due_to_start_"),
+        }
 
     async def fairness(self) -> JsonDict:
         backlog, probes = self.cfg.fairness_backlog, self.cfg.fairness_probe_tasks
@@ -259,8 +275,10 @@ class PeerBench:
             enqueue_seconds = time.perf_counter() - began
             cluster.start_workers()  # only now: tenant A's whole backlog is queued
             await cluster.wait_count(
-                min(self.cfg.workers * self.concurrency_per_worker(), backlog), within=90,
-                what="tenant A's first tasks")
+                min(self.cfg.workers * self.concurrency_per_worker(), backlog),
+                within=90,
+                what="tenant A's first tasks",
+            )
             waiting = await cluster.waiting()
             b_ids = [f"b-{i}" for i in range(probes)]
             meter = await cluster.cpu_meter()
@@ -277,8 +295,12 @@ class PeerBench:
 
             timed_out = False
             try:
-                await wait_until(b_started, within=self.cfg.fairness_wait_seconds,
-                                 interval=0.5, what="tenant B's tasks to start")
+                await wait_until(
+                    b_started,
+                    within=self.cfg.fairness_wait_seconds,
+                    interval=0.5,
+                    what="tenant B's tasks to start",
+                )
             except BenchError:
                 timed_out = True
             window_end = time.time()

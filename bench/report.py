@@ -31,10 +31,12 @@ ROWS: list[Row] = [
     Row("latency", "p50_ms", "trigger -> start p50, ms", "lower"),
     Row("latency", "p95_ms", "trigger -> start p95, ms", "lower"),
     Row("latency", "p99_ms", "trigger -> start p99, ms", "lower"),
-    Row("latency", "due_to_start_p50_ms", "due -> start p50, ms (incl. waiting to be sent)",
-        "lower"),
-    Row("latency", "due_to_start_p99_ms", "due -> start p99, ms (incl. waiting to be sent)",
-        "lower"),
+    Row(
+        "latency", "due_to_start_p50_ms", "due -> start p50, ms (incl. waiting to be sent)", "lower"
+    ),
+    Row(
+        "latency", "due_to_start_p99_ms", "due -> start p99, ms (incl. waiting to be sent)", "lower"
+    ),
     Row("fairness", "a_waiting_at_b_start", "tenant A tasks waiting when B starts", ""),
     Row("fairness", "b_started", "tenant B tasks started (of b_tasks)", ""),
     Row("fairness", "b_p50_ms", "tenant B trigger -> start p50, ms", "lower"),
@@ -47,16 +49,22 @@ ROWS: list[Row] = [
     Row("chain40", "hop_ms_p50", "step done -> next step starts p50, ms", ""),
     Row("chain40", "engine_cpu_ms_per_task", "engine (scheduler) CPU per task, ms", ""),
     Row("chain40", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
-    Row("fanout500", "seconds_median",
-        "1 -> 500 -> join, s (median); Baton: for_each", "lower"),
-    Row("fanout500", "seconds_max", "1 -> 500 -> join, s (slowest run); Baton: for_each",
-        "lower"),
-    Row("fanout500", "explicit_seconds_median",
-        "1 -> 500 -> join, s (median); Baton: 500 tasks in the spec", "lower", "seconds_median"),
-    Row("fanout500", "fanout_dispatch_ms_median",
-        "first done -> 500th started, ms (Baton: for_each)", ""),
-    Row("fanout500", "join_wait_ms_median", "500th done -> join starts, ms (Baton: for_each)",
-        ""),
+    Row("fanout500", "seconds_median", "1 -> 500 -> join, s (median); Baton: for_each", "lower"),
+    Row("fanout500", "seconds_max", "1 -> 500 -> join, s (slowest run); Baton: for_each", "lower"),
+    Row(
+        "fanout500",
+        "explicit_seconds_median",
+        "1 -> 500 -> join, s (median); Baton: 500 tasks in the spec",
+        "lower",
+        "seconds_median",
+    ),
+    Row(
+        "fanout500",
+        "fanout_dispatch_ms_median",
+        "first done -> 500th started, ms (Baton: for_each)",
+        "",
+    ),
+    Row("fanout500", "join_wait_ms_median", "500th done -> join starts, ms (Baton: for_each)", ""),
     Row("fanout500", "engine_cpu_ms_per_task", "engine (scheduler) CPU per task, ms", ""),
     Row("fanout500", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
     Row("dag1000", "seconds", "1,000-task DAG, submit -> done, s", "lower"),
@@ -79,23 +87,42 @@ SCHEDULER_ROWS: list[Row] = [
     Row("schedules10k", "lateness_p99_s", "lateness p99, s", "lower"),
     Row("schedules10k", "lateness_max_s", "lateness max, s", "lower"),
     Row("schedules10k", "scheduler_cpu_ms_per_fire", "scheduler CPU per fire, ms", "lower"),
-    Row("schedules10k", "system_cpu_ms_per_fire",
-        "CPU per fire, scheduler + PostgreSQL + Redis (Celery: beat + Redis), ms", "lower"),
+    Row(
+        "schedules10k",
+        "system_cpu_ms_per_fire",
+        "CPU per fire, scheduler + PostgreSQL + Redis (Celery: beat + Redis), ms",
+        "lower",
+    ),
     Row("scheduler_failover", "schedules", "schedules over 20 tenants, every 5 s", ""),
     Row("scheduler_failover", "lease_seconds", "lease (BATON_SCHEDULER_LEASE_SECONDS), s", ""),
-    Row("scheduler_failover", "takeover_seconds",
-        "SIGKILL -> the chosen tenant's next fire on the survivor, s", ""),
-    Row("scheduler_failover", "takeover_all_median_s",
-        "SIGKILL -> next fire, median of the killed replica's tenants, s", ""),
-    Row("scheduler_failover", "takeover_all_max_s",
-        "SIGKILL -> next fire, slowest of the killed replica's tenants, s", ""),
-    Row("scheduler_failover", "restarted_first_fire_s",
-        "restarted replica: start -> its first fire, s", ""),
+    Row(
+        "scheduler_failover",
+        "takeover_seconds",
+        "SIGKILL -> the chosen tenant's next fire on the survivor, s",
+        "",
+    ),
+    Row(
+        "scheduler_failover",
+        "takeover_all_median_s",
+        "SIGKILL -> next fire, median of the killed replica's tenants, s",
+        "",
+    ),
+    Row(
+        "scheduler_failover",
+        "takeover_all_max_s",
+        "SIGKILL -> next fire, slowest of the killed replica's tenants, s",
+        "",
+    ),
+    Row(
+        "scheduler_failover",
+        "restarted_first_fire_s",
+        "restarted replica: start -> its first fire, s",
+        "",
+    ),
     Row("scheduler_failover", "fires_expected", "fires due over the run", ""),
     Row("scheduler_failover", "fires_lost", "fires lost", ""),
     Row("scheduler_failover", "fires_duplicated", "fires duplicated", ""),
-    Row("scheduler_failover", "no_fire_lost_or_duplicated", "every instant fired exactly once",
-        ""),
+    Row("scheduler_failover", "no_fire_lost_or_duplicated", "every instant fired exactly once", ""),
     Row("scheduler_failover", "lateness_p99_s", "lateness p99 over the run, s", ""),
 ]
 
@@ -145,8 +172,14 @@ def _noise(results: list[JsonDict]) -> float:
     return other / machine if machine > 0 else 0.0
 
 
-def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: BenchConfig,
-                    rows: list[Row] | None = None, start: str = START, end: str = END) -> str:
+def results_section(
+    results: list[JsonDict],
+    machine: dict[str, Any],
+    cfg: BenchConfig,
+    rows: list[Row] | None = None,
+    start: str = START,
+    end: str = END,
+) -> str:
     rows = ROWS if rows is None else rows
     by_key = {(r["scenario"], r["system"]): r for r in results}
     lines = [
@@ -162,9 +195,12 @@ def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: Bench
     ]
     noise = _noise(results)
     if noise >= NOISY:
-        lines += [f"**Noisy run:** processes outside the benchmark used {noise:.0%} of the "
-                  "machine's busy CPU time in the measured windows (`other` in "
-                  "`cpu_seconds`); expect better figures on an idle machine.", ""]
+        lines += [
+            f"**Noisy run:** processes outside the benchmark used {noise:.0%} of the "
+            "machine's busy CPU time in the measured windows (`other` in "
+            "`cpu_seconds`); expect better figures on an idle machine.",
+            "",
+        ]
     lines += [
         "| scenario | metric | better | Baton | Celery | Baton/Celery |",
         "|---|---|---|---:|---:|---:|",
@@ -177,21 +213,25 @@ def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: Bench
             continue
         b, c = baton.get(row.key), celery.get(celery_key)
         ratio = _ratio(b, c) if row.better else ""
-        lines.append(f"| {row.scenario} | {row.label} | {row.better} | {_fmt(b)} | {_fmt(c)} "
-                     f"| {ratio} |")
+        lines.append(
+            f"| {row.scenario} | {row.label} | {row.better} | {_fmt(b)} | {_fmt(c)} | {ratio} |"
+        )
     errors = [r for r in results if "error" in r]
     for r in errors:
         lines.append("")
-        lines.append(f"**{r['scenario']} / {r['system']} failed:** "
-                     f"`{str(r['error']).splitlines()[0][:300]}`")
+        lines.append(
+            f"**{r['scenario']} / {r['system']} failed:** `{str(r['error']).splitlines()[0][:300]}`"
+        )
     setups: dict[tuple[str, str], list[str]] = {}
     for r in results:
         if "setup" in r:
             setups.setdefault((r["system"], r["setup"]), []).append(r["scenario"])
     if setups:
         lines += ["", "Setup:", ""]
-        lines += [f"- {system} ({', '.join(scenarios)}): {setup}"
-                  for (system, setup), scenarios in setups.items()]
+        lines += [
+            f"- {system} ({', '.join(scenarios)}): {setup}"
+            for (system, setup), scenarios in setups.items()
+        ]
     lines += ["", "<details><summary>Raw JSON lines of this run</summary>", "", "```json"]
     lines += [json.dumps({k: v for k, v in r.items() if k != "machine"}) for r in results]
     lines += ["```", "", "</details>", "", end]
@@ -206,8 +246,9 @@ def _replace_block(text: str, start: str, end: str, block: str) -> str:
     return head + block + tail
 
 
-def write_report(path: Path, results: list[JsonDict], machine: dict[str, Any],
-                 cfg: BenchConfig) -> None:
+def write_report(
+    path: Path, results: list[JsonDict], machine: dict[str, Any], cfg: BenchConfig
+) -> None:
     """Replace the results sections of ``path`` that this run has results for (creating the
     page if it does not exist): the dispatch and DAG table, the scheduler table."""
     text = path.read_text() if path.exists() else TEMPLATE
@@ -216,8 +257,14 @@ def write_report(path: Path, results: list[JsonDict], machine: dict[str, Any],
     if main:
         text = _replace_block(text, START, END, results_section(main, machine, cfg))
     if scheduler:
-        text = _replace_block(text, SCHEDULER_START, SCHEDULER_END, results_section(
-            scheduler, machine, cfg, SCHEDULER_ROWS, SCHEDULER_START, SCHEDULER_END))
+        text = _replace_block(
+            text,
+            SCHEDULER_START,
+            SCHEDULER_END,
+            results_section(
+                scheduler, machine, cfg, SCHEDULER_ROWS, SCHEDULER_START, SCHEDULER_END
+            ),
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
@@ -239,8 +286,12 @@ def main() -> int:
         return 1
     cfg = BenchConfig.from_env()
     cfg = dataclasses.replace(cfg, scale=float(results[0].get("scale", cfg.scale)))
-    write_report(Path(sys.argv[2]) if len(sys.argv) == 3 else DOCS, results,
-                 results[0].get("machine", {}), cfg)
+    write_report(
+        Path(sys.argv[2]) if len(sys.argv) == 3 else DOCS,
+        results,
+        results[0].get("machine", {}),
+        cfg,
+    )
     return 0
 
 

@@ -57,8 +57,13 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
     services = services_from_env()
     versions = await server_versions(services)
     machine = machine_info(versions, services.source)
-    log.info("scale %g, scenarios %s, systems %s; logs in %s", cfg.scale,
-             ",".join(cfg.scenarios), ",".join(cfg.systems), log_dir)
+    log.info(
+        "scale %g, scenarios %s, systems %s; logs in %s",
+        cfg.scale,
+        ",".join(cfg.scenarios),
+        ",".join(cfg.systems),
+        log_dir,
+    )
     results: list[JsonDict] = []
     failed = 0
     async with contextlib.AsyncExitStack() as stack:
@@ -81,8 +86,12 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
         for scenario in cfg.scenarios:
             for system in cfg.systems:
                 if not hasattr(runners[system], scenario):
-                    log.info("== %s / %s: no such scenario for %s (see docs/benchmarks.md)",
-                             scenario, system, system)
+                    log.info(
+                        "== %s / %s: no such scenario for %s (see docs/benchmarks.md)",
+                        scenario,
+                        system,
+                        system,
+                    )
                     continue
                 log.info("== %s / %s", scenario, system)
                 began = time.monotonic()
@@ -92,8 +101,14 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
                     log.exception("%s / %s failed", scenario, system)
                     metrics = {"error": f"{type(error).__name__}: {error}"[:4000]}
                     failed += 1
-                line = {"scenario": scenario, "system": system, "scale": cfg.scale, **metrics,
-                        "wall_seconds": round(time.monotonic() - began, 1), "machine": machine}
+                line = {
+                    "scenario": scenario,
+                    "system": system,
+                    "scale": cfg.scale,
+                    **metrics,
+                    "wall_seconds": round(time.monotonic() - began, 1),
+                    "machine": machine,
+                }
                 emit(line)
                 results.append(line)
     if cfg.update_docs and results:

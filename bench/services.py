@@ -211,9 +211,11 @@ async def drop_redis_users(admin_url: str, users: list[str]) -> None:
 
 
 SENTINEL = "bench:sentinel"
-FLUSHED = ("another process flushed the benchmark's Redis database {url} during the run "
-           "(a test suite picking the same DB number?): results discarded. Point "
-           "BATON_BENCH_REDIS_URL at a private Redis, or leave it unset for the embedded one")
+FLUSHED = (
+    "another process flushed the benchmark's Redis database {url} during the run "
+    "(a test suite picking the same DB number?): results discarded. Point "
+    "BATON_BENCH_REDIS_URL at a private Redis, or leave it unset for the embedded one"
+)
 
 
 async def flush_redis(url: str) -> None:
