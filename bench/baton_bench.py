@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ import asyncpg
 import httpx
 
 from backend.core.settings import Settings
-from bench.common import BIN, BenchConfig, BenchError, JsonDict, latency_summary, wait_until
+from bench.common import (
+    BIN,
+    BenchConfig,
+    BenchError,
+    JsonDict,
+    cpu_per_task,
+    latency_summary,
+    wait_until,
+)
 from bench.cpu import CpuMeter, postgres_backends, tree
 from bench.procs import ProcessSet
 from bench.profiling import PgSampler, Profiler
@@ -50,6 +59,8 @@ NOOP_JOB: dict[str, Any] = {"tasks": [NOOP_TASK]}
 DEFAULT_QUOTA = int(Settings.model_fields["tenant_max_concurrent_tasks"].default)
 WARMUP_TASKS = 20
 IN_FLIGHT = 32  # open trigger requests at once (the API's DB pool is 10 + 10 overflow)
+# What does Baton's work (CPU per task): every component but the benchmark's client.
+BATON_SYSTEM = ("api", "scheduler", "workers", "postgres", "redis")
 
 
 def _free_port() -> int:
@@ -95,6 +106,14 @@ SELECT count(*) FILTER (WHERE status = 'succeeded') FROM runs WHERE tenant_id = 
 """
 _START_LATENCY = """
 SELECT r.id AS run_id,
+       extract(epoch FROM r.created_at)::float8 AS created,
+       extract(epoch FROM t.started_at)::float8 AS started
+  FROM runs r
+  JOIN task_runs t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
+ WHERE r.tenant_id = $1 AND r.job_id = $2
+"""
+_DELAYED_START = """
+SELECT extract(epoch FROM r.run_at)::float8 AS due,
        extract(epoch FROM r.created_at)::float8 AS created,
        extract(epoch FROM t.started_at)::float8 AS started
   FROM runs r
@@ -233,8 +252,15 @@ class Cluster:
             raise BenchError(f"batch created {data['created']} runs, not {count}")
         return [run["id"] for run in data["runs"]]
 
-    async def trigger_one(self, tenant: Tenant, job_id: uuid.UUID) -> str:
-        data = await self._post(f"/api/v1/jobs/{job_id}/runs", tenant, {"params": {}})
+    async def trigger_one(
+        self, tenant: Tenant, job_id: uuid.UUID, *, delay: float | None = None
+    ) -> str:
+        """One ``POST /runs``; with ``delay``, the run is due that many seconds from now
+        (``run_at``, an absolute instant, so the time the request takes does not move it)."""
+        body: dict[str, Any] = {"params": {}}
+        if delay is not None:
+            body["run_at"] = datetime.fromtimestamp(time.time() + delay, UTC).isoformat()
+        data = await self._post(f"/api/v1/jobs/{job_id}/runs", tenant, body)
         return str(data["id"])
 
     async def enqueue(self, tenant: Tenant, job_id: uuid.UUID, total: int) -> list[float]:
@@ -379,7 +405,7 @@ class BatonBench:
 
     @contextlib.asynccontextmanager
     async def cluster(
-        self, name: str, *, quota: int, workers: bool = True
+        self, name: str, *, quota: int, workers: bool = True, engine: bool = True
     ) -> AsyncIterator[Cluster]:
         await flush_redis(self.services.baton_redis_url)
         env = self.env(quota)
@@ -389,7 +415,8 @@ class BatonBench:
         cluster = Cluster(self, procs, f"http://127.0.0.1:{env['BATON_PORT']}")
         try:
             procs.start("api", [str(BIN / "baton"), "api"])
-            procs.start("scheduler", [str(BIN / "baton"), "scheduler"])
+            if engine:
+                procs.start("scheduler", [str(BIN / "baton"), "scheduler"])
             if workers:
                 cluster.start_workers()
 
@@ -511,6 +538,7 @@ class BatonBench:
             "concurrency": self.cfg.concurrency,
             "tenant_quota": self.cfg.throughput_quota,
             "cpu_seconds": cpu,
+            **cpu_per_task(cpu, total, BATON_SYSTEM),
             "setup": f"{self.cfg.workers} baton worker + 1 scheduler + 1 api; "
             f"batches of {self.cfg.batch_size} via POST /runs/batch",
         }
@@ -539,6 +567,7 @@ class BatonBench:
             )
             cpu = meter.stop()
             rows = await self.db.fetch(tenant, _START_LATENCY, job)
+            delayed = await self._delayed(cluster, tenant)
         started = {str(r["run_id"]): r for r in rows}
         server = [(r["started"] - r["created"]) * 1000 for r in rows]
         due = [(started[rid]["started"] - at) * 1000 for rid, at, _ in sent]
@@ -550,11 +579,40 @@ class BatonBench:
             **latency_summary(server),
             **latency_summary(due, "due_to_start_"),
             "trigger_request_p50_ms": round(sorted(answered)[len(answered) // 2], 1),
+            **delayed,
             "measured": "runs.created_at (API) -> task_runs.started_at (worker)",
             "workers": self.cfg.workers,
             "concurrency": self.cfg.concurrency,
             "tenant_quota": DEFAULT_QUOTA,
             "cpu_seconds": cpu,
+            **cpu_per_task(cpu, total, BATON_SYSTEM),
+        }
+
+    async def _delayed(self, cluster: Cluster, tenant: Tenant) -> JsonDict:
+        """The latency scenario's second phase: runs triggered ``latency_delay_seconds``
+        ahead of their ``run_at`` at the same rate, into the same idle cluster; due ->
+        start = ``task_runs.started_at`` (worker) - ``runs.run_at`` (the instant asked
+        for). A run whose trigger was answered after its instant (the API behind) is due
+        at its creation instead (``run_at`` = max(asked, now)): counted in
+        ``scheduled_late_triggers``, and its latency still counts from its ``run_at``."""
+        total = max(10, self.cfg.latency_tasks // 4)
+        job = await cluster.create_job(tenant, "delayed")
+        await asyncio.sleep(1)  # idle again
+        delay = self.cfg.latency_delay_seconds
+        await cluster.open_loop(
+            total, self.cfg.latency_rate, lambda: cluster.trigger_one(tenant, job, delay=delay)
+        )
+        await cluster.wait_done(
+            tenant, job, total, within=120 + total / 20, what="baton delayed runs"
+        )
+        rows = await self.db.fetch(tenant, _DELAYED_START, job)
+        values = [(r["started"] - r["due"]) * 1000 for r in rows if r["started"] is not None]
+        late = sum(1 for r in rows if r["due"] <= r["created"])
+        return {
+            "delayed_tasks": total,
+            "delayed_by_s": delay,
+            "scheduled_late_triggers": late,
+            **latency_summary(values, "scheduled_due_to_start_"),
         }
 
     async def fairness(self) -> JsonDict:
@@ -628,7 +686,13 @@ class BatonBench:
             "concurrency": self.cfg.concurrency,
             "tenant_quota": DEFAULT_QUOTA,
             "cpu_seconds": cpu,
+            **cpu_per_task(cpu, int(a_during) + len(latencies), BATON_SYSTEM),
         }
+
+    async def trigger_rate(self) -> JsonDict:
+        from bench.trigger_rate import trigger_rate
+
+        return await trigger_rate(self)
 
     # The DAG-engine scenarios live in bench.baton_dag (imported late: it imports this).
     async def chain40(self) -> JsonDict:

@@ -80,6 +80,7 @@ def machine_info(server_versions: dict[str, str], services_source: str) -> dict[
         "redis": server_versions.get("redis", "?"),
         "services": services_source,
         "celery": _version("celery"),
+        "dramatiq": _version("dramatiq"),
         "baton_commit": _git_commit(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
