@@ -1,21 +1,28 @@
-"""``make bench``: every scenario for Baton and for Celery, one JSON line each on stdout.
+"""``make bench``: every scenario for Baton, Celery and Dramatiq, one JSON line each on stdout.
 
 Run as ``python -m bench.run`` from the repository root. Knobs (environment):
 
 - ``BATON_BENCH_SCALE`` (default 1): multiplies every task count (0.1 for a quick run);
 - ``BATON_BENCH_DATABASE_URL`` / ``BATON_BENCH_REDIS_URL``: servers to use (else embedded);
-- ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB``: Redis DB numbers (14 / 15);
-- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,chain40,fanout500,dag1000,
-  schedules10k,scheduler_failover``; a system without a scenario skips it: Celery has no
-  scheduler_failover),
-  ``BATON_BENCH_SYSTEMS`` (``baton,celery``); ``BATON_BENCH_WORKERS`` (2),
+- ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB`` / ``BATON_BENCH_DRAMATIQ_REDIS_DB``:
+  Redis DB numbers (14 / 15 / 13);
+- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,trigger_rate,chain40,fanout500,
+  dag1000,schedules10k,scheduler_failover``; a system without a scenario skips it: Celery
+  has no scheduler_failover nor trigger_rate, Dramatiq only the dispatch scenarios),
+  ``BATON_BENCH_SYSTEMS`` (``baton,celery,dramatiq``); ``BATON_BENCH_WORKERS`` (2),
   ``BATON_BENCH_CONCURRENCY`` (16);
 - ``BATON_BENCH_CELERY_POOL`` (solo: fastest here), ``BATON_BENCH_THROUGHPUT_QUOTA`` (1000);
+- ``BATON_BENCH_DRAMATIQ_THREADS`` (8), ``BATON_BENCH_DRAMATIQ_WORKER_TIMEOUT`` (ms; Dramatiq's
+  default 1000); ``BATON_BENCH_LATENCY_DELAY`` (1 s: how far ahead a delayed run is due);
+- trigger_rate (bench.trigger_rate): ``BATON_BENCH_TRIGGER_CLIENTS`` (64),
+  ``BATON_BENCH_TRIGGER_STEP_SECONDS`` (10 x scale, at least 3), ``BATON_BENCH_TRIGGER_P99_MS``
+  (50), ``BATON_BENCH_TRIGGER_ENGINE`` (0: the API alone; 1: engine and workers beside it);
 - DAG scenarios: ``BATON_BENCH_CHAIN_RUNS`` (5), ``BATON_BENCH_FANOUT_RUNS`` (3),
   ``BATON_BENCH_DAG_SEED`` (1000), ``BATON_BENCH_DAG_QUOTA`` (1000),
   ``BATON_BENCH_DAG_TIMEOUT`` (300 s per run);
 - ``BATON_BENCH_PROFILE=1``: py-spy the Baton engine, a worker and the API (throughput,
-  latency, fairness and the DAG scenarios), the scheduler and celery beat (schedules10k);
+  latency, fairness and the DAG scenarios; the API in trigger_rate), the scheduler and
+  celery beat (schedules10k);
 - ``BATON_BENCH_UPDATE_DOCS=0``: leave docs/benchmarks.md alone;
 - scheduler scenarios (bench.baton_sched, bench.celery_sched): ``BATON_BENCH_SCHEDULE_MINUTES``
   (2; 1 at scale <= 0.5), ``BATON_BENCH_SCHEDULE_LEAD`` (estimated), ``BATON_BENCH_SEED_SECONDS``
