@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ import asyncpg
 import httpx
 
 from backend.core.settings import Settings
-from bench.common import BIN, BenchConfig, BenchError, JsonDict, latency_summary, wait_until
+from bench.common import (
+    BIN,
+    BenchConfig,
+    BenchError,
+    JsonDict,
+    cpu_per_task,
+    latency_summary,
+    wait_until,
+)
 from bench.cpu import CpuMeter, postgres_backends, tree
 from bench.procs import ProcessSet
 from bench.profiling import PgSampler, Profiler
@@ -50,6 +59,8 @@ NOOP_JOB: dict[str, Any] = {"tasks": [NOOP_TASK]}
 DEFAULT_QUOTA = int(Settings.model_fields["tenant_max_concurrent_tasks"].default)
 WARMUP_TASKS = 20
 IN_FLIGHT = 32  # open trigger requests at once (the API's DB pool is 10 + 10 overflow)
+# What does Baton's work (CPU per task): every component but the benchmark's client.
+BATON_SYSTEM = ("api", "scheduler", "workers", "postgres", "redis")
 
 
 def _free_port() -> int:
@@ -95,6 +106,14 @@ SELECT count(*) FILTER (WHERE status = 'succeeded') FROM runs WHERE tenant_id = 
 """
 _START_LATENCY = """
 SELECT r.id AS run_id,
+       extract(epoch FROM r.created_at)::float8 AS created,
+       extract(epoch FROM t.started_at)::float8 AS started
+  FROM runs r
+  JOIN task_runs t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
+ WHERE r.tenant_id = $1 AND r.job_id = $2
+"""
+_DELAYED_START = """
+SELECT extract(epoch FROM r.run_at)::float8 AS due,
        extract(epoch FROM r.created_at)::float8 AS created,
        extract(epoch FROM t.started_at)::float8 AS started
   FROM runs r
@@ -156,7 +175,8 @@ class Cluster:
         self.procs = procs
         self.tenants: list[Tenant] = []  # signed up through this cluster
         self.client = httpx.AsyncClient(
-            base_url=api_url, timeout=60.0,
+            base_url=api_url,
+            timeout=60.0,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
         )
 
@@ -167,8 +187,14 @@ class Cluster:
         for i in range(self.bench.cfg.workers):
             self.procs.start(
                 f"worker-{i + 1}",
-                [str(BIN / "baton"), "worker", "--queue", "default",
-                 "--concurrency", str(self.bench.cfg.concurrency)],
+                [
+                    str(BIN / "baton"),
+                    "worker",
+                    "--queue",
+                    "default",
+                    "--concurrency",
+                    str(self.bench.cfg.concurrency),
+                ],
                 env={"BATON_REDIS_URL": self.bench.worker_redis_url},
             )
 
@@ -179,13 +205,15 @@ class Cluster:
         """CPU accounting for Baton's processes, its PostgreSQL backends and Redis."""
         procs, database = self.procs, self.bench.database.name
         redis = await redis_pid(self.bench.services.baton_redis_url)
-        return CpuMeter({
-            "api": lambda: [c.pid for c in procs.by_name("api")],
-            "scheduler": lambda: [c.pid for c in procs.by_name("scheduler")],
-            "workers": lambda: [p for c in procs.by_name("worker-") for p in tree(c.pid)],
-            "postgres": lambda: postgres_backends(database),
-            "redis": lambda: [redis] if redis else [],
-        })
+        return CpuMeter(
+            {
+                "api": lambda: [c.pid for c in procs.by_name("api")],
+                "scheduler": lambda: [c.pid for c in procs.by_name("scheduler")],
+                "workers": lambda: [p for c in procs.by_name("worker-") for p in tree(c.pid)],
+                "postgres": lambda: postgres_backends(database),
+                "redis": lambda: [redis] if redis else [],
+            }
+        )
 
     async def _post(self, path: str, tenant: Tenant | None, body: Any) -> Any:
         headers = tenant.headers if tenant else {}
@@ -195,16 +223,23 @@ class Cluster:
         return response.json()
 
     async def signup(self, name: str) -> Tenant:
-        body: dict[str, str] = {"email": f"{name}-{secrets.token_hex(4)}@bench.example.com",
-                "password": secrets.token_urlsafe(16), "tenant_name": f"bench {name}"}
+        body: dict[str, str] = {
+            "email": f"{name}-{secrets.token_hex(4)}@bench.example.com",
+            "password": secrets.token_urlsafe(16),
+            "tenant_name": f"bench {name}",
+        }
         data = await self._post("/api/v1/auth/signup", None, body)
-        tenant = Tenant(id=uuid.UUID(data["tenant"]["id"]), name=name,
-                        headers={"Authorization": f"Bearer {data['access_token']}"})
+        tenant = Tenant(
+            id=uuid.UUID(data["tenant"]["id"]),
+            name=name,
+            headers={"Authorization": f"Bearer {data['access_token']}"},
+        )
         self.tenants.append(tenant)
         return tenant
 
-    async def create_job(self, tenant: Tenant, name: str,
-                         tasks: list[dict[str, Any]] | None = None) -> uuid.UUID:
+    async def create_job(
+        self, tenant: Tenant, name: str, tasks: list[dict[str, Any]] | None = None
+    ) -> uuid.UUID:
         """A job of ``tasks`` (default: the one no-op task)."""
         body = {"name": name, **NOOP_JOB} if tasks is None else {"name": name, "tasks": tasks}
         data = await self._post("/api/v1/jobs", tenant, body)
@@ -217,8 +252,15 @@ class Cluster:
             raise BenchError(f"batch created {data['created']} runs, not {count}")
         return [run["id"] for run in data["runs"]]
 
-    async def trigger_one(self, tenant: Tenant, job_id: uuid.UUID) -> str:
-        data = await self._post(f"/api/v1/jobs/{job_id}/runs", tenant, {"params": {}})
+    async def trigger_one(
+        self, tenant: Tenant, job_id: uuid.UUID, *, delay: float | None = None
+    ) -> str:
+        """One ``POST /runs``; with ``delay``, the run is due that many seconds from now
+        (``run_at``, an absolute instant, so the time the request takes does not move it)."""
+        body: dict[str, Any] = {"params": {}}
+        if delay is not None:
+            body["run_at"] = datetime.fromtimestamp(time.time() + delay, UTC).isoformat()
+        data = await self._post(f"/api/v1/jobs/{job_id}/runs", tenant, body)
         return str(data["id"])
 
     async def enqueue(self, tenant: Tenant, job_id: uuid.UUID, total: int) -> list[float]:
@@ -232,8 +274,9 @@ class Cluster:
             self.procs.check_alive()
         return took
 
-    async def wait_done(self, tenant: Tenant, job_id: uuid.UUID, total: int, *,
-                        within: float, what: str) -> asyncpg.Record:
+    async def wait_done(
+        self, tenant: Tenant, job_id: uuid.UUID, total: int, *, within: float, what: str
+    ) -> asyncpg.Record:
         """Wait until the tenant has no queued or running task left (every run triggered
         so far is over); the job's final progress row.
 
@@ -254,8 +297,10 @@ class Cluster:
         await wait_until(done, within=within, interval=0.5, what=what)
         row = await db.progress(tenant, job_id)
         if row["succeeded"] + row["failed"] < total:
-            raise BenchError(f"{what}: only {row['succeeded'] + row['failed']} of {total} "
-                             "tasks finished, yet none is queued or running")
+            raise BenchError(
+                f"{what}: only {row['succeeded'] + row['failed']} of {total} "
+                "tasks finished, yet none is queued or running"
+            )
         return row
 
     async def open_loop(
@@ -289,8 +334,14 @@ class Cluster:
 
 
 class BatonBench:
-    def __init__(self, cfg: BenchConfig, services: Services, database: BenchDatabase,
-                 log_dir: Path, db: Database) -> None:
+    def __init__(
+        self,
+        cfg: BenchConfig,
+        services: Services,
+        database: BenchDatabase,
+        log_dir: Path,
+        db: Database,
+    ) -> None:
         self.cfg = cfg
         self.services = services
         self.database = database
@@ -305,9 +356,11 @@ class BatonBench:
         self.redis_roles = RedisRoles.generate()
         admin = services.baton_redis_url
         self.engine_redis_url = redis_url_as(
-            admin, self.redis_roles.engine_user, self.redis_roles.engine_password)
+            admin, self.redis_roles.engine_user, self.redis_roles.engine_password
+        )
         self.worker_redis_url = redis_url_as(
-            admin, self.redis_roles.worker_user, self.redis_roles.worker_password)
+            admin, self.redis_roles.worker_user, self.redis_roles.worker_password
+        )
 
     def env(self, quota: int) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
@@ -332,12 +385,16 @@ class BatonBench:
     async def provision_redis(self) -> None:
         """``baton redis provision-acl`` as production runs it: as Redis's default user
         (the benchmark's unauthenticated URL), making the engine's and the workers' users."""
-        env = {**self.env(DEFAULT_QUOTA),
-               **self.redis_roles.provision_env(self.services.baton_redis_url)}
+        env = {
+            **self.env(DEFAULT_QUOTA),
+            **self.redis_roles.provision_env(self.services.baton_redis_url),
+        }
         procs = ProcessSet(self.log_dir, env)
         await asyncio.to_thread(
-            procs.run, "baton-redis-provision-acl",
-            [str(BIN / "baton"), "redis", "provision-acl"], timeout=60,
+            procs.run,
+            "baton-redis-provision-acl",
+            [str(BIN / "baton"), "redis", "provision-acl"],
+            timeout=60,
         )
 
     async def migrate(self) -> None:
@@ -347,8 +404,9 @@ class BatonBench:
         )
 
     @contextlib.asynccontextmanager
-    async def cluster(self, name: str, *, quota: int, workers: bool = True
-                      ) -> AsyncIterator[Cluster]:
+    async def cluster(
+        self, name: str, *, quota: int, workers: bool = True, engine: bool = True
+    ) -> AsyncIterator[Cluster]:
         await flush_redis(self.services.baton_redis_url)
         env = self.env(quota)
         out = self.log_dir / name
@@ -357,7 +415,8 @@ class BatonBench:
         cluster = Cluster(self, procs, f"http://127.0.0.1:{env['BATON_PORT']}")
         try:
             procs.start("api", [str(BIN / "baton"), "api"])
-            procs.start("scheduler", [str(BIN / "baton"), "scheduler"])
+            if engine:
+                procs.start("scheduler", [str(BIN / "baton"), "scheduler"])
             if workers:
                 cluster.start_workers()
 
@@ -394,8 +453,9 @@ class BatonBench:
             if left:
                 log.info("cancelled %d unfinished task runs of tenant %s", left, tenant.name)
 
-    async def _report_profiles(self, cluster: Cluster, profiler: Profiler | None,
-                               sampler: PgSampler, scenario: str) -> None:
+    async def _report_profiles(
+        self, cluster: Cluster, profiler: Profiler | None, sampler: PgSampler, scenario: str
+    ) -> None:
         """Stop the py-spy recorders and the PostgreSQL sampler; log their summaries."""
         if profiler is None:
             return
@@ -410,8 +470,9 @@ class BatonBench:
         await cluster.trigger_batch(tenant, job, WARMUP_TASKS)
         await cluster.wait_done(tenant, job, WARMUP_TASKS, within=90, what="baton warm-up")
 
-    async def _verify_once(self, tenant: Tenant, job_id: uuid.UUID, total: int,
-                           progress: asyncpg.Record) -> JsonDict:
+    async def _verify_once(
+        self, tenant: Tenant, job_id: uuid.UUID, total: int, progress: asyncpg.Record
+    ) -> JsonDict:
         attempts = await self.db.fetchrow(tenant, _ATTEMPTS, job_id)
         runs_ok = (await self.db.fetchrow(tenant, _RUNS_SUCCEEDED, job_id))[0]
         checks = {
@@ -477,8 +538,9 @@ class BatonBench:
             "concurrency": self.cfg.concurrency,
             "tenant_quota": self.cfg.throughput_quota,
             "cpu_seconds": cpu,
+            **cpu_per_task(cpu, total, BATON_SYSTEM),
             "setup": f"{self.cfg.workers} baton worker + 1 scheduler + 1 api; "
-                     f"batches of {self.cfg.batch_size} via POST /runs/batch",
+            f"batches of {self.cfg.batch_size} via POST /runs/batch",
         }
 
     async def latency(self) -> JsonDict:
@@ -497,15 +559,15 @@ class BatonBench:
             meter = await cluster.cpu_meter()
             meter.start()
             began = time.perf_counter()
-            sent = await cluster.open_loop(
-                total, rate, lambda: cluster.trigger_one(tenant, job)
-            )
+            sent = await cluster.open_loop(total, rate, lambda: cluster.trigger_one(tenant, job))
             sending = time.perf_counter() - began
             await self._report_profiles(cluster, profiler, sampler, "latency")
-            await cluster.wait_done(tenant, job, total, within=120 + total / 20,
-                                    what="baton latency")
+            await cluster.wait_done(
+                tenant, job, total, within=120 + total / 20, what="baton latency"
+            )
             cpu = meter.stop()
             rows = await self.db.fetch(tenant, _START_LATENCY, job)
+            delayed = await self._delayed(cluster, tenant)
         started = {str(r["run_id"]): r for r in rows}
         server = [(r["started"] - r["created"]) * 1000 for r in rows]
         due = [(started[rid]["started"] - at) * 1000 for rid, at, _ in sent]
@@ -517,11 +579,40 @@ class BatonBench:
             **latency_summary(server),
             **latency_summary(due, "due_to_start_"),
             "trigger_request_p50_ms": round(sorted(answered)[len(answered) // 2], 1),
+            **delayed,
             "measured": "runs.created_at (API) -> task_runs.started_at (worker)",
             "workers": self.cfg.workers,
             "concurrency": self.cfg.concurrency,
             "tenant_quota": DEFAULT_QUOTA,
             "cpu_seconds": cpu,
+            **cpu_per_task(cpu, total, BATON_SYSTEM),
+        }
+
+    async def _delayed(self, cluster: Cluster, tenant: Tenant) -> JsonDict:
+        """The latency scenario's second phase: runs triggered ``latency_delay_seconds``
+        ahead of their ``run_at`` at the same rate, into the same idle cluster; due ->
+        start = ``task_runs.started_at`` (worker) - ``runs.run_at`` (the instant asked
+        for). A run whose trigger was answered after its instant (the API behind) is due
+        at its creation instead (``run_at`` = max(asked, now)): counted in
+        ``scheduled_late_triggers``, and its latency still counts from its ``run_at``."""
+        total = max(10, self.cfg.latency_tasks // 4)
+        job = await cluster.create_job(tenant, "delayed")
+        await asyncio.sleep(1)  # idle again
+        delay = self.cfg.latency_delay_seconds
+        await cluster.open_loop(
+            total, self.cfg.latency_rate, lambda: cluster.trigger_one(tenant, job, delay=delay)
+        )
+        await cluster.wait_done(
+            tenant, job, total, within=120 + total / 20, what="baton delayed runs"
+        )
+        rows = await self.db.fetch(tenant, _DELAYED_START, job)
+        values = [(r["started"] - r["due"]) * 1000 for r in rows if r["started"] is not None]
+        late = sum(1 for r in rows if r["due"] <= r["created"])
+        return {
+            "delayed_tasks": total,
+            "delayed_by_s": delay,
+            "scheduled_late_triggers": late,
+            **latency_summary(values, "scheduled_due_to_start_"),
         }
 
     async def fairness(self) -> JsonDict:
@@ -554,7 +645,8 @@ class BatonBench:
             meter.start()
             probe_began = time.time()
             await cluster.open_loop(
-                probes, probes / self.cfg.fairness_probe_seconds,
+                probes,
+                probes / self.cfg.fairness_probe_seconds,
                 lambda: cluster.trigger_one(b, job_b),
             )
 
@@ -564,18 +656,22 @@ class BatonBench:
 
             timed_out = False
             try:
-                await wait_until(b_started, within=self.cfg.fairness_wait_seconds,
-                                 interval=0.5, what="tenant B's tasks to start")
+                await wait_until(
+                    b_started,
+                    within=self.cfg.fairness_wait_seconds,
+                    interval=0.5,
+                    what="tenant B's tasks to start",
+                )
             except BenchError:
                 timed_out = True
             window_end = time.time()
             cpu = meter.stop()
             await self._report_profiles(cluster, profiler, sampler, "fairness")
             rows = await self.db.fetch(b, _START_LATENCY, job_b)
-            a_during = (await self.db.fetchrow(a, _STARTED_BETWEEN, job_a, probe_began,
-                                               window_end))[0]
-        latencies = [(r["started"] - r["created"]) * 1000 for r in rows
-                     if r["started"] is not None]
+            a_during = (
+                await self.db.fetchrow(a, _STARTED_BETWEEN, job_a, probe_began, window_end)
+            )[0]
+        latencies = [(r["started"] - r["created"]) * 1000 for r in rows if r["started"] is not None]
         return {
             "a_backlog": backlog,
             "a_waiting_at_b_start": int(a_before["waiting"]),
@@ -590,7 +686,13 @@ class BatonBench:
             "concurrency": self.cfg.concurrency,
             "tenant_quota": DEFAULT_QUOTA,
             "cpu_seconds": cpu,
+            **cpu_per_task(cpu, int(a_during) + len(latencies), BATON_SYSTEM),
         }
+
+    async def trigger_rate(self) -> JsonDict:
+        from bench.trigger_rate import trigger_rate
+
+        return await trigger_rate(self)
 
     # The DAG-engine scenarios live in bench.baton_dag (imported late: it imports this).
     async def chain40(self) -> JsonDict:
@@ -621,8 +723,9 @@ class BatonBench:
 
 
 @contextlib.asynccontextmanager
-async def baton_bench(cfg: BenchConfig, services: Services, database: BenchDatabase,
-                      log_dir: Path) -> AsyncIterator[BatonBench]:
+async def baton_bench(
+    cfg: BenchConfig, services: Services, database: BenchDatabase, log_dir: Path
+) -> AsyncIterator[BatonBench]:
     pool = await asyncpg.create_pool(database.asyncpg_dsn(), min_size=1, max_size=4)
     try:
         bench = BatonBench(cfg, services, database, log_dir, Database(pool))

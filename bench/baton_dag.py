@@ -74,14 +74,17 @@ def chain_tasks(length: int) -> list[dict[str, Any]]:
 def fanout_explicit_tasks(width: int) -> list[dict[str, Any]]:
     """first -> p000 .. p499 (500 tasks written out in the spec) -> join."""
     parallel = [f"p{i:03d}" for i in range(width)]
-    return [_noop("first"), *(_noop(name, ["first"]) for name in parallel),
-            _noop("join", parallel)]
+    return [_noop("first"), *(_noop(name, ["first"]) for name in parallel), _noop("join", parallel)]
 
 
 def fanout_for_each_tasks(width: int) -> list[dict[str, Any]]:
     """make (outputs a list of ``width`` items) -> each[i] per item (for_each) -> join."""
-    make = {"name": "make", "type": "python", "function": ECHO,
-            "kwargs": {"value": list(range(width))}}
+    make = {
+        "name": "make",
+        "type": "python",
+        "function": ECHO,
+        "kwargs": {"value": list(range(width))},
+    }
     each = {**_noop("each", ["make"]), "for_each": "tasks.make.output"}
     return [make, each, _noop("join", ["each"])]
 
@@ -101,8 +104,15 @@ class RunResult:
     ran: list[Any]  # their rows
 
 
-async def run_once(bench: BatonBench, cluster: Cluster, tenant: Tenant, job_id: uuid.UUID,
-                   *, executed: int, what: str) -> RunResult:
+async def run_once(
+    bench: BatonBench,
+    cluster: Cluster,
+    tenant: Tenant,
+    job_id: uuid.UUID,
+    *,
+    executed: int,
+    what: str,
+) -> RunResult:
     """Trigger one run, wait for its end, check it; :class:`BenchError` if it failed, timed
     out (``cfg.dag_timeout``) or did not run each of its ``executed`` tasks exactly once."""
     run_id = uuid.UUID(await cluster.trigger_one(tenant, job_id))
@@ -117,9 +127,11 @@ async def run_once(bench: BatonBench, cluster: Cluster, tenant: Tenant, job_id: 
             next_log = time.monotonic() + 10
             log.info("%s: %s", what, await _status_counts(bench, tenant, run_id))
         if time.monotonic() > deadline:
-            raise BenchError(f"{what}: run {run_id} not finished after "
-                             f"{bench.cfg.dag_timeout:.0f} s; tasks: "
-                             f"{await _status_counts(bench, tenant, run_id)}")
+            raise BenchError(
+                f"{what}: run {run_id} not finished after "
+                f"{bench.cfg.dag_timeout:.0f} s; tasks: "
+                f"{await _status_counts(bench, tenant, run_id)}"
+            )
         await asyncio.sleep(POLL_SECONDS)
     tasks = await bench.db.fetch(tenant, _RUN_TASKS, run_id)
     attempts = await bench.db.fetchrow(tenant, _RUN_ATTEMPTS, run_id)
@@ -134,12 +146,20 @@ async def run_once(bench: BatonBench, cluster: Cluster, tenant: Tenant, job_id: 
         "tasks_with_attempts": int(attempts["distinct_tasks"]),
         "max_attempt": max((int(t["attempt"]) for t in ran), default=0),
     }
-    if (row["status"] != "succeeded" or not_ok or len(ran) != executed
-            or checks["attempts"] != executed or checks["attempts_succeeded"] != executed
-            or checks["tasks_with_attempts"] != executed or checks["max_attempt"] != 1):
-        raise BenchError(f"{what}: run {run_id} is not {executed} tasks each run exactly once "
-                         f"and succeeded: {checks}; not succeeded: {not_ok[:10]} "
-                         f"(reason {row['reason']!r})")
+    if (
+        row["status"] != "succeeded"
+        or not_ok
+        or len(ran) != executed
+        or checks["attempts"] != executed
+        or checks["attempts_succeeded"] != executed
+        or checks["tasks_with_attempts"] != executed
+        or checks["max_attempt"] != 1
+    ):
+        raise BenchError(
+            f"{what}: run {run_id} is not {executed} tasks each run exactly once "
+            f"and succeeded: {checks}; not succeeded: {not_ok[:10]} "
+            f"(reason {row['reason']!r})"
+        )
     created = float(row["created"])
     return RunResult(
         seconds=float(row["finished"]) - created,
@@ -156,9 +176,16 @@ async def _status_counts(bench: BatonBench, tenant: Tenant, run_id: uuid.UUID) -
     return ", ".join(f"{r['status']} {r['n']}" for r in rows) or "none yet"
 
 
-async def measured_runs(bench: BatonBench, cluster: Cluster, tenant: Tenant,
-                        job_id: uuid.UUID, *, runs: int, executed: int, label: str
-                        ) -> tuple[list[RunResult], JsonDict]:
+async def measured_runs(
+    bench: BatonBench,
+    cluster: Cluster,
+    tenant: Tenant,
+    job_id: uuid.UUID,
+    *,
+    runs: int,
+    executed: int,
+    label: str,
+) -> tuple[list[RunResult], JsonDict]:
     """``runs`` runs one after another inside one CPU (and, if asked, py-spy) window."""
     profiler = None
     sampler = PgSampler(bench.database.asyncpg_dsn(), bench.database.name)
@@ -174,8 +201,16 @@ async def measured_runs(bench: BatonBench, cluster: Cluster, tenant: Tenant,
     meter.start()
     results: list[RunResult] = []
     for i in range(runs):
-        results.append(await run_once(bench, cluster, tenant, job_id, executed=executed,
-                                      what=f"baton {label} run {i + 1}/{runs}"))
+        results.append(
+            await run_once(
+                bench,
+                cluster,
+                tenant,
+                job_id,
+                executed=executed,
+                what=f"baton {label} run {i + 1}/{runs}",
+            )
+        )
         log.info("baton %s run %d/%d: %.3f s", label, i + 1, runs, results[-1].seconds)
         if i + 1 < runs:
             await asyncio.sleep(IDLE_SECONDS)
@@ -195,8 +230,9 @@ def timing(results: list[RunResult], prefix: str = "") -> JsonDict:
 
 def engine_cpu(cpu: JsonDict, tasks: int, prefix: str = "") -> JsonDict:
     """Scheduler (engine) and total CPU milliseconds per executed task over the window."""
-    total = sum(float(cpu.get(k, 0.0)) for k in
-                ("api", "scheduler", "workers", "postgres", "redis"))
+    total = sum(
+        float(cpu.get(k, 0.0)) for k in ("api", "scheduler", "workers", "postgres", "redis")
+    )
     return {
         f"{prefix}engine_cpu_ms_per_task": round(float(cpu["scheduler"]) * 1000 / tasks, 2),
         f"{prefix}postgres_cpu_ms_per_task": round(float(cpu["postgres"]) * 1000 / tasks, 2),
@@ -214,8 +250,10 @@ def _by_name(result: RunResult) -> dict[str, Any]:
 
 def _setup(bench: BatonBench) -> str:
     cfg = bench.cfg
-    return (f"{cfg.workers} baton worker x {cfg.concurrency} + 1 scheduler + 1 api; "
-            f"one POST /runs per run, runs one after another; tenant quota {cfg.dag_quota}")
+    return (
+        f"{cfg.workers} baton worker x {cfg.concurrency} + 1 scheduler + 1 api; "
+        f"one POST /runs per run, runs one after another; tenant quota {cfg.dag_quota}"
+    )
 
 
 # -- scenarios ------------------------------------------------------------------------
@@ -227,14 +265,17 @@ async def chain40(bench: BatonBench) -> JsonDict:
         await bench._warm(cluster, tenant)
         job = await cluster.create_job(tenant, "chain40", chain_tasks(length))
         await run_once(bench, cluster, tenant, job, executed=length, what="chain40 warm-up")
-        results, cpu = await measured_runs(bench, cluster, tenant, job, runs=runs,
-                                           executed=length, label="chain40")
+        results, cpu = await measured_runs(
+            bench, cluster, tenant, job, runs=runs, executed=length, label="chain40"
+        )
     names = chain_names(length)
     hops: list[float] = []  # step i finished -> step i+1 started (the engine's hop)
     for result in results:
         tasks = _by_name(result)
-        hops += [float(tasks[b]["started"]) - float(tasks[a]["finished"])
-                 for a, b in itertools.pairwise(names)]
+        hops += [
+            float(tasks[b]["started"]) - float(tasks[a]["finished"])
+            for a, b in itertools.pairwise(names)
+        ]
     seconds = [r.seconds for r in results]
     return {
         "tasks": length,
@@ -247,7 +288,7 @@ async def chain40(bench: BatonBench) -> JsonDict:
         "hop_ms_max": _ms(max(hops)),
         **engine_cpu(cpu, length * runs),
         "measured": "runs.created_at (API) -> runs.finished_at (engine); hop: task i "
-                    "finished_at -> task i+1 started_at (worker stamps)",
+        "finished_at -> task i+1 started_at (worker stamps)",
         "workers": cfg.workers,
         "concurrency": cfg.concurrency,
         "tenant_quota": cfg.dag_quota,
@@ -263,12 +304,16 @@ def _fanout_phases(results: list[RunResult], first: str, join: str) -> JsonDict:
     for result in results:
         tasks = {t["name"]: t for t in result.ran}
         parallel = [t for name, t in tasks.items() if name not in (first, join)]
-        dispatch.append(max(float(t["started"]) for t in parallel)
-                        - float(tasks[first]["finished"]))
-        join_wait.append(float(tasks[join]["started"])
-                         - max(float(t["finished"]) for t in parallel))
-    return {"fanout_dispatch_ms_median": _ms(statistics.median(dispatch)),
-            "join_wait_ms_median": _ms(statistics.median(join_wait))}
+        dispatch.append(
+            max(float(t["started"]) for t in parallel) - float(tasks[first]["finished"])
+        )
+        join_wait.append(
+            float(tasks[join]["started"]) - max(float(t["finished"]) for t in parallel)
+        )
+    return {
+        "fanout_dispatch_ms_median": _ms(statistics.median(dispatch)),
+        "join_wait_ms_median": _ms(statistics.median(join_wait)),
+    }
 
 
 async def fanout500(bench: BatonBench) -> JsonDict:
@@ -282,16 +327,25 @@ async def fanout500(bench: BatonBench) -> JsonDict:
         await bench._warm(cluster, tenant)
         dynamic = await cluster.create_job(tenant, "fanout-for-each", fanout_for_each_tasks(width))
         static = await cluster.create_job(tenant, "fanout-explicit", fanout_explicit_tasks(width))
-        await run_once(bench, cluster, tenant, dynamic, executed=executed,
-                       what="fanout500 for_each warm-up")
-        await run_once(bench, cluster, tenant, static, executed=executed,
-                       what="fanout500 explicit warm-up")
-        results, cpu = await measured_runs(bench, cluster, tenant, dynamic, runs=runs,
-                                           executed=executed, label="fanout500-for_each")
+        await run_once(
+            bench, cluster, tenant, dynamic, executed=executed, what="fanout500 for_each warm-up"
+        )
+        await run_once(
+            bench, cluster, tenant, static, executed=executed, what="fanout500 explicit warm-up"
+        )
+        results, cpu = await measured_runs(
+            bench,
+            cluster,
+            tenant,
+            dynamic,
+            runs=runs,
+            executed=executed,
+            label="fanout500-for_each",
+        )
         await asyncio.sleep(IDLE_SECONDS)
-        explicit, explicit_cpu = await measured_runs(bench, cluster, tenant, static, runs=runs,
-                                                     executed=executed,
-                                                     label="fanout500-explicit")
+        explicit, explicit_cpu = await measured_runs(
+            bench, cluster, tenant, static, runs=runs, executed=executed, label="fanout500-explicit"
+        )
     phases = _fanout_phases(results, "make", "join")
     explicit_phases = _fanout_phases(explicit, "first", "join")
     return {
@@ -325,8 +379,9 @@ async def dag1000(bench: BatonBench) -> JsonDict:
         job = await cluster.create_job(
             tenant, "dag1000", dag_tasks(cfg.dag_layers, cfg.dag_width, cfg.dag_seed)
         )
-        results, cpu = await measured_runs(bench, cluster, tenant, job, runs=1,
-                                           executed=total, label="dag1000")
+        results, cpu = await measured_runs(
+            bench, cluster, tenant, job, runs=1, executed=total, label="dag1000"
+        )
     result = results[0]
     return {
         "tasks": total,
@@ -340,7 +395,7 @@ async def dag1000(bench: BatonBench) -> JsonDict:
         "tasks_per_s": round(total / result.seconds, 1),
         **engine_cpu(cpu, total),
         "measured": "runs.created_at (API) -> runs.finished_at (engine); engine CPU = the "
-                    "scheduler process's CPU seconds over the run / tasks",
+        "scheduler process's CPU seconds over the run / tasks",
         "workers": cfg.workers,
         "concurrency": cfg.concurrency,
         "tenant_quota": cfg.dag_quota,

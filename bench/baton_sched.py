@@ -58,8 +58,11 @@ EVERY_5_SECONDS = "* * * * * */5"  # six fields: the last one is seconds
 SEED_CONCURRENCY = 4  # tenants created at once (one transaction each)
 DEFAULT_LEASE = float(Settings.model_fields["scheduler_lease_seconds"].default)
 # Scheduler settings the replicas take from the benchmark's own environment when set.
-PASSED_THROUGH = ("BATON_SCHEDULER_LEASE_SECONDS", "BATON_SCHEDULER_POLL_SECONDS",
-                  "BATON_DB_POOL_SIZE")
+PASSED_THROUGH = (
+    "BATON_SCHEDULER_LEASE_SECONDS",
+    "BATON_SCHEDULER_POLL_SECONDS",
+    "BATON_DB_POOL_SIZE",
+)
 
 _RUNS = """
 SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due,
@@ -131,8 +134,9 @@ def seed_settings(bench: BatonBench) -> Settings:
     )
 
 
-async def seed(bench: BatonBench, *, tenants: int, per_tenant: int,
-               schedule: dict[str, Any], label: str) -> Seeded:
+async def seed(
+    bench: BatonBench, *, tenants: int, per_tenant: int, schedule: dict[str, Any], label: str
+) -> Seeded:
     """Sign up ``tenants`` tenants and give each ``per_tenant`` scheduled no-op jobs,
     through the services the API uses (one transaction per tenant)."""
     from backend.auth import service as auth_service
@@ -152,8 +156,9 @@ async def seed(bench: BatonBench, *, tenants: int, per_tenant: int,
     made: list[Tenant] = []
     jobs: dict[uuid.UUID, list[uuid.UUID]] = {}
     specs = [
-        JobSpec.model_validate({"name": f"every-{j:03d}", "tasks": [NOOP_TASK],
-                                "schedule": schedule})
+        JobSpec.model_validate(
+            {"name": f"every-{j:03d}", "tasks": [NOOP_TASK], "schedule": schedule}
+        )
         for j in range(per_tenant)
     ]
 
@@ -161,15 +166,25 @@ async def seed(bench: BatonBench, *, tenants: int, per_tenant: int,
         origin = RequestOrigin(user_agent="baton-bench")
         async with slots, sessionmaker() as session:
             result = await auth_service.signup(
-                session, settings, email=f"{label}-{i}-{secrets.token_hex(3)}@bench.example.com",
-                password=secrets.token_urlsafe(16), tenant_name=f"{label} {i:04d}", origin=origin,
+                session,
+                settings,
+                email=f"{label}-{i}-{secrets.token_hex(3)}@bench.example.com",
+                password=secrets.token_urlsafe(16),
+                tenant_name=f"{label} {i:04d}",
+                origin=origin,
             )
             principal = Principal(
-                user_id=result.user.id, email=result.user.email, tenant_id=result.tenant.id,
-                role=Role.owner, is_superuser=False, origin=origin,
+                user_id=result.user.id,
+                email=result.user.email,
+                tenant_id=result.tenant.id,
+                role=Role.owner,
+                is_superuser=False,
+                origin=origin,
             )
-            ids = [(await jobs_service.create_job(session, redis, principal, spec)).id
-                   for spec in specs]
+            ids = [
+                (await jobs_service.create_job(session, redis, principal, spec)).id
+                for spec in specs
+            ]
             await commit(session)
         made.append(Tenant(id=result.tenant.id, name=f"{label}-{i}", headers={}))
         jobs[result.tenant.id] = ids
@@ -217,8 +232,9 @@ class LogTail:
                 if name == "scheduler.fired":
                     at = datetime.fromisoformat(str(event["timestamp"])).timestamp()
                     self.fired.append((at, str(event["tenant_id"]), int(event["fired"])))
-                    self.ticks += sum(int(event.get(k) or 0)
-                                      for k in ("fired", "skipped", "missed"))
+                    self.ticks += sum(
+                        int(event.get(k) or 0) for k in ("fired", "skipped", "missed")
+                    )
 
     @property
     def total_fired(self) -> int:
@@ -244,12 +260,12 @@ class Replicas:
                 env[name] = os.environ[name].strip()
         self.procs = ProcessSet(out, env)
         self.replicas: dict[str, Replica] = {}
-        self.redis: Redis = Redis.from_url(bench.services.baton_redis_url,
-                                           decode_responses=True)
+        self.redis: Redis = Redis.from_url(bench.services.baton_redis_url, decode_responses=True)
 
     def start(self, name: str) -> Replica:
         child = self.procs.start(
-            name, [sys.executable, "-m", "bench.scheduler_proc"],
+            name,
+            [sys.executable, "-m", "bench.scheduler_proc"],
             env={"BATON_BENCH_SCHEDULER_NAME": name},
         )
         replica = Replica(name, child, LogTail(child.log_path), time.time())
@@ -285,8 +301,10 @@ class Replicas:
         """Which replica holds each tenant's lease now."""
         ids = list(tenants)
         values = await self.redis.mget([keys.scheduler_lease(str(t)) for t in ids])
-        return {t: (as_text(v).rsplit(" ", 1)[0] if v else None)
-                for t, v in zip(ids, values, strict=True)}
+        return {
+            t: (as_text(v).rsplit(" ", 1)[0] if v else None)
+            for t, v in zip(ids, values, strict=True)
+        }
 
     def poll_logs(self) -> None:
         for replica in self.replicas.values():
@@ -305,11 +323,13 @@ class Replicas:
         database = self.bench.database.name
         redis = await redis_pid(self.bench.services.baton_redis_url)
         procs = self.procs
-        return CpuMeter({
-            "scheduler": lambda: [c.pid for c in procs.children if c.process.poll() is None],
-            "postgres": lambda: postgres_backends(database),
-            "redis": lambda: [redis] if redis else [],
-        })
+        return CpuMeter(
+            {
+                "scheduler": lambda: [c.pid for c in procs.children if c.process.poll() is None],
+                "postgres": lambda: postgres_backends(database),
+                "redis": lambda: [redis] if redis else [],
+            }
+        )
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.procs.stop_all)
@@ -353,8 +373,10 @@ class Ledger:
                 key = (row["job_id"], round(row["due"]))
                 ledger.runs.setdefault(key, []).append(float(row["created"]))
             for row in await bench.db.fetch(tenant, _TICKS):
-                ledger.ticks[(row["job_id"], round(row["due"]))] = (row["outcome"],
-                                                                    bool(row["has_run"]))
+                ledger.ticks[(row["job_id"], round(row["due"]))] = (
+                    row["outcome"],
+                    bool(row["has_run"]),
+                )
                 if row["outcome"] != "fired" or row["reason"]:
                     ledger.reasons[f"{row['outcome']}: {row['reason']}"] += 1
             ledger.duplicate_groups += int((await bench.db.fetchrow(tenant, _DUPLICATE_RUNS))[0])
@@ -374,8 +396,9 @@ class Ledger:
             "duplicate_groups_sql": self.duplicate_groups,
             "fires_unexpected": len(fired - expected),
             "instants_without_tick": sum(1 for k in expected if k not in self.ticks),
-            "ticks_fired_without_run": sum(1 for k in expected
-                                           if self.ticks.get(k, ("", True)) == ("fired", False)),
+            "ticks_fired_without_run": sum(
+                1 for k in expected if self.ticks.get(k, ("", True)) == ("fired", False)
+            ),
             "tick_outcomes": dict(outcomes),
             "tick_reasons": dict(self.reasons),
         }
@@ -385,8 +408,9 @@ class Ledger:
         return [min(self.runs[k]) - k[1] for k in keys_ if k in self.runs]
 
 
-def expected_fires(jobs: dict[uuid.UUID, list[uuid.UUID]], instants: list[int]
-                   ) -> set[tuple[uuid.UUID, int]]:
+def expected_fires(
+    jobs: dict[uuid.UUID, list[uuid.UUID]], instants: list[int]
+) -> set[tuple[uuid.UUID, int]]:
     return {(job, at) for ids in jobs.values() for job in ids for at in instants}
 
 
@@ -411,12 +435,21 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
     instants = [int(first + 60 * i) for i in range(minutes + 1)]
     window = {"cron": EVERY_MINUTE, "start_at": _iso(instants[0]), "end_at": _iso(instants[-1])}
     async with replicas(bench, "baton-schedules10k") as group:
-        log.info("creating %d schedules over %d tenants (fire at %s)", total, tenants,
-                 ", ".join(_iso(i)[11:19] for i in instants))
-        seeded = await seed(bench, tenants=tenants, per_tenant=per_tenant, schedule=window,
-                            label="sched")
-        log.info("created %d schedules in %.1f s (%.0f/s)", seeded.schedules, seeded.seconds,
-                 seeded.schedules / seeded.seconds)
+        log.info(
+            "creating %d schedules over %d tenants (fire at %s)",
+            total,
+            tenants,
+            ", ".join(_iso(i)[11:19] for i in instants),
+        )
+        seeded = await seed(
+            bench, tenants=tenants, per_tenant=per_tenant, schedule=window, label="sched"
+        )
+        log.info(
+            "created %d schedules in %.1f s (%.0f/s)",
+            seeded.schedules,
+            seeded.seconds,
+            seeded.schedules / seeded.seconds,
+        )
         began = time.time()
         group.start("scheduler")
         ready = await group.wait_ready("scheduler", within=max(60.0, first - time.time()))
@@ -424,7 +457,8 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
         if ready > instants[0] - 2:
             raise BenchError(
                 f"creating the schedules ({seeded.seconds:.0f} s) and starting the scheduler "
-                f"({startup:.0f} s) overran the first instant; raise BATON_BENCH_SCHEDULE_LEAD")
+                f"({startup:.0f} s) overran the first instant; raise BATON_BENCH_SCHEDULE_LEAD"
+            )
         await asyncio.sleep(max(0.0, instants[0] - 2 - time.time()))
         meter = await group.cpu_meter()
         meter.start()
@@ -441,14 +475,22 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
             ticks = group.ticks()
             if time.monotonic() > next_log:
                 next_log = time.monotonic() + 15
-                log.info("schedules10k: %d of %d instants dealt with (%d fired)", ticks,
-                         expected, group.fired())
+                log.info(
+                    "schedules10k: %d of %d instants dealt with (%d fired)",
+                    ticks,
+                    expected,
+                    group.fired(),
+                )
             return ticks >= expected
 
         timed_out = False
         try:
-            await wait_until(caught_up, within=deadline - time.time(), interval=0.5,
-                             what="the scheduler to deal with every instant")
+            await wait_until(
+                caught_up,
+                within=deadline - time.time(),
+                interval=0.5,
+                what="the scheduler to deal with every instant",
+            )
         except BenchError:
             timed_out = True
         cpu = meter.stop()
@@ -465,8 +507,13 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
     per_instant = []
     for at in instants:
         values = ledger.lateness(k for k in want if k[1] == at)
-        per_instant.append({"instant": _iso(at)[11:19], "fires": len(values),
-                            "last_fire_s": rounded(max(values), 2) if values else None})
+        per_instant.append(
+            {
+                "instant": _iso(at)[11:19],
+                "fires": len(values),
+                "last_fire_s": rounded(max(values), 2) if values else None,
+            }
+        )
     fires = checks["fires"]
     # Who pays when the scheduler falls behind: tenants in quarters of their id's text
     # order (the order Redis returns tenants with equal due scores in).
@@ -474,12 +521,19 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
     ordered = sorted(seeded.jobs, key=str)
     size = math.ceil(len(ordered) / 4)
     for q in range(4):
-        keys_ = [(job, at) for t in ordered[q * size:(q + 1) * size] for job in seeded.jobs[t]
-                 for at in instants]
+        keys_ = [
+            (job, at)
+            for t in ordered[q * size : (q + 1) * size]
+            for job in seeded.jobs[t]
+            for at in instants
+        ]
         values = ledger.lateness(keys_)
-        quarters.append({"lost": sum(1 for k in keys_ if k not in ledger.runs),
-                         "lateness_p50_s": rounded(statistics.median(values), 1)
-                         if values else None})
+        quarters.append(
+            {
+                "lost": sum(1 for k in keys_ if k not in ledger.runs),
+                "lateness_p50_s": rounded(statistics.median(values), 1) if values else None,
+            }
+        )
     return {
         "schedules": total,
         "tenants": tenants,
@@ -496,23 +550,23 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
         "scheduler_cpu_ms_per_fire": rounded(cpu["scheduler"] * 1000 / max(fires, 1), 2),
         "postgres_cpu_ms_per_fire": rounded(cpu["postgres"] * 1000 / max(fires, 1), 2),
         "system_cpu_ms_per_fire": rounded(
-            (cpu["scheduler"] + cpu["postgres"] + cpu["redis"]) * 1000 / max(fires, 1), 2),
+            (cpu["scheduler"] + cpu["postgres"] + cpu["redis"]) * 1000 / max(fires, 1), 2
+        ),
         "seed_seconds": rounded(seeded.seconds),
         "seed_schedules_per_s": rounded(seeded.schedules / seeded.seconds),
         "startup_seconds": rounded(startup, 2),
         "log_events": {k: v for k, v in log_counts.items() if k.startswith("scheduler.")},
         "measured": "runs.created_at (stamped by the scheduler) - runs.scheduled_for; CPU of "
-                    "the scheduler process from 2 s before the first instant to the last fire",
+        "the scheduler process from 2 s before the first instant to the last fire",
         "cpu_seconds": cpu,
         "setup": "1 scheduler process (bench.scheduler_proc: the cron scheduler of `baton "
-                 "scheduler`, without the engine), no workers; schedules made through "
-                 "signup + create_job",
+        "scheduler`, without the engine), no workers; schedules made through "
+        "signup + create_job",
     }
 
 
 # --------------------------------------------------------------------------- failover
-def _first_after(events: list[tuple[float, str, int]], tenant: str, after: float
-                 ) -> float | None:
+def _first_after(events: list[tuple[float, str, int]], tenant: str, after: float) -> float | None:
     times = [at for at, t, n in events if t == tenant and n > 0 and at > after]
     return min(times) if times else None
 
@@ -538,15 +592,18 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
     window = {"cron": EVERY_5_SECONDS, "start_at": _iso(t0), "end_at": _iso(last)}
     expected = tenants * per_tenant * len(instants)
     async with replicas(bench, "baton-scheduler-failover") as group:
-        seeded = await seed(bench, tenants=tenants, per_tenant=per_tenant, schedule=window,
-                            label="failover")
+        seeded = await seed(
+            bench, tenants=tenants, per_tenant=per_tenant, schedule=window, label="failover"
+        )
         group.start("replica-a")
         group.start("replica-b")
         for name in ("replica-a", "replica-b"):
             await group.wait_ready(name, within=max(60.0, t0 - time.time()))
         if time.time() > t0 - 1:
-            raise BenchError("creating the schedules and starting two replicas overran the "
-                             "first instant; raise BATON_BENCH_SEED_SECONDS")
+            raise BenchError(
+                "creating the schedules and starting two replicas overran the "
+                "first instant; raise BATON_BENCH_SEED_SECONDS"
+            )
         meter = await group.cpu_meter()
         meter.start()
         await asyncio.sleep(max(0.0, kill_at - sample - time.time()))
@@ -564,8 +621,13 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         cpu_1 = _cpu_of(survivor_pid)
         killed = group.kill(victim)
         victim_tenants = [t for t, holder in held.items() if holder == victim]
-        log.info("killed %s (it held %d of %d tenants; last heartbeat %.2f s before)", victim,
-                 len(victim_tenants), len(ids), killed - (beat or killed))
+        log.info(
+            "killed %s (it held %d of %d tenants; last heartbeat %.2f s before)",
+            victim,
+            len(victim_tenants),
+            len(ids),
+            killed - (beat or killed),
+        )
         await asyncio.sleep(max(0.0, killed + sample - time.time()))
         cpu_2 = _cpu_of(survivor_pid)
         await asyncio.sleep(max(0.0, restart_at - time.time()))
@@ -579,8 +641,12 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
 
         timed_out = False
         try:
-            await wait_until(all_fired, within=max(10.0, last + 2 * lease + 10 - time.time()),
-                             interval=0.5, what="every instant to fire")
+            await wait_until(
+                all_fired,
+                within=max(10.0, last + 2 * lease + 10 - time.time()),
+                interval=0.5,
+                what="every instant to fire",
+            )
         except BenchError:
             timed_out = True
         await asyncio.sleep(1.0)  # a late duplicate, if any, would show up in the ledger
@@ -589,8 +655,10 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         survivor_log = group.replicas[survivor].log
         restarted_log = restarted.log
         fired_by = {name: r.log.total_fired for name, r in group.replicas.items()}
-        counts = {name: {e: n for e, n in r.log.counts.items() if e.startswith("scheduler.")}
-                  for name, r in group.replicas.items()}
+        counts = {
+            name: {e: n for e, n in r.log.counts.items() if e.startswith("scheduler.")}
+            for name, r in group.replicas.items()
+        }
     ledger = await Ledger.read(bench, seeded.tenants)
     want = expected_fires(seeded.jobs, instants)
     checks = ledger.check(want)
@@ -603,8 +671,9 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
     chosen_takeover = takeover(chosen)
     # The chosen tenant's instants that fell due while nobody served it: how late they fired.
     until = killed + (chosen_takeover if chosen_takeover is not None else 0.0)
-    waited = ledger.lateness((job, at) for job in seeded.jobs[chosen] for at in instants
-                             if killed < at <= until)
+    waited = ledger.lateness(
+        (job, at) for job in seeded.jobs[chosen] for at in instants if killed < at <= until
+    )
     handed_back = [at - restarted.started for at, _, n in restarted_log.fired if n > 0]
     return {
         "schedules": tenants * per_tenant,
@@ -616,21 +685,30 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         "killed": victim,
         "killed_held_tenants": len(victim_tenants),
         "killed_after_heartbeat_s": rounded(killed - beat, 2) if beat else None,
-        "takeover_seconds": rounded(chosen_takeover, 2) if chosen_takeover is not None
-        else None,
-        "takeover_vs_lease": (rounded(chosen_takeover / lease, 2)
-                              if chosen_takeover is not None else None),
-        **({"takeover_all_median_s": rounded(statistics.median(takeovers), 2),
-            "takeover_all_max_s": rounded(max(takeovers), 2)} if takeovers else {}),
+        "takeover_seconds": rounded(chosen_takeover, 2) if chosen_takeover is not None else None,
+        "takeover_vs_lease": (
+            rounded(chosen_takeover / lease, 2) if chosen_takeover is not None else None
+        ),
+        **(
+            {
+                "takeover_all_median_s": rounded(statistics.median(takeovers), 2),
+                "takeover_all_max_s": rounded(max(takeovers), 2),
+            }
+            if takeovers
+            else {}
+        ),
         "tenants_taken_over": len(takeovers),
         "chosen_late_fires": len(waited),
         "chosen_late_fire_max_s": rounded(max(waited), 2) if waited else None,
         "restarted_first_fire_s": rounded(min(handed_back), 2) if handed_back else None,
         "restarted_tenants": len({t for _, t, n in restarted_log.fired if n > 0}),
         **checks,
-        "no_fire_lost_or_duplicated": (checks["fires_lost"] == 0
-                                       and checks["fires_duplicated"] == 0
-                                       and checks["fires_unexpected"] == 0 and not timed_out),
+        "no_fire_lost_or_duplicated": (
+            checks["fires_lost"] == 0
+            and checks["fires_duplicated"] == 0
+            and checks["fires_unexpected"] == 0
+            and not timed_out
+        ),
         **lateness_summary(ledger.lateness(want)),
         "fired_by": fired_by,
         "survivor_cpu_s_steady": rounded(cpu_1 - cpu_0, 2),
@@ -638,11 +716,11 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         "cpu_sample_s": sample,
         "log_events": counts,
         "measured": "takeover: SIGKILL of the replica holding the chosen tenant's lease -> "
-                    "the survivor's first fire of that tenant (its log); lost/duplicated: "
-                    "runs and ticks per (job, instant) in PostgreSQL",
+        "the survivor's first fire of that tenant (its log); lost/duplicated: "
+        "runs and ticks per (job, instant) in PostgreSQL",
         "cpu_seconds": cpu,
         "setup": "2 scheduler processes (bench.scheduler_proc), no engine, no workers; the "
-                 "one holding the chosen tenant SIGKILLed, then restarted under a new name",
+        "one holding the chosen tenant SIGKILLed, then restarted under a new name",
     }
 
 

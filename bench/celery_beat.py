@@ -49,8 +49,9 @@ class TimedScheduler(PersistentScheduler):
         self._record.flush()
         self._flushed = time.monotonic()
 
-    def apply_async(self, entry: ScheduleEntry, producer: Any = None, advance: bool = True,
-                    **kwargs: Any) -> Any:
+    def apply_async(
+        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
+    ) -> Any:
         start, ends_in, _ = entry.schedule.remaining_delta(entry.last_run_at)
         due = (start + ends_in).timestamp()
         result = super().apply_async(entry, producer=producer, advance=advance, **kwargs)

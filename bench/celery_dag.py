@@ -65,13 +65,22 @@ def dag_canvas(run: str, layers: int, width: int, seed: int) -> tuple[Any, list[
     for name, _ in shape:
         by_layer.setdefault(name.split("_", 1)[0], []).append(f"{run}-{name}")
     barriers = [f"{run}-{layer}-barrier" for layer in by_layer]
-    steps = [chord(group(_noop(i) for i in ids), _noop(barrier))
-             for ids, barrier in zip(by_layer.values(), barriers, strict=True)]
+    steps = [
+        chord(group(_noop(i) for i in ids), _noop(barrier))
+        for ids, barrier in zip(by_layer.values(), barriers, strict=True)
+    ]
     return chain(*steps), [f"{run}-{name}" for name, _ in shape] + barriers
 
 
-async def run_canvas(cluster: CeleryCluster, canvas: Any, ids: list[str], *, last: list[str],
-                     within: float, what: str) -> float:
+async def run_canvas(
+    cluster: CeleryCluster,
+    canvas: Any,
+    ids: list[str],
+    *,
+    last: list[str],
+    within: float,
+    what: str,
+) -> float:
     """Apply ``canvas``; seconds until every one of ``last`` has started, once all ``ids``
     have run (polled; the time itself comes from the tasks' own records)."""
     began = time.time()
@@ -87,16 +96,24 @@ async def run_canvas(cluster: CeleryCluster, canvas: Any, ids: list[str], *, las
     return max(float(v) for v in ends if v is not None) - began
 
 
-async def _runs(bench: CeleryBench, cluster: CeleryCluster, build: Callable[[str], Any],
-                *, runs: int, label: str, last: Callable[[list[str]], list[str]],
-                warm: bool = True) -> tuple[list[float], JsonDict, list[str]]:
+async def _runs(
+    bench: CeleryBench,
+    cluster: CeleryCluster,
+    build: Callable[[str], Any],
+    *,
+    runs: int,
+    label: str,
+    last: Callable[[list[str]], list[str]],
+    warm: bool = True,
+) -> tuple[list[float], JsonDict, list[str]]:
     """A warm-up run (if ``warm``), then ``runs`` measured runs one after another; (seconds
     per run, CPU over the measured runs, every measured task id)."""
     within = bench.cfg.dag_timeout
     if warm:
         canvas, ids = build(f"{label}-warm")
-        await run_canvas(cluster, canvas, ids, last=last(ids), within=within,
-                         what=f"celery {label} warm-up")
+        await run_canvas(
+            cluster, canvas, ids, last=last(ids), within=within, what=f"celery {label} warm-up"
+        )
     measured: list[str] = []
     seconds: list[float] = []
     meter = await cluster.cpu_meter()
@@ -104,8 +121,16 @@ async def _runs(bench: CeleryBench, cluster: CeleryCluster, build: Callable[[str
     for n in range(runs):
         await asyncio.sleep(IDLE_SECONDS)
         canvas, ids = build(f"{label}-{n}")
-        seconds.append(await run_canvas(cluster, canvas, ids, last=last(ids), within=within,
-                                        what=f"celery {label} run {n + 1}/{runs}"))
+        seconds.append(
+            await run_canvas(
+                cluster,
+                canvas,
+                ids,
+                last=last(ids),
+                within=within,
+                what=f"celery {label} run {n + 1}/{runs}",
+            )
+        )
         measured += ids
         log.info("celery %s run %d/%d: %.3f s", label, n + 1, runs, seconds[-1])
     cpu = meter.stop()
@@ -113,15 +138,20 @@ async def _runs(bench: CeleryBench, cluster: CeleryCluster, build: Callable[[str
     counts = await cluster.counts()
     wrong = {i: counts.get(i, 0) for i in measured if counts.get(i, 0) != 1}
     if wrong:
-        raise BenchError(f"celery {label}: {len(wrong)} tasks did not run exactly once: "
-                         f"{dict(list(wrong.items())[:10])}")
+        raise BenchError(
+            f"celery {label}: {len(wrong)} tasks did not run exactly once: "
+            f"{dict(list(wrong.items())[:10])}"
+        )
     return seconds, cpu, measured
 
 
 def _worker_cpu(cpu: JsonDict, tasks: int) -> JsonDict:
-    return {"worker_cpu_ms_per_task": round(float(cpu["workers"]) * 1000 / tasks, 2),
-            "system_cpu_ms_per_task": round((float(cpu["workers"]) + float(cpu["redis"]))
-                                            * 1000 / tasks, 2)}
+    return {
+        "worker_cpu_ms_per_task": round(float(cpu["workers"]) * 1000 / tasks, 2),
+        "system_cpu_ms_per_task": round(
+            (float(cpu["workers"]) + float(cpu["redis"])) * 1000 / tasks, 2
+        ),
+    }
 
 
 def _setup(bench: CeleryBench, how: str) -> str:
@@ -132,8 +162,14 @@ async def chain40(bench: CeleryBench) -> JsonDict:
     cfg = bench.cfg
     length, runs = cfg.chain_length, cfg.chain_runs
     async with bench.cluster("celery-chain40") as cluster:
-        seconds, cpu, _ = await _runs(bench, cluster, lambda r: chain_canvas(r, length),
-                                      runs=runs, label="chain40", last=lambda ids: ids[-1:])
+        seconds, cpu, _ = await _runs(
+            bench,
+            cluster,
+            lambda r: chain_canvas(r, length),
+            runs=runs,
+            label="chain40",
+            last=lambda ids: ids[-1:],
+        )
     median = statistics.median(seconds)
     return {
         "tasks": length,
@@ -156,8 +192,14 @@ async def fanout500(bench: CeleryBench) -> JsonDict:
     cfg = bench.cfg
     width, runs = cfg.fanout_width, cfg.fanout_runs
     async with bench.cluster("celery-fanout500") as cluster:
-        seconds, cpu, _ = await _runs(bench, cluster, lambda r: fanout_canvas(r, width),
-                                      runs=runs, label="fanout500", last=lambda ids: ids[-1:])
+        seconds, cpu, _ = await _runs(
+            bench,
+            cluster,
+            lambda r: fanout_canvas(r, width),
+            runs=runs,
+            label="fanout500",
+            last=lambda ids: ids[-1:],
+        )
     return {
         "width": width,
         "tasks": width + 2,
@@ -170,8 +212,9 @@ async def fanout500(bench: CeleryBench) -> JsonDict:
         "workers": cfg.workers,
         "pool": cfg.celery_pool,
         "cpu_seconds": cpu,
-        "setup": _setup(bench, "chords count in the Redis result backend (DB "
-                               f"{bench.url.rsplit('/', 1)[-1]})"),
+        "setup": _setup(
+            bench, f"chords count in the Redis result backend (DB {bench.url.rsplit('/', 1)[-1]})"
+        ),
     }
 
 
@@ -181,8 +224,13 @@ async def dag1000(bench: CeleryBench) -> JsonDict:
     total = layers * width
     async with bench.cluster("celery-dag1000") as cluster:
         seconds, cpu, _ = await _runs(
-            bench, cluster, lambda r: dag_canvas(r, layers, width, seed), runs=1,
-            label="dag1000", last=lambda ids: ids[-1:], warm=False,
+            bench,
+            cluster,
+            lambda r: dag_canvas(r, layers, width, seed),
+            runs=1,
+            label="dag1000",
+            last=lambda ids: ids[-1:],
+            warm=False,
         )
     return {
         "tasks": total,
@@ -195,10 +243,11 @@ async def dag1000(bench: CeleryBench) -> JsonDict:
         **_worker_cpu(cpu, total + layers),
         "exactly_once": True,
         "measured": "apply_async() -> the last layer's barrier task starts; each layer a "
-                    "chord waiting for the whole previous layer",
+        "chord waiting for the whole previous layer",
         "workers": cfg.workers,
         "pool": cfg.celery_pool,
         "cpu_seconds": cpu,
-        "setup": _setup(bench, "chain(chord(group(layer), barrier) x 10): Celery has no "
-                               "per-task edges"),
+        "setup": _setup(
+            bench, "chain(chord(group(layer), barrier) x 10): Celery has no per-task edges"
+        ),
     }

@@ -75,11 +75,22 @@ async def schedules10k(bench: CeleryBench) -> JsonDict:
         began = time.time()
         beat = cluster.procs.start(
             "celery-beat",
-            [str(BIN / "celery"), "-A", "bench.celery_beat", "beat",
-             "-S", "bench.celery_beat:TimedScheduler", "-s", str(out / "celerybeat-schedule"),
-             "-l", "WARNING"],
-            env={"BATON_BENCH_BEAT_ENTRIES": str(total),
-                 "BATON_BENCH_BEAT_RECORD": str(record.path)},
+            [
+                str(BIN / "celery"),
+                "-A",
+                "bench.celery_beat",
+                "beat",
+                "-S",
+                "bench.celery_beat:TimedScheduler",
+                "-s",
+                str(out / "celerybeat-schedule"),
+                "-l",
+                "WARNING",
+            ],
+            env={
+                "BATON_BENCH_BEAT_ENTRIES": str(total),
+                "BATON_BENCH_BEAT_RECORD": str(record.path),
+            },
         )
 
         async def ready() -> bool:
@@ -96,8 +107,7 @@ async def schedules10k(bench: CeleryBench) -> JsonDict:
         instants = [int(first + 60 * i) for i in range(minutes + 1)]
         await asyncio.sleep(max(0.0, first - 2 - time.time()))
         redis = await redis_pid(bench.url)
-        meter = CpuMeter({"beat": lambda: [beat.pid],
-                          "redis": lambda: [redis] if redis else []})
+        meter = CpuMeter({"beat": lambda: [beat.pid], "redis": lambda: [redis] if redis else []})
         meter.start()
         profiler = Profiler(out) if cfg.profile else None
         if profiler is not None:
@@ -111,8 +121,12 @@ async def schedules10k(bench: CeleryBench) -> JsonDict:
 
         timed_out = False
         try:
-            await wait_until(last_instant_sent, within=deadline - time.time(), interval=0.5,
-                             what="celery beat to send the last instant")
+            await wait_until(
+                last_instant_sent,
+                within=deadline - time.time(),
+                interval=0.5,
+                what="celery beat to send the last instant",
+            )
         except BenchError:
             timed_out = True
         ended = time.time()
@@ -133,9 +147,13 @@ async def schedules10k(bench: CeleryBench) -> JsonDict:
     per_instant = []
     for at in instants:
         values = [sent - due for _, due, sent in in_window if due == at]
-        per_instant.append({"instant": time.strftime("%H:%M:%S", time.gmtime(at)),
-                            "fires": len(values),
-                            "last_fire_s": rounded(max(values), 2) if values else None})
+        per_instant.append(
+            {
+                "instant": time.strftime("%H:%M:%S", time.gmtime(at)),
+                "fires": len(values),
+                "last_fire_s": rounded(max(values), 2) if values else None,
+            }
+        )
     return {
         "schedules": total,
         "cron": "crontab() (every minute; Baton: " + EVERY_MINUTE + ")",
@@ -154,11 +172,12 @@ async def schedules10k(bench: CeleryBench) -> JsonDict:
         "scheduler_cpu_s": cpu["beat"],
         "scheduler_cpu_ms_per_fire": rounded(cpu["beat"] * 1000 / max(sent_in_cpu_window, 1), 2),
         "system_cpu_ms_per_fire": rounded(
-            (cpu["beat"] + cpu["redis"]) * 1000 / max(sent_in_cpu_window, 1), 2),
+            (cpu["beat"] + cpu["redis"]) * 1000 / max(sent_in_cpu_window, 1), 2
+        ),
         "startup_seconds": rounded(startup, 2),
         "measured": "apply_async() returned in beat - the instant the entry was due (beat's "
-                    "own crontab arithmetic); CPU per send over the measured window",
+        "own crontab arithmetic); CPU per send over the measured window",
         "cpu_seconds": cpu,
         "setup": "1 celery beat (default PersistentScheduler, shelve file), crontab() "
-                 "entries sending to the Redis broker (DB 15); no workers",
+        "entries sending to the Redis broker (DB 15); no workers",
     }

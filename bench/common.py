@@ -25,8 +25,20 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent  # the virtualenv's bin/: baton, celery, py-spy
 
 
-SCENARIOS = ("throughput", "latency", "fairness", "chain40", "fanout500", "dag1000",
-             "schedules10k", "scheduler_failover")
+SCENARIOS = (
+    "throughput",
+    "latency",
+    "fairness",
+    "trigger_rate",
+    "chain40",
+    "fanout500",
+    "dag1000",
+    "schedules10k",
+    "scheduler_failover",
+)
+SYSTEMS = ("baton", "celery", "dramatiq")
+# The peers Baton's figures are compared with, in the order of the results table's columns.
+PEERS = ("celery", "dramatiq")
 # The cron-scheduler scenarios (their own results table in docs/benchmarks.md).
 SCHEDULER_SCENARIOS = ("schedules10k", "scheduler_failover")
 
@@ -83,6 +95,12 @@ class BenchConfig:
     failover_tenants: int  # scheduler_failover: tenants (20, not scaled)
     failover_per_tenant: int  # scheduler_failover: scheduled jobs per tenant (10)
     celery_pool: str  # prefork | threads | solo | gevent
+    dramatiq_threads: int  # worker threads per Dramatiq process
+    latency_delay_seconds: float  # latency: how far ahead a delayed run is due (due -> start)
+    trigger_clients: int  # trigger_rate: concurrent HTTP clients (connections)
+    trigger_step_seconds: float  # trigger_rate: length of one open-loop step
+    trigger_p99_ms: float  # trigger_rate: the p99 a sustained rate must keep
+    trigger_engine: bool  # trigger_rate: run the engine and workers beside the API
     batch_size: int  # runs per Baton batch trigger
     profile: bool  # py-spy the Baton engine, a worker and the API (see bench.run)
     scenarios: tuple[str, ...]
@@ -107,11 +125,11 @@ class BenchConfig:
         )
         systems = tuple(
             s.strip()
-            for s in os.environ.get("BATON_BENCH_SYSTEMS", "baton,celery").split(",")
+            for s in os.environ.get("BATON_BENCH_SYSTEMS", ",".join(SYSTEMS)).split(",")
             if s.strip()
         )
         unknown = set(scenarios) - set(SCENARIOS)
-        unknown |= set(systems) - {"baton", "celery"}
+        unknown |= set(systems) - set(SYSTEMS)
         if unknown:
             raise ValueError(f"unknown scenario or system: {', '.join(sorted(unknown))}")
         return cls(
@@ -144,6 +162,14 @@ class BenchConfig:
             failover_tenants=20,
             failover_per_tenant=10,
             celery_pool=os.environ.get("BATON_BENCH_CELERY_POOL", "solo"),
+            dramatiq_threads=_env_int("BATON_BENCH_DRAMATIQ_THREADS", 8),
+            latency_delay_seconds=_env_float("BATON_BENCH_LATENCY_DELAY", 1.0),
+            trigger_clients=_env_int("BATON_BENCH_TRIGGER_CLIENTS", 64),
+            trigger_step_seconds=_env_float(
+                "BATON_BENCH_TRIGGER_STEP_SECONDS", max(3.0, 10.0 * scale)
+            ),
+            trigger_p99_ms=_env_float("BATON_BENCH_TRIGGER_P99_MS", 50.0),
+            trigger_engine=_env_flag("BATON_BENCH_TRIGGER_ENGINE", False),
             batch_size=1000,
             profile=_env_flag("BATON_BENCH_PROFILE", False),
             scenarios=scenarios,
@@ -231,3 +257,15 @@ def spread(values: Sequence[float], prefix: str, digits: int = 3) -> dict[str, f
         f"{prefix}_min": round(min(values), digits),
         f"{prefix}_max": round(max(values), digits),
     }
+
+
+def cpu_per_task(cpu: JsonDict, tasks: int, system: tuple[str, ...]) -> JsonDict:
+    """Milliseconds of CPU per task, by component of ``cpu`` (a :class:`bench.cpu.CpuMeter`
+    result), and ``system_cpu_ms_per_task``: the sum over ``system`` (the components that
+    do the work: not the benchmark's client, not the rest of the machine)."""
+    skip = {"window_s", "machine", "other", "cores"}
+    if tasks <= 0:
+        return {}
+    per = {k: round(float(v) * 1000 / tasks, 3) for k, v in cpu.items() if k not in skip}
+    total = sum(float(cpu.get(k, 0.0)) for k in system)
+    return {"cpu_ms_per_task": per, "system_cpu_ms_per_task": round(total * 1000 / tasks, 3)}

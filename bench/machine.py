@@ -37,7 +37,11 @@ def _git(*args: str) -> str:
     try:
         out = subprocess.run(  # noqa: S603 - argv fixed by callers below
             ["git", *args],  # noqa: S607 - read-only git queries
-            cwd=ROOT, capture_output=True, text=True, timeout=5, check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -76,6 +80,7 @@ def machine_info(server_versions: dict[str, str], services_source: str) -> dict[
         "redis": server_versions.get("redis", "?"),
         "services": services_source,
         "celery": _version("celery"),
+        "dramatiq": _version("dramatiq"),
         "baton_commit": _git_commit(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

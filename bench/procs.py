@@ -129,16 +129,23 @@ class ProcessSet:
     def dump_tails(self, lines: int = 30) -> None:
         """Log every child's log tail (on failure)."""
         for child in self.children:
-            log.error("---- %s (pid %d, exit %s) %s ----\n%s", child.name, child.pid,
-                      child.process.poll(), child.log_path, child.tail(lines))
+            log.error(
+                "---- %s (pid %d, exit %s) %s ----\n%s",
+                child.name,
+                child.pid,
+                child.process.poll(),
+                child.log_path,
+                child.tail(lines),
+            )
 
     def _kill(self, child: Child, *, grace: float) -> None:
         _signal_group(child, signal.SIGTERM)
         try:
             child.process.wait(grace)
         except subprocess.TimeoutExpired:
-            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killed", child.name,
-                        child.pid, grace)
+            log.warning(
+                "%s (pid %d) ignored SIGTERM for %.0f s; killed", child.name, child.pid, grace
+            )
         _signal_group(child, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.process.wait(5)

@@ -59,8 +59,19 @@ class Profiler:
             log.warning("py-spy is not installed: no profile of %s", name)
             return
         raw = self.out_dir / f"profile-{name}.txt"
-        argv = [exe, "record", "--pid", str(pid), "--rate", str(RATE), "--nonblocking",
-                "--format", "raw", "--output", str(raw)]
+        argv = [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(RATE),
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+        ]
         with (self.out_dir / f"py-spy-{name}.log").open("ab") as out:
             process = subprocess.Popen(  # noqa: S603 - argv built here
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
@@ -125,8 +136,7 @@ def summarise(raw: str, name: str, seconds: float, top: int = 25) -> str:
         return f"{name}: no samples\n"
     busy = total / (RATE * seconds) if seconds > 0 else 0.0
     lines = [
-        f"{name}: {total} samples over {seconds:.1f} s at {RATE}/s "
-        f"(~{busy:.0%} of one core busy)",
+        f"{name}: {total} samples over {seconds:.1f} s at {RATE}/s (~{busy:.0%} of one core busy)",
         "",
         f"top {top} by self time:",
     ]
@@ -178,9 +188,11 @@ class PgSampler:
         if not self.samples:
             return "postgres: no samples\n"
         busy = sum(self.counts.values()) / self.samples
-        lines = [f"postgres ({self.database}): {self.samples} samples of pg_stat_activity, "
-                 f"on average {busy:.2f} statements active; top {top} "
-                 "(share of samples in which the statement was active):"]
+        lines = [
+            f"postgres ({self.database}): {self.samples} samples of pg_stat_activity, "
+            f"on average {busy:.2f} statements active; top {top} "
+            "(share of samples in which the statement was active):"
+        ]
         lines += [f"  {c / self.samples:6.1%}  {q}" for q, c in self.counts.most_common(top)]
         return "\n".join(lines) + "\n"
 

@@ -1,17 +1,81 @@
-"""Write the results table of docs/benchmarks.md (only between its result markers)."""
+"""Write the results table of docs/benchmarks.md (only between its result markers).
+
+One column per system that has results (Baton, then its peers: Celery, Dramatiq), one ratio
+column Baton/peer per peer, and - in the dispatch and DAG table - the targets of issue #14
+("Hot path v2") with whether this run meets them (at full scale; a quick run's verdicts are
+indicative only). A second table gives the CPU per task of every component.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import SCHEDULER_SCENARIOS, BenchConfig, JsonDict
+from bench.common import PEERS, SCHEDULER_SCENARIOS, BenchConfig, JsonDict
 
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
+
+
+Lookup = Callable[[str, str, str], Any]  # (scenario, system, key) -> value or None
+
+
+class Target(NamedTuple):
+    """A goal of issue #14: its wording and a check over the run's results (None: cannot
+    tell, e.g. a figure or a peer missing)."""
+
+    text: str
+    check: Callable[[Lookup], bool | None]
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def at_most(scenario: str, key: str, limit: float, text: str) -> Target:
+    def check(get: Lookup) -> bool | None:
+        value = _num(get(scenario, "baton", key))
+        return None if value is None else value <= limit
+
+    return Target(text, check)
+
+
+def at_least(scenario: str, key: str, limit: float, text: str) -> Target:
+    def check(get: Lookup) -> bool | None:
+        value = _num(get(scenario, "baton", key))
+        return None if value is None else value >= limit
+
+    return Target(text, check)
+
+
+def versus(scenario: str, key: str, peer: str, factor: float, higher: bool, text: str) -> Target:
+    """Baton's figure against ``factor`` x the peer's in the same run (``higher``: Baton's
+    must be at least that, else at most)."""
+
+    def check(get: Lookup) -> bool | None:
+        ours, theirs = _num(get(scenario, "baton", key)), _num(get(scenario, peer, key))
+        if ours is None or theirs is None:
+            return None
+        return ours >= factor * theirs if higher else ours <= factor * theirs
+
+    return Target(text, check)
+
+
+def _fairness_target(get: Lookup) -> bool | None:
+    p99 = _num(get("fairness", "baton", "b_p99_ms"))
+    a_rate = _num(get("fairness", "baton", "a_tasks_per_s_meanwhile"))
+    throughput = _num(get("throughput", "baton", "tasks_per_s"))
+    if p99 is None or a_rate is None:
+        return None
+    if p99 > 50:
+        return False
+    return None if throughput is None else a_rate >= 0.8 * throughput
 
 
 class Row(NamedTuple):
@@ -19,47 +83,171 @@ class Row(NamedTuple):
     key: str  # the metric in Baton's JSON line
     label: str
     better: str  # "higher" | "lower" | "": no ratio
-    celery_key: str | None = None  # the metric in Celery's line, if named differently
+    peer_key: str | None = None  # the metric in the peers' lines, if named differently
+    targets: tuple[Target, ...] = ()  # issue #14's target, then its stretch goal
 
 
 ROWS: list[Row] = [
-    Row("throughput", "tasks_per_s", "tasks/s, first enqueue -> last completion", "higher"),
+    Row(
+        "throughput",
+        "tasks_per_s",
+        "tasks/s, first enqueue -> last completion",
+        "higher",
+        targets=(
+            versus("throughput", "tasks_per_s", "celery", 2, True, ">= 2x Celery"),
+            versus("throughput", "tasks_per_s", "dramatiq", 1, True, ">= Dramatiq"),
+        ),
+    ),
     Row("throughput", "seconds", "seconds for all tasks", "lower"),
     Row("throughput", "enqueue_tasks_per_s", "enqueue rate, tasks/s", "higher"),
     Row("throughput", "exactly_once", "every task ran exactly once", ""),
+    Row(
+        "throughput",
+        "system_cpu_ms_per_task",
+        "CPU per task, every component, ms",
+        "lower",
+        targets=(
+            at_most("throughput", "system_cpu_ms_per_task", 0.6, "<= 0.6 ms"),
+            versus("throughput", "system_cpu_ms_per_task", "celery", 1, False, "<= Celery's"),
+        ),
+    ),
     Row("latency", "achieved_rate_per_s", "trigger rate achieved, /s", ""),
-    Row("latency", "p50_ms", "trigger -> start p50, ms", "lower"),
+    Row(
+        "latency",
+        "p50_ms",
+        "trigger -> start p50, ms",
+        "lower",
+        targets=(
+            at_most("latency", "p50_ms", 5, "<= 5 ms"),
+            at_most("latency", "p50_ms", 3, "<= 3 ms"),
+        ),
+    ),
     Row("latency", "p95_ms", "trigger -> start p95, ms", "lower"),
-    Row("latency", "p99_ms", "trigger -> start p99, ms", "lower"),
-    Row("latency", "due_to_start_p50_ms", "due -> start p50, ms (incl. waiting to be sent)",
-        "lower"),
-    Row("latency", "due_to_start_p99_ms", "due -> start p99, ms (incl. waiting to be sent)",
-        "lower"),
+    Row(
+        "latency",
+        "p99_ms",
+        "trigger -> start p99, ms",
+        "lower",
+        targets=(at_most("latency", "p99_ms", 15, "<= 15 ms"),),
+    ),
+    Row(
+        "latency", "due_to_start_p50_ms", "due -> start p50, ms (incl. waiting to be sent)", "lower"
+    ),
+    Row(
+        "latency", "due_to_start_p99_ms", "due -> start p99, ms (incl. waiting to be sent)", "lower"
+    ),
+    Row(
+        "latency",
+        "scheduled_due_to_start_p50_ms",
+        "delayed run: due instant -> start p50, ms",
+        "lower",
+    ),
+    Row(
+        "latency",
+        "scheduled_due_to_start_p99_ms",
+        "delayed run: due instant -> start p99, ms",
+        "lower",
+        targets=(at_most("latency", "scheduled_due_to_start_p99_ms", 20, "<= 20 ms"),),
+    ),
+    Row("latency", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
     Row("fairness", "a_waiting_at_b_start", "tenant A tasks waiting when B starts", ""),
     Row("fairness", "b_started", "tenant B tasks started (of b_tasks)", ""),
     Row("fairness", "b_p50_ms", "tenant B trigger -> start p50, ms", "lower"),
-    Row("fairness", "b_p99_ms", "tenant B trigger -> start p99, ms", "lower"),
+    Row(
+        "fairness",
+        "b_p99_ms",
+        "tenant B trigger -> start p99, ms",
+        "lower",
+        targets=(
+            Target("<= 50 ms while A drains at >= 80 % of throughput's tasks/s", _fairness_target),
+        ),
+    ),
     Row("fairness", "a_tasks_per_s_meanwhile", "tenant A tasks/s meanwhile", "higher"),
-    Row("chain40", "seconds_median", "submit -> last step done, s (median of runs)", "lower"),
+    Row("fairness", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
+    Row(
+        "trigger_rate",
+        "sustained_per_s",
+        "sustained single triggers/s at p99 <= 50 ms",
+        "higher",
+        targets=(
+            at_least("trigger_rate", "sustained_per_s", 1500, ">= 1,500/s"),
+            at_least("trigger_rate", "share_of_ceiling", 0.5, ">= 50 % of the ceiling"),
+        ),
+    ),
+    Row("trigger_rate", "sustained_p99_ms", "p99 at that rate, ms", ""),
+    Row("trigger_rate", "closed_loop_per_s", "closed loop (64 clients): triggers/s", ""),
+    Row("trigger_rate", "closed_loop_p99_ms", "closed loop: p99, ms", ""),
+    Row(
+        "trigger_rate",
+        "ceiling_sustained_per_s",
+        "ceiling (bare route, one asyncpg INSERT): sustained/s at p99 <= 50 ms",
+        "",
+    ),
+    Row("trigger_rate", "ceiling_closed_loop_per_s", "ceiling: closed loop, requests/s", ""),
+    Row("trigger_rate", "share_of_ceiling", "Baton / ceiling, sustained", ""),
+    Row("trigger_rate", "every_201_committed", "every 201 is a committed run", ""),
+    Row(
+        "trigger_rate",
+        "system_cpu_ms_per_trigger",
+        "CPU per trigger, API + PostgreSQL + Redis (+ engine, workers if run), ms",
+        "",
+    ),
+    Row(
+        "trigger_rate",
+        "ceiling_system_cpu_ms_per_trigger",
+        "ceiling: CPU per request, app + PostgreSQL, ms",
+        "",
+    ),
+    Row(
+        "trigger_rate", "loadgen_cpu_share_max", "load generator: busiest step, share of a core", ""
+    ),
+    Row(
+        "chain40",
+        "seconds_median",
+        "submit -> last step done, s (median of runs)",
+        "lower",
+        targets=(
+            at_most("chain40", "seconds_median", 0.2, "<= 200 ms"),
+            versus("chain40", "seconds_median", "celery", 2, False, "<= 2x Celery"),
+        ),
+    ),
     Row("chain40", "seconds_min", "submit -> last step done, s (fastest run)", "lower"),
     Row("chain40", "seconds_max", "submit -> last step done, s (slowest run)", "lower"),
     Row("chain40", "per_step_ms_median", "per-step overhead = median / 40, ms", "lower"),
     Row("chain40", "hop_ms_p50", "step done -> next step starts p50, ms", ""),
     Row("chain40", "engine_cpu_ms_per_task", "engine (scheduler) CPU per task, ms", ""),
     Row("chain40", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
-    Row("fanout500", "seconds_median",
-        "1 -> 500 -> join, s (median); Baton: for_each", "lower"),
-    Row("fanout500", "seconds_max", "1 -> 500 -> join, s (slowest run); Baton: for_each",
-        "lower"),
-    Row("fanout500", "explicit_seconds_median",
-        "1 -> 500 -> join, s (median); Baton: 500 tasks in the spec", "lower", "seconds_median"),
-    Row("fanout500", "fanout_dispatch_ms_median",
-        "first done -> 500th started, ms (Baton: for_each)", ""),
-    Row("fanout500", "join_wait_ms_median", "500th done -> join starts, ms (Baton: for_each)",
-        ""),
+    Row(
+        "fanout500",
+        "seconds_median",
+        "1 -> 500 -> join, s (median); Baton: for_each",
+        "lower",
+        targets=(versus("fanout500", "seconds_median", "celery", 1, False, "<= Celery"),),
+    ),
+    Row("fanout500", "seconds_max", "1 -> 500 -> join, s (slowest run); Baton: for_each", "lower"),
+    Row(
+        "fanout500",
+        "explicit_seconds_median",
+        "1 -> 500 -> join, s (median); Baton: 500 tasks in the spec",
+        "lower",
+        "seconds_median",
+    ),
+    Row(
+        "fanout500",
+        "fanout_dispatch_ms_median",
+        "first done -> 500th started, ms (Baton: for_each)",
+        "",
+    ),
+    Row("fanout500", "join_wait_ms_median", "500th done -> join starts, ms (Baton: for_each)", ""),
     Row("fanout500", "engine_cpu_ms_per_task", "engine (scheduler) CPU per task, ms", ""),
     Row("fanout500", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
-    Row("dag1000", "seconds", "1,000-task DAG, submit -> done, s", "lower"),
+    Row(
+        "dag1000",
+        "seconds",
+        "1,000-task DAG, submit -> done, s",
+        "lower",
+        targets=(at_most("dag1000", "seconds", 1.0, "<= 1.0 s"),),
+    ),
     Row("dag1000", "tasks_per_s", "tasks/s over the run", "higher"),
     Row("dag1000", "engine_cpu_ms_per_task", "engine (scheduler) CPU per task, ms", ""),
     Row("dag1000", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
@@ -79,23 +267,42 @@ SCHEDULER_ROWS: list[Row] = [
     Row("schedules10k", "lateness_p99_s", "lateness p99, s", "lower"),
     Row("schedules10k", "lateness_max_s", "lateness max, s", "lower"),
     Row("schedules10k", "scheduler_cpu_ms_per_fire", "scheduler CPU per fire, ms", "lower"),
-    Row("schedules10k", "system_cpu_ms_per_fire",
-        "CPU per fire, scheduler + PostgreSQL + Redis (Celery: beat + Redis), ms", "lower"),
+    Row(
+        "schedules10k",
+        "system_cpu_ms_per_fire",
+        "CPU per fire, scheduler + PostgreSQL + Redis (Celery: beat + Redis), ms",
+        "lower",
+    ),
     Row("scheduler_failover", "schedules", "schedules over 20 tenants, every 5 s", ""),
     Row("scheduler_failover", "lease_seconds", "lease (BATON_SCHEDULER_LEASE_SECONDS), s", ""),
-    Row("scheduler_failover", "takeover_seconds",
-        "SIGKILL -> the chosen tenant's next fire on the survivor, s", ""),
-    Row("scheduler_failover", "takeover_all_median_s",
-        "SIGKILL -> next fire, median of the killed replica's tenants, s", ""),
-    Row("scheduler_failover", "takeover_all_max_s",
-        "SIGKILL -> next fire, slowest of the killed replica's tenants, s", ""),
-    Row("scheduler_failover", "restarted_first_fire_s",
-        "restarted replica: start -> its first fire, s", ""),
+    Row(
+        "scheduler_failover",
+        "takeover_seconds",
+        "SIGKILL -> the chosen tenant's next fire on the survivor, s",
+        "",
+    ),
+    Row(
+        "scheduler_failover",
+        "takeover_all_median_s",
+        "SIGKILL -> next fire, median of the killed replica's tenants, s",
+        "",
+    ),
+    Row(
+        "scheduler_failover",
+        "takeover_all_max_s",
+        "SIGKILL -> next fire, slowest of the killed replica's tenants, s",
+        "",
+    ),
+    Row(
+        "scheduler_failover",
+        "restarted_first_fire_s",
+        "restarted replica: start -> its first fire, s",
+        "",
+    ),
     Row("scheduler_failover", "fires_expected", "fires due over the run", ""),
     Row("scheduler_failover", "fires_lost", "fires lost", ""),
     Row("scheduler_failover", "fires_duplicated", "fires duplicated", ""),
-    Row("scheduler_failover", "no_fire_lost_or_duplicated", "every instant fired exactly once",
-        ""),
+    Row("scheduler_failover", "no_fire_lost_or_duplicated", "every instant fired exactly once", ""),
     Row("scheduler_failover", "lateness_p99_s", "lateness p99 over the run, s", ""),
 ]
 
@@ -133,6 +340,71 @@ def _ratio(baton: Any, celery: Any) -> str:
     return f"{baton / celery:.2f}x"
 
 
+def _targets(targets: tuple[Target, ...], get: Lookup) -> str:
+    """``<= 5 ms: **no** (<= 3 ms: **no**)``: each goal and whether this run meets it."""
+    verdicts = {True: "yes", False: "**no**", None: "?"}
+    parts = [f"{t.text}: {verdicts[t.check(get)]}" for t in targets]
+    if len(parts) > 1:
+        return f"{parts[0]} ({'; '.join(parts[1:])})"
+    return parts[0] if parts else ""
+
+
+COMPONENTS = ("api", "scheduler", "workers", "postgres", "redis", "ceiling_app")
+COMPONENT_LABELS = {"scheduler": "engine", "ceiling_app": "ceiling app"}
+
+
+def _component_table(results: list[JsonDict]) -> list[str]:
+    """CPU per task (per trigger for trigger_rate) of every component, ms: one line per
+    scenario and system that reports it (the ceiling of trigger_rate as its own line)."""
+    lines: list[tuple[str, str, dict[str, Any], Any]] = []
+    for r in results:
+        if isinstance(r.get("cpu_ms_per_task"), dict):
+            lines.append(
+                (r["scenario"], r["system"], r["cpu_ms_per_task"], r.get("system_cpu_ms_per_task"))
+            )
+        if isinstance(r.get("cpu_ms_per_trigger"), dict):
+            lines.append(
+                (
+                    r["scenario"],
+                    r["system"],
+                    r["cpu_ms_per_trigger"],
+                    r.get("system_cpu_ms_per_trigger"),
+                )
+            )
+        if isinstance(r.get("ceiling_cpu_ms_per_trigger"), dict):
+            lines.append(
+                (
+                    r["scenario"],
+                    "ceiling",
+                    r["ceiling_cpu_ms_per_trigger"],
+                    r.get("ceiling_system_cpu_ms_per_trigger"),
+                )
+            )
+    if not lines:
+        return []
+    used = [c for c in COMPONENTS if any(c in per for _, _, per, _ in lines)]
+    header = [
+        "scenario",
+        "system",
+        *(COMPONENT_LABELS.get(c, c) for c in used),
+        "every component",
+        "client / load generator",
+    ]
+    out = [
+        "",
+        'CPU per task (trigger_rate: per trigger) of each component, ms; "every '
+        "component\" leaves out the benchmark's own client:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|---|" + "---:|" * (len(used) + 2),
+    ]
+    for scenario, system, per, total in lines:
+        client = per.get("loadgen", per.get("client"))
+        cells = [scenario, system, *(_fmt(per.get(c)) for c in used), _fmt(total), _fmt(client)]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 NOISY = 0.1  # share of the machine's busy CPU time used by other processes
 
 
@@ -145,8 +417,14 @@ def _noise(results: list[JsonDict]) -> float:
     return other / machine if machine > 0 else 0.0
 
 
-def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: BenchConfig,
-                    rows: list[Row] | None = None, start: str = START, end: str = END) -> str:
+def results_section(
+    results: list[JsonDict],
+    machine: dict[str, Any],
+    cfg: BenchConfig,
+    rows: list[Row] | None = None,
+    start: str = START,
+    end: str = END,
+) -> str:
     rows = ROWS if rows is None else rows
     by_key = {(r["scenario"], r["system"]): r for r in results}
     lines = [
@@ -157,41 +435,60 @@ def results_section(results: list[JsonDict], machine: dict[str, Any], cfg: Bench
         f"{machine.get('ram_gib', '?')} GiB RAM, Python {machine.get('python', '?')}, "
         f"PostgreSQL {machine.get('postgresql', '?')}, Redis {machine.get('redis', '?')} "
         f"({machine.get('services', '?')}), Celery {machine.get('celery', '?')}, "
-        f"Baton {machine.get('baton_commit', '?')}.",
+        f"Dramatiq {machine.get('dramatiq', '?')}, Baton {machine.get('baton_commit', '?')}.",
         "",
     ]
     noise = _noise(results)
     if noise >= NOISY:
-        lines += [f"**Noisy run:** processes outside the benchmark used {noise:.0%} of the "
-                  "machine's busy CPU time in the measured windows (`other` in "
-                  "`cpu_seconds`); expect better figures on an idle machine.", ""]
+        lines += [
+            f"**Noisy run:** processes outside the benchmark used {noise:.0%} of the "
+            "machine's busy CPU time in the measured windows (`other` in "
+            "`cpu_seconds`); expect better figures on an idle machine.",
+            "",
+        ]
+    peers = [p for p in PEERS if any(r["system"] == p for r in results)]
+    with_targets = any(row.targets for row in rows)
+
+    def get(scenario: str, system: str, key: str) -> Any:
+        return by_key.get((scenario, system), {}).get(key)
+
+    header = ["scenario", "metric", "better", "Baton", *(p.capitalize() for p in peers)]
+    header += [f"Baton/{p.capitalize()}" for p in peers]
+    if with_targets:
+        header += ["#14 target (stretch)"]
     lines += [
-        "| scenario | metric | better | Baton | Celery | Baton/Celery |",
-        "|---|---|---|---:|---:|---:|",
+        "| " + " | ".join(header) + " |",
+        "|---|---|---|" + "---:|" * (1 + 2 * len(peers)) + ("---|" if with_targets else ""),
     ]
     for row in rows:
         baton = by_key.get((row.scenario, "baton"), {})
-        celery = by_key.get((row.scenario, "celery"), {})
-        celery_key = row.celery_key or row.key
-        if row.key not in baton and celery_key not in celery:
+        peer_key = row.peer_key or row.key
+        values = [by_key.get((row.scenario, p), {}).get(peer_key) for p in peers]
+        if row.key not in baton and all(v is None for v in values):
             continue
-        b, c = baton.get(row.key), celery.get(celery_key)
-        ratio = _ratio(b, c) if row.better else ""
-        lines.append(f"| {row.scenario} | {row.label} | {row.better} | {_fmt(b)} | {_fmt(c)} "
-                     f"| {ratio} |")
+        b = baton.get(row.key)
+        cells = [row.scenario, row.label, row.better, _fmt(b), *(_fmt(v) for v in values)]
+        cells += [_ratio(b, v) if row.better else "" for v in values]
+        if with_targets:
+            cells.append(_targets(row.targets, get))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += _component_table(results)
     errors = [r for r in results if "error" in r]
     for r in errors:
         lines.append("")
-        lines.append(f"**{r['scenario']} / {r['system']} failed:** "
-                     f"`{str(r['error']).splitlines()[0][:300]}`")
+        lines.append(
+            f"**{r['scenario']} / {r['system']} failed:** `{str(r['error']).splitlines()[0][:300]}`"
+        )
     setups: dict[tuple[str, str], list[str]] = {}
     for r in results:
         if "setup" in r:
             setups.setdefault((r["system"], r["setup"]), []).append(r["scenario"])
     if setups:
         lines += ["", "Setup:", ""]
-        lines += [f"- {system} ({', '.join(scenarios)}): {setup}"
-                  for (system, setup), scenarios in setups.items()]
+        lines += [
+            f"- {system} ({', '.join(scenarios)}): {setup}"
+            for (system, setup), scenarios in setups.items()
+        ]
     lines += ["", "<details><summary>Raw JSON lines of this run</summary>", "", "```json"]
     lines += [json.dumps({k: v for k, v in r.items() if k != "machine"}) for r in results]
     lines += ["```", "", "</details>", "", end]
@@ -206,8 +503,9 @@ def _replace_block(text: str, start: str, end: str, block: str) -> str:
     return head + block + tail
 
 
-def write_report(path: Path, results: list[JsonDict], machine: dict[str, Any],
-                 cfg: BenchConfig) -> None:
+def write_report(
+    path: Path, results: list[JsonDict], machine: dict[str, Any], cfg: BenchConfig
+) -> None:
     """Replace the results sections of ``path`` that this run has results for (creating the
     page if it does not exist): the dispatch and DAG table, the scheduler table."""
     text = path.read_text() if path.exists() else TEMPLATE
@@ -216,8 +514,14 @@ def write_report(path: Path, results: list[JsonDict], machine: dict[str, Any],
     if main:
         text = _replace_block(text, START, END, results_section(main, machine, cfg))
     if scheduler:
-        text = _replace_block(text, SCHEDULER_START, SCHEDULER_END, results_section(
-            scheduler, machine, cfg, SCHEDULER_ROWS, SCHEDULER_START, SCHEDULER_END))
+        text = _replace_block(
+            text,
+            SCHEDULER_START,
+            SCHEDULER_END,
+            results_section(
+                scheduler, machine, cfg, SCHEDULER_ROWS, SCHEDULER_START, SCHEDULER_END
+            ),
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
@@ -239,8 +543,12 @@ def main() -> int:
         return 1
     cfg = BenchConfig.from_env()
     cfg = dataclasses.replace(cfg, scale=float(results[0].get("scale", cfg.scale)))
-    write_report(Path(sys.argv[2]) if len(sys.argv) == 3 else DOCS, results,
-                 results[0].get("machine", {}), cfg)
+    write_report(
+        Path(sys.argv[2]) if len(sys.argv) == 3 else DOCS,
+        results,
+        results[0].get("machine", {}),
+        cfg,
+    )
     return 0
 
 

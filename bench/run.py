@@ -1,21 +1,28 @@
-"""``make bench``: every scenario for Baton and for Celery, one JSON line each on stdout.
+"""``make bench``: every scenario for Baton, Celery and Dramatiq, one JSON line each on stdout.
 
 Run as ``python -m bench.run`` from the repository root. Knobs (environment):
 
 - ``BATON_BENCH_SCALE`` (default 1): multiplies every task count (0.1 for a quick run);
 - ``BATON_BENCH_DATABASE_URL`` / ``BATON_BENCH_REDIS_URL``: servers to use (else embedded);
-- ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB``: Redis DB numbers (14 / 15);
-- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,chain40,fanout500,dag1000,
-  schedules10k,scheduler_failover``; a system without a scenario skips it: Celery has no
-  scheduler_failover),
-  ``BATON_BENCH_SYSTEMS`` (``baton,celery``); ``BATON_BENCH_WORKERS`` (2),
+- ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB`` / ``BATON_BENCH_DRAMATIQ_REDIS_DB``:
+  Redis DB numbers (14 / 15 / 13);
+- ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,trigger_rate,chain40,fanout500,
+  dag1000,schedules10k,scheduler_failover``; a system without a scenario skips it: Celery
+  has no scheduler_failover nor trigger_rate, Dramatiq only the dispatch scenarios),
+  ``BATON_BENCH_SYSTEMS`` (``baton,celery,dramatiq``); ``BATON_BENCH_WORKERS`` (2),
   ``BATON_BENCH_CONCURRENCY`` (16);
 - ``BATON_BENCH_CELERY_POOL`` (solo: fastest here), ``BATON_BENCH_THROUGHPUT_QUOTA`` (1000);
+- ``BATON_BENCH_DRAMATIQ_THREADS`` (8), ``BATON_BENCH_DRAMATIQ_WORKER_TIMEOUT`` (ms; Dramatiq's
+  default 1000); ``BATON_BENCH_LATENCY_DELAY`` (1 s: how far ahead a delayed run is due);
+- trigger_rate (bench.trigger_rate): ``BATON_BENCH_TRIGGER_CLIENTS`` (64),
+  ``BATON_BENCH_TRIGGER_STEP_SECONDS`` (10 x scale, at least 3), ``BATON_BENCH_TRIGGER_P99_MS``
+  (50), ``BATON_BENCH_TRIGGER_ENGINE`` (0: the API alone; 1: engine and workers beside it);
 - DAG scenarios: ``BATON_BENCH_CHAIN_RUNS`` (5), ``BATON_BENCH_FANOUT_RUNS`` (3),
   ``BATON_BENCH_DAG_SEED`` (1000), ``BATON_BENCH_DAG_QUOTA`` (1000),
   ``BATON_BENCH_DAG_TIMEOUT`` (300 s per run);
 - ``BATON_BENCH_PROFILE=1``: py-spy the Baton engine, a worker and the API (throughput,
-  latency, fairness and the DAG scenarios), the scheduler and celery beat (schedules10k);
+  latency, fairness and the DAG scenarios; the API in trigger_rate), the scheduler and
+  celery beat (schedules10k);
 - ``BATON_BENCH_UPDATE_DOCS=0``: leave docs/benchmarks.md alone;
 - scheduler scenarios (bench.baton_sched, bench.celery_sched): ``BATON_BENCH_SCHEDULE_MINUTES``
   (2; 1 at scale <= 0.5), ``BATON_BENCH_SCHEDULE_LEAD`` (estimated), ``BATON_BENCH_SEED_SECONDS``
@@ -57,8 +64,13 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
     services = services_from_env()
     versions = await server_versions(services)
     machine = machine_info(versions, services.source)
-    log.info("scale %g, scenarios %s, systems %s; logs in %s", cfg.scale,
-             ",".join(cfg.scenarios), ",".join(cfg.systems), log_dir)
+    log.info(
+        "scale %g, scenarios %s, systems %s; logs in %s",
+        cfg.scale,
+        ",".join(cfg.scenarios),
+        ",".join(cfg.systems),
+        log_dir,
+    )
     results: list[JsonDict] = []
     failed = 0
     async with contextlib.AsyncExitStack() as stack:
@@ -74,11 +86,19 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
             from bench.celery_bench import CeleryBench
 
             runners["celery"] = CeleryBench(cfg, services, log_dir)
+        if "dramatiq" in cfg.systems:
+            from bench.dramatiq_bench import DramatiqBench
+
+            runners["dramatiq"] = DramatiqBench(cfg, services, log_dir)
         for scenario in cfg.scenarios:
             for system in cfg.systems:
                 if not hasattr(runners[system], scenario):
-                    log.info("== %s / %s: no such scenario for %s (see docs/benchmarks.md)",
-                             scenario, system, system)
+                    log.info(
+                        "== %s / %s: no such scenario for %s (see docs/benchmarks.md)",
+                        scenario,
+                        system,
+                        system,
+                    )
                     continue
                 log.info("== %s / %s", scenario, system)
                 began = time.monotonic()
@@ -88,8 +108,14 @@ async def run(cfg: BenchConfig, log_dir: Path) -> int:
                     log.exception("%s / %s failed", scenario, system)
                     metrics = {"error": f"{type(error).__name__}: {error}"[:4000]}
                     failed += 1
-                line = {"scenario": scenario, "system": system, "scale": cfg.scale, **metrics,
-                        "wall_seconds": round(time.monotonic() - began, 1), "machine": machine}
+                line = {
+                    "scenario": scenario,
+                    "system": system,
+                    "scale": cfg.scale,
+                    **metrics,
+                    "wall_seconds": round(time.monotonic() - began, 1),
+                    "machine": machine,
+                }
                 emit(line)
                 results.append(line)
     if cfg.update_docs and results:

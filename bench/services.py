@@ -32,6 +32,7 @@ log = logging.getLogger("bench.services")
 
 DEFAULT_BATON_REDIS_DB = 14
 DEFAULT_CELERY_REDIS_DB = 15
+DEFAULT_DRAMATIQ_REDIS_DB = 13
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Services:
     source: str  # "environment" or "embedded"
     baton_redis_db: int
     celery_redis_db: int
+    dramatiq_redis_db: int
 
     def redis_db_url(self, db: int) -> str:
         parts = urlsplit(self.redis_url)
@@ -64,6 +66,10 @@ class Services:
     @property
     def celery_redis_url(self) -> str:
         return self.redis_db_url(self.celery_redis_db)
+
+    @property
+    def dramatiq_redis_url(self) -> str:
+        return self.redis_db_url(self.dramatiq_redis_db)
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -78,19 +84,20 @@ def _sqlalchemy_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _redis_db_numbers() -> tuple[int, int]:
+def _redis_db_numbers() -> tuple[int, int, int]:
     baton = int(os.environ.get("BATON_BENCH_REDIS_DB", DEFAULT_BATON_REDIS_DB))
     celery = int(os.environ.get("BATON_BENCH_CELERY_REDIS_DB", DEFAULT_CELERY_REDIS_DB))
-    if 0 in (baton, celery) or baton == celery:
-        raise ValueError("the benchmark needs two distinct Redis database numbers, neither 0")
-    return baton, celery
+    dramatiq = int(os.environ.get("BATON_BENCH_DRAMATIQ_REDIS_DB", DEFAULT_DRAMATIQ_REDIS_DB))
+    if 0 in (baton, celery, dramatiq) or len({baton, celery, dramatiq}) < 3:
+        raise ValueError("the benchmark needs three distinct Redis database numbers, none 0")
+    return baton, celery, dramatiq
 
 
 def services_from_env() -> Services:
     """The configured or embedded PostgreSQL and Redis (embedded ones stop at exit)."""
     database_url = os.environ.get("BATON_BENCH_DATABASE_URL")
     redis_url = os.environ.get("BATON_BENCH_REDIS_URL")
-    baton_db, celery_db = _redis_db_numbers()
+    baton_db, celery_db, dramatiq_db = _redis_db_numbers()
     source = "environment"
     if database_url is None or redis_url is None:
         from backend.core.embedded import start_postgres, start_redis
@@ -109,6 +116,7 @@ def services_from_env() -> Services:
         source=source,
         baton_redis_db=baton_db,
         celery_redis_db=celery_db,
+        dramatiq_redis_db=dramatiq_db,
     )
 
 
@@ -203,9 +211,11 @@ async def drop_redis_users(admin_url: str, users: list[str]) -> None:
 
 
 SENTINEL = "bench:sentinel"
-FLUSHED = ("another process flushed the benchmark's Redis database {url} during the run "
-           "(a test suite picking the same DB number?): results discarded. Point "
-           "BATON_BENCH_REDIS_URL at a private Redis, or leave it unset for the embedded one")
+FLUSHED = (
+    "another process flushed the benchmark's Redis database {url} during the run "
+    "(a test suite picking the same DB number?): results discarded. Point "
+    "BATON_BENCH_REDIS_URL at a private Redis, or leave it unset for the embedded one"
+)
 
 
 async def flush_redis(url: str) -> None:
