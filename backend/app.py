@@ -18,9 +18,9 @@ from backend.core.middleware import RequestMiddleware
 from backend.core.openapi import ANY_ROUTE
 from backend.core.redis import create_redis
 from backend.core.settings import Process, Settings
-from backend.events.router import router as events_router
 from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
+from backend.live.router import router as events_router
 from backend.metrics.http import install_api_metrics
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router

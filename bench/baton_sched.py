@@ -44,8 +44,8 @@ from bench.cpu import CpuMeter, postgres_backends
 from bench.procs import Child, ProcessSet
 from bench.profiling import Profiler
 from bench.services import FLUSHED, flush_redis, redis_intact, redis_pid
-from worker import keys
-from worker.streams import as_text
+from kernel.wire import keys
+from kernel.wire.streams import as_text
 
 if TYPE_CHECKING:
     from bench.baton_bench import BatonBench, Tenant

@@ -2,7 +2,7 @@
 
 Queue depth and pending counts come from the metrics gatherer (``QueueGatherer``), so the
 console and ``/metrics`` always count the same way. Worker heartbeats and scheduler keys
-are the ones ``worker.runner`` and ``backend.scheduler.loop`` write (``worker.keys``).
+are the ones ``worker.runner`` and ``backend.scheduler.loop`` write (``kernel.wire.keys``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 
 from backend.admin.schemas import QueueHealth, SchedulerReplica, WorkerHealth
 from backend.metrics.gather import QueueGatherer
-from worker import keys
-from worker.streams import as_text
+from kernel.wire import keys
+from kernel.wire.streams import as_text
 
 MAX_WORKERS = 1000
 MAX_LEASES = 500

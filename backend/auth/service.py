@@ -53,7 +53,7 @@ from backend.core.settings import Settings
 from backend.tenants.models import Membership, Tenant, TenantStatus
 from backend.tenants.repository import MembershipRepository, TenantDirectory, memberships_of_user
 from backend.tokens import service as api_tokens
-from worker import keys
+from kernel.wire import keys
 
 log = structlog.get_logger(__name__)
 

@@ -38,7 +38,6 @@ from backend.jobs.spec_text import (
 )
 from backend.runs import service as runs_service
 from backend.runs.schemas import RunTrigger
-from backend.scheduler.cron import Tick
 from backend.schedules import service as schedules_service
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.secrets.references import mask_literal_credentials
@@ -46,6 +45,7 @@ from backend.web.csrf import CsrfChecked
 from backend.web.graph_svg import dag_svg
 from backend.web.render import page, redirect
 from backend.web.session import WebAuthorized
+from kernel.cron import Tick
 
 router = APIRouter(prefix="/jobs", include_in_schema=False)
 

@@ -34,10 +34,10 @@ from backend.workers import acl
 from backend.workers.models import WorkerCredential
 from backend.workers.repository import WorkerCredentialRepository
 from backend.workers.schemas import ConnectedWorker
-from worker import keys
-from worker.credential import WorkerCredential as CredentialString
-from worker.secrets import queue_transit_key
-from worker.streams import as_text
+from kernel.credential import WorkerCredential as CredentialString
+from kernel.secrets import queue_transit_key
+from kernel.wire import keys
+from kernel.wire.streams import as_text
 
 # Hosted workers that have not beaten for this long leave the tenant's worker index.
 FORGET_WORKERS_AFTER_SECONDS = 3600

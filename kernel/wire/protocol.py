@@ -11,6 +11,7 @@ ignores an event whose attempt is not the task run's current one.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ class TaskMessage:
     item: Any = None  # the fan-out item, when the task is a for_each child
     queue: str = "default"
     # The values of the secrets ``spec`` references, sealed for the worker pool (never in
-    # clear on Redis): see worker/secrets.py.
+    # clear on Redis): see kernel/secrets.py.
     secrets: dict[str, str] | None = None
 
     def to_json(self) -> str:
@@ -48,6 +49,10 @@ class TaskMessage:
 class LogLine:
     stream: Literal["stdout", "stderr", "system"]
     line: str
+
+
+# Where an executor sends its log lines (the worker streams them to the engine).
+LogSink = Callable[[LogLine], Awaitable[None]]
 
 
 @dataclass(frozen=True)
