@@ -135,6 +135,7 @@ async def seed(bench: BatonBench, *, tenants: int, per_tenant: int,
                schedule: dict[str, Any], label: str) -> Seeded:
     """Sign up ``tenants`` tenants and give each ``per_tenant`` scheduled no-op jobs,
     through the services the API uses (one transaction per tenant)."""
+    from backend import wiring  # noqa: F401  (jobs.service fires hooks wired there)
     from backend.auth import service as auth_service
     from backend.core.db import commit, create_engine, create_sessionmaker
     from backend.core.permissions import Role

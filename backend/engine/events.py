@@ -29,10 +29,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.models import utcnow
 from backend.jobs.repository import JobVersionRepository
-from backend.live.publish import run_update, task_update
 from backend.metrics.samples import EngineSamples, observe_event_lag
 from backend.runs.advance import advance_run
 from backend.runs.models import Run, TaskAttempt, TaskRun, plan_name
+from backend.runs.publish import run_update, task_update
 from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository
 from kernel.dag.decisions import group_outcome
 from kernel.dag.plan import PlanCache, RunPlan, TaskPlan, compile_plan

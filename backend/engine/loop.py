@@ -48,7 +48,7 @@ from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
-from backend.live.publish import publish as publish_updates
+from backend.runs.publish import publish as publish_updates
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
 from backend.workers.repository import WorkerCredentialRepository

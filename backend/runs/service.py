@@ -33,10 +33,10 @@ from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
-from backend.live.publish import publish as publish_updates
-from backend.live.publish import run_update
 from backend.runs.advance import advance_run
 from backend.runs.models import Run, TaskRun
+from backend.runs.publish import publish as publish_updates
+from backend.runs.publish import run_update
 from backend.runs.repository import (
     AttemptRepository,
     LogRepository,

@@ -36,6 +36,7 @@ from backend.jobs.spec_text import (
     plain_yaml,
     spec_yaml,
 )
+from backend.runs import latest as latest_runs
 from backend.runs import service as runs_service
 from backend.runs.schemas import RunTrigger
 from backend.schedules import service as schedules_service
@@ -266,7 +267,7 @@ async def job_list(
             "principal": principal,
             "section": "jobs",
             "jobs": jobs,
-            "last_runs": await jobs_service.last_runs(session, principal, job_ids),
+            "last_runs": await latest_runs.last_runs(session, principal, job_ids),
             "schedules": await schedules_service.schedules_of(session, principal, job_ids),
             "next_url": f"/jobs?cursor={quote(next_cursor)}" if next_cursor else None,
             "welcome": request.query_params.get("welcome") == "1",
