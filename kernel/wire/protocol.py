@@ -103,3 +103,16 @@ class TaskEvent:
 
 EVENT_FIELD = "e"  # stream entries carry one field: the event's JSON
 TASK_FIELD = "m"  # dispatch entries carry one field: the TaskMessage's JSON
+
+
+def read_heartbeat(value: bytes | str | None) -> dict[str, Any] | None:
+    """A worker's heartbeat value (JSON: name, queues, version, concurrency, running, at)
+    as a dict; None when it is missing or not a JSON object."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
