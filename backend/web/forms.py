@@ -23,15 +23,22 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Refused:
-    """Why a form's action did not happen, as keyword arguments for its page."""
+class FormState:
+    """What a settings page shows of its form: the values typed, the problems by field,
+    the service's message, and the status to answer with."""
 
-    status: int
+    values: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     message: str | None = None
+    status: int = 200
 
-    def shown(self) -> dict[str, Any]:
-        return {"errors": self.errors, "message": self.message, "status": self.status}
+
+BLANK = FormState()
+CREATED = FormState(status=201)  # the page that shows a new secret, once
+
+
+class Refused(FormState):
+    """Why a form's action did not happen, with the values typed, to show the form again."""
 
 
 def service_problems(error: BatonError) -> dict[str, str]:
@@ -47,21 +54,23 @@ def service_problems(error: BatonError) -> dict[str, str]:
 async def submit(
     session: AsyncSession,
     action: Callable[[], Awaitable[T]],
+    values: dict[str, Any],
     *,
     service_fields: bool = False,
 ) -> T | Refused:
-    """``action()``'s result, or why it was refused. ``service_fields``: show the service's
-    validation details next to the fields too (not only its message)."""
+    """``action()``'s result, or why it was refused (with ``values``, what was typed, to show
+    again). ``service_fields``: show the service's validation details next to the fields
+    too (not only its message)."""
     try:
         async with session.begin_nested():
             return await action()
     except ValidationError as error:
-        return Refused(422, form_problems(error))
+        return Refused(values, form_problems(error), status=422)
     except BatonError as error:
         if error.status_code >= 500:
             raise
         errors = service_problems(error) if service_fields else {}
-        return Refused(error.status_code, errors, error.message)
+        return Refused(values, errors, error.message, error.status_code)
 
 
 def form_page(
@@ -69,11 +78,8 @@ def form_page(
     template: str,
     context: dict[str, Any],
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
-    status: int = 200,
     no_store: bool = False,
 ) -> Response:
     """A settings page with its form's state: the values typed, the problems by field, the
@@ -84,12 +90,12 @@ def form_page(
         template,
         {
             **context,
-            "values": values or {},
-            "errors": errors or {},
-            "message": message,
+            "values": form.values,
+            "errors": form.errors,
+            "message": form.message,
             "notice": notice,
         },
-        status=status,
+        status=form.status,
     )
     if no_store:
         response.headers["Cache-Control"] = "no-store"

@@ -7,7 +7,7 @@ not into a re-displayed form after an error, not into a redirect.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Query, Request, Response
 from pydantic import ValidationError
@@ -21,7 +21,7 @@ from backend.secrets import service
 from backend.secrets.schemas import MAX_VALUE_CHARS, SecretCreate, SecretUpdate
 from backend.tenants import service as members_service
 from backend.web.csrf import CsrfChecked
-from backend.web.forms import Refused, form_page, submit
+from backend.web.forms import BLANK, FormState, Refused, form_page, submit
 from backend.web.render import redirect
 from backend.web.session import WebAuthorized, web_allows
 
@@ -44,11 +44,8 @@ async def _secrets_page(
     session: SessionDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
-    status: int = 200,
 ) -> Response:
     secrets = await service.list_secrets(session, principal)
     emails = {m.user_id: m.email for m in await members_service.list_members(session, principal)}
@@ -62,11 +59,8 @@ async def _secrets_page(
             "emails": emails,
             "can_manage": web_allows(principal, Permission.secrets_write),
         },
-        values=values,
-        errors=errors,
-        message=message,
+        form=form,
         notice=NOTICES.get(notice or ""),
-        status=status,
     )
 
 
@@ -108,9 +102,9 @@ async def create_secret(
             description=body.description,
         )
 
-    outcome = await submit(session, create)
+    outcome = await submit(session, create, values)
     if isinstance(outcome, Refused):
-        return await _secrets_page(request, session, principal, values=values, **outcome.shown())
+        return await _secrets_page(request, session, principal, form=outcome)
     return redirect(request, f"{PAGE}?notice=secret-created")
 
 

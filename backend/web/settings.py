@@ -26,7 +26,7 @@ from backend.tokens import service as tokens_service
 from backend.tokens.models import ApiToken
 from backend.tokens.schemas import ApiTokenCreate
 from backend.web.csrf import CsrfChecked
-from backend.web.forms import Refused, form_page, submit
+from backend.web.forms import BLANK, CREATED, FormState, Refused, form_page, submit
 from backend.web.render import redirect
 from backend.web.session import WebAuthorized, web_allows
 
@@ -57,11 +57,8 @@ async def _members_page(
     session: SessionDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
-    status: int = 200,
 ) -> Response:
     members = await members_service.list_members(session, principal)
     can_manage = web_allows(principal, Permission.members_manage)
@@ -78,11 +75,8 @@ async def _members_page(
             "can_manage": can_manage,
             "roles": grantable_roles(principal),
         },
-        values=values,
-        errors=errors,
-        message=message,
+        form=form,
         notice=NOTICES.get(notice or ""),
-        status=status,
     )
 
 
@@ -120,9 +114,9 @@ async def add_member(
             session, settings, principal, email=body.email, role=body.role, password=body.password
         )
 
-    outcome = await submit(session, add, service_fields=True)
+    outcome = await submit(session, add, values, service_fields=True)
     if isinstance(outcome, Refused):
-        return await _members_page(request, session, principal, values=values, **outcome.shown())
+        return await _members_page(request, session, principal, form=outcome)
     return redirect(request, "/settings/members?notice=member-added")
 
 
@@ -165,12 +159,9 @@ async def _tokens_page(
     session: SessionDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
     created: dict[str, Any] | None = None,
-    status: int = 200,
 ) -> Response:
     tokens = await tokens_service.list_tokens(session, principal)
     emails = {m.user_id: m.email for m in await members_service.list_members(session, principal)}
@@ -187,11 +178,8 @@ async def _tokens_page(
             "created": created,
             "now": utcnow(),
         },
-        values=values,
-        errors=errors,
-        message=message,
+        form=form,
         notice=NOTICES.get(notice or ""),
-        status=status,
         no_store=created is not None,  # the secret must not be cached
     )
 
@@ -228,12 +216,12 @@ async def create_token(
             session, principal, name=body.name, role=body.role, expires_in_days=body.expires_in_days
         )
 
-    outcome = await submit(session, create)
+    outcome = await submit(session, create, values)
     if isinstance(outcome, Refused):
-        return await _tokens_page(request, session, principal, values=values, **outcome.shown())
+        return await _tokens_page(request, session, principal, form=outcome)
     token, secret = outcome
     return await _tokens_page(
-        request, session, principal, created={"token": token, "secret": secret}, status=201
+        request, session, principal, created={"token": token, "secret": secret}, form=CREATED
     )
 
 

@@ -18,7 +18,7 @@ from backend.core.models import utcnow
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.web.csrf import CsrfChecked
-from backend.web.forms import Refused, form_page, submit
+from backend.web.forms import BLANK, CREATED, FormState, Refused, form_page, submit
 from backend.web.render import redirect
 from backend.web.session import WebAuthorized, web_allows
 from backend.workers import service
@@ -38,12 +38,9 @@ async def _workers_page(
     redis: RedisDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
     created: dict[str, Any] | None = None,
-    status: int = 200,
 ) -> Response:
     return form_page(
         request,
@@ -57,11 +54,8 @@ async def _workers_page(
             "created": created,
             "now": utcnow(),
         },
-        values=values,
-        errors=errors,
-        message=message,
+        form=form,
         notice=NOTICES.get(notice or ""),
-        status=status,
         no_store=created is not None,  # the secret must not be cached
     )
 
@@ -107,11 +101,9 @@ async def create_credential(
             expires_in_days=body.expires_in_days,
         )
 
-    outcome = await submit(session, create)
+    outcome = await submit(session, create, values)
     if isinstance(outcome, Refused):
-        return await _workers_page(
-            request, session, redis, principal, values=values, **outcome.shown()
-        )
+        return await _workers_page(request, session, redis, principal, form=outcome)
     row, secret = outcome
     return await _workers_page(
         request,
@@ -119,7 +111,7 @@ async def create_credential(
         redis,
         principal,
         created={"credential": row, "secret": secret},
-        status=201,
+        form=CREATED,
     )
 
 
