@@ -133,9 +133,13 @@ class Refuse:
 already = sorted(m for m in sys.modules if m.partition(".")[0] in REFUSED)
 assert not already, already
 sys.meta_path.insert(0, Refuse())
+import kernel
 import worker
 
-names = ["worker"] + [m.name for m in pkgutil.walk_packages(worker.__path__, "worker.")]
+names = [
+    *(m.name for m in pkgutil.walk_packages(kernel.__path__, "kernel.")),
+    *(m.name for m in pkgutil.walk_packages(worker.__path__, "worker.")),
+]
 for name in names:
     importlib.import_module(name)
 from worker.runner import Worker, WorkerConfig
@@ -148,7 +152,7 @@ print(len(names))
 """
 
 
-def test_the_worker_imports_without_the_backend_or_the_api_packages() -> None:
+def test_the_worker_and_the_kernel_import_without_the_backend_or_the_api_packages() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _WORKER_ALONE, ",".join(API_ONLY)],
         cwd=ROOT,
@@ -157,4 +161,4 @@ def test_the_worker_imports_without_the_backend_or_the_api_packages() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) > 15  # every module of the worker package was imported
+    assert int(done.stdout) > 30  # every module of the kernel and the worker was imported
