@@ -89,8 +89,9 @@ test-embedded: install browser docker-engine
 	env -u BATON_TEST_DATABASE_URL -u BATON_TEST_REDIS_URL $(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check backend worker migrations tests bench scripts baton_client
-	$(BIN)/mypy backend worker baton_client
+	$(BIN)/ruff check kernel backend worker migrations tests bench scripts baton_client
+	$(BIN)/mypy kernel backend worker baton_client
+	$(BIN)/python scripts/check_layers.py  # the import contract (docs/architecture.md)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@$(BIN)/pip install --quiet -e '.[dev,bench]' >&2

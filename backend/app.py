@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from backend import wiring  # noqa: F401  (cross-domain hooks, connected on import)
 from backend.admin.router import router as admin_router
 from backend.audit.denied import record_denied
 from backend.audit.router import router as audit_router
 from backend.auth.router import router as auth_router
+from backend.auth.service import authenticate
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
 from backend.core.input_policy import InputPolicyMiddleware
@@ -18,9 +20,9 @@ from backend.core.middleware import RequestMiddleware
 from backend.core.openapi import ANY_ROUTE
 from backend.core.redis import create_redis
 from backend.core.settings import Process, Settings
-from backend.events.router import router as events_router
 from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
+from backend.live.router import router as events_router
 from backend.metrics.http import install_api_metrics
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.authenticate = authenticate  # bearer -> principal, for core.deps' Authorized
     install_error_handlers(app, on_denied=record_denied)  # 403/404 go to the audit log
     # The input policy sits inside the request middleware: ids and the body cap apply first.
     app.add_middleware(InputPolicyMiddleware)

@@ -19,8 +19,8 @@ from backend.core.schema import provision_runtime_role, run_migrations
 from backend.core.settings import Process, Settings, UnsafeSettings
 from backend.processes import run_processes, worker_config
 from backend.tenants.repository import TenantDirectory
-from worker.credential import CredentialError, WorkerCredential
-from worker.secrets import TransitKeys
+from kernel.credential import CredentialError, WorkerCredential
+from kernel.secrets import TransitKeys
 
 app = typer.Typer(help="Baton: multi-tenant job orchestration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)

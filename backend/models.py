@@ -1,7 +1,6 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from backend.audit.models import AuditEvent
-from backend.auth.models import RefreshToken, User
 from backend.jobs.models import Job, JobVersion
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
@@ -9,6 +8,7 @@ from backend.secrets.models import Secret
 from backend.templates.models import JobTemplate
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
+from backend.users.models import RefreshToken, User
 from backend.workers.models import WorkerCredential
 
 __all__ = [

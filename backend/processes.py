@@ -3,7 +3,7 @@
 One asyncio loop, one signal handler: SIGINT/SIGTERM stops reading new work everywhere,
 lets running tasks finish within the grace period, then closes connections. Nothing else
 ends a process: every loop rides out PostgreSQL and Redis outages of any length
-(``backend.health.dependencies``), and a component that still fails is restarted.
+(``kernel.dependencies``), and a component that still fails is restarted.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from backend.core.db import create_engine, create_sessionmaker
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
-from backend.health.dependencies import Backoff
 from backend.metrics.gather import QueueGatherer
 from backend.metrics.http import serve_metrics
 from backend.scheduler.loop import Scheduler
+from kernel.dependencies import Backoff
+from kernel.secrets import TransitKeys
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker, WorkerConfig
 from worker.sandbox.limits import SandboxLimits
 from worker.sandbox.probe import unavailable_reason
-from worker.secrets import TransitKeys
 
 log = structlog.get_logger(__name__)
 

@@ -44,8 +44,8 @@ from bench.cpu import CpuMeter, postgres_backends
 from bench.procs import Child, ProcessSet
 from bench.profiling import Profiler
 from bench.services import FLUSHED, flush_redis, redis_intact, redis_pid
-from worker import keys
-from worker.streams import as_text
+from kernel.wire import keys
+from kernel.wire.streams import as_text
 
 if TYPE_CHECKING:
     from bench.baton_bench import BatonBench, Tenant
@@ -139,6 +139,7 @@ async def seed(
 ) -> Seeded:
     """Sign up ``tenants`` tenants and give each ``per_tenant`` scheduled no-op jobs,
     through the services the API uses (one transaction per tenant)."""
+    from backend import wiring  # noqa: F401  (jobs.service fires hooks wired there)
     from backend.auth import service as auth_service
     from backend.core.db import commit, create_engine, create_sessionmaker
     from backend.core.permissions import Role

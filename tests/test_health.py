@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from backend.app import create_app
 from backend.core.settings import Settings
-from backend.metrics.registry import REGISTRY
+from kernel.metrics import REGISTRY
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 READ_ONLY_REDIS = {"PING", "GET", "MGET", "EXISTS", "TTL", "PTTL", "HGET", "HGETALL", "SMEMBERS"}

@@ -42,11 +42,11 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
-from backend.health.dependencies import Backoff, Guard
-from backend.metrics import registry as metrics
-from worker import keys
-from worker.executors.base import ExecutorPolicy, executor_for
-from worker.protocol import (
+from kernel import metrics
+from kernel.dependencies import Backoff, Guard
+from kernel.secrets import TransitKeys, execute_with_secrets
+from kernel.wire import keys
+from kernel.wire.protocol import (
     EVENT_FIELD,
     TASK_FIELD,
     ExecutionResult,
@@ -54,8 +54,9 @@ from worker.protocol import (
     TaskEvent,
     TaskMessage,
 )
-from worker.secrets import TransitKeys, execute_with_secrets
-from worker.streams import as_text, ensure_group, is_nogroup
+from kernel.wire.streams import as_text, ensure_group, is_nogroup
+from worker.executors.base import ExecutorPolicy
+from worker.executors.registry import executor_for
 
 log = structlog.get_logger(__name__)
 

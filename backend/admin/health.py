@@ -2,24 +2,24 @@
 
 Queue depth and pending counts come from the metrics gatherer (``QueueGatherer``), so the
 console and ``/metrics`` always count the same way. Worker heartbeats and scheduler keys
-are the ones ``worker.runner`` and ``backend.scheduler.loop`` write (``worker.keys``).
+are the ones ``worker.runner`` and ``backend.scheduler.loop`` write (``kernel.wire.keys``).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import cast
 
 from redis.asyncio import Redis
 
 from backend.admin.schemas import QueueHealth, SchedulerReplica, WorkerHealth
 from backend.metrics.gather import QueueGatherer
-from worker import keys
-from worker.streams import as_text
+from kernel.wire import keys
+from kernel.wire.protocol import read_heartbeat
+from kernel.wire.streams import as_text
 
 MAX_WORKERS = 1000
 MAX_LEASES = 500
@@ -52,7 +52,7 @@ async def live_workers(redis: Redis, *, now: float) -> list[WorkerHealth]:
     values = await redis.mget([keys.worker_heartbeat(name) for name in names])
     workers = []
     for name, value in zip(names, values, strict=True):
-        info = _heartbeat(value)
+        info = read_heartbeat(value)
         if info is None:  # expired between the scan and the read, or not a heartbeat
             continue
         at = float(info.get("at", now))
@@ -68,16 +68,6 @@ async def live_workers(redis: Redis, *, now: float) -> list[WorkerHealth]:
             )
         )
     return sorted(workers, key=lambda w: w.name)
-
-
-def _heartbeat(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    try:
-        info = json.loads(as_text(value))
-    except ValueError:
-        return None
-    return info if isinstance(info, dict) else None
 
 
 async def queue_depths(redis: Redis) -> list[QueueHealth]:

@@ -11,7 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.admin.schemas import TenantUsage
 from backend.jobs.models import Job
-from backend.runs.models import Run, TaskRun, TaskStatus
+from backend.runs.models import Run, TaskRun
+from kernel.dag.status import TaskStatus
 
 
 async def usage_of(session: AsyncSession, tenant_id: uuid.UUID, *, since: datetime) -> TenantUsage:

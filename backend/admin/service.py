@@ -21,8 +21,6 @@ from backend.admin.repository import usage_of
 from backend.admin.schemas import PlatformHealth, SchedulerLease, TenantUsage
 from backend.audit import service as audit
 from backend.auth import service as auth_service
-from backend.auth.models import User
-from backend.auth.repository import UserRepository
 from backend.core.cursor import decode_position, encode_position
 from backend.core.db import after_commit, scope_to_tenant
 from backend.core.errors import Conflict, NotFound
@@ -32,6 +30,8 @@ from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due
 from backend.tenants.models import Tenant, TenantStatus
 from backend.tenants.repository import TenantDirectory
+from backend.users.models import User
+from backend.users.repository import UserRepository
 
 USAGE_WINDOW = timedelta(hours=24)
 

@@ -7,6 +7,7 @@ import uuid
 from pydantic import EmailStr, Field
 
 from backend.core.schemas import RequestModel, ResponseModel
+from backend.users.schemas import UserPublic
 
 
 class SignupRequest(RequestModel):
@@ -40,11 +41,6 @@ class TenantPublic(ResponseModel):
     id: uuid.UUID
     slug: str
     name: str
-
-
-class UserPublic(ResponseModel):
-    id: uuid.UUID
-    email: str
 
 
 class SignupResponse(TokenPair):

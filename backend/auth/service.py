@@ -7,7 +7,6 @@ and the event is audited - both kept even though the request answers 401.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import uuid
@@ -20,8 +19,6 @@ from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
-from backend.auth.models import RefreshToken, User
-from backend.auth.repository import RefreshTokenRepository, UserRepository
 from backend.auth.schemas import TokenPair
 from backend.auth.throttle import LoginThrottle
 from backend.core.db import after_commit, scope_to_tenant, scope_to_user
@@ -34,7 +31,6 @@ from backend.core.errors import (
     RefreshTokenReused,
     ServiceUnavailable,
     TenantSuspended,
-    ValidationFailed,
 )
 from backend.core.models import is_expired, utcnow
 from backend.core.permissions import Role
@@ -42,20 +38,27 @@ from backend.core.principal import Actor, Principal, RequestOrigin
 from backend.core.security import (
     API_TOKEN_PREFIX,
     REFRESH_TOKEN_PREFIX,
+    check_password_policy,
+    hash_password,
     hash_secret,
     issue_access_token,
     make_tenant_token,
     parse_tenant_token,
-    password_hasher,
     verify_access_token,
+    verify_password,
 )
 from backend.core.settings import Settings
 from backend.tenants.models import Membership, Tenant, TenantStatus
 from backend.tenants.repository import MembershipRepository, TenantDirectory, memberships_of_user
-from backend.tokens import service as api_tokens
-from worker import keys
+from backend.tokens.repository import ApiTokenRepository
+from backend.users.models import RefreshToken, User
+from backend.users.repository import RefreshTokenRepository, UserRepository
+from kernel.wire import keys
 
 log = structlog.get_logger(__name__)
+
+# Refresh "last used" at most this often, so busy CI tokens do not write on every call.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -63,28 +66,6 @@ class SignupResult:
     tokens: TokenPair
     tenant: Tenant
     user: User
-
-
-def check_password_policy(settings: Settings, password: str) -> None:
-    if len(password) < settings.min_password_length:
-        raise ValidationFailed(
-            f"Password must be at least {settings.min_password_length} characters",
-            details=[{"loc": ["body", "password"], "msg": "too short"}],
-        )
-
-
-async def hash_password(settings: Settings, password: str) -> str:
-    # argon2 is deliberately slow: keep it off the event loop.
-    return await asyncio.to_thread(password_hasher(settings).hash, password)
-
-
-async def verify_password(settings: Settings, password: str, password_hash: str | None) -> bool:
-    hasher = password_hasher(settings)
-    if password_hash is None:
-        # Same work for unknown accounts, so response time does not reveal which exist.
-        await asyncio.to_thread(hasher.hash, password)
-        return False
-    return await asyncio.to_thread(hasher.verify, password, password_hash)
 
 
 def slugify(name: str) -> str:
@@ -350,7 +331,7 @@ async def authenticate(
     issued, so a demotion or removal takes effect on the next request.
     """
     if bearer.startswith(API_TOKEN_PREFIX + "_"):
-        return await api_tokens.authenticate(session, bearer=bearer, origin=origin)
+        return await _authenticate_api_token(session, bearer=bearer, origin=origin)
     claims = verify_access_token(settings, bearer)
     try:
         if await redis.exists(keys.revoked_access_token(claims.jti)):
@@ -373,6 +354,39 @@ async def authenticate(
         origin=origin,
         jti=claims.jti,
         access_expires_at=claims.expires_at,
+    )
+
+
+async def _authenticate_api_token(
+    session: AsyncSession, *, bearer: str, origin: RequestOrigin
+) -> Principal:
+    """Resolve a raw API token to a principal scoped to the token's tenant."""
+    tenant_id, token_hash = parse_tenant_token(API_TOKEN_PREFIX, bearer)
+    await scope_to_tenant(session, tenant_id)
+    token = await ApiTokenRepository(session, tenant_id).get(token_hash=token_hash)
+    if token is None or token.revoked_at is not None:
+        raise InvalidToken("Unknown or revoked API token")
+    if is_expired(token.expires_at):
+        raise InvalidToken("API token expired")
+    caller = await MembershipRepository(session, tenant_id).caller(token.created_by)
+    if caller is None:
+        raise InvalidToken("The token's creator is no longer a member")
+    membership, user, tenant = caller
+    if tenant.status != TenantStatus.active:
+        raise TenantSuspended("This tenant is suspended")
+    creator_role, token_role = Role(membership.role), Role(token.role)
+    now = utcnow()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        token.last_used_at = now
+        session.add(token)
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        tenant_id=tenant_id,
+        role=token_role if creator_role.at_least(token_role) else creator_role,
+        is_superuser=False,
+        origin=origin,
+        token_id=token.id,
     )
 
 

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from backend.core.errors import RateLimited, ServiceUnavailable
 from backend.core.settings import Settings
-from worker import keys
+from kernel.wire import keys
 
 
 class LoginThrottle:

@@ -6,13 +6,14 @@ every tenant route declares it (a test walks the app's routes to make sure).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.auth import service as auth_service
 from backend.core.db import SessionDep
 from backend.core.errors import AuthenticationRequired, PermissionDenied
 from backend.core.permissions import Permission, allows
@@ -42,6 +43,22 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 OriginDep = Annotated[RequestOrigin, Depends(get_origin)]
 
+
+class Authenticate(Protocol):
+    """Bearer credential to principal: ``backend.auth.service.authenticate``, which the app
+    puts on ``app.state.authenticate`` (so this module imports no domain package)."""
+
+    def __call__(
+        self,
+        session: AsyncSession,
+        redis: Redis,
+        settings: Settings,
+        *,
+        bearer: str,
+        origin: RequestOrigin,
+    ) -> Awaitable[Principal]: ...
+
+
 _bearer = HTTPBearer(auto_error=False, description="A JWT access token or a Baton API token")
 
 
@@ -55,7 +72,8 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise AuthenticationRequired()
-    principal = await auth_service.authenticate(
+    authenticate: Authenticate = request.app.state.authenticate
+    principal = await authenticate(
         session, redis, settings, bearer=credentials.credentials, origin=origin
     )
     request.state.principal = principal  # a denied request is audited as this principal

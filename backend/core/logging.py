@@ -11,7 +11,7 @@ import sys
 
 import structlog
 
-from worker.secrets import mask_log_event
+from kernel.secrets import mask_log_event
 
 
 def configure_logging(*, json_logs: bool, level: str = "INFO") -> None:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
@@ -21,7 +22,7 @@ import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
-from backend.core.errors import InvalidToken
+from backend.core.errors import InvalidToken, ValidationFailed
 from backend.core.settings import Settings
 
 JWT_ALGORITHM = "HS256"
@@ -33,6 +34,28 @@ def password_hasher(settings: Settings) -> PasswordHash:
         time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_cost
     )
     return PasswordHash((hasher,))
+
+
+def check_password_policy(settings: Settings, password: str) -> None:
+    if len(password) < settings.min_password_length:
+        raise ValidationFailed(
+            f"Password must be at least {settings.min_password_length} characters",
+            details=[{"loc": ["body", "password"], "msg": "too short"}],
+        )
+
+
+async def hash_password(settings: Settings, password: str) -> str:
+    # argon2 is deliberately slow: keep it off the event loop.
+    return await asyncio.to_thread(password_hasher(settings).hash, password)
+
+
+async def verify_password(settings: Settings, password: str, password_hash: str | None) -> bool:
+    hasher = password_hasher(settings)
+    if password_hash is None:
+        # Same work for unknown accounts, so response time does not reveal which exist.
+        await asyncio.to_thread(hasher.hash, password)
+        return False
+    return await asyncio.to_thread(hasher.verify, password, password_hash)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from backend.core.models import utcnow
-from worker import keys
+from kernel.wire import keys
 
 
 async def mark_tenant_due(redis: Redis, tenant_id: uuid.UUID, at: datetime | None = None) -> None:

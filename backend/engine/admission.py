@@ -23,12 +23,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.engine.events import load_plan
-from backend.engine.plan import PlanCache
 from backend.runs.models import TaskAttempt, plan_name
 from backend.runs.repository import RunRepository
 from backend.secrets.dispatch import seal_task_secrets
 from backend.tenants.models import Tenant, TenantStatus
-from worker.protocol import TaskMessage
+from kernel.dag.plan import PlanCache
+from kernel.wire.protocol import TaskMessage
 
 # Which ready tasks to dispatch, fairly across the tenant's runs: the next :limit runs
 # with ready work after :after (a skip scan over the ready index; run ids are

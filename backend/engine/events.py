@@ -28,24 +28,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.models import utcnow
-from backend.engine.advance import advance_run
-from backend.engine.dag import group_outcome
-from backend.engine.plan import PlanCache, RunPlan, TaskPlan, compile_plan
-from backend.events.publish import run_update, task_update
 from backend.jobs.repository import JobVersionRepository
 from backend.metrics.samples import EngineSamples, observe_event_lag
-from backend.runs.models import (
-    FINISHED_RUN,
-    FINISHED_TASK,
-    Run,
-    RunStatus,
-    TaskAttempt,
-    TaskRun,
-    TaskStatus,
-    plan_name,
-)
+from backend.runs.advance import advance_run
+from backend.runs.models import Run, TaskAttempt, TaskRun, plan_name
+from backend.runs.publish import run_update, task_update
 from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository
-from worker.protocol import TaskEvent
+from kernel.dag.decisions import group_outcome
+from kernel.dag.plan import PlanCache, RunPlan, TaskPlan, compile_plan
+from kernel.dag.status import FINISHED_RUN, FINISHED_TASK, RunStatus, TaskStatus
+from kernel.wire.protocol import TaskEvent
 
 log = structlog.get_logger(__name__)
 

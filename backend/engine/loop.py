@@ -48,17 +48,17 @@ from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
-from backend.engine.plan import PLANS
-from backend.events.publish import publish as publish_updates
-from backend.health.dependencies import BACKOFF_CAP, Guard, outage_of
-from backend.metrics import registry as metrics
+from backend.runs.publish import publish as publish_updates
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
 from backend.workers.repository import WorkerCredentialRepository
 from backend.workers.service import acl_user
-from worker import keys
-from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
-from worker.streams import as_text, ensure_group, is_nogroup
+from kernel import metrics
+from kernel.dag.plan import PLANS
+from kernel.dependencies import BACKOFF_CAP, Guard, outage_of
+from kernel.wire import keys
+from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
+from kernel.wire.streams import as_text, ensure_group, is_nogroup
 
 log = structlog.get_logger(__name__)
 

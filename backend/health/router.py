@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.core.errors import error_body
-from backend.health.dependencies import STATUS, Dependency
+from kernel.dependencies import STATUS, Dependency
 
 router = APIRouter(tags=["health"])
 

@@ -6,14 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Uuid, and_, column, or_, true, tuple_, values
-from sqlalchemy.orm import aliased
+from sqlalchemy import and_, or_, tuple_
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from backend.core.repository import TenantScopedRepository
 from backend.jobs.models import Job, JobVersion
-from backend.runs.models import Run
 
 # The partial unique index on (tenant_id, name) WHERE deleted_at IS NULL.
 UNIQUE_NAME_INDEX = "ux_jobs_name"
@@ -95,22 +93,6 @@ class JobRepository(TenantScopedRepository[Job]):
             statement = statement.where(tuple_(col(Job.created_at), col(Job.id)) < tuple_(*after))
         statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit)
         return [(job, version) for job, version in (await self.session.exec(statement)).all()]
-
-    async def last_runs(self, job_ids: Sequence[uuid.UUID]) -> list[Run]:
-        """The newest run of each of these jobs that has one: one index probe per job
-        (a lateral join over ``ix_runs_job``), however many runs each job has."""
-        if not job_ids:
-            return []
-        listed = values(column("job_id", Uuid), name="listed").data([(i,) for i in job_ids])
-        newest = (
-            select(Run)
-            .where(col(Run.tenant_id) == self.tenant_id, col(Run.job_id) == listed.c.job_id)
-            .order_by(col(Run.created_at).desc(), col(Run.id).desc())
-            .limit(1)
-            .lateral("newest")
-        )
-        statement = select(aliased(Run, newest)).select_from(listed).join(newest, true())
-        return list((await self.session.exec(statement)).all())
 
 
 class JobVersionRepository(TenantScopedRepository[JobVersion]):

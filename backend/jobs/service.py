@@ -10,7 +10,6 @@ removed while the job exists. Each change writes one audit event (``job.created`
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
@@ -22,12 +21,11 @@ from backend.core.errors import Conflict, NotFound
 from backend.core.models import utcnow
 from backend.core.principal import Principal
 from backend.jobs.graph import build_graph
+from backend.jobs.hooks import job_schedule_changed
 from backend.jobs.models import Job, JobVersion
 from backend.jobs.repository import UNIQUE_NAME_INDEX, JobRepository, JobVersionRepository
 from backend.jobs.schemas import JobGraph, JobPublic
 from backend.jobs.spec import JobSpec, stored_form
-from backend.runs.models import Run
-from backend.schedules.service import sync_schedule
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -88,7 +86,7 @@ async def create_job(
         target_id=job.id,
         details={"name": job.name, "version": 1},
     )
-    await sync_schedule(
+    await job_schedule_changed.fire(
         session, redis, principal.tenant_id, job.id, 1, version.spec.get("schedule")
     )
     return JobPublic.build(job, version)
@@ -111,14 +109,6 @@ async def list_jobs(
     last = rows[limit - 1][0] if len(rows) > limit else None
     next_cursor = encode_position(last.created_at, last.id) if last else None
     return [JobPublic.build(job, version) for job, version in rows[:limit]], next_cursor
-
-
-async def last_runs(
-    session: AsyncSession, principal: Principal, job_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, Run]:
-    """The newest run of each of these jobs, by job id (a job never run has no entry)."""
-    runs = await JobRepository(session, principal.tenant_id).last_runs(job_ids)
-    return {run.job_id: run for run in runs}
 
 
 async def get_job(session: AsyncSession, principal: Principal, job_id: uuid.UUID) -> JobPublic:
@@ -173,7 +163,7 @@ async def update_job(
     await audit.record_for(
         session, principal, "job.updated", target_type="job", target_id=job.id, details=details
     )
-    await sync_schedule(
+    await job_schedule_changed.fire(
         session, redis, principal.tenant_id, job.id, job.current_version, new_spec.get("schedule")
     )
     return JobPublic.build(job, version)
@@ -190,7 +180,9 @@ async def delete_job(
     job.deleted_at = utcnow()
     session.add(job)
     await session.flush()
-    await sync_schedule(session, redis, principal.tenant_id, job.id, job.current_version, None)
+    await job_schedule_changed.fire(
+        session, redis, principal.tenant_id, job.id, job.current_version, None
+    )
     await audit.record_for(
         session,
         principal,

@@ -55,9 +55,9 @@ from yaml.nodes import MappingNode, Node
 
 from backend.core.errors import ValidationFailed
 from backend.core.input_policy import MAX_DEPTH, value_problems
-from backend.engine.expressions import ExpressionError, parse_expression
 from backend.secrets.references import reference_problems
-from worker.secrets import REFERENCE
+from kernel.dag.expressions import ExpressionError, parse_expression
+from kernel.secrets import REFERENCE
 
 # ----------------------------------------------------------------------------------- bounds
 

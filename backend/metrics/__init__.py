@@ -6,14 +6,14 @@
 - ``http``: the API's instrumented, optionally token-protected ``/metrics``; metrics ports.
 
 This package imports only prometheus_client at this level, so workers (which never touch
-PostgreSQL) can use ``backend.metrics.registry``.
+PostgreSQL) can use ``kernel.metrics``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from backend.metrics.registry import TENANTS, initialise_label_values
+from kernel.metrics import TENANTS, initialise_label_values
 
 
 def configure(tenant_labels: Iterable[str]) -> None:

@@ -33,16 +33,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.metrics.registry import (
+from backend.tenants.repository import TenantDirectory
+from kernel.metrics import (
     OTHER,
     QUEUE_DEPTH,
     QUEUE_PENDING,
     TENANT_QUEUE_DEPTH,
     TENANTS,
 )
-from backend.tenants.repository import TenantDirectory
-from worker import keys
-from worker.streams import as_text
+from kernel.wire import keys
+from kernel.wire.streams import as_text
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Metric, start_http_server
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from backend.core.errors import AuthenticationRequired, InvalidToken
-from backend.metrics.registry import HTTP_BUCKETS, REGISTRY
+from kernel.metrics import HTTP_BUCKETS, REGISTRY
 
 
 class _Include:

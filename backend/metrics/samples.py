@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from backend.metrics.registry import (
+from kernel.metrics import (
     ATTEMPT_REASONS,
     ATTEMPT_STATUSES,
     ENGINE_EVENT_LAG,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Column
@@ -12,37 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from backend.core.models import tenant_pk, timestamp, uuid7, uuid_pk
-
-
-class RunStatus(StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-class TaskStatus(StrEnum):
-    pending = "pending"
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-    skipped = "skipped"
-    upstream_failed = "upstream_failed"
-
-
-FINISHED_RUN = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled})
-FINISHED_TASK = frozenset(
-    {
-        TaskStatus.succeeded,
-        TaskStatus.failed,
-        TaskStatus.cancelled,
-        TaskStatus.skipped,
-        TaskStatus.upstream_failed,
-    }
-)
+from kernel.dag.status import RunStatus, TaskStatus
 
 
 def _json_column(nullable: bool = True) -> Any:

@@ -12,15 +12,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import col, select
 
 from backend.core.repository import TenantScopedRepository
-from backend.runs.models import (
-    FINISHED_TASK,
-    Run,
-    RunStatus,
-    TaskAttempt,
-    TaskLog,
-    TaskRun,
-    TaskStatus,
-)
+from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
+from kernel.dag.status import FINISHED_TASK, RunStatus, TaskStatus
 
 ACTIVE_RUN = (RunStatus.queued, RunStatus.running)
 UNFINISHED_TASK = tuple(s for s in TaskStatus if s not in FINISHED_TASK)

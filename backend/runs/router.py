@@ -14,7 +14,6 @@ from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.core.schemas import AwareInstant
 from backend.runs import service
-from backend.runs.models import RunStatus
 from backend.runs.schemas import (
     LogPage,
     RerunRequest,
@@ -26,6 +25,7 @@ from backend.runs.schemas import (
     RunPublic,
     RunTrigger,
 )
+from kernel.dag.status import RunStatus
 
 router = APIRouter(prefix="/api/v1", tags=["runs"], responses=AUTHENTICATED)
 

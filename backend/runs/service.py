@@ -29,17 +29,14 @@ from backend.core.errors import Conflict, NotFound, ValidationFailed
 from backend.core.models import utcnow, uuid7
 from backend.core.principal import Principal
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
-from backend.engine.advance import advance_run
-from backend.engine.dag import reusable
-from backend.engine.plan import PLANS, RunPlan, TaskPlan, compile_plan
-from backend.events.publish import publish as publish_updates
-from backend.events.publish import run_update
 from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
-from backend.metrics.registry import RUNS_FINISHED, TENANTS
-from backend.runs.models import FINISHED_RUN, FINISHED_TASK, Run, RunStatus, TaskRun, TaskStatus
+from backend.runs.advance import advance_run
+from backend.runs.models import Run, TaskRun
+from backend.runs.publish import publish as publish_updates
+from backend.runs.publish import run_update
 from backend.runs.repository import (
     AttemptRepository,
     LogRepository,
@@ -56,6 +53,10 @@ from backend.runs.schemas import (
     RunTrigger,
     TaskRunPublic,
 )
+from kernel.dag.decisions import reusable
+from kernel.dag.plan import PLANS, RunPlan, TaskPlan, compile_plan
+from kernel.dag.status import FINISHED_RUN, FINISHED_TASK, RunStatus, TaskStatus
+from kernel.metrics import RUNS_FINISHED, TENANTS
 
 IN_FLIGHT = (TaskStatus.queued, TaskStatus.running)
 

@@ -24,7 +24,7 @@ firing loop (it matters only after Redis lost its data). The replica's heartbeat
 of its own, so a long pass never makes the others think it died.
 
 **Outages.** Every pass, the heartbeat and the index rebuild run under a
-``backend.health.dependencies.Guard``: an outage of Redis or PostgreSQL of any length is
+``kernel.dependencies.Guard``: an outage of Redis or PostgreSQL of any length is
 logged (``dependency.down`` / ``dependency.up``), counted, and retried with capped
 exponential backoff; the process never ends on one. A tick's fires are idempotent (the
 tick ledger), so a pass cut short by an outage is simply done again.
@@ -50,13 +50,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
-from backend.health.dependencies import Guard
 from backend.metrics.samples import record_schedule_ticks
 from backend.schedules.repository import ScheduleRepository
 from backend.schedules.service import FireReport, StaleLease, fire_due
 from backend.tenants.repository import TenantDirectory
-from worker import keys
-from worker.streams import as_text
+from kernel.dependencies import Guard
+from kernel.wire import keys
+from kernel.wire.streams import as_text
 
 log = structlog.get_logger(__name__)
 

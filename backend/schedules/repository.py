@@ -75,17 +75,13 @@ class TickRepository(TenantScopedRepository[ScheduleTick]):
         return {row[0] for row in result.all()}
 
     async def set_run(self, job_id: uuid.UUID, at: datetime, run_id: uuid.UUID) -> None:
-        await self.session.execute(
-            update(ScheduleTick)
-            .where(
-                col(ScheduleTick.tenant_id) == self.tenant_id,
-                col(ScheduleTick.job_id) == job_id,
-                col(ScheduleTick.scheduled_for) == at,
-            )
-            .values(run_id=run_id)
-        )
+        await self._update(job_id, at, run_id=run_id)
 
     async def mark(self, job_id: uuid.UUID, at: datetime, outcome: str, reason: str) -> None:
+        await self._update(job_id, at, outcome=outcome, reason=reason)
+
+    async def _update(self, job_id: uuid.UUID, at: datetime, **values: Any) -> None:
+        """Set ``values`` on the tick of ``job_id`` due at ``at``."""
         await self.session.execute(
             update(ScheduleTick)
             .where(
@@ -93,7 +89,7 @@ class TickRepository(TenantScopedRepository[ScheduleTick]):
                 col(ScheduleTick.job_id) == job_id,
                 col(ScheduleTick.scheduled_for) == at,
             )
-            .values(outcome=outcome, reason=reason)
+            .values(**values)
         )
 
     async def page(

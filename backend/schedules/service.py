@@ -31,13 +31,13 @@ from backend.core.models import utcnow
 from backend.core.principal import Actor, Principal
 from backend.jobs.repository import JobRepository
 from backend.runs import service as runs_service
-from backend.scheduler.cron import CronError, CronSchedule, Tick, next_fire, next_ticks
-from backend.scheduler.cron import ticks_between as cron_ticks_between
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.schedules.repository import ScheduleRepository, TickRepository
 from backend.tenants.models import TenantStatus
 from backend.tenants.repository import TenantDirectory
-from worker import keys
+from kernel.cron import CronError, CronSchedule, Tick, next_fire, next_ticks
+from kernel.cron import ticks_between as cron_ticks_between
+from kernel.wire import keys
 
 # Who a scheduled run is attributed to in the audit log.
 SCHEDULER_ACTOR = Actor(type="system", label="scheduler")

@@ -19,8 +19,8 @@ from backend.core.settings import Settings
 from backend.secrets import crypto
 from backend.secrets.repository import SecretRepository
 from backend.secrets.service import sealed_of
-from worker.protocol import TaskMessage
-from worker.secrets import queue_transit_key, referenced_names, seal_transit
+from kernel.secrets import queue_transit_key, referenced_names, seal_transit
+from kernel.wire.protocol import TaskMessage
 
 log = structlog.get_logger(__name__)
 

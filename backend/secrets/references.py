@@ -1,7 +1,7 @@
 """Secret references in job specs, checked when a job version is saved.
 
 - ``${{ secrets.NAME }}`` may appear only in the fields a worker substitutes
-  (:data:`worker.secrets.SECRET_FIELDS`: shell ``command``/``env``, http ``url``/``headers``/
+  (:data:`kernel.secrets.SECRET_FIELDS`: shell ``command``/``env``, http ``url``/``headers``/
   ``body``, docker ``command``/``env``, python ``env``), and NAME must be a valid secret
   name. Whether the secret exists is checked at dispatch, not here: a job may be saved
   before its secrets are created, and a secret deleted later must fail clearly anyway.
@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from worker.secrets import MASK, REFERENCE, REFERENCE_LIKE, SECRET_FIELDS
+from kernel.secrets import MASK, REFERENCE, REFERENCE_LIKE, SECRET_FIELDS
 
 SENSITIVE_WORDS = frozenset(
     {

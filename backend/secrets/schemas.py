@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from backend.core.schemas import RequestModel, ResponseModel
-from worker.secrets import SECRET_NAME_PATTERN
+from kernel.secrets import SECRET_NAME_PATTERN
 
 MAX_VALUE_CHARS = 32_768  # an environment variable's limit in a job spec
 MAX_DESCRIPTION = 500

@@ -23,7 +23,7 @@ from backend.core.settings import Settings
 from backend.secrets import crypto
 from backend.secrets.models import Secret
 from backend.secrets.repository import SecretRepository
-from worker.secrets import is_secret_name
+from kernel.secrets import is_secret_name
 
 log = structlog.get_logger(__name__)
 

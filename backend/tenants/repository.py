@@ -9,9 +9,9 @@ from sqlalchemy import tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.auth.models import User
 from backend.core.repository import TenantScopedRepository
 from backend.tenants.models import Membership, Tenant
+from backend.users.models import User
 
 
 class TenantDirectory:

@@ -6,7 +6,6 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from backend.auth.schemas import UserPublic
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, SettingsDep
 from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
@@ -20,6 +19,7 @@ from backend.tenants.schemas import (
     MeResponse,
     TenantDetail,
 )
+from backend.users.schemas import UserPublic
 
 router = APIRouter(prefix="/api/v1", tags=["tenants"], responses=AUTHENTICATED)
 

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from pydantic import EmailStr, Field
 
-from backend.auth.schemas import UserPublic
 from backend.core.permissions import Role
 from backend.core.schemas import RequestModel, ResponseModel
+from backend.users.schemas import UserPublic
 
 
 class TenantDetail(ResponseModel):

@@ -13,17 +13,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
-from backend.auth.models import User
-from backend.auth.repository import RefreshTokenRepository, UserRepository
-from backend.auth.service import check_password_policy, hash_password
 from backend.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from backend.core.permissions import Role
 from backend.core.principal import Principal
+from backend.core.security import check_password_policy, hash_password
 from backend.core.settings import Settings
 from backend.tenants.models import Membership, Tenant
 from backend.tenants.repository import MembershipRepository, TenantDirectory
 from backend.tenants.schemas import MemberPublic
 from backend.tokens.repository import ApiTokenRepository
+from backend.users.models import User
+from backend.users.repository import RefreshTokenRepository, UserRepository
 
 
 async def current_tenant(session: AsyncSession, principal: Principal) -> Tenant:

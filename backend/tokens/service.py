@@ -1,4 +1,5 @@
-"""Tenant API tokens: create (secret shown once), list, revoke, authenticate.
+"""Tenant API tokens: create (secret shown once), list, revoke (authentication with one is
+``backend.auth.service``'s).
 
 A token's role can never exceed its creator's: it is capped when created, and again at
 every use by the creator's current role, so demoting or removing the creator also
@@ -13,24 +14,18 @@ from datetime import timedelta
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
-from backend.core.db import scope_to_tenant
-from backend.core.errors import InvalidToken, NotFound, PermissionDenied, TenantSuspended
-from backend.core.models import is_expired, utcnow
+from backend.core.errors import NotFound, PermissionDenied
+from backend.core.models import utcnow
 from backend.core.permissions import Role
-from backend.core.principal import Principal, RequestOrigin
+from backend.core.principal import Principal
 from backend.core.security import (
     API_TOKEN_PREFIX,
     hash_secret,
     make_tenant_token,
-    parse_tenant_token,
 )
-from backend.tenants.models import TenantStatus
-from backend.tenants.repository import MembershipRepository
 from backend.tokens.models import ApiToken
 from backend.tokens.repository import ApiTokenRepository
 
-# Refresh "last used" at most this often, so busy CI tokens do not write on every call.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 DISPLAY_SECRET_CHARS = 8
 
 
@@ -90,34 +85,3 @@ async def revoke_token(session: AsyncSession, principal: Principal, token_id: uu
         await audit.record_for(
             session, principal, "token.revoked", target_type="api_token", target_id=token.id
         )
-
-
-async def authenticate(session: AsyncSession, *, bearer: str, origin: RequestOrigin) -> Principal:
-    """Resolve a raw API token to a principal scoped to the token's tenant."""
-    tenant_id, token_hash = parse_tenant_token(API_TOKEN_PREFIX, bearer)
-    await scope_to_tenant(session, tenant_id)
-    token = await ApiTokenRepository(session, tenant_id).get(token_hash=token_hash)
-    if token is None or token.revoked_at is not None:
-        raise InvalidToken("Unknown or revoked API token")
-    if is_expired(token.expires_at):
-        raise InvalidToken("API token expired")
-    caller = await MembershipRepository(session, tenant_id).caller(token.created_by)
-    if caller is None:
-        raise InvalidToken("The token's creator is no longer a member")
-    membership, user, tenant = caller
-    if tenant.status != TenantStatus.active:
-        raise TenantSuspended("This tenant is suspended")
-    creator_role, token_role = Role(membership.role), Role(token.role)
-    now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-        token.last_used_at = now
-        session.add(token)
-    return Principal(
-        user_id=user.id,
-        email=user.email,
-        tenant_id=tenant_id,
-        role=token_role if creator_role.at_least(token_role) else creator_role,
-        is_superuser=False,
-        origin=origin,
-        token_id=token.id,
-    )

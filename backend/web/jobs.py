@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -36,9 +37,9 @@ from backend.jobs.spec_text import (
     plain_yaml,
     spec_yaml,
 )
+from backend.runs import latest as latest_runs
 from backend.runs import service as runs_service
 from backend.runs.schemas import RunTrigger
-from backend.scheduler.cron import Tick
 from backend.schedules import service as schedules_service
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.secrets.references import mask_literal_credentials
@@ -46,6 +47,7 @@ from backend.web.csrf import CsrfChecked
 from backend.web.graph_svg import dag_svg
 from backend.web.render import page, redirect
 from backend.web.session import WebAuthorized
+from kernel.cron import Tick
 
 router = APIRouter(prefix="/jobs", include_in_schema=False)
 
@@ -266,7 +268,7 @@ async def job_list(
             "principal": principal,
             "section": "jobs",
             "jobs": jobs,
-            "last_runs": await jobs_service.last_runs(session, principal, job_ids),
+            "last_runs": await latest_runs.last_runs(session, principal, job_ids),
             "schedules": await schedules_service.schedules_of(session, principal, job_ids),
             "next_url": f"/jobs?cursor={quote(next_cursor)}" if next_cursor else None,
             "welcome": request.query_params.get("welcome") == "1",
@@ -293,14 +295,30 @@ async def create_job(
 ) -> Response:
     """Create the job from the YAML typed; its problems at their lines (422, 409 on a
     name in use), the text kept."""
+
+    async def create(parsed: JobSpec) -> JobPublic:
+        return await jobs_service.create_job(session, redis, principal, parsed)
+
+    return await _save_spec(request, session, principal, spec, create)
+
+
+async def _save_spec(
+    request: Request,
+    session: AsyncSession,
+    principal: Principal,
+    spec: str,
+    save: Callable[[JobSpec], Awaitable[JobPublic]],
+    *,
+    job: JobPublic | None = None,
+) -> Response:
+    """Save the YAML typed (create or edit), then open the job; on a refusal the form again
+    with its problems at their lines (422, 409 on a name in use), the text kept."""
     try:
         async with session.begin_nested():  # a lost name race leaves the request usable
-            job = await jobs_service.create_job(
-                session, redis, principal, parse_job_spec(spec.encode(), YAML)
-            )
+            saved = await save(parse_job_spec(spec.encode(), YAML))
     except (ValidationFailed, Conflict) as error:
-        return _spec_form(request, principal, spec, error=error)
-    return redirect(request, f"/jobs/{job.id}")
+        return _spec_form(request, principal, spec, job=job, error=error)
+    return redirect(request, f"/jobs/{saved.id}")
 
 
 @router.get("/{job_id}")
@@ -341,14 +359,11 @@ async def edit_job(
 ) -> Response:
     """Save the YAML as the job's next version (nothing changes if it is identical)."""
     job = await jobs_service.get_job(session, principal, _job_id(job_id))
-    try:
-        async with session.begin_nested():
-            await jobs_service.update_job(
-                session, redis, principal, job.id, parse_job_spec(spec.encode(), YAML)
-            )
-    except (ValidationFailed, Conflict) as error:
-        return _spec_form(request, principal, spec, job=job, error=error)
-    return redirect(request, f"/jobs/{job.id}")
+
+    async def update(parsed: JobSpec) -> JobPublic:
+        return await jobs_service.update_job(session, redis, principal, job.id, parsed)
+
+    return await _save_spec(request, session, principal, spec, update, job=job)
 
 
 @router.post("/{job_id}/delete")

@@ -27,9 +27,9 @@ from backend.core.db import SessionDep, scope_to_tenant
 from backend.core.deps import RedisDep
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
-from backend.events import service as events_service
+from backend.live import service as events_service
 from backend.runs import service as runs_service
-from backend.runs.models import FINISHED_TASK, TaskRun
+from backend.runs.models import TaskRun
 from backend.runs.schemas import LogLinePublic
 from backend.web.render import fragment
 from backend.web.runs_view import (
@@ -41,6 +41,7 @@ from backend.web.runs_view import (
     sse_event,
 )
 from backend.web.session import WebAuthorized, apply_cookies
+from kernel.dag.status import FINISHED_TASK
 
 router = APIRouter(include_in_schema=False)
 

@@ -15,9 +15,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.principal import Principal
 from backend.runs import service as runs_service
-from backend.runs.models import FINISHED_RUN, FINISHED_TASK, RunStatus
 from backend.runs.schemas import LogLinePublic, RunDetail, RunGraph, RunGraphNode, TaskRunPublic
 from backend.web.graph_svg import dag_svg
+from kernel.dag.status import FINISHED_RUN, FINISHED_TASK, RunStatus
 
 RUN_STATUSES = [status.value for status in RunStatus]
 INSTANT_INPUT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> reads and writes

@@ -7,21 +7,22 @@ not into a re-displayed form after an error, not into a redirect.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from backend.core.db import SessionDep
 from backend.core.deps import SettingsDep
-from backend.core.errors import BatonError, ValidationFailed
+from backend.core.errors import ValidationFailed
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.secrets import service
 from backend.secrets.schemas import MAX_VALUE_CHARS, SecretCreate, SecretUpdate
 from backend.tenants import service as members_service
 from backend.web.csrf import CsrfChecked
-from backend.web.render import form_problems, page, redirect
+from backend.web.forms import BLANK, FormState, Refused, form_page, submit
+from backend.web.render import redirect
 from backend.web.session import WebAuthorized, web_allows
 
 router = APIRouter(include_in_schema=False)
@@ -43,15 +44,12 @@ async def _secrets_page(
     session: SessionDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
-    status: int = 200,
 ) -> Response:
     secrets = await service.list_secrets(session, principal)
     emails = {m.user_id: m.email for m in await members_service.list_members(session, principal)}
-    return page(
+    return form_page(
         request,
         "settings/secrets.html",
         {
@@ -60,12 +58,9 @@ async def _secrets_page(
             "secrets": secrets,
             "emails": emails,
             "can_manage": web_allows(principal, Permission.secrets_write),
-            "values": values or {},
-            "errors": errors or {},
-            "message": message,
-            "notice": NOTICES.get(notice or ""),
         },
-        status=status,
+        form=form,
+        notice=NOTICES.get(notice or ""),
     )
 
 
@@ -93,30 +88,23 @@ async def create_secret(
 ) -> Response:
     """Create a secret (as ``POST /api/v1/secrets``)."""
     values = {"name": name, "description": description}  # never the value
-    try:
-        async with session.begin_nested():
-            body = SecretCreate.model_validate(
-                {"name": name.strip(), "value": value, "description": description.strip()}
-            )
-            await service.create_secret(
-                session,
-                settings,
-                principal,
-                name=body.name,
-                value=body.value,
-                description=body.description,
-            )
-    except ValidationError as error:
-        return await _secrets_page(
-            request, session, principal, values=values, errors=form_problems(error), status=422
+
+    async def create() -> None:
+        body = SecretCreate.model_validate(
+            {"name": name.strip(), "value": value, "description": description.strip()}
         )
-    except BatonError as error:
-        if error.status_code >= 500:
-            raise
-        return await _secrets_page(
-            request, session, principal, values=values, message=error.message,
-            status=error.status_code,
-        )  # fmt: skip
+        await service.create_secret(
+            session,
+            settings,
+            principal,
+            name=body.name,
+            value=body.value,
+            description=body.description,
+        )
+
+    outcome = await submit(session, create, values)
+    if isinstance(outcome, Refused):
+        return await _secrets_page(request, session, principal, form=outcome)
     return redirect(request, f"{PAGE}?notice=secret-created")
 
 

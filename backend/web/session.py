@@ -37,7 +37,7 @@ from backend.core.permissions import Permission, allows
 from backend.core.principal import Principal, RequestOrigin
 from backend.core.security import hash_secret
 from backend.core.settings import Settings
-from worker import keys
+from kernel.wire import keys
 
 log = structlog.get_logger(__name__)
 

@@ -16,16 +16,18 @@ from pydantic import ValidationError
 
 from backend.core.db import SessionDep
 from backend.core.deps import SettingsDep
-from backend.core.errors import BatonError, ValidationFailed
+from backend.core.errors import ValidationFailed
 from backend.core.models import utcnow
 from backend.core.permissions import Permission, Role
 from backend.core.principal import Principal
 from backend.tenants import service as members_service
 from backend.tenants.schemas import MemberCreate, MemberUpdate
 from backend.tokens import service as tokens_service
+from backend.tokens.models import ApiToken
 from backend.tokens.schemas import ApiTokenCreate
 from backend.web.csrf import CsrfChecked
-from backend.web.render import form_problems, page, redirect
+from backend.web.forms import BLANK, CREATED, FormState, Refused, form_page, submit
+from backend.web.render import redirect
 from backend.web.session import WebAuthorized, web_allows
 
 router = APIRouter(include_in_schema=False)
@@ -42,16 +44,6 @@ NOTICES = {
 }
 
 
-def service_problems(error: BatonError) -> dict[str, str]:
-    """A service's ``ValidationFailed`` details (``loc: [body, field]``) as field -> message."""
-    details = error.details if isinstance(error.details, list) else []
-    return {
-        str(d["loc"][-1]): str(d.get("msg", ""))
-        for d in details
-        if isinstance(d, dict) and d.get("loc")
-    }
-
-
 def grantable_roles(principal: Principal) -> list[Role]:
     """The roles the caller may hand out, highest first (the service checks again)."""
     return [role for role in Role if principal.role.can_grant(role)]
@@ -65,18 +57,15 @@ async def _members_page(
     session: SessionDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
-    status: int = 200,
 ) -> Response:
     members = await members_service.list_members(session, principal)
     can_manage = web_allows(principal, Permission.members_manage)
     rows = [
         {"member": m, "manageable": can_manage and principal.role.at_least(m.role)} for m in members
     ]
-    return page(
+    return form_page(
         request,
         "settings/members.html",
         {
@@ -85,12 +74,9 @@ async def _members_page(
             "rows": rows,
             "can_manage": can_manage,
             "roles": grantable_roles(principal),
-            "values": values or {},
-            "errors": errors or {},
-            "message": message,
-            "notice": NOTICES.get(notice or ""),
         },
-        status=status,
+        form=form,
+        notice=NOTICES.get(notice or ""),
     )
 
 
@@ -119,35 +105,18 @@ async def add_member(
     """Add a member (as ``POST /api/v1/members``): an existing account, or a new one with
     the initial password given."""
     values = {"email": email, "role": role}
-    try:
-        async with session.begin_nested():  # a refused addition leaves nothing behind
-            body = MemberCreate.model_validate(
-                {"email": email, "role": role, "password": password or None}
-            )
-            await members_service.add_member(
-                session,
-                settings,
-                principal,
-                email=body.email,
-                role=body.role,
-                password=body.password,
-            )
-    except ValidationError as error:
-        return await _members_page(
-            request, session, principal, values=values, errors=form_problems(error), status=422
+
+    async def add() -> None:
+        body = MemberCreate.model_validate(
+            {"email": email, "role": role, "password": password or None}
         )
-    except BatonError as error:
-        if error.status_code >= 500:
-            raise
-        return await _members_page(
-            request,
-            session,
-            principal,
-            values=values,
-            errors=service_problems(error),
-            message=error.message,
-            status=error.status_code,
+        await members_service.add_member(
+            session, settings, principal, email=body.email, role=body.role, password=body.password
         )
+
+    outcome = await submit(session, add, values, service_fields=True)
+    if isinstance(outcome, Refused):
+        return await _members_page(request, session, principal, form=outcome)
     return redirect(request, "/settings/members?notice=member-added")
 
 
@@ -190,16 +159,13 @@ async def _tokens_page(
     session: SessionDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
     created: dict[str, Any] | None = None,
-    status: int = 200,
 ) -> Response:
     tokens = await tokens_service.list_tokens(session, principal)
     emails = {m.user_id: m.email for m in await members_service.list_members(session, principal)}
-    response = page(
+    return form_page(
         request,
         "settings/tokens.html",
         {
@@ -209,18 +175,13 @@ async def _tokens_page(
             "emails": emails,
             "can_manage": web_allows(principal, Permission.tokens_manage),
             "roles": grantable_roles(principal),
-            "values": values or {},
-            "errors": errors or {},
-            "message": message,
-            "notice": NOTICES.get(notice or ""),
             "created": created,
             "now": utcnow(),
         },
-        status=status,
+        form=form,
+        notice=NOTICES.get(notice or ""),
+        no_store=created is not None,  # the secret must not be cached
     )
-    if created is not None:
-        response.headers["Cache-Control"] = "no-store"  # the secret must not be cached
-    return response
 
 
 @router.get("/settings/tokens")
@@ -246,35 +207,21 @@ async def create_token(
 ) -> Response:
     """Create an API token (as ``POST /api/v1/tokens``) and show its secret, this once."""
     values = {"name": name, "role": role, "expires_in_days": expires_in_days}
-    try:
-        async with session.begin_nested():
-            body = ApiTokenCreate.model_validate(
-                {"name": name, "role": role, "expires_in_days": expires_in_days.strip() or None}
-            )
-            token, secret = await tokens_service.create_token(
-                session,
-                principal,
-                name=body.name,
-                role=body.role,
-                expires_in_days=body.expires_in_days,
-            )
-    except ValidationError as error:
-        return await _tokens_page(
-            request, session, principal, values=values, errors=form_problems(error), status=422
+
+    async def create() -> tuple[ApiToken, str]:
+        body = ApiTokenCreate.model_validate(
+            {"name": name, "role": role, "expires_in_days": expires_in_days.strip() or None}
         )
-    except BatonError as error:
-        if error.status_code >= 500:
-            raise
-        return await _tokens_page(
-            request,
-            session,
-            principal,
-            values=values,
-            message=error.message,
-            status=error.status_code,
+        return await tokens_service.create_token(
+            session, principal, name=body.name, role=body.role, expires_in_days=body.expires_in_days
         )
+
+    outcome = await submit(session, create, values)
+    if isinstance(outcome, Refused):
+        return await _tokens_page(request, session, principal, form=outcome)
+    token, secret = outcome
     return await _tokens_page(
-        request, session, principal, created={"token": token, "secret": secret}, status=201
+        request, session, principal, created={"token": token, "secret": secret}, form=CREATED
     )
 
 

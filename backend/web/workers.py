@@ -11,18 +11,18 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request, Response
-from pydantic import ValidationError
 
 from backend.core.db import SessionDep
 from backend.core.deps import RedisDep, SettingsDep
-from backend.core.errors import BatonError
 from backend.core.models import utcnow
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.web.csrf import CsrfChecked
-from backend.web.render import form_problems, page, redirect
+from backend.web.forms import BLANK, CREATED, FormState, Refused, form_page, submit
+from backend.web.render import redirect
 from backend.web.session import WebAuthorized, web_allows
 from backend.workers import service
+from backend.workers.models import WorkerCredential
 from backend.workers.schemas import WorkerCredentialCreate
 
 router = APIRouter(include_in_schema=False)
@@ -38,14 +38,11 @@ async def _workers_page(
     redis: RedisDep,
     principal: Principal,
     *,
-    values: dict[str, Any] | None = None,
-    errors: dict[str, str] | None = None,
-    message: str | None = None,
+    form: FormState = BLANK,
     notice: str | None = None,
     created: dict[str, Any] | None = None,
-    status: int = 200,
 ) -> Response:
-    response = page(
+    return form_page(
         request,
         "settings/workers.html",
         {
@@ -54,18 +51,13 @@ async def _workers_page(
             "credentials": await service.list_credentials(session, principal),
             "workers": await service.connected_workers(redis, principal),
             "can_manage": web_allows(principal, Permission.workers_manage),
-            "values": values or {},
-            "errors": errors or {},
-            "message": message,
-            "notice": NOTICES.get(notice or ""),
             "created": created,
             "now": utcnow(),
         },
-        status=status,
+        form=form,
+        notice=NOTICES.get(notice or ""),
+        no_store=created is not None,  # the secret must not be cached
     )
-    if created is not None:
-        response.headers["Cache-Control"] = "no-store"  # the secret must not be cached
-    return response
 
 
 @router.get("/settings/workers")
@@ -94,49 +86,32 @@ async def create_credential(
 ) -> Response:
     """Create a worker credential (as ``POST /api/v1/workers/credentials``), shown once."""
     values = {"name": name, "queue": queue, "expires_in_days": expires_in_days}
-    try:
-        async with session.begin_nested():
-            body = WorkerCredentialCreate.model_validate(
-                {"name": name, "queue": queue, "expires_in_days": expires_in_days.strip() or None}
-            )
-            row, secret = await service.create_credential(
-                session,
-                redis,
-                settings,
-                principal,
-                name=body.name,
-                queue=body.queue,
-                expires_in_days=body.expires_in_days,
-            )
-    except ValidationError as error:
-        return await _workers_page(
-            request,
+
+    async def create() -> tuple[WorkerCredential, str]:
+        body = WorkerCredentialCreate.model_validate(
+            {"name": name, "queue": queue, "expires_in_days": expires_in_days.strip() or None}
+        )
+        return await service.create_credential(
             session,
             redis,
+            settings,
             principal,
-            values=values,
-            errors=form_problems(error),
-            status=422,
+            name=body.name,
+            queue=body.queue,
+            expires_in_days=body.expires_in_days,
         )
-    except BatonError as error:
-        if error.status_code >= 500:
-            raise
-        return await _workers_page(
-            request,
-            session,
-            redis,
-            principal,
-            values=values,
-            message=error.message,
-            status=error.status_code,
-        )
+
+    outcome = await submit(session, create, values)
+    if isinstance(outcome, Refused):
+        return await _workers_page(request, session, redis, principal, form=outcome)
+    row, secret = outcome
     return await _workers_page(
         request,
         session,
         redis,
         principal,
         created={"credential": row, "secret": secret},
-        status=201,
+        form=CREATED,
     )
 
 

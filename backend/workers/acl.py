@@ -30,7 +30,7 @@ from redis.exceptions import ResponseError
 
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
-from worker import keys
+from kernel.wire import keys
 
 log = structlog.get_logger(__name__)
 

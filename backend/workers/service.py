@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import time
 import uuid
@@ -34,10 +33,11 @@ from backend.workers import acl
 from backend.workers.models import WorkerCredential
 from backend.workers.repository import WorkerCredentialRepository
 from backend.workers.schemas import ConnectedWorker
-from worker import keys
-from worker.credential import WorkerCredential as CredentialString
-from worker.secrets import queue_transit_key
-from worker.streams import as_text
+from kernel.credential import WorkerCredential as CredentialString
+from kernel.secrets import queue_transit_key
+from kernel.wire import keys
+from kernel.wire.protocol import read_heartbeat
+from kernel.wire.streams import as_text
 
 # Hosted workers that have not beaten for this long leave the tenant's worker index.
 FORGET_WORKERS_AFTER_SECONDS = 3600
@@ -165,7 +165,7 @@ async def connected_workers(redis: Redis, principal: Principal) -> list[Connecte
     if names:
         values = await redis.mget([keys.tenant_worker_heartbeat(tenant, n) for n in names])
         for name, value in zip(names, values, strict=True):
-            info = _heartbeat(value)
+            info = read_heartbeat(value)
             if info is not None:  # no key: it stopped (or its beat expired)
                 hosted.append(_connected(name, info, hosted=True))
     shared = [
@@ -193,16 +193,6 @@ def _connected(name: str, info: dict[str, Any], *, hosted: bool) -> ConnectedWor
         running=int(info.get("running", 0)),
         last_heartbeat_at=datetime.fromtimestamp(float(info.get("at", 0)), UTC),
     )
-
-
-def _heartbeat(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    try:
-        info = json.loads(as_text(value))
-    except ValueError:
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def queue_transit_keys(settings: Settings, tenant_id: str, queue: str) -> dict[str, str]:

@@ -15,11 +15,11 @@ from redis.asyncio import Redis
 
 from backend.core.settings import Settings
 from backend.scheduler.loop import Scheduler
+from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, trigger
-from worker import keys
 from worker.runner import Worker
 
 HEALTH = "/api/v1/admin/health"

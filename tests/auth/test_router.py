@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.security import AccessClaims, verify_access_token
 from backend.core.settings import Settings
+from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
@@ -28,7 +29,6 @@ from tests.fixtures.factories import (
     login,
     unique_email,
 )
-from worker import keys
 
 SIGNUP = "/api/v1/auth/signup"
 LOGIN = "/api/v1/auth/login"

@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from backend.app import create_app
 from backend.core.settings import Settings
+from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, unique_email
-from worker import keys
 
 LOGIN = "/api/v1/auth/login"
 PER_IP = Settings.model_fields["login_max_failures_per_ip"].default

@@ -23,9 +23,9 @@ from backend.core.db import SessionDep, after_commit, commit, get_session, scope
 from backend.core.errors import Conflict, InvalidCredentials
 from backend.core.principal import SYSTEM_ACTOR
 from backend.core.settings import Settings
+from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import DEFAULT_PASSWORD, Account, login, unique_email
-from worker import keys
 
 OnStart = Callable[[], Awaitable[None]]
 

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.core.db import tenant_transaction
 from backend.engine.events import apply_events
 from backend.engine.loop import Engine
-from backend.engine.plan import PLANS
+from kernel.dag.plan import PLANS
+from kernel.wire.protocol import TaskEvent
 from tests.fixtures.factories import Account
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, trigger
-from worker.protocol import TaskEvent
 
 
 async def dispatched_task(owner_engine: AsyncEngine, run_id: str) -> Any:

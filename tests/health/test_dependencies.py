@@ -7,8 +7,8 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from backend.health.dependencies import BACKOFF_CAP, Backoff, Dependencies, Guard, outage_of
-from backend.metrics.registry import REGISTRY
+from kernel.dependencies import BACKOFF_CAP, Backoff, Dependencies, Guard, outage_of
+from kernel.metrics import REGISTRY
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/postgres"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.metrics.registry import REGISTRY
+from kernel.metrics import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL_CANDIDATES = ("/usr/bin/promtool", "/usr/local/bin/promtool")

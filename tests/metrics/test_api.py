@@ -120,7 +120,7 @@ def test_a_fresh_process_exposes_the_label_values_at_zero() -> None:
     """Nothing recorded at all (a new process): the series are there, at zero."""
     code = (
         "from prometheus_client import generate_latest;"
-        "from backend.metrics.registry import REGISTRY;"
+        "from kernel.metrics import REGISTRY;"
         "print(generate_latest(REGISTRY).decode())"
     )
     output = subprocess.run(

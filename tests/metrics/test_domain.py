@@ -14,17 +14,17 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from backend.metrics.gather import QueueGatherer
-from backend.metrics.registry import REGISTRY, TENANTS
 from backend.scheduler.loop import Scheduler
+from kernel.metrics import REGISTRY, TENANTS
+from kernel.wire import keys
+from kernel.wire.streams import ensure_group
 from tests.fixtures.factories import Account, create_tenant
 from tests.fixtures.services import Services
 from tests.fixtures.stack import PrivateBaton, private_baton
 from tests.fixtures.waiting import eventually as wait_until
 from tests.metrics.helpers import value
 from tests.runs.factories import create_job, python_task, shell_task, trigger, wait_for_run
-from worker import keys
 from worker.runner import Worker
-from worker.streams import ensure_group
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from httpx import ASGITransport, AsyncClient
 
 from backend.app import create_app
 from backend.core.settings import Settings
-from backend.metrics.registry import series_names
+from kernel.metrics import series_names
 from tests.metrics.helpers import ROOT, run_promtool
 
 PROMETHEUS = ROOT / "infra" / "prometheus"

@@ -20,8 +20,8 @@ import pytest
 from backend.core.settings import Settings
 from backend.metrics import configure
 from backend.metrics.http import serve_metrics
-from backend.metrics.registry import TENANTS, TenantLabels, track_worker, untrack_worker
 from backend.metrics.samples import EngineSamples
+from kernel.metrics import TENANTS, TenantLabels, track_worker, untrack_worker
 from tests.metrics.helpers import value
 
 

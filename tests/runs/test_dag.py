@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.fixtures.waiting import eventually
@@ -26,7 +27,6 @@ from tests.runs.factories import (
     trigger,
     wait_for_run,
 )
-from worker import keys
 
 
 def echo(name: str, value: object, **extra: object) -> dict:

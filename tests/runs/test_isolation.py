@@ -7,10 +7,10 @@ import json
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
+from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, shell_task, trigger, wait_for_run
-from worker import keys
 
 
 async def test_runs_and_logs_of_another_tenant_are_404(

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
+from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
@@ -22,7 +23,6 @@ from tests.runs.factories import (
     trigger,
     wait_for_run,
 )
-from worker import keys
 from worker.runner import Worker
 
 

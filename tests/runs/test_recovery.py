@@ -17,7 +17,7 @@ from backend.core.db import tenant_transaction
 from backend.core.settings import Settings
 from backend.engine.events import MAX_LOST_ATTEMPTS, fail_tasks
 from backend.engine.loop import Engine
-from backend.engine.plan import PLANS
+from kernel.dag.plan import PLANS
 from tests.fixtures.execution import spawn_worker, worker_config
 from tests.fixtures.factories import Account, create_tenant
 from tests.fixtures.services import Services

@@ -17,15 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
-from backend.scheduler.cron import CronSchedule, ticks_between
 from backend.scheduler.loop import Scheduler
 from backend.schedules.service import StaleLease, decide_ticks, fire_due
+from kernel.cron import CronSchedule, ticks_between
+from kernel.wire import keys
 from tests.audit.helpers import head_seq, rows_after, verify
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task
-from worker import keys
 
 EVERY_SECOND = "* * * * * *"  # six fields: the last is seconds
 

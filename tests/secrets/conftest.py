@@ -14,10 +14,10 @@ from fastapi import FastAPI
 
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from kernel.secrets import TransitKeys
 from tests.fixtures.execution import TEST_MODULES, worker_config
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker
-from worker.secrets import TransitKeys
 
 QUEUE = "secrets"
 

@@ -17,12 +17,12 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kernel.wire.protocol import TASK_FIELD
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.http_server import Server, serve
 from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_for_run
 from tests.secrets.conftest import QUEUE
 from tests.secrets.helpers import create_secret, secret_name, secret_value
-from worker.protocol import TASK_FIELD
 from worker.runner import Worker
 
 pytestmark = pytest.mark.usefixtures("secrets_worker")

@@ -9,7 +9,7 @@ import pytest
 from backend.core.errors import ValidationFailed
 from backend.jobs.spec import validate_job_spec
 from backend.secrets.references import looks_sensitive
-from worker.secrets import referenced_names
+from kernel.secrets import referenced_names
 
 REF = "${{ secrets.DB_PASSWORD }}"
 

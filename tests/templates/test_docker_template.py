@@ -20,13 +20,13 @@ from httpx import AsyncClient
 
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from kernel.secrets import TransitKeys
 from tests.fixtures.docker_engine import DockerEngine
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
 from tests.templates.helpers import run_template
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker
-from worker.secrets import TransitKeys
 
 
 @pytest.fixture

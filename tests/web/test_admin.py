@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kernel.wire import keys
 from tests.fixtures.factories import (
     Account,
     bearer,
@@ -25,7 +26,6 @@ from tests.fixtures.factories import (
 )
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from tests.web.helpers import Browser, BrowserFactory
-from worker import keys
 from worker.runner import Worker
 
 ADMIN = "/admin"

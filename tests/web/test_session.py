@@ -8,9 +8,9 @@ import uuid
 from httpx import AsyncClient
 
 from backend.core.security import hash_secret
+from kernel.wire import keys
 from tests.fixtures.factories import Account
 from tests.web.helpers import Browser, BrowserFactory
-from worker import keys
 
 EXPIRED = "expired.or.garbage"
 

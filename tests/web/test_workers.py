@@ -12,11 +12,11 @@ import pytest
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
+from kernel.credential import WorkerCredential
 from tests.fixtures.factories import Account, create_member
 from tests.web.conftest import Browser, BrowserFactory
 from tests.web.helpers import assert_login_redirect, assert_page
 from tests.workers.factories import create_worker_credential, unique_queue
-from worker.credential import WorkerCredential
 
 PAGE = "/settings/workers"
 CREATE = "/settings/workers/credentials"

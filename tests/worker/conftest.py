@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from kernel.wire.protocol import TaskMessage
 from tests.worker.helpers import LogCollector, MessageFactory
-from worker.protocol import TaskMessage
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from worker.protocol import LogLine, TaskMessage
+from kernel.wire.protocol import LogLine, TaskMessage
 
 
 class LogCollector:

@@ -27,6 +27,7 @@ from docker.models.containers import Container
 
 from backend.core.settings import Environment, Settings
 from backend.processes import worker_config
+from kernel.wire.protocol import ExecutionResult, TaskMessage
 from tests.fixtures.docker_engine import DockerEngine
 from tests.worker.helpers import LogCollector, MessageFactory
 from worker.executors import DockerExecutor, ExecutorPolicy
@@ -38,7 +39,6 @@ from worker.executors.docker import (
     OUTPUT_PATH,
     WORK_DIR,
 )
-from worker.protocol import ExecutionResult, TaskMessage
 
 LEFTOVER_DEADLINE = 10.0
 

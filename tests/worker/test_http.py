@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kernel.wire.protocol import ExecutionResult
 from tests.fixtures.http_server import Server, serve
 from tests.worker.helpers import LogCollector, MessageFactory
+from worker.addresses import classify_address
 from worker.executors import ExecutorPolicy, HttpExecutor
-from worker.executors.http import classify_address
-from worker.protocol import ExecutionResult
 
 LOCAL = ExecutorPolicy(http_allowlist=("127.0.0.1",))
 

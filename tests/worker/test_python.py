@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from kernel.wire.protocol import ExecutionResult
 from tests.worker.helpers import LogCollector, MessageFactory
 from worker import builtins
 from worker.executors import ExecutorPolicy, PythonExecutor
-from worker.protocol import ExecutionResult
 
 POLICY = ExecutorPolicy(python_modules=("worker.builtins", "tests.worker.sample_tasks"))
 

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from kernel.wire.protocol import ExecutionResult
 from tests.fixtures.services import Services
 from tests.worker import outside
 from tests.worker.helpers import LogCollector, MessageFactory
 from tests.worker.processes import eventually, running, sleeper
 from worker.executors import ExecutorPolicy, ShellExecutor
-from worker.protocol import ExecutionResult
 from worker.sandbox import launch, probe
 from worker.sandbox.limits import SandboxLimits
 

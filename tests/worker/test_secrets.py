@@ -8,8 +8,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from worker.protocol import ExecutionResult, LogLine, TaskMessage
-from worker.secrets import (
+from kernel.secrets import (
     MASK,
     Masker,
     TransitKeys,
@@ -19,6 +18,7 @@ from worker.secrets import (
     seal_transit,
     substitute,
 )
+from kernel.wire.protocol import ExecutionResult, LogLine, TaskMessage
 
 KEY = os.urandom(32)
 KEYS = TransitKeys({"t1": KEY})

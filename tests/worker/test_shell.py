@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel.wire.protocol import LogLine
 from tests.worker.helpers import LogCollector, MessageFactory
 from tests.worker.processes import eventually, running, sleeper
 from worker.executors import (
@@ -22,7 +23,6 @@ from worker.executors import (
     executor_for,
 )
 from worker.executors.base import MAX_LINE_BYTES, TRUNCATED_MARK
-from worker.protocol import LogLine
 from worker.sandbox.probe import unavailable_reason
 
 POLICY = ExecutorPolicy(kill_grace_seconds=0.5)

@@ -9,8 +9,8 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from backend.core.redis import create_redis
+from kernel.credential import WorkerCredential
 from tests.fixtures.factories import Account
-from worker.credential import WorkerCredential
 
 
 def unique_queue() -> str:

@@ -26,12 +26,12 @@ from backend.workers.acl import (
     remove_tenant_worker_user,
     set_tenant_worker_user,
 )
+from kernel.credential import WorkerCredential
+from kernel.wire import keys
+from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
 from tests.workers.factories import create_worker_credential, redis_as
-from worker import keys
-from worker.credential import WorkerCredential
-from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from worker.runner import Worker
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from backend.cli import app as cli
 from backend.core.settings import Settings
-from worker.credential import WorkerCredential
+from kernel.credential import WorkerCredential
 
 runner = CliRunner()
 

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from worker.credential import CredentialError, WorkerCredential, secret_hash
+from kernel.credential import CredentialError, WorkerCredential, secret_hash
 
 
 def test_a_credential_round_trips_with_its_optional_fields() -> None:

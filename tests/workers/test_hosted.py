@@ -27,13 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
+from kernel.credential import WorkerCredential
+from kernel.wire import keys
+from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from tests.workers.factories import create_worker_credential, redis_as, unique_queue
-from worker import keys
-from worker.credential import WorkerCredential
-from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from worker.runner import Worker
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,11 +19,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.settings import Settings
+from kernel.credential import WorkerCredential
+from kernel.wire import keys
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account, create_member
 from tests.workers.factories import create_worker_credential, redis_as, unique_queue
-from worker import keys
-from worker.credential import WorkerCredential
 from worker.runner import Worker
 
 CREDENTIALS = "/api/v1/workers/credentials"

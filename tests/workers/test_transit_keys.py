@@ -11,9 +11,9 @@ import pytest
 from backend.core.settings import Environment, Settings
 from backend.secrets.dispatch import transit_key_for
 from backend.workers.service import queue_transit_keys
-from worker.credential import WorkerCredential
-from worker.protocol import TaskMessage
-from worker.secrets import SecretsUnavailable, TransitKeys, open_transit, seal_transit
+from kernel.credential import WorkerCredential
+from kernel.secrets import SecretsUnavailable, TransitKeys, open_transit, seal_transit
+from kernel.wire.protocol import TaskMessage
 
 SETTINGS = Settings(_env_file=None, environment=Environment.test)  # type: ignore[call-arg]
 TENANT = str(uuid.uuid4())

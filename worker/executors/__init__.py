@@ -10,11 +10,11 @@ from worker.executors.base import (
     ExecutorPolicy,
     LogSink,
     UnsupportedExecutor,
-    executor_for,
 )
 from worker.executors.docker import DockerExecutor
 from worker.executors.http import HttpExecutor
 from worker.executors.python import PythonExecutor
+from worker.executors.registry import executor_for
 from worker.executors.shell import ShellExecutor
 
 __all__ = [

@@ -1,7 +1,7 @@
 """What every executor shares: the policy, the protocol, log capping and line splitting.
 
-An executor turns one :class:`~worker.protocol.TaskMessage` into one
-:class:`~worker.protocol.ExecutionResult`. The contract, for every task type:
+An executor turns one :class:`~kernel.wire.protocol.TaskMessage` into one
+:class:`~kernel.wire.protocol.ExecutionResult`. The contract, for every task type:
 
 * task failures never raise - they come back as ``ExecutionResult.failed(...)``;
 * timeouts and cancellation belong to the caller (``asyncio.wait_for`` / ``task.cancel()``):
@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from worker.protocol import ExecutionResult, LogLine, TaskMessage
+from kernel.wire.protocol import ExecutionResult, LogLine, LogSink, TaskMessage
 from worker.sandbox.limits import SandboxLimits
 
 logger = logging.getLogger(__name__)
 
-LogSink = Callable[[LogLine], Awaitable[None]]
 Stream = Literal["stdout", "stderr", "system"]
 
 MAX_LINE_BYTES = 16 * 1024
@@ -78,29 +76,6 @@ class UnsupportedExecutor:
             extra={"task_run_id": message.task_run_id, "error": self.error},
         )
         return ExecutionResult.failed(self.error, reason="unsupported")
-
-
-def executor_for(task_type: str, policy: ExecutorPolicy) -> Executor:
-    """The executor for ``task_type`` (shell, http, python, docker) under ``policy``.
-
-    Unknown types get an executor that fails every task with reason ``unsupported``, so the
-    caller never has to special-case them.
-    """
-    # Imported here: each executor module imports this one.
-    from worker.executors.docker import DockerExecutor
-    from worker.executors.http import HttpExecutor
-    from worker.executors.python import PythonExecutor
-    from worker.executors.shell import ShellExecutor
-
-    if task_type == "shell":
-        return ShellExecutor(policy)
-    if task_type == "http":
-        return HttpExecutor(policy)
-    if task_type == "python":
-        return PythonExecutor(policy)
-    if task_type == "docker":
-        return DockerExecutor(policy)
-    return UnsupportedExecutor(f"Unsupported task type {task_type!r}")
 
 
 def truncate_utf8(text: str, max_bytes: int) -> tuple[str, bool]:

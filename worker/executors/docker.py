@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kernel.wire.protocol import ExecutionResult, TaskMessage
 from worker.executors.base import (
     ExecutorPolicy,
     LineSplitter,
@@ -55,7 +56,6 @@ from worker.executors.base import (
     require_str,
     string_env,
 )
-from worker.protocol import ExecutionResult, TaskMessage
 
 logger = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from kernel.wire.protocol import ExecutionResult, TaskMessage
 from worker.executors.base import (
     ExecutorPolicy,
     LogSink,
@@ -40,7 +41,6 @@ from worker.executors.base import (
     check_output_size,
     require_str,
 )
-from worker.protocol import ExecutionResult, TaskMessage
 
 logger = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kernel.wire.protocol import ExecutionResult, TaskMessage
 from worker.executors.base import (
     ExecutorPolicy,
     LineSplitter,
@@ -56,7 +57,6 @@ from worker.executors.base import (
     require_str,
     string_env,
 )
-from worker.protocol import ExecutionResult, TaskMessage
 from worker.sandbox.launch import SANDBOX_PATH, SandboxError, start_in_sandbox, start_on_host
 from worker.sandbox.probe import unavailable_reason
 

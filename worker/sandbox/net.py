@@ -7,7 +7,7 @@ closes the 10.0.2.2 alias of it), PostgreSQL or Redis on a private network, the 
 metadata service. Before the task's command starts, an iptables ruleset is loaded into the
 task's namespace (from outside it; the task has no capability over it) that rejects every
 destination that is not public - the same notion of "public" as http tasks
-(:func:`worker.executors.http.classify_address`), computed from it. Only the namespace's own
+(:func:`worker.addresses.classify_address`), computed from it. Only the namespace's own
 loopback and DNS to slirp's forwarder (10.0.2.3, port 53) are allowed besides. IPv6 is not
 enabled: the task has no IPv6 route at all.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cache
 
-from worker.executors.http import classify_address
+from worker.addresses import classify_address
 
 TAP = "tap0"
 MTU = 65520

@@ -25,8 +25,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.core.db import scope_to_tenant
 from backend.core.principal import Principal
 from backend.runs import service as runs_service
-from worker import keys
-from worker.streams import as_text
+from kernel.wire import keys
+from kernel.wire.streams import as_text
 
 KEEPALIVE_MS = 4_000  # below redis-py's default 5 s socket timeout
 _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")

@@ -16,15 +16,23 @@ import random
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Literal
 
 import structlog
 from redis import exceptions as redis_errors
-from sqlalchemy import exc as sa_errors
 
-from backend.metrics.registry import DEPENDENCY_OUTAGES, DEPENDENCY_UP
+from kernel.metrics import DEPENDENCY_OUTAGES, DEPENDENCY_UP
 
 log = structlog.get_logger(__name__)
+
+# A worker installed alone (the ``worker`` extra) has no PostgreSQL client: none of its
+# errors can then occur, and the classification below skips them.
+sa_errors: ModuleType | None
+try:
+    from sqlalchemy import exc as sa_errors
+except ImportError:  # pragma: no cover - exercised by the worker-alone import test
+    sa_errors = None
 
 Dependency = Literal["postgres", "redis"]
 
@@ -43,14 +51,15 @@ def outage_of(error: BaseException) -> Dependency | None:
     """Which dependency ``error`` says is unreachable, or None for any other error."""
     if isinstance(error, _REDIS_OUTAGES):
         return "redis"
-    if isinstance(error, sa_errors.DBAPIError):
-        if error.connection_invalidated or isinstance(
-            error, sa_errors.OperationalError | sa_errors.InterfaceError
-        ):
+    if sa_errors is not None:
+        if isinstance(error, sa_errors.DBAPIError):
+            if error.connection_invalidated or isinstance(
+                error, sa_errors.OperationalError | sa_errors.InterfaceError
+            ):
+                return "postgres"
+            return _asyncpg_outage(error.orig)
+        if isinstance(error, sa_errors.TimeoutError):  # pool exhausted while connections hang
             return "postgres"
-        return _asyncpg_outage(error.orig)
-    if isinstance(error, sa_errors.TimeoutError):  # pool exhausted while connections hang
-        return "postgres"
     if _asyncpg_outage(error) is not None:
         return "postgres"
     if isinstance(error, OSError | TimeoutError):
@@ -61,7 +70,10 @@ def outage_of(error: BaseException) -> Dependency | None:
 
 
 def _asyncpg_outage(error: BaseException | None) -> Dependency | None:
-    import asyncpg
+    try:
+        import asyncpg
+    except ImportError:  # the worker alone: no asyncpg, so no asyncpg error
+        return None
 
     cause = getattr(error, "__cause__", None)
     for candidate in (error, cause):

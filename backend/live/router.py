@@ -14,7 +14,7 @@ from backend.core.errors import ValidationFailed
 from backend.core.openapi import AUTHENTICATED, BY_ID, Responses
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
-from backend.events import service
+from backend.live import service
 from backend.runs import service as runs_service
 
 router = APIRouter(prefix="/api/v1", tags=["events"], responses=AUTHENTICATED)

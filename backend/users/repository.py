@@ -7,9 +7,9 @@ import uuid
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.auth.models import RefreshToken, User
 from backend.core.models import utcnow
 from backend.core.repository import TenantScopedRepository
+from backend.users.models import RefreshToken, User
 
 
 class UserRepository:

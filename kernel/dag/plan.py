@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.engine.expressions import Expression, parse_expression
+from kernel.dag.expressions import Expression, parse_expression
 
 DEFAULT_QUEUE = "default"
 

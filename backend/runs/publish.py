@@ -1,6 +1,6 @@
 """Publishing run and task state changes to the tenant's capped update stream.
 
-Kept apart from the readers (``backend.events.service``) so the run service and the engine
+Kept apart from the readers (``backend.live.service``) so the run service and the engine
 can publish without importing what reads.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from backend.runs.models import Run, TaskRun
-from worker import keys
+from kernel.wire import keys
 
 UPDATES_HISTORY = 10_000
 

@@ -1,6 +1,6 @@
 """Apply DAG decisions to a run's task-run rows (shared by the trigger API and the engine).
 
-:func:`advance_run` turns :func:`backend.engine.dag.decide`'s verdicts into row changes:
+:func:`advance_run` turns :func:`kernel.dag.decisions.decide`'s verdicts into row changes:
 queued tasks get a ``ready_at``, skipped and upstream_failed ones an explanation, a
 ``for_each`` task becomes a running group with one child row per item, and the run is
 settled - at once under ``failure_policy: fail_fast`` when a failure fails it.
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from backend.engine.dag import Node, decide, fails_run, run_outcome
-from backend.engine.plan import RunPlan
-from backend.runs.models import FINISHED_TASK, Run, RunStatus, TaskRun, TaskStatus
+from backend.runs.models import Run, TaskRun
+from kernel.dag.decisions import Node, decide, fails_run, run_outcome
+from kernel.dag.plan import RunPlan
+from kernel.dag.status import FINISHED_TASK, RunStatus, TaskStatus
 
 REASONS = {
     TaskStatus.skipped: "skipped",

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from backend.engine.expressions import ExpressionError
-from backend.engine.plan import RunPlan, TaskPlan
-from backend.runs.models import FINISHED_TASK, RunStatus, TaskStatus
+from kernel.dag.expressions import ExpressionError
+from kernel.dag.plan import RunPlan, TaskPlan
+from kernel.dag.status import FINISHED_TASK, RunStatus, TaskStatus
 
 MAX_FANOUT = 10_000
 

@@ -11,6 +11,7 @@ ignores an event whose attempt is not the task run's current one.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ class TaskMessage:
     item: Any = None  # the fan-out item, when the task is a for_each child
     queue: str = "default"
     # The values of the secrets ``spec`` references, sealed for the worker pool (never in
-    # clear on Redis): see worker/secrets.py.
+    # clear on Redis): see kernel/secrets.py.
     secrets: dict[str, str] | None = None
 
     def to_json(self) -> str:
@@ -48,6 +49,10 @@ class TaskMessage:
 class LogLine:
     stream: Literal["stdout", "stderr", "system"]
     line: str
+
+
+# Where an executor sends its log lines (the worker streams them to the engine).
+LogSink = Callable[[LogLine], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -98,3 +103,16 @@ class TaskEvent:
 
 EVENT_FIELD = "e"  # stream entries carry one field: the event's JSON
 TASK_FIELD = "m"  # dispatch entries carry one field: the TaskMessage's JSON
+
+
+def read_heartbeat(value: bytes | str | None) -> dict[str, Any] | None:
+    """A worker's heartbeat value (JSON: name, queues, version, concurrency, running, at)
+    as a dict; None when it is missing or not a JSON object."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None

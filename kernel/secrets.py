@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from cryptography.exceptions import InvalidTag
@@ -28,8 +28,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from worker.executors.base import Executor, LogSink
-from worker.protocol import ExecutionResult, LogLine, TaskMessage
+from kernel.wire.protocol import ExecutionResult, LogLine, LogSink, TaskMessage
+
+
+class Executor(Protocol):
+    """What :func:`execute_with_secrets` runs: the worker's executors
+    (``worker.executors.base.Executor``), named here so the kernel imports no worker code."""
+
+    async def execute(self, message: TaskMessage, log: LogSink) -> ExecutionResult: ...
+
 
 SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]{0,63}$"
 _NAME = re.compile(SECRET_NAME_PATTERN)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from backend.engine.dag import (
+from kernel.dag.decisions import (
     MAX_FANOUT,
     Node,
     decide,
@@ -17,7 +17,7 @@ from backend.engine.dag import (
     rule_verdict,
     run_outcome,
 )
-from backend.engine.plan import PlanCache, RetryPolicy, RunPlan, compile_plan
+from kernel.dag.plan import PlanCache, RetryPolicy, RunPlan, compile_plan
 
 
 def plan_of(*tasks: dict[str, Any], **job: Any) -> RunPlan:

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from backend.scheduler import cron as cron_module
-from backend.scheduler.cron import (
+from kernel import cron as cron_module
+from kernel.cron import (
     CronError,
     CronSchedule,
     DstGap,

@@ -1,4 +1,4 @@
-"""jobs.service.last_runs: the newest run of each listed job, for the jobs page."""
+"""runs.latest.last_runs: the newest run of each listed job, for the jobs page."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from backend.core.db import scope_to_tenant
-from backend.jobs import service
+from backend.runs import latest as service
 from tests.fixtures.factories import Account, principal_of
 from tests.runs.factories import create_job, shell_task, trigger
 

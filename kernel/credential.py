@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from worker.secrets import TransitKeys
+from kernel.secrets import TransitKeys
 
 PREFIX = "bwc_"
 VERSION = 1

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from backend.engine import expressions
-from backend.engine.expressions import (
+from kernel.dag import expressions
+from kernel.dag.expressions import (
     MAX_LENGTH,
     Expression,
     ExpressionError,

@@ -1,0 +1,12 @@
+"""Which domain reacts to which other domain's hooks (``backend/core/hooks.py``).
+
+Imported by every process that changes domain state (the API, the CLI, ``baton dev``'s
+processes), so the connections exist before the first request. Connecting is idempotent.
+"""
+
+from __future__ import annotations
+
+from backend.jobs.hooks import job_schedule_changed
+from backend.schedules.service import sync_schedule
+
+job_schedule_changed.connect(sync_schedule)

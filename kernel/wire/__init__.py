@@ -1,0 +1,2 @@
+"""What travels between API, engine, scheduler and workers through Redis: every key name
+(``keys``), the message shapes (``protocol``) and stream helpers (``streams``)."""
