@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 from backend.admin.router import router as admin_router
 from backend.audit.denied import record_denied
 from backend.audit.router import router as audit_router
+from backend.audit.sealer import close_sealer, sealer_for
 from backend.auth.router import router as auth_router
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
@@ -46,9 +49,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
+        # Seals audit events a crashed process left pending (triggers kick it themselves).
+        sweeper = asyncio.create_task(sealer_for(engine).sweep_forever())
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await close_sealer(engine)
             await redis.aclose()
             await engine.dispose()
 
