@@ -74,9 +74,10 @@ class Sealer:
     async def sweep(self) -> int:
         """Seal every tenant's pending events (those a crashed process left behind)."""
         async with self.sessionmaker() as session:
-            # The sweep policy lets this transaction list the tenants, nothing more.
-            await session.execute(text("SELECT set_config('app.audit_sweep', 'on', true)"))
-            result = await session.execute(text("SELECT DISTINCT tenant_id FROM audit_pending"))
+            # One statement; each check scopes the transaction to its tenant (rolled back).
+            result = await session.execute(
+                text("SELECT id FROM tenants WHERE audit_has_pending(id) ORDER BY id")
+            )
             tenants = [row[0] for row in result]
             await session.rollback()
         sealed = 0

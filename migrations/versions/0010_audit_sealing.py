@@ -64,10 +64,17 @@ STATEMENTS = [
     f"""CREATE POLICY tenant_isolation ON audit_pending
         USING (tenant_id = {CURRENT_TENANT})
         WITH CHECK (tenant_id = {CURRENT_TENANT})""",
-    # The sealer's sweep (after a crash left events unsealed) lists which tenants have
-    # pending events; it reads ids only, and only in a transaction that asks for it.
-    """CREATE POLICY sealer_sweep ON audit_pending FOR SELECT
-        USING (current_setting('app.audit_sweep', true) = 'on')""",
+    # The sealer's sweep (after a crash left events unsealed) asks, tenant by tenant in one
+    # statement, whether any are pending: each check scopes the transaction to its tenant
+    # first, so row-level security applies to it as to any other read (the caller rolls
+    # back). SECURITY INVOKER: it can see nothing its caller could not.
+    """CREATE FUNCTION audit_has_pending(p_tenant uuid) RETURNS boolean
+        LANGUAGE plpgsql SECURITY INVOKER SET search_path = public AS $$
+        BEGIN
+            PERFORM set_config('app.tenant_id', p_tenant::text, true);
+            RETURN EXISTS (SELECT 1 FROM audit_pending WHERE tenant_id = p_tenant);
+        END
+        $$""",
     "ALTER TABLE audit_events ADD COLUMN pending_id bigint",
     """CREATE UNIQUE INDEX ux_audit_events_pending ON audit_events (tenant_id, pending_id)
         WHERE pending_id IS NOT NULL""",
@@ -92,6 +99,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION audit_release_sealed(uuid, bigint[])")
+    op.execute("DROP FUNCTION audit_has_pending(uuid)")
     op.execute("DROP INDEX ux_audit_events_pending")
     op.execute("ALTER TABLE audit_events DROP COLUMN pending_id")
     op.execute("DROP TABLE audit_pending")
