@@ -225,16 +225,14 @@ class Worker:
         share = max(1, free // len(ordered))
         asked = ordered[:free] if share == 1 else ordered
         # The shared pool learns in the same round trip whether a queue's tenant set changed.
+        # The reads share the pipeline of this loop tick with the start checks and reports
+        # of running attempts.
         counted = self.config.queues if self.config.tenant_id is None else ()
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for stream in asked:
-                    pipe.xreadgroup(keys.WORKERS_GROUP, self.name, {stream: ">"}, count=share)
-                for queue in counted:
-                    pipe.scard(keys.queue_tenants(queue))
-                replies = await pipe.execute(raise_on_error=False)
-        except ResponseError as error:
-            return self._on_nogroup(error)
+        commands: list[tuple[Any, ...]] = [
+            ("xreadgroup", keys.WORKERS_GROUP, self.name, {stream: ">"}, share) for stream in asked
+        ]
+        commands.extend(("scard", keys.queue_tenants(queue)) for queue in counted)
+        replies = await self._pipeline.send(commands, raise_on_error=False)
         counts = replies[len(asked) :]
         replies = replies[: len(asked)]
         for queue, count in zip(counted, counts, strict=True):
@@ -554,6 +552,9 @@ class Worker:
                 await pubsub.aclose()
 
 
+_Submission = tuple[list[tuple[Any, ...]], "asyncio.Future[list[Any]]", bool]
+
+
 class _Pipeliner:
     """Sends the Redis commands submitted during one event-loop tick in one pipeline.
 
@@ -564,21 +565,27 @@ class _Pipeliner:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._queued: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]] = []
+        self._queued: list[_Submission] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
-    def submit(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+    def submit(
+        self, commands: list[tuple[Any, ...]], *, raise_on_error: bool = True
+    ) -> asyncio.Future[list[Any]]:
+        """Queue ``commands`` for this tick's pipeline. With ``raise_on_error=False`` the
+        future gets every reply, errors included (a connection failure still raises)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         # A caller cancelled meanwhile never reads the outcome: do not log it as lost.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         if not self._queued:
             loop.call_soon(self._flush_tick)
-        self._queued.append((commands, future))
+        self._queued.append((commands, future, raise_on_error))
         return future
 
-    async def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        return await self.submit(commands)
+    async def send(
+        self, commands: list[tuple[Any, ...]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        return await self.submit(commands, raise_on_error=raise_on_error)
 
     def _flush_tick(self) -> None:
         batch, self._queued = self._queued, []
@@ -587,30 +594,32 @@ class _Pipeliner:
             self._flushes.add(flush)
             flush.add_done_callback(self._flushes.discard)
 
-    async def _flush(
-        self, batch: list[tuple[list[tuple[Any, ...]], asyncio.Future[list[Any]]]]
-    ) -> None:
+    async def _flush(self, batch: list[_Submission]) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for commands, _ in batch:
+                for commands, _, _ in batch:
                     for name, *args in commands:
                         getattr(pipe, name)(*args)
                 replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as error:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             return
         except BaseException:
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(RedisError("the pipeline was interrupted"))
             raise
         offset = 0
-        for commands, future in batch:
+        for commands, future, raise_on_error in batch:
             mine = replies[offset : offset + len(commands)]
             offset += len(commands)
-            failure = next((r for r in mine if isinstance(r, Exception)), None)
+            failure = (
+                next((r for r in mine if isinstance(r, Exception)), None)
+                if raise_on_error
+                else None
+            )
             if future.done():
                 continue
             if failure is not None:
