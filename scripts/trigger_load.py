@@ -180,7 +180,30 @@ async def count_round_trips(env: dict[str, str], db_url: str, redis_url: str, n:
         redis_proxy.close()
 
 
-async def load(env: dict[str, str], clients: int, seconds: float) -> None:
+async def _sample_database(url: str, stop: asyncio.Event, seen: Counter[str]) -> None:
+    """What the load database's backends are doing, sampled every 50 ms."""
+    conn = await asyncpg.connect(url)
+    try:
+        while not stop.is_set():
+            rows = await conn.fetch(
+                """SELECT state, wait_event_type, wait_event FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+            )
+            for row in rows:
+                seen[f"{row['state']}/{row['wait_event_type']}:{row['wait_event']}"] += 1
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+    finally:
+        await conn.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(env: dict[str, str], db_url: str, clients: int, seconds: float) -> None:
     api = Api(env, LOGS / "trigger_load_api.log")
     try:
         await api.ready()
@@ -201,15 +224,32 @@ async def load(env: dict[str, str], clients: int, seconds: float) -> None:
                         errors[response.status_code] += 1
                     latencies.append(time.perf_counter() - start)
 
+            stop, waits = asyncio.Event(), Counter[str]()
+            sampler = asyncio.create_task(_sample_database(db_url, stop, waits))
+            api_cpu, own_cpu = _cpu_seconds(api.process.pid), _cpu_seconds(os.getpid())
             began = time.monotonic()
             await asyncio.gather(*(one_client() for _ in range(clients)))
             elapsed = time.monotonic() - began
+            api_cpu = _cpu_seconds(api.process.pid) - api_cpu
+            own_cpu = _cpu_seconds(os.getpid()) - own_cpu
+            stop.set()
+            await sampler
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99) - 1]
         _say(
             f"load: {clients} clients, {elapsed:.1f} s: {len(latencies) / elapsed:.0f} "
             f"triggers/s, p50 {statistics.median(latencies) * 1000:.1f} ms, "
             f"p99 {p99 * 1000:.1f} ms, answers other than 201: {dict(errors) or 'none'}"
+        )
+        per = 1000 / len(latencies)
+        _say(
+            f"CPU per trigger: API {api_cpu * per:.2f} ms, load generator {own_cpu * per:.2f} ms"
+            f" (API busy {api_cpu / elapsed * 100:.0f} % of one core)"
+        )
+        total = sum(waits.values()) or 1
+        _say(
+            "database backends (share of samples): "
+            + ", ".join(f"{k} {v / total * 100:.0f}%" for k, v in waits.most_common(6))
         )
     finally:
         api.stop()
@@ -252,7 +292,7 @@ async def main() -> None:
     )
     await count_round_trips(env, db_url, args.redis, args.sequential)
     if not args.skip_load:
-        await load(env, args.clients, args.seconds)
+        await load(env, db_url, args.clients, args.seconds)
 
 
 if __name__ == "__main__":
