@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +13,7 @@ from backend import wiring  # noqa: F401  (cross-domain hooks, connected on impo
 from backend.admin.router import router as admin_router
 from backend.audit.denied import record_denied
 from backend.audit.router import router as audit_router
+from backend.audit.sealer import close_sealer, sealer_for
 from backend.auth.router import router as auth_router
 from backend.auth.service import authenticate
 from backend.core.db import create_engine, create_sessionmaker
@@ -48,9 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = redis
+        # Seals audit events a crashed process left pending (triggers kick it themselves).
+        sweeper = asyncio.create_task(sealer_for(engine).sweep_forever())
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await close_sealer(engine)
             await redis.aclose()
             await engine.dispose()
 

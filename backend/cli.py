@@ -287,7 +287,10 @@ def audit_verify(
                 await scope_to_tenant(session, item.id)
                 report = await audit_service.verify_chain(session, item.id)
                 if report.intact:
-                    _echo(f"{item.slug}: ok ({report.events_checked} events)")
+                    waiting = (
+                        f"; {report.unsealed} more awaiting sealing" if report.unsealed else ""
+                    )
+                    _echo(f"{item.slug}: ok ({report.events_checked} events{waiting})")
                 else:
                     intact = False
                     _echo(f"{item.slug}: BROKEN at seq {report.broken_seq}: {report.reason}")

@@ -1,6 +1,7 @@
 """Small functions every worker allows as python tasks (``worker.builtins:<name>``).
 
-Meant for tests, demos and benchmarks: they do nothing a tenant could abuse.
+Meant for tests, demos and benchmarks: they do nothing a tenant could abuse. The sync ones
+are marked ``inline`` (pure, microseconds): the worker calls them on its loop.
 """
 
 from __future__ import annotations
@@ -8,14 +9,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from worker.executors.python import inline
+
 MAX_SLEEP_SECONDS = 24 * 3600
 
 
+@inline
 def noop() -> None:
     """Do nothing; output ``None``."""
     return None
 
 
+@inline
 def echo(value: Any = None, params: dict[str, Any] | None = None) -> Any:
     """Return ``value`` when given, else the run's ``params``."""
     return value if value is not None else params
@@ -29,11 +34,13 @@ async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+@inline
 def fail(message: str = "failed") -> None:
     """Raise ``RuntimeError(message)``: a task that always fails."""
     raise RuntimeError(message)
 
 
+@inline
 def count_rows(rows: int = 0) -> dict[str, int]:
     """Return ``{"rows": rows}`` - stands in for a data job reporting what it processed."""
     return {"rows": int(rows)}

@@ -64,6 +64,12 @@ VERSION = _version("baton")  # reported in heartbeats (the dashboard shows it)
 LOG_FLUSH_SECONDS = 0.1
 LOG_FLUSH_LINES = 200
 LOG_BUFFER_MAX_LINES = 10_000  # per attempt, while Redis cannot take them
+# A task still running this long after its start is reported ``started`` on its own; one
+# that ends sooner sends started, finished and its ack in one pipeline.
+START_COALESCE_SECONDS = 0.005
+# The stream list is re-read (SMEMBERS) when a tenant set's size changes (SCARD, sent in
+# the poll's own pipeline), after NOGROUP, and at least this often.
+STREAMS_REFRESH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,9 @@ class _Running:
     task: asyncio.Task[None] | None = None
     cancelled_by_user: bool = False
     released: bool = False
+    ran: bool = False  # its executor was started (not cancelled before it ran)
+    started_sent: bool = False  # the ``started`` event is in, or on its way to, the stream
+    started: asyncio.Future[list[Any]] | None = None  # that ``started`` XADD, if on its own
 
 
 class Worker:
@@ -109,6 +118,10 @@ class Worker:
         self._groups: set[str] = set()
         self._round = 0
         self._background: set[asyncio.Task[None]] = set()
+        self._pipeline = _Pipeliner(redis)
+        self._stream_list: list[str] | None = None
+        self._stream_list_at = 0.0
+        self._tenant_counts: dict[str, int] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -165,19 +178,36 @@ class Worker:
 
     # -- reading ------------------------------------------------------------------------
     async def _streams(self) -> list[str]:
+        """The streams to read: cached, re-read when stale (see STREAMS_REFRESH_SECONDS)."""
+        stale = time.monotonic() - self._stream_list_at > STREAMS_REFRESH_SECONDS
+        if self._stream_list is None or stale:
+            self._stream_list = await self._read_streams()
+            self._stream_list_at = time.monotonic()
+        return self._stream_list
+
+    async def _read_streams(self) -> list[str]:
         tenant = self.config.tenant_id
         streams: list[str] = []
         if tenant is not None:  # tenant-hosted: its own streams, no global discovery
             streams = [keys.queue_stream(tenant, queue) for queue in self.config.queues]
-        for queue in self.config.queues if tenant is None else ():
-            members = await self.redis.smembers(keys.queue_tenants(queue))
-            for tenant_id in sorted(as_text(m) for m in members):
-                streams.append(keys.queue_stream(tenant_id, queue))
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for queue in self.config.queues:
+                    pipe.smembers(keys.queue_tenants(queue))
+                replies = await pipe.execute()
+            for queue, members in zip(self.config.queues, replies, strict=True):
+                self._tenant_counts[queue] = len(members)
+                for tenant_id in sorted(as_text(m) for m in members):
+                    streams.append(keys.queue_stream(tenant_id, queue))
         for stream in streams:
             if stream not in self._groups:
                 await ensure_group(self.redis, stream, keys.WORKERS_GROUP)
                 self._groups.add(stream)
         return streams
+
+    def _forget_streams(self) -> None:
+        """Read the stream list again on the next pass."""
+        self._stream_list = None
 
     async def poll(self) -> int:
         """One pass: fill free slots fairly from the tenants' streams; block if idle."""
@@ -195,13 +225,22 @@ class Worker:
         ordered = streams[offset:] + streams[:offset]
         share = max(1, free // len(ordered))
         asked = ordered[:free] if share == 1 else ordered
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for stream in asked:
-                    pipe.xreadgroup(keys.WORKERS_GROUP, self.name, {stream: ">"}, count=share)
-                replies = await pipe.execute(raise_on_error=False)
-        except ResponseError as error:
-            return self._on_nogroup(error)
+        # The shared pool learns in the same round trip whether a queue's tenant set changed.
+        # The reads share the pipeline of this loop tick with the start checks and reports
+        # of running attempts.
+        counted = self.config.queues if self.config.tenant_id is None else ()
+        commands: list[tuple[Any, ...]] = [
+            ("xreadgroup", keys.WORKERS_GROUP, self.name, {stream: ">"}, share) for stream in asked
+        ]
+        commands.extend(("scard", keys.queue_tenants(queue)) for queue in counted)
+        replies = await self._pipeline.send(commands, raise_on_error=False)
+        counts = replies[len(asked) :]
+        replies = replies[: len(asked)]
+        for queue, count in zip(counted, counts, strict=True):
+            if isinstance(count, Exception):
+                raise count
+            if count != self._tenant_counts.get(queue):
+                self._forget_streams()
         started = 0
         for reply in replies:
             if isinstance(reply, ResponseError):
@@ -225,6 +264,7 @@ class Worker:
         if not is_nogroup(error):
             raise error
         self._groups.clear()  # Redis lost its data: recreate groups on the next pass
+        self._forget_streams()
         return 0
 
     def _start_all(self, reply: Any) -> int:
@@ -261,11 +301,11 @@ class Worker:
             attempt=message.attempt,
         )
         logs = _LogBuffer(self, message)
-        flusher = asyncio.create_task(logs.flush_periodically())
         result: ExecutionResult | None
+        announce: asyncio.TimerHandle | None = None
         try:
             try:
-                cancelled = await self._announce_start(message)
+                cancelled = await self._cancelled_before_start(message)
             except (RedisError, OSError) as error:
                 # Not run: its entry stays pending, and whoever claims it after the
                 # visibility timeout reports it lost (retried without using an attempt).
@@ -275,13 +315,20 @@ class Worker:
                 log.info("worker.attempt.cancelled_before_start")
                 result = ExecutionResult.failed("cancelled", reason="cancelled")
             else:
+                # Still running after the coalescing window: say ``started`` on its own.
+                announce = asyncio.get_running_loop().call_later(
+                    START_COALESCE_SECONDS, self._announce_start, record
+                )
+                record.ran = True
                 result = await self._run_executor(record, logs)
         except asyncio.CancelledError:
             result = (
                 None if record.released else ExecutionResult.failed("cancelled", reason="cancelled")
             )
         finally:
-            flusher.cancel()
+            if announce is not None:
+                announce.cancel()
+            logs.stop()
             self.running.pop((message.task_run_id, message.attempt), None)
             self._slot_freed.set()
         await asyncio.shield(self._report(record, logs, result))
@@ -320,13 +367,20 @@ class Worker:
             while True:
                 try:
                     await logs.flush()
-                    # One round trip; the result is in the events stream before the ack.
-                    async with self.redis.pipeline(transaction=False) as pipe:
-                        pipe.xadd(
-                            keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()}
-                        )
-                        pipe.xack(record.stream, keys.WORKERS_GROUP, record.entry_id)
-                        await pipe.execute()
+                    if record.started is not None:
+                        # ``started`` went out on its own: let it land first (in order).
+                        await asyncio.wait([record.started])
+                    # One pipeline, shared with every report of this loop tick; the result
+                    # is in the events stream before the ack (started first, if unsent).
+                    stream = keys.events_stream(message.tenant_id)
+                    commands: list[tuple[Any, ...]] = []
+                    if record.ran and not record.started_sent:
+                        started = self._event(message, "started")
+                        commands.append(("xadd", stream, {EVENT_FIELD: started.to_json()}))
+                    commands.append(("xadd", stream, {EVENT_FIELD: event.to_json()}))
+                    commands.append(("xack", record.stream, keys.WORKERS_GROUP, record.entry_id))
+                    await self._pipeline.send(commands)
+                    record.started_sent = True
                     return
                 except (RedisError, OSError) as error:
                     log.warning(
@@ -349,16 +403,31 @@ class Worker:
             **extra,
         )
 
-    async def _announce_start(self, message: TaskMessage) -> bool:
-        """Tell the engine the attempt starts; in the same round trip, learn whether it was
-        cancelled before this worker read its message (then it must not run)."""
-        event = self._event(message, "started")
+    async def _cancelled_before_start(self, message: TaskMessage) -> bool:
+        """Whether the attempt was cancelled before this worker read its message (then it
+        must not run). The check of every attempt picked up in one pass shares a round
+        trip."""
         marker = keys.cancelled_attempt(message.tenant_id, message.task_run_id, message.attempt)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(keys.events_stream(message.tenant_id), {EVENT_FIELD: event.to_json()})
-            pipe.exists(marker)
-            _, cancelled = await pipe.execute()
+        [cancelled] = await self._pipeline.send([("exists", marker)])
         return bool(cancelled)
+
+    def _announce_start(self, record: _Running) -> None:
+        """Send ``started`` for an attempt still running after the coalescing window, in
+        the next pipeline. Should Redis not take it, the report sends it again."""
+        if record.started_sent:
+            return
+        record.started_sent = True
+        event = self._event(record.message, "started")
+        stream = keys.events_stream(record.message.tenant_id)
+        sent = record.started = self._pipeline.submit(
+            [("xadd", stream, {EVENT_FIELD: event.to_json()})]
+        )
+
+        def settled(future: asyncio.Future[list[Any]]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                record.started_sent = False
+
+        sent.add_done_callback(settled)
 
     async def _publish(self, message: TaskMessage, kind: str, **extra: Any) -> None:
         event = self._event(message, kind, **extra)
@@ -484,6 +553,82 @@ class Worker:
                 await pubsub.aclose()
 
 
+_Submission = tuple[list[tuple[Any, ...]], "asyncio.Future[list[Any]]", bool]
+
+
+class _Pipeliner:
+    """Sends the Redis commands submitted during one event-loop tick in one pipeline.
+
+    Each submission is a list of commands (``("xadd", stream, fields)``...) kept together
+    and in order; its future gets their replies, or the first error among them (or the
+    connection's), so each caller retries exactly as it would have alone.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._queued: list[_Submission] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def submit(
+        self, commands: list[tuple[Any, ...]], *, raise_on_error: bool = True
+    ) -> asyncio.Future[list[Any]]:
+        """Queue ``commands`` for this tick's pipeline. With ``raise_on_error=False`` the
+        future gets every reply, errors included (a connection failure still raises)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        # A caller cancelled meanwhile never reads the outcome: do not log it as lost.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if not self._queued:
+            loop.call_soon(self._flush_tick)
+        self._queued.append((commands, future, raise_on_error))
+        return future
+
+    async def send(
+        self, commands: list[tuple[Any, ...]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        return await self.submit(commands, raise_on_error=raise_on_error)
+
+    def _flush_tick(self) -> None:
+        batch, self._queued = self._queued, []
+        if batch:
+            flush = asyncio.create_task(self._flush(batch))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[_Submission]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for commands, _, _ in batch:
+                    for name, *args in commands:
+                        getattr(pipe, name)(*args)
+                replies = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as error:
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except BaseException:
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(RedisError("the pipeline was interrupted"))
+            raise
+        offset = 0
+        for commands, future, raise_on_error in batch:
+            mine = replies[offset : offset + len(commands)]
+            offset += len(commands)
+            failure = (
+                next((r for r in mine if isinstance(r, Exception)), None)
+                if raise_on_error
+                else None
+            )
+            if future.done():
+                continue
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(mine)
+
+
 async def _stop_helpers(helpers: list[asyncio.Task[None]]) -> None:
     """Cancel the helper loops and wait until every one has ended.
 
@@ -512,8 +657,16 @@ class _LogBuffer:
         self.lines: list[dict[str, Any]] = []
         self.seq = 0
         self.last_flush = time.monotonic()
+        # Started with the first line: an attempt that prints nothing costs no extra task.
+        self._flusher: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
 
     async def write(self, line: LogLine) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self.flush_periodically())
         self.seq += 1
         self.lines.append(
             {"seq": self.seq, "stream": line.stream, "line": line.line, "ts": time.time()}

@@ -2,6 +2,8 @@
 
 ``hash = sha256(prev_hash || canonical JSON of the event)``; ``seq`` numbers each tenant's
 chain without gaps. The runtime database role may only INSERT and SELECT this table.
+Events of the hot path (triggers) are first appended to ``audit_pending`` without any lock
+and sealed into the chain off the request path (``backend.audit.sealer``).
 """
 
 from __future__ import annotations
@@ -39,3 +41,5 @@ class AuditEvent(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # The ``audit_pending`` row this event was sealed from (None: appended directly).
+    pending_id: int | None = Field(default=None, sa_type=BigInteger)

@@ -4,6 +4,12 @@ Each tenant's events form a hash chain: an event's ``hash`` covers its own field
 previous event's hash, so editing, deleting or re-ordering a row breaks every link after
 it. Appends take a per-tenant transaction-level advisory lock, so concurrent requests
 extend the chain one after another and ``seq`` has no gaps.
+
+The hot path (triggers) must not queue behind that lock: it appends with
+:func:`pending_row` into ``audit_pending`` (no lock, no chain-head read, in the same
+statement as its runs) and the sealer (:mod:`backend.audit.sealer`) chains those rows in
+order, in batches, off the request path, under the same lock - so the chain is one chain.
+Reading the log seals first (read-your-writes); verifying reports what is not sealed yet.
 """
 
 from __future__ import annotations
@@ -15,14 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert, text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit.models import AuditEvent
 from backend.audit.repository import AuditRepository
+from backend.core.db import after_commit
 from backend.core.models import utcnow
 from backend.core.principal import Actor, Principal, RequestOrigin
 
 GENESIS_HASH = "0" * 64
+SEAL_BATCH = 1000  # pending events chained per statement batch
 
 
 def event_hash(prev_hash: str, event: AuditEvent) -> str:
@@ -110,6 +119,119 @@ async def record_for(
     )
 
 
+def pending_row(
+    *,
+    tenant_id: uuid.UUID,
+    actor: Actor,
+    action: str,
+    origin: RequestOrigin | None = None,
+    outcome: str = "success",
+    target_type: str | None = None,
+    target_id: str | uuid.UUID | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An ``audit_pending`` row (JSON-ready) for an event sealed later, off the request path.
+
+    The caller inserts it in its own transaction (the trigger does so in the statement that
+    inserts its runs) and calls :func:`seal_soon` so the sealer picks it up after commit.
+    """
+    origin = origin or RequestOrigin()
+    return {
+        "tenant_id": str(tenant_id),
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": utcnow().isoformat(),
+        "actor_type": actor.type,
+        "actor_id": actor.id,
+        "actor_label": actor.label,
+        "action": action,
+        "target_type": target_type,
+        "target_id": str(target_id) if target_id is not None else None,
+        "outcome": outcome,
+        "ip": origin.ip,
+        "user_agent": (origin.user_agent or "")[:512] or None,
+        "request_id": origin.request_id,
+        "details": details or {},
+    }
+
+
+def seal_soon(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """After the session commits, have this process's sealer chain the tenant's pending
+    events (not awaited: the request answers without waiting for the seal)."""
+    from backend.audit.sealer import sealer_for  # the sealer imports this module
+
+    engine = session.bind
+
+    async def kick() -> None:
+        sealer_for(engine).kick(tenant_id)  # type: ignore[arg-type]
+
+    after_commit(session, kick)
+
+
+_PENDING = text("SELECT * FROM audit_pending WHERE tenant_id = :tenant ORDER BY id LIMIT :limit")
+_RELEASE = text("SELECT audit_release_sealed(:tenant, :ids)")
+
+
+async def seal_pending(session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """Chain the tenant's committed pending events, oldest first, in the current
+    transaction (scoped to the tenant); the number sealed.
+
+    Takes the chain lock only when something is pending, so readers can call it first.
+    Each sealed row names its pending row; the pending rows are then released by
+    ``audit_release_sealed``, which deletes only rows whose sealed copy is identical.
+    """
+    params = {"tenant": tenant_id, "limit": SEAL_BATCH}
+    if not (await session.execute(_PENDING, params)).first():
+        return 0
+    repo = AuditRepository(session, tenant_id)
+    await repo.lock_chain()
+    sealed = 0
+    while True:
+        # Read again under the lock: another sealer may have taken them meanwhile.
+        pending = (await session.execute(_PENDING, params)).mappings().all()
+        if not pending:
+            return sealed
+        head = await repo.chain_head()
+        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+        rows: list[dict[str, Any]] = []
+        for row in pending:
+            event = AuditEvent(
+                tenant_id=tenant_id,
+                seq=seq,
+                id=row["event_id"],
+                occurred_at=row["occurred_at"],
+                actor_type=row["actor_type"],
+                actor_id=row["actor_id"],
+                actor_label=row["actor_label"],
+                action=row["action"],
+                target_type=row["target_type"],
+                target_id=row["target_id"],
+                outcome=row["outcome"],
+                ip=row["ip"],
+                user_agent=row["user_agent"],
+                request_id=row["request_id"],
+                details=row["details"],
+                prev_hash=prev_hash,
+                hash="",
+                pending_id=row["id"],
+            )
+            event.hash = prev_hash = event_hash(prev_hash, event)
+            rows.append({c.name: getattr(event, c.name) for c in AuditEvent.__table__.columns})  # type: ignore[attr-defined]
+            seq += 1
+        await session.execute(insert(AuditEvent), rows)
+        await session.execute(_RELEASE, {"tenant": tenant_id, "ids": [r["id"] for r in pending]})
+        sealed += len(pending)
+        if len(pending) < SEAL_BATCH:
+            return sealed
+
+
+async def count_pending(session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """The tenant's events not sealed into the chain yet."""
+    result = await session.execute(
+        text("SELECT count(*) FROM audit_pending WHERE tenant_id = :tenant"), {"tenant": tenant_id}
+    )
+    return int(result.scalar_one())
+
+
 async def list_events(
     session: AsyncSession,
     principal: Principal,
@@ -122,7 +244,10 @@ async def list_events(
     until: datetime | None,
     outcome: str | None = None,
 ) -> tuple[list[AuditEvent], int | None]:
-    """A page of the tenant's events, newest first, and the cursor of the next page."""
+    """A page of the tenant's events, newest first, and the cursor of the next page.
+
+    Pending events are sealed first, so a caller reads its own triggers' events."""
+    await seal_pending(session, principal.tenant_id)
     events = await AuditRepository(session, principal.tenant_id).page(
         limit=limit + 1,
         before_seq=cursor,
@@ -142,6 +267,7 @@ class ChainReport:
     events_checked: int
     broken_seq: int | None = None
     reason: str | None = None
+    unsealed: int = 0  # events appended but not chained yet (the sealer runs behind)
 
     @property
     def intact(self) -> bool:
@@ -151,16 +277,20 @@ class ChainReport:
 async def verify_chain(session: AsyncSession, tenant_id: uuid.UUID) -> ChainReport:
     """Walk the tenant's chain in order and report the first broken link, if any.
 
-    The session must be scoped to ``tenant_id`` (row-level security).
+    The session must be scoped to ``tenant_id`` (row-level security). Verifying writes
+    nothing: events still waiting for the sealer are counted in ``unsealed``, not checked.
     """
+    unsealed = await count_pending(session, tenant_id)
     expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
     async for event in AuditRepository(session, tenant_id).iterate_chain():
         if event.seq != expected_seq:
-            return ChainReport(tenant_id, checked, expected_seq, "event missing")
+            return ChainReport(tenant_id, checked, expected_seq, "event missing", unsealed)
         if event.prev_hash != prev_hash:
-            return ChainReport(tenant_id, checked, event.seq, "prev_hash does not match")
+            return ChainReport(tenant_id, checked, event.seq, "prev_hash does not match", unsealed)
         if event_hash(prev_hash, event) != event.hash:
-            return ChainReport(tenant_id, checked, event.seq, "content does not match its hash")
+            return ChainReport(
+                tenant_id, checked, event.seq, "content does not match its hash", unsealed
+            )
         checked += 1
         expected_seq, prev_hash = expected_seq + 1, event.hash
-    return ChainReport(tenant_id, checked)
+    return ChainReport(tenant_id, checked, unsealed=unsealed)

@@ -77,6 +77,10 @@ async def provision_runtime_role(settings: Settings) -> None:
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
                 f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
                 f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM {role}",
+                # Unsealed audit events: appended, never edited; released only by the
+                # sealer's function once their sealed copy is in the chain.
+                f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_pending FROM {role}",
+                f"GRANT EXECUTE ON FUNCTION audit_release_sealed(uuid, bigint[]) TO {role}",
                 f"REVOKE ALL ON alembic_version FROM {role}",
                 *(
                     statement

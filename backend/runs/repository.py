@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, tuple_, update
+from sqlalchemy import func, insert, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.repository import TenantScopedRepository
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
@@ -92,6 +94,89 @@ class RunRepository(TenantScopedRepository[Run]):
         """Bulk UPDATE by primary key; every dict carries tenant_id, id and the same keys."""
         if rows:
             await self.session.execute(update(Run), rows)
+
+
+# A trigger's whole write in one statement (one round trip): its runs, their task runs and
+# (optionally) its audit event, each set-based from one JSON array. A run whose
+# idempotency key a concurrent request took first is skipped with its tasks and counts
+# for nothing in the audit event. ``output``/``item`` stay JSON null as the ORM wrote them.
+def _columns(model: Any, alias: str, json_null: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The model's column list, and the same columns read from ``alias``."""
+    names = [column.name for column in model.__table__.columns]
+    values = [
+        f"coalesce({alias}.{name}, 'null'::jsonb)" if name in json_null else f"{alias}.{name}"
+        for name in names
+    ]
+    return ", ".join(names), ", ".join(values)
+
+
+_RUN_COLUMNS, _RUN_VALUES = _columns(Run, "r")
+_TASK_COLUMNS, _TASK_VALUES = _columns(TaskRun, "t", json_null=("output", "item"))
+_AUDIT_COLUMNS = (
+    "tenant_id, event_id, occurred_at, actor_type, actor_id, actor_label, action, "
+    "target_type, target_id, outcome, ip, user_agent, request_id"
+)
+_TRIGGER_INSERT = text(
+    f"""
+WITH new_runs AS (
+    INSERT INTO runs ({_RUN_COLUMNS})
+    SELECT {_RUN_VALUES} FROM jsonb_populate_recordset(NULL::runs, CAST(:runs AS jsonb)) AS r
+    ON CONFLICT (tenant_id, job_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING id
+), new_tasks AS (
+    INSERT INTO task_runs ({_TASK_COLUMNS})
+    SELECT {_TASK_VALUES}
+    FROM jsonb_populate_recordset(NULL::task_runs, CAST(:tasks AS jsonb)) AS t
+    WHERE t.run_id IN (SELECT id FROM new_runs)
+), new_audit AS (
+    INSERT INTO audit_pending ({_AUDIT_COLUMNS}, details)
+    SELECT {_AUDIT_COLUMNS},
+        CASE WHEN CAST(:count_runs AS boolean)
+             THEN a.details || jsonb_build_object('count', (SELECT count(*) FROM new_runs))
+             ELSE a.details END
+    FROM jsonb_populate_recordset(NULL::audit_pending, CAST(:audit AS jsonb)) AS a
+    WHERE EXISTS (SELECT 1 FROM new_runs)
+)
+SELECT id FROM new_runs
+"""  # noqa: S608 - column names come from the models, values are bound parameters
+)
+
+
+async def insert_triggered(
+    session: AsyncSession,
+    runs: list[dict[str, Any]],
+    tasks: list[dict[str, Any]],
+    audit: dict[str, Any] | None,
+    *,
+    count_runs: bool = False,
+) -> set[uuid.UUID]:
+    """Insert a trigger's runs, task runs and pending audit event in one statement; the
+    ids of the runs inserted (the session must be scoped to their tenant).
+
+    ``count_runs`` adds the number of runs inserted to the audit event's details.
+    """
+    result = await session.execute(
+        _TRIGGER_INSERT,
+        {
+            "runs": _json(runs),
+            "tasks": _json(tasks),
+            "audit": _json([audit] if audit is not None else []),
+            "count_runs": count_runs,
+        },
+    )
+    return {row[0] for row in result}
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    # datetimes and UUIDs as text PostgreSQL parses back exactly (isoformat keeps the zone).
+    return json.dumps(rows, default=_encode, separators=(",", ":"))
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 class TaskRunRepository(TenantScopedRepository[TaskRun]):

@@ -42,6 +42,7 @@ from backend.runs.repository import (
     LogRepository,
     RunRepository,
     TaskRunRepository,
+    insert_triggered,
 )
 from backend.runs.schemas import (
     AttemptPublic,
@@ -227,35 +228,36 @@ async def _create_runs(
         advanced = advance_run(plan, run, tasks, now=now, ready_at=new.run_at)
         task_rows.extend(_row(task) for task in [*tasks.values(), *advanced.children])
         created.append(run)
-    inserted = await runs.insert_new([_row(run) for run in created])
+    audit_row: dict[str, Any] | None = None
+    if actor is not None:
+        # Appended unsealed, in the same statement as the runs: no chain lock on the
+        # request path (backend.audit.sealer chains it after the commit).
+        audit_row = audit.pending_row(
+            tenant_id=tenant_id,
+            actor=actor.actor,
+            origin=actor.origin,
+            action="run.triggered" if len(created) == 1 else "run.batch_triggered",
+            target_type="run" if len(created) == 1 else "job",
+            target_id=created[0].id if len(created) == 1 else job.id,
+            details={"job_id": str(job.id), "trigger": trigger}
+            if len(created) == 1
+            else {"trigger": trigger},
+        )
+    inserted = await insert_triggered(
+        session,
+        [_row(run) for run in created],
+        task_rows,
+        audit_row,
+        count_runs=len(created) > 1,
+    )
     if len(inserted) < len(created):
         # A concurrent request created a run with the same idempotency key first: keep
         # its run, drop ours (trigger() answers with the winner).
         created = [run for run in created if run.id in inserted]
-        task_rows = [row for row in task_rows if row["run_id"] in inserted]
-    await TaskRunRepository(session, tenant_id).insert_many(task_rows)
     if not created:
         return []
-
-    if actor is not None:
-        if len(created) == 1:
-            await audit.record_for(
-                session,
-                actor,
-                "run.triggered",
-                target_type="run",
-                target_id=created[0].id,
-                details={"job_id": str(job.id), "trigger": trigger},
-            )
-        else:
-            await audit.record_for(
-                session,
-                actor,
-                "run.batch_triggered",
-                target_type="job",
-                target_id=job.id,
-                details={"count": len(created), "trigger": trigger},
-            )
+    if audit_row is not None:
+        audit.seal_soon(session, tenant_id)
     first_start = min(new.run_at for new in new_runs)
     updates = [run_update(run) for run in created]
 

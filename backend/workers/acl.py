@@ -66,6 +66,7 @@ SHARED_WORKER_RULES = (
     *_STREAM_READ,
     *_PUBSUB,
     "+smembers",
+    "+scard",  # polled with the reads: a changed count means new streams to read
     "+set",
     "+del",
     "+exists",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from os import getcwd  # re-exported on purpose: resolving it must be refused
 from typing import Any
+
+from worker.executors.python import inline
 
 __all__ = ["getcwd"]
 
@@ -53,3 +56,12 @@ class Helpers:
 
 
 NOT_CALLABLE = 42
+
+
+def thread_id() -> int:
+    return threading.get_ident()
+
+
+@inline
+def thread_inline() -> int:
+    return threading.get_ident()

@@ -10,7 +10,12 @@ import ``os.system``. Attribute names starting with ``_`` are refused too.
 The function gets the spec's ``kwargs``, plus ``params=`` (the run's parameters) and
 ``item=`` (the for_each item) when its signature names those parameters (``**kwargs``
 alone does not count) and the spec did not set them. Coroutine functions are awaited on
-the worker's loop; plain functions run in a thread (``asyncio.to_thread``). A thread cannot
+the worker's loop; plain functions run in a thread (``asyncio.to_thread``), except those
+marked :func:`inline`: functions that take microseconds and never block (the builtins
+``noop``, ``echo``, ``fail``, ``count_rows``), called on the loop itself - the thread hop
+would cost more than the call. Marking is the function author's promise: an inline
+function that blocked would stall every task of the worker, so only functions that do
+no I/O, take no lock and do bounded work may be marked. A thread cannot
 be killed: on cancellation the executor re-raises at once, and a sync function still
 running finishes in the background with its result discarded - long-running work belongs in
 async functions.
@@ -30,7 +35,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from kernel.wire.protocol import ExecutionResult, TaskMessage
 from worker.executors.base import (
@@ -43,6 +48,18 @@ from worker.executors.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+_INLINE = "__baton_inline__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def inline(func: F) -> F:
+    """Mark a sync function that takes microseconds and never blocks: the worker calls it
+    on its event loop instead of in a thread (see the module docstring)."""
+    setattr(func, _INLINE, True)
+    return func
+
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _INJECTED = ("params", "item")
@@ -125,7 +142,7 @@ class PythonExecutor:
         try:
             result = await _call(func, call_kwargs)
         except asyncio.CancelledError:
-            if not inspect.iscoroutinefunction(func):
+            if not inspect.iscoroutinefunction(func) and not getattr(func, _INLINE, False):
                 logger.warning(
                     "worker.python.thread_abandoned",
                     extra={"task_run_id": message.task_run_id, "function": ref},
@@ -193,7 +210,10 @@ def _bind(
 async def _call(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     if inspect.iscoroutinefunction(func):
         return await func(**kwargs)
-    result = await asyncio.to_thread(func, **kwargs)
+    if getattr(func, _INLINE, False):
+        result = func(**kwargs)  # microseconds, no I/O: no thread hop
+    else:
+        result = await asyncio.to_thread(func, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     return result

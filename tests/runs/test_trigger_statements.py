@@ -1,0 +1,73 @@
+"""The statements a trigger sends to PostgreSQL: its round-trip budget, kept.
+
+Counted with SQLAlchemy's ``before_cursor_execute`` on the app's engine (BEGIN, COMMIT and
+the pool's pre-ping are not cursor executions; docs/architecture.md counts them). The audit
+sealer, kicked after the commit, runs statements of its own on the same engine, in tasks of
+its own: only the statements of the request's task are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import event
+
+from tests.fixtures.factories import Account
+from tests.runs.factories import create_job, python_task, trigger
+
+
+@contextmanager
+def statements(app: FastAPI) -> Iterator[list[str]]:
+    """The statements of the request (the task that reads the caller's membership)."""
+    seen: list[tuple[asyncio.Task[Any] | None, str]] = []
+    kept: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append((asyncio.current_task(), " ".join(str(args[2]).split())))
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield kept
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        request = next(task for task, s in seen if "FROM memberships" in s)
+        kept.extend(s for task, s in seen if task is request)
+
+
+async def test_a_trigger_sends_four_statements(
+    client: AsyncClient, app: FastAPI, owner: Account
+) -> None:
+    """Tenant scope, the caller's membership, the job, then one statement for the runs,
+    their task runs and the audit event (no chain lock, no chain-head read)."""
+    tasks = [python_task("a"), python_task("b", depends_on=["a"]), python_task("c")]
+    job = await create_job(client, owner, tasks)
+    await trigger(client, owner, job["id"])  # the plan is compiled and cached once
+    with statements(app) as seen:
+        await trigger(client, owner, job["id"])
+    assert len(seen) == 4, seen
+    assert not any("audit_events" in s or "advisory" in s for s in seen)
+    assert "set_config('app.tenant_id'" in seen[0]
+    assert "FROM memberships" in seen[1]
+    assert "FROM jobs" in seen[2]
+    assert seen[3].startswith("WITH new_runs AS ( INSERT INTO runs")
+
+
+async def test_a_batch_of_runs_is_one_statement_too(
+    client: AsyncClient, app: FastAPI, owner: Account
+) -> None:
+    job = await create_job(client, owner, [python_task("a"), python_task("b")])
+    await trigger(client, owner, job["id"])
+    body = {"runs": [{"params": {"n": i}} for i in range(50)]}
+    with statements(app) as seen:
+        response = await client.post(
+            f"/api/v1/jobs/{job['id']}/runs/batch", json=body, headers=owner.headers
+        )
+    assert response.json()["created"] == 50
+    inserts = [s for s in seen if "INSERT" in s]
+    assert len(inserts) == 1 and inserts[0].startswith("WITH new_runs AS"), seen
