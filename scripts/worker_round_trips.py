@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from trigger_load import CountingProxy, _say, _with_host_port
 
-from worker import keys
+from kernel.wire import keys
+from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
+from kernel.wire.streams import ensure_group
 from worker.executors.base import ExecutorPolicy
-from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from worker.runner import Worker, WorkerConfig
-from worker.streams import ensure_group
 
 NOOP = {"type": "python", "function": "worker.builtins:noop"}
 

@@ -18,7 +18,7 @@ Shaped after arq's worker loop:
   grace period; what is still running then is cancelled (process groups killed) and
   handed back (``released``), so another worker runs it without using up an attempt.
 - **Outages.** Every loop runs its iterations under a ``Guard``
-  (``backend.health.dependencies``): a Redis outage of any length is logged, counted and
+  (``kernel.dependencies``): a Redis outage of any length is logged, counted and
   retried with capped exponential backoff. Running tasks go on; a finished attempt's
   result is kept and re-sent until Redis takes it, and the attempt keeps heartbeating
   meanwhile, so the engine never mistakes it for lost and runs it twice.

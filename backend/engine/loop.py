@@ -8,7 +8,7 @@
   and recovers from Redis losing its data (:meth:`Engine.reconcile_redis`).
 
 Every loop survives errors of one iteration and outages of PostgreSQL or Redis of any
-length (``backend.health.dependencies``: logged, counted, retried with capped exponential
+length (``kernel.dependencies``: logged, counted, retried with capped exponential
 backoff) and stops on :meth:`Engine.stop`.
 
 **Who decides that an attempt is lost.** The sweep, from heartbeats alone: a running

@@ -422,7 +422,7 @@ async def rerun(
     """A new run of the same job version and params.
 
     ``from_failed`` takes over the outputs of tasks that succeeded and have nothing
-    upstream that runs again (:func:`backend.engine.dag.reusable`); every other task,
+    upstream that runs again (:func:`kernel.dag.decisions.reusable`); every other task,
     including everything downstream of a task that runs again, runs again.
     """
     found = await RunRepository(session, principal.tenant_id).by_ids([run_id])

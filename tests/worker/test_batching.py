@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from kernel.wire import keys
+from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
+from kernel.wire.streams import ensure_group
 from tests.fixtures.execution import worker_config
 from tests.fixtures.waiting import eventually
 from tests.worker.helpers import LogCollector, MessageFactory
-from worker import keys
 from worker.executors.base import ExecutorPolicy
 from worker.executors.python import PythonExecutor
-from worker.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from worker.runner import Worker
-from worker.streams import ensure_group
 
 
 @pytest.fixture
