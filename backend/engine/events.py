@@ -44,7 +44,7 @@ from backend.runs.models import (
     TaskStatus,
     plan_name,
 )
-from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository
+from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository, any_id
 from worker.protocol import TaskEvent
 
 log = structlog.get_logger(__name__)
@@ -116,14 +116,16 @@ class _Batch:
         # and finishes within one batch still shows each state change, in order.
         self.started_updates: list[tuple[TaskRun | Run, dict[str, Any]]] = []
 
-    async def load(self, task_run_ids: set[uuid.UUID]) -> None:
+    async def load(self, task_run_ids: set[uuid.UUID], *, whole_runs: bool = True) -> None:
         """Lock the affected runs, then read their top-level tasks and the touched children.
 
         A run with a 10,000-item fan-out is not read whole: only the children that events
-        name, and per group a count by status when one of its children finishes.
+        name, and per group a count by status when one of its children finishes. Without
+        ``whole_runs`` (a batch of starts, heartbeats and logs, which cannot advance a DAG)
+        only the tasks the events name are read.
         """
         probe = select(TaskRun.run_id).where(
-            col(TaskRun.tenant_id) == self.tenant_id, col(TaskRun.id).in_(list(task_run_ids))
+            col(TaskRun.tenant_id) == self.tenant_id, any_id(col(TaskRun.id), task_run_ids)
         )
         run_ids = sorted(set((await self.session.exec(probe)).all()))
         if not run_ids:
@@ -132,7 +134,7 @@ class _Batch:
         self.runs = {r.id: r for r in runs}
         self.run_status_before = {r.id: r.status for r in runs}
         repo = TaskRunRepository(self.session, self.tenant_id)
-        for task in await repo.top_level(run_ids):
+        for task in await repo.top_level(run_ids) if whole_runs else []:
             self.run_tasks.setdefault(task.run_id, []).append(task)
             self.tasks[task.id] = task
         missing = [i for i in task_run_ids if i not in self.tasks]
@@ -141,7 +143,7 @@ class _Batch:
         if task_run_ids:
             statement = select(TaskAttempt).where(
                 col(TaskAttempt.tenant_id) == self.tenant_id,
-                col(TaskAttempt.task_run_id).in_(list(task_run_ids)),
+                any_id(col(TaskAttempt.task_run_id), task_run_ids),
             )
             for attempt in (await self.session.exec(statement)).all():
                 self.attempts[(attempt.task_run_id, attempt.attempt)] = attempt
@@ -161,9 +163,12 @@ class _Batch:
             self.attempts[key] = attempt
         return attempt
 
-    def _mark(self, task: TaskRun) -> None:
+    def _mark(self, task: TaskRun, *, advance: bool = True) -> None:
+        """Record a changed task; ``advance``: its run's DAG may move on because of it (a
+        start or a heartbeat cannot make another task ready, so it does not advance)."""
         self.changed[task.id] = task
-        self.touched_runs.add(task.run_id)
+        if advance:
+            self.touched_runs.add(task.run_id)
 
     def apply(self, event: TaskEvent) -> None:
         task = self.tasks.get(uuid.UUID(event.task_run_id))
@@ -183,7 +188,7 @@ class _Batch:
                 self._started(task, run, event, at)
             if task.status == TaskStatus.running:
                 task.heartbeat_at = max(at, task.heartbeat_at or at)
-                self._mark(task)
+                self._mark(task, advance=False)
         elif event.kind == "log":
             for item in event.lines:
                 self.log_rows.append(
@@ -265,7 +270,7 @@ class _Batch:
             run.status = RunStatus.running
             run.started_at = at
             self.started_updates.append((run, run_update(run)))
-        self._mark(task)
+        self._mark(task, advance=False)
 
     def finish(
         self, task: TaskRun, result: dict[str, Any], at: datetime, *, worker: str | None = None
@@ -429,8 +434,8 @@ def task_timeout(batch: _Batch, task: TaskRun) -> float | None:
     return task_plan(batch, task).timeout_seconds
 
 
-async def _prepare(batch: _Batch, task_run_ids: set[uuid.UUID]) -> None:
-    await batch.load(task_run_ids)
+async def _prepare(batch: _Batch, task_run_ids: set[uuid.UUID], *, whole_runs: bool = True) -> None:
+    await batch.load(task_run_ids, whole_runs=whole_runs)
     for run in batch.runs.values():
         await load_plan(batch.session, batch.plans, batch.tenant_id, run.job_id, run.job_version)
 
@@ -459,7 +464,10 @@ async def apply_events(
         except ValueError:
             log.warning("engine.event.bad_task_id", tenant_id=str(tenant_id))
     batch = _Batch(session, tenant_id, plans, lost_before)
-    await _prepare(batch, ids)
+    # Only an attempt's end can move a DAG on; a batch of starts, heartbeats and logs
+    # reads just the tasks it names, not their runs' other tasks.
+    ending = any(event.kind in ("finished", "released") for event in events)
+    await _prepare(batch, ids, whole_runs=ending)
     for event in events:
         batch.apply(event)
     return await _flush(batch)

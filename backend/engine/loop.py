@@ -220,6 +220,7 @@ class Engine:
                 settings=self.settings,
                 after_run=self._run_rotation.get(tenant_id, NO_RUN),
             )
+        assert admission is not None  # it waited for the lock
         self._run_rotation[tenant_id] = admission.last_run
         try:
             await self.publish(admission.messages, hosted)
@@ -397,15 +398,60 @@ class Engine:
                 events.append(TaskEvent.from_json(fields[EVENT_FIELD]))
             except (KeyError, ValueError, TypeError):
                 log.warning("engine.event.malformed", tenant_id=str(tenant_id))
+        # Attempts that ended free slots: the replica that admits this tenant refills them
+        # in the same transaction (no wake-up hop through Redis and the admission loop),
+        # at most as many as came free, so the tenant's share of the fair round is kept.
+        freed = sum(1 for e in events if e.kind in ("finished", "released"))
+        quota = 0
+        hosted: dict[str, frozenset[str]] = {}
+        if freed and self.owns(tenant_id):
+            quota = (await self._quotas({tenant_id}))[tenant_id][0]
+            hosted = await self._hosted_queues({str(tenant_id)})  # before the commit
+        admission: Admission | None = None
         async with self.tenant_transaction(tenant_id) as session:
             effects = await apply_events(
                 session, tenant_id, events, self.plans, lost_before=self.lost_before()
             )
-        await self.redis.xack(stream, keys.ENGINE_GROUP, *[entry_id for entry_id, _ in entries])
-        if any(e.kind in ("finished", "released") for e in events):
+            if quota > 0:
+                admission = await admit(
+                    session,
+                    tenant_id,
+                    self.plans,
+                    max_concurrent=quota,
+                    limit=freed,
+                    settings=self.settings,
+                    after_run=self._run_rotation.get(tenant_id, NO_RUN),
+                    try_lock=True,
+                )
+        if admission is not None:
+            self._run_rotation[tenant_id] = admission.last_run
+            await self._dispatch(tenant_id, admission.messages, hosted)
+            # What is still ready (beyond the freed slots, or later: a retry's backoff)
+            # goes to the fair round; the admission saw this transaction's own changes.
+            effects.due_at = admission.next_due
+        elif freed:
             effects.due(utcnow())  # a slot came free: admit the tenant's next tasks
+        # Acknowledged only once the commit holding their effects is done (and the
+        # dispatch it made is in Redis): a crash before this replays them, and attempt
+        # fencing makes the replay change nothing.
+        await self.redis.xack(stream, keys.ENGINE_GROUP, *[entry_id for entry_id, _ in entries])
         await self.after_effects(tenant_id, effects)
         return len(events)
+
+    async def _dispatch(
+        self, tenant_id: uuid.UUID, messages: list[TaskMessage], hosted: dict[str, frozenset[str]]
+    ) -> None:
+        """Publish committed dispatches; if Redis refuses them, hand the tasks back."""
+        if not messages:
+            return
+        metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(len(messages))
+        try:
+            await self.publish(messages, hosted)
+        except Exception as error:
+            if outage_of(error) != "redis":
+                raise
+            await self._undispatch(tenant_id, messages)
+            raise
 
     async def after_effects(self, tenant_id: uuid.UUID, effects: Effects) -> None:
         effects.samples.record(tenant_id)  # committed: count it (once)
