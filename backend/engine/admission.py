@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
+from sqlalchemy.orm.util import identity_key
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.engine.events import load_plan
 from backend.engine.plan import PlanCache
-from backend.runs.models import TaskAttempt, plan_name
+from backend.runs.models import Run, TaskAttempt, plan_name
 from backend.runs.repository import RunRepository
 from backend.secrets.dispatch import seal_task_secrets
 from backend.tenants.models import Tenant, TenantStatus
@@ -171,12 +172,7 @@ async def admit(
         last_run = max((row.run_id for row in wrapped), default=last_run)
     messages: list[TaskMessage] = []
     if claimed:
-        runs = {
-            r.id: r
-            for r in await RunRepository(session, tenant_id).by_ids(
-                sorted({row.run_id for row in claimed})
-            )
-        }
+        runs = await _runs_of(session, tenant_id, {row.run_id for row in claimed})
         for row in claimed:
             run = runs[row.run_id]
             plan = await load_plan(session, plans, tenant_id, run.job_id, run.job_version)
@@ -214,6 +210,23 @@ async def admit(
         return Admission(messages, None, saturated=True, last_run=last_run)
     next_due = (await session.execute(_NEXT_READY, params)).scalar_one()
     return Admission(messages, next_due, saturated=False, last_run=last_run)
+
+
+async def _runs_of(
+    session: AsyncSession, tenant_id: uuid.UUID, run_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, Run]:
+    """The claimed tasks' runs. Admitting in the transaction that finished their
+    predecessors, the session holds them already (locked): no round trip for those."""
+    held = session.sync_session.identity_map
+    runs: dict[uuid.UUID, Run] = {}
+    for run_id in run_ids:
+        run = held.get(identity_key(Run, (tenant_id, run_id)))
+        if isinstance(run, Run):
+            runs[run_id] = run
+    missing = sorted(run_ids - runs.keys())
+    if missing:
+        runs.update({r.id: r for r in await RunRepository(session, tenant_id).by_ids(missing)})
+    return runs
 
 
 class FairShare:

@@ -44,7 +44,7 @@ from backend.runs.models import (
     TaskStatus,
     plan_name,
 )
-from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository, any_id
+from backend.runs.repository import LogRepository, TaskRunRepository, any_id
 from worker.protocol import TaskEvent
 
 log = structlog.get_logger(__name__)
@@ -124,13 +124,20 @@ class _Batch:
         ``whole_runs`` (a batch of starts, heartbeats and logs, which cannot advance a DAG)
         only the tasks the events name are read.
         """
-        probe = select(TaskRun.run_id).where(
+        # The runs the events' tasks belong to, locked in id order, in one round trip.
+        named = select(TaskRun.run_id).where(
             col(TaskRun.tenant_id) == self.tenant_id, any_id(col(TaskRun.id), task_run_ids)
         )
-        run_ids = sorted(set((await self.session.exec(probe)).all()))
-        if not run_ids:
+        locking = (
+            select(Run)
+            .where(col(Run.tenant_id) == self.tenant_id, col(Run.id).in_(named))
+            .order_by(col(Run.id))
+            .with_for_update()
+        )
+        runs = list((await self.session.exec(locking)).all())
+        if not runs:
             return
-        runs = await RunRepository(self.session, self.tenant_id).by_ids(run_ids, lock=True)
+        run_ids = [r.id for r in runs]
         self.runs = {r.id: r for r in runs}
         self.run_status_before = {r.id: r.status for r in runs}
         repo = TaskRunRepository(self.session, self.tenant_id)

@@ -46,6 +46,7 @@ from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
+from backend.engine import outbox
 from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.engine.plan import PLANS
@@ -86,6 +87,7 @@ class Engine:
         self.redis = redis
         self.name = name or f"engine-{socket.gethostname()}-{os.getpid()}"
         self.plans = PLANS
+        self._publish_once = outbox.script(redis)
         self.fair = FairShare(settings.admission_quantum)
         self._stopping = asyncio.Event()
         self._event_groups: set[str] = set()
@@ -365,7 +367,7 @@ class Engine:
                 if fields is None:
                     continue
                 try:
-                    handled += await self._apply_stream(stream, [(entry_id, fields)])
+                    handled += await self._apply_stream(stream, [(entry_id, fields)], replay=True)
                     self._failures.pop(entry_id, None)
                 except Exception as error:  # counted, then dead-lettered
                     if outage_of(error) is not None:
@@ -390,7 +392,9 @@ class Engine:
                         )
         return handled
 
-    async def _apply_stream(self, stream: str, entries: list[tuple[str, dict[str, str]]]) -> int:
+    async def _apply_stream(
+        self, stream: str, entries: list[tuple[str, dict[str, str]]], *, replay: bool = False
+    ) -> int:
         tenant_id = uuid.UUID(stream.split("{", 1)[1].split("}", 1)[0])
         events: list[TaskEvent] = []
         for _, fields in entries:
@@ -407,6 +411,10 @@ class Engine:
         if freed and self.owns(tenant_id):
             quota = (await self._quotas({tenant_id}))[tenant_id][0]
             hosted = await self._hosted_queues({str(tenant_id)})  # before the commit
+        entry_ids = [entry_id for entry_id, _ in entries]
+        outbox_key = keys.engine_outbox(str(tenant_id), entry_ids[0])
+        if replay:
+            await self._recover_outbox(tenant_id, outbox_key)
         admission: Admission | None = None
         async with self.tenant_transaction(tenant_id) as session:
             effects = await apply_events(
@@ -423,35 +431,90 @@ class Engine:
                     after_run=self._run_rotation.get(tenant_id, NO_RUN),
                     try_lock=True,
                 )
+            if admission is not None and admission.messages:
+                # Before the commit: if the engine dies between the commit and the
+                # publication, the batch's replay publishes them (backend/engine/outbox.py).
+                await outbox.write(self.redis, outbox_key, admission.messages)
         if admission is not None:
             self._run_rotation[tenant_id] = admission.last_run
-            await self._dispatch(tenant_id, admission.messages, hosted)
             # What is still ready (beyond the freed slots, or later: a retry's backoff)
             # goes to the fair round; the admission saw this transaction's own changes.
             effects.due_at = admission.next_due
         elif freed:
             effects.due(utcnow())  # a slot came free: admit the tenant's next tasks
-        # Acknowledged only once the commit holding their effects is done (and the
-        # dispatch it made is in Redis): a crash before this replays them, and attempt
-        # fencing makes the replay change nothing.
-        await self.redis.xack(stream, keys.ENGINE_GROUP, *[entry_id for entry_id, _ in entries])
-        await self.after_effects(tenant_id, effects)
+        await self._after_commit(
+            tenant_id, stream, entry_ids, outbox_key, admission, hosted, effects
+        )
         return len(events)
 
-    async def _dispatch(
-        self, tenant_id: uuid.UUID, messages: list[TaskMessage], hosted: dict[str, frozenset[str]]
+    async def _after_commit(
+        self,
+        tenant_id: uuid.UUID,
+        stream: str,
+        entry_ids: list[str],
+        outbox_key: str,
+        admission: Admission | None,
+        hosted: dict[str, frozenset[str]],
+        effects: Effects,
     ) -> None:
-        """Publish committed dispatches; if Redis refuses them, hand the tasks back."""
+        """Publish the batch's dispatches and acknowledge its entries, in one atomic step.
+
+        Acknowledged only after the commit holding their effects: a crash before this
+        replays them, and attempt fencing makes the replay change nothing. The dispatch
+        and the acknowledgement go together, so no acknowledged batch ever lacks its
+        dispatch; one that died before both is published by its replay.
+        """
+        messages = admission.messages if admission is not None else []
+        if messages:
+            await self._dispatch(
+                tenant_id, messages, hosted[str(tenant_id)], outbox_key, ack=entry_ids
+            )
+        else:
+            await self.redis.xack(stream, keys.ENGINE_GROUP, *entry_ids)
+        await self.after_effects(tenant_id, effects)
+
+    async def _recover_outbox(self, tenant_id: uuid.UUID, outbox_key: str) -> None:
+        """A batch is replayed: publish the dispatches its engine committed and did not
+        publish before it died; drop those whose transaction never committed."""
+        messages = await outbox.pending(self.redis, outbox_key)
         if not messages:
             return
-        metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(len(messages))
+        async with self.tenant_transaction(tenant_id) as session:
+            found = await outbox.committed(session, tenant_id, messages)
+        hosted = await self._hosted_queues({str(tenant_id)})
+        published = await outbox.publish_once(
+            self._publish_once, str(tenant_id), outbox_key, found, hosted[str(tenant_id)]
+        )
+        if published:
+            metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(published)
+        log.warning(
+            "engine.outbox.recovered",
+            tenant_id=str(tenant_id),
+            published=published,
+            dropped=len(messages) - len(found),
+        )
+
+    async def _dispatch(
+        self,
+        tenant_id: uuid.UUID,
+        messages: list[TaskMessage],
+        hosted: frozenset[str],
+        outbox_key: str,
+        *,
+        ack: list[str],
+    ) -> None:
+        """Publish committed dispatches (once) with the acknowledgement of the events that
+        made them; if Redis refuses them, hand the tasks back."""
         try:
-            await self.publish(messages, hosted)
+            published = await outbox.publish_once(
+                self._publish_once, str(tenant_id), outbox_key, messages, hosted, ack
+            )
         except Exception as error:
             if outage_of(error) != "redis":
                 raise
             await self._undispatch(tenant_id, messages)
             raise
+        metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(published)
 
     async def after_effects(self, tenant_id: uuid.UUID, effects: Effects) -> None:
         effects.samples.record(tenant_id)  # committed: count it (once)
