@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm.util import identity_key
@@ -82,6 +84,17 @@ _CLAIM = text(
     RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
     """
 )
+# The finishing step's claim: the tasks its own transaction made ready, by id (a chain's
+# next task), re-checked like the claim above.
+_CLAIM_THESE = text(
+    """
+    UPDATE task_runs AS t
+       SET dispatched_at = now(), attempt = t.attempt + 1
+     WHERE t.tenant_id = :tenant AND t.id = ANY(CAST(:ids AS uuid[]))
+       AND t.status = 'queued' AND t.dispatched_at IS NULL AND t.ready_at <= :now
+    RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
+    """
+)
 _IN_FLIGHT = text(
     """
     SELECT count(*) FROM task_runs
@@ -133,6 +146,7 @@ async def admit(
     settings: Settings,
     after_run: uuid.UUID = NO_RUN,
     try_lock: bool = False,
+    prefer: Sequence[uuid.UUID] = (),
 ) -> Admission | None:
     """Claim up to ``limit`` ready tasks that fit the quota; build their messages (the
     secrets they reference sealed for the worker pool).
@@ -141,6 +155,9 @@ async def admit(
     holds it. The engine admits this way inside the transaction that records finished
     tasks, which already holds row locks: waiting there could deadlock with an admission
     that holds the lock, and the admission holding it will see the freed slots anyway.
+
+    ``prefer``: tasks to claim first, by id (those the finishing step just made ready);
+    the rotation over the tenant's runs fills what room is left.
     """
     params = {"tenant": tenant_id}
     if try_lock:
@@ -160,16 +177,22 @@ async def admit(
     if room <= 0:
         return Admission([], None, saturated=True)
     claim = {**params, "now": utcnow()}
-    claimed = list(
-        (await session.execute(_CLAIM, {**claim, "limit": room, "after": after_run})).all()
-    )
-    # The rotation goes on after the highest run served (rows come back in no set order).
-    last_run = max((row.run_id for row in claimed), default=after_run)
-    if len(claimed) < room and after_run != NO_RUN:  # wrap around to the oldest runs
-        again = {**claim, "limit": room - len(claimed), "after": NO_RUN}
-        wrapped = (await session.execute(_CLAIM, again)).all()
-        claimed += wrapped
-        last_run = max((row.run_id for row in wrapped), default=last_run)
+    claimed: list[Any] = []
+    if prefer:
+        these = {**claim, "ids": list(prefer[:room])}
+        claimed = list((await session.execute(_CLAIM_THESE, these)).all())
+    last_run = after_run
+    if len(claimed) < room:
+        rest = {**claim, "limit": room - len(claimed), "after": after_run}
+        rotated = list((await session.execute(_CLAIM, rest)).all())
+        claimed += rotated
+        # The rotation goes on after the highest run served (rows come in no set order).
+        last_run = max((row.run_id for row in rotated), default=after_run)
+        if len(claimed) < room and after_run != NO_RUN:  # wrap around to the oldest runs
+            again = {**claim, "limit": room - len(claimed), "after": NO_RUN}
+            wrapped = (await session.execute(_CLAIM, again)).all()
+            claimed += wrapped
+            last_run = max((row.run_id for row in wrapped), default=last_run)
     messages: list[TaskMessage] = []
     if claimed:
         runs = await _runs_of(session, tenant_id, {row.run_id for row in claimed})

@@ -430,6 +430,7 @@ class Engine:
                     settings=self.settings,
                     after_run=self._run_rotation.get(tenant_id, NO_RUN),
                     try_lock=True,
+                    prefer=effects.ready,
                 )
             if admission is not None and admission.messages:
                 # Before the commit: if the engine dies between the commit and the
@@ -615,10 +616,16 @@ class Engine:
         running ones by their heartbeat, dispatched-but-not-started ones once they have
         been silent for ``lost_after_seconds`` after the loss (:meth:`_requeue_stranded`)
         - and those go back to admission without using up an attempt.
+
+        The listening clock starts again: with the data went the set of tenants whose
+        events the engine reads, so since the loss it has heard nothing of them (its
+        events loop idled without failing) until the resync below names them again. A
+        silence it could not hear must not be taken for death (see the top).
         """
         await self.redis.set(
             keys.engine_epoch(), json.dumps({"engine": self.name, "at": time.time()}), nx=True
         )
+        self._heard(ok=False, after_failure=True, took=0.0)
         await self.resync()
         await self._restore_worker_users()
         log.warning("engine.redis_data_lost", engine=self.name)

@@ -113,3 +113,18 @@ async def test_a_replayed_batch_whose_transaction_never_committed_publishes_noth
         await engine._recover_outbox(owner.tenant_id, outbox_key)
         assert await redis.exists(outbox_key) == 0
         assert await redis.xlen(queue) == before, "nothing was published"
+
+
+async def test_after_redis_lost_its_data_the_engine_listens_again_before_judging_lost(
+    services: Services,
+) -> None:
+    """Redis came back empty: the set of tenants whose events the engine reads went with
+    it, so its events loop idled without failing while heartbeats went unread. The engine
+    must not call attempts lost from that silence (it did, now and then, in
+    tests/runs/test_recovery.py's Redis flush)."""
+    async with private_baton(services) as baton:
+        engine = baton.engine
+        await eventually(engine.may_judge_lost, what="the engine listening long enough")
+        await engine.reconcile_redis()
+        assert not engine.may_judge_lost()
+        assert engine.lost_before() is None
