@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import any_, func, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -133,7 +133,12 @@ class _Batch:
         )
         locking = (
             select(Run)
-            .where(col(Run.tenant_id) == self.tenant_id, col(Run.id).in_(named))
+            # = ANY(ARRAY(subquery)): the ids come first, then the primary key finds the
+            # runs (an IN (subquery) may hash-join a scan of all the tenant's runs).
+            .where(
+                col(Run.tenant_id) == self.tenant_id,
+                col(Run.id) == any_(func.array(named.scalar_subquery())),
+            )
             .order_by(col(Run.id))
             .with_for_update()
         )
