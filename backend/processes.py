@@ -133,7 +133,10 @@ async def run_processes(
     # Workers never connect to PostgreSQL: only the engine opens a pool here.
     db_engine = (
         create_engine(
-            settings.runtime_database_url(), pool_size=settings.db_pool_size, custom_plans=True
+            settings.runtime_database_url(),
+            pool_size=settings.db_pool_size,
+            custom_plans=True,
+            pre_ping=False,  # the engine's hot path: see create_engine
         )
         if engine
         else None

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.orm.util import identity_key
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.engine.events import load_plan
-from backend.runs.models import TaskAttempt, plan_name
+from backend.runs.models import Run, TaskAttempt, plan_name
 from backend.runs.repository import RunRepository
 from backend.secrets.dispatch import seal_task_secrets
 from backend.tenants.models import Tenant, TenantStatus
@@ -37,18 +40,20 @@ from kernel.wire.protocol import TaskMessage
 # run's first task, then every run's second... So a 10,000-item fan-out cannot starve a
 # run that became ready after it, even when one slot frees at a time. The tenant's
 # admission is serialised by an advisory lock, and the outer UPDATE re-checks the row,
-# so no task is dispatched twice.
+# so no task is dispatched twice. ``:now`` is the engine's clock at the claim, not the
+# transaction's start (``now()``): a claim in the transaction that made a task ready must
+# see it, and ready_at is stamped by the same clock (trigger, retry backoff, the DAG).
 _CLAIM = text(
     """
     WITH RECURSIVE ready_runs(run_id) AS (
         (SELECT run_id FROM task_runs
           WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
-            AND ready_at <= now() AND run_id > :after
+            AND ready_at <= :now AND run_id > :after
           ORDER BY run_id LIMIT 1)
         UNION ALL
         SELECT (SELECT t.run_id FROM task_runs t
                  WHERE t.tenant_id = :tenant AND t.status = 'queued'
-                   AND t.dispatched_at IS NULL AND t.ready_at <= now()
+                   AND t.dispatched_at IS NULL AND t.ready_at <= :now
                    AND t.run_id > r.run_id
                  ORDER BY t.run_id LIMIT 1)
           FROM ready_runs r WHERE r.run_id IS NOT NULL
@@ -64,7 +69,7 @@ _CLAIM = text(
           CROSS JOIN LATERAL (
               SELECT id, run_id, ready_at, map_index FROM task_runs
                WHERE tenant_id = :tenant AND run_id = f.run_id AND status = 'queued'
-                 AND dispatched_at IS NULL AND ready_at <= now()
+                 AND dispatched_at IS NULL AND ready_at <= :now
                ORDER BY ready_at, map_index
                LIMIT :limit) c
     ),
@@ -76,6 +81,17 @@ _CLAIM = text(
       FROM picked
      WHERE t.tenant_id = :tenant AND t.id = picked.id
        AND t.status = 'queued' AND t.dispatched_at IS NULL
+    RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
+    """
+)
+# The finishing step's claim: the tasks its own transaction made ready, by id (a chain's
+# next task), re-checked like the claim above.
+_CLAIM_THESE = text(
+    """
+    UPDATE task_runs AS t
+       SET dispatched_at = now(), attempt = t.attempt + 1
+     WHERE t.tenant_id = :tenant AND t.id = ANY(CAST(:ids AS uuid[]))
+       AND t.status = 'queued' AND t.dispatched_at IS NULL AND t.ready_at <= :now
     RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
     """
 )
@@ -129,36 +145,57 @@ async def admit(
     limit: int,
     settings: Settings,
     after_run: uuid.UUID = NO_RUN,
-) -> Admission:
+    try_lock: bool = False,
+    prefer: Sequence[uuid.UUID] = (),
+) -> Admission | None:
     """Claim up to ``limit`` ready tasks that fit the quota; build their messages (the
-    secrets they reference sealed for the worker pool)."""
+    secrets they reference sealed for the worker pool).
+
+    ``try_lock``: do not wait for the tenant's admission lock; None if another transaction
+    holds it. The engine admits this way inside the transaction that records finished
+    tasks, which already holds row locks: waiting there could deadlock with an admission
+    that holds the lock, and the admission holding it will see the freed slots anyway.
+
+    ``prefer``: tasks to claim first, by id (those the finishing step just made ready);
+    the rotation over the tenant's runs fills what room is left.
+    """
     params = {"tenant": tenant_id}
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended('admit:' || :tenant, 0))"),
-        {"tenant": str(tenant_id)},
-    )
+    if try_lock:
+        locked = await session.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtextextended('admit:' || :tenant, 0))"),
+            {"tenant": str(tenant_id)},
+        )
+        if not locked.scalar_one():
+            return None
+    else:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended('admit:' || :tenant, 0))"),
+            {"tenant": str(tenant_id)},
+        )
     in_flight = int((await session.execute(_IN_FLIGHT, params)).scalar_one())
     room = min(max_concurrent - in_flight, limit)
     if room <= 0:
         return Admission([], None, saturated=True)
-    claimed = list(
-        (await session.execute(_CLAIM, {**params, "limit": room, "after": after_run})).all()
-    )
-    # The rotation goes on after the highest run served (rows come back in no set order).
-    last_run = max((row.run_id for row in claimed), default=after_run)
-    if len(claimed) < room and after_run != NO_RUN:  # wrap around to the oldest runs
-        again = {**params, "limit": room - len(claimed), "after": NO_RUN}
-        wrapped = (await session.execute(_CLAIM, again)).all()
-        claimed += wrapped
-        last_run = max((row.run_id for row in wrapped), default=last_run)
+    claim = {**params, "now": utcnow()}
+    claimed: list[Any] = []
+    if prefer:
+        these = {**claim, "ids": list(prefer[:room])}
+        claimed = list((await session.execute(_CLAIM_THESE, these)).all())
+    last_run = after_run
+    if len(claimed) < room:
+        rest = {**claim, "limit": room - len(claimed), "after": after_run}
+        rotated = list((await session.execute(_CLAIM, rest)).all())
+        claimed += rotated
+        # The rotation goes on after the highest run served (rows come in no set order).
+        last_run = max((row.run_id for row in rotated), default=after_run)
+        if len(claimed) < room and after_run != NO_RUN:  # wrap around to the oldest runs
+            again = {**claim, "limit": room - len(claimed), "after": NO_RUN}
+            wrapped = (await session.execute(_CLAIM, again)).all()
+            claimed += wrapped
+            last_run = max((row.run_id for row in wrapped), default=last_run)
     messages: list[TaskMessage] = []
     if claimed:
-        runs = {
-            r.id: r
-            for r in await RunRepository(session, tenant_id).by_ids(
-                sorted({row.run_id for row in claimed})
-            )
-        }
+        runs = await _runs_of(session, tenant_id, {row.run_id for row in claimed})
         for row in claimed:
             run = runs[row.run_id]
             plan = await load_plan(session, plans, tenant_id, run.job_id, run.job_version)
@@ -188,12 +225,31 @@ async def admit(
             )
         await session.flush()
         messages = await seal_task_secrets(session, settings, tenant_id, messages)
-    if len(claimed) == room and room == limit:
+    if len(claimed) == room and room == limit and not try_lock:
+        # Perhaps more is ready: the fair round comes back (an admission in the finishing
+        # step asks the index below instead, so as not to wake the round for nothing).
         return Admission(messages, utcnow(), saturated=False, last_run=last_run)
-    if len(claimed) == room:
+    if len(claimed) == room < limit:
         return Admission(messages, None, saturated=True, last_run=last_run)
     next_due = (await session.execute(_NEXT_READY, params)).scalar_one()
     return Admission(messages, next_due, saturated=False, last_run=last_run)
+
+
+async def _runs_of(
+    session: AsyncSession, tenant_id: uuid.UUID, run_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, Run]:
+    """The claimed tasks' runs. Admitting in the transaction that finished their
+    predecessors, the session holds them already (locked): no round trip for those."""
+    held = session.sync_session.identity_map
+    runs: dict[uuid.UUID, Run] = {}
+    for run_id in run_ids:
+        run = held.get(identity_key(Run, (tenant_id, run_id)))
+        if isinstance(run, Run):
+            runs[run_id] = run
+    missing = sorted(run_ids - runs.keys())
+    if missing:
+        runs.update({r.id: r for r in await RunRepository(session, tenant_id).by_ids(missing)})
+    return runs
 
 
 class FairShare:

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import any_, func, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,7 +33,7 @@ from backend.metrics.samples import EngineSamples, observe_event_lag
 from backend.runs.advance import advance_run
 from backend.runs.models import Run, TaskAttempt, TaskRun, plan_name
 from backend.runs.publish import run_update, task_update
-from backend.runs.repository import LogRepository, RunRepository, TaskRunRepository
+from backend.runs.repository import LogRepository, TaskRunRepository, any_id
 from kernel.dag.decisions import group_outcome
 from kernel.dag.plan import PlanCache, RunPlan, TaskPlan, compile_plan
 from kernel.dag.status import FINISHED_RUN, FINISHED_TASK, RunStatus, TaskStatus
@@ -58,6 +58,9 @@ class Effects:
     finished_runs: list[Run] = field(default_factory=list)
     changed_tasks: list[TaskRun] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # for live views (SSE)
+    # Tasks this batch made ready (successors, fan-out children): the finishing step admits
+    # them first, by id, without the claim query's scan for ready runs.
+    ready: list[uuid.UUID] = field(default_factory=list)
     samples: EngineSamples = field(default_factory=EngineSamples)  # metrics, after commit
 
     def due(self, at: datetime) -> None:
@@ -108,23 +111,37 @@ class _Batch:
         # and finishes within one batch still shows each state change, in order.
         self.started_updates: list[tuple[TaskRun | Run, dict[str, Any]]] = []
 
-    async def load(self, task_run_ids: set[uuid.UUID]) -> None:
+    async def load(self, task_run_ids: set[uuid.UUID], *, whole_runs: bool = True) -> None:
         """Lock the affected runs, then read their top-level tasks and the touched children.
 
         A run with a 10,000-item fan-out is not read whole: only the children that events
-        name, and per group a count by status when one of its children finishes.
+        name, and per group a count by status when one of its children finishes. Without
+        ``whole_runs`` (a batch of starts, heartbeats and logs, which cannot advance a DAG)
+        only the tasks the events name are read.
         """
-        probe = select(TaskRun.run_id).where(
-            col(TaskRun.tenant_id) == self.tenant_id, col(TaskRun.id).in_(list(task_run_ids))
+        # The runs the events' tasks belong to, locked in id order, in one round trip.
+        named = select(TaskRun.run_id).where(
+            col(TaskRun.tenant_id) == self.tenant_id, any_id(col(TaskRun.id), task_run_ids)
         )
-        run_ids = sorted(set((await self.session.exec(probe)).all()))
-        if not run_ids:
+        locking = (
+            select(Run)
+            # = ANY(ARRAY(subquery)): the ids come first, then the primary key finds the
+            # runs (an IN (subquery) may hash-join a scan of all the tenant's runs).
+            .where(
+                col(Run.tenant_id) == self.tenant_id,
+                col(Run.id) == any_(func.array(named.scalar_subquery())),
+            )
+            .order_by(col(Run.id))
+            .with_for_update()
+        )
+        runs = list((await self.session.exec(locking)).all())
+        if not runs:
             return
-        runs = await RunRepository(self.session, self.tenant_id).by_ids(run_ids, lock=True)
+        run_ids = [r.id for r in runs]
         self.runs = {r.id: r for r in runs}
         self.run_status_before = {r.id: r.status for r in runs}
         repo = TaskRunRepository(self.session, self.tenant_id)
-        for task in await repo.top_level(run_ids):
+        for task in await repo.top_level(run_ids) if whole_runs else []:
             self.run_tasks.setdefault(task.run_id, []).append(task)
             self.tasks[task.id] = task
         missing = [i for i in task_run_ids if i not in self.tasks]
@@ -133,7 +150,7 @@ class _Batch:
         if task_run_ids:
             statement = select(TaskAttempt).where(
                 col(TaskAttempt.tenant_id) == self.tenant_id,
-                col(TaskAttempt.task_run_id).in_(list(task_run_ids)),
+                any_id(col(TaskAttempt.task_run_id), task_run_ids),
             )
             for attempt in (await self.session.exec(statement)).all():
                 self.attempts[(attempt.task_run_id, attempt.attempt)] = attempt
@@ -153,9 +170,12 @@ class _Batch:
             self.attempts[key] = attempt
         return attempt
 
-    def _mark(self, task: TaskRun) -> None:
+    def _mark(self, task: TaskRun, *, advance: bool = True) -> None:
+        """Record a changed task; ``advance``: its run's DAG may move on because of it (a
+        start or a heartbeat cannot make another task ready, so it does not advance)."""
         self.changed[task.id] = task
-        self.touched_runs.add(task.run_id)
+        if advance:
+            self.touched_runs.add(task.run_id)
 
     def apply(self, event: TaskEvent) -> None:
         task = self.tasks.get(uuid.UUID(event.task_run_id))
@@ -175,7 +195,7 @@ class _Batch:
                 self._started(task, run, event, at)
             if task.status == TaskStatus.running:
                 task.heartbeat_at = max(at, task.heartbeat_at or at)
-                self._mark(task)
+                self._mark(task, advance=False)
         elif event.kind == "log":
             for item in event.lines:
                 self.log_rows.append(
@@ -257,7 +277,7 @@ class _Batch:
             run.status = RunStatus.running
             run.started_at = at
             self.started_updates.append((run, run_update(run)))
-        self._mark(task)
+        self._mark(task, advance=False)
 
     def finish(
         self, task: TaskRun, result: dict[str, Any], at: datetime, *, worker: str | None = None
@@ -334,8 +354,11 @@ class _Batch:
             for name, task in tasks.items():
                 if task.status != before[name]:
                     self.changed[task.id] = task
+                    if task.status == TaskStatus.queued:
+                        self.effects.ready.append(task.id)
             if advance.children:
                 self.session.add_all(advance.children)
+                self.effects.ready.extend(child.id for child in advance.children)
             if advance.queued:
                 self.effects.due(now)
             self.effects.cancel.extend((t.id, t.attempt) for t in advance.stop)
@@ -421,8 +444,8 @@ def task_timeout(batch: _Batch, task: TaskRun) -> float | None:
     return task_plan(batch, task).timeout_seconds
 
 
-async def _prepare(batch: _Batch, task_run_ids: set[uuid.UUID]) -> None:
-    await batch.load(task_run_ids)
+async def _prepare(batch: _Batch, task_run_ids: set[uuid.UUID], *, whole_runs: bool = True) -> None:
+    await batch.load(task_run_ids, whole_runs=whole_runs)
     for run in batch.runs.values():
         await load_plan(batch.session, batch.plans, batch.tenant_id, run.job_id, run.job_version)
 
@@ -451,7 +474,10 @@ async def apply_events(
         except ValueError:
             log.warning("engine.event.bad_task_id", tenant_id=str(tenant_id))
     batch = _Batch(session, tenant_id, plans, lost_before)
-    await _prepare(batch, ids)
+    # Only an attempt's end can move a DAG on; a batch of starts, heartbeats and logs
+    # reads just the tasks it names, not their runs' other tasks.
+    ending = any(event.kind in ("finished", "released") for event in events)
+    await _prepare(batch, ids, whole_runs=ending)
     for event in events:
         batch.apply(event)
     return await _flush(batch)

@@ -46,6 +46,7 @@ from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
+from backend.engine import outbox
 from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.runs.publish import publish as publish_updates
@@ -86,6 +87,7 @@ class Engine:
         self.redis = redis
         self.name = name or f"engine-{socket.gethostname()}-{os.getpid()}"
         self.plans = PLANS
+        self._publish_once = outbox.script(redis)
         self.fair = FairShare(settings.admission_quantum)
         self._stopping = asyncio.Event()
         self._event_groups: set[str] = set()
@@ -220,6 +222,7 @@ class Engine:
                 settings=self.settings,
                 after_run=self._run_rotation.get(tenant_id, NO_RUN),
             )
+        assert admission is not None  # it waited for the lock
         self._run_rotation[tenant_id] = admission.last_run
         try:
             await self.publish(admission.messages, hosted)
@@ -364,7 +367,7 @@ class Engine:
                 if fields is None:
                     continue
                 try:
-                    handled += await self._apply_stream(stream, [(entry_id, fields)])
+                    handled += await self._apply_stream(stream, [(entry_id, fields)], replay=True)
                     self._failures.pop(entry_id, None)
                 except Exception as error:  # counted, then dead-lettered
                     if outage_of(error) is not None:
@@ -389,7 +392,9 @@ class Engine:
                         )
         return handled
 
-    async def _apply_stream(self, stream: str, entries: list[tuple[str, dict[str, str]]]) -> int:
+    async def _apply_stream(
+        self, stream: str, entries: list[tuple[str, dict[str, str]]], *, replay: bool = False
+    ) -> int:
         tenant_id = uuid.UUID(stream.split("{", 1)[1].split("}", 1)[0])
         events: list[TaskEvent] = []
         for _, fields in entries:
@@ -397,15 +402,120 @@ class Engine:
                 events.append(TaskEvent.from_json(fields[EVENT_FIELD]))
             except (KeyError, ValueError, TypeError):
                 log.warning("engine.event.malformed", tenant_id=str(tenant_id))
+        # Attempts that ended free slots: the replica that admits this tenant refills them
+        # in the same transaction (no wake-up hop through Redis and the admission loop),
+        # at most as many as came free, so the tenant's share of the fair round is kept.
+        freed = sum(1 for e in events if e.kind in ("finished", "released"))
+        quota = 0
+        hosted: dict[str, frozenset[str]] = {}
+        if freed and self.owns(tenant_id):
+            quota = (await self._quotas({tenant_id}))[tenant_id][0]
+            hosted = await self._hosted_queues({str(tenant_id)})  # before the commit
+        entry_ids = [entry_id for entry_id, _ in entries]
+        outbox_key = keys.engine_outbox(str(tenant_id), entry_ids[0])
+        if replay:
+            await self._recover_outbox(tenant_id, outbox_key)
+        admission: Admission | None = None
         async with self.tenant_transaction(tenant_id) as session:
             effects = await apply_events(
                 session, tenant_id, events, self.plans, lost_before=self.lost_before()
             )
-        await self.redis.xack(stream, keys.ENGINE_GROUP, *[entry_id for entry_id, _ in entries])
-        if any(e.kind in ("finished", "released") for e in events):
+            if quota > 0:
+                admission = await admit(
+                    session,
+                    tenant_id,
+                    self.plans,
+                    max_concurrent=quota,
+                    limit=freed,
+                    settings=self.settings,
+                    after_run=self._run_rotation.get(tenant_id, NO_RUN),
+                    try_lock=True,
+                    prefer=effects.ready,
+                )
+            if admission is not None and admission.messages:
+                # Before the commit: if the engine dies between the commit and the
+                # publication, the batch's replay publishes them (backend/engine/outbox.py).
+                await outbox.write(self.redis, outbox_key, admission.messages)
+        if admission is not None:
+            self._run_rotation[tenant_id] = admission.last_run
+            # What is still ready (beyond the freed slots, or later: a retry's backoff)
+            # goes to the fair round; the admission saw this transaction's own changes.
+            effects.due_at = admission.next_due
+        elif freed:
             effects.due(utcnow())  # a slot came free: admit the tenant's next tasks
-        await self.after_effects(tenant_id, effects)
+        await self._after_commit(
+            tenant_id, stream, entry_ids, outbox_key, admission, hosted, effects
+        )
         return len(events)
+
+    async def _after_commit(
+        self,
+        tenant_id: uuid.UUID,
+        stream: str,
+        entry_ids: list[str],
+        outbox_key: str,
+        admission: Admission | None,
+        hosted: dict[str, frozenset[str]],
+        effects: Effects,
+    ) -> None:
+        """Publish the batch's dispatches and acknowledge its entries, in one atomic step.
+
+        Acknowledged only after the commit holding their effects: a crash before this
+        replays them, and attempt fencing makes the replay change nothing. The dispatch
+        and the acknowledgement go together, so no acknowledged batch ever lacks its
+        dispatch; one that died before both is published by its replay.
+        """
+        messages = admission.messages if admission is not None else []
+        if messages:
+            await self._dispatch(
+                tenant_id, messages, hosted[str(tenant_id)], outbox_key, ack=entry_ids
+            )
+        else:
+            await self.redis.xack(stream, keys.ENGINE_GROUP, *entry_ids)
+        await self.after_effects(tenant_id, effects)
+
+    async def _recover_outbox(self, tenant_id: uuid.UUID, outbox_key: str) -> None:
+        """A batch is replayed: publish the dispatches its engine committed and did not
+        publish before it died; drop those whose transaction never committed."""
+        messages = await outbox.pending(self.redis, outbox_key)
+        if not messages:
+            return
+        async with self.tenant_transaction(tenant_id) as session:
+            found = await outbox.committed(session, tenant_id, messages)
+        hosted = await self._hosted_queues({str(tenant_id)})
+        published = await outbox.publish_once(
+            self._publish_once, str(tenant_id), outbox_key, found, hosted[str(tenant_id)]
+        )
+        if published:
+            metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(published)
+        log.warning(
+            "engine.outbox.recovered",
+            tenant_id=str(tenant_id),
+            published=published,
+            dropped=len(messages) - len(found),
+        )
+
+    async def _dispatch(
+        self,
+        tenant_id: uuid.UUID,
+        messages: list[TaskMessage],
+        hosted: frozenset[str],
+        outbox_key: str,
+        *,
+        ack: list[str],
+    ) -> None:
+        """Publish committed dispatches (once) with the acknowledgement of the events that
+        made them; if Redis refuses them, hand the tasks back."""
+        try:
+            published = await outbox.publish_once(
+                self._publish_once, str(tenant_id), outbox_key, messages, hosted, ack
+            )
+        except Exception as error:
+            if outage_of(error) != "redis":
+                raise
+            await self._undispatch(tenant_id, messages)
+            raise
+        metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(published)
 
     async def after_effects(self, tenant_id: uuid.UUID, effects: Effects) -> None:
         effects.samples.record(tenant_id)  # committed: count it (once)
@@ -506,10 +616,16 @@ class Engine:
         running ones by their heartbeat, dispatched-but-not-started ones once they have
         been silent for ``lost_after_seconds`` after the loss (:meth:`_requeue_stranded`)
         - and those go back to admission without using up an attempt.
+
+        The listening clock starts again: with the data went the set of tenants whose
+        events the engine reads, so since the loss it has heard nothing of them (its
+        events loop idled without failing) until the resync below names them again. A
+        silence it could not hear must not be taken for death (see the top).
         """
         await self.redis.set(
             keys.engine_epoch(), json.dumps({"engine": self.name, "at": time.time()}), nx=True
         )
+        self._heard(ok=False, after_failure=True, took=0.0)
         await self.resync()
         await self._restore_worker_users()
         log.warning("engine.redis_data_lost", engine=self.name)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, text, tuple_, update
+from sqlalchemy import ColumnElement, Uuid, any_, bindparam, func, insert, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,6 +20,15 @@ from kernel.dag.status import FINISHED_TASK, RunStatus, TaskStatus
 
 ACTIVE_RUN = (RunStatus.queued, RunStatus.running)
 UNFINISHED_TASK = tuple(s for s in TaskStatus if s not in FINISHED_TASK)
+
+
+def any_id(column: Any, ids: Iterable[uuid.UUID]) -> ColumnElement[bool]:
+    """``column = ANY($1::uuid[])``: one SQL text, and so one prepared statement, whatever
+    the number of ids (``IN (...)`` makes a statement per list length, and batches of
+    varying sizes would keep re-parsing them)."""
+    return cast(
+        "ColumnElement[bool]", column == any_(bindparam(None, list(ids), type_=ARRAY(Uuid())))
+    )
 
 
 class RunRepository(TenantScopedRepository[Run]):
@@ -41,7 +51,7 @@ class RunRepository(TenantScopedRepository[Run]):
         return list((await self.session.exec(statement)).all())
 
     async def by_ids(self, run_ids: Sequence[uuid.UUID], *, lock: bool = False) -> list[Run]:
-        statement = self.select().where(col(Run.id).in_(list(run_ids)))
+        statement = self.select().where(any_id(col(Run.id), run_ids))
         if lock:
             statement = statement.with_for_update()
         return list((await self.session.exec(statement)).all())
@@ -189,13 +199,13 @@ class TaskRunRepository(TenantScopedRepository[TaskRun]):
         return list((await self.session.exec(statement)).all())
 
     async def by_ids(self, ids: Sequence[uuid.UUID]) -> list[TaskRun]:
-        statement = self.select().where(col(TaskRun.id).in_(list(ids)))
+        statement = self.select().where(any_id(col(TaskRun.id), ids))
         return list((await self.session.exec(statement)).all())
 
     async def top_level(self, run_ids: Sequence[uuid.UUID]) -> list[TaskRun]:
         """The runs' tasks of the spec itself (for_each children left out)."""
         statement = self.select().where(
-            col(TaskRun.run_id).in_(list(run_ids)), col(TaskRun.parent_id).is_(None)
+            any_id(col(TaskRun.run_id), run_ids), col(TaskRun.parent_id).is_(None)
         )
         return list((await self.session.exec(statement)).all())
 

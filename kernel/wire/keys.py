@@ -77,6 +77,17 @@ def engine_due() -> str:
     return f"{PREFIX}:engine:due"
 
 
+def engine_outbox(tenant_id: str, entry_id: str) -> str:
+    """Dispatch messages the engine committed while applying the events batch that starts
+    at ``entry_id``, kept until they are published with the batch's acknowledgement (one
+    MULTI/EXEC). An engine that died in between leaves it; whoever replays the batch
+    publishes the messages whose dispatch PostgreSQL holds (see the engine's loop)."""
+    return f"{_tenant(tenant_id)}:engine:outbox:{entry_id}"
+
+
+OUTBOX_SECONDS = 24 * 3600  # an outbox nobody replays (its batch dead-lettered) expires
+
+
 def engine_wakeup() -> str:
     """List the API pushes to so the engine admits new work at once instead of at its tick."""
     return f"{PREFIX}:engine:wakeup"

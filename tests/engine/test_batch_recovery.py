@@ -1,0 +1,130 @@
+"""An engine that dies between a batch's commit and its acknowledgement loses nothing and
+runs nothing twice: the batch is replayed (fenced), and the dispatches it committed are
+published by whoever replays it, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from backend.engine.admission import Admission
+from backend.engine.events import Effects
+from backend.engine.loop import Engine
+from kernel.wire import keys
+from kernel.wire.protocol import TaskMessage
+from tests.fixtures.factories import create_tenant
+from tests.fixtures.services import Services
+from tests.fixtures.stack import private_baton
+from tests.fixtures.waiting import eventually
+from tests.runs.factories import create_job, python_task, task_of, trigger, wait_for_run
+
+
+class DiesAfterCommit(Engine):
+    """The first time a committed batch dispatched successors, stops dead before
+    publishing them and acknowledging the batch - what kill -9 leaves at that point: the
+    transaction committed, the events pending, the dispatches only in the outbox."""
+
+    died = False
+
+    async def _after_commit(
+        self,
+        tenant_id: uuid.UUID,
+        stream: str,
+        entry_ids: list[str],
+        outbox_key: str,
+        admission: Admission | None,
+        hosted: dict[str, frozenset[str]],
+        effects: Effects,
+    ) -> None:
+        if not self.died and admission is not None and admission.messages:
+            self.died = True
+            self.stop()
+            return
+        await super()._after_commit(
+            tenant_id, stream, entry_ids, outbox_key, admission, hosted, effects
+        )
+
+
+async def test_an_engine_killed_between_a_batchs_commit_and_its_acks_loses_and_repeats_nothing(
+    services: Services,
+) -> None:
+    async with private_baton(services, engine_class=DiesAfterCommit) as baton:
+        client = baton.client
+        doomed = baton.engine
+        assert isinstance(doomed, DiesAfterCommit)
+        owner = await create_tenant(client)
+        job = await create_job(
+            client,
+            owner,
+            [
+                python_task("first"),
+                python_task("second", depends_on=["first"]),
+                python_task("third", depends_on=["second"]),
+            ],
+        )
+        run = await trigger(client, owner, job["id"])
+        await eventually(lambda: doomed.died, what="the engine dying after a commit")
+        redis = baton.app.state.redis
+        assert await redis.keys(keys.engine_outbox(str(owner.tenant_id), "*")), "in the outbox"
+
+        rescuer = Engine(baton.settings, baton.app.state.sessionmaker, redis, name="engine-rescuer")
+        rescuing = asyncio.create_task(rescuer.run())
+        try:
+            done = await wait_for_run(client, owner, run["id"], timeout=30)
+        finally:
+            rescuer.stop()
+            await asyncio.wait_for(rescuing, timeout=10)
+        assert done["status"] == "succeeded", done
+        for name in ("first", "second", "third"):
+            attempts = task_of(done, name)["attempts"]
+            assert [(a["attempt"], a["status"]) for a in attempts] == [(1, "succeeded")], name
+        assert await redis.keys(keys.engine_outbox(str(owner.tenant_id), "*")) == []
+
+
+async def test_a_replayed_batch_whose_transaction_never_committed_publishes_nothing(
+    services: Services,
+) -> None:
+    """An outbox written before a commit that never happened (its attempt is not the
+    task's): the replay drops it and publishes nothing."""
+    async with private_baton(services) as baton:
+        client = baton.client
+        engine = baton.engine
+        owner = await create_tenant(client)
+        job = await create_job(client, owner, [python_task("only")])
+        run = await trigger(client, owner, job["id"])
+        done = await wait_for_run(client, owner, run["id"], timeout=30)
+        task = task_of(done, "only")
+        redis = baton.app.state.redis
+        tenant = str(owner.tenant_id)
+        # The message of an attempt PostgreSQL never recorded (attempt 2 of a finished task).
+        stale = TaskMessage(
+            tenant_id=tenant,
+            run_id=run["id"],
+            task_run_id=task["id"],
+            task_name="only",
+            attempt=2,
+            spec=python_task("only"),
+        )
+        outbox_key = keys.engine_outbox(tenant, "0-1")
+        await redis.set(outbox_key, json.dumps([stale.to_json()]))
+        queue = keys.queue_stream(tenant, "default")
+        before = await redis.xlen(queue)
+        await engine._recover_outbox(owner.tenant_id, outbox_key)
+        assert await redis.exists(outbox_key) == 0
+        assert await redis.xlen(queue) == before, "nothing was published"
+
+
+async def test_after_redis_lost_its_data_the_engine_listens_again_before_judging_lost(
+    services: Services,
+) -> None:
+    """Redis came back empty: the set of tenants whose events the engine reads went with
+    it, so its events loop idled without failing while heartbeats went unread. The engine
+    must not call attempts lost from that silence (it did, now and then, in
+    tests/runs/test_recovery.py's Redis flush)."""
+    async with private_baton(services) as baton:
+        engine = baton.engine
+        await eventually(engine.may_judge_lost, what="the engine listening long enough")
+        await engine.reconcile_redis()
+        assert not engine.may_judge_lost()
+        assert engine.lost_before() is None
