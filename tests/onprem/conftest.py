@@ -20,6 +20,7 @@ import fcntl
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,26 @@ def onprem_engine() -> Iterator[dict[str, str]]:
             "BATON_PYTHON": sys.executable,
         }
         yield env
+        _prune(env)
+
+
+def _prune(env: dict[str, str]) -> None:
+    """Keep the cache to the newest Baton image: with the vfs driver every image layer is a
+    full copy, so old builds add up to gigabytes."""
+
+    def docker(*args: str) -> str:
+        result = subprocess.run(
+            ["docker", *args], env=env, capture_output=True, text=True, check=False
+        )
+        return result.stdout
+
+    tags = docker("image", "ls", "baton/baton", "--format", "{{.Repository}}:{{.Tag}}").split()
+    releases = [tag for tag in tags if not tag.endswith(":upgrade-test")]  # newest first
+    stale = [tag for tag in tags if tag not in releases[:1]]
+    if stale:
+        docker("image", "rm", "--force", *stale)
+    docker("image", "prune", "--force")
+    docker("volume", "prune", "--force")
 
 
 @pytest.fixture(scope="module")
