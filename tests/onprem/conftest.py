@@ -1,0 +1,146 @@
+"""The on-prem stack, installed by scripts/onprem/baton-onprem under a real Docker engine.
+
+Opt-in: ``BATON_TEST_ONPREM=1`` (``make test-install``). Building the images takes minutes
+the first time (debootstrap, Debian packages, wheels; about 8 minutes on 2 busy cores) and
+the whole test about 7 minutes more, which ``make test`` should not pay. The
+images are cached in a dockerd data root of this suite's own under BATON_BUILD_CACHE
+(default ~/.cache/baton-onprem), so later runs only rebuild what changed (Baton's image
+when the source changed: about 3 minutes).
+
+Skips, saying why, when the engine or the tools cannot run here: root (dockerd,
+debootstrap), dockerd (Debian: docker.io), docker-compose or the compose plugin,
+debootstrap, curl. The dockerd is this session's own (tests/fixtures/docker_engine.py),
+stopped at the end with every container; the stack is uninstalled with its volumes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.docker_engine import EngineUnavailable, own_dockerd
+from tests.onprem.stack import ADMIN_EMAIL, Stack, has_compose_plugin
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _why_not() -> str | None:
+    """Why the stack cannot be installed here, or None."""
+    if os.environ.get("BATON_TEST_ONPREM") != "1":
+        return (
+            "the on-prem install test is opt-in (minutes: it builds images and starts a "
+            "whole stack): BATON_TEST_ONPREM=1 or `make test-install`"
+        )
+    if os.geteuid() != 0:
+        return "needs root (dockerd, debootstrap)"
+    missing = [
+        tool for tool in ("dockerd", "docker", "debootstrap", "curl") if not shutil.which(tool)
+    ]
+    if not shutil.which("docker-compose") and not has_compose_plugin(dict(os.environ)):
+        missing.append("docker-compose (or the compose plugin)")
+    if missing:
+        tools = ", ".join(missing)
+        return f"not installed: {tools} (Debian: docker.io docker-compose debootstrap curl)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def onprem_engine() -> Iterator[dict[str, str]]:
+    """A dockerd of this session's own whose data root (the image cache) persists; yields
+    the environment (DOCKER_HOST) to run docker and the installer with."""
+    reason = _why_not()
+    if reason:
+        pytest.skip(reason)
+    cache = Path(
+        os.environ.get("BATON_BUILD_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "baton-onprem"
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        lock = stack.enter_context((cache / "dockerd.lock").open("w"))
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.skip(f"another session uses the image cache in {cache} right now")
+        try:
+            url = stack.enter_context(
+                own_dockerd(
+                    data_root=cache / "dockerd",
+                    # Compose's networks: a /16 of our own, away from other engines' bridges.
+                    extra_args=["--default-address-pool", "base=10.214.0.0/16,size=24"],
+                )
+            )
+        except EngineUnavailable as exc:
+            pytest.skip(f"no Docker engine can run here: {exc}")
+        env = {
+            **os.environ,
+            "DOCKER_HOST": url,
+            "BATON_BUILD_CACHE": str(cache),
+            # Wheels are built with this interpreter (a 3.11 with pip, like the image's).
+            "BATON_PYTHON": sys.executable,
+        }
+        yield env
+        _prune(env)
+
+
+def _prune(env: dict[str, str]) -> None:
+    """Keep the cache to the newest Baton image: with the vfs driver every image layer is a
+    full copy, so old builds add up to gigabytes."""
+
+    def docker(*args: str) -> str:
+        result = subprocess.run(
+            ["docker", *args], env=env, capture_output=True, text=True, check=False
+        )
+        return result.stdout
+
+    tags = docker("image", "ls", "baton/baton", "--format", "{{.Repository}}:{{.Tag}}").split()
+    releases = [tag for tag in tags if not tag.endswith(":upgrade-test")]  # newest first
+    stale = [tag for tag in tags if tag not in releases[:1]]
+    if stale:
+        docker("image", "rm", "--force", *stale)
+    docker("image", "prune", "--force")
+    docker("volume", "prune", "--force")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    onprem_engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Baton installed by ``baton-onprem install``, non-interactively, as the README says;
+    uninstalled with its volumes afterwards."""
+    directory = tmp_path_factory.mktemp("onprem")
+    installed = Stack(
+        dir=directory, env=onprem_engine, https_port=_free_port(), project="batontest"
+    )
+    password = directory / "admin-password"
+    password.write_text("onprem-admin-password-1\n")
+    try:
+        installed.run(
+            "install",
+            "--dir", str(directory),
+            "--domain", "localhost",
+            "--admin-email", ADMIN_EMAIL,
+            "--admin-password-file", str(password),
+            "--workers", "2",
+            "--https-port", str(installed.https_port),
+            "--http-port", str(_free_port()),
+            "--prometheus-port", str(_free_port()),
+            "--project", installed.project,
+            "--yes",
+        )  # fmt: skip
+        yield installed
+    finally:
+        installed.run("uninstall", "--dir", str(directory), "--purge", check=False)
