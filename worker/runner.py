@@ -96,6 +96,9 @@ class _Running:
     message: TaskMessage
     task: asyncio.Task[None] | None = None
     cancelled_by_user: bool = False
+    # Its task has taken its first step. A task cancelled before that never runs its body,
+    # so it would neither report nor free its slot: a cancel then only sets the flag.
+    begun: bool = False
     released: bool = False
     ran: bool = False  # its executor was started (not cancelled before it ran)
     started_sent: bool = False  # the ``started`` event is in, or on its way to, the stream
@@ -290,6 +293,7 @@ class Worker:
 
     # -- executing ----------------------------------------------------------------------
     async def _execute(self, record: _Running) -> None:
+        record.begun = True
         message = record.message
         # Each asyncio task has its own copy of the context: every log line of this attempt
         # (executors' included) carries its ids.
@@ -311,7 +315,7 @@ class Worker:
                 # visibility timeout reports it lost (retried without using an attempt).
                 log.warning("worker.start_failed", error=type(error).__name__)
                 return
-            if cancelled:
+            if cancelled or record.cancelled_by_user:
                 log.info("worker.attempt.cancelled_before_start")
                 result = ExecutionResult.failed("cancelled", reason="cancelled")
             else:
@@ -530,6 +534,14 @@ class Worker:
         while not self._closing.is_set():
             await guard.run(self._listen_for_cancels())
 
+    def _cancel(self, key: tuple[str, int]) -> None:
+        """Stop the attempt ``key`` (task run id, attempt) if it runs here."""
+        record = self.running.get(key)
+        if record is not None and record.task is not None:
+            record.cancelled_by_user = True
+            if record.begun:
+                record.task.cancel()
+
     async def _listen_for_cancels(self) -> None:
         pubsub = self.redis.pubsub()
         tenant = self.config.tenant_id
@@ -544,10 +556,7 @@ class Worker:
                     key = (str(data["task_run_id"]), int(data["attempt"]))
                 except (ValueError, KeyError, TypeError):
                     continue
-                record = self.running.get(key)
-                if record is not None and record.task is not None:
-                    record.cancelled_by_user = True
-                    record.task.cancel()
+                self._cancel(key)
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()

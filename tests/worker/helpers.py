@@ -1,11 +1,19 @@
-"""Executor test helpers: a log collector a test can wait on, and the message factory type."""
+"""Worker test helpers: a log collector a test can wait on, the message factory type, and
+task messages put on a tenant's stream the way the engine does."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import Callable
+from typing import Any
 
-from kernel.wire.protocol import LogLine, TaskMessage
+from redis.asyncio import Redis
+
+from kernel.wire import keys
+from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, LogLine, TaskMessage
+from kernel.wire.streams import ensure_group
 
 
 class LogCollector:
@@ -37,3 +45,40 @@ class LogCollector:
 
 
 MessageFactory = Callable[..., TaskMessage]
+
+
+async def dispatch_message(
+    redis: Redis, queue: str, tenant: str, spec: dict[str, Any]
+) -> TaskMessage:
+    """Put a task message for ``tenant`` on ``queue``'s stream, as the engine would."""
+    message = TaskMessage(
+        tenant_id=tenant,
+        run_id=str(uuid.uuid4()),
+        task_run_id=str(uuid.uuid4()),
+        task_name="t",
+        attempt=1,
+        spec=spec,
+        queue=queue,
+    )
+    stream = keys.queue_stream(tenant, queue)
+    await ensure_group(redis, stream, keys.WORKERS_GROUP)
+    await redis.xadd(stream, {TASK_FIELD: message.to_json()})
+    await redis.sadd(keys.queue_tenants(queue), tenant)
+    return message
+
+
+async def event_kinds(redis: Redis, tenant: str, task_run_id: str) -> list[str]:
+    """The kinds of the events workers sent about one task run, heartbeats left out."""
+    entries = await redis.xrange(keys.events_stream(tenant))
+    kinds = []
+    for _, fields in entries:
+        event = json.loads(fields[EVENT_FIELD])
+        if event["task_run_id"] == task_run_id and event["kind"] != "heartbeat":
+            kinds.append(event["kind"])
+    return kinds
+
+
+async def pending_count(redis: Redis, queue: str, tenant: str) -> int:
+    """How many entries of the tenant's stream are delivered and not yet acknowledged."""
+    summary = await redis.xpending(keys.queue_stream(tenant, queue), keys.WORKERS_GROUP)
+    return int(summary["pending"])

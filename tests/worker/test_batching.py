@@ -8,22 +8,24 @@ a tenant's stream themselves (no engine: an unknown tenant on a queue of its own
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from kernel.wire import keys
-from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
-from kernel.wire.streams import ensure_group
 from tests.fixtures.execution import worker_config
 from tests.fixtures.waiting import eventually
-from tests.worker.helpers import LogCollector, MessageFactory
+from tests.worker.helpers import (
+    LogCollector,
+    MessageFactory,
+    dispatch_message,
+    event_kinds,
+    pending_count,
+)
 from worker.executors.base import ExecutorPolicy
 from worker.executors.python import PythonExecutor
 from worker.runner import Worker
@@ -43,38 +45,6 @@ async def worker(redis: Redis, queue: str) -> AsyncIterator[Worker]:
     await asyncio.wait_for(task, timeout=10)
 
 
-async def _dispatch(redis: Redis, queue: str, tenant: str, spec: dict[str, Any]) -> TaskMessage:
-    message = TaskMessage(
-        tenant_id=tenant,
-        run_id=str(uuid.uuid4()),
-        task_run_id=str(uuid.uuid4()),
-        task_name="t",
-        attempt=1,
-        spec=spec,
-        queue=queue,
-    )
-    stream = keys.queue_stream(tenant, queue)
-    await ensure_group(redis, stream, keys.WORKERS_GROUP)
-    await redis.xadd(stream, {TASK_FIELD: message.to_json()})
-    await redis.sadd(keys.queue_tenants(queue), tenant)
-    return message
-
-
-async def _events(redis: Redis, tenant: str, task_run_id: str) -> list[str]:
-    entries = await redis.xrange(keys.events_stream(tenant))
-    kinds = []
-    for _, fields in entries:
-        event = json.loads(fields[EVENT_FIELD])
-        if event["task_run_id"] == task_run_id and event["kind"] != "heartbeat":
-            kinds.append(event["kind"])
-    return kinds
-
-
-async def _pending(redis: Redis, queue: str, tenant: str) -> int:
-    summary = await redis.xpending(keys.queue_stream(tenant, queue), keys.WORKERS_GROUP)
-    return int(summary["pending"])
-
-
 NOOP = {"type": "python", "function": "worker.builtins:noop"}
 
 
@@ -82,12 +52,12 @@ async def test_a_quick_task_reports_started_then_finished_and_is_acked(
     redis: Redis, worker: Worker, queue: str
 ) -> None:
     tenant = str(uuid.uuid4())
-    message = await _dispatch(redis, queue, tenant, NOOP)
+    message = await dispatch_message(redis, queue, tenant, NOOP)
     kinds = await eventually(
-        lambda: _events(redis, tenant, message.task_run_id), lambda k: "finished" in k
+        lambda: event_kinds(redis, tenant, message.task_run_id), lambda k: "finished" in k
     )
     assert kinds == ["started", "finished"]
-    assert await eventually(lambda: _pending(redis, queue, tenant), lambda n: n == 0) == 0
+    assert await eventually(lambda: pending_count(redis, queue, tenant), lambda n: n == 0) == 0
 
 
 async def test_a_running_task_reports_started_before_it_ends(
@@ -100,12 +70,12 @@ async def test_a_running_task_reports_started_before_it_ends(
         "function": "tests.runs.tasks:wait_for_file",
         "kwargs": {"path": str(gate)},
     }
-    message = await _dispatch(redis, queue, tenant, spec)
-    kinds = await eventually(lambda: _events(redis, tenant, message.task_run_id))
+    message = await dispatch_message(redis, queue, tenant, spec)
+    kinds = await eventually(lambda: event_kinds(redis, tenant, message.task_run_id))
     assert kinds == ["started"]  # on its own, while the task still runs
     gate.touch()
     kinds = await eventually(
-        lambda: _events(redis, tenant, message.task_run_id), lambda k: "finished" in k
+        lambda: event_kinds(redis, tenant, message.task_run_id), lambda k: "finished" in k
     )
     assert kinds == ["started", "finished"]
 
@@ -114,24 +84,24 @@ async def test_many_tasks_ending_together_each_report_once_in_order(
     redis: Redis, worker: Worker, queue: str
 ) -> None:
     tenant = str(uuid.uuid4())
-    messages = [await _dispatch(redis, queue, tenant, NOOP) for _ in range(40)]
+    messages = [await dispatch_message(redis, queue, tenant, NOOP) for _ in range(40)]
 
     async def all_kinds() -> list[list[str]]:
-        return [await _events(redis, tenant, m.task_run_id) for m in messages]
+        return [await event_kinds(redis, tenant, m.task_run_id) for m in messages]
 
     seen = await eventually(all_kinds, lambda ks: all("finished" in k for k in ks))
     assert all(kinds == ["started", "finished"] for kinds in seen)
-    assert await eventually(lambda: _pending(redis, queue, tenant), lambda n: n == 0) == 0
+    assert await eventually(lambda: pending_count(redis, queue, tenant), lambda n: n == 0) == 0
 
 
 async def test_a_worker_with_a_cached_stream_list_finds_a_new_tenant(
     redis: Redis, worker: Worker, queue: str
 ) -> None:
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    one = await _dispatch(redis, queue, first, NOOP)
-    await eventually(lambda: _events(redis, first, one.task_run_id), lambda k: "finished" in k)
-    two = await _dispatch(redis, queue, second, NOOP)  # a new member: SCARD changes
-    await eventually(lambda: _events(redis, second, two.task_run_id), lambda k: "finished" in k)
+    one = await dispatch_message(redis, queue, first, NOOP)
+    await eventually(lambda: event_kinds(redis, first, one.task_run_id), lambda k: "finished" in k)
+    two = await dispatch_message(redis, queue, second, NOOP)  # a new member: SCARD changes
+    await eventually(lambda: event_kinds(redis, second, two.task_run_id), lambda k: "finished" in k)
 
 
 async def test_a_worker_reads_again_after_redis_lost_its_streams(
@@ -139,11 +109,11 @@ async def test_a_worker_reads_again_after_redis_lost_its_streams(
 ) -> None:
     """The cached list names streams that no longer exist: NOGROUP makes it read again."""
     tenant = str(uuid.uuid4())
-    one = await _dispatch(redis, queue, tenant, NOOP)
-    await eventually(lambda: _events(redis, tenant, one.task_run_id), lambda k: "finished" in k)
+    one = await dispatch_message(redis, queue, tenant, NOOP)
+    await eventually(lambda: event_kinds(redis, tenant, one.task_run_id), lambda k: "finished" in k)
     await redis.delete(keys.queue_stream(tenant, queue), keys.events_stream(tenant))
-    two = await _dispatch(redis, queue, tenant, NOOP)
-    await eventually(lambda: _events(redis, tenant, two.task_run_id), lambda k: "finished" in k)
+    two = await dispatch_message(redis, queue, tenant, NOOP)
+    await eventually(lambda: event_kinds(redis, tenant, two.task_run_id), lambda k: "finished" in k)
 
 
 async def test_inline_functions_run_on_the_loop_and_others_in_a_thread(
