@@ -213,7 +213,7 @@ async def test_a_sealed_trigger_event_edited_or_deleted_breaks_the_chain(
 
 
 async def test_a_forged_seal_of_an_edited_pending_event_cannot_release_it(
-    app: FastAPI, owner: Account, owner_engine: AsyncEngine
+    app: FastAPI, owner: Account, stranger: Account, owner_engine: AsyncEngine
 ) -> None:
     """The runtime role can neither delete a pending event nor have the release function
     drop one whose sealed copy differs from it."""
@@ -249,6 +249,13 @@ async def test_a_forged_seal_of_an_edited_pending_event_cannot_release_it(
         assert released.scalar_one() == 0
         await session.commit()
     assert [p["id"] for p in await _pending(owner_engine, owner.tenant_id)] == [pending_id]
+    # The forged row stays in the way of sealing this tenant's event; the sweep goes on to
+    # seal another tenant's.
+    await _append_unsealed(app, stranger.tenant_id, "test.other")
+    assert await Sealer(app.state.sessionmaker).sweep() >= 1
+    assert await _pending(owner_engine, stranger.tenant_id) == []
+    assert [p["id"] for p in await _pending(owner_engine, owner.tenant_id)] == [pending_id]
+    await tamper(owner_engine, "DELETE FROM audit_pending WHERE id = :pid", pid=pending_id)
 
 
 async def test_sealing_concurrently_from_two_processes_keeps_one_chain(
