@@ -24,6 +24,7 @@ from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
 from backend.live.router import router as events_router
 from backend.metrics.http import install_api_metrics
+from backend.plans.router import router as plans_router
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
 from backend.secrets.router import router as secrets_router
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokens_router,
         audit_router,
         admin_router,
+        plans_router,
         runs_router,
         jobs_router,
         templates_router,

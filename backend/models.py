@@ -2,6 +2,7 @@
 
 from backend.audit.models import AuditEvent
 from backend.jobs.models import Job, JobVersion
+from backend.plans.models import PlanRow
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.secrets.models import Secret
@@ -18,6 +19,7 @@ __all__ = [
     "JobTemplate",
     "JobVersion",
     "Membership",
+    "PlanRow",
     "RefreshToken",
     "Run",
     "Schedule",

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "domains",
         (
             "backend.audit",
+            "backend.plans",
             "backend.users",
             "backend.tokens",
             "backend.tenants",

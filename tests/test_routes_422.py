@@ -166,6 +166,8 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         "user_id": str((await create_member(client, owner, "viewer")).user_id),
         "token_id": str((await create_api_token(client, owner, "viewer"))["id"]),
         "tenant_id": str(owner.tenant_id),
+        # A name no plan has: a PUT that wrongly succeeded would create, not change, a plan.
+        "plan_name": f"sweep-{uuid.uuid4().hex[:8]}",
     }
 
 

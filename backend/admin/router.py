@@ -12,6 +12,7 @@ from backend.admin.schemas import PlatformHealth, TenantAdminPage, TenantAdminVi
 from backend.core.db import SessionDep
 from backend.core.deps import RedisDep, SettingsDep, SuperuserPrincipal
 from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
+from backend.plans.schemas import TenantPlanUpdate
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=AUTHENTICATED)
 
@@ -54,6 +55,20 @@ async def resume_tenant(
     """Make a suspended tenant active again; the tasks that waited start. Recorded in the
     tenant's audit log."""
     tenant = await service.resume_tenant(session, redis, principal, tenant_id)
+    return TenantAdminView.model_validate(tenant)
+
+
+@router.put("/tenants/{tenant_id}/plan", response_model=TenantAdminView, responses=BY_ID)
+async def set_tenant_plan(
+    tenant_id: uuid.UUID,
+    body: TenantPlanUpdate,
+    session: SessionDep,
+    redis: RedisDep,
+    principal: SuperuserPrincipal,
+) -> TenantAdminView:
+    """Put a tenant on a plan of the catalogue (404 for an unknown tenant or plan). Recorded
+    in the tenant's audit log."""
+    tenant = await service.set_plan(session, redis, principal, tenant_id, body.plan)
     return TenantAdminView.model_validate(tenant)
 
 

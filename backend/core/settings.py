@@ -21,7 +21,7 @@ import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -129,9 +129,15 @@ class Settings(BaseSettings):
     # from these defaults.
     tenant_max_concurrent_tasks: int = Field(default=100, ge=1)
     tenant_weight: int = Field(default=1, ge=1)
-    # Per plan, e.g. BATON_PLAN_LIMITS='{"pro": {"max_concurrent_tasks": 200, "weight": 2}}';
-    # a plan not listed gets the two defaults above.
+    # Per plan, e.g. BATON_PLAN_LIMITS='{"team": {"max_concurrent_tasks": 200, "weight": 2}}';
+    # a plan not listed gets the two defaults above. With ``billing`` "none" (on-prem) this
+    # is where every limit comes from (backend/plans/catalog.py names them; a limit not
+    # given is unlimited); otherwise from the ``plans`` table (docs/billing.md).
     plan_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # "none": on-prem, limits from configuration; "manual": hosted, plans from the
+    # ``plans`` table, a tenant's plan set by platform administrators; "stripe": the same,
+    # plans changed by Stripe subscriptions.
+    billing: Literal["none", "manual", "stripe"] = "none"
     admission_quantum: int = Field(default=256, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)

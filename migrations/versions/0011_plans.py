@@ -1,0 +1,128 @@
+"""Plans as data: the ``plans`` catalogue (seeded from ``backend/plans/catalog.py``),
+``tenants.plan`` must name one of them; the old ``pro`` plan becomes ``team``.
+
+The runtime role gets DML on ``plans`` (platform administrators edit it through the API)
+and UPDATE of ``tenants.plan`` (``backend/core/schema.py``).
+
+Revision ID: 0011_plans
+Revises: 0009_gitops
+Create Date: 2026-12-06
+"""
+
+from alembic import op
+from sqlalchemy import text
+
+revision = "0011_plans"
+down_revision = "0009_gitops"
+branch_labels = None
+depends_on = None
+
+# The seed as it was when this migration was written (the catalogue may change later;
+# a migration's effect must not).
+SEED: dict[str, tuple[str, int, dict[str, int | None]]] = {
+    "free": (
+        "Free",
+        0,
+        {
+            "max_concurrent_tasks": 5,
+            "weight": 1,
+            "runs_per_month": 1_000,
+            "task_seconds_per_month": 36_000,
+            "members": 3,
+            "scheduled_jobs": 5,
+            "api_requests_per_minute": 120,
+            "log_retention_days": 7,
+        },
+    ),
+    "team": (
+        "Team",
+        1,
+        {
+            "max_concurrent_tasks": 50,
+            "weight": 2,
+            "runs_per_month": 50_000,
+            "task_seconds_per_month": 1_800_000,
+            "members": 25,
+            "scheduled_jobs": 100,
+            "api_requests_per_minute": 1_200,
+            "log_retention_days": 30,
+        },
+    ),
+    "business": (
+        "Business",
+        2,
+        {
+            "max_concurrent_tasks": 200,
+            "weight": 4,
+            "runs_per_month": 500_000,
+            "task_seconds_per_month": 18_000_000,
+            "members": 200,
+            "scheduled_jobs": 1_000,
+            "api_requests_per_minute": 6_000,
+            "log_retention_days": 90,
+        },
+    ),
+    "enterprise": (
+        "Enterprise",
+        3,
+        {
+            "max_concurrent_tasks": 1_000,
+            "weight": 8,
+            "runs_per_month": None,
+            "task_seconds_per_month": None,
+            "members": None,
+            "scheduled_jobs": None,
+            "api_requests_per_minute": 30_000,
+            "log_retention_days": 365,
+        },
+    ),
+}
+
+SCHEMA = """
+CREATE TABLE plans (
+    name varchar(20) PRIMARY KEY,
+    title varchar(100) NOT NULL,
+    position integer NOT NULL DEFAULT 0,
+    max_concurrent_tasks integer,
+    weight integer,
+    runs_per_month bigint,
+    task_seconds_per_month bigint,
+    members integer,
+    scheduled_jobs integer,
+    api_requests_per_minute integer,
+    log_retention_days integer,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def upgrade() -> None:
+    op.execute(SCHEMA)
+    insert = text(
+        "INSERT INTO plans (name, title, position, max_concurrent_tasks, weight, runs_per_month,"
+        " task_seconds_per_month, members, scheduled_jobs, api_requests_per_minute,"
+        " log_retention_days) VALUES (:name, :title, :position, :max_concurrent_tasks, :weight,"
+        " :runs_per_month, :task_seconds_per_month, :members, :scheduled_jobs,"
+        " :api_requests_per_minute, :log_retention_days)"
+    )
+    for name, (title, position, limits) in SEED.items():
+        op.get_bind().execute(
+            insert, {"name": name, "title": title, "position": position, **limits}
+        )
+    op.execute("UPDATE tenants SET plan = 'team' WHERE plan = 'pro'")
+    # A plan name no catalogue row holds (set by hand before plans were data) gets a row
+    # of its own with no limits: nothing an installation relied on is refused afterwards.
+    op.execute(
+        "INSERT INTO plans (name, title) SELECT DISTINCT plan, plan FROM tenants"
+        " WHERE plan NOT IN (SELECT name FROM plans)"
+    )
+    op.execute(
+        "ALTER TABLE tenants ADD CONSTRAINT fk_tenants_plan FOREIGN KEY (plan)"
+        " REFERENCES plans (name) ON UPDATE CASCADE"
+    )
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE tenants DROP CONSTRAINT fk_tenants_plan")
+    op.execute("UPDATE tenants SET plan = 'pro' WHERE plan = 'team'")
+    op.execute("DROP TABLE plans")
