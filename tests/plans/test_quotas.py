@@ -12,6 +12,7 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
 
 from backend.app import create_app
 from backend.core.settings import Settings
@@ -178,3 +179,36 @@ async def test_rerun_counts_as_a_run(
     response = await hosted.post(f"/api/v1/runs/{run['id']}/rerun", headers=owner.headers)
     error = assert_error(response, 402, "quota_exceeded")
     assert error["details"]["limit"] == "runs_per_month"
+
+
+async def test_scheduled_jobs(hosted: AsyncClient, superuser: Account, owner: Account) -> None:
+    await plan_for(hosted, superuser, owner, scheduled_jobs=1)
+    cron = {"schedule": {"cron": "0 0 1 1 *"}}
+    await create_job(hosted, owner, [python_task("a")], **cron)
+    spec = {"name": "second", "tasks": [python_task("a")], **cron}
+    refused = await hosted.post("/api/v1/jobs", json=spec, headers=owner.headers)
+    error = assert_error(refused, 402, "quota_exceeded")
+    assert error["details"] == {
+        "limit": "scheduled_jobs",
+        "allowed": 1,
+        "usage": 1,
+        "resets_at": None,
+    }
+    plain = await create_job(hosted, owner, [python_task("a")])  # no schedule: allowed
+    with_schedule = {"name": plain["name"], "tasks": [python_task("a")], **cron}
+    update = await hosted.put(
+        f"/api/v1/jobs/{plain['id']}", json=with_schedule, headers=owner.headers
+    )
+    assert_error(update, 402, "quota_exceeded")
+
+
+async def test_a_warning_when_crossing_80_percent(
+    hosted: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=5)
+    job = await create_job(hosted, owner, [python_task("a")])
+    with capture_logs() as logged:
+        for _ in range(5):
+            await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    warnings = [e for e in logged if e["event"] == "quota.warning"]
+    assert [(w["limit"], w["usage"], w["allowed"]) for w in warnings] == [("runs_per_month", 4, 5)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
+from pathlib import Path
 
 import pytest
 from httpx import AsyncClient
@@ -125,3 +127,13 @@ async def test_set_tenant_plan_is_audited_in_the_tenant(
             )
         ).scalar_one()
     assert details == {"from": "free", "to": name, "by": "platform_admin"}
+
+
+def test_the_migration_seeds_the_catalogue() -> None:
+    """The catalogue's numbers and the seed of migration 0011 say the same."""
+    path = Path(__file__).resolve().parents[2] / "migrations/versions/0011_plans.py"
+    spec = importlib.util.spec_from_file_location("migration_0011", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert {name: limits for name, (_, _, limits) in module.SEED.items()} == DEFAULT_PLANS
