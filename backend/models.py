@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from backend.audit.models import AuditEvent
+from backend.billing.models import UsageDay
 from backend.jobs.models import Job, JobVersion
 from backend.plans.models import PlanRow
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
@@ -29,6 +30,7 @@ __all__ = [
     "TaskLog",
     "TaskRun",
     "Tenant",
+    "UsageDay",
     "User",
     "WorkerCredential",
 ]

@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "backend.workers",
             "backend.metrics",
             "backend.health",
+            "backend.billing",
             "backend.admin",
             "backend.models",
             "backend.wiring",

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     # ``plans`` table, a tenant's plan set by platform administrators; "stripe": the same,
     # plans changed by Stripe subscriptions.
     billing: Literal["none", "manual", "stripe"] = "none"
+    # How often the meter (beside the engine) rolls each tenant's usage of yesterday and
+    # today up into ``usage_daily`` from the history tables and Redis counters.
+    metering_seconds: float = Field(default=300.0, gt=0)
     admission_quantum: int = Field(default=256, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)

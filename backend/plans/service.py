@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 # The API-rate check runs on every request: its limits are re-read at most this often.
 LIMITS_TTL_SECONDS = 5.0
+# A day's API-request counter outlives the day long enough for the meter to flush it.
+API_DAY_TTL_SECONDS = 3 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -166,20 +168,27 @@ def require(
 
 
 async def count_api_request(redis: Redis, limits: Limits, *, tenant_id: uuid.UUID) -> None:
-    """Count one API request of the tenant in the current minute (a Redis counter) and
+    """Count one API request of the tenant for the day (metering) and the minute (Redis
+    counters), and
     refuse it with 429 ``quota_exceeded`` past the plan's requests per minute."""
-    if limits.of("api_requests_per_minute") is None:
-        return
     now = time.time()
     minute = int(now // 60)
-    key = keys.api_requests(str(tenant_id), minute)
+    day = datetime.fromtimestamp(now, UTC).date().isoformat()
+    limited = limits.of("api_requests_per_minute") is not None
     try:
+        # One round trip: the day's counter (metering) and, when limited, the minute's.
         async with redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            count, _ = await pipe.execute()
+            pipe.incr(keys.api_requests_day(str(tenant_id), day))
+            pipe.expire(keys.api_requests_day(str(tenant_id), day), API_DAY_TTL_SECONDS)
+            if limited:
+                pipe.incr(keys.api_requests(str(tenant_id), minute))
+                pipe.expire(keys.api_requests(str(tenant_id), minute), 120)
+            answers = await pipe.execute()
     except RedisError as error:
         raise ServiceUnavailable("Rate limiting is unavailable: Redis did not answer") from error
+    if not limited:
+        return
+    count = answers[2]
     reset = (minute + 1) * 60
     require(
         limits,

@@ -1,5 +1,7 @@
 """Plans as data: the ``plans`` catalogue (seeded from ``backend/plans/catalog.py``),
-``tenants.plan`` must name one of them; the old ``pro`` plan becomes ``team``.
+``tenants.plan`` must name one of them; the old ``pro`` plan becomes ``team``. Metering:
+``usage_daily`` (tenant-owned) and the two indexes its rollup reads by (task runs by
+finish, log lines by time; the same index will serve log retention).
 
 The runtime role gets DML on ``plans`` (platform administrators edit it through the API)
 and UPDATE of ``tenants.plan`` (``backend/core/schema.py``).
@@ -96,8 +98,38 @@ CREATE TABLE plans (
 """
 
 
+USAGE = """
+CREATE TABLE usage_daily (
+    tenant_id uuid NOT NULL,
+    day date NOT NULL,
+    runs bigint NOT NULL DEFAULT 0,
+    task_seconds bigint NOT NULL DEFAULT 0,
+    log_bytes bigint NOT NULL DEFAULT 0,
+    api_requests bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, day)
+);
+CREATE INDEX ix_task_runs_finished ON task_runs (tenant_id, finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX ix_task_logs_logged ON task_logs (tenant_id, logged_at)
+"""
+
+CURRENT_TENANT = "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+
+
 def upgrade() -> None:
     op.execute(SCHEMA)
+    # asyncpg runs one statement per call.
+    for statement in USAGE.split(";\n"):
+        if statement.strip():
+            op.execute(statement)
+    op.execute("ALTER TABLE usage_daily ENABLE ROW LEVEL SECURITY")
+    op.execute("ALTER TABLE usage_daily FORCE ROW LEVEL SECURITY")
+    op.execute(
+        f"""CREATE POLICY tenant_isolation ON usage_daily
+            USING (tenant_id = {CURRENT_TENANT})
+            WITH CHECK (tenant_id = {CURRENT_TENANT})"""
+    )
     insert = text(
         "INSERT INTO plans (name, title, position, max_concurrent_tasks, weight, runs_per_month,"
         " task_seconds_per_month, members, scheduled_jobs, api_requests_per_minute,"
@@ -123,6 +155,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX ix_task_logs_logged, ix_task_runs_finished")
+    op.execute("DROP TABLE usage_daily")
     op.execute("ALTER TABLE tenants DROP CONSTRAINT fk_tenants_plan")
     op.execute("UPDATE tenants SET plan = 'pro' WHERE plan = 'team'")
     op.execute("DROP TABLE plans")

@@ -212,3 +212,23 @@ async def test_a_warning_when_crossing_80_percent(
             await trigger(hosted, owner, job["id"], delay_seconds=3600)
     warnings = [e for e in logged if e["event"] == "quota.warning"]
     assert [(w["limit"], w["usage"], w["allowed"]) for w in warnings] == [("runs_per_month", 4, 5)]
+
+
+async def test_usage_warns_at_80_percent(
+    hosted: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=5, members=10)
+    job = await create_job(hosted, owner, [python_task("a")])
+    for _ in range(4):
+        await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    report = (await hosted.get("/api/v1/usage", headers=owner.headers)).json()
+    limits = {item["name"]: item for item in report["limits"]}
+    assert limits["runs_per_month"] == {
+        "name": "runs_per_month",
+        "allowed": 5,
+        "used": 4,
+        "resets_at": _next_month().replace("+00:00", "Z"),
+        "warning": True,
+    }
+    assert limits["members"]["warning"] is False
+    assert limits["scheduled_jobs"]["allowed"] is None
