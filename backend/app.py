@@ -14,6 +14,7 @@ from backend.audit.router import router as audit_router
 from backend.auth.router import router as auth_router
 from backend.auth.service import authenticate
 from backend.billing.router import router as billing_router
+from backend.billing.router import webhook_router as stripe_webhook_router
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
 from backend.core.input_policy import InputPolicyMiddleware
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_router,
         plans_router,
         billing_router,
+        stripe_webhook_router,
         runs_router,
         jobs_router,
         templates_router,

@@ -1,7 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from backend.audit.models import AuditEvent
-from backend.billing.models import UsageDay
+from backend.billing.models import BillingAccount, StripeEvent, UsageDay
 from backend.jobs.models import Job, JobVersion
 from backend.plans.models import PlanRow
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
@@ -16,6 +16,7 @@ from backend.workers.models import WorkerCredential
 __all__ = [
     "ApiToken",
     "AuditEvent",
+    "BillingAccount",
     "Job",
     "JobTemplate",
     "JobVersion",
@@ -26,6 +27,7 @@ __all__ = [
     "Schedule",
     "ScheduleTick",
     "Secret",
+    "StripeEvent",
     "TaskAttempt",
     "TaskLog",
     "TaskRun",

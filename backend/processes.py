@@ -158,7 +158,7 @@ async def run_processes(
         )
         stoppers.append(gatherer.stop)
         tasks.append(asyncio.create_task(_supervised("gatherer", gatherer.run, stopping)))
-        meter = Meter(sessionmaker, redis, interval=settings.metering_seconds)
+        meter = Meter(sessionmaker, redis, interval=settings.metering_seconds, settings=settings)
         stoppers.append(meter.stop)
         tasks.append(asyncio.create_task(_supervised("meter", meter.run, stopping)))
     if worker is not None:

@@ -28,6 +28,7 @@ API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/api/v1/admin/"
 PUBLIC_ROUTES = {
     ("POST", "/api/v1/auth/signup"),
+    ("POST", "/api/v1/billing/stripe/webhook"),  # verified by Stripe's signature
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),

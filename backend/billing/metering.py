@@ -7,7 +7,9 @@ from the Redis counter the authentication increments (``baton:{t}:api:day:<date>
 pass recomputes today and yesterday (a request counted just before midnight is flushed
 after it) and *replaces* their rows, so a pass repeated or cut short counts nothing twice.
 
-It runs as a loop of its own beside the engine (``backend/processes.py``), one short
+With Stripe billing, each pass also suspends the tenants whose grace period after a failed
+payment is over (``stripe_billing.enforce_grace``). It runs as a loop of its own beside
+the engine (``backend/processes.py``), one short
 transaction per tenant per pass, every ``BATON_METERING_SECONDS``.
 """
 
@@ -26,8 +28,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.core.db import tenant_transaction
+from backend.billing.stripe_billing import enforce_grace
+from backend.core.db import commit, tenant_transaction
 from backend.core.models import utcnow
+from backend.core.settings import Settings
 from backend.tenants.repository import TenantDirectory
 from kernel.wire import keys
 
@@ -127,7 +131,9 @@ class Meter:
         redis: Redis,
         *,
         interval: float,
+        settings: Settings | None = None,
     ) -> None:
+        self.settings = settings
         self.sessionmaker = sessionmaker
         self.redis = redis
         self.interval = interval
@@ -143,6 +149,12 @@ class Meter:
             try:
                 written = await roll_up(self.sessionmaker, self.redis)
                 log.debug("metering.rolled_up", tenant_days=written)
+                if self.settings is not None and self.settings.billing == "stripe":
+                    # Past-due subscriptions reach the end of their grace period here too,
+                    # not only when Stripe sends the next event.
+                    async with self.sessionmaker() as session:
+                        await enforce_grace(session, self.redis, self.settings)
+                        await commit(session)
             except (RedisError, OSError, SQLAlchemyError) as error:
                 log.warning("metering.failed", error=type(error).__name__)
             with contextlib.suppress(TimeoutError):

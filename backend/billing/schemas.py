@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class UsageCounts(BaseModel):
@@ -35,3 +35,31 @@ class UsageReport(BaseModel):
     totals: UsageCounts
     days: list[UsageDayPublic]
     limits: list[LimitUsage]
+
+
+class CheckoutCreate(BaseModel):
+    """The plan to upgrade to through Stripe Checkout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str = Field(min_length=1, max_length=20, pattern=r"^[a-z][a-z0-9-]*$")
+
+
+class RedirectUrl(BaseModel):
+    """Where to send the browser (a Stripe-hosted page)."""
+
+    url: str
+
+
+class BillingState(BaseModel):
+    billing: str  # none | manual | stripe
+    plan: str
+    status: str  # Stripe's subscription status, or "none"
+    past_due_since: datetime | None
+    suspended_by_billing: bool
+    has_customer: bool
+
+
+class WebhookReceipt(BaseModel):
+    received: bool
+    duplicate: bool

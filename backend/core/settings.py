@@ -141,6 +141,18 @@ class Settings(BaseSettings):
     # How often the meter (beside the engine) rolls each tenant's usage of yesterday and
     # today up into ``usage_daily`` from the history tables and Redis counters.
     metering_seconds: float = Field(default=300.0, gt=0)
+    # Stripe (``billing`` "stripe", docs/billing.md): the secret API key, the webhook
+    # endpoint's signing secret, the flat monthly price of each paid plan
+    # ('{"team": "price_...", "business": "price_..."}') and the metered price of
+    # task-seconds over the plan's included amount. ``stripe_api_base`` is Stripe's API
+    # (tests point it at a local stand-in). A subscription whose payment failed is
+    # suspended after ``billing_grace_days`` and resumed when an invoice is paid.
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_prices: dict[str, str] = Field(default_factory=dict)
+    stripe_metered_price: str = ""
+    billing_grace_days: float = Field(default=7.0, ge=0)
     admission_quantum: int = Field(default=256, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)

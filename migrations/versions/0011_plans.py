@@ -1,7 +1,10 @@
 """Plans as data: the ``plans`` catalogue (seeded from ``backend/plans/catalog.py``),
 ``tenants.plan`` must name one of them; the old ``pro`` plan becomes ``team``. Metering:
 ``usage_daily`` (tenant-owned) and the two indexes its rollup reads by (task runs by
-finish, log lines by time; the same index will serve log retention).
+finish, log lines by time; the same index will serve log retention). Stripe:
+``billing_accounts`` (a tenant's customer and subscription state) and ``stripe_events``
+(the webhook's ledger), platform tables like ``tenants``: webhooks name a customer, not a
+tenant.
 
 The runtime role gets DML on ``plans`` (platform administrators edit it through the API)
 and UPDATE of ``tenants.plan`` (``backend/core/schema.py``).
@@ -111,7 +114,23 @@ CREATE TABLE usage_daily (
 );
 CREATE INDEX ix_task_runs_finished ON task_runs (tenant_id, finished_at)
     WHERE finished_at IS NOT NULL;
-CREATE INDEX ix_task_logs_logged ON task_logs (tenant_id, logged_at)
+CREATE INDEX ix_task_logs_logged ON task_logs (tenant_id, logged_at);
+CREATE TABLE billing_accounts (
+    tenant uuid PRIMARY KEY REFERENCES tenants (id),
+    customer_id varchar(255) UNIQUE,
+    subscription_id varchar(255),
+    status varchar(30) NOT NULL DEFAULT 'none',
+    past_due_since timestamptz,
+    suspended_by_billing boolean NOT NULL DEFAULT false,
+    last_event_at bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE stripe_events (
+    id varchar(255) PRIMARY KEY,
+    type varchar(100) NOT NULL,
+    created bigint NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+)
 """
 
 CURRENT_TENANT = "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
@@ -156,7 +175,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP INDEX ix_task_logs_logged, ix_task_runs_finished")
-    op.execute("DROP TABLE usage_daily")
+    op.execute("DROP TABLE usage_daily, billing_accounts, stripe_events")
     op.execute("ALTER TABLE tenants DROP CONSTRAINT fk_tenants_plan")
     op.execute("UPDATE tenants SET plan = 'pro' WHERE plan = 'team'")
     op.execute("DROP TABLE plans")
