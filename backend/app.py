@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backend import wiring  # noqa: F401  (cross-domain hooks, connected on import)
+from backend.accounts.router import public_router as accounts_public_router
+from backend.accounts.router import router as accounts_router
 from backend.admin.router import router as admin_router
 from backend.audit.denied import record_denied
 from backend.audit.router import router as audit_router
@@ -77,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokens_router,
         audit_router,
         admin_router,
+        accounts_public_router,
+        accounts_router,
         plans_router,
         billing_router,
         stripe_webhook_router,

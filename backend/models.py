@@ -1,5 +1,6 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
+from backend.accounts.models import AccountToken
 from backend.audit.models import AuditEvent
 from backend.billing.models import BillingAccount, StripeEvent, UsageDay
 from backend.jobs.models import Job, JobVersion
@@ -14,6 +15,7 @@ from backend.users.models import RefreshToken, User
 from backend.workers.models import WorkerCredential
 
 __all__ = [
+    "AccountToken",
     "ApiToken",
     "AuditEvent",
     "BillingAccount",

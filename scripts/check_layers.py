@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "backend.audit",
             "backend.plans",
             "backend.users",
+            "backend.accounts",
             "backend.tokens",
             "backend.tenants",
             "backend.auth",

@@ -157,7 +157,14 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         "/api/v1/templates", json={"name": template_name, "job_id": job_id}, headers=owner.headers
     )
     assert template.status_code == 201, template.text
+    invitation = await client.post(
+        "/api/v1/invitations",
+        json={"email": f"sweep-{uuid.uuid4().hex[:8]}@example.com", "role": "viewer"},
+        headers=owner.headers,
+    )
+    assert invitation.status_code == 201, invitation.text
     return {
+        "invitation_id": str(invitation.json()["id"]),
         "template_name": template_name,
         "secret_name": secret_name,
         "credential_id": str(credential.json()["id"]),

@@ -19,6 +19,7 @@ the same shape, never a stack trace.
     │   └── RefreshTokenReused      401 refresh_token_reused  (commits its side effects)
     ├── PermissionDenied            403 forbidden
     │   ├── TenantSuspended         403 tenant_suspended
+    │   ├── EmailUnverified         403 email_unverified
     │   └── CsrfFailed              403 csrf_failed
     ├── NotFound                    404 not_found
     ├── Conflict                    409 conflict
@@ -108,6 +109,12 @@ class PermissionDenied(BatonError):
 
 class TenantSuspended(PermissionDenied):
     code = "tenant_suspended"
+
+
+class EmailUnverified(PermissionDenied):
+    """The installation requires a verified email address for this (running jobs)."""
+
+    code = "email_unverified"
 
 
 class CsrfFailed(PermissionDenied):

@@ -46,6 +46,8 @@ class Principal:
     # empty: unlimited (a principal built outside a request, e.g. by the CLI).
     plan: str = ""
     limits: Mapping[str, int | None] = field(default_factory=dict, compare=False, hash=False)
+    # The installation requires verified email addresses and this one is not (yet).
+    unverified_email: bool = False
 
     @property
     def actor(self) -> Actor:

@@ -33,7 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # The platform tables' columns the runtime role may UPDATE (grep the services before
 # adding one: every entry widens what a compromised API process could change).
-PLATFORM_UPDATABLE = {"users": ("last_login_at",), "tenants": ("status", "plan")}
+PLATFORM_UPDATABLE = {
+    "users": ("last_login_at", "password_hash", "email_verified_at"),
+    "tenants": ("status", "plan"),
+}
 
 
 def alembic_config(database_url: str) -> Config:

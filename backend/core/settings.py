@@ -153,6 +153,20 @@ class Settings(BaseSettings):
     stripe_prices: dict[str, str] = Field(default_factory=dict)
     stripe_metered_price: str = ""
     billing_grace_days: float = Field(default=7.0, ge=0)
+
+    # Outgoing email (verification, password reset, invitations). Unset host: mails are
+    # written to the log instead (``baton dev``). With ``email_verification_required`` an
+    # account whose address is not verified may explore but not run jobs (hosted installs).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    mail_from: str = "Baton <no-reply@baton.invalid>"
+    email_verification_required: bool = False
+    email_verification_ttl_seconds: int = Field(default=48 * 3600, gt=0)
+    password_reset_ttl_seconds: int = Field(default=3600, gt=0)
+    invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     admission_quantum: int = Field(default=256, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -13,6 +13,8 @@ from sqlalchemy import func, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.core.errors import EmailUnverified
+from backend.core.principal import Principal
 from backend.plans.service import Limits, month_start, next_month_start, require
 from backend.runs.models import Run, TaskRun
 
@@ -38,12 +40,16 @@ async def task_seconds_since(session: AsyncSession, tenant_id: uuid.UUID, since:
 
 
 async def check_run_quota(
-    session: AsyncSession, limits: Limits, tenant_id: uuid.UUID, *, adding: int, now: datetime
+    session: AsyncSession, principal: Principal, *, adding: int, now: datetime
 ) -> None:
     """Refuse (402 ``quota_exceeded``) ``adding`` new runs past the plan's runs per month, or
-    any run once the month's task-seconds are used up."""
+    any run once the month's task-seconds are used up; refuse (403 ``email_unverified``)
+    a caller whose address the installation requires verified and is not."""
     if not adding:
         return
+    if principal.unverified_email:
+        raise EmailUnverified("Verify your email address before running jobs")
+    limits, tenant_id = Limits.of_principal(principal), principal.tenant_id
     start, resets = month_start(now), next_month_start(now)
     if limits.of("runs_per_month") is not None:
         used = await runs_since(session, tenant_id, start)

@@ -33,7 +33,6 @@ from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
-from backend.plans.service import Limits
 from backend.runs.advance import advance_run
 from backend.runs.models import Run, TaskRun
 from backend.runs.publish import publish as publish_updates
@@ -141,9 +140,7 @@ async def trigger(
             fresh[key] = new
         order.append((key, new))
     to_create = [new for _, new in order if new is not None]
-    await check_run_quota(
-        session, Limits.of_principal(principal), job.tenant_id, adding=len(to_create), now=now
-    )
+    await check_run_quota(session, principal, adding=len(to_create), now=now)
     created = await _create_runs(
         session,
         redis,
@@ -441,9 +438,7 @@ async def rerun(
         keep = reusable(plan, {t.name: t.status for t in tasks})
         reused = {t.name: t for t in tasks if t.name in keep}
     new = NewRun(params=original.params, run_at=utcnow(), rerun_of=original.id, reused=reused)
-    await check_run_quota(
-        session, Limits.of_principal(principal), principal.tenant_id, adding=1, now=new.run_at
-    )
+    await check_run_quota(session, principal, adding=1, now=new.run_at)
     created = await _create_runs(
         session, redis, principal.tenant_id, job, plan, [new], trigger="rerun", actor=principal
     )

@@ -4,7 +4,8 @@
 finish, log lines by time; the same index will serve log retention). Stripe:
 ``billing_accounts`` (a tenant's customer and subscription state) and ``stripe_events``
 (the webhook's ledger), platform tables like ``tenants``: webhooks name a customer, not a
-tenant.
+tenant. Accounts: ``users.email_verified_at`` and ``account_tokens`` (mailed single-use
+tokens, hashed; a platform table: redeemed by someone not logged in).
 
 The runtime role gets DML on ``plans`` (platform administrators edit it through the API)
 and UPDATE of ``tenants.plan`` (``backend/core/schema.py``).
@@ -125,6 +126,22 @@ CREATE TABLE billing_accounts (
     last_event_at bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE users ADD COLUMN email_verified_at timestamptz;
+CREATE TABLE account_tokens (
+    id uuid PRIMARY KEY,
+    purpose varchar(20) NOT NULL,
+    token_hash varchar(128) NOT NULL UNIQUE,
+    email varchar(320) NOT NULL,
+    user_id uuid REFERENCES users (id),
+    tenant uuid REFERENCES tenants (id),
+    role varchar(20),
+    invited_by uuid,
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ix_account_tokens_invitations ON account_tokens (tenant, created_at)
+    WHERE purpose = 'invitation';
 CREATE TABLE stripe_events (
     id varchar(255) PRIMARY KEY,
     type varchar(100) NOT NULL,
@@ -175,7 +192,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP INDEX ix_task_logs_logged, ix_task_runs_finished")
-    op.execute("DROP TABLE usage_daily, billing_accounts, stripe_events")
+    op.execute("DROP TABLE usage_daily, billing_accounts, stripe_events, account_tokens")
+    op.execute("ALTER TABLE users DROP COLUMN email_verified_at")
     op.execute("ALTER TABLE tenants DROP CONSTRAINT fk_tenants_plan")
     op.execute("UPDATE tenants SET plan = 'pro' WHERE plan = 'team'")
     op.execute("DROP TABLE plans")
