@@ -5,31 +5,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Iterator
-from email import message_from_bytes
-from email.message import Message
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from httpx import ASGITransport, AsyncClient
 
 from backend.app import create_app
 from backend.core.settings import Settings
-
-
-class Inbox:
-    """Every message the server accepted, parsed."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes)
-        self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def to(self, address: str) -> list[Message]:
-        return [m for m in self.messages if m["To"] == address]
+from tests.accounts.smtp import Inbox
 
 
 @pytest.fixture(scope="session")

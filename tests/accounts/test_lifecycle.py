@@ -11,7 +11,7 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.accounts.conftest import Inbox
+from tests.accounts.smtp import Inbox
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,

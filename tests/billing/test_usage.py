@@ -12,9 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.billing.metering import Meter, roll_up
+from backend.core.settings import Settings
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.waiting import eventually
+from tests.plans.helpers import plan_for
 from tests.runs.factories import create_job, python_task, trigger
 
 URL = "/api/v1/usage"
@@ -127,3 +129,36 @@ async def test_the_meter_loop_rolls_up_until_stopped(
     await eventually(today_runs, lambda runs: runs == 2, what="the meter's rollup")
     meter.stop()
     await running
+
+
+async def test_the_meter_purges_logs_past_the_plans_retention(
+    app: FastAPI,
+    client: AsyncClient,
+    settings: Settings,
+    superuser: Account,
+    owner: Account,
+    owner_engine: AsyncEngine,
+) -> None:
+    await plan_for(client, superuser, owner, log_retention_days=2)
+    await _history(client, owner, owner_engine)  # one line logged now
+    async with owner_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO task_logs (tenant_id, task_run_id, attempt, seq, stream, line,"
+                " logged_at) SELECT tenant_id, task_run_id, 1, 2, 'stdout', 'old',"
+                " now() - interval '3 days' FROM task_logs WHERE tenant_id = :t"
+            ),
+            {"t": owner.tenant_id},
+        )
+    hosted = settings.model_copy(update={"billing": "manual"})
+    state = app.state
+    await roll_up(state.sessionmaker, state.redis, tenants=[owner.tenant_id], settings=hosted)
+    async with owner_engine.connect() as conn:
+        lines = (
+            await conn.execute(
+                text("SELECT line FROM task_logs WHERE tenant_id = :t"), {"t": owner.tenant_id}
+            )
+        ).scalars()
+        assert list(lines) == ["hello world"]
+    # On-prem (the configuration sets no retention) nothing is purged.
+    await roll_up(state.sessionmaker, state.redis, tenants=[owner.tenant_id], settings=settings)
