@@ -20,17 +20,21 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=AUTHENTICAT
 @router.get("/tenants", response_model=TenantAdminPage)
 async def list_tenants(
     session: SessionDep,
-    _: SuperuserPrincipal,
+    principal: SuperuserPrincipal,
     cursor: Annotated[
         str | None, Query(max_length=100, description="A previous page's next_cursor")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TenantAdminPage:
-    """Every tenant on the platform with its plan and state, newest first."""
+    """Every tenant on the platform with its plan, state and usage now (jobs, runs in the
+    last 24 hours, running tasks), newest first."""
     tenants, next_cursor = await service.list_tenants(session, limit=limit, cursor=cursor)
-    return TenantAdminPage(
-        items=[TenantAdminView.model_validate(t) for t in tenants], next_cursor=next_cursor
-    )
+    usage = await service.tenant_usage(session, principal, tenants)
+    items = [
+        TenantAdminView.model_validate(t).model_copy(update={"usage": usage.get(t.id)})
+        for t in tenants
+    ]
+    return TenantAdminPage(items=items, next_cursor=next_cursor)
 
 
 @router.post(
