@@ -10,12 +10,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backend import wiring  # noqa: F401  (cross-domain hooks, connected on import)
+from backend.accounts.router import public_router as accounts_public_router
+from backend.accounts.router import router as accounts_router
 from backend.admin.router import router as admin_router
 from backend.audit.denied import record_denied
 from backend.audit.router import router as audit_router
 from backend.audit.sealer import close_sealer, sealer_for
 from backend.auth.router import router as auth_router
 from backend.auth.service import authenticate
+from backend.billing.router import router as billing_router
+from backend.billing.router import webhook_router as stripe_webhook_router
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.errors import install_error_handlers
 from backend.core.input_policy import InputPolicyMiddleware
@@ -27,6 +31,7 @@ from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
 from backend.live.router import router as events_router
 from backend.metrics.http import install_api_metrics
+from backend.plans.router import router as plans_router
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
 from backend.secrets.router import router as secrets_router
@@ -83,6 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokens_router,
         audit_router,
         admin_router,
+        accounts_public_router,
+        accounts_router,
+        plans_router,
+        billing_router,
+        stripe_webhook_router,
         runs_router,
         jobs_router,
         templates_router,

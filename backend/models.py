@@ -1,7 +1,10 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
+from backend.accounts.models import AccountToken
 from backend.audit.models import AuditEvent
+from backend.billing.models import BillingAccount, StripeEvent, UsageDay
 from backend.jobs.models import Job, JobVersion
+from backend.plans.models import PlanRow
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.secrets.models import Secret
@@ -12,21 +15,26 @@ from backend.users.models import RefreshToken, User
 from backend.workers.models import WorkerCredential
 
 __all__ = [
+    "AccountToken",
     "ApiToken",
     "AuditEvent",
+    "BillingAccount",
     "Job",
     "JobTemplate",
     "JobVersion",
     "Membership",
+    "PlanRow",
     "RefreshToken",
     "Run",
     "Schedule",
     "ScheduleTick",
     "Secret",
+    "StripeEvent",
     "TaskAttempt",
     "TaskLog",
     "TaskRun",
     "Tenant",
+    "UsageDay",
     "User",
     "WorkerCredential",
 ]

@@ -17,6 +17,7 @@ import structlog
 import uvicorn
 
 from backend import metrics
+from backend.billing.metering import Meter
 from backend.core.db import create_engine, create_sessionmaker
 from backend.core.redis import create_redis
 from backend.core.settings import Settings
@@ -160,6 +161,9 @@ async def run_processes(
         )
         stoppers.append(gatherer.stop)
         tasks.append(asyncio.create_task(_supervised("gatherer", gatherer.run, stopping)))
+        meter = Meter(sessionmaker, redis, interval=settings.metering_seconds, settings=settings)
+        stoppers.append(meter.stop)
+        tasks.append(asyncio.create_task(_supervised("meter", meter.run, stopping)))
     if worker is not None:
         await log_shell_policy(worker.policy)
         the_worker = Worker(redis, worker)

@@ -37,7 +37,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "domains",
         (
             "backend.audit",
+            "backend.plans",
             "backend.users",
+            "backend.accounts",
             "backend.tokens",
             "backend.tenants",
             "backend.auth",
@@ -51,6 +53,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "backend.workers",
             "backend.metrics",
             "backend.health",
+            "backend.billing",
             "backend.admin",
             "backend.models",
             "backend.wiring",

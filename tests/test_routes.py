@@ -28,6 +28,12 @@ API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/api/v1/admin/"
 PUBLIC_ROUTES = {
     ("POST", "/api/v1/auth/signup"),
+    ("POST", "/api/v1/billing/stripe/webhook"),  # verified by Stripe's signature
+    # A mailed single-use token is the credential.
+    ("POST", "/api/v1/auth/verify-email"),
+    ("POST", "/api/v1/auth/password-reset"),
+    ("POST", "/api/v1/auth/password-reset/confirm"),
+    ("POST", "/api/v1/auth/invitations/accept"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/token"),
     ("POST", "/api/v1/auth/refresh"),
@@ -233,6 +239,13 @@ async def _template(client: AsyncClient, account: Account) -> str:
     return name
 
 
+async def _invitation(client: AsyncClient, account: Account) -> str:
+    body = {"email": f"sweep-{uuid.uuid4().hex[:8]}@example.com", "role": "viewer"}
+    response = await client.post("/api/v1/invitations", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 async def _run(client: AsyncClient, account: Account) -> str:
     job_id = await _job(client, account)
     response = await client.post(f"/api/v1/jobs/{job_id}/runs", json=LATER, headers=account.headers)
@@ -261,6 +274,7 @@ ID_FACTORIES: dict[str, IdFactory] = {
     "secret_name": _secret,
     "credential_id": _worker_credential,
     "template_name": _template,
+    "invitation_id": _invitation,
 }
 
 # A valid body for routes that take one, so a 404 cannot hide behind a 422.

@@ -157,7 +157,14 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         "/api/v1/templates", json={"name": template_name, "job_id": job_id}, headers=owner.headers
     )
     assert template.status_code == 201, template.text
+    invitation = await client.post(
+        "/api/v1/invitations",
+        json={"email": f"sweep-{uuid.uuid4().hex[:8]}@example.com", "role": "viewer"},
+        headers=owner.headers,
+    )
+    assert invitation.status_code == 201, invitation.text
     return {
+        "invitation_id": str(invitation.json()["id"]),
         "template_name": template_name,
         "secret_name": secret_name,
         "credential_id": str(credential.json()["id"]),
@@ -166,6 +173,8 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         "user_id": str((await create_member(client, owner, "viewer")).user_id),
         "token_id": str((await create_api_token(client, owner, "viewer"))["id"]),
         "tenant_id": str(owner.tenant_id),
+        # A name no plan has: a PUT that wrongly succeeded would create, not change, a plan.
+        "plan_name": f"sweep-{uuid.uuid4().hex[:8]}",
     }
 
 

@@ -12,6 +12,7 @@ from backend.admin.schemas import PlatformHealth, TenantAdminPage, TenantAdminVi
 from backend.core.db import SessionDep
 from backend.core.deps import RedisDep, SettingsDep, SuperuserPrincipal
 from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
+from backend.plans.schemas import TenantPlanUpdate
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=AUTHENTICATED)
 
@@ -19,17 +20,21 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=AUTHENTICAT
 @router.get("/tenants", response_model=TenantAdminPage)
 async def list_tenants(
     session: SessionDep,
-    _: SuperuserPrincipal,
+    principal: SuperuserPrincipal,
     cursor: Annotated[
         str | None, Query(max_length=100, description="A previous page's next_cursor")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TenantAdminPage:
-    """Every tenant on the platform with its plan and state, newest first."""
+    """Every tenant on the platform with its plan, state and usage now (jobs, runs in the
+    last 24 hours, running tasks), newest first."""
     tenants, next_cursor = await service.list_tenants(session, limit=limit, cursor=cursor)
-    return TenantAdminPage(
-        items=[TenantAdminView.model_validate(t) for t in tenants], next_cursor=next_cursor
-    )
+    usage = await service.tenant_usage(session, principal, tenants)
+    items = [
+        TenantAdminView.model_validate(t).model_copy(update={"usage": usage.get(t.id)})
+        for t in tenants
+    ]
+    return TenantAdminPage(items=items, next_cursor=next_cursor)
 
 
 @router.post(
@@ -54,6 +59,20 @@ async def resume_tenant(
     """Make a suspended tenant active again; the tasks that waited start. Recorded in the
     tenant's audit log."""
     tenant = await service.resume_tenant(session, redis, principal, tenant_id)
+    return TenantAdminView.model_validate(tenant)
+
+
+@router.put("/tenants/{tenant_id}/plan", response_model=TenantAdminView, responses=BY_ID)
+async def set_tenant_plan(
+    tenant_id: uuid.UUID,
+    body: TenantPlanUpdate,
+    session: SessionDep,
+    redis: RedisDep,
+    principal: SuperuserPrincipal,
+) -> TenantAdminView:
+    """Put a tenant on a plan of the catalogue (404 for an unknown tenant or plan). Recorded
+    in the tenant's audit log."""
+    tenant = await service.set_plan(session, redis, principal, tenant_id, body.plan)
     return TenantAdminView.model_validate(tenant)
 
 

@@ -10,6 +10,14 @@ from pydantic import Field
 from backend.core.schemas import ResponseModel
 
 
+class TenantUsage(ResponseModel):
+    """What a tenant uses now: the admin console's usage columns."""
+
+    jobs: int = Field(description="Jobs not deleted")
+    runs_last_24h: int = Field(description="Runs created in the last 24 hours")
+    running_tasks: int = Field(description="Task runs running right now")
+
+
 class TenantAdminView(ResponseModel):
     id: uuid.UUID
     slug: str
@@ -17,19 +25,14 @@ class TenantAdminView(ResponseModel):
     plan: str
     status: str
     created_at: datetime
+    usage: TenantUsage | None = Field(
+        default=None, description="What it uses now (in the tenant list; null elsewhere)"
+    )
 
 
 class TenantAdminPage(ResponseModel):
     items: list[TenantAdminView]
     next_cursor: str | None = None
-
-
-class TenantUsage(ResponseModel):
-    """What a tenant uses now: the admin console's usage columns."""
-
-    jobs: int = Field(description="Jobs not deleted")
-    runs_last_24h: int = Field(description="Runs created in the last 24 hours")
-    running_tasks: int = Field(description="Task runs running right now")
 
 
 class WorkerHealth(ResponseModel):

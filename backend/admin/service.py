@@ -28,6 +28,7 @@ from backend.core.models import utcnow
 from backend.core.principal import Principal, RequestOrigin
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due
+from backend.plans.service import require_plan
 from backend.tenants.models import Tenant, TenantStatus
 from backend.tenants.repository import TenantDirectory
 from backend.users.models import User
@@ -87,6 +88,40 @@ async def resume_tenant(
             await mark_tenant_due(redis, tenant_id)
 
         after_commit(session, wake_engine)
+    return tenant
+
+
+async def set_plan(
+    session: AsyncSession, redis: Redis, principal: Principal, tenant_id: uuid.UUID, plan: str
+) -> Tenant:
+    """Put a tenant on another plan of the catalogue (404 for an unknown plan); its limits
+    apply within seconds. Recorded in the tenant's audit log; the engine is told so a
+    larger concurrency admits waiting tasks."""
+    tenant = await _tenant(session, tenant_id)
+    await require_plan(session, plan)
+    if tenant.plan == plan:
+        return tenant
+    previous = tenant.plan
+    tenant.plan = plan
+    session.add(tenant)
+    await session.flush()
+    await scope_to_tenant(session, tenant.id)
+    await audit.record(
+        session,
+        tenant_id=tenant.id,
+        actor=principal.actor,
+        origin=principal.origin,
+        action="tenant.plan_changed",
+        target_type="tenant",
+        target_id=tenant.id,
+        details={"from": previous, "to": plan, "by": "platform_admin"},
+    )
+    await scope_to_tenant(session, principal.tenant_id)
+
+    async def wake_engine() -> None:
+        await mark_tenant_due(redis, tenant_id)
+
+    after_commit(session, wake_engine)
     return tenant
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import structlog
@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.accounts import service as accounts_service
 from backend.audit import service as audit
 from backend.auth.schemas import TokenPair
 from backend.auth.throttle import LoginThrottle
@@ -48,6 +49,7 @@ from backend.core.security import (
     verify_password,
 )
 from backend.core.settings import Settings
+from backend.plans import service as plans_service
 from backend.tenants.models import Membership, Tenant, TenantStatus
 from backend.tenants.repository import MembershipRepository, TenantDirectory, memberships_of_user
 from backend.tokens.repository import ApiTokenRepository
@@ -167,6 +169,7 @@ async def signup(
     tokens = await _issue_tokens(
         session, settings, user_id=user.id, tenant_id=tenant.id, role=Role.owner
     )
+    await accounts_service.send_verification(session, settings, user)
     log.info("auth.signup", tenant_id=str(tenant.id), user_id=str(user.id))
     return SignupResult(tokens=tokens, tenant=tenant, user=user)
 
@@ -331,7 +334,24 @@ async def authenticate(
     issued, so a demotion or removal takes effect on the next request.
     """
     if bearer.startswith(API_TOKEN_PREFIX + "_"):
-        return await _authenticate_api_token(session, bearer=bearer, origin=origin)
+        principal, plan, verified = await _authenticate_api_token(
+            session, bearer=bearer, origin=origin
+        )
+    else:
+        principal, plan, verified = await _authenticate_access_token(
+            session, redis, settings, bearer=bearer, origin=origin
+        )
+    # Every authenticated request counts against the plan's API requests per minute; the
+    # plan's limits travel with the principal to the services that check them.
+    limits = await plans_service.cached_limits_of(session, settings, plan)
+    await plans_service.count_api_request(redis, limits, tenant_id=principal.tenant_id)
+    unverified = settings.email_verification_required and not verified
+    return replace(principal, plan=plan, limits=limits.values, unverified_email=unverified)
+
+
+async def _authenticate_access_token(
+    session: AsyncSession, redis: Redis, settings: Settings, *, bearer: str, origin: RequestOrigin
+) -> tuple[Principal, str, bool]:
     claims = verify_access_token(settings, bearer)
     try:
         if await redis.exists(keys.revoked_access_token(claims.jti)):
@@ -345,7 +365,7 @@ async def authenticate(
     membership, user, tenant = caller
     if tenant.status != TenantStatus.active:
         raise TenantSuspended("This tenant is suspended")
-    return Principal(
+    principal = Principal(
         user_id=user.id,
         email=user.email,
         tenant_id=tenant.id,
@@ -355,11 +375,12 @@ async def authenticate(
         jti=claims.jti,
         access_expires_at=claims.expires_at,
     )
+    return principal, tenant.plan, user.email_verified_at is not None
 
 
 async def _authenticate_api_token(
     session: AsyncSession, *, bearer: str, origin: RequestOrigin
-) -> Principal:
+) -> tuple[Principal, str, bool]:
     """Resolve a raw API token to a principal scoped to the token's tenant."""
     tenant_id, token_hash = parse_tenant_token(API_TOKEN_PREFIX, bearer)
     await scope_to_tenant(session, tenant_id)
@@ -379,7 +400,7 @@ async def _authenticate_api_token(
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         token.last_used_at = now
         session.add(token)
-    return Principal(
+    principal = Principal(
         user_id=user.id,
         email=user.email,
         tenant_id=tenant_id,
@@ -388,6 +409,7 @@ async def _authenticate_api_token(
         origin=origin,
         token_id=token.id,
     )
+    return principal, tenant.plan, user.email_verified_at is not None
 
 
 def require_user_principal(principal: Principal) -> None:

@@ -19,11 +19,13 @@ the same shape, never a stack trace.
     │   └── RefreshTokenReused      401 refresh_token_reused  (commits its side effects)
     ├── PermissionDenied            403 forbidden
     │   ├── TenantSuspended         403 tenant_suspended
+    │   ├── EmailUnverified         403 email_unverified
     │   └── CsrfFailed              403 csrf_failed
     ├── NotFound                    404 not_found
     ├── Conflict                    409 conflict
     ├── PayloadTooLarge             413 payload_too_large
     ├── ValidationFailed            422 validation_failed
+    ├── QuotaExceeded               402/429 quota_exceeded (a plan's limit; details name it)
     ├── RateLimited                 429 rate_limited
     └── ServiceUnavailable          503 service_unavailable
 
@@ -109,6 +111,12 @@ class TenantSuspended(PermissionDenied):
     code = "tenant_suspended"
 
 
+class EmailUnverified(PermissionDenied):
+    """The installation requires a verified email address for this (running jobs)."""
+
+    code = "email_unverified"
+
+
 class CsrfFailed(PermissionDenied):
     """A dashboard form arrived without the CSRF token of the browser that loaded it."""
 
@@ -133,6 +141,33 @@ class PayloadTooLarge(BatonError):
 class ValidationFailed(BatonError):
     status_code = 422
     code = "validation_failed"
+
+
+class QuotaExceeded(BatonError):
+    """A plan's limit is reached. 402 for what a bigger plan buys (runs, task-seconds,
+    members, scheduled jobs), 429 for a rate that frees up by itself (API requests per
+    minute). ``details``: the limit's name, its value, the usage and when it resets (None:
+    it never resets by itself, e.g. members)."""
+
+    code = "quota_exceeded"
+
+    def __init__(
+        self,
+        limit: str,
+        *,
+        allowed: int,
+        usage: int,
+        resets_at: str | None,
+        status_code: int = 402,
+        retry_after: int | None = None,
+    ) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        super().__init__(
+            f"Your plan's limit {limit!r} is reached ({usage} of {allowed})",
+            details={"limit": limit, "allowed": allowed, "usage": usage, "resets_at": resets_at},
+            headers=headers,
+        )
+        self.status_code = status_code
 
 
 class RateLimited(BatonError):

@@ -32,13 +32,15 @@ class ErrorResponse(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Bad request",
+    402: "A limit of the tenant's plan is reached (quota_exceeded: which, usage, reset)",
     401: "Authentication required, or the credentials are not valid",
     403: "The caller's role may not do this (or the tenant is suspended)",
     404: "Not found (another tenant's object is not found either)",
     409: "Conflicts with the current state",
     413: "Request body too large",
     422: "The input is not valid: the request's own rules or the input policy",
-    429: "Too many attempts; retry after the Retry-After header's seconds",
+    429: "Too many attempts (or the plan's API requests per minute: quota_exceeded); retry "
+    "after the Retry-After header's seconds",
     503: "A backing service (PostgreSQL, Redis) is not reachable; retry shortly",
 }
 
@@ -55,9 +57,12 @@ def errors(*statuses: int) -> Responses:
 
 # Any request: the input policy and request validation (422), the body cap (413), an outage.
 ANY_ROUTE = errors(413, 422, 503)
-# Routers whose every route needs a caller (a bearer token) with a permission.
-AUTHENTICATED = errors(401, 403)
+# Routers whose every route needs a caller (a bearer token) with a permission; every
+# authenticated request counts against the plan's API requests per minute (429).
+AUTHENTICATED = errors(401, 403, 429)
 # Routes that name an object in the path.
 BY_ID = errors(404)
 CONFLICT = errors(409)
 THROTTLED = errors(429)
+# Routes that create what a plan limits (runs, members, scheduled jobs).
+QUOTA = errors(402)

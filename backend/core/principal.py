@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from backend.core.permissions import Role
@@ -41,6 +42,12 @@ class Principal:
     token_id: uuid.UUID | None = None
     jti: str | None = None
     access_expires_at: datetime | None = None
+    # The tenant's plan and its limits as resolved at authentication (backend/plans);
+    # empty: unlimited (a principal built outside a request, e.g. by the CLI).
+    plan: str = ""
+    limits: Mapping[str, int | None] = field(default_factory=dict, compare=False, hash=False)
+    # The installation requires verified email addresses and this one is not (yet).
+    unverified_email: bool = False
 
     @property
     def actor(self) -> Actor:

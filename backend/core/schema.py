@@ -8,10 +8,11 @@ the platform tables (``users``, ``tenants``, no tenant scope) only what the API 
 - ``users``: SELECT, INSERT (never a superuser: policy in migration 0006), UPDATE of
   ``last_login_at`` only;
 - ``tenants``: SELECT, INSERT (active, free plan, no own quota: same migration), UPDATE
-  of ``status`` only (platform administrators suspend and resume through the API).
+  of ``status`` and ``plan`` only (platform administrators suspend, resume and change plans
+  through the API; billing changes plans too, docs/billing.md).
 
 Platform administration that the API does not offer - the superuser flag, a tenant's
-plan, quota and weight - belongs to the owner role: ``baton admin create-superuser``
+own quota and weight - belongs to the owner role: ``baton admin create-superuser``
 connects as it, and quotas are set in SQL as it (docs/security.md).
 """
 
@@ -32,7 +33,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # The platform tables' columns the runtime role may UPDATE (grep the services before
 # adding one: every entry widens what a compromised API process could change).
-PLATFORM_UPDATABLE = {"users": ("last_login_at",), "tenants": ("status",)}
+PLATFORM_UPDATABLE = {
+    "users": ("last_login_at", "password_hash", "email_verified_at"),
+    "tenants": ("status", "plan"),
+}
 
 
 def alembic_config(database_url: str) -> Config:

@@ -21,7 +21,7 @@ import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -129,9 +129,44 @@ class Settings(BaseSettings):
     # from these defaults.
     tenant_max_concurrent_tasks: int = Field(default=100, ge=1)
     tenant_weight: int = Field(default=1, ge=1)
-    # Per plan, e.g. BATON_PLAN_LIMITS='{"pro": {"max_concurrent_tasks": 200, "weight": 2}}';
-    # a plan not listed gets the two defaults above.
+    # Per plan, e.g. BATON_PLAN_LIMITS='{"team": {"max_concurrent_tasks": 200, "weight": 2}}';
+    # a plan not listed gets the two defaults above. With ``billing`` "none" (on-prem) this
+    # is where every limit comes from (backend/plans/catalog.py names them; a limit not
+    # given is unlimited); otherwise from the ``plans`` table (docs/billing.md).
     plan_limits: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # "none": on-prem, limits from configuration; "manual": hosted, plans from the
+    # ``plans`` table, a tenant's plan set by platform administrators; "stripe": the same,
+    # plans changed by Stripe subscriptions.
+    billing: Literal["none", "manual", "stripe"] = "none"
+    # How often the meter (beside the engine) rolls each tenant's usage of yesterday and
+    # today up into ``usage_daily`` from the history tables and Redis counters.
+    metering_seconds: float = Field(default=300.0, gt=0)
+    # Stripe (``billing`` "stripe", docs/billing.md): the secret API key, the webhook
+    # endpoint's signing secret, the flat monthly price of each paid plan
+    # ('{"team": "price_...", "business": "price_..."}') and the metered price of
+    # task-seconds over the plan's included amount. ``stripe_api_base`` is Stripe's API
+    # (tests point it at a local stand-in). A subscription whose payment failed is
+    # suspended after ``billing_grace_days`` and resumed when an invoice is paid.
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_prices: dict[str, str] = Field(default_factory=dict)
+    stripe_metered_price: str = ""
+    billing_grace_days: float = Field(default=7.0, ge=0)
+
+    # Outgoing email (verification, password reset, invitations). Unset host: mails are
+    # written to the log instead (``baton dev``). With ``email_verification_required`` an
+    # account whose address is not verified may explore but not run jobs (hosted installs).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    mail_from: str = "Baton <no-reply@baton.invalid>"
+    email_verification_required: bool = False
+    email_verification_ttl_seconds: int = Field(default=48 * 3600, gt=0)
+    password_reset_ttl_seconds: int = Field(default=3600, gt=0)
+    invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     admission_quantum: int = Field(default=256, ge=1)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)

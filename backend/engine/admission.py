@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -121,13 +121,19 @@ class Admission:
     last_run: uuid.UUID = NO_RUN  # pass back as ``after_run``: the rotation continues
 
 
-def quota_of(tenant: Tenant | None, settings: Settings) -> tuple[int, int]:
-    """(max concurrent tasks, weight): the tenant's own values, else its plan's, else the
+def quota_of(
+    tenant: Tenant | None, settings: Settings, plan_limits: Mapping[str, int | None] | None = None
+) -> tuple[int, int]:
+    """(max concurrent tasks, weight): the tenant's own values, else its plan's
+    (``plan_limits``, from ``backend.plans``; without them the configuration's), else the
     defaults in settings. A suspended tenant may start nothing (its running tasks finish;
     its queued ones wait for the resume)."""
     if tenant is not None and tenant.status != TenantStatus.active:
         return 0, tenant.weight or settings.tenant_weight
-    plan = settings.plan_limits.get(tenant.plan, {}) if tenant is not None else {}
+    if plan_limits is not None:
+        plan = plan_limits
+    else:
+        plan = settings.plan_limits.get(tenant.plan, {}) if tenant is not None else {}
     own_limit = tenant.max_concurrent_tasks if tenant is not None else None
     own_weight = tenant.weight if tenant is not None else None
     return (

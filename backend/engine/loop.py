@@ -49,6 +49,7 @@ from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine import outbox
 from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_of
 from backend.engine.events import Effects, apply_events, fail_tasks
+from backend.plans.service import plan_limits
 from backend.runs.publish import publish as publish_updates
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
@@ -256,8 +257,11 @@ class Engine:
         if stale:
             async with self.sessionmaker() as session:
                 rows = await TenantDirectory(session).get_many(stale)
+                plans = await plan_limits(session, self.settings, {t.plan for t in rows.values()})
             for tenant_id in stale:
-                quota = quota_of(rows.get(tenant_id), self.settings)
+                row = rows.get(tenant_id)
+                limits = plans[row.plan].values if row is not None else None
+                quota = quota_of(row, self.settings, limits)
                 # A suspended tenant (no quota) is read again next time: its resume wakes
                 # it, and must not wait for a cached "nothing may start" to expire.
                 ttl = QUOTA_TTL_SECONDS if quota[0] > 0 else 0.0

@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, tuple_
+from sqlalchemy import and_, func, literal, or_, tuple_
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -42,6 +43,28 @@ class JobRepository(TenantScopedRepository[Job]):
             .with_for_update()
         )
         return list((await self.session.exec(statement)).all())
+
+    async def count_scheduled(self) -> int:
+        """Jobs (not deleted) whose current version has a schedule, paused or not."""
+        statement = (
+            select(func.count())
+            .select_from(Job)
+            .join(
+                JobVersion,
+                and_(
+                    col(JobVersion.tenant_id) == col(Job.tenant_id),
+                    col(JobVersion.job_id) == col(Job.id),
+                    col(JobVersion.version) == col(Job.current_version),
+                ),
+            )
+            .where(
+                col(Job.tenant_id) == self.tenant_id,
+                col(Job.deleted_at).is_(None),
+                col(JobVersion.spec)["schedule"].is_not(None),
+                col(JobVersion.spec)["schedule"] != literal("null", JSONB),
+            )
+        )
+        return int((await self.session.exec(statement)).one())
 
     async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
         statement = self.active().where(col(Job.name) == name)

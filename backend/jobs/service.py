@@ -26,6 +26,7 @@ from backend.jobs.models import Job, JobVersion
 from backend.jobs.repository import UNIQUE_NAME_INDEX, JobRepository, JobVersionRepository
 from backend.jobs.schemas import JobGraph, JobPublic
 from backend.jobs.spec import JobSpec, stored_form
+from backend.plans.service import Limits, require
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -47,6 +48,20 @@ async def _flush_unique_name(session: AsyncSession, name: str) -> None:
         raise
 
 
+async def _check_scheduled_jobs(jobs: JobRepository, principal: Principal) -> None:
+    """Refuse (402 ``quota_exceeded``) one more scheduled job past the plan's limit."""
+    limits = Limits.of_principal(principal)
+    if limits.of("scheduled_jobs") is None:
+        return
+    require(
+        limits,
+        "scheduled_jobs",
+        usage=await jobs.count_scheduled(),
+        resets_at=None,
+        tenant_id=principal.tenant_id,
+    )
+
+
 async def create_job(
     session: AsyncSession, redis: Redis, principal: Principal, spec: JobSpec
 ) -> JobPublic:
@@ -54,6 +69,8 @@ async def create_job(
     jobs = JobRepository(session, principal.tenant_id)
     if await jobs.name_taken(spec.name):
         raise _name_conflict(spec.name)
+    if spec.schedule is not None:
+        await _check_scheduled_jobs(jobs, principal)
     now = utcnow()
     job = Job(
         tenant_id=principal.tenant_id,
@@ -135,6 +152,10 @@ async def update_job(
     new_spec = stored_form(spec)
     if current is not None and current.spec == new_spec:
         return JobPublic.build(job, current)
+    if new_spec.get("schedule") is not None and (
+        current is None or not current.spec.get("schedule")
+    ):
+        await _check_scheduled_jobs(jobs, principal)
     previous_name = job.name
     if spec.name != previous_name and await jobs.name_taken(spec.name, except_id=job.id):
         raise _name_conflict(spec.name)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, RedisDep
-from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT, QUOTA
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.core.schemas import AwareInstant
@@ -38,6 +38,7 @@ router = APIRouter(prefix="/api/v1", tags=["runs"], responses=AUTHENTICATED)
         200: {"model": RunPublic, "description": "Idempotent replay: the existing run"},
         **BY_ID,
         **CONFLICT,
+        **QUOTA,
     },
 )
 async def trigger_run(
@@ -68,6 +69,7 @@ async def trigger_run(
         200: {"model": RunBatchResult, "description": "Idempotent replay: no run was new"},
         **BY_ID,
         **CONFLICT,
+        **QUOTA,
     },
 )
 async def trigger_batch(
@@ -164,7 +166,7 @@ async def cancel_run(
     "/runs/{run_id}/rerun",
     status_code=status.HTTP_201_CREATED,
     response_model=RunPublic,
-    responses={**BY_ID, **CONFLICT},
+    responses={**BY_ID, **CONFLICT, **QUOTA},
 )
 async def rerun(
     run_id: uuid.UUID,

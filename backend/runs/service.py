@@ -37,6 +37,7 @@ from backend.runs.advance import advance_run
 from backend.runs.models import Run, TaskRun
 from backend.runs.publish import publish as publish_updates
 from backend.runs.publish import run_update
+from backend.runs.quota import check_run_quota
 from backend.runs.repository import (
     AttemptRepository,
     LogRepository,
@@ -140,6 +141,7 @@ async def trigger(
             fresh[key] = new
         order.append((key, new))
     to_create = [new for _, new in order if new is not None]
+    await check_run_quota(session, principal, adding=len(to_create), now=now)
     created = await _create_runs(
         session,
         redis,
@@ -438,6 +440,7 @@ async def rerun(
         keep = reusable(plan, {t.name: t.status for t in tasks})
         reused = {t.name: t for t in tasks if t.name in keep}
     new = NewRun(params=original.params, run_at=utcnow(), rerun_of=original.id, reused=reused)
+    await check_run_quota(session, principal, adding=1, now=new.run_at)
     created = await _create_runs(
         session, redis, principal.tenant_id, job, plan, [new], trigger="rerun", actor=principal
     )

@@ -21,8 +21,12 @@ class TenantStatus(StrEnum):
 
 
 class Plan(StrEnum):
+    """The plans of the catalogue a new installation starts with (``backend/plans``); a
+    tenant's ``plan`` names a row of ``plans``, which platform administrators may extend."""
+
     free = "free"
-    pro = "pro"
+    team = "team"
+    business = "business"
     enterprise = "enterprise"
 
 
@@ -32,7 +36,7 @@ class Tenant(SQLModel, table=True):
     id: uuid.UUID = uuid_pk()
     slug: str = Field(max_length=63, unique=True)
     name: str = Field(max_length=200)
-    plan: str = Field(default=Plan.free, max_length=20)
+    plan: str = Field(default=Plan.free, max_length=20)  # a row of ``plans`` (FK in SQL)
     status: str = Field(default=TenantStatus.active, max_length=20)
     max_concurrent_tasks: int | None = None  # None: the plan's default (settings)
     weight: int | None = None  # share of worker capacity under contention; None: plan default

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import tuple_
+from sqlalchemy import func, tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -82,6 +82,15 @@ class MembershipRepository(TenantScopedRepository[Membership]):
         )
         row = (await self.session.exec(statement)).first()
         return (row[0], row[1], row[2]) if row else None
+
+    async def count(self) -> int:
+        """How many members the tenant has (its plan limits them)."""
+        statement = (
+            select(func.count())
+            .select_from(Membership)
+            .where(col(Membership.tenant_id) == self.tenant_id)
+        )
+        return int((await self.session.exec(statement)).one())
 
     async def lock_and_count_role(self, role: str) -> int:
         """Count members with ``role``, locking those rows until the transaction ends

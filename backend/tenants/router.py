@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 
 from backend.core.db import SessionDep
 from backend.core.deps import Authorized, SettingsDep
-from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT
+from backend.core.openapi import AUTHENTICATED, BY_ID, CONFLICT, QUOTA
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
 from backend.tenants import service
@@ -50,7 +50,7 @@ async def list_members(
     "/members",
     status_code=status.HTTP_201_CREATED,
     response_model=MemberPublic,
-    responses=CONFLICT,
+    responses={**CONFLICT, **QUOTA},
 )
 async def add_member(
     body: MemberCreate,

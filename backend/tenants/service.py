@@ -18,6 +18,7 @@ from backend.core.permissions import Role
 from backend.core.principal import Principal
 from backend.core.security import check_password_policy, hash_password
 from backend.core.settings import Settings
+from backend.plans.service import Limits, require
 from backend.tenants.models import Membership, Tenant
 from backend.tenants.repository import MembershipRepository, TenantDirectory
 from backend.tenants.schemas import MemberPublic
@@ -72,6 +73,13 @@ async def add_member(
     members = MembershipRepository(session, principal.tenant_id)
     if await members.get(user_id=user.id) is not None:
         raise Conflict("Already a member of this tenant")
+    require(
+        Limits.of_principal(principal),
+        "members",
+        usage=await members.count(),
+        resets_at=None,
+        tenant_id=principal.tenant_id,
+    )
     try:
         membership = await members.add(
             Membership(tenant_id=principal.tenant_id, user_id=user.id, role=role)

@@ -19,6 +19,8 @@ class User(SQLModel, table=True):
     is_superuser: bool = False
     created_at: datetime = timestamp()
     last_login_at: datetime | None = timestamp(nullable=True, default_now=False)
+    # Set when the owner of the address followed a mailed link (backend/accounts).
+    email_verified_at: datetime | None = timestamp(nullable=True, default_now=False)
 
 
 class RefreshToken(SQLModel, table=True):

@@ -12,7 +12,18 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from backend.core.settings import Settings
-from backend.web import admin, audit, gallery, jobs, public, runs, secrets, settings, workers
+from backend.web import (
+    admin,
+    audit,
+    gallery,
+    jobs,
+    public,
+    runs,
+    secrets,
+    settings,
+    usage,
+    workers,
+)
 from backend.web.render import DashboardErrors, create_templates, frontend_dir
 
 log = structlog.get_logger(__name__)
@@ -27,6 +38,7 @@ for area in (
     gallery.router,
     runs.router,
     settings.router,
+    usage.router,
     secrets.router,
     workers.router,
     audit.router,

@@ -26,6 +26,18 @@ def login_failures_ip(ip: str) -> str:
     return f"{PREFIX}:auth:fail:ip:{_digest(ip)}"
 
 
+def api_requests(tenant_id: str, minute: int) -> str:
+    """Counter of one tenant's API requests in one minute (epoch minutes), for its plan's
+    requests-per-minute limit; expires soon after the minute."""
+    return f"{PREFIX}:{{{tenant_id}}}:api:rpm:{minute}"
+
+
+def api_requests_day(tenant_id: str, day: str) -> str:
+    """Counter of one tenant's API requests on one UTC day (ISO date), flushed into
+    ``usage_daily`` by the meter; expires a few days later."""
+    return f"{PREFIX}:{{{tenant_id}}}:api:day:{day}"
+
+
 def revoked_access_token(jti: str) -> str:
     """Marks a logged-out access token until it would have expired anyway."""
     return f"{PREFIX}:auth:revoked:{jti}"

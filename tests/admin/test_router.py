@@ -72,7 +72,7 @@ async def test_superuser_lists_tenants(
     by_id = {item["id"]: item for item in page["items"]}
     for account in (owner, stranger, superuser):
         item = by_id[str(account.tenant_id)]
-        assert set(item) == {"id", "slug", "name", "plan", "status", "created_at"}
+        assert set(item) == {"id", "slug", "name", "plan", "status", "created_at", "usage"}
         assert item["slug"] == account.tenant_slug
         assert (item["plan"], item["status"]) == ("free", "active")
     # Newest first.
@@ -208,3 +208,24 @@ async def test_bad_cursor_is_checked_only_after_authorization(
     params = {"cursor": "not-a-cursor"}
     assert_error(await client.get(URL, params=params), 401, "unauthenticated")
     assert_error(await client.get(URL, params=params, headers=owner.headers), 403, "forbidden")
+
+
+async def test_the_tenant_list_shows_usage(
+    client: AsyncClient, owner: Account, owner_engine: AsyncEngine
+) -> None:
+    await make_superuser(owner_engine, owner)
+    spec = {
+        "name": "usage-job",
+        "tasks": [{"name": "a", "type": "python", "function": "worker.builtins:noop"}],
+    }
+    job = await client.post("/api/v1/jobs", json=spec, headers=owner.headers)
+    assert job.status_code == 201, job.text
+    run = await client.post(
+        f"/api/v1/jobs/{job.json()['id']}/runs",
+        json={"delay_seconds": 3600},
+        headers=owner.headers,
+    )
+    assert run.status_code == 201, run.text
+    page = (await client.get(URL, params={"limit": 5}, headers=owner.headers)).json()
+    mine = next(t for t in page["items"] if t["id"] == str(owner.tenant_id))
+    assert mine["usage"] == {"jobs": 1, "runs_last_24h": 1, "running_tasks": 0}

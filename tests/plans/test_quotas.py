@@ -1,0 +1,234 @@
+"""Each plan limit refused where it applies, with one error code and its details.
+
+The hosted client (``BATON_BILLING=manual``) reads limits from the ``plans`` table; the
+suite's own client runs as on-prem and reads them from the configuration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
+
+from backend.app import create_app
+from backend.core.settings import Settings
+from backend.engine.admission import quota_of
+from backend.plans.service import month_start, next_month_start
+from backend.tenants.models import Tenant
+from tests.fixtures.errors import assert_error
+from tests.fixtures.factories import DEFAULT_PASSWORD, Account, create_tenant, unique_email
+from tests.plans.helpers import plan_for
+from tests.runs.factories import create_job, python_task, trigger
+
+
+def _next_month() -> str:
+    return next_month_start(datetime.now(UTC)).isoformat()
+
+
+async def test_runs_per_month(hosted: AsyncClient, superuser: Account, owner: Account) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=2)
+    job = await create_job(hosted, owner, [python_task("a")])
+    for _ in range(2):
+        await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    response = await hosted.post(
+        f"/api/v1/jobs/{job['id']}/runs", json={"delay_seconds": 3600}, headers=owner.headers
+    )
+    error = assert_error(response, 402, "quota_exceeded")
+    assert error["details"] == {
+        "limit": "runs_per_month",
+        "allowed": 2,
+        "usage": 2,
+        "resets_at": _next_month(),
+    }
+
+
+async def test_a_batch_that_would_pass_the_limit_creates_nothing(
+    hosted: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=3)
+    job = await create_job(hosted, owner, [python_task("a")])
+    await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    response = await hosted.post(
+        f"/api/v1/jobs/{job['id']}/runs/batch",
+        json={"runs": [{"delay_seconds": 3600}] * 3},
+        headers=owner.headers,
+    )
+    assert_error(response, 402, "quota_exceeded")
+    listed = await hosted.get("/api/v1/runs", headers=owner.headers)
+    assert len(listed.json()["items"]) == 1
+
+
+async def test_task_seconds_per_month(
+    hosted: AsyncClient, superuser: Account, owner: Account, owner_engine: AsyncEngine
+) -> None:
+    await plan_for(hosted, superuser, owner, task_seconds_per_month=100)
+    job = await create_job(hosted, owner, [python_task("a")])
+    run = await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    await trigger(hosted, owner, job["id"], delay_seconds=3600)  # 0 seconds used so far
+    # The month's history as the engine would have written it: one task ran 100 seconds.
+    async with owner_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE task_runs SET started_at = now() - interval '100 seconds',"
+                " finished_at = now() WHERE run_id = :run"
+            ),
+            {"run": run["id"]},
+        )
+    response = await hosted.post(
+        f"/api/v1/jobs/{job['id']}/runs", json={"delay_seconds": 3600}, headers=owner.headers
+    )
+    error = assert_error(response, 402, "quota_exceeded")
+    assert error["details"]["limit"] == "task_seconds_per_month"
+    assert error["details"]["usage"] == 100
+
+
+async def test_members(hosted: AsyncClient, superuser: Account, owner: Account) -> None:
+    await plan_for(hosted, superuser, owner, members=2)
+    body = {"email": unique_email("m"), "role": "viewer", "password": DEFAULT_PASSWORD}
+    first = await hosted.post("/api/v1/members", json=body, headers=owner.headers)
+    assert first.status_code == 201, first.text
+    body = {**body, "email": unique_email("m")}
+    second = await hosted.post("/api/v1/members", json=body, headers=owner.headers)
+    error = assert_error(second, 402, "quota_exceeded")
+    assert error["details"] == {"limit": "members", "allowed": 2, "usage": 2, "resets_at": None}
+
+
+async def test_api_requests_per_minute(
+    hosted: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, api_requests_per_minute=5)
+    answers = [(await hosted.get("/api/v1/me", headers=owner.headers)) for _ in range(12)]
+    statuses = [a.status_code for a in answers]
+    # Five per minute; a minute boundary inside the loop allows five more at most.
+    assert statuses.count(200) in (5, 10), statuses
+    refused = next(a for a in answers if a.status_code != 200)
+    error = assert_error(refused, 429, "quota_exceeded")
+    assert error["details"]["limit"] == "api_requests_per_minute"
+    assert error["details"]["allowed"] == 5
+    assert int(refused.headers["retry-after"]) >= 1
+
+
+async def test_another_tenant_is_not_limited(
+    hosted: AsyncClient, superuser: Account, owner: Account, stranger: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=0)
+    job = await create_job(hosted, stranger, [python_task("a")])
+    await trigger(hosted, stranger, job["id"], delay_seconds=3600)
+
+
+async def test_on_prem_limits_come_from_the_configuration(settings: Settings) -> None:
+    configured = settings.model_copy(
+        update={"billing": "none", "plan_limits": {"free": {"runs_per_month": 1}}}
+    )
+    app = create_app(configured)
+    async with app.router.lifespan_context(app):
+        from httpx import ASGITransport
+
+        transport = ASGITransport(app=app, client=("203.0.113.9", 40000))
+        async with AsyncClient(transport=transport, base_url="http://baton.test") as onprem:
+            account = await create_tenant(onprem)
+            job = await create_job(onprem, account, [python_task("a")])
+            await trigger(onprem, account, job["id"], delay_seconds=3600)
+            response = await onprem.post(
+                f"/api/v1/jobs/{job['id']}/runs",
+                json={"delay_seconds": 3600},
+                headers=account.headers,
+            )
+            assert_error(response, 402, "quota_exceeded")
+
+
+async def test_on_prem_ignores_the_plans_table(
+    client: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    """The suite's own app runs with billing "none" and no configured limits."""
+    await plan_for(client, superuser, owner, runs_per_month=0)
+    job = await create_job(client, owner, [python_task("a")])
+    await trigger(client, owner, job["id"], delay_seconds=3600)
+
+
+def test_admission_takes_the_plans_concurrency_and_weight(settings: Settings) -> None:
+    tenant = Tenant(slug="p", name="p", plan="team")
+    assert quota_of(tenant, settings, {"max_concurrent_tasks": 7, "weight": 3}) == (7, 3)
+    own = Tenant(slug="o", name="o", plan="team", max_concurrent_tasks=2, weight=9)
+    assert quota_of(own, settings, {"max_concurrent_tasks": 7, "weight": 3}) == (2, 9)
+
+
+@pytest.mark.parametrize(
+    ("now", "start", "reset"),
+    [
+        ("2026-12-31T23:59:59+00:00", "2026-12-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+        ("2026-02-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"),
+    ],
+)
+def test_monthly_period(now: str, start: str, reset: str) -> None:
+    instant = datetime.fromisoformat(now)
+    assert month_start(instant).isoformat() == start
+    assert next_month_start(instant).isoformat() == reset
+
+
+async def test_rerun_counts_as_a_run(
+    hosted: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=1)
+    job = await create_job(hosted, owner, [python_task("a")])
+    run = await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    response = await hosted.post(f"/api/v1/runs/{run['id']}/rerun", headers=owner.headers)
+    error = assert_error(response, 402, "quota_exceeded")
+    assert error["details"]["limit"] == "runs_per_month"
+
+
+async def test_scheduled_jobs(hosted: AsyncClient, superuser: Account, owner: Account) -> None:
+    await plan_for(hosted, superuser, owner, scheduled_jobs=1)
+    cron = {"schedule": {"cron": "0 0 1 1 *"}}
+    await create_job(hosted, owner, [python_task("a")], **cron)
+    spec = {"name": "second", "tasks": [python_task("a")], **cron}
+    refused = await hosted.post("/api/v1/jobs", json=spec, headers=owner.headers)
+    error = assert_error(refused, 402, "quota_exceeded")
+    assert error["details"] == {
+        "limit": "scheduled_jobs",
+        "allowed": 1,
+        "usage": 1,
+        "resets_at": None,
+    }
+    plain = await create_job(hosted, owner, [python_task("a")])  # no schedule: allowed
+    with_schedule = {"name": plain["name"], "tasks": [python_task("a")], **cron}
+    update = await hosted.put(
+        f"/api/v1/jobs/{plain['id']}", json=with_schedule, headers=owner.headers
+    )
+    assert_error(update, 402, "quota_exceeded")
+
+
+async def test_a_warning_when_crossing_80_percent(
+    hosted: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=5)
+    job = await create_job(hosted, owner, [python_task("a")])
+    with capture_logs() as logged:
+        for _ in range(5):
+            await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    warnings = [e for e in logged if e["event"] == "quota.warning"]
+    assert [(w["limit"], w["usage"], w["allowed"]) for w in warnings] == [("runs_per_month", 4, 5)]
+
+
+async def test_usage_warns_at_80_percent(
+    hosted: AsyncClient, superuser: Account, owner: Account
+) -> None:
+    await plan_for(hosted, superuser, owner, runs_per_month=5, members=10)
+    job = await create_job(hosted, owner, [python_task("a")])
+    for _ in range(4):
+        await trigger(hosted, owner, job["id"], delay_seconds=3600)
+    report = (await hosted.get("/api/v1/usage", headers=owner.headers)).json()
+    limits = {item["name"]: item for item in report["limits"]}
+    assert limits["runs_per_month"] == {
+        "name": "runs_per_month",
+        "allowed": 5,
+        "used": 4,
+        "resets_at": _next_month().replace("+00:00", "Z"),
+        "warning": True,
+    }
+    assert limits["members"]["warning"] is False
+    assert limits["scheduled_jobs"]["allowed"] is None
