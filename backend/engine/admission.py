@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import text
 from sqlalchemy.orm.util import identity_key
@@ -111,6 +111,12 @@ _NEXT_READY = text(
 
 
 NO_RUN = uuid.UUID(int=0)
+
+
+async def next_ready_at(session: AsyncSession, tenant_id: uuid.UUID) -> datetime | None:
+    """When the earliest of the tenant's queued, undispatched tasks is (or was) ready."""
+    result = await session.execute(_NEXT_READY, {"tenant": tenant_id})
+    return cast("datetime | None", result.scalar_one())
 
 
 @dataclass
@@ -237,8 +243,9 @@ async def admit(
         return Admission(messages, utcnow(), saturated=False, last_run=last_run)
     if len(claimed) == room < limit:
         return Admission(messages, None, saturated=True, last_run=last_run)
-    next_due = (await session.execute(_NEXT_READY, params)).scalar_one()
-    return Admission(messages, next_due, saturated=False, last_run=last_run)
+    return Admission(
+        messages, await next_ready_at(session, tenant_id), saturated=False, last_run=last_run
+    )
 
 
 async def _runs_of(

@@ -47,7 +47,14 @@ from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine import outbox
-from backend.engine.admission import NO_RUN, Admission, FairShare, admit, quota_of
+from backend.engine.admission import (
+    NO_RUN,
+    Admission,
+    FairShare,
+    admit,
+    next_ready_at,
+    quota_of,
+)
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.plans.service import plan_limits
 from backend.runs.publish import publish as publish_updates
@@ -659,9 +666,7 @@ class Engine:
         busy: list[str] = []
         for tenant in tenants:
             async with self.tenant_transaction(tenant.id) as session:
-                next_ready = (
-                    await session.execute(_NEXT_QUEUED, {"tenant": tenant.id})
-                ).scalar_one()
+                next_ready = await next_ready_at(session, tenant.id)
                 in_flight = (await session.execute(_BUSY, {"tenant": tenant.id})).scalar_one()
             if next_ready is not None:
                 await mark_tenant_due(self.redis, tenant.id, _aware(next_ready))
@@ -769,11 +774,5 @@ _UNDISPATCH = text(
        SET dispatched_at = NULL, max_attempts = max_attempts + 1
      WHERE tenant_id = :tenant AND id = :id AND attempt = :attempt
        AND status = 'queued' AND dispatched_at IS NOT NULL
-    """
-)
-_NEXT_QUEUED = text(
-    """
-    SELECT min(ready_at) FROM task_runs
-     WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
     """
 )
