@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    model_validator,
+)
 
 from backend.core.input_policy import value_problems
 
@@ -27,10 +34,22 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
-# An instant in a query or body, as ISO 8601 / RFC 3339 text only; ``Instant`` takes a
-# time without offset as UTC, ``AwareInstant`` needs the offset.
-Instant = Annotated[datetime, BeforeValidator(_iso_text)]
-AwareInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+def _in_utc(value: datetime) -> datetime:
+    """The same instant in UTC: PostgreSQL takes offsets up to 15:59 only, Python up to
+    23:59, and an instant near year 1 or 9999 may have no UTC form at all. A time without
+    offset is left as it is, for its endpoint to read (or refuse)."""
+    if value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError("the instant is out of range") from error
+
+
+# An instant in a query or body, as ISO 8601 / RFC 3339 text only, given to the code in UTC;
+# ``Instant`` also takes a time without offset, ``AwareInstant`` needs the offset.
+Instant = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_in_utc)]
+AwareInstant = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_utc)]
 
 
 class RequestModel(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -165,12 +166,28 @@ async def test_batch_limits_and_bad_triggers_are_422(client: AsyncClient, owner:
         {"delay_seconds": -1},
         {"delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"},
         {"run_at": "2030-01-01T00:00:00"},  # no time zone
+        {"run_at": "9999-12-31T23:00:00-20:00"},  # no UTC form: year 10000
+        {"run_at": "0001-01-01T01:00:00+20:00"},  # nor here: year 0
         {"params": []},
         {"surprise": 1},
         {"idempotency_key": ""},
     ):
         response = await client.post(url, json=body, headers=owner.headers)
         assert_error(response, 422, "validation_failed")
+
+
+async def test_an_instant_with_any_offset_python_reads_is_stored_as_its_utc_instant(
+    client: AsyncClient, owner: Account
+) -> None:
+    """Python reads offsets up to 23:59, PostgreSQL up to 15:59: the API converts to UTC."""
+    job = await create_job(client, owner, [python_task("noop")])
+    url = f"/api/v1/jobs/{job['id']}/runs"
+    body = {"runs": [{"run_at": "2873-03-17T09:47:25+20:16"}]}
+    response = await client.post(url + "/batch", json=body, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    (run,) = response.json()["runs"]
+    assert datetime.fromisoformat(run["run_at"]) == datetime(2873, 3, 16, 13, 31, 25, tzinfo=UTC)
+    await client.post(f"/api/v1/runs/{run['id']}/cancel", headers=owner.headers)
 
 
 async def test_rerun_from_failed_reuses_what_succeeded(
