@@ -457,6 +457,11 @@ class Worker:
                 pipe.xclaim(
                     record.stream, keys.WORKERS_GROUP, self.name, 0, [record.entry_id], justid=True
                 )
+                # Pub/sub is at most once: a cancel published while this worker was
+                # (re)subscribing is still found here, at most a heartbeat late.
+                pipe.exists(
+                    keys.cancelled_attempt(message.tenant_id, message.task_run_id, message.attempt)
+                )
             now = time.time()
             info = {
                 "queues": list(self.config.queues),
@@ -479,6 +484,9 @@ class Worker:
         # not one.
         if replies and isinstance(replies[-1], Exception):
             raise replies[-1]
+        for index, record in enumerate(records):
+            if replies[index * 3 + 2] == 1:
+                self._cancel((record.message.task_run_id, record.message.attempt))
         metrics.WORKER_HEARTBEATS.inc()
 
     def _heartbeat_key(self) -> str:
@@ -537,7 +545,8 @@ class Worker:
     def _cancel(self, key: tuple[str, int]) -> None:
         """Stop the attempt ``key`` (task run id, attempt) if it runs here."""
         record = self.running.get(key)
-        if record is not None and record.task is not None:
+        # Heard once is enough: a second cancel would cut short the kill's grace period.
+        if record is not None and record.task is not None and not record.cancelled_by_user:
             record.cancelled_by_user = True
             if record.begun:
                 record.task.cancel()

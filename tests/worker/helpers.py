@@ -82,3 +82,12 @@ async def pending_count(redis: Redis, queue: str, tenant: str) -> int:
     """How many entries of the tenant's stream are delivered and not yet acknowledged."""
     summary = await redis.xpending(keys.queue_stream(tenant, queue), keys.WORKERS_GROUP)
     return int(summary["pending"])
+
+
+async def finished_result(redis: Redis, tenant: str, task_run_id: str) -> dict[str, Any]:
+    """The result a worker reported in the task run's ``finished`` event."""
+    for _, fields in await redis.xrange(keys.events_stream(tenant)):
+        event = json.loads(fields[EVENT_FIELD])
+        if event["task_run_id"] == task_run_id and event["kind"] == "finished":
+            return dict(event["result"])
+    raise AssertionError(f"no finished event for task run {task_run_id}")
