@@ -77,8 +77,10 @@ async def test_failed_task_is_retried_with_growing_delays(
             - datetime.fromisoformat(attempts[i]["finished_at"])
         ).total_seconds()
 
-    assert gap(0) >= 0.2 and gap(1) >= 0.6  # 0.2 s, then 0.2 x 3
-    assert gap(1) > gap(0)
+    # Never earlier than the policy says (0.2 s, then 0.2 x 3); how much later depends on
+    # the machine, so the gaps are not compared with each other (the delays themselves:
+    # tests/kernel/test_dag.py::test_retry_delays_grow_and_are_capped).
+    assert gap(0) >= 0.2 and gap(1) >= 0.6
 
 
 async def test_exhausted_retries_fail_the_run_and_skip_downstream(
