@@ -26,7 +26,6 @@ from kernel.dependencies import supervised
 from kernel.runtime import metrics
 from kernel.runtime.metrics import serve_metrics
 from kernel.runtime.redis import create_redis
-from kernel.secrets import TransitKeys
 from worker.main import log_shell_policy
 from worker.runner import Worker, WorkerConfig
 from worker.settings import WorkerSettings
@@ -42,14 +41,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def worker_config(
-    settings: Settings,
-    *,
-    queues: list[str],
-    concurrency: int,
-    tenant_id: str | None = None,
-    transit_keys: TransitKeys | None = None,
-) -> WorkerConfig:
+def worker_config(settings: Settings, *, queues: list[str], concurrency: int) -> WorkerConfig:
     """The configuration of the worker ``baton dev`` runs, from the API's settings - the
     same variables a worker started alone reads (``worker.settings``), mapped the same way."""
     worker_settings = WorkerSettings(
@@ -70,9 +62,7 @@ def worker_config(
         transit_key_id=settings.worker_transit_key_id,
         transit_previous_keys=settings.worker_transit_previous_keys,
     )
-    return worker_settings.config(
-        queues=queues, concurrency=concurrency, tenant_id=tenant_id, transit_keys=transit_keys
-    )
+    return worker_settings.config(queues=queues, concurrency=concurrency)
 
 
 async def run_processes(
