@@ -1,9 +1,9 @@
 """``pip install 'baton[worker]'`` in a fresh virtualenv gives a ``baton-worker`` that runs tasks.
 
 Opt-in like the rest of tests/onprem (``BATON_TEST_ONPREM=1``, ``make test-install``): pip
-fetches the worker's packages from the package index (about a minute). A wheel of this
-checkout is built without its dependencies, installed with the ``worker`` extra into a new
-virtualenv, and the venv's own ``baton-worker`` - with no access to this checkout or to the
+fetches the worker's packages (and the build's setuptools) from the package index (about a
+minute). This checkout is installed with the ``worker`` extra into a new virtualenv, and
+the venv's own ``baton-worker`` - with no access to this checkout or to the
 test environment's packages - takes a task from Redis and reports it finished, then stops on
 SIGTERM. This needs no engine: the test plays the engine's part on the wire.
 """
@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 import venv
@@ -50,8 +49,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _wheel(tmp_path: Path) -> Path:
-    """A wheel of this checkout (built from a copy: the checkout gets no build files)."""
+def _source(tmp_path: Path) -> Path:
+    """A copy of this checkout's package (pip builds in it: the checkout gets no build files)."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -59,33 +58,15 @@ def _wheel(tmp_path: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "node_modules", "*.pyc")
     for package in PACKAGES:
         shutil.copytree(ROOT / package, source / package, ignore=ignore)
-    out = tmp_path / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(source),
-        ],
-        check=True,
-        timeout=120,
-    )
-    (wheel,) = out.glob("baton-*.whl")
-    return wheel
+    return source
 
 
 def test_a_worker_only_install_runs_a_task(tmp_path: Path, redis_url: str) -> None:
-    wheel = _wheel(tmp_path)
+    source = _source(tmp_path)
     home = tmp_path / "venv"
     venv.create(home, with_pip=True)
     subprocess.run(
-        [str(home / "bin/pip"), "install", "-q", "--disable-pip-version-check", f"{wheel}[worker]"],
+        [str(home / "bin/pip"), "install", "-q", "--no-cache-dir", f"{source}[worker]"],
         check=True,
         timeout=300,
     )
