@@ -16,6 +16,7 @@ import hashlib
 import os
 import signal
 import subprocess
+import tomllib
 from pathlib import Path
 
 from httpx import AsyncClient
@@ -26,7 +27,14 @@ from backend.engine.loop import Engine
 from kernel.wire import keys
 from tests.fixtures.factories import Account
 from tests.fixtures.worker_alone import ROOT, worker_alone
-from tests.runs.factories import create_job, python_task, shell_task, trigger, wait_for_run
+from tests.runs.factories import (
+    create_job,
+    python_task,
+    shell_task,
+    task_of,
+    trigger,
+    wait_for_run,
+)
 from tests.secrets.helpers import create_secret, secret_name, secret_value
 from tests.workers.factories import create_worker_credential, unique_queue
 
@@ -158,3 +166,54 @@ async def test_a_worker_alone_refuses_to_start_without_its_production_settings(
     assert output.startswith("Refusing to start: BATON_REDIS_URL must name a Redis user")
     assert "BATON_WORKER_TRANSIT_KEY must be set" in output
     assert "JWT" not in output and "DATABASE" not in output
+
+
+async def test_sigterm_lets_the_running_task_of_a_worker_alone_finish(
+    client: AsyncClient,
+    owner: Account,
+    settings: Settings,
+    running_engine: Engine,
+    tmp_path: Path,
+) -> None:
+    """The first stage of shutdown: stop reading, finish what runs (within the grace)."""
+    assert settings.redis_url
+    queue = unique_queue()
+    process = _start(
+        ["--queue", queue, "--name", "draining-alone"],
+        _env(
+            tmp_path,
+            BATON_ENVIRONMENT="test",
+            BATON_REDIS_URL=settings.redis_url,
+            BATON_HEARTBEAT_SECONDS="0.5",
+        ),
+        tmp_path,
+    )
+    try:
+        job = await create_job(
+            client,
+            owner,
+            [python_task("slow", "worker.builtins:sleep", kwargs={"seconds": 1.5})],
+            queue=queue,
+        )
+        run = await trigger(client, owner, job["id"])
+        await wait_for_run(client, owner, run["id"], statuses={"running"}, timeout=60)
+        process.send_signal(signal.SIGTERM)  # once, while the task runs
+        finished = await wait_for_run(client, owner, run["id"], timeout=60)
+        output = await asyncio.to_thread(lambda: process.communicate(timeout=30)[0])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+    assert finished["status"] == "succeeded", (finished, output)
+    attempts = task_of(finished, "slow")["attempts"]
+    assert [(a["status"], a["worker"]) for a in attempts] == [("succeeded", "draining-alone")]
+    assert process.returncode == 0, output
+    assert "worker.stopped" in output
+
+
+def test_baton_worker_is_the_console_script_of_worker_main() -> None:
+    """What pip installs as `baton-worker` is what these tests start (the real console
+    script is run by tests/onprem/test_worker_install.py, opt-in)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["baton-worker"] == "worker.main:main"
+    assert "worker" in project["optional-dependencies"]
