@@ -211,7 +211,8 @@ class WorkerSettings:
             heartbeat_seconds=self.heartbeat_seconds,
             visibility_timeout_seconds=self.visibility_timeout_seconds,
             policy=self.policy(),
-            transit_keys=transit_keys or self.pool_transit_keys(),
+            # A tenant-hosted worker's own keys, even none: never the pool's.
+            transit_keys=self.pool_transit_keys() if transit_keys is None else transit_keys,
         )
         return replace(config, name=self.name) if self.name else config
 

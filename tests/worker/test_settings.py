@@ -236,3 +236,9 @@ def test_plan_of_a_tenant_hosted_worker_uses_its_credential() -> None:
 def test_plan_of_a_shared_worker_needs_a_redis_url() -> None:
     with pytest.raises(SettingError, match="BATON_REDIS_URL is not set"):
         plan(read())
+
+
+def test_a_credential_without_keys_never_gets_the_pools(tmp_path: Path) -> None:
+    bare = WorkerCredential(str(uuid.uuid4()), "builds", "bw-2", "pw", "redis://r:6379/0")
+    started = plan(read(worker_transit_key=KEY, data_dir=str(tmp_path)), credential=bare.encode())
+    assert started.config.transit_keys.keys == {} and started.config.transit_keys.per_queue
