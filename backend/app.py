@@ -25,7 +25,6 @@ from backend.core.errors import install_error_handlers
 from backend.core.input_policy import InputPolicyMiddleware
 from backend.core.middleware import RequestMiddleware
 from backend.core.openapi import ANY_ROUTE
-from backend.core.redis import create_redis
 from backend.core.settings import Process, Settings
 from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
@@ -40,6 +39,7 @@ from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
 from backend.web.router import install_dashboard
 from backend.workers.router import router as workers_router
+from kernel.runtime.redis import create_redis
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

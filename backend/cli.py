@@ -14,13 +14,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit_service
 from backend.core.db import commit, create_engine, create_sessionmaker, scope_to_tenant
-from backend.core.logging import configure_logging
 from backend.core.schema import provision_runtime_role, run_migrations
 from backend.core.settings import Process, Settings, UnsafeSettings
 from backend.processes import run_processes, worker_config
 from backend.tenants.repository import TenantDirectory
-from kernel.credential import CredentialError, WorkerCredential
-from kernel.secrets import TransitKeys
+from kernel.runtime.logs import configure_logging
+from worker.main import start as start_worker
 
 app = typer.Typer(help="Baton: multi-tenant job orchestration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -203,34 +202,19 @@ def worker(
         show_envvar=True,
         help="A tenant-hosted worker's credential (bwc_...): serves its tenant's queue only",
     ),
+    name: str | None = typer.Option(
+        None, envvar="BATON_WORKER_NAME", help="This worker's name (default worker-<host>-<pid>)"
+    ),
 ) -> None:
     """A worker: runs tasks from Redis Streams; never connects to PostgreSQL.
 
     With ``--credential`` it is a tenant-hosted worker: the credential carries its Redis
-    user, tenant and queue, and nothing else is needed (no JWT secret, no database).
+    user, tenant and queue, and nothing else is needed (no JWT secret, no database). The
+    same as ``baton-worker``, the command of an installation with the worker extra only.
     """
-    settings = Settings()
-    tenant_id: str | None = None
-    keys: TransitKeys | None = None
-    if credential:
-        try:
-            parsed = WorkerCredential.parse(credential)
-            redis_url = parsed.connection_url(settings.redis_url)
-        except CredentialError as error:
-            typer.echo(f"Refusing to start: {error}", err=True)
-            raise typer.Exit(2) from error
-        if queue not in (["default"], [parsed.queue]):
-            typer.echo(f"Refusing to start: this credential serves queue {parsed.queue!r} only")
-            raise typer.Exit(2)
-        settings = settings.model_copy(update={"redis_url": redis_url})
-        queue, tenant_id = [parsed.queue], parsed.tenant_id
-        keys = parsed.queue_transit_keys()
-    settings = _settings_for(Process.worker, settings=settings)
-    configure_logging(json_logs=not settings.is_dev)
-    config = worker_config(
-        settings, queues=queue, concurrency=concurrency, tenant_id=tenant_id, transit_keys=keys
+    raise typer.Exit(
+        start_worker(queues=queue, concurrency=concurrency, credential=credential, name=name)
     )
-    asyncio.run(run_processes(settings, api=False, engine=False, worker=config))
 
 
 @db_app.command("upgrade")

@@ -11,26 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
 
 import structlog
 import uvicorn
 
-from backend import metrics
 from backend.billing.metering import Meter
 from backend.core.db import create_engine, create_sessionmaker
-from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from backend.metrics.gather import QueueGatherer
-from backend.metrics.http import serve_metrics
 from backend.scheduler.loop import Scheduler
-from kernel.dependencies import Backoff
-from kernel.secrets import TransitKeys
-from worker.executors.base import ExecutorPolicy
+from kernel.dependencies import supervised
+from kernel.runtime import metrics
+from kernel.runtime.metrics import serve_metrics
+from kernel.runtime.redis import create_redis
+from worker.main import log_shell_policy
 from worker.runner import Worker, WorkerConfig
-from worker.sandbox.limits import SandboxLimits
-from worker.sandbox.probe import unavailable_reason
+from worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -43,73 +41,28 @@ class _Server(uvicorn.Server):
         yield
 
 
-def worker_config(
-    settings: Settings,
-    *,
-    queues: list[str],
-    concurrency: int,
-    tenant_id: str | None = None,
-    transit_keys: TransitKeys | None = None,
-) -> WorkerConfig:
-    """A worker's configuration from the settings and its command-line options
-    (``tenant_id`` and ``transit_keys``: a tenant-hosted worker's, from its credential)."""
-    return WorkerConfig(
-        queues=tuple(queues),
-        concurrency=concurrency,
-        tenant_id=tenant_id,
+def worker_config(settings: Settings, *, queues: list[str], concurrency: int) -> WorkerConfig:
+    """The configuration of the worker ``baton dev`` runs, from the API's settings - the
+    same variables a worker started alone reads (``worker.settings``), mapped the same way."""
+    worker_settings = WorkerSettings(
+        environment=settings.environment.value,
+        data_dir=settings.data_dir,
         heartbeat_seconds=settings.heartbeat_seconds,
         visibility_timeout_seconds=settings.visibility_timeout_seconds,
-        policy=ExecutorPolicy(
-            allow_shell=settings.worker_allow_shell,
-            allow_docker=settings.worker_allow_docker,
-            sandbox=settings.worker_sandbox,
-            sandbox_limits=SandboxLimits(
-                memory_mb=settings.worker_sandbox_memory_mb,
-                processes=settings.worker_sandbox_processes,
-                cpu_seconds=settings.worker_sandbox_cpu_seconds,
-                file_mb=settings.worker_sandbox_file_mb,
-            ),
-            docker_confined=settings.worker_sandbox,
-            python_modules=tuple(settings.worker_python_modules),
-            http_allowlist=tuple(settings.worker_http_allowlist),
-        ),
-        transit_keys=transit_keys or TransitKeys(dict(settings.worker_transit_keys)),
+        allow_shell=settings.worker_allow_shell,
+        allow_docker=settings.worker_allow_docker,
+        sandbox=settings.worker_sandbox,
+        sandbox_memory_mb=settings.worker_sandbox_memory_mb,
+        sandbox_processes=settings.worker_sandbox_processes,
+        sandbox_cpu_seconds=settings.worker_sandbox_cpu_seconds,
+        sandbox_file_mb=settings.worker_sandbox_file_mb,
+        python_modules=tuple(settings.worker_python_modules),
+        http_allowlist=tuple(settings.worker_http_allowlist),
+        transit_key=settings.worker_transit_key,
+        transit_key_id=settings.worker_transit_key_id,
+        transit_previous_keys=settings.worker_transit_previous_keys,
     )
-
-
-async def log_shell_policy(policy: ExecutorPolicy) -> None:
-    """Say once, at start, how this worker treats shell tasks (and why it refuses them)."""
-    if not policy.allow_shell:
-        log.info("worker.shell.refused", setting="BATON_WORKER_ALLOW_SHELL")
-    elif not policy.sandbox:
-        log.warning("worker.shell.unsandboxed", setting="BATON_WORKER_SANDBOX")
-    elif (reason := await unavailable_reason()) is not None:
-        log.error(
-            "worker.sandbox.unavailable",
-            reason=reason,
-            effect="shell tasks are refused",
-            setting="BATON_WORKER_SANDBOX",
-        )
-    else:
-        log.info("worker.sandbox.ready")
-
-
-async def _supervised(
-    name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event
-) -> None:
-    """Run a component until it returns; if it raises before shutdown, log and start it
-    again after a backoff. Every loop already rides out outages on its own; this is the
-    last line of defence, so that no error ends a process that should keep serving."""
-    backoff = Backoff()
-    while True:
-        try:
-            await run()
-            return
-        except Exception as error:  # the process's last line of defence
-            if stopping.is_set():
-                raise
-            log.exception("process.component_failed", component=name, error=type(error).__name__)
-            await asyncio.sleep(backoff.next_delay())
+    return worker_settings.config(queues=queues, concurrency=concurrency)
 
 
 async def run_processes(
@@ -151,8 +104,8 @@ async def run_processes(
         the_engine = Engine(settings, sessionmaker, redis, owns=scheduler.owns)
         the_engine.on_redis_lost = scheduler.rebuild_soon
         stoppers.extend([the_engine.stop, scheduler.stop])
-        tasks.append(asyncio.create_task(_supervised("engine", the_engine.run, stopping)))
-        tasks.append(asyncio.create_task(_supervised("scheduler", scheduler.run, stopping)))
+        tasks.append(asyncio.create_task(supervised("engine", the_engine.run, stopping)))
+        tasks.append(asyncio.create_task(supervised("scheduler", scheduler.run, stopping)))
         gatherer = QueueGatherer(
             redis,
             interval=settings.metrics_gather_seconds,
@@ -160,15 +113,15 @@ async def run_processes(
             sessionmaker=sessionmaker,
         )
         stoppers.append(gatherer.stop)
-        tasks.append(asyncio.create_task(_supervised("gatherer", gatherer.run, stopping)))
+        tasks.append(asyncio.create_task(supervised("gatherer", gatherer.run, stopping)))
         meter = Meter(sessionmaker, redis, interval=settings.metering_seconds, settings=settings)
         stoppers.append(meter.stop)
-        tasks.append(asyncio.create_task(_supervised("meter", meter.run, stopping)))
+        tasks.append(asyncio.create_task(supervised("meter", meter.run, stopping)))
     if worker is not None:
         await log_shell_policy(worker.policy)
         the_worker = Worker(redis, worker)
         stoppers.append(the_worker.stop)
-        tasks.append(asyncio.create_task(_supervised("worker", the_worker.run, stopping)))
+        tasks.append(asyncio.create_task(supervised("worker", the_worker.run, stopping)))
     if api:
         from backend.app import create_app
 

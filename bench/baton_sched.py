@@ -144,10 +144,10 @@ async def seed(
     from backend.core.db import commit, create_engine, create_sessionmaker
     from backend.core.permissions import Role
     from backend.core.principal import Principal, RequestOrigin
-    from backend.core.redis import create_redis
     from backend.jobs import service as jobs_service
     from backend.jobs.spec import JobSpec
     from bench.baton_bench import Tenant
+    from kernel.runtime.redis import create_redis
 
     settings = seed_settings(bench)
     engine = create_engine(settings.owner_database_url(), pool_size=SEED_CONCURRENCY)

@@ -21,10 +21,10 @@ import structlog
 
 from backend import metrics
 from backend.core.db import create_engine, create_sessionmaker
-from backend.core.logging import configure_logging
-from backend.core.redis import create_redis
 from backend.core.settings import Process, Settings
 from backend.scheduler.loop import Scheduler
+from kernel.runtime.logs import configure_logging
+from kernel.runtime.redis import create_redis
 
 log = structlog.get_logger("bench.scheduler_proc")
 

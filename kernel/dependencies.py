@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Literal
@@ -197,3 +197,22 @@ class Guard:
             self.status.mark_up(dependency, where=self.loop)
         self.seen_down.clear()
         return True
+
+
+async def supervised(
+    name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event
+) -> None:
+    """Run a process's component until it returns; if it raises before shutdown
+    (``stopping``), log and start it again after a backoff. Every loop already rides out
+    outages on its own; this is the last line of defence, so that no error ends a process
+    that should keep serving."""
+    backoff = Backoff()
+    while True:
+        try:
+            await run()
+            return
+        except Exception as error:  # the process's last line of defence
+            if stopping.is_set():
+                raise
+            log.exception("process.component_failed", component=name, error=type(error).__name__)
+            await asyncio.sleep(backoff.next_delay())

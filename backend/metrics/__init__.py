@@ -3,20 +3,14 @@
 - ``registry``: every metric Baton defines, its help text and its bounded label values.
 - ``samples``: engine observations, recorded after the transaction that made them commits.
 - ``gather``: the engine's periodic queue depth / pending gatherer.
-- ``http``: the API's instrumented, optionally token-protected ``/metrics``; metrics ports.
+- ``http``: the API's instrumented, optionally token-protected ``/metrics``.
 
-This package imports only prometheus_client at this level, so workers (which never touch
-PostgreSQL) can use ``kernel.metrics``.
+The metric definitions are ``kernel.metrics``; :func:`configure` and the metrics ports are
+``kernel.runtime.metrics``, which a worker installed alone uses too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from kernel.runtime.metrics import configure
 
-from kernel.metrics import TENANTS, initialise_label_values
-
-
-def configure(tenant_labels: Iterable[str]) -> None:
-    """Apply ``BATON_METRICS_TENANT_LABELS``: the tenants that get a label value of their own."""
-    TENANTS.configure(tenant_labels)
-    initialise_label_values()  # the configured tenants' series start at zero too
+__all__ = ["configure"]

@@ -1,4 +1,4 @@
-"""Serving metrics: the API's ``/metrics`` and the engine's and workers' metrics ports.
+"""Serving metrics: the API's ``/metrics`` (the metrics ports are ``kernel.runtime.metrics``).
 
 The API uses prometheus-fastapi-instrumentator: request counts and latency histograms
 labelled by route *template* (``/api/v1/runs/{run_id}``, never the raw path; a path no route
@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Callable, Iterable
 
 from fastapi import Depends, FastAPI, Request
-from prometheus_client import CollectorRegistry, Metric, start_http_server
+from prometheus_client import CollectorRegistry, Metric
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from backend.core.errors import AuthenticationRequired, InvalidToken
@@ -73,15 +73,3 @@ def install_api_metrics(app: FastAPI, *, token: str | None) -> CollectorRegistry
         dependencies=[Depends(metrics_guard(token))],
     )
     return registry
-
-
-def serve_metrics(host: str, port: int) -> Callable[[], None]:
-    """Serve :data:`REGISTRY` on ``host:port`` (a thread); returns the function that stops it."""
-    server, thread = start_http_server(port, addr=host, registry=REGISTRY)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return stop

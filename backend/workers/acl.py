@@ -28,8 +28,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from backend.core.redis import create_redis
 from backend.core.settings import Settings
+from kernel.runtime.redis import create_redis
 from kernel.wire import keys
 
 log = structlog.get_logger(__name__)

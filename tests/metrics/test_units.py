@@ -19,9 +19,9 @@ import pytest
 
 from backend.core.settings import Settings
 from backend.metrics import configure
-from backend.metrics.http import serve_metrics
 from backend.metrics.samples import EngineSamples
 from kernel.metrics import TENANTS, TenantLabels, track_worker, untrack_worker
+from kernel.runtime.metrics import serve_metrics
 from tests.metrics.helpers import value
 
 

@@ -7,9 +7,10 @@ from structlog.testing import capture_logs
 
 from backend.cli import dev_shell
 from backend.core.settings import Settings
-from backend.processes import log_shell_policy, worker_config
+from backend.processes import worker_config
 from tests.worker.helpers import LogCollector, MessageFactory
 from worker.executors import ExecutorPolicy, executor_for
+from worker.main import log_shell_policy
 from worker.sandbox import probe
 
 SHELL_SETTINGS = ("BATON_WORKER_ALLOW_SHELL", "BATON_WORKER_ALLOW_DOCKER", "BATON_WORKER_SANDBOX")

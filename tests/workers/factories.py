@@ -8,8 +8,8 @@ from typing import Any
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
-from backend.core.redis import create_redis
 from kernel.credential import WorkerCredential
+from kernel.runtime.redis import create_redis
 from tests.fixtures.factories import Account
 
 

@@ -17,7 +17,6 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
-from backend.core.redis import create_redis
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.workers.acl import (
@@ -27,6 +26,7 @@ from backend.workers.acl import (
     set_tenant_worker_user,
 )
 from kernel.credential import WorkerCredential
+from kernel.runtime.redis import create_redis
 from kernel.wire import keys
 from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from tests.fixtures.execution import worker_config

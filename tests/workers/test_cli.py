@@ -65,3 +65,25 @@ def test_a_credential_serves_its_own_queue_only(monkeypatch: pytest.MonkeyPatch)
     result = runner.invoke(cli, ["worker", "--queue", "other", "--credential", credential.encode()])
     assert result.exit_code == 2
     assert "serves queue 'builds' only" in result.output
+
+
+def test_baton_worker_reads_the_workers_own_settings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`baton worker` runs `baton-worker`'s code: a JWT secret the API would refuse (too
+    short) and a database URL are not read; what the worker lacks in production is named."""
+    monkeypatch.setenv("BATON_ENVIRONMENT", "production")
+    monkeypatch.setenv("BATON_REDIS_URL", "redis://redis.invalid:6379/0")
+    monkeypatch.setenv("BATON_JWT_SECRET", "short")
+    monkeypatch.setenv("BATON_DATABASE_URL", "not a url")
+    monkeypatch.delenv("BATON_WORKER_TRANSIT_KEY", raising=False)
+    result = runner.invoke(cli, ["worker"])
+    assert result.exit_code == 2
+    assert "Refusing to start: BATON_REDIS_URL must name a Redis user" in result.output
+    assert "BATON_WORKER_TRANSIT_KEY must be set" in result.output
+    assert "JWT" not in result.output and "DATABASE" not in result.output
+
+
+def test_baton_worker_names_an_unusable_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATON_WORKER_SANDBOX_CPU_SECONDS", "an hour")
+    result = runner.invoke(cli, ["worker"])
+    assert result.exit_code == 2
+    assert "BATON_WORKER_SANDBOX_CPU_SECONDS must be a whole number" in result.output

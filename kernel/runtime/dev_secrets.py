@@ -4,13 +4,16 @@ When ``BATON_JWT_SECRET`` (or ``BATON_APP_DB_PASSWORD``) is not set in ``dev``, 
 random value created on first use in the data directory (``<data_dir>/jwt-secret``,
 ``<data_dir>/app-db-password``, mode 0600), so every installation has its own and a token
 signed by one is worthless on another. In ``test`` the value is random per process and
-never written. Production refuses to start without the real settings (``Settings``), and
+never written. A worker started alone (``worker.settings``) uses the same files for the
+one it needs, the transit key, so it opens what a ``baton dev`` or ``baton scheduler``
+beside it seals. Production refuses to start without the real settings, and
 ``baton api`` / ``baton dev`` refuse to listen on a non-loopback address with a generated
 JWT secret (:func:`is_generated`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -59,6 +62,12 @@ def process_secret(name: str) -> str:
     value = _per_process.setdefault(name, secrets.token_hex(32))
     _generated.add(value)
     return value
+
+
+def as_key(generated: str) -> str:
+    """A generated secret (64 hex digits) as a key setting's value (32 bytes, base64): the
+    form of ``BATON_SECRETS_KEK`` and ``BATON_WORKER_TRANSIT_KEY``."""
+    return base64.b64encode(bytes.fromhex(generated)[:32]).decode()
 
 
 def is_generated(value: str) -> bool:

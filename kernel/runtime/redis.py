@@ -1,6 +1,9 @@
-"""Redis client factory. One client per process, created in the app lifespan."""
+"""The Redis client of every Baton process (one per process), and what production asks of
+its URL."""
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -21,3 +24,11 @@ def create_redis(url: str) -> Redis:
         ExponentialWithJitterBackoff(base=0.01, cap=1), retries=10, is_retryable=_retryable
     )
     return Redis.from_url(url, decode_responses=True, health_check_interval=30, retry=retry)
+
+
+def redis_authenticated(url: str | None) -> bool:
+    """True when ``url`` names a password (a Redis ACL user), or when nothing is configured
+    (the process then fails on the missing URL itself): what production requires."""
+    if url is None:
+        return True
+    return bool(urlsplit(url).password)
