@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.fixtures.factories",
     "tests.fixtures.execution",
     "tests.fixtures.server",
+    "tests.fixtures.stripe",
 ]
 
 

@@ -15,6 +15,7 @@ from backend.core.settings import Settings
 from backend.web import (
     admin,
     audit,
+    billing,
     gallery,
     jobs,
     public,
@@ -39,6 +40,7 @@ for area in (
     runs.router,
     settings.router,
     usage.router,
+    billing.router,
     secrets.router,
     workers.router,
     audit.router,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 from httpx import ASGITransport, AsyncClient
@@ -15,6 +15,20 @@ from tests.web.helpers import Browser, BrowserFactory
 @pytest.fixture
 async def create_browser(app: object) -> AsyncIterator[BrowserFactory]:
     """``await create_browser(account)``: a browser logged in as ``account`` (None: anonymous)."""
+    async with browsers_of(app) as make:
+        yield make
+
+
+@pytest.fixture
+async def create_billed_browser(stripe_app: object) -> AsyncIterator[BrowserFactory]:
+    """The same, on an API with Stripe billing (``tests/fixtures/stripe.py``)."""
+    async with browsers_of(stripe_app) as make:
+        yield make
+
+
+@asynccontextmanager
+async def browsers_of(app: object) -> AsyncIterator[BrowserFactory]:
+    """Logged-in (or anonymous) browsers on ``app``, closed on leaving."""
     async with AsyncExitStack() as stack:
 
         async def make(account: Account | None = None) -> Browser:
