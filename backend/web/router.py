@@ -13,9 +13,11 @@ from fastapi.staticfiles import StaticFiles
 
 from backend.core.settings import Settings
 from backend.web import (
+    account,
     admin,
     audit,
     billing,
+    dev,
     gallery,
     jobs,
     public,
@@ -35,6 +37,7 @@ VENDOR_PACKAGES = {"htmx": "htmx.org/dist", "htmx-ext-sse": "htmx-ext-sse/dist"}
 router = APIRouter(include_in_schema=False)
 for area in (
     public.router,
+    account.router,
     jobs.router,
     gallery.router,
     runs.router,
@@ -45,6 +48,7 @@ for area in (
     workers.router,
     audit.router,
     admin.router,
+    dev.router,
 ):
     router.include_router(area)
 

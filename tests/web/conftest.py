@@ -26,6 +26,14 @@ async def create_billed_browser(stripe_app: object) -> AsyncIterator[BrowserFact
         yield make
 
 
+@pytest.fixture
+async def create_hosted_browser(mailing_app: object) -> AsyncIterator[BrowserFactory]:
+    """The same, on an API that mails through the tests' SMTP server and requires verified
+    addresses (``tests/fixtures/mail.py``)."""
+    async with browsers_of(mailing_app) as make:
+        yield make
+
+
 @asynccontextmanager
 async def browsers_of(app: object) -> AsyncIterator[BrowserFactory]:
     """Logged-in (or anonymous) browsers on ``app``, closed on leaving."""
