@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
-from httpx import ASGITransport, AsyncClient
 
 from tests.fixtures.factories import Account
-from tests.web.helpers import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory, browsers_of
 
 
 @pytest.fixture
@@ -31,36 +29,6 @@ async def create_hosted_browser(mailing_app: object) -> AsyncIterator[BrowserFac
     """The same, on an API that mails through the tests' SMTP server and requires verified
     addresses (``tests/fixtures/mail.py``)."""
     async with browsers_of(mailing_app) as make:
-        yield make
-
-
-@asynccontextmanager
-async def browsers_of(app: object) -> AsyncIterator[BrowserFactory]:
-    """Logged-in (or anonymous) browsers on ``app``, closed on leaving."""
-    async with AsyncExitStack() as stack:
-
-        async def make(account: Account | None = None) -> Browser:
-            transport = ASGITransport(app=app, client=("198.51.100.9", 41000))  # type: ignore[arg-type]
-            http = await stack.enter_async_context(
-                AsyncClient(transport=transport, base_url="http://baton.test")
-            )
-            browser = Browser(http)
-            await browser.get("/login")
-            if account is not None:
-                response = await browser.post(
-                    "/login",
-                    {
-                        "email": account.email,
-                        "password": account.password,
-                        "tenant": account.tenant_slug,
-                    },
-                )
-                assert response.status_code == 303, response.text
-                # Its CSRF token is bound to the session: take it from the page the login
-                # redirects to, as a real browser does.
-                await browser.get(response.headers["location"])
-            return browser
-
         yield make
 
 

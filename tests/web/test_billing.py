@@ -5,15 +5,27 @@ and webhooks are signed with Stripe's scheme (``tests/billing/webhooks.py``)."""
 
 from __future__ import annotations
 
+import socket
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.app import create_app
+from backend.core.settings import Settings
 from tests.billing.fake_stripe import FakeStripe
 from tests.billing.webhooks import PRICES, deliver, event, subscription
 from tests.fixtures.factories import Account, create_member
-from tests.web.helpers import Browser, BrowserFactory, assert_login_redirect, assert_page
+from tests.web.helpers import (
+    Browser,
+    BrowserFactory,
+    assert_login_redirect,
+    assert_page,
+    browsers_of,
+)
 
 BILLING = "/settings/billing"
 CHECKOUT = "/settings/billing/checkout"
@@ -178,3 +190,33 @@ async def test_without_billing_limits_come_from_configuration(owner_browser: Bro
     assert 'data-testid="billing-invoices"' not in html
     assert (await owner_browser.post(CHECKOUT, {"plan": "team"})).status_code == 404
     assert (await owner_browser.post(PORTAL)).status_code == 404
+
+
+@pytest.fixture(scope="module")
+async def stripe_down_app(stripe_settings: Settings) -> AsyncIterator[object]:
+    """Stripe billing, but Stripe does not answer (nothing listens at its address)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = stripe_settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{port}"})
+    application = create_app(down)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def test_the_page_says_when_stripe_does_not_answer(
+    stripe_down_app: object, owner: Account, owner_engine: AsyncEngine
+) -> None:
+    async with owner_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO billing_accounts (tenant, customer_id, status)"
+                " VALUES (:t, :c, 'active')"
+            ),
+            {"t": owner.tenant_id, "c": f"cus_{uuid.uuid4().hex[:14]}"},
+        )
+    async with browsers_of(stripe_down_app) as make:
+        browser = await make(owner)
+        html = assert_page(await browser.get(BILLING))
+        assert "Stripe did not answer" in html
+        assert 'data-testid="billing-plan">free<' in html
