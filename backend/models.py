@@ -2,7 +2,7 @@
 
 from backend.accounts.models import AccountToken
 from backend.audit.models import AuditEvent
-from backend.billing.models import BillingAccount, StripeEvent, UsageDay
+from backend.billing.models import BillingAccount, MeterReport, StripeEvent, UsageDay
 from backend.jobs.models import Job, JobVersion
 from backend.plans.models import PlanRow
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
@@ -23,6 +23,7 @@ __all__ = [
     "JobTemplate",
     "JobVersion",
     "Membership",
+    "MeterReport",
     "PlanRow",
     "RefreshToken",
     "Run",

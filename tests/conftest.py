@@ -20,7 +20,9 @@ pytest_plugins = [
     "tests.fixtures.docker_engine",
     "tests.fixtures.factories",
     "tests.fixtures.execution",
+    "tests.fixtures.mail",
     "tests.fixtures.server",
+    "tests.fixtures.stripe",
 ]
 
 

@@ -53,3 +53,12 @@ class Accepted(BaseModel):
     user_id: uuid.UUID
     tenant_id: uuid.UUID
     role: str
+
+
+class InvitationInvite(BaseModel):
+    """What an invitation link offers, shown before it is accepted."""
+
+    email: str
+    tenant_name: str
+    role: str
+    has_account: bool  # the address has an account: joining asks no password

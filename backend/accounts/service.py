@@ -19,7 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.accounts.mail import Mail, send_after_commit
 from backend.accounts.models import AccountToken, TokenPurpose
-from backend.accounts.schemas import InvitationPublic
+from backend.accounts.schemas import InvitationInvite, InvitationPublic
 from backend.audit import service as audit
 from backend.core.db import scope_to_tenant, scope_to_user
 from backend.core.errors import BadRequest, Conflict, NotFound, PermissionDenied
@@ -67,6 +67,17 @@ async def _issue(
     session.add(row)
     await session.flush()
     return row, raw
+
+
+async def _valid(session: AsyncSession, purpose: TokenPurpose, raw: str) -> AccountToken:
+    """The token's row if it may still be redeemed, without redeeming it; 400 otherwise."""
+    statement = select(AccountToken).where(col(AccountToken.token_hash) == hash_secret(raw))
+    row = (await session.exec(statement)).first()
+    if row is None or row.purpose != purpose or row.used_at is not None:
+        raise BadRequest(INVALID_LINK)
+    if is_expired(row.expires_at):
+        raise BadRequest(INVALID_LINK)
+    return row
 
 
 async def _redeem(session: AsyncSession, purpose: TokenPurpose, raw: str) -> AccountToken:
@@ -269,6 +280,33 @@ async def revoke_invitation(
     await session.flush()
     await audit.record_for(
         session, principal, "member.invitation_revoked", target_type="invitation", target_id=row.id
+    )
+
+
+async def check_verification_link(session: AsyncSession, token: str) -> None:
+    """400 unless ``token`` is a verification link that still works (not redeemed)."""
+    await _valid(session, TokenPurpose.verify_email, token)
+
+
+async def check_reset_link(session: AsyncSession, token: str) -> None:
+    """400 unless ``token`` is a password reset link that still works (not redeemed: the
+    page asking for the new password shows only for a link that can set one)."""
+    await _valid(session, TokenPurpose.reset_password, token)
+
+
+async def describe_invitation(session: AsyncSession, token: str) -> InvitationInvite:
+    """What an invitation link offers - the tenant, the role, the address, and whether the
+    address has an account already (then no password is asked) - without accepting it;
+    400 for a link that no longer works."""
+    row = await _valid(session, TokenPurpose.invitation, token)
+    if row.tenant is None or row.role is None:
+        raise BadRequest(INVALID_LINK)
+    tenant = await TenantDirectory(session).get(row.tenant)
+    if tenant is None:
+        raise BadRequest(INVALID_LINK)
+    existing = await UserRepository(session).get_by_email(row.email)
+    return InvitationInvite(
+        email=row.email, tenant_name=tenant.name, role=row.role, has_account=existing is not None
     )
 
 

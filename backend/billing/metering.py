@@ -10,8 +10,9 @@ after it) and *replaces* their rows, so a pass repeated or cut short counts noth
 Each pass also enforces the plan's log retention (``purge_logs``: old lines of each
 tenant, in bounded batches, by ``ix_task_logs_logged``). With Stripe billing, each pass
 also suspends the tenants whose grace period after a failed
-payment is over (``stripe_billing.enforce_grace``). It runs as a loop of its own beside
-the engine (``backend/processes.py``), one short
+payment is over (``stripe_billing.enforce_grace``) and reports the usage to Stripe's
+Billing Meters (``meter_reporter.report_usage``, once per increment). It runs as a loop of
+its own beside the engine (``backend/processes.py``), one short
 transaction per tenant per pass, every ``BATON_METERING_SECONDS``.
 """
 
@@ -30,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.billing.meter_reporter import report_usage
 from backend.billing.stripe_billing import enforce_grace
 from backend.core.db import commit, tenant_transaction
 from backend.core.models import utcnow
@@ -193,6 +195,9 @@ class Meter:
                     async with self.sessionmaker() as session:
                         await enforce_grace(session, self.redis, self.settings)
                         await commit(session)
+                    # The day's usage just rolled up goes to Stripe's meters (once).
+                    reported = await report_usage(self.sessionmaker, self.settings)
+                    log.debug("metering.reported", meter_events=reported)
             except (RedisError, OSError, SQLAlchemyError) as error:
                 log.warning("metering.failed", error=type(error).__name__)
             with contextlib.suppress(TimeoutError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column
+from sqlalchemy import BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from backend.core.models import tenant_pk, timestamp
@@ -52,3 +52,26 @@ class StripeEvent(SQLModel, table=True):
     type: str = Field(max_length=100)
     created: int = Field(sa_column=Column(BigInteger, nullable=False))
     received_at: datetime = timestamp()
+
+
+class MeterReport(SQLModel, table=True):
+    """Usage sent (or about to be sent) to a Stripe Billing Meter (tenant-owned, row-level
+    security). One row per increment of a tenant's day of one meter: written and committed
+    *before* it is sent, with the identifier Stripe deduplicates by, and marked ``sent_at``
+    once Stripe answered. A row still unsent after a crash is sent again with the same
+    identifier and value, so Stripe counts it once (``billing/meter_reporter.py``)."""
+
+    __tablename__ = "meter_reports"
+    __table_args__ = (UniqueConstraint("tenant_id", "identifier"),)
+
+    tenant_id: uuid.UUID = tenant_pk()
+    day: date = Field(primary_key=True)
+    meter: str = Field(primary_key=True, max_length=40)  # a usage_daily column
+    seq: int = Field(primary_key=True)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))
+    identifier: str = Field(max_length=100)
+    event_name: str = Field(max_length=100)
+    customer_id: str = Field(max_length=255)
+    event_time: int = Field(sa_column=Column(BigInteger, nullable=False))  # Unix seconds
+    created_at: datetime = timestamp()
+    sent_at: datetime | None = timestamp(nullable=True, default_now=False)

@@ -11,6 +11,7 @@ from backend.billing import service, stripe_billing
 from backend.billing.schemas import (
     BillingState,
     CheckoutCreate,
+    InvoicePublic,
     RedirectUrl,
     UsageReport,
     WebhookReceipt,
@@ -48,15 +49,18 @@ async def billing_state(
     principal: Principal = Authorized(Permission.profile_read),
 ) -> BillingState:
     """The tenant's plan and subscription state."""
-    account = await stripe_billing.account_of(session, principal.tenant_id)
-    return BillingState(
-        billing=settings.billing,
-        plan=principal.plan,
-        status=account.status if account else "none",
-        past_due_since=account.past_due_since if account else None,
-        suspended_by_billing=bool(account and account.suspended_by_billing),
-        has_customer=bool(account and account.customer_id),
-    )
+    return await stripe_billing.billing_state(session, settings, principal)
+
+
+@router.get("/billing/invoices", response_model=list[InvoicePublic])
+async def invoices(
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Principal = Authorized(Permission.members_manage),
+) -> list[InvoicePublic]:
+    """The tenant's Stripe invoices, newest first, with links to Stripe's invoice page and
+    PDF (owners and admins; an empty list when Stripe billing is off)."""
+    return await stripe_billing.invoices(session, settings, principal)
 
 
 @router.post("/billing/checkout", response_model=RedirectUrl, responses={**BY_ID, **CONFLICT})

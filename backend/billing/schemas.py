@@ -63,3 +63,17 @@ class BillingState(BaseModel):
 class WebhookReceipt(BaseModel):
     received: bool
     duplicate: bool
+
+
+class InvoicePublic(BaseModel):
+    """One of the tenant's Stripe invoices; the links are Stripe's hosted page and PDF."""
+
+    id: str
+    number: str | None
+    status: str | None  # draft | open | paid | uncollectible | void
+    amount_due: int  # in the currency's smallest unit (cents)
+    amount_paid: int
+    currency: str
+    created: datetime
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None

@@ -27,8 +27,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
 from backend.billing.models import BillingAccount
+from backend.billing.schemas import BillingState, InvoicePublic
 from backend.core.db import after_commit, scope_to_tenant
-from backend.core.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from backend.core.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+)
 from backend.core.models import utcnow
 from backend.core.permissions import Role
 from backend.core.principal import Actor, Principal
@@ -50,7 +57,7 @@ def _require_stripe(settings: Settings) -> None:
 
 
 def _require_owner(principal: Principal) -> None:
-    if principal.role != Role.owner:
+    if not can_manage(principal):
         raise PermissionDenied("Only the tenant's owners manage its billing")
 
 
@@ -86,6 +93,68 @@ async def _lock_account(session: AsyncSession, tenant_id: uuid.UUID) -> BillingA
         .execution_options(populate_existing=True)
     )
     return (await session.exec(statement)).one()
+
+
+async def billing_state(
+    session: AsyncSession, settings: Settings, principal: Principal
+) -> BillingState:
+    """The tenant's plan and subscription state (any member)."""
+    account = await account_of(session, principal.tenant_id)
+    return BillingState(
+        billing=settings.billing,
+        plan=principal.plan,
+        status=account.status if account else "none",
+        past_due_since=account.past_due_since if account else None,
+        suspended_by_billing=bool(account and account.suspended_by_billing),
+        has_customer=bool(account and account.customer_id),
+    )
+
+
+def can_manage(principal: Principal) -> bool:
+    """Whether the caller may start Checkout or open the portal (the tenant's owners)."""
+    return principal.role == Role.owner
+
+
+# Invoices listed at most (the portal has them all).
+INVOICES_LISTED = 24
+
+
+async def invoices(
+    session: AsyncSession, settings: Settings, principal: Principal
+) -> list[InvoicePublic]:
+    """The tenant's Stripe invoices, newest first, with Stripe's links to view and download
+    them; none before the tenant is a customer, and none without Stripe billing (no
+    invoice exists then). 503 when Stripe does not answer."""
+    if settings.billing != "stripe":
+        return []
+    account = await account_of(session, principal.tenant_id)
+    if account is None or account.customer_id is None:
+        return []
+    try:
+        listed = await client(settings).v1.invoices.list_async(
+            params={"customer": account.customer_id, "limit": INVOICES_LISTED}
+        )
+    except stripe.StripeError as error:
+        log.warning(
+            "billing.invoices_unavailable",
+            tenant_id=str(principal.tenant_id),
+            error=type(error).__name__,
+        )
+        raise ServiceUnavailable("Stripe did not answer; try again shortly") from error
+    return [
+        InvoicePublic(
+            id=str(item.id),
+            number=item.number,
+            status=item.status,
+            amount_due=int(item.amount_due or 0),
+            amount_paid=int(item.amount_paid or 0),
+            currency=str(item.currency or ""),
+            created=datetime.fromtimestamp(int(item.created or 0), UTC),
+            hosted_invoice_url=item.hosted_invoice_url,
+            invoice_pdf=item.invoice_pdf,
+        )
+        for item in listed.data
+    ]
 
 
 # ------------------------------------------------------------------------------ sessions
@@ -125,8 +194,8 @@ async def checkout(
         "line_items": items,
         "metadata": {"tenant_id": tenant, "plan": plan},
         "subscription_data": {"metadata": {"tenant_id": tenant, "plan": plan}},
-        "success_url": _dashboard_url(settings, "/settings/usage?checkout=done"),
-        "cancel_url": _dashboard_url(settings, "/settings/usage?checkout=cancelled"),
+        "success_url": _dashboard_url(settings, "/settings/billing?checkout=done"),
+        "cancel_url": _dashboard_url(settings, "/settings/billing?checkout=cancelled"),
     }
     created = await stripe_client.v1.checkout.sessions.create_async(params=params)
     await audit.record_for(
@@ -151,7 +220,7 @@ async def portal(session: AsyncSession, settings: Settings, principal: Principal
     created = await client(settings).v1.billing_portal.sessions.create_async(
         params={
             "customer": account.customer_id,
-            "return_url": _dashboard_url(settings, "/settings/usage"),
+            "return_url": _dashboard_url(settings, "/settings/billing"),
         }
     )
     return str(created.url)

@@ -31,6 +31,14 @@ from kernel.runtime.redis import redis_authenticated
 MIN_JWT_KEY_BYTES = 32
 
 
+# The ``usage_daily`` columns that can be reported to a Stripe meter.
+MeteredUsage = Literal["runs", "task_seconds", "log_bytes", "api_requests"]
+
+
+def _default_meters() -> dict[MeteredUsage, str]:
+    return {"task_seconds": "baton_task_seconds"}
+
+
 class Environment(StrEnum):
     dev = "dev"
     test = "test"
@@ -148,6 +156,10 @@ class Settings(BaseSettings):
     stripe_api_base: str = "https://api.stripe.com"
     stripe_prices: dict[str, str] = Field(default_factory=dict)
     stripe_metered_price: str = ""
+    # Usage reported to Stripe Billing Meters while ``stripe_metered_price`` is set: a
+    # ``usage_daily`` column -> the event name of the Stripe meter counting it
+    # (``billing/meter_reporter.py``; the metered price must be attached to that meter).
+    stripe_meters: dict[MeteredUsage, str] = Field(default_factory=_default_meters)
     billing_grace_days: float = Field(default=7.0, ge=0)
 
     # Outgoing email (verification, password reset, invitations). Unset host: mails are

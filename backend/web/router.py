@@ -13,8 +13,11 @@ from fastapi.staticfiles import StaticFiles
 
 from backend.core.settings import Settings
 from backend.web import (
+    account,
     admin,
     audit,
+    billing,
+    dev,
     gallery,
     jobs,
     public,
@@ -34,15 +37,18 @@ VENDOR_PACKAGES = {"htmx": "htmx.org/dist", "htmx-ext-sse": "htmx-ext-sse/dist"}
 router = APIRouter(include_in_schema=False)
 for area in (
     public.router,
+    account.router,
     jobs.router,
     gallery.router,
     runs.router,
     settings.router,
     usage.router,
+    billing.router,
     secrets.router,
     workers.router,
     audit.router,
     admin.router,
+    dev.router,
 ):
     router.include_router(area)
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, Response
 from pydantic import ValidationError
 
+from backend.accounts import service as accounts_service
+from backend.accounts.schemas import InvitationCreate
 from backend.core.db import SessionDep
 from backend.core.deps import SettingsDep
 from backend.core.errors import ValidationFailed
@@ -41,6 +43,8 @@ NOTICES = {
     "role-changed": "Role changed.",
     "member-removed": "Member removed; their sessions and API tokens no longer work.",
     "token-revoked": "Token revoked; it stops working on its next request.",
+    "invited": "Invitation sent: the link in it works once, until it expires.",
+    "invitation-revoked": "Invitation withdrawn; its link no longer works.",
 }
 
 
@@ -61,6 +65,7 @@ async def _members_page(
     notice: str | None = None,
 ) -> Response:
     members = await members_service.list_members(session, principal)
+    invitations = await accounts_service.list_invitations(session, principal)
     can_manage = web_allows(principal, Permission.members_manage)
     rows = [
         {"member": m, "manageable": can_manage and principal.role.at_least(m.role)} for m in members
@@ -72,6 +77,7 @@ async def _members_page(
             "principal": principal,
             "section": "members",
             "rows": rows,
+            "invitations": invitations,
             "can_manage": can_manage,
             "roles": grantable_roles(principal),
         },
@@ -118,6 +124,43 @@ async def add_member(
     if isinstance(outcome, Refused):
         return await _members_page(request, session, principal, form=outcome)
     return redirect(request, "/settings/members?notice=member-added")
+
+
+@router.post("/settings/invitations")
+async def invite_member(
+    request: Request,
+    _: CsrfChecked,
+    session: SessionDep,
+    settings: SettingsDep,
+    email: FormText = "",
+    role: Annotated[str, Form(max_length=20)] = "",
+    principal: Principal = WebAuthorized(Permission.members_manage),
+) -> Response:
+    """Invite an address by email (as ``POST /api/v1/invitations``): a role up to the
+    caller's, within the plan's members limit."""
+    values = {"form": "invite", "email": email, "role": role}
+
+    async def invite() -> None:
+        body = InvitationCreate.model_validate({"email": email, "role": role})
+        await accounts_service.invite(session, settings, principal, str(body.email), body.role)
+
+    outcome = await submit(session, invite, values, service_fields=True)
+    if isinstance(outcome, Refused):
+        return await _members_page(request, session, principal, form=outcome)
+    return redirect(request, "/settings/members?notice=invited")
+
+
+@router.post("/settings/invitations/{invitation_id}/revoke")
+async def revoke_invitation(
+    request: Request,
+    invitation_id: uuid.UUID,
+    _: CsrfChecked,
+    session: SessionDep,
+    principal: Principal = WebAuthorized(Permission.members_manage),
+) -> Response:
+    """Withdraw a pending invitation (as ``DELETE /api/v1/invitations/{id}``)."""
+    await accounts_service.revoke_invitation(session, principal, invitation_id)
+    return redirect(request, "/settings/members?notice=invitation-revoked")
 
 
 @router.post("/settings/members/{user_id}/role")

@@ -147,7 +147,7 @@ async def test_checkout_creates_a_customer_once_and_a_subscription_session(
     assert sent["line_items[0][price]"] == PRICES["team"]
     assert sent["line_items[1][price]"] == "price_task_seconds"
     assert sent["subscription_data[metadata][tenant_id]"] == str(owner.tenant_id)
-    assert sent["success_url"].startswith("https://baton.test/settings/usage")
+    assert sent["success_url"].startswith("https://baton.test/settings/billing")
     request = stripe_server.requests[-1]
     assert request["authorization"] == "Bearer sk_test_baton"
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from httpx import AsyncClient, Response
+from httpx import ASGITransport, AsyncClient, Response
+
+from tests.fixtures.factories import Account
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -50,6 +53,36 @@ class Browser:
 
 
 BrowserFactory = Callable[..., Awaitable[Browser]]
+
+
+@asynccontextmanager
+async def browsers_of(app: object) -> AsyncIterator[BrowserFactory]:
+    """Logged-in (or anonymous) browsers on ``app``, closed on leaving."""
+    async with AsyncExitStack() as stack:
+
+        async def make(account: Account | None = None) -> Browser:
+            transport = ASGITransport(app=app, client=("198.51.100.9", 41000))  # type: ignore[arg-type]
+            http = await stack.enter_async_context(
+                AsyncClient(transport=transport, base_url="http://baton.test")
+            )
+            browser = Browser(http)
+            await browser.get("/login")
+            if account is not None:
+                response = await browser.post(
+                    "/login",
+                    {
+                        "email": account.email,
+                        "password": account.password,
+                        "tenant": account.tenant_slug,
+                    },
+                )
+                assert response.status_code == 303, response.text
+                # Its CSRF token is bound to the session: take it from the page the login
+                # redirects to, as a real browser does.
+                await browser.get(response.headers["location"])
+            return browser
+
+        yield make
 
 
 def assert_login_redirect(response: Response) -> None:

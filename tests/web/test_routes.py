@@ -26,6 +26,17 @@ PUBLIC_PAGES = {
     ("POST", "/login"),
     ("POST", "/logout"),
     ("GET", "/favicon.ico"),
+    # The mailed links' pages: the single-use token is the credential (POSTs check CSRF).
+    ("GET", "/verify-email"),
+    ("POST", "/verify-email"),
+    ("GET", "/forgot-password"),
+    ("POST", "/forgot-password"),
+    ("GET", "/reset-password"),
+    ("POST", "/reset-password"),
+    ("GET", "/accept-invitation"),
+    ("POST", "/accept-invitation"),
+    # Development only, from this machine only (404 otherwise: tests/web/test_dev_mail.py).
+    ("GET", "/dev/mail"),
 }
 NOT_DASHBOARD = ("/api/", "/static", "/metrics", "/docs", "/redoc", "/openapi.json")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

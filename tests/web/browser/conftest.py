@@ -8,6 +8,7 @@ used). Without Chromium or Playwright the tests skip and say how to get them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -15,12 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.billing.fake_stripe import FakeStripe
+from tests.billing.webhooks import PRICES, WEBHOOK_SECRET
 from tests.fixtures.services import Services, claim_redis_db
 from tests.fixtures.stack import flush_redis_db, fresh_database
 from tests.web.browser.helpers import LiveBaton
@@ -73,6 +77,18 @@ async def live_baton(
     """``baton dev`` on a free port, with the demo tenant (its owner is a platform admin)."""
     if reason := _skip_reason():
         pytest.skip(reason)
+    async with run_live_baton(services, tmp_path_factory) as live:
+        yield live
+
+
+@asynccontextmanager
+async def run_live_baton(
+    services: Services,
+    tmp_path_factory: pytest.TempPathFactory,
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[LiveBaton]:
+    """``baton dev`` in a subprocess, with a database and a Redis database of its own and
+    ``extra_env`` added to its environment; stopped on leaving."""
     with claim_redis_db(services.redis_url) as redis_url:
         await flush_redis_db(redis_url)
         async with fresh_database(services) as database_url:
@@ -88,6 +104,7 @@ async def live_baton(
                 # Some tasks here leave marker files for their tests on the host (tmp_path).
                 "BATON_WORKER_ALLOW_SHELL": "true",
                 "BATON_WORKER_SANDBOX": "false",
+                **(extra_env or {}),
             }
             log_dir = tmp_path_factory.mktemp("live-baton")
             for attempt in range(5):
@@ -116,6 +133,26 @@ async def live_baton(
                 yield LiveBaton(url=url, log_path=log_path)
             finally:
                 _stop(process)
+
+
+@pytest.fixture(scope="session")
+async def live_billed_baton(
+    services: Services, tmp_path_factory: pytest.TempPathFactory, stripe_server: FakeStripe
+) -> AsyncIterator[LiveBaton]:
+    """``baton dev`` with Stripe billing, its Stripe API the local stand-in
+    (``tests/billing/fake_stripe.py``: Stripe's servers cannot be reached here)."""
+    if reason := _skip_reason():
+        pytest.skip(reason)
+    env = {
+        "BATON_BILLING": "stripe",
+        "BATON_STRIPE_SECRET_KEY": "sk_test_baton",
+        "BATON_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "BATON_STRIPE_API_BASE": stripe_server.base,
+        "BATON_STRIPE_PRICES": json.dumps(PRICES),
+        "BATON_STRIPE_METERED_PRICE": "price_task_seconds",
+    }
+    async with run_live_baton(services, tmp_path_factory, env) as live:
+        yield live
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
