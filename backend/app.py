@@ -38,6 +38,8 @@ from backend.secrets.router import router as secrets_router
 from backend.templates.router import router as templates_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
+from backend.triggers.router import hook_router
+from backend.triggers.router import router as triggers_router
 from backend.web.router import install_dashboard
 from backend.workers.router import router as workers_router
 
@@ -100,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         secrets_router,
         events_router,
         workers_router,
+        triggers_router,
+        hook_router,
     ):
         app.include_router(router, responses=ANY_ROUTE)
     install_dashboard(app, settings)

@@ -11,6 +11,7 @@ from backend.secrets.models import Secret
 from backend.templates.models import JobTemplate
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
+from backend.triggers.models import WebhookDelivery, WebhookEndpoint
 from backend.users.models import RefreshToken, User
 from backend.workers.models import WorkerCredential
 
@@ -36,5 +37,7 @@ __all__ = [
     "Tenant",
     "UsageDay",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerCredential",
 ]

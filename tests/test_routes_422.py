@@ -163,7 +163,13 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         headers=owner.headers,
     )
     assert invitation.status_code == 201, invitation.text
+    webhook = await client.post(
+        f"/api/v1/jobs/{job_id}/webhooks", json={"name": "sweep"}, headers=owner.headers
+    )
+    assert webhook.status_code == 201, webhook.text
     return {
+        "endpoint_id": str(webhook.json()["id"]),
+        "token": webhook.json()["token"],
         "invitation_id": str(invitation.json()["id"]),
         "template_name": template_name,
         "secret_name": secret_name,

@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = 50
     login_failure_window_seconds: int = 900
 
+    # Inbound webhooks (POST /hooks/<token>): deliveries each tenant may make per minute,
+    # over every endpoint (429 past it, each refusal recorded).
+    webhook_deliveries_per_minute: int = Field(default=120, ge=1)
+
     # Engine and admission. A tenant's quota and weight come from its row when set, else
     # from these defaults.
     tenant_max_concurrent_tasks: int = Field(default=100, ge=1)

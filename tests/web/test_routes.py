@@ -27,7 +27,7 @@ PUBLIC_PAGES = {
     ("POST", "/logout"),
     ("GET", "/favicon.ico"),
 }
-NOT_DASHBOARD = ("/api/", "/static", "/metrics", "/docs", "/redoc", "/openapi.json")
+NOT_DASHBOARD = ("/api/", "/hooks/", "/static", "/metrics", "/docs", "/redoc", "/openapi.json")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 

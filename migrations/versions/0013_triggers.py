@@ -1,0 +1,84 @@
+"""Event triggers: inbound webhook endpoints of jobs and the record of their deliveries.
+
+Revision ID: 0013_triggers
+Revises: 0012_plans
+Create Date: 2026-12-06
+"""
+
+from alembic import op
+
+revision = "0013_triggers"
+down_revision = "0012_plans"
+branch_labels = None
+depends_on = None
+
+CURRENT_TENANT = "NULLIF(current_setting('app.tenant_id', true), '')::uuid"
+
+SCHEMA = [
+    """
+    CREATE TABLE webhook_endpoints (
+        tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        id uuid NOT NULL,
+        job_id uuid NOT NULL,
+        name varchar(100) NOT NULL,
+        token_hash varchar(64) NOT NULL,
+        token_prefix varchar(80) NOT NULL,
+        signature varchar(10) NOT NULL DEFAULT 'none'
+            CHECK (signature IN ('none', 'github', 'stripe')),
+        secret_name varchar(64),
+        tolerance_seconds integer NOT NULL DEFAULT 300,
+        mapping jsonb NOT NULL DEFAULT '{}'::jsonb,
+        created_by uuid REFERENCES users (id) ON DELETE SET NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant_id, id),
+        FOREIGN KEY (tenant_id, job_id) REFERENCES jobs (tenant_id, id) ON DELETE CASCADE,
+        CONSTRAINT uq_webhook_endpoints_token UNIQUE (tenant_id, token_hash)
+    )
+    """,
+    "CREATE INDEX ix_webhook_endpoints_job ON webhook_endpoints (tenant_id, job_id)",
+    """
+    CREATE TABLE webhook_deliveries (
+        tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        id uuid NOT NULL,
+        endpoint_id uuid NOT NULL,
+        job_id uuid NOT NULL,
+        received_at timestamptz NOT NULL DEFAULT now(),
+        outcome varchar(10) NOT NULL CHECK (outcome IN ('accepted', 'duplicate', 'refused')),
+        reason varchar(300),
+        status_code integer NOT NULL,
+        run_id uuid,
+        idempotency_key varchar(200),
+        signature_digest varchar(64),
+        body_bytes integer NOT NULL DEFAULT 0,
+        source_ip varchar(64),
+        PRIMARY KEY (tenant_id, id)
+    )
+    """,
+    "CREATE INDEX ix_webhook_deliveries_endpoint ON webhook_deliveries (tenant_id, endpoint_id, id)",
+    "CREATE INDEX ix_webhook_deliveries_job ON webhook_deliveries (tenant_id, job_id, id)",
+    # An accepted signature cannot be accepted again (replay), even by concurrent requests.
+    """
+    CREATE UNIQUE INDEX uq_webhook_deliveries_signature
+        ON webhook_deliveries (tenant_id, endpoint_id, signature_digest)
+        WHERE signature_digest IS NOT NULL
+    """,
+]
+TABLES = ("webhook_endpoints", "webhook_deliveries")
+
+
+def upgrade() -> None:
+    for statement in SCHEMA:
+        op.execute(statement)
+    for table in TABLES:
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+        op.execute(
+            f"""CREATE POLICY tenant_isolation ON {table}
+                USING (tenant_id = {CURRENT_TENANT})
+                WITH CHECK (tenant_id = {CURRENT_TENANT})"""
+        )
+
+
+def downgrade() -> None:
+    for table in reversed(TABLES):
+        op.execute(f"DROP TABLE {table}")
