@@ -11,7 +11,7 @@ from backend.secrets.models import Secret
 from backend.templates.models import JobTemplate
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
-from backend.triggers.models import WebhookDelivery, WebhookEndpoint
+from backend.triggers.models import RunFinishOutbox, WebhookDelivery, WebhookEndpoint
 from backend.users.models import RefreshToken, User
 from backend.workers.models import WorkerCredential
 
@@ -27,6 +27,7 @@ __all__ = [
     "PlanRow",
     "RefreshToken",
     "Run",
+    "RunFinishOutbox",
     "Schedule",
     "ScheduleTick",
     "Secret",

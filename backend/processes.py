@@ -25,6 +25,7 @@ from backend.engine.loop import Engine
 from backend.metrics.gather import QueueGatherer
 from backend.metrics.http import serve_metrics
 from backend.scheduler.loop import Scheduler
+from backend.triggers.reactor import Reactor
 from kernel.dependencies import Backoff
 from kernel.secrets import TransitKeys
 from worker.executors.base import ExecutorPolicy
@@ -161,6 +162,9 @@ async def run_processes(
         )
         stoppers.append(gatherer.stop)
         tasks.append(asyncio.create_task(_supervised("gatherer", gatherer.run, stopping)))
+        reactor = Reactor(sessionmaker, redis, settings)
+        stoppers.append(reactor.stop)
+        tasks.append(asyncio.create_task(_supervised("reactor", reactor.run, stopping)))
         meter = Meter(sessionmaker, redis, interval=settings.metering_seconds, settings=settings)
         stoppers.append(meter.stop)
         tasks.append(asyncio.create_task(_supervised("meter", meter.run, stopping)))

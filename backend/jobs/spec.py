@@ -327,6 +327,22 @@ class Schedule(SpecModel):
         return timezone
 
 
+RunOutcome = Literal["succeeded", "failed", "cancelled"]
+MAX_TRIGGERS = 20
+
+
+class JobTrigger(SpecModel):
+    """Start this job when a run of another job of the tenant finishes with one of
+    ``status``; the upstream run's id, job, status and task outputs are the new run's
+    ``upstream`` param."""
+
+    on: Literal["run_finished"] = "run_finished"
+    job: JobName = Field(description="The upstream job's name")
+    status: list[RunOutcome] = Field(
+        default_factory=lambda: list[RunOutcome](["succeeded"]), min_length=1, max_length=3
+    )
+
+
 class JobSpec(SpecModel):
     """A job: defaults for its runs and a DAG of tasks."""
 
@@ -350,7 +366,19 @@ class JobSpec(SpecModel):
         "running; continue: independent branches finish first",
     )
     schedule: Schedule | None = None
+    triggers: list[JobTrigger] = Field(
+        default_factory=list,
+        max_length=MAX_TRIGGERS,
+        description="Start a run when a run of another job finishes",
+    )
     tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS)
+
+    @model_validator(mode="after")
+    def _not_triggered_by_itself(self) -> JobSpec:
+        for trigger in self.triggers:
+            if trigger.job == self.name:
+                raise ValueError("a job cannot be triggered by its own runs (a cycle)")
+        return self
 
     def task(self, name: str) -> ShellTask | HttpTask | PythonTask | DockerTask:
         """The task called ``name`` (``KeyError`` if there is none)."""
@@ -420,7 +448,8 @@ class _SpecLoader(yaml.SafeLoader):
 
     * anchors and aliases: refused, so a "billion laughs" document cannot expand;
     * duplicate keys: refused instead of silently keeping the last one;
-    * timestamps: kept as strings (``date: 2026-01-01`` is the string, as in JSON).
+    * timestamps: kept as strings (``date: 2026-01-01`` is the string, as in JSON);
+    * keys that YAML 1.1 reads as booleans (``on:``, ``yes:``) stay the strings they are.
     """
 
     yaml_implicit_resolvers = {
@@ -441,6 +470,8 @@ class _SpecLoader(yaml.SafeLoader):
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if key_node.tag == "tag:yaml.org,2002:bool":  # `on:` is a key, not True (YAML 1.1)
+                key = key_node.value
             if not isinstance(key, Hashable):
                 raise ConstructorError(
                     "while constructing a mapping",
@@ -731,8 +762,12 @@ def parse_job_spec(body: bytes, content_type: str | None) -> JobSpec:
 
 
 def stored_form(spec: JobSpec) -> dict[str, Any]:
-    """The spec as stored in ``job_versions.spec``: plain JSON, defaults filled in."""
-    return spec.model_dump(mode="json")
+    """The spec as stored in ``job_versions.spec``: plain JSON, defaults filled in
+    (``triggers`` left out when empty, so specs stored before it existed compare equal)."""
+    stored = spec.model_dump(mode="json")
+    if not stored.get("triggers"):
+        stored.pop("triggers", None)
+    return stored
 
 
 # ---------------------------------------------------------------------------- JSON schema

@@ -35,6 +35,7 @@ from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
 from backend.plans.service import Limits
 from backend.runs.advance import advance_run
+from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.models import Run, TaskRun
 from backend.runs.publish import publish as publish_updates
 from backend.runs.publish import run_update
@@ -393,6 +394,11 @@ async def _cancel(
             for t in tasks
             if t.status not in FINISHED_TASK
         ]
+    )
+    await runs_finished.fire(
+        session,
+        tenant_id,
+        [FinishedRun(run.id, run.job_id, RunStatus.cancelled, reason, now) for run in runs],
     )
     job_of = {run.id: run.job_id for run in runs}
     updates = [

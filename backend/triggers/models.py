@@ -55,3 +55,18 @@ class WebhookDelivery(SQLModel, table=True):
     signature_digest: str | None = Field(default=None, max_length=64)
     body_bytes: int = 0
     source_ip: str | None = Field(default=None, max_length=64)
+
+
+class RunFinishOutbox(SQLModel, table=True):
+    """A run that reached a final state, written in the transaction that finished it and
+    consumed (then deleted) by the reactor loop beside the engine: job-to-job triggers."""
+
+    __tablename__ = "run_finish_outbox"
+
+    tenant_id: uuid.UUID = tenant_pk()
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)  # time-ordered
+    run_id: uuid.UUID
+    job_id: uuid.UUID
+    status: str = Field(max_length=20)
+    reason: str | None = Field(default=None, max_length=300)
+    finished_at: datetime = timestamp()

@@ -1,4 +1,5 @@
-"""Event triggers: inbound webhook endpoints of jobs and the record of their deliveries.
+"""Event triggers: inbound webhook endpoints of jobs and the record of their deliveries;
+the outbox of finished runs that job-to-job triggers consume.
 
 Revision ID: 0013_triggers
 Revises: 0012_plans
@@ -63,7 +64,23 @@ SCHEMA = [
         WHERE signature_digest IS NOT NULL
     """,
 ]
-TABLES = ("webhook_endpoints", "webhook_deliveries")
+SCHEMA.append(
+    # Runs that reached a final state, written in the transaction that finished them and
+    # consumed by the reactor loop beside the engine (job-to-job triggers).
+    """
+    CREATE TABLE run_finish_outbox (
+        tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        id uuid NOT NULL,
+        run_id uuid NOT NULL,
+        job_id uuid NOT NULL,
+        status varchar(20) NOT NULL,
+        reason varchar(300),
+        finished_at timestamptz NOT NULL,
+        PRIMARY KEY (tenant_id, id)
+    )
+    """
+)
+TABLES = ("webhook_endpoints", "webhook_deliveries", "run_finish_outbox")
 
 
 def upgrade() -> None:
