@@ -31,6 +31,7 @@ from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
 from backend.live.router import router as events_router
 from backend.metrics.http import install_api_metrics
+from backend.notify.router import router as notify_router
 from backend.plans.router import router as plans_router
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events_router,
         workers_router,
         triggers_router,
+        notify_router,
         hook_router,
     ):
         app.include_router(router, responses=ANY_ROUTE)

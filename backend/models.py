@@ -4,6 +4,12 @@ from backend.accounts.models import AccountToken
 from backend.audit.models import AuditEvent
 from backend.billing.models import BillingAccount, StripeEvent, UsageDay
 from backend.jobs.models import Job, JobVersion
+from backend.notify.models import (
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+    SlaMiss,
+)
 from backend.plans.models import PlanRow
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
@@ -24,6 +30,9 @@ __all__ = [
     "JobTemplate",
     "JobVersion",
     "Membership",
+    "NotificationChannel",
+    "NotificationDelivery",
+    "NotificationRule",
     "PlanRow",
     "RefreshToken",
     "Run",
@@ -31,6 +40,7 @@ __all__ = [
     "Schedule",
     "ScheduleTick",
     "Secret",
+    "SlaMiss",
     "StripeEvent",
     "TaskAttempt",
     "TaskLog",

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "backend.jobs",
             "backend.dispatch",
             "backend.runs",
+            "backend.notify",
             "backend.triggers",
             "backend.live",
             "backend.schedules",

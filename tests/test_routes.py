@@ -255,6 +255,23 @@ async def _webhook(client: AsyncClient, account: Account) -> str:
     return str(response.json()["id"])
 
 
+async def _channel(client: AsyncClient, account: Account) -> str:
+    name = await _secret(client, account)
+    body = {"name": "sweep", "kind": "slack", "url_secret": name}
+    response = await client.post(
+        "/api/v1/notification-channels", json=body, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _rule(client: AsyncClient, account: Account) -> str:
+    body = {"channel_id": await _channel(client, account), "events": ["failure"]}
+    response = await client.post("/api/v1/notification-rules", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 async def _run(client: AsyncClient, account: Account) -> str:
     job_id = await _job(client, account)
     response = await client.post(f"/api/v1/jobs/{job_id}/runs", json=LATER, headers=account.headers)
@@ -285,6 +302,8 @@ ID_FACTORIES: dict[str, IdFactory] = {
     "template_name": _template,
     "invitation_id": _invitation,
     "endpoint_id": _webhook,
+    "channel_id": _channel,
+    "rule_id": _rule,
 }
 
 # A valid body for routes that take one, so a 404 cannot hide behind a 422.

@@ -343,6 +343,37 @@ class JobTrigger(SpecModel):
     )
 
 
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}(s|m|h|d)$"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``"30m"`` -> 1800 (a :data:`DURATION_PATTERN` string)."""
+    return int(text[:-1]) * DURATION_UNITS[text[-1]]
+
+
+class Sla(SpecModel):
+    """A run must finish within ``max_duration`` of its start time, and/or by the wall-clock
+    time ``finish_by`` (HH:MM in ``timezone``) that first follows its start time. A miss is
+    recorded once per run, counted (``baton_sla_misses_total``) and notified (``sla_miss``)."""
+
+    max_duration: Annotated[str, StringConstraints(pattern=DURATION_PATTERN)] | None = Field(
+        default=None, description="e.g. 90s, 30m, 2h, 1d"
+    )
+    finish_by: (
+        Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] | None
+    ) = Field(default=None, description="HH:MM, 24-hour clock")
+    timezone: str = Field(default="UTC", max_length=64)
+
+    @model_validator(mode="after")
+    def _something(self) -> Sla:
+        if self.max_duration is None and self.finish_by is None:
+            raise ValueError("an sla needs max_duration and/or finish_by")
+        if not is_timezone(self.timezone):
+            raise ValueError(f"unknown time zone {self.timezone!r}; use an IANA name")
+        return self
+
+
 class JobSpec(SpecModel):
     """A job: defaults for its runs and a DAG of tasks."""
 
@@ -366,6 +397,7 @@ class JobSpec(SpecModel):
         "running; continue: independent branches finish first",
     )
     schedule: Schedule | None = None
+    sla: Sla | None = Field(default=None, description="When a run must be finished by")
     triggers: list[JobTrigger] = Field(
         default_factory=list,
         max_length=MAX_TRIGGERS,
@@ -763,10 +795,12 @@ def parse_job_spec(body: bytes, content_type: str | None) -> JobSpec:
 
 def stored_form(spec: JobSpec) -> dict[str, Any]:
     """The spec as stored in ``job_versions.spec``: plain JSON, defaults filled in
-    (``triggers`` left out when empty, so specs stored before it existed compare equal)."""
+    (``triggers`` and ``sla`` left out when empty, so specs stored before they existed
+    compare equal)."""
     stored = spec.model_dump(mode="json")
-    if not stored.get("triggers"):
-        stored.pop("triggers", None)
+    for later in ("triggers", "sla"):
+        if not stored.get(later):
+            stored.pop(later, None)
     return stored
 
 

@@ -262,6 +262,13 @@ async def _create_runs(
         return []
     if audit_row is not None:
         audit.seal_soon(session, tenant_id)
+    done = [run for run in created if run.status in FINISHED_RUN]  # e.g. every task skipped
+    if done:
+        await runs_finished.fire(
+            session,
+            tenant_id,
+            [FinishedRun(r.id, r.job_id, r.status, r.reason, r.finished_at or now) for r in done],
+        )
     first_start = min(new.run_at for new in new_runs)
     updates = [run_update(run) for run in created]
 

@@ -1,4 +1,6 @@
-"""What happens after a run finishes, outside the transaction that finished it.
+"""What happens after a run finishes, outside the transaction that finished it: job-to-job
+triggers and notifications (``backend/notify``), whose sending and SLA checks run in this
+loop too.
 
 The engine's finishing step (and a cancel) fires ``runs_finished``; :func:`record_finished`
 writes one outbox row per run in that transaction - no query, no network call on the hot
@@ -36,6 +38,8 @@ from backend.core.models import uuid7
 from backend.core.settings import Settings
 from backend.jobs.models import Job
 from backend.jobs.repository import trigger_edges
+from backend.notify import service as notify
+from backend.notify.sla import check_slas
 from backend.plans.service import Limits, cached_limits_of
 from backend.runs.hooks import FinishedRun
 from backend.runs.repository import TaskRunRepository
@@ -109,7 +113,15 @@ async def react(
         if tenant is not None and tenant.status == TenantStatus.active:
             limits = await cached_limits_of(session, settings, tenant.plan)
             for row in rows:
-                await _start_downstream(session, redis, limits, row)
+                job = await _job_of(session, row)
+                if job is None:
+                    continue
+                await _start_downstream(session, redis, limits, row, job)
+                await notify.enqueue_for_run(
+                    session, settings, tenant_id, run_id=row.run_id, job_id=row.job_id,
+                    job_name=job.name, status=row.status, reason=row.reason,
+                    finished_at=row.finished_at,
+                )  # fmt: skip
         await session.execute(
             delete(RunFinishOutbox).where(
                 col(RunFinishOutbox.tenant_id) == tenant_id,
@@ -119,15 +131,31 @@ async def react(
         return len(rows)
 
 
+async def _job_of(session: AsyncSession, row: RunFinishOutbox) -> Job | None:
+    statement = select(Job).where(col(Job.tenant_id) == row.tenant_id, col(Job.id) == row.job_id)
+    return (await session.exec(statement)).first()
+
+
+async def check_tenant_slas(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, tenant_id: uuid.UUID
+) -> int:
+    """Record and notify the tenant's new SLA misses (one transaction)."""
+    async with tenant_transaction(sessionmaker, tenant_id) as session:
+        return await check_slas(session, settings, tenant_id)
+
+
+async def send_notifications(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, tenant_id: uuid.UUID
+) -> int:
+    """Send the tenant's due notifications (one transaction); the number tried."""
+    async with tenant_transaction(sessionmaker, tenant_id) as session:
+        return await notify.send_due(session, settings, tenant_id)
+
+
 async def _start_downstream(
-    session: AsyncSession, redis: Redis, limits: Limits, row: RunFinishOutbox
+    session: AsyncSession, redis: Redis, limits: Limits, row: RunFinishOutbox, upstream: Job
 ) -> None:
-    upstream = (
-        await session.exec(
-            select(Job).where(col(Job.tenant_id) == row.tenant_id, col(Job.id) == row.job_id)
-        )
-    ).first()
-    if upstream is None or upstream.deleted_at is not None:
+    if upstream.deleted_at is not None:
         return
     edges = [
         edge
@@ -201,13 +229,17 @@ class Reactor:
             tenants = set(_kicked)
             _kicked.difference_update(tenants)
             try:
-                if time.monotonic() - last_sweep >= self.sweep_seconds:
+                sweeping = time.monotonic() - last_sweep >= self.sweep_seconds
+                if sweeping:
                     tenants |= await self._all_tenants()
                     last_sweep = time.monotonic()
                 for tenant_id in sorted(tenants):
                     while await react(self.sessionmaker, self.redis, self.settings, tenant_id):
                         if self._stopping.is_set():
                             break
+                    if sweeping:
+                        await check_tenant_slas(self.sessionmaker, self.settings, tenant_id)
+                    await send_notifications(self.sessionmaker, self.settings, tenant_id)
             except (RedisError, OSError, SQLAlchemyError) as error:
                 log.warning("triggers.reactor_failed", error=type(error).__name__)
                 _kicked.update(tenants)  # try them again

@@ -56,11 +56,11 @@ from backend.secrets.repository import SecretRepository
 from backend.secrets.service import sealed_of
 from backend.tenants.models import TenantStatus
 from backend.tenants.repository import TenantDirectory
-from backend.triggers import signatures
 from backend.triggers.mapping import apply_mapping
 from backend.triggers.models import WebhookDelivery, WebhookEndpoint
 from backend.triggers.repository import DeliveryRepository, WebhookRepository
 from backend.triggers.schemas import DeliveryReceipt, WebhookCreate
+from kernel import signatures
 from kernel.wire import keys
 
 log = structlog.get_logger(__name__)

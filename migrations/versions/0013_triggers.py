@@ -1,5 +1,6 @@
 """Event triggers: inbound webhook endpoints of jobs and the record of their deliveries;
-the outbox of finished runs that job-to-job triggers consume.
+the outbox of finished runs that job-to-job triggers and notifications consume;
+notification channels, rules and the notification log; SLA misses.
 
 Revision ID: 0013_triggers
 Revises: 0012_plans
@@ -80,7 +81,95 @@ SCHEMA.append(
     )
     """
 )
-TABLES = ("webhook_endpoints", "webhook_deliveries", "run_finish_outbox")
+SCHEMA += [
+    # Notifications: channels (secrets by name only), rules, and the log that is also the
+    # sender's queue.
+    """
+    CREATE TABLE notification_channels (
+        tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        id uuid NOT NULL,
+        name varchar(100) NOT NULL,
+        kind varchar(10) NOT NULL CHECK (kind IN ('email', 'slack', 'webhook')),
+        config jsonb NOT NULL DEFAULT '{}'::jsonb,
+        created_by uuid REFERENCES users (id) ON DELETE SET NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant_id, id)
+    )
+    """,
+    """
+    CREATE TABLE notification_rules (
+        tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        id uuid NOT NULL,
+        channel_id uuid NOT NULL,
+        job_id uuid,
+        events jsonb NOT NULL,
+        created_by uuid REFERENCES users (id) ON DELETE SET NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant_id, id),
+        FOREIGN KEY (tenant_id, channel_id)
+            REFERENCES notification_channels (tenant_id, id) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX ix_notification_rules_job ON notification_rules (tenant_id, job_id)",
+    """
+    CREATE TABLE notification_deliveries (
+        tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        id uuid NOT NULL,
+        channel_id uuid NOT NULL,
+        rule_id uuid,
+        job_id uuid,
+        run_id uuid,
+        event varchar(30) NOT NULL,
+        status varchar(10) NOT NULL
+            CHECK (status IN ('pending', 'sent', 'failed', 'throttled')),
+        attempts integer NOT NULL DEFAULT 0,
+        next_at timestamptz NOT NULL DEFAULT now(),
+        payload jsonb NOT NULL DEFAULT '{}'::jsonb,
+        response_code integer,
+        response_body varchar(1000),
+        error varchar(500),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        sent_at timestamptz,
+        PRIMARY KEY (tenant_id, id)
+    )
+    """,
+    # One notification per channel, run and event, however many rules match or replays.
+    """
+    CREATE UNIQUE INDEX uq_notification_deliveries_run
+        ON notification_deliveries (tenant_id, channel_id, run_id, event)
+        WHERE run_id IS NOT NULL
+    """,
+    """
+    CREATE INDEX ix_notification_deliveries_due ON notification_deliveries (tenant_id, next_at)
+        WHERE status = 'pending'
+    """,
+    """
+    CREATE INDEX ix_notification_deliveries_recent
+        ON notification_deliveries (tenant_id, channel_id, job_id, event, created_at)
+    """,
+]
+SCHEMA.append(
+    """
+    CREATE TABLE sla_misses (
+        tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+        run_id uuid NOT NULL,
+        job_id uuid NOT NULL,
+        kind varchar(20) NOT NULL CHECK (kind IN ('max_duration', 'finish_by')),
+        deadline_at timestamptz NOT NULL,
+        detected_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant_id, run_id)
+    )
+    """
+)
+TABLES = (
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "run_finish_outbox",
+    "notification_channels",
+    "notification_rules",
+    "notification_deliveries",
+    "sla_misses",
+)
 
 
 def upgrade() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
-from backend.triggers.signatures import sign_github, sign_stripe
+from kernel.signatures import sign_github, sign_stripe
 from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member

@@ -1,4 +1,5 @@
-"""HMAC signature schemes a webhook endpoint can require.
+"""HMAC signature schemes: those an inbound webhook endpoint can require, and the one
+Baton signs its own outgoing webhooks with (the ``stripe`` form under ``Baton-Signature``).
 
 * ``github``: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``.
 * ``stripe``: ``Stripe-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
