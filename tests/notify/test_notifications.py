@@ -240,3 +240,19 @@ async def test_channel_and_rule_access(
     deleted = await client.delete(f"{CHANNELS}/{hook}", headers=owner.headers)
     assert deleted.status_code == 204
     assert (await client.get(RULES, headers=owner.headers)).json() == []
+
+
+async def test_a_run_failed_by_its_deadline_is_notified(
+    client: AsyncClient, owner: Account, running_worker: object, running_reactor: object,
+    receiver: Receiver,
+) -> None:  # fmt: skip
+    task = python_task("slow", "worker.builtins:sleep", kwargs={"seconds": 30})
+    job = await create_job(client, owner, [task], timeout_seconds=1)
+    hook = await _webhook_channel(client, owner, receiver)
+    await _rule(client, owner, hook, job_id=job["id"], events=["failure"])
+    run = await trigger(client, owner, job["id"])
+    done = await wait_for_run(client, owner, run["id"])
+    assert done["status"] == "failed", done
+    [post] = await eventually(lambda: receiver.received, what="the failure notification")
+    assert post["verified"] and post["body"]["run"]["id"] == run["id"]
+    assert post["body"]["run"]["status"] == "failed"

@@ -1,11 +1,14 @@
 """The job page shows the job's webhooks and their latest deliveries, refused ones with
-why; another tenant's job page is a 404 and shows nothing of them."""
+why; the notifications page shows channels, the log and the test button; another
+tenant sees nothing of them."""
 
 from __future__ import annotations
 
+import uuid
+
 from httpx import AsyncClient
 
-from tests.fixtures.factories import Account
+from tests.fixtures.factories import Account, create_member
 from tests.runs.factories import create_job, python_task
 from tests.triggers.helpers import create_webhook
 from tests.web.helpers import BrowserFactory, assert_page
@@ -31,3 +34,41 @@ async def test_the_job_page_lists_webhooks_and_deliveries(
 
     other = await (await create_browser(stranger)).get(f"/jobs/{job['id']}")
     assert other.status_code == 404 and "ci-push" not in other.text
+
+
+async def test_the_notifications_page_and_its_test_button(
+    client: AsyncClient, owner: Account, stranger: Account, create_browser: BrowserFactory
+) -> None:
+    name = f"HOOK_{uuid.uuid4().hex[:8].upper()}"
+    await client.post(
+        "/api/v1/secrets", json={"name": name, "value": "http://127.0.0.1:9/x"},
+        headers=owner.headers,
+    )  # fmt: skip
+    channel = await client.post(
+        "/api/v1/notification-channels",
+        json={"name": "team-chat", "kind": "slack", "url_secret": name},
+        headers=owner.headers,
+    )
+    assert channel.status_code == 201, channel.text
+    browser = await create_browser(owner)
+    html = assert_page(await browser.get("/settings/notifications"))
+    assert "team-chat" in html and 'data-testid="channel-test"' in html
+    assert "http://127.0.0.1:9/x" not in html  # the URL is a secret: only its name shows
+    # The test button: the loopback address is refused by the egress guard, and logged.
+    tested = await browser.post(
+        f"/settings/notifications/{channel.json()['id']}/test", data={}, follow_redirects=True
+    )
+    html = assert_page(tested)
+    assert "Test notification: failed" in html
+    assert 'data-status="failed"' in html and "loopback" in html
+
+    theirs = await create_browser(stranger)
+    assert "team-chat" not in assert_page(await theirs.get("/settings/notifications"))
+    other = await theirs.post(f"/settings/notifications/{channel.json()['id']}/test", data={})
+    assert other.status_code == 404
+    viewer = await create_browser(await create_member(client, owner, "viewer"))
+    assert 'data-testid="channel-test"' not in assert_page(
+        await viewer.get("/settings/notifications")
+    )
+    denied = await viewer.post(f"/settings/notifications/{channel.json()['id']}/test", data={})
+    assert denied.status_code == 403
