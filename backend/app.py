@@ -30,6 +30,7 @@ from backend.health.router import router as health_router
 from backend.jobs.router import router as jobs_router
 from backend.live.router import router as events_router
 from backend.metrics.http import install_api_metrics
+from backend.notify.router import router as notify_router
 from backend.plans.router import router as plans_router
 from backend.runs.router import router as runs_router
 from backend.schedules.router import router as schedules_router
@@ -37,6 +38,8 @@ from backend.secrets.router import router as secrets_router
 from backend.templates.router import router as templates_router
 from backend.tenants.router import router as tenants_router
 from backend.tokens.router import router as tokens_router
+from backend.triggers.router import hook_router
+from backend.triggers.router import router as triggers_router
 from backend.web.router import install_dashboard
 from backend.workers.router import router as workers_router
 from kernel.runtime.redis import create_redis
@@ -100,6 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         secrets_router,
         events_router,
         workers_router,
+        triggers_router,
+        notify_router,
+        hook_router,
     ):
         app.include_router(router, responses=ANY_ROUTE)
     install_dashboard(app, settings)

@@ -4,6 +4,12 @@ from backend.accounts.models import AccountToken
 from backend.audit.models import AuditEvent
 from backend.billing.models import BillingAccount, MeterReport, StripeEvent, UsageDay
 from backend.jobs.models import Job, JobVersion
+from backend.notify.models import (
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+    SlaMiss,
+)
 from backend.plans.models import PlanRow
 from backend.runs.models import Run, TaskAttempt, TaskLog, TaskRun
 from backend.schedules.models import Schedule, ScheduleTick
@@ -11,6 +17,7 @@ from backend.secrets.models import Secret
 from backend.templates.models import JobTemplate
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
+from backend.triggers.models import RunFinishOutbox, WebhookDelivery, WebhookEndpoint
 from backend.users.models import RefreshToken, User
 from backend.workers.models import WorkerCredential
 
@@ -24,12 +31,17 @@ __all__ = [
     "JobVersion",
     "Membership",
     "MeterReport",
+    "NotificationChannel",
+    "NotificationDelivery",
+    "NotificationRule",
     "PlanRow",
     "RefreshToken",
     "Run",
+    "RunFinishOutbox",
     "Schedule",
     "ScheduleTick",
     "Secret",
+    "SlaMiss",
     "StripeEvent",
     "TaskAttempt",
     "TaskLog",
@@ -37,5 +49,7 @@ __all__ = [
     "Tenant",
     "UsageDay",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WorkerCredential",
 ]

@@ -22,6 +22,7 @@ from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from backend.metrics.gather import QueueGatherer
 from backend.scheduler.loop import Scheduler
+from backend.triggers.reactor import Reactor
 from kernel.dependencies import supervised
 from kernel.runtime import metrics
 from kernel.runtime.metrics import serve_metrics
@@ -114,6 +115,9 @@ async def run_processes(
         )
         stoppers.append(gatherer.stop)
         tasks.append(asyncio.create_task(supervised("gatherer", gatherer.run, stopping)))
+        reactor = Reactor(sessionmaker, redis, settings)
+        stoppers.append(reactor.stop)
+        tasks.append(asyncio.create_task(supervised("reactor", reactor.run, stopping)))
         meter = Meter(sessionmaker, redis, interval=settings.metering_seconds, settings=settings)
         stoppers.append(meter.stop)
         tasks.append(asyncio.create_task(supervised("meter", meter.run, stopping)))

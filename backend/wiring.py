@@ -1,12 +1,16 @@
 """Which domain reacts to which other domain's hooks (``backend/core/hooks.py``).
 
 Imported by every process that changes domain state (the API, the CLI, ``baton dev``'s
-processes), so the connections exist before the first request. Connecting is idempotent.
+processes, the engine), so the connections exist before the first request. Connecting is
+idempotent.
 """
 
 from __future__ import annotations
 
 from backend.jobs.hooks import job_schedule_changed
+from backend.runs.hooks import runs_finished
 from backend.schedules.service import sync_schedule
+from backend.triggers.reactor import record_finished
 
 job_schedule_changed.connect(sync_schedule)
+runs_finished.connect(record_finished)

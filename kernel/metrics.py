@@ -127,6 +127,12 @@ RUNS_FINISHED = Counter(
     ["tenant", "status"],
     registry=REGISTRY,
 )
+SLA_MISSES = Counter(
+    "baton_sla_misses_total",
+    "Runs that missed their job's SLA, by kind (max_duration, finish_by); once per run.",
+    ["tenant", "kind"],
+    registry=REGISTRY,
+)
 TASK_ATTEMPTS_FINISHED = Counter(
     "baton_task_attempts_finished_total",
     "Task attempts that ended, by final status and failure reason (none when succeeded).",
@@ -313,6 +319,8 @@ def initialise_label_values(tenants: Iterable[str] | None = None) -> None:
                 TASK_ATTEMPTS_FINISHED.labels(tenant, status, reason)
         TASK_START_LATENCY.labels(tenant)
         TASKS_DISPATCHED.labels(tenant)
+        for kind in ("max_duration", "finish_by"):
+            SLA_MISSES.labels(tenant, kind)
     for kind in (*EVENT_KINDS, OTHER):
         ENGINE_EVENT_LAG.labels(kind)
     for outcome in TICK_OUTCOMES:

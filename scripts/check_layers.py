@@ -49,6 +49,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "backend.jobs",
             "backend.dispatch",
             "backend.runs",
+            "backend.notify",
+            "backend.triggers",
             "backend.live",
             "backend.schedules",
             "backend.templates",

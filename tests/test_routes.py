@@ -246,6 +246,32 @@ async def _invitation(client: AsyncClient, account: Account) -> str:
     return str(response.json()["id"])
 
 
+async def _webhook(client: AsyncClient, account: Account) -> str:
+    job_id = await _job(client, account)
+    response = await client.post(
+        f"/api/v1/jobs/{job_id}/webhooks", json={"name": "sweep"}, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _channel(client: AsyncClient, account: Account) -> str:
+    name = await _secret(client, account)
+    body = {"name": "sweep", "kind": "slack", "url_secret": name}
+    response = await client.post(
+        "/api/v1/notification-channels", json=body, headers=account.headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _rule(client: AsyncClient, account: Account) -> str:
+    body = {"channel_id": await _channel(client, account), "events": ["failure"]}
+    response = await client.post("/api/v1/notification-rules", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 async def _run(client: AsyncClient, account: Account) -> str:
     job_id = await _job(client, account)
     response = await client.post(f"/api/v1/jobs/{job_id}/runs", json=LATER, headers=account.headers)
@@ -275,6 +301,9 @@ ID_FACTORIES: dict[str, IdFactory] = {
     "credential_id": _worker_credential,
     "template_name": _template,
     "invitation_id": _invitation,
+    "endpoint_id": _webhook,
+    "channel_id": _channel,
+    "rule_id": _rule,
 }
 
 # A valid body for routes that take one, so a 404 cannot hide behind a 422.
@@ -284,6 +313,7 @@ BODIES: dict[tuple[str, str], Callable[[], Any]] = {
     ("POST", "/api/v1/jobs/{job_id}/runs"): lambda: LATER,
     ("POST", "/api/v1/jobs/{job_id}/runs/batch"): lambda: {"runs": [LATER]},
     ("POST", "/api/v1/runs/{run_id}/rerun"): lambda: {},
+    ("POST", "/api/v1/jobs/{job_id}/webhooks"): lambda: {"name": "sweep"},
     ("PATCH", "/api/v1/secrets/{secret_name}"): lambda: {"value": "overwritten"},
     ("POST", "/api/v1/templates/{template_name}/instantiate"): lambda: {
         "job_name": f"sweep-{uuid.uuid4().hex[:8]}"

@@ -163,7 +163,27 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
         headers=owner.headers,
     )
     assert invitation.status_code == 201, invitation.text
+    webhook = await client.post(
+        f"/api/v1/jobs/{job_id}/webhooks", json={"name": "sweep"}, headers=owner.headers
+    )
+    assert webhook.status_code == 201, webhook.text
+    channel = await client.post(
+        "/api/v1/notification-channels",
+        json={"name": "sweep", "kind": "slack", "url_secret": secret_name},
+        headers=owner.headers,
+    )
+    assert channel.status_code == 201, channel.text
+    rule = await client.post(
+        "/api/v1/notification-rules",
+        json={"channel_id": channel.json()["id"], "events": ["failure"]},
+        headers=owner.headers,
+    )
+    assert rule.status_code == 201, rule.text
     return {
+        "channel_id": str(channel.json()["id"]),
+        "rule_id": str(rule.json()["id"]),
+        "endpoint_id": str(webhook.json()["id"]),
+        "token": webhook.json()["token"],
         "invitation_id": str(invitation.json()["id"]),
         "template_name": template_name,
         "secret_name": secret_name,

@@ -102,6 +102,13 @@ class RefreshTokenReused(AuthenticationRequired):
     commit_side_effects = True
 
 
+class InvalidSignature(BatonError):
+    """A signed request (an inbound webhook) whose signature is missing, wrong or old."""
+
+    status_code = 401
+    code = "invalid_signature"
+
+
 class PermissionDenied(BatonError):
     status_code = 403
     code = "forbidden"

@@ -129,6 +129,20 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = 50
     login_failure_window_seconds: int = 900
 
+    # Inbound webhooks (POST /hooks/<token>): deliveries each tenant may make per minute,
+    # over every endpoint (429 past it, each refusal recorded).
+    webhook_deliveries_per_minute: int = Field(default=120, ge=1)
+    # Notifications (docs/notifications.md): outgoing requests and SMTP connections go
+    # through the egress guard (kernel/egress.py); hosts or CIDRs listed here may be
+    # private/loopback (an on-prem mail relay, say). Metadata addresses only by exact /32.
+    notification_allowlist: list[str] = Field(default_factory=list)
+    notification_timeout_seconds: float = Field(default=10.0, gt=0)
+    notification_max_attempts: int = Field(default=5, ge=1, le=20)
+    notification_retry_seconds: float = Field(default=30.0, gt=0)  # doubled per attempt
+    # One notification per channel, job and event in this window; later ones are logged
+    # as throttled (a flapping job does not send a hundred mails).
+    notification_throttle_seconds: int = Field(default=900, ge=0)
+
     # Engine and admission. A tenant's quota and weight come from its row when set, else
     # from these defaults.
     tenant_max_concurrent_tasks: int = Field(default=100, ge=1)

@@ -27,10 +27,12 @@ from sqlalchemy import any_, func, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import backend.wiring  # noqa: F401  (the hooks fired here are connected there)
 from backend.core.models import utcnow
 from backend.jobs.repository import JobVersionRepository
 from backend.metrics.samples import EngineSamples, observe_event_lag
 from backend.runs.advance import advance_run
+from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.models import Run, TaskAttempt, TaskRun, plan_name
 from backend.runs.publish import run_update, task_update
 from backend.runs.repository import LogRepository, TaskRunRepository, any_id
@@ -507,8 +509,20 @@ async def fail_tasks(
     return await _flush(batch)
 
 
+async def _announce_finished(batch: _Batch) -> None:
+    """Tell the domains above (job triggers, notifications) which runs this batch
+    finished, in its transaction: they only record them (an outbox), nothing slow."""
+    if batch.effects.finished_runs:
+        finished = [
+            FinishedRun(run.id, run.job_id, run.status, run.reason, run.finished_at or utcnow())
+            for run in batch.effects.finished_runs
+        ]
+        await runs_finished.fire(batch.session, batch.tenant_id, finished)
+
+
 async def _flush(batch: _Batch) -> Effects:
     await batch.settle_runs()
+    await _announce_finished(batch)
     await LogRepository(batch.session, batch.tenant_id).insert_many(batch.log_rows)
     await batch.session.flush()
     batch.effects.changed_tasks = list(batch.changed.values())

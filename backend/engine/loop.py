@@ -57,6 +57,7 @@ from backend.engine.admission import (
 )
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.plans.service import plan_limits
+from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.publish import publish as publish_updates
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
@@ -64,6 +65,7 @@ from backend.workers.repository import WorkerCredentialRepository
 from backend.workers.service import acl_user
 from kernel import metrics
 from kernel.dag.plan import PLANS
+from kernel.dag.status import RunStatus
 from kernel.dependencies import BACKOFF_CAP, Guard, outage_of
 from kernel.wire import keys
 from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
@@ -602,6 +604,7 @@ class Engine:
             expired = (await session.execute(_EXPIRED_RUNS, {"tenant": tenant_id})).all()
             for row in expired:
                 effects.cancel.extend(await _expire_run(session, tenant_id, row.id))
+                await _announce_expired(session, tenant_id, row.id, row.job_id)
                 effects.samples.run_finished("failed")
                 effects.updates.append(
                     {
@@ -722,6 +725,15 @@ async def _expire_run(
         {"tenant": tenant_id, "run": run_id},
     )
     return [(row.id, row.attempt) for row in stop if row.dispatched_at is not None]
+
+
+async def _announce_expired(
+    session: AsyncSession, tenant_id: uuid.UUID, run_id: uuid.UUID, job_id: uuid.UUID
+) -> None:
+    """A run failed by its deadline reached a final state: the same hook as the event path
+    (``events._announce_finished``): triggers and notifications record it, nothing slow."""
+    finished = FinishedRun(run_id, job_id, RunStatus.failed, "timeout", utcnow())
+    await runs_finished.fire(session, tenant_id, [finished])
 
 
 # Silence wins over the deadline: a worker that stopped answering is lost, not slow. The

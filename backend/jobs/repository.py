@@ -6,9 +6,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, literal, or_, tuple_
+from sqlalchemy import and_, func, literal, or_, text, tuple_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from backend.core.repository import TenantScopedRepository
@@ -116,6 +117,44 @@ class JobRepository(TenantScopedRepository[Job]):
             statement = statement.where(tuple_(col(Job.created_at), col(Job.id)) < tuple_(*after))
         statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit)
         return [(job, version) for job, version in (await self.session.exec(statement)).all()]
+
+
+_EDGES = (
+    "SELECT j.id, j.name, v.spec -> 'triggers' FROM jobs j JOIN job_versions v "
+    "ON v.tenant_id = j.tenant_id AND v.job_id = j.id AND v.version = j.current_version "
+    "WHERE j.tenant_id = :tenant AND j.deleted_at IS NULL AND "
+)
+_TRIGGER_EDGES = text(_EDGES + "v.spec ? 'triggers' AND CAST(:up AS text) IS NULL")
+_TRIGGER_EDGES_FROM = text(
+    _EDGES
+    + "v.spec -> 'triggers' @> jsonb_build_array(jsonb_build_object('job', CAST(:up AS text)))"
+)
+
+
+class TriggerEdge:
+    """A job (``job_id``, ``name``) that its current spec starts after runs of ``upstream``."""
+
+    __slots__ = ("job_id", "name", "statuses", "upstream")
+
+    def __init__(self, job_id: uuid.UUID, name: str, upstream: str, statuses: list[str]) -> None:
+        self.job_id, self.name, self.upstream, self.statuses = job_id, name, upstream, statuses
+
+
+async def trigger_edges(
+    session: AsyncSession, tenant_id: uuid.UUID, *, upstream: str | None = None
+) -> list[TriggerEdge]:
+    """The ``triggers`` of the tenant's active jobs' current specs (only those naming
+    ``upstream`` when given)."""
+    rows = await session.execute(
+        _TRIGGER_EDGES if upstream is None else _TRIGGER_EDGES_FROM,
+        {"tenant": tenant_id, "up": upstream},
+    )
+    edges = []
+    for job_id, name, triggers in rows:
+        for trigger in triggers or []:
+            if upstream is None or trigger.get("job") == upstream:
+                edges.append(TriggerEdge(job_id, name, trigger["job"], list(trigger["status"])))
+    return edges
 
 
 class JobVersionRepository(TenantScopedRepository[JobVersion]):

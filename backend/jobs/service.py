@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import uuid
 
+import networkx as nx
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
 from backend.core.cursor import decode_position, encode_position
-from backend.core.errors import Conflict, NotFound
+from backend.core.errors import Conflict, NotFound, ValidationFailed
 from backend.core.models import utcnow
 from backend.core.principal import Principal
 from backend.jobs.graph import build_graph
 from backend.jobs.hooks import job_schedule_changed
 from backend.jobs.models import Job, JobVersion
-from backend.jobs.repository import UNIQUE_NAME_INDEX, JobRepository, JobVersionRepository
+from backend.jobs.repository import (
+    UNIQUE_NAME_INDEX,
+    JobRepository,
+    JobVersionRepository,
+    trigger_edges,
+)
 from backend.jobs.schemas import JobGraph, JobPublic
 from backend.jobs.spec import JobSpec, stored_form
 from backend.plans.service import Limits, require
@@ -62,6 +68,41 @@ async def _check_scheduled_jobs(jobs: JobRepository, principal: Principal) -> No
     )
 
 
+async def _check_triggers(
+    session: AsyncSession,
+    jobs: JobRepository,
+    spec: JobSpec,
+    *,
+    job_id: uuid.UUID | None = None,
+) -> None:
+    """Refuse (422) triggers naming a job the tenant does not have, or that close a cycle
+    (A starts B starts ... starts A) with the triggers of the tenant's other jobs."""
+    if not spec.triggers:
+        return
+    problems = []
+    for index, trigger in enumerate(spec.triggers):
+        if not await jobs.name_taken(trigger.job):
+            loc: list[str | int] = ["triggers", index, "job"]
+            problems.append({"loc": loc, "msg": f"no job {trigger.job}", "type": "unknown_job"})
+    if problems:
+        raise ValidationFailed("A trigger names a job that does not exist", details=problems)
+    graph: nx.DiGraph = nx.DiGraph()  # edge: upstream -> the job it starts
+    for edge in await trigger_edges(session, jobs.tenant_id):
+        if edge.job_id != job_id:
+            graph.add_edge(edge.upstream, edge.name)
+    for trigger in spec.triggers:
+        graph.add_edge(trigger.job, spec.name)
+    try:
+        cycle = nx.find_cycle(graph, source=spec.name)
+    except nx.NetworkXNoCycle:
+        return
+    path = " -> ".join([cycle[0][0], *(target for _, target in cycle)])
+    raise ValidationFailed(
+        f"The triggers would make a cycle: {path}",
+        details=[{"loc": ["triggers"], "msg": f"cycle {path}", "type": "trigger_cycle"}],
+    )
+
+
 async def create_job(
     session: AsyncSession, redis: Redis, principal: Principal, spec: JobSpec
 ) -> JobPublic:
@@ -71,6 +112,7 @@ async def create_job(
         raise _name_conflict(spec.name)
     if spec.schedule is not None:
         await _check_scheduled_jobs(jobs, principal)
+    await _check_triggers(session, jobs, spec)
     now = utcnow()
     job = Job(
         tenant_id=principal.tenant_id,
@@ -159,6 +201,7 @@ async def update_job(
     previous_name = job.name
     if spec.name != previous_name and await jobs.name_taken(spec.name, except_id=job.id):
         raise _name_conflict(spec.name)
+    await _check_triggers(session, jobs, spec, job_id=job.id)
     now = utcnow()
     job.name = spec.name
     job.description = spec.description

@@ -327,6 +327,53 @@ class Schedule(SpecModel):
         return timezone
 
 
+RunOutcome = Literal["succeeded", "failed", "cancelled"]
+MAX_TRIGGERS = 20
+
+
+class JobTrigger(SpecModel):
+    """Start this job when a run of another job of the tenant finishes with one of
+    ``status``; the upstream run's id, job, status and task outputs are the new run's
+    ``upstream`` param."""
+
+    on: Literal["run_finished"] = "run_finished"
+    job: JobName = Field(description="The upstream job's name")
+    status: list[RunOutcome] = Field(
+        default_factory=lambda: list[RunOutcome](["succeeded"]), min_length=1, max_length=3
+    )
+
+
+DURATION_PATTERN = r"^[1-9][0-9]{0,5}(s|m|h|d)$"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """``"30m"`` -> 1800 (a :data:`DURATION_PATTERN` string)."""
+    return int(text[:-1]) * DURATION_UNITS[text[-1]]
+
+
+class Sla(SpecModel):
+    """A run must finish within ``max_duration`` of its start time, and/or by the wall-clock
+    time ``finish_by`` (HH:MM in ``timezone``) that first follows its start time. A miss is
+    recorded once per run, counted (``baton_sla_misses_total``) and notified (``sla_miss``)."""
+
+    max_duration: Annotated[str, StringConstraints(pattern=DURATION_PATTERN)] | None = Field(
+        default=None, description="e.g. 90s, 30m, 2h, 1d"
+    )
+    finish_by: (
+        Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] | None
+    ) = Field(default=None, description="HH:MM, 24-hour clock")
+    timezone: str = Field(default="UTC", max_length=64)
+
+    @model_validator(mode="after")
+    def _something(self) -> Sla:
+        if self.max_duration is None and self.finish_by is None:
+            raise ValueError("an sla needs max_duration and/or finish_by")
+        if not is_timezone(self.timezone):
+            raise ValueError(f"unknown time zone {self.timezone!r}; use an IANA name")
+        return self
+
+
 class JobSpec(SpecModel):
     """A job: defaults for its runs and a DAG of tasks."""
 
@@ -350,7 +397,20 @@ class JobSpec(SpecModel):
         "running; continue: independent branches finish first",
     )
     schedule: Schedule | None = None
+    sla: Sla | None = Field(default=None, description="When a run must be finished by")
+    triggers: list[JobTrigger] = Field(
+        default_factory=list,
+        max_length=MAX_TRIGGERS,
+        description="Start a run when a run of another job finishes",
+    )
     tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS)
+
+    @model_validator(mode="after")
+    def _not_triggered_by_itself(self) -> JobSpec:
+        for trigger in self.triggers:
+            if trigger.job == self.name:
+                raise ValueError("a job cannot be triggered by its own runs (a cycle)")
+        return self
 
     def task(self, name: str) -> ShellTask | HttpTask | PythonTask | DockerTask:
         """The task called ``name`` (``KeyError`` if there is none)."""
@@ -420,7 +480,8 @@ class _SpecLoader(yaml.SafeLoader):
 
     * anchors and aliases: refused, so a "billion laughs" document cannot expand;
     * duplicate keys: refused instead of silently keeping the last one;
-    * timestamps: kept as strings (``date: 2026-01-01`` is the string, as in JSON).
+    * timestamps: kept as strings (``date: 2026-01-01`` is the string, as in JSON);
+    * keys that YAML 1.1 reads as booleans (``on:``, ``yes:``) stay the strings they are.
     """
 
     yaml_implicit_resolvers = {
@@ -441,6 +502,8 @@ class _SpecLoader(yaml.SafeLoader):
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if key_node.tag == "tag:yaml.org,2002:bool":  # `on:` is a key, not True (YAML 1.1)
+                key = key_node.value
             if not isinstance(key, Hashable):
                 raise ConstructorError(
                     "while constructing a mapping",
@@ -731,8 +794,14 @@ def parse_job_spec(body: bytes, content_type: str | None) -> JobSpec:
 
 
 def stored_form(spec: JobSpec) -> dict[str, Any]:
-    """The spec as stored in ``job_versions.spec``: plain JSON, defaults filled in."""
-    return spec.model_dump(mode="json")
+    """The spec as stored in ``job_versions.spec``: plain JSON, defaults filled in
+    (``triggers`` and ``sla`` left out when empty, so specs stored before they existed
+    compare equal)."""
+    stored = spec.model_dump(mode="json")
+    for later in ("triggers", "sla"):
+        if not stored.get(later):
+            stored.pop(later, None)
+    return stored
 
 
 # ---------------------------------------------------------------------------- JSON schema

@@ -49,7 +49,18 @@ async def check_run_quota(
         return
     if principal.unverified_email:
         raise EmailUnverified("Verify your email address before running jobs")
-    limits, tenant_id = Limits.of_principal(principal), principal.tenant_id
+    await check_run_limits(
+        session, principal.tenant_id, Limits.of_principal(principal), adding=adding, now=now
+    )
+
+
+async def check_run_limits(
+    session: AsyncSession, tenant_id: uuid.UUID, limits: Limits, *, adding: int, now: datetime
+) -> None:
+    """The plan part of :func:`check_run_quota`, for triggers without a user (webhooks,
+    upstream runs): 402 ``quota_exceeded`` past runs per month or task-seconds."""
+    if not adding:
+        return
     start, resets = month_start(now), next_month_start(now)
     if limits.of("runs_per_month") is not None:
         used = await runs_since(session, tenant_id, start)

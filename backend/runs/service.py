@@ -33,11 +33,13 @@ from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
+from backend.plans.service import Limits
 from backend.runs.advance import advance_run
+from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.models import Run, TaskRun
 from backend.runs.publish import publish as publish_updates
 from backend.runs.publish import run_update
-from backend.runs.quota import check_run_quota
+from backend.runs.quota import check_run_limits, check_run_quota
 from backend.runs.repository import (
     AttemptRepository,
     LogRepository,
@@ -260,6 +262,13 @@ async def _create_runs(
         return []
     if audit_row is not None:
         audit.seal_soon(session, tenant_id)
+    done = [run for run in created if run.status in FINISHED_RUN]  # e.g. every task skipped
+    if done:
+        await runs_finished.fire(
+            session,
+            tenant_id,
+            [FinishedRun(r.id, r.job_id, r.status, r.reason, r.finished_at or now) for r in done],
+        )
     first_start = min(new.run_at for new in new_runs)
     updates = [run_update(run) for run in created]
 
@@ -325,6 +334,40 @@ async def trigger_scheduled(
     return created[0]
 
 
+async def trigger_unattended(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    *,
+    params: dict[str, Any],
+    idempotency_key: str | None,
+    trigger: str,
+    limits: Limits,
+) -> tuple[Run, bool]:
+    """Start a run no user asked for (an inbound webhook, an upstream run's trigger) in a
+    session scoped to the tenant; (run, created). A seen ``idempotency_key`` answers the
+    earlier run and creates nothing. The plan's run limits and the job's concurrency
+    policy hold as for any trigger (``QuotaExceeded``, ``Conflict``)."""
+    now = utcnow()
+    job, plan = await _job_and_plan(session, tenant_id, job_id)
+    runs = RunRepository(session, tenant_id)
+    if idempotency_key is not None:
+        seen = await runs.by_idempotency_keys(job.id, [idempotency_key])
+        if idempotency_key in seen:
+            return seen[idempotency_key], False
+    await check_run_limits(session, tenant_id, limits, adding=1, now=now)
+    new = NewRun(params={**plan.params, **params}, run_at=now, idempotency_key=idempotency_key)
+    created = await _create_runs(
+        session, redis, tenant_id, job, plan, [new], trigger=trigger, actor=None
+    )
+    if created:
+        return created[0], True
+    assert idempotency_key is not None  # only a keyed run can lose to a concurrent one
+    seen = await runs.by_idempotency_keys(job.id, [idempotency_key])
+    return seen[idempotency_key], False
+
+
 async def _cancel(
     session: AsyncSession, redis: Redis, tenant_id: uuid.UUID, runs: list[Run], *, reason: str
 ) -> None:
@@ -358,6 +401,11 @@ async def _cancel(
             for t in tasks
             if t.status not in FINISHED_TASK
         ]
+    )
+    await runs_finished.fire(
+        session,
+        tenant_id,
+        [FinishedRun(run.id, run.job_id, RunStatus.cancelled, reason, now) for run in runs],
     )
     job_of = {run.id: run.job_id for run in runs}
     updates = [

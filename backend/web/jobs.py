@@ -43,6 +43,7 @@ from backend.runs.schemas import RunTrigger
 from backend.schedules import service as schedules_service
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.secrets.references import mask_literal_credentials
+from backend.triggers import service as triggers_service
 from backend.web.csrf import CsrfChecked
 from backend.web.graph_svg import dag_svg
 from backend.web.render import page, redirect
@@ -53,6 +54,7 @@ router = APIRouter(prefix="/jobs", include_in_schema=False)
 
 PAGE_SIZE = 50
 RECENT_RUNS = 10
+RECENT_DELIVERIES = 20
 VERSIONS_SHOWN = 20
 PREVIEW_COUNT = 10
 TICKS_SHOWN = 10
@@ -219,6 +221,10 @@ async def _job_page(
         await _schedule_view(session, principal, job_id) if job.spec.get("schedule") else None
     )
     spec = JobSpec.model_validate(job.spec)
+    webhooks = await triggers_service.list_endpoints(session, principal, job_id)
+    deliveries = await triggers_service.list_deliveries(
+        session, principal, job_id=job_id, limit=RECENT_DELIVERIES
+    )
     return page(
         request,
         "jobs/detail.html",
@@ -241,6 +247,9 @@ async def _job_page(
             "params_text": params_text,
             "default_params": plain_yaml(job.spec["params"]) if job.spec.get("params") else "",
             "trigger_problems": trigger_problems or [],
+            "webhooks": webhooks,
+            "webhook_names": {hook.id: hook.name for hook in webhooks},
+            "deliveries": deliveries,
         },
         status=status,
     )

@@ -156,7 +156,16 @@ DASHBOARD_ROOTS = (
     "/admin",
     "/static",
 )
-NOT_DASHBOARD = ("/api/", "/metrics", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz")
+NOT_DASHBOARD = (
+    "/api/",
+    "/hooks/",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/healthz",
+    "/readyz",
+)
 
 
 def is_dashboard_request(path: str, accept: str) -> bool:

@@ -38,6 +38,12 @@ def api_requests_day(tenant_id: str, day: str) -> str:
     return f"{PREFIX}:{{{tenant_id}}}:api:day:{day}"
 
 
+def webhook_deliveries(tenant_id: str, minute: int) -> str:
+    """Counter of one tenant's inbound webhook deliveries in one minute (epoch minutes),
+    for ``webhook_deliveries_per_minute``; expires soon after the minute."""
+    return f"{PREFIX}:{{{tenant_id}}}:hooks:rpm:{minute}"
+
+
 def revoked_access_token(jti: str) -> str:
     """Marks a logged-out access token until it would have expired anyway."""
     return f"{PREFIX}:auth:revoked:{jti}"

@@ -38,7 +38,7 @@ PUBLIC_PAGES = {
     # Development only, from this machine only (404 otherwise: tests/web/test_dev_mail.py).
     ("GET", "/dev/mail"),
 }
-NOT_DASHBOARD = ("/api/", "/static", "/metrics", "/docs", "/redoc", "/openapi.json")
+NOT_DASHBOARD = ("/api/", "/hooks/", "/static", "/metrics", "/docs", "/redoc", "/openapi.json")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 

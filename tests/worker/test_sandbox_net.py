@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from worker.executors.http import classify_address
+from worker.addresses import classify_address
 from worker.sandbox import net
 
 

@@ -33,19 +33,23 @@ itself and defeat the pin.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from kernel.egress import (
+    Allowlist,
+    RefusedAddress,
+    Resolver,
+    checked_addresses,
+)
+from kernel.egress import parse_ip as _parse_ip
 from kernel.wire.protocol import ExecutionResult, TaskMessage
-from worker.addresses import METADATA_ADDRESSES, IPAddress, classify_address
 from worker.executors.base import (
     ExecutorPolicy,
     LogSink,
@@ -57,16 +61,10 @@ from worker.executors.base import (
 
 logger = logging.getLogger(__name__)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DEFAULT_EXPECT = tuple(range(200, 300))
 _READ_CHUNK = 64 * 1024
-
-
-class RefusedAddress(Exception):
-    """The task's URL leads somewhere the policy forbids."""
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -79,78 +77,6 @@ async def system_resolver(host: str, port: int) -> list[str]:
         if address not in addresses:
             addresses.append(address)
     return addresses
-
-
-@dataclass(frozen=True)
-class Allowlist:
-    """``policy.http_allowlist`` parsed: exact hostnames and networks."""
-
-    hostnames: frozenset[str]
-    networks: tuple[IPNetwork, ...]
-
-    @classmethod
-    def parse(cls, entries: tuple[str, ...]) -> Allowlist:
-        """Entries that parse as an address or CIDR are networks; the rest are hostnames."""
-        hostnames: set[str] = set()
-        networks: list[IPNetwork] = []
-        for entry in entries:
-            cleaned = entry.strip()
-            if not cleaned:
-                continue
-            try:
-                networks.append(ipaddress.ip_network(cleaned.strip("[]"), strict=False))
-            except ValueError:
-                hostnames.add(cleaned.lower().rstrip("."))
-        return cls(frozenset(hostnames), tuple(networks))
-
-    def allows(self, host: str, address: IPAddress) -> bool:
-        """Whether the operator allows reaching ``address`` (resolved from ``host``)."""
-        if address in METADATA_ADDRESSES:
-            return any(net.num_addresses == 1 and address in net for net in self.networks)
-        if host.lower().rstrip(".") in self.hostnames:
-            return True
-        return any(address in net for net in self.networks)
-
-
-async def checked_addresses(
-    host: str, port: int, allowlist: Allowlist, resolver: Resolver
-) -> list[str]:
-    """The addresses ``host`` may be reached at, or :class:`RefusedAddress`.
-
-    Refused when any address is forbidden and not allow-listed - a name that resolves to
-    both a public and an internal address is refused as a whole.
-    """
-    literal = _parse_ip(host)
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            resolved = await resolver(host, port)
-        except OSError as exc:
-            raise RefusedAddress(f"cannot resolve host {host!r}: {exc}") from exc
-        addresses = []
-        for raw in resolved:
-            parsed = _parse_ip(raw)
-            if parsed is None:
-                raise RefusedAddress(f"resolver returned a non-address for {host!r}: {raw!r}")
-            addresses.append(parsed)
-        if not addresses:
-            raise RefusedAddress(f"host {host!r} resolves to no address")
-    for address in addresses:
-        refused_class = classify_address(address)
-        if refused_class is not None and not allowlist.allows(host, address):
-            raise RefusedAddress(
-                f"refused to connect to {host!r}: it resolves to {address} "
-                f"({refused_class} address), which this worker's http allowlist does not allow"
-            )
-    return [str(address) for address in addresses]
-
-
-def _parse_ip(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,247 @@
+"""What happens after a run finishes, outside the transaction that finished it: job-to-job
+triggers and notifications (``backend/notify``), whose sending and SLA checks run in this
+loop too.
+
+The engine's finishing step (and a cancel) fires ``runs_finished``; :func:`record_finished`
+writes one outbox row per run in that transaction - no query, no network call on the hot
+path. The :class:`Reactor` loop, beside the engine, takes a tenant's rows (``FOR UPDATE
+SKIP LOCKED``, so several engine processes share the work), starts the jobs whose
+``triggers`` name the finished run's job with the run's status, and deletes the rows, in
+one transaction per batch. A tenant is looked at when this process wrote its rows (a kick)
+and, for rows written by other processes, at every sweep.
+
+A downstream run's idempotency key is ``upstream:<run id>``: a batch replayed after a crash
+starts nothing twice. Its ``upstream`` param holds the upstream run's id, job name, status
+and the outputs of its tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.core.db import after_commit, tenant_transaction
+from backend.core.errors import BatonError
+from backend.core.models import uuid7
+from backend.core.settings import Settings
+from backend.jobs.models import Job
+from backend.jobs.repository import trigger_edges
+from backend.notify import service as notify
+from backend.notify.sla import check_slas
+from backend.plans.service import Limits, cached_limits_of
+from backend.runs.hooks import FinishedRun
+from backend.runs.repository import TaskRunRepository
+from backend.runs.service import trigger_unattended
+from backend.tenants.models import TenantStatus
+from backend.tenants.repository import TenantDirectory
+from backend.triggers.models import RunFinishOutbox
+
+log = structlog.get_logger(__name__)
+
+BATCH = 100
+UPSTREAM_TRIGGER = "upstream"
+
+_kicked: set[uuid.UUID] = set()
+_wake = asyncio.Event()
+
+
+def kick(tenant_id: uuid.UUID) -> None:
+    """Have this process's reactor look at the tenant's outbox soon."""
+    _kicked.add(tenant_id)
+    _wake.set()
+
+
+async def record_finished(
+    session: AsyncSession, tenant_id: uuid.UUID, runs: list[FinishedRun]
+) -> None:
+    """``runs_finished`` handler: one outbox row per run, in the finishing transaction."""
+    if not runs:
+        return
+    await session.execute(
+        insert(RunFinishOutbox),
+        [
+            {
+                "tenant_id": tenant_id,
+                "id": uuid7(),
+                "run_id": run.run_id,
+                "job_id": run.job_id,
+                "status": run.status,
+                "reason": run.reason[:300] if run.reason else None,
+                "finished_at": run.finished_at,
+            }
+            for run in runs
+        ],
+    )
+
+    async def wake() -> None:
+        kick(tenant_id)
+
+    after_commit(session, wake)
+
+
+async def react(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+) -> int:
+    """Consume up to one batch of the tenant's outbox; the number of rows taken."""
+    async with tenant_transaction(sessionmaker, tenant_id) as session:
+        statement = (
+            select(RunFinishOutbox)
+            .where(col(RunFinishOutbox.tenant_id) == tenant_id)
+            .order_by(col(RunFinishOutbox.id))
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        rows = list((await session.exec(statement)).all())
+        if not rows:
+            return 0
+        tenant = await TenantDirectory(session).get(tenant_id)
+        if tenant is not None and tenant.status == TenantStatus.active:
+            limits = await cached_limits_of(session, settings, tenant.plan)
+            for row in rows:
+                job = await _job_of(session, row)
+                if job is None:
+                    continue
+                await _start_downstream(session, redis, limits, row, job)
+                await notify.enqueue_for_run(
+                    session, settings, tenant_id, run_id=row.run_id, job_id=row.job_id,
+                    job_name=job.name, status=row.status, reason=row.reason,
+                    finished_at=row.finished_at,
+                )  # fmt: skip
+        await session.execute(
+            delete(RunFinishOutbox).where(
+                col(RunFinishOutbox.tenant_id) == tenant_id,
+                col(RunFinishOutbox.id).in_([row.id for row in rows]),
+            )
+        )
+        return len(rows)
+
+
+async def _job_of(session: AsyncSession, row: RunFinishOutbox) -> Job | None:
+    statement = select(Job).where(col(Job.tenant_id) == row.tenant_id, col(Job.id) == row.job_id)
+    return (await session.exec(statement)).first()
+
+
+async def check_tenant_slas(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, tenant_id: uuid.UUID
+) -> int:
+    """Record and notify the tenant's new SLA misses (one transaction)."""
+    async with tenant_transaction(sessionmaker, tenant_id) as session:
+        return await check_slas(session, settings, tenant_id)
+
+
+async def send_notifications(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, tenant_id: uuid.UUID
+) -> int:
+    """Send the tenant's due notifications (one transaction); the number tried."""
+    async with tenant_transaction(sessionmaker, tenant_id) as session:
+        return await notify.send_due(session, settings, tenant_id)
+
+
+async def _start_downstream(
+    session: AsyncSession, redis: Redis, limits: Limits, row: RunFinishOutbox, upstream: Job
+) -> None:
+    if upstream.deleted_at is not None:
+        return
+    edges = [
+        edge
+        for edge in await trigger_edges(session, row.tenant_id, upstream=upstream.name)
+        if row.status in edge.statuses
+    ]
+    if not edges:
+        return
+    tasks = await TaskRunRepository(session, row.tenant_id).for_runs([row.run_id])
+    params: dict[str, Any] = {
+        "upstream": {
+            "run_id": str(row.run_id),
+            "job": upstream.name,
+            "status": row.status,
+            "outputs": {task.name: task.output for task in tasks if task.output is not None},
+        }
+    }
+    for edge in edges:
+        try:
+            async with session.begin_nested():
+                run, created = await trigger_unattended(
+                    session,
+                    redis,
+                    row.tenant_id,
+                    edge.job_id,
+                    params=params,
+                    idempotency_key=f"upstream:{row.run_id}",
+                    trigger=UPSTREAM_TRIGGER,
+                    limits=limits,
+                )
+        except BatonError as error:  # quota, concurrency policy, a job gone meanwhile
+            log.warning("triggers.downstream_refused", tenant_id=str(row.tenant_id),
+                        job_id=str(edge.job_id), upstream_run_id=str(row.run_id),
+                        code=error.code, reason=error.message)  # fmt: skip
+            continue
+        log.info("triggers.downstream_started", tenant_id=str(row.tenant_id),
+                 job_id=str(edge.job_id), run_id=str(run.id),
+                 upstream_run_id=str(row.run_id), created=created)  # fmt: skip
+
+
+class Reactor:
+    """Consumes finished runs' outbox rows until :meth:`stop` (``baton scheduler``/``dev``)."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        settings: Settings,
+        *,
+        sweep_seconds: float = 10.0,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.redis = redis
+        self.settings = settings
+        self.sweep_seconds = sweep_seconds
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        _wake.set()
+
+    async def _all_tenants(self) -> set[uuid.UUID]:
+        async with self.sessionmaker() as session:
+            return {tenant.id for tenant in await TenantDirectory(session).all()}
+
+    async def run(self) -> None:
+        """React to kicks at once and sweep every tenant every ``sweep_seconds``."""
+        last_sweep = 0.0
+        while not self._stopping.is_set():
+            _wake.clear()
+            tenants = set(_kicked)
+            _kicked.difference_update(tenants)
+            try:
+                sweeping = time.monotonic() - last_sweep >= self.sweep_seconds
+                if sweeping:
+                    tenants |= await self._all_tenants()
+                    last_sweep = time.monotonic()
+                for tenant_id in sorted(tenants):
+                    while await react(self.sessionmaker, self.redis, self.settings, tenant_id):
+                        if self._stopping.is_set():
+                            break
+                    if sweeping:
+                        await check_tenant_slas(self.sessionmaker, self.settings, tenant_id)
+                    await send_notifications(self.sessionmaker, self.settings, tenant_id)
+            except (RedisError, OSError, SQLAlchemyError) as error:
+                log.warning("triggers.reactor_failed", error=type(error).__name__)
+                _kicked.update(tenants)  # try them again
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_wake.wait(), timeout=min(self.sweep_seconds, 1.0))

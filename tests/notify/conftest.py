@@ -1,0 +1,28 @@
+"""A real SMTP server (aiosmtpd) and a signature-checking HTTP receiver, in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.accounts.conftest import smtp  # noqa: F401  (the session's SMTP server)
+from tests.accounts.smtp import Inbox
+from tests.notify.receiver import Receiver, receiving
+from tests.secrets.helpers import secret_value
+
+
+@pytest.fixture
+def inbox(smtp: tuple[Inbox, int]) -> Inbox:  # noqa: F811
+    return smtp[0]
+
+
+@pytest.fixture
+def smtp_port(smtp: tuple[Inbox, int]) -> int:  # noqa: F811
+    return smtp[1]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving(secret_value()) as record:
+        yield record
