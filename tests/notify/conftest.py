@@ -1,4 +1,5 @@
-"""A real SMTP server (aiosmtpd) and a signature-checking HTTP receiver, in this process."""
+"""The session's SMTP server's port (tests/fixtures/mail.py) and a signature-checking HTTP
+receiver, in this process."""
 
 from __future__ import annotations
 
@@ -6,19 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.accounts.conftest import smtp  # noqa: F401  (the session's SMTP server)
 from tests.accounts.smtp import Inbox
 from tests.notify.receiver import Receiver, receiving
 from tests.secrets.helpers import secret_value
 
 
 @pytest.fixture
-def inbox(smtp: tuple[Inbox, int]) -> Inbox:  # noqa: F811
-    return smtp[0]
-
-
-@pytest.fixture
-def smtp_port(smtp: tuple[Inbox, int]) -> int:  # noqa: F811
+def smtp_port(smtp: tuple[Inbox, int]) -> int:
     return smtp[1]
 
 
