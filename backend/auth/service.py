@@ -359,23 +359,22 @@ async def _authenticate_access_token(
     except RedisError as error:
         raise ServiceUnavailable("Authentication is unavailable: Redis did not answer") from error
     await scope_to_tenant(session, claims.tenant_id)
-    caller = await MembershipRepository(session, claims.tenant_id).caller(claims.user_id)
+    caller = await MembershipRepository(session, claims.tenant_id).caller_facts(claims.user_id)
     if caller is None:
         raise InvalidToken("Not a member of this tenant")
-    membership, user, tenant = caller
-    if tenant.status != TenantStatus.active:
+    if caller.tenant_status != TenantStatus.active:
         raise TenantSuspended("This tenant is suspended")
     principal = Principal(
-        user_id=user.id,
-        email=user.email,
-        tenant_id=tenant.id,
-        role=Role(membership.role),
-        is_superuser=user.is_superuser,
+        user_id=caller.user_id,
+        email=caller.email,
+        tenant_id=claims.tenant_id,
+        role=Role(caller.role),
+        is_superuser=caller.is_superuser,
         origin=origin,
         jti=claims.jti,
         access_expires_at=claims.expires_at,
     )
-    return principal, tenant.plan, user.email_verified_at is not None
+    return principal, caller.plan, caller.email_verified
 
 
 async def _authenticate_api_token(
@@ -389,27 +388,26 @@ async def _authenticate_api_token(
         raise InvalidToken("Unknown or revoked API token")
     if is_expired(token.expires_at):
         raise InvalidToken("API token expired")
-    caller = await MembershipRepository(session, tenant_id).caller(token.created_by)
+    caller = await MembershipRepository(session, tenant_id).caller_facts(token.created_by)
     if caller is None:
         raise InvalidToken("The token's creator is no longer a member")
-    membership, user, tenant = caller
-    if tenant.status != TenantStatus.active:
+    if caller.tenant_status != TenantStatus.active:
         raise TenantSuspended("This tenant is suspended")
-    creator_role, token_role = Role(membership.role), Role(token.role)
+    creator_role, token_role = Role(caller.role), Role(token.role)
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         token.last_used_at = now
         session.add(token)
     principal = Principal(
-        user_id=user.id,
-        email=user.email,
+        user_id=caller.user_id,
+        email=caller.email,
         tenant_id=tenant_id,
         role=token_role if creator_role.at_least(token_role) else creator_role,
         is_superuser=False,
         origin=origin,
         token_id=token.id,
     )
-    return principal, tenant.plan, user.email_verified_at is not None
+    return principal, caller.plan, caller.email_verified
 
 
 def require_user_principal(principal: Principal) -> None:

@@ -11,13 +11,16 @@ transaction mode. Row-level security policies read it; with nothing set they mat
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,8 +31,37 @@ AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT_KEY = "baton.after_commit"
 
 
+class _Connection(asyncpg.Connection):
+    """An asyncpg connection that can send statements with a transaction's ``BEGIN``, in the
+    same round trip (simple query protocol). :func:`scope_to_tenant` uses it to set the
+    tenant as the transaction begins; nothing else sets ``_with_begin``, and it is cleared
+    as soon as the ``BEGIN`` it was meant for has been sent (or has failed)."""
+
+    _with_begin: str | None = None
+
+    async def execute(
+        self,
+        query: str,
+        *args: Any,
+        timeout: float | None = None,  # noqa: ASYNC109 - asyncpg's own signature
+    ) -> str:
+        suffix = self._with_begin
+        if suffix is not None and not args and query.startswith("BEGIN"):
+            self._with_begin = None
+            query = f"{query} {suffix}"
+        return await super().execute(query, *args, timeout=timeout)
+
+
+_IDLE_SINCE = "baton.idle_since"
+
+
 def create_engine(
-    url: str, *, pool_size: int = 10, custom_plans: bool = False, pre_ping: bool = True
+    url: str,
+    *,
+    pool_size: int = 10,
+    custom_plans: bool = False,
+    pre_ping: bool = True,
+    ping_idle_after: float | None = None,
 ) -> AsyncEngine:
     """The async engine. ``custom_plans``: plan every execution of a prepared statement
     for its actual parameters. The engine's admission query needs it - after five runs
@@ -40,17 +72,46 @@ def create_engine(
     hot path cannot afford; its loops retry an iteration that fails, and a connection that
     failed is thrown away (SQLAlchemy recycles the pool on a disconnect), so without the
     ping a dead connection costs one retried iteration instead of three round trips each
-    time."""
-    connect_args: dict[str, Any] = {}
+    time.
+
+    ``ping_idle_after`` (with ``pre_ping=False``): test only a connection that sat in the
+    pool longer than this many seconds, and replace it when the test fails. A server that
+    restarted while the pool was idle is noticed before a request uses the connection,
+    while a busy pool (connections back in use within milliseconds) pays nothing; a
+    connection that dies while in use fails its request with a 503 and the pool is
+    recycled."""
+    connect_args: dict[str, Any] = {"connection_class": _Connection}
     if custom_plans:
         connect_args["server_settings"] = {"plan_cache_mode": "force_custom_plan"}
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
         connect_args=connect_args,
     )
+    if ping_idle_after is not None and not pre_ping:
+        _ping_when_idle(engine, ping_idle_after)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
+    dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since <= seconds:
+            return
+        try:
+            dbapi_connection.ping()  # runs inside SQLAlchemy's greenlet: may await
+        except dbapi_error as error:
+            # The pool discards this connection and checks out another (or a new one).
+            raise DisconnectionError("idle connection failed its ping") from error
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -58,18 +119,48 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 async def scope_to_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
-    """Make row-level security show this tenant's rows for the rest of the transaction."""
-    await session.execute(
-        text("SELECT set_config('app.tenant_id', :tenant_id, true)"),
-        {"tenant_id": str(tenant_id)},
-    )
+    """Make row-level security show this tenant's rows for the rest of the transaction.
+
+    When the transaction has not begun yet (the usual case: the first thing a request or a
+    tenant transaction does), ``set_config`` travels with its ``BEGIN``: one round trip."""
+    if not await _begin_with_setting(session, "app.tenant_id", tenant_id):
+        await session.execute(
+            text("SELECT set_config('app.tenant_id', :tenant_id, true)"),
+            {"tenant_id": str(tenant_id)},
+        )
 
 
 async def scope_to_user(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Let the transaction read this user's own memberships in every tenant (login only)."""
-    await session.execute(
-        text("SELECT set_config('app.user_id', :user_id, true)"), {"user_id": str(user_id)}
-    )
+    if not await _begin_with_setting(session, "app.user_id", user_id):
+        await session.execute(
+            text("SELECT set_config('app.user_id', :user_id, true)"), {"user_id": str(user_id)}
+        )
+
+
+async def _begin_with_setting(session: AsyncSession, name: str, value: uuid.UUID) -> bool:
+    """Begin the session's database transaction with ``set_config(name, value, true)`` in the
+    same round trip; False (nothing done) when it has begun already or cannot be begun so.
+
+    SQLAlchemy's asyncpg adapter begins a transaction lazily, as its first statement is
+    sent; here it is begun the adapter's own way (``_start_transaction``), with the setting
+    appended to the ``BEGIN`` by :class:`_Connection`. The value is a UUID rendered by
+    ``uuid`` itself (hex digits and dashes), so it is safe to put in the statement text."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted, driver = raw.dbapi_connection, raw.driver_connection
+    if (
+        not isinstance(driver, _Connection)
+        or getattr(adapted, "_transaction", True) is not None
+        or getattr(adapted, "isolation_level", "autocommit") == "autocommit"
+    ):
+        return False
+    driver._with_begin = f"SELECT set_config('{name}', '{uuid.UUID(str(value))}', true);"
+    try:
+        await adapted._start_transaction()  # type: ignore[union-attr]
+    finally:
+        driver._with_begin = None
+    return True
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from backend.core.models import utcnow
 from kernel.wire import keys
@@ -19,15 +20,21 @@ from kernel.wire import keys
 
 async def mark_tenant_due(redis: Redis, tenant_id: uuid.UUID, at: datetime | None = None) -> None:
     """Record that ``tenant_id`` has work to admit at ``at`` (now by default)."""
-    when = at or utcnow()
     async with redis.pipeline(transaction=False) as pipe:
-        # LT: an earlier due time wins; a later one never postpones work already due.
-        pipe.zadd(keys.engine_due(), {str(tenant_id): when.timestamp()}, lt=True)
-        pipe.zadd(keys.engine_due(), {str(tenant_id): when.timestamp()}, nx=True)
-        if when <= utcnow():
-            pipe.lpush(keys.engine_wakeup(), str(tenant_id))
-            pipe.ltrim(keys.engine_wakeup(), 0, 999)
+        queue_tenant_due(pipe, tenant_id, at)
         await pipe.execute()
+
+
+def queue_tenant_due(pipe: Pipeline, tenant_id: uuid.UUID, at: datetime | None = None) -> None:
+    """:func:`mark_tenant_due`'s commands, added to a pipeline the caller sends (with other
+    commands, in one round trip)."""
+    when = at or utcnow()
+    # LT: an earlier due time wins; a later one never postpones work already due.
+    pipe.zadd(keys.engine_due(), {str(tenant_id): when.timestamp()}, lt=True)
+    pipe.zadd(keys.engine_due(), {str(tenant_id): when.timestamp()}, nx=True)
+    if when <= utcnow():
+        pipe.lpush(keys.engine_wakeup(), str(tenant_id))
+        pipe.ltrim(keys.engine_wakeup(), 0, 999)
 
 
 async def publish_cancel(

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from backend.runs.models import Run, TaskRun
 from kernel.wire import keys
@@ -48,13 +49,18 @@ async def publish(redis: Redis, tenant_id: uuid.UUID, updates: Iterable[dict[str
     items = list(updates)
     if not items:
         return
-    stream = keys.updates_stream(str(tenant_id))
     async with redis.pipeline(transaction=False) as pipe:
-        for item in items:
-            pipe.xadd(
-                stream,
-                {"e": json.dumps(item, default=str)},
-                maxlen=UPDATES_HISTORY,
-                approximate=True,
-            )
+        queue_updates(pipe, tenant_id, items)
         await pipe.execute()
+
+
+def queue_updates(pipe: Pipeline, tenant_id: uuid.UUID, updates: Iterable[dict[str, Any]]) -> None:
+    """:func:`publish`'s commands, added to a pipeline the caller sends."""
+    stream = keys.updates_stream(str(tenant_id))
+    for item in updates:
+        pipe.xadd(
+            stream,
+            {"e": json.dumps(item, default=str)},
+            maxlen=UPDATES_HISTORY,
+            approximate=True,
+        )

@@ -28,7 +28,7 @@ from backend.core.db import after_commit
 from backend.core.errors import Conflict, NotFound, ValidationFailed
 from backend.core.models import utcnow, uuid7
 from backend.core.principal import Principal
-from backend.dispatch.signals import mark_tenant_due, publish_cancel
+from backend.dispatch.signals import publish_cancel, queue_tenant_due
 from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
@@ -38,7 +38,7 @@ from backend.runs.advance import advance_run
 from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.models import Run, TaskRun
 from backend.runs.publish import publish as publish_updates
-from backend.runs.publish import run_update
+from backend.runs.publish import queue_updates, run_update
 from backend.runs.quota import check_run_limits, check_run_quota
 from backend.runs.repository import (
     AttemptRepository,
@@ -273,8 +273,11 @@ async def _create_runs(
     updates = [run_update(run) for run in created]
 
     async def notify_engine() -> None:
-        await mark_tenant_due(redis, tenant_id, first_start)
-        await publish_updates(redis, tenant_id, updates)
+        # One round trip: the engine's due index and wake-up, then the live updates.
+        async with redis.pipeline(transaction=False) as pipe:
+            queue_tenant_due(pipe, tenant_id, first_start)
+            queue_updates(pipe, tenant_id, updates)
+            await pipe.execute()
 
     after_commit(session, notify_engine)
     return created

@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, tuple_
+from sqlalchemy import bindparam, func, tuple_
+from sqlalchemy import select as columns_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.repository import TenantScopedRepository
 from backend.tenants.models import Membership, Tenant
 from backend.users.models import User
+
+
+@dataclass(frozen=True, slots=True)
+class CallerFacts:
+    """What authenticating a request needs of its caller: plain values, no ORM objects."""
+
+    user_id: uuid.UUID
+    email: str
+    is_superuser: bool
+    email_verified: bool
+    role: str
+    tenant_status: str
+    plan: str
+
+
+# Built once: every authenticated request runs it, and a statement built per call costs
+# its construction and cache key each time.
+_CALLER_FACTS = (
+    columns_select(  # SQLModel's select takes at most four columns
+        col(User.id),
+        col(User.email),
+        col(User.is_superuser),
+        col(User.email_verified_at).is_not(None),
+        col(Membership.role),
+        col(Tenant.status),
+        col(Tenant.plan),
+    )
+    .join(User, col(User.id) == col(Membership.user_id))
+    .join(Tenant, col(Tenant.id) == col(Membership.tenant_id))
+    .where(
+        col(Membership.tenant_id) == bindparam("tenant_id"),
+        col(Membership.user_id) == bindparam("user_id"),
+    )
+)
 
 
 class TenantDirectory:
@@ -82,6 +118,17 @@ class MembershipRepository(TenantScopedRepository[Membership]):
         )
         row = (await self.session.exec(statement)).first()
         return (row[0], row[1], row[2]) if row else None
+
+    async def caller_facts(self, user_id: uuid.UUID) -> CallerFacts | None:
+        """:meth:`caller`'s answer as plain values (what authentication needs), one query."""
+        result = await self.session.execute(
+            _CALLER_FACTS, {"tenant_id": self.tenant_id, "user_id": user_id}
+        )
+        row = result.first()
+        if row is None:
+            return None
+        user_id, email, superuser, verified, role, status, plan = row
+        return CallerFacts(user_id, email, superuser, verified, role, status, plan)
 
     async def count(self) -> int:
         """How many members the tenant has (its plan limits them)."""

@@ -1,7 +1,9 @@
 """The statements a trigger sends to PostgreSQL: its round-trip budget, kept.
 
 Counted with SQLAlchemy's ``before_cursor_execute`` on the app's engine (BEGIN, COMMIT and
-the pool's pre-ping are not cursor executions; docs/architecture.md counts them). The audit
+a pool ping are not cursor executions; docs/architecture.md counts them). The tenant scope
+is not one either: ``set_config`` travels with the transaction's ``BEGIN``
+(``core.db.scope_to_tenant``, tested in tests/core/test_db_scope.py). The audit
 sealer, kicked after the commit, runs statements of its own on the same engine, in tasks of
 its own: only the statements of the request's task are kept.
 """
@@ -40,22 +42,22 @@ def statements(app: FastAPI) -> Iterator[list[str]]:
         kept.extend(s for task, s in seen if task is request)
 
 
-async def test_a_trigger_sends_four_statements(
+async def test_a_trigger_sends_three_statements(
     client: AsyncClient, app: FastAPI, owner: Account
 ) -> None:
-    """Tenant scope, the caller's membership, the job, then one statement for the runs,
-    their task runs and the audit event (no chain lock, no chain-head read)."""
+    """After the BEGIN that sets the tenant scope: the caller's membership, the job, then one
+    statement for the runs, their task runs and the audit event (no chain lock, no
+    chain-head read)."""
     tasks = [python_task("a"), python_task("b", depends_on=["a"]), python_task("c")]
     job = await create_job(client, owner, tasks)
     await trigger(client, owner, job["id"])  # the plan is compiled and cached once
     with statements(app) as seen:
         await trigger(client, owner, job["id"])
-    assert len(seen) == 4, seen
-    assert not any("audit_events" in s or "advisory" in s for s in seen)
-    assert "set_config('app.tenant_id'" in seen[0]
-    assert "FROM memberships" in seen[1]
-    assert "FROM jobs" in seen[2]
-    assert seen[3].startswith("WITH new_runs AS ( INSERT INTO runs")
+    assert len(seen) == 3, seen
+    assert not any("audit_events" in s or "advisory" in s or "set_config" in s for s in seen)
+    assert "FROM memberships" in seen[0]
+    assert "FROM jobs" in seen[1]
+    assert seen[2].startswith("WITH new_runs AS ( INSERT INTO runs")
 
 
 async def test_a_batch_of_runs_is_one_statement_too(
