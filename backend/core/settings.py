@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     # Unacknowledged engine events (a failed batch, a dead replica) are retried one by one
     # once this old; one that fails three times is dead-lettered (logged, acknowledged).
     engine_recovery_seconds: float = Field(default=5.0, gt=0)
+    # The engine trims dispatch and events streams below their oldest unsettled entry (and
+    # prunes other history indexes in Redis) this often (backend/engine/trim.py).
+    stream_trim_seconds: float = Field(default=10.0, gt=0)
     # Cron scheduler: a replica's lease on a tenant lasts this long unless renewed (a dead
     # replica's tenants move within it); it looks for due schedules at least this often.
     scheduler_lease_seconds: float = Field(default=10.0, gt=0)

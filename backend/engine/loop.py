@@ -46,7 +46,7 @@ from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
-from backend.engine import outbox
+from backend.engine import outbox, trim
 from backend.engine.admission import (
     NO_RUN,
     Admission,
@@ -96,6 +96,7 @@ class Engine:
         self.name = name or f"engine-{socket.gethostname()}-{os.getpid()}"
         self.plans = PLANS
         self._publish_once = outbox.script(redis)
+        self._trim = trim.script(redis)
         self.fair = FairShare(settings.admission_quantum)
         self._stopping = asyncio.Event()
         self._event_groups: set[str] = set()
@@ -106,7 +107,9 @@ class Engine:
         # tenant -> (until, queues its own workers serve), re-read from PostgreSQL
         self._hosted_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._next_credential_sweep = 0.0
-        self._guards = {loop: Guard(f"engine.{loop}") for loop in ("admission", "events", "sweep")}
+        self._guards = {
+            loop: Guard(f"engine.{loop}") for loop in ("admission", "events", "sweep", "trim")
+        }
         # Since when the events loop has run without a failure (monotonic), and how long it
         # must have listened before it may call a silent attempt lost (see the top).
         self._heard_since = time.monotonic()
@@ -119,7 +122,9 @@ class Engine:
     async def run(self) -> None:
         """Run until :meth:`stop`."""
         log.info("engine.started", engine=self.name)
-        await asyncio.gather(self._admission_loop(), self._events_loop(), self._sweep_loop())
+        await asyncio.gather(
+            self._admission_loop(), self._events_loop(), self._sweep_loop(), self._trim_loop()
+        )
         log.info("engine.stopped", engine=self.name)
 
     def stop(self) -> None:
@@ -542,6 +547,19 @@ class Engine:
                 run_id=str(run.id),
                 status=run.status,
             )
+
+    # -- bounded Redis ------------------------------------------------------------------
+    async def _trim_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._guarded("trim", self.trim_round())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.settings.stream_trim_seconds
+                )
+
+    async def trim_round(self) -> trim.TrimReport:
+        """Trim every stream below its oldest unsettled entry (``engine/trim.py``)."""
+        return await trim.trim_all(self.redis, self._trim)
 
     # -- sweeps -------------------------------------------------------------------------
     async def _sweep_loop(self) -> None:
