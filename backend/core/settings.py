@@ -179,6 +179,10 @@ class Settings(BaseSettings):
     # The engine trims dispatch and events streams below their oldest unsettled entry (and
     # prunes other history indexes in Redis) this often (backend/engine/trim.py).
     stream_trim_seconds: float = Field(default=10.0, gt=0)
+    # The audit log's retention in days, never shorter than a tenant's history retention
+    # (its plan's log_retention_days); unset: kept forever. Cut behind a signed checkpoint
+    # (needs BATON_SECRETS_KEK; backend/retention/service.py).
+    audit_retention_days: int | None = Field(default=None, ge=1, le=36_500)
     # Cron scheduler: a replica's lease on a tenant lasts this long unless renewed (a dead
     # replica's tenants move within it); it looks for due schedules at least this often.
     scheduler_lease_seconds: float = Field(default=10.0, gt=0)

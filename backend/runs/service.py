@@ -33,6 +33,8 @@ from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
+from backend.plans.service import Limits
+from backend.retention.service import RETENTION_LIMIT, horizon
 from backend.runs.advance import advance_run
 from backend.runs.models import Run, TaskRun
 from backend.runs.publish import publish as publish_updates
@@ -445,6 +447,13 @@ async def rerun(
         session, redis, principal.tenant_id, job, plan, [new], trigger="rerun", actor=principal
     )
     return created[0]
+
+
+def history_window(principal: Principal) -> tuple[int | None, datetime | None]:
+    """How far back the caller's history goes: its plan's retention in days and the
+    instant before which runs are removed (both None: kept forever)."""
+    days = Limits.of_principal(principal).of(RETENTION_LIMIT)
+    return days, horizon(days)
 
 
 async def list_runs(
