@@ -57,6 +57,7 @@ from backend.engine.admission import (
 )
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.plans.service import plan_limits
+from backend.retention import partitions
 from backend.runs.publish import publish as publish_updates
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
@@ -107,6 +108,7 @@ class Engine:
         # tenant -> (until, queues its own workers serve), re-read from PostgreSQL
         self._hosted_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._next_credential_sweep = 0.0
+        self._next_partitions = 0.0  # at start, then every partition_maintenance_seconds
         self._guards = {
             loop: Guard(f"engine.{loop}") for loop in ("admission", "events", "sweep", "trim")
         }
@@ -558,8 +560,13 @@ class Engine:
                 )
 
     async def trim_round(self) -> trim.TrimReport:
-        """Trim every stream below its oldest unsettled entry (``engine/trim.py``)."""
-        return await trim.trim_all(self.redis, self._trim)
+        """Trim every stream below its oldest unsettled entry (``engine/trim.py``); keep
+        the history tables' partitions (``retention/partitions.py``) when it is time."""
+        report = await trim.trim_all(self.redis, self._trim)
+        if time.monotonic() >= self._next_partitions:
+            await partitions.maintain(self.sessionmaker, self.settings)
+            self._next_partitions = time.monotonic() + self.settings.partition_maintenance_seconds
+        return report
 
     # -- sweeps -------------------------------------------------------------------------
     async def _sweep_loop(self) -> None:

@@ -31,13 +31,15 @@ _OLD_RUNS = text(
     DELETE FROM runs WHERE tenant_id = :tenant AND id IN (SELECT id FROM doomed)
     """
 )
+# Both tables are partitioned (migration 0014): a row's ctid is only unique within its
+# partition, so a row is named by (tableoid, ctid).
 _OLD_LOG_LINES = text(
-    "DELETE FROM task_logs WHERE ctid IN (SELECT ctid FROM task_logs"
+    "DELETE FROM task_logs WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM task_logs"
     " WHERE tenant_id = :tenant AND logged_at < :cutoff LIMIT :batch)"
 )
 _OLD_TICKS = text(
-    "DELETE FROM schedule_ticks WHERE ctid IN (SELECT ctid FROM schedule_ticks"
-    " WHERE tenant_id = :tenant AND scheduled_for < :cutoff LIMIT :batch)"
+    "DELETE FROM schedule_ticks WHERE (tableoid, ctid) IN (SELECT tableoid, ctid"
+    " FROM schedule_ticks WHERE tenant_id = :tenant AND scheduled_for < :cutoff LIMIT :batch)"
 )
 
 
