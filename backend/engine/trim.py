@@ -180,7 +180,7 @@ async def trim_all(
         pipe.zremrangebyscore(keys.scheduler_replicas(), "-inf", now - REPLICA_FORGET_SECONDS)
         report.index_entries_removed = sum(int(n) for n in await pipe.execute())
     if report.entries_removed or report.consumers_removed or report.index_entries_removed:
-        log.info(
+        log.debug(
             "engine.trim.pass",
             streams=report.streams,
             entries_removed=report.entries_removed,
