@@ -4,6 +4,7 @@ had delivered and acknowledged, and a stream under a steady load stays bounded."
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from redis.asyncio import Redis
@@ -175,3 +176,19 @@ async def test_streams_under_a_steady_load_stay_bounded(services: Services) -> N
 
             # After each wave the streams are back to nothing, whatever went through them.
             await eventually(settled, what="the streams trimmed after a wave")
+
+
+async def test_the_pass_prunes_heartbeat_indexes_of_workers_and_replicas_long_gone(
+    redis: Redis,
+) -> None:
+    tenant = str(uuid.uuid4())
+    index = keys.tenant_workers(tenant)
+    now = time.time()
+    await redis.zadd(index, {"gone": now - 2 * 3600, "alive": now})
+    await redis.zadd(keys.scheduler_replicas(), {f"gone-{tenant}": now - 2 * 3600})
+    await redis.zadd(keys.scheduler_replicas(), {f"alive-{tenant}": now})
+    await trim.trim_all(redis, trim.script(redis))
+    assert [as_text(m) for m in await redis.zrange(index, 0, -1)] == ["alive"]
+    replicas = {as_text(m) for m in await redis.zrange(keys.scheduler_replicas(), 0, -1)}
+    assert f"alive-{tenant}" in replicas and f"gone-{tenant}" not in replicas
+    await redis.zrem(keys.scheduler_replicas(), f"alive-{tenant}")
