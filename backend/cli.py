@@ -265,8 +265,12 @@ def create_superuser(
 def audit_verify(
     tenant: str | None = typer.Option(None, help="Tenant slug; all tenants when omitted"),
 ) -> None:
-    """Check every tenant's audit hash chain; exit 1 at the first broken link."""
+    """Check every tenant's audit hash chain; exit 1 at the first broken link.
+
+    A chain that retention cut starts at a signed checkpoint; its signature is checked
+    with the secrets key-encryption keys when they are configured (BATON_SECRETS_KEK)."""
     settings = _settings_for(Process.database, settings=with_embedded_database(Settings()))
+    keys = audit_service.checkpoint_keys(settings.secrets_keks) if settings.secrets_kek else None
 
     async def run() -> bool:
         async with _session(settings) as session:
@@ -282,7 +286,7 @@ def audit_verify(
             intact = True
             for item in tenants:
                 await scope_to_tenant(session, item.id)
-                report = await audit_service.verify_chain(session, item.id)
+                report = await audit_service.verify_chain(session, item.id, checkpoint_keys=keys)
                 if report.intact:
                     waiting = (
                         f"; {report.unsealed} more awaiting sealing" if report.unsealed else ""

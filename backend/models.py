@@ -1,7 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from backend.accounts.models import AccountToken
-from backend.audit.models import AuditEvent
+from backend.audit.models import AuditCheckpoint, AuditEvent
 from backend.billing.models import BillingAccount, MeterReport, StripeEvent, UsageDay
 from backend.jobs.models import Job, JobVersion
 from backend.notify.models import (
@@ -24,6 +24,7 @@ from backend.workers.models import WorkerCredential
 __all__ = [
     "AccountToken",
     "ApiToken",
+    "AuditCheckpoint",
     "AuditEvent",
     "BillingAccount",
     "Job",

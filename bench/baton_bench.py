@@ -405,10 +405,16 @@ class BatonBench:
 
     @contextlib.asynccontextmanager
     async def cluster(
-        self, name: str, *, quota: int, workers: bool = True, engine: bool = True
+        self,
+        name: str,
+        *,
+        quota: int,
+        workers: bool = True,
+        engine: bool = True,
+        extra_env: dict[str, str] | None = None,
     ) -> AsyncIterator[Cluster]:
         await flush_redis(self.services.baton_redis_url)
-        env = self.env(quota)
+        env = {**self.env(quota), **(extra_env or {})}
         out = self.log_dir / name
         out.mkdir(parents=True, exist_ok=True)
         procs = ProcessSet(out, env)
@@ -693,6 +699,11 @@ class BatonBench:
         from bench.trigger_rate import trigger_rate
 
         return await trigger_rate(self)
+
+    async def soak(self) -> JsonDict:
+        from bench.soak import soak
+
+        return await soak(self)
 
     # The DAG-engine scenarios live in bench.baton_dag (imported late: it imports this).
     async def chain40(self) -> JsonDict:

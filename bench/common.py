@@ -35,6 +35,7 @@ SCENARIOS = (
     "dag1000",
     "schedules10k",
     "scheduler_failover",
+    "soak",
 )
 SYSTEMS = ("baton", "celery", "dramatiq")
 # The peers Baton's figures are compared with, in the order of the results table's columns.

@@ -29,6 +29,9 @@ Run as ``python -m bench.run`` from the repository root. Knobs (environment):
   (0.012 s per schedule, for that estimate), ``BATON_BENCH_SCHEDULE_WAIT`` (600 s),
   ``BATON_BENCH_BEAT_WAIT`` (90 s); the replicas take ``BATON_SCHEDULER_LEASE_SECONDS`` and
   ``BATON_SCHEDULER_POLL_SECONDS`` from the environment;
+- soak (bench.soak): ``BATON_BENCH_SOAK_MINUTES`` (5 x scale, at least 1),
+  ``BATON_BENCH_SOAK_RATE`` (20 triggers/s), ``BATON_BENCH_SOAK_SAMPLE_SECONDS`` (10),
+  ``BATON_BENCH_SOAK_RETENTION_SECONDS`` (60);
 - ``BATON_BENCH_TIMEOUT`` (3600 s): the whole run is cancelled after this long.
 
 Logs of every process go to a fresh ``/tmp/baton-bench-*`` directory (named on stderr).

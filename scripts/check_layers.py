@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "backend.workers",
             "backend.metrics",
             "backend.health",
+            "backend.retention",
             "backend.billing",
             "backend.admin",
             "backend.models",

@@ -11,9 +11,11 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -23,6 +25,7 @@ from backend.cli import app as cli
 from backend.cli import is_loopback, upgrade_database
 from backend.core.embedded import start_postgres, stop_postgres
 from backend.core.settings import Settings
+from backend.retention.service import prune_tenant
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_api_token, create_member, create_tenant
 from tests.runs.factories import create_job, python_task
@@ -112,6 +115,22 @@ async def test_audit_verify_every_tenant(
     assert result.exit_code == 1, result.output
     assert f"{intact.tenant_slug}: ok (2 events)" in result.output
     assert f"{broken.tenant_slug}: BROKEN at seq 1" in result.output
+
+
+async def test_audit_verify_passes_after_a_retention_cut(
+    cli_env: None, app: FastAPI, client: AsyncClient, settings: Settings
+) -> None:
+    """A chain cut by the audit retention starts at its signed checkpoint: still ok."""
+    account = await create_tenant(client)
+    await create_api_token(client, account, "viewer")
+    audited = settings.model_copy(update={"audit_retention_days": 1})
+    later = datetime.now(UTC) + timedelta(days=10)
+    cut = await prune_tenant(app.state.sessionmaker, audited, account.tenant_id, None, now=later)
+    assert cut.audit_events == 2
+    await create_api_token(client, account, "viewer")  # the chain goes on after the cut
+    result = await _invoke("audit", "verify", "--tenant", account.tenant_slug)
+    assert result.exit_code == 0, result.output
+    assert f"{account.tenant_slug}: ok (2 events)" in result.output
 
 
 async def test_audit_verify_unknown_tenant(cli_env: None) -> None:

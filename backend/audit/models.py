@@ -43,3 +43,22 @@ class AuditEvent(SQLModel, table=True):
     hash: str = Field(max_length=64)
     # The ``audit_pending`` row this event was sealed from (None: appended directly).
     pending_id: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """Where retention cut a tenant's chain: the first kept ``seq`` and the hash of the
+    event before it, signed (``audit.service.checkpoint_signature``). Written only by the
+    ``audit_cut`` function, with the deletion of the events before it."""
+
+    __tablename__ = "audit_checkpoints"
+
+    tenant_id: uuid.UUID = tenant_pk()
+    seq: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    prev_hash: str = Field(max_length=64)
+    events_removed: int = Field(sa_type=BigInteger)
+    cut_before: datetime = timestamp()
+    key_id: str = Field(max_length=64)
+    signature: str = Field(max_length=64)
+    created_at: datetime = timestamp()

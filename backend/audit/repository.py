@@ -64,8 +64,8 @@ class AuditRepository(TenantScopedRepository[AuditEvent]):
         statement = statement.order_by(col(AuditEvent.seq).desc()).limit(limit)
         return list((await self.session.exec(statement)).all())
 
-    async def iterate_chain(self, batch: int = 1000) -> AsyncIterator[AuditEvent]:
-        last = 0
+    async def iterate_chain(self, batch: int = 1000, after: int = 0) -> AsyncIterator[AuditEvent]:
+        last = after
         while True:
             statement = (
                 self.select()

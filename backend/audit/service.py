@@ -15,16 +15,19 @@ Reading the log seals first (read-your-writes); verifying reports what is not se
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, text
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.audit.models import AuditEvent
+from backend.audit.models import AuditCheckpoint, AuditEvent
 from backend.audit.repository import AuditRepository
 from backend.core.db import after_commit
 from backend.core.models import utcnow
@@ -274,15 +277,136 @@ class ChainReport:
         return self.broken_seq is None
 
 
-async def verify_chain(session: AsyncSession, tenant_id: uuid.UUID) -> ChainReport:
+def checkpoint_key(kek: bytes) -> bytes:
+    """The key that signs audit checkpoints, derived from a secrets key-encryption key (so
+    it rotates with it and needs no setting of its own)."""
+    return hmac.new(kek, b"baton audit checkpoint v1", hashlib.sha256).digest()
+
+
+def checkpoint_keys(keks: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Checkpoint keys by key id, from the key-encryption keys (current and previous)."""
+    return {key_id: checkpoint_key(kek) for key_id, kek in keks.items()}
+
+
+def checkpoint_signature(key: bytes, tenant_id: uuid.UUID, seq: int, prev_hash: str) -> str:
+    """HMAC-SHA256 over what a checkpoint vouches for: the chain of ``tenant_id`` goes on
+    at ``seq`` from ``prev_hash``."""
+    message = f"{tenant_id}:{seq}:{prev_hash}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+_CUT = text("SELECT audit_cut(:tenant, :seq, :before, :key_id, :signature)")
+_CUT_POINT = text(
+    """
+    SELECT max(seq) + 1 AS seq FROM (
+        SELECT seq FROM audit_events
+         WHERE tenant_id = :tenant AND occurred_at < :before
+         ORDER BY seq LIMIT :batch
+    ) AS old
+    """
+)
+
+
+async def cut_chain(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    before: datetime,
+    key_id: str,
+    key: bytes,
+    batch: int = 10_000,
+) -> int:
+    """Retention: delete up to ``batch`` of the tenant's oldest sealed events that occurred
+    before ``before``, leaving a signed checkpoint where the kept chain starts; how many
+    went. The head of the chain is always kept (the next event links to it).
+
+    Takes the chain lock (the cut and an append never interleave). The deletion itself is
+    ``audit_cut``'s (migration 0013): the runtime role has no DELETE on the log.
+    """
+    repo = AuditRepository(session, tenant_id)
+    await repo.lock_chain()
+    head = await repo.chain_head()
+    if head is None:
+        return 0
+    point = (
+        await session.execute(_CUT_POINT, {"tenant": tenant_id, "before": before, "batch": batch})
+    ).scalar_one()
+    if point is None:
+        return 0
+    seq = min(int(point), head[0])  # never past the head
+    prev = (
+        await session.exec(
+            select(AuditEvent.hash).where(
+                col(AuditEvent.tenant_id) == tenant_id, col(AuditEvent.seq) == seq - 1
+            )
+        )
+    ).first()
+    if prev is None:  # nothing before it any more: already cut here
+        return 0
+    signature = checkpoint_signature(key, tenant_id, seq, prev)
+    removed = (
+        await session.execute(
+            _CUT,
+            {
+                "tenant": tenant_id,
+                "seq": seq,
+                "before": before,
+                "key_id": key_id,
+                "signature": signature,
+            },
+        )
+    ).scalar_one()
+    return int(removed or 0)
+
+
+async def _chain_start(
+    session: AsyncSession, tenant_id: uuid.UUID, keys: Mapping[str, bytes] | None
+) -> tuple[int, str, str | None]:
+    """Where the kept chain starts: (seq, prev_hash, why it cannot be trusted or None).
+
+    A chain starts at 1 from the genesis hash, or - after retention cut it - at the latest
+    checkpoint, whose signature must check out under the key it names (``keys``: key id
+    -> checkpoint key; None skips the signature, e.g. a reader without the keys)."""
+    checkpoint = (
+        await session.exec(
+            select(AuditCheckpoint)
+            .where(col(AuditCheckpoint.tenant_id) == tenant_id)
+            .order_by(col(AuditCheckpoint.seq).desc())
+            .limit(1)
+        )
+    ).first()
+    if checkpoint is None:
+        return 1, GENESIS_HASH, None
+    if keys is not None:
+        key = keys.get(checkpoint.key_id)
+        if key is None:
+            return checkpoint.seq, checkpoint.prev_hash, "checkpoint signed by an unknown key"
+        expected = checkpoint_signature(key, tenant_id, checkpoint.seq, checkpoint.prev_hash)
+        if not hmac.compare_digest(expected, checkpoint.signature):
+            return checkpoint.seq, checkpoint.prev_hash, "checkpoint signature does not match"
+    return checkpoint.seq, checkpoint.prev_hash, None
+
+
+async def verify_chain(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    checkpoint_keys: Mapping[str, bytes] | None = None,
+) -> ChainReport:
     """Walk the tenant's chain in order and report the first broken link, if any.
 
     The session must be scoped to ``tenant_id`` (row-level security). Verifying writes
     nothing: events still waiting for the sealer are counted in ``unsealed``, not checked.
+    A chain that retention cut starts at its latest signed checkpoint
+    (``checkpoint_keys``, see :func:`_chain_start`); one that starts anywhere else is
+    broken ("event missing").
     """
     unsealed = await count_pending(session, tenant_id)
-    expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
-    async for event in AuditRepository(session, tenant_id).iterate_chain():
+    expected_seq, prev_hash, untrusted = await _chain_start(session, tenant_id, checkpoint_keys)
+    if untrusted is not None:
+        return ChainReport(tenant_id, 0, expected_seq, untrusted, unsealed)
+    checked = 0
+    async for event in AuditRepository(session, tenant_id).iterate_chain(after=expected_seq - 1):
         if event.seq != expected_seq:
             return ChainReport(tenant_id, checked, expected_seq, "event missing", unsealed)
         if event.prev_hash != prev_hash:

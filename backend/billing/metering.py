@@ -7,8 +7,8 @@ from the Redis counter the authentication increments (``baton:{t}:api:day:<date>
 pass recomputes today and yesterday (a request counted just before midnight is flushed
 after it) and *replaces* their rows, so a pass repeated or cut short counts nothing twice.
 
-Each pass also enforces the plan's log retention (``purge_logs``: old lines of each
-tenant, in bounded batches, by ``ix_task_logs_logged``). With Stripe billing, each pass
+Each pass then applies the retention (``backend.retention``: each tenant's history older
+than its plan's ``log_retention_days``, in bounded batches). With Stripe billing, each pass
 also suspends the tenants whose grace period after a failed
 payment is over (``stripe_billing.enforce_grace``) and reports the usage to Stripe's
 Billing Meters (``meter_reporter.report_usage``, once per increment). It runs as a loop of
@@ -36,7 +36,7 @@ from backend.billing.stripe_billing import enforce_grace
 from backend.core.db import commit, tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
-from backend.plans.service import plan_limits
+from backend.retention.service import prune
 from backend.tenants.repository import TenantDirectory
 from kernel.wire import keys
 
@@ -71,10 +71,6 @@ _ROLL_UP = text(
 )
 
 
-# Log lines deleted per tenant and pass, at most (retention).
-RETENTION_BATCH = 10_000
-
-
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     start = datetime.combine(day, time(0), UTC)
     return start, start + timedelta(days=1)
@@ -102,58 +98,27 @@ async def roll_up_tenant(
     )
 
 
-async def purge_logs(session: AsyncSession, tenant_id: uuid.UUID, *, older_than: datetime) -> int:
-    """Delete up to RETENTION_BATCH of the tenant's log lines logged before
-    ``older_than`` (the session is scoped to the tenant); how many. A bounded batch keeps
-    each pass's transaction short; the next pass goes on."""
-    result = await session.execute(
-        text(
-            "DELETE FROM task_logs WHERE ctid IN (SELECT ctid FROM task_logs"
-            " WHERE tenant_id = :tenant AND logged_at < :cutoff LIMIT :batch)"
-        ),
-        {"tenant": tenant_id, "cutoff": older_than, "batch": RETENTION_BATCH},
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
 async def roll_up(
     sessionmaker: async_sessionmaker[AsyncSession],
     redis: Redis,
     *,
     days: list[date] | None = None,
     tenants: list[uuid.UUID] | None = None,
-    settings: Settings | None = None,
 ) -> int:
     """One pass over every tenant (or ``tenants``) for ``days`` (default: yesterday and
-    today, UTC); returns how many tenant-days were written. With ``settings``, each
-    tenant's log lines older than its plan's ``log_retention_days`` are purged too (after
-    the rollup counted them). A tenant that fails is logged and skipped: the next pass
-    writes it."""
-    now = utcnow()
-    today = now.date()
+    today, UTC); returns how many tenant-days were written. A tenant that fails is logged
+    and skipped: the next pass writes it."""
+    today = utcnow().date()
     days = days or [today - timedelta(days=1), today]
-    async with sessionmaker() as session:
-        rows = await TenantDirectory(session).all()
-        plans = {t.id: t.plan for t in rows}
-        limits = (
-            await plan_limits(session, settings, set(plans.values()))
-            if settings is not None
-            else {}
-        )
     if tenants is None:
-        tenants = list(plans)
+        async with sessionmaker() as session:
+            tenants = [t.id for t in await TenantDirectory(session).all()]
     written = 0
     for tenant_id in tenants:
-        plan = limits.get(plans.get(tenant_id, ""))
-        retention = plan.of("log_retention_days") if plan is not None else None
         try:
             async with tenant_transaction(sessionmaker, tenant_id) as session:
                 for day in days:
                     await roll_up_tenant(session, redis, tenant_id, day)
-                if retention is not None:
-                    cutoff = now - timedelta(days=retention)
-                    if purged := await purge_logs(session, tenant_id, older_than=cutoff):
-                        log.info("metering.logs_purged", tenant_id=str(tenant_id), lines=purged)
             written += len(days)
         except (RedisError, OSError, SQLAlchemyError) as error:
             log.warning(
@@ -187,8 +152,10 @@ class Meter:
         """A pass every ``interval`` seconds; a failed pass is logged and retried."""
         while not self._stopping.is_set():
             try:
-                written = await roll_up(self.sessionmaker, self.redis, settings=self.settings)
+                written = await roll_up(self.sessionmaker, self.redis)
                 log.debug("metering.rolled_up", tenant_days=written)
+                if self.settings is not None:  # after the rollup counted what goes
+                    await prune(self.sessionmaker, self.settings)
                 if self.settings is not None and self.settings.billing == "stripe":
                     # Past-due subscriptions reach the end of their grace period here too,
                     # not only when Stripe sends the next event.

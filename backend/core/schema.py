@@ -85,6 +85,15 @@ async def provision_runtime_role(settings: Settings) -> None:
                 # sealer's function once their sealed copy is in the chain.
                 f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_pending FROM {role}",
                 f"GRANT EXECUTE ON FUNCTION audit_release_sealed(uuid, bigint[]) TO {role}",
+                # Retention cuts the chain only through this function, which leaves a
+                # signed checkpoint (migration 0013); checkpoints are never edited.
+                f"GRANT EXECUTE ON FUNCTION audit_cut(uuid, bigint, timestamptz, text, text)"
+                f" TO {role}",
+                f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_checkpoints FROM {role}",
+                # The engine keeps the history tables' weekly partitions (migration 0014).
+                "GRANT EXECUTE ON FUNCTION"
+                f" history_ensure_partitions(text, timestamptz, timestamptz) TO {role}",
+                f"GRANT EXECUTE ON FUNCTION history_drop_partitions(text, timestamptz) TO {role}",
                 f"REVOKE ALL ON alembic_version FROM {role}",
                 *(
                     statement

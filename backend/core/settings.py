@@ -198,6 +198,16 @@ class Settings(BaseSettings):
     # Unacknowledged engine events (a failed batch, a dead replica) are retried one by one
     # once this old; one that fails three times is dead-lettered (logged, acknowledged).
     engine_recovery_seconds: float = Field(default=5.0, gt=0)
+    # The engine trims dispatch and events streams below their oldest unsettled entry (and
+    # prunes other history indexes in Redis) this often (backend/engine/trim.py).
+    stream_trim_seconds: float = Field(default=10.0, gt=0)
+    # The audit log's retention in days, never shorter than a tenant's history retention
+    # (its plan's log_retention_days); unset: kept forever. Cut behind a signed checkpoint
+    # (needs BATON_SECRETS_KEK; backend/retention/service.py).
+    # The engine creates the history tables' weekly partitions ahead and drops those past
+    # every tenant's retention this often (backend/retention/partitions.py).
+    partition_maintenance_seconds: float = Field(default=3600.0, gt=0)
+    audit_retention_days: int | None = Field(default=None, ge=1, le=36_500)
     # Cron scheduler: a replica's lease on a tenant lasts this long unless renewed (a dead
     # replica's tenants move within it); it looks for due schedules at least this often.
     scheduler_lease_seconds: float = Field(default=10.0, gt=0)

@@ -46,7 +46,7 @@ from backend.core.db import tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
-from backend.engine import outbox
+from backend.engine import outbox, trim
 from backend.engine.admission import (
     NO_RUN,
     Admission,
@@ -57,6 +57,7 @@ from backend.engine.admission import (
 )
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.plans.service import plan_limits
+from backend.retention import partitions
 from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.publish import publish as publish_updates
 from backend.tenants.repository import TenantDirectory
@@ -98,6 +99,7 @@ class Engine:
         self.name = name or f"engine-{socket.gethostname()}-{os.getpid()}"
         self.plans = PLANS
         self._publish_once = outbox.script(redis)
+        self._trim = trim.script(redis)
         self.fair = FairShare(settings.admission_quantum)
         self._stopping = asyncio.Event()
         self._event_groups: set[str] = set()
@@ -108,7 +110,10 @@ class Engine:
         # tenant -> (until, queues its own workers serve), re-read from PostgreSQL
         self._hosted_cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._next_credential_sweep = 0.0
-        self._guards = {loop: Guard(f"engine.{loop}") for loop in ("admission", "events", "sweep")}
+        self._next_partitions = 0.0  # at start, then every partition_maintenance_seconds
+        self._guards = {
+            loop: Guard(f"engine.{loop}") for loop in ("admission", "events", "sweep", "trim")
+        }
         # Since when the events loop has run without a failure (monotonic), and how long it
         # must have listened before it may call a silent attempt lost (see the top).
         self._heard_since = time.monotonic()
@@ -121,7 +126,9 @@ class Engine:
     async def run(self) -> None:
         """Run until :meth:`stop`."""
         log.info("engine.started", engine=self.name)
-        await asyncio.gather(self._admission_loop(), self._events_loop(), self._sweep_loop())
+        await asyncio.gather(
+            self._admission_loop(), self._events_loop(), self._sweep_loop(), self._trim_loop()
+        )
         log.info("engine.stopped", engine=self.name)
 
     def stop(self) -> None:
@@ -544,6 +551,24 @@ class Engine:
                 run_id=str(run.id),
                 status=run.status,
             )
+
+    # -- bounded Redis ------------------------------------------------------------------
+    async def _trim_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._guarded("trim", self.trim_round())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.settings.stream_trim_seconds
+                )
+
+    async def trim_round(self) -> trim.TrimReport:
+        """Trim every stream below its oldest unsettled entry (``engine/trim.py``); keep
+        the history tables' partitions (``retention/partitions.py``) when it is time."""
+        report = await trim.trim_all(self.redis, self._trim)
+        if time.monotonic() >= self._next_partitions:
+            await partitions.maintain(self.sessionmaker, self.settings)
+            self._next_partitions = time.monotonic() + self.settings.partition_maintenance_seconds
+        return report
 
     # -- sweeps -------------------------------------------------------------------------
     async def _sweep_loop(self) -> None:

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column
+from sqlalchemy import BigInteger, Column, DateTime
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from backend.core.models import tenant_pk, timestamp, uuid7, uuid_pk
+from backend.core.models import tenant_pk, timestamp, utcnow, uuid7, uuid_pk
 from kernel.dag.status import RunStatus, TaskStatus
 
 
@@ -98,6 +98,11 @@ class TaskLog(SQLModel, table=True):
     seq: int = Field(
         primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
     )
-    logged_at: datetime = timestamp()
+    # In the key because the table is partitioned by it (migration 0014); a replayed
+    # line carries the same instant, so it is still written once.
+    logged_at: datetime = Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), primary_key=True, nullable=False),
+    )
     stream: str = Field(max_length=10)
     line: str

@@ -114,7 +114,13 @@ async def list_runs(
         created_after=created_after,
         created_before=created_before,
     )
-    return RunPage(items=[RunPublic.model_validate(r) for r in runs], next_cursor=next_cursor)
+    retention_days, history_since = service.history_window(principal)
+    return RunPage(
+        items=[RunPublic.model_validate(r) for r in runs],
+        next_cursor=next_cursor,
+        retention_days=retention_days,
+        history_since=history_since,
+    )
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail, responses=BY_ID)

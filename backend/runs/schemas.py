@@ -99,6 +99,10 @@ class RunDetail(RunPublic):
 class RunPage(ResponseModel):
     items: list[RunPublic]
     next_cursor: str | None = None
+    # How far back history goes: runs (and their tasks, attempts, logs) older than this
+    # are removed by the plan's retention; None: kept forever.
+    retention_days: int | None = None
+    history_since: datetime | None = None
 
 
 class RunBatchResult(ResponseModel):

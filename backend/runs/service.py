@@ -34,6 +34,7 @@ from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
 from backend.plans.service import Limits
+from backend.retention.service import RETENTION_LIMIT, horizon
 from backend.runs.advance import advance_run
 from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.models import Run, TaskRun
@@ -496,6 +497,13 @@ async def rerun(
         session, redis, principal.tenant_id, job, plan, [new], trigger="rerun", actor=principal
     )
     return created[0]
+
+
+def history_window(principal: Principal) -> tuple[int | None, datetime | None]:
+    """How far back the caller's history goes: its plan's retention in days and the
+    instant before which runs are removed (both None: kept forever)."""
+    days = Limits.of_principal(principal).of(RETENTION_LIMIT)
+    return days, horizon(days)
 
 
 async def list_runs(

@@ -121,5 +121,7 @@ async def audit_chain(
     principal: Principal = WebAuthorized(Permission.audit_read),
 ) -> Response:
     """The hash-chain check of the whole log, as a badge (loaded by the audit page)."""
-    report = await audit_service.verify_chain(session, principal.tenant_id)
+    settings = request.app.state.settings
+    keys = audit_service.checkpoint_keys(settings.secrets_keks) if settings.secrets_kek else None
+    report = await audit_service.verify_chain(session, principal.tenant_id, checkpoint_keys=keys)
     return fragment(request, "audit/_chain.html", {"report": report})

@@ -57,6 +57,7 @@ async def run_list(
         "runs": [],
         "names": {},
         "next_url": None,
+        "retention": runs_service.history_window(principal),
     }
     if filters.errors:
         return page(request, "runs/list.html", context, status=422)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.billing.metering import Meter, roll_up
 from backend.core.settings import Settings
+from backend.retention.service import prune
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.waiting import eventually
@@ -131,7 +132,7 @@ async def test_the_meter_loop_rolls_up_until_stopped(
     await running
 
 
-async def test_the_meter_purges_logs_past_the_plans_retention(
+async def test_the_retention_purges_logs_past_the_plans_retention(
     app: FastAPI,
     client: AsyncClient,
     settings: Settings,
@@ -152,7 +153,7 @@ async def test_the_meter_purges_logs_past_the_plans_retention(
         )
     hosted = settings.model_copy(update={"billing": "manual"})
     state = app.state
-    await roll_up(state.sessionmaker, state.redis, tenants=[owner.tenant_id], settings=hosted)
+    await prune(state.sessionmaker, hosted, tenants=[owner.tenant_id])
     async with owner_engine.connect() as conn:
         lines = (
             await conn.execute(
@@ -161,4 +162,5 @@ async def test_the_meter_purges_logs_past_the_plans_retention(
         ).scalars()
         assert list(lines) == ["hello world"]
     # On-prem (the configuration sets no retention) nothing is purged.
-    await roll_up(state.sessionmaker, state.redis, tenants=[owner.tenant_id], settings=settings)
+    report = await prune(state.sessionmaker, settings, tenants=[owner.tenant_id])
+    assert report.log_lines == 0

@@ -6,44 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
-from backend.engine.admission import Admission
-from backend.engine.events import Effects
 from backend.engine.loop import Engine
 from kernel.wire import keys
 from kernel.wire.protocol import TaskMessage
+from tests.engine.helpers import DiesAfterCommit
 from tests.fixtures.factories import create_tenant
 from tests.fixtures.services import Services
 from tests.fixtures.stack import private_baton
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, task_of, trigger, wait_for_run
-
-
-class DiesAfterCommit(Engine):
-    """The first time a committed batch dispatched successors, stops dead before
-    publishing them and acknowledging the batch - what kill -9 leaves at that point: the
-    transaction committed, the events pending, the dispatches only in the outbox."""
-
-    died = False
-
-    async def _after_commit(
-        self,
-        tenant_id: uuid.UUID,
-        stream: str,
-        entry_ids: list[str],
-        outbox_key: str,
-        admission: Admission | None,
-        hosted: dict[str, frozenset[str]],
-        effects: Effects,
-    ) -> None:
-        if not self.died and admission is not None and admission.messages:
-            self.died = True
-            self.stop()
-            return
-        await super()._after_commit(
-            tenant_id, stream, entry_ids, outbox_key, admission, hosted, effects
-        )
 
 
 async def test_an_engine_killed_between_a_batchs_commit_and_its_acks_loses_and_repeats_nothing(

@@ -132,6 +132,13 @@ async def long_run(client: AsyncClient, owner: Account) -> tuple[dict[str, Any],
 # ------------------------------------------------------------------------------- the list
 
 
+async def test_run_list_says_how_far_back_history_goes(owner_browser: Browser) -> None:
+    page = await owner_browser.get("/runs")
+    assert page.status_code == 200
+    assert 'data-testid="runs-retention"' in page.text
+    assert "History is kept without a time limit." in page.text  # on-prem: no retention
+
+
 async def test_run_list_shows_runs_with_job_names_and_filters_them(
     client: AsyncClient, owner: Account, owner_browser: Browser
 ) -> None:
