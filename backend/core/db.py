@@ -158,9 +158,13 @@ async def _begin_with_setting(session: AsyncSession, name: str, value: uuid.UUID
     driver._with_begin = f"SELECT set_config('{name}', '{uuid.UUID(str(value))}', true);"
     try:
         await adapted._start_transaction()  # type: ignore[union-attr]
+        # Sent only if what began the transaction was a BEGIN (asyncpg opens a SAVEPOINT
+        # instead when it still counts a transaction of its own as open): else the caller
+        # sets it with a statement of its own, in the transaction now begun.
+        sent = driver._with_begin is None
     finally:
         driver._with_begin = None
-    return True
+    return sent
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
