@@ -73,6 +73,7 @@ log = structlog.get_logger(__name__)
 
 EVENTS_BATCH = 1000
 DEAD_LETTER_DELIVERIES = 3
+LOGGED_RUNS = 200  # finished runs named in a batch's log line (the count is whole)
 QUOTA_TTL_SECONDS = 5.0  # a changed quota or plan applies within this long
 
 
@@ -442,6 +443,7 @@ class Engine:
                     after_run=self._run_rotation.get(tenant_id, NO_RUN),
                     try_lock=True,
                     prefer=effects.ready,
+                    held=effects.runs,
                 )
             if admission is not None and admission.messages:
                 # Before the commit: if the engine dies between the commit and the
@@ -535,12 +537,14 @@ class Engine:
             await mark_tenant_due(self.redis, tenant_id, effects.due_at)
         if effects.cancel:
             await publish_cancel(self.redis, tenant_id, effects.cancel)
-        for run in effects.finished_runs:
+        if effects.finished_runs:
+            # One line per batch, not per run: at a few thousand runs a second, a log line
+            # each was ~5 % of the engine's CPU.
             log.info(
-                "engine.run.finished",
+                "engine.runs.finished",
                 tenant_id=str(tenant_id),
-                run_id=str(run.id),
-                status=run.status,
+                count=len(effects.finished_runs),
+                runs={str(run.id): run.status for run in effects.finished_runs[:LOGGED_RUNS]},
             )
 
     # -- sweeps -------------------------------------------------------------------------
