@@ -100,8 +100,15 @@ _CLAIM_THESE = text(
         INSERT INTO task_attempts (tenant_id, task_run_id, attempt, run_id, status)
         SELECT :tenant, id, attempt, run_id, 'dispatched' FROM claimed
         ON CONFLICT (tenant_id, task_run_id, attempt) DO NOTHING
+    ), next_ready AS (
+        -- What _NEXT_READY would say after this claim (the statement's snapshot still
+        -- shows the claimed rows undispatched: they are left out).
+        SELECT min(ready_at) AS next_ready FROM task_runs r
+         WHERE r.tenant_id = :tenant AND r.status = 'queued' AND r.dispatched_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM claimed c WHERE c.id = r.id)
     )
-    SELECT id, run_id, name, attempt, queue, item FROM claimed
+    SELECT c.id, c.run_id, c.name, c.attempt, c.queue, c.item, n.next_ready
+      FROM next_ready n LEFT JOIN claimed c ON true
     """
 )
 _IN_FLIGHT = text(
@@ -201,12 +208,17 @@ async def admit(
         return Admission([], None, saturated=True)
     claim = {**params, "now": utcnow()}
     claimed: list[Any] = []
+    next_due: datetime | None = None
+    known_next = False  # next_due is known without asking _NEXT_READY
     if prefer:
         these = {**claim, "ids": list(prefer[:room])}
-        claimed = list((await session.execute(_CLAIM_THESE, these)).all())
+        replies = list((await session.execute(_CLAIM_THESE, these)).all())
+        claimed = [row for row in replies if row.id is not None]
+        next_due, known_next = replies[0].next_ready, True
     with_attempts = len(claimed)  # _CLAIM_THESE inserted their attempt rows
     last_run = after_run
     if len(claimed) < room:
+        known_next = False
         rest = {**claim, "limit": room - len(claimed), "after": after_run}
         rotated = list((await session.execute(_CLAIM, rest)).all())
         claimed += rotated
@@ -246,9 +258,9 @@ async def admit(
         return Admission(messages, utcnow(), saturated=False, last_run=last_run)
     if len(claimed) == room < limit:
         return Admission(messages, None, saturated=True, last_run=last_run)
-    return Admission(
-        messages, await next_ready_at(session, tenant_id), saturated=False, last_run=last_run
-    )
+    if not known_next:
+        next_due = await next_ready_at(session, tenant_id)
+    return Admission(messages, next_due, saturated=False, last_run=last_run)
 
 
 async def _runs_of(
