@@ -587,7 +587,7 @@ class Engine:
                 "engine.runs.finished",
                 tenant_id=str(tenant_id),
                 count=len(effects.finished_runs),
-                runs={str(run.id): run.status for run in effects.finished_runs[:LOGGED_RUNS]},
+                runs={str(r.id): str(r.status) for r in effects.finished_runs[:LOGGED_RUNS]},
             )
 
     # -- sweeps -------------------------------------------------------------------------
