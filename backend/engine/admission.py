@@ -26,7 +26,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.engine.events import load_plan
-from backend.runs.models import Run, TaskAttempt, plan_name
+from backend.engine.writes import insert_dispatched
+from backend.runs.models import Run, plan_name
 from backend.runs.repository import RunRepository
 from backend.secrets.dispatch import seal_task_secrets
 from backend.tenants.models import Tenant, TenantStatus
@@ -85,14 +86,29 @@ _CLAIM = text(
     """
 )
 # The finishing step's claim: the tasks its own transaction made ready, by id (a chain's
-# next task), re-checked like the claim above.
+# next task), re-checked like the claim above; their attempt rows are inserted by the same
+# statement (one round trip less on every chain step).
 _CLAIM_THESE = text(
     """
-    UPDATE task_runs AS t
-       SET dispatched_at = now(), attempt = t.attempt + 1
-     WHERE t.tenant_id = :tenant AND t.id = ANY(CAST(:ids AS uuid[]))
-       AND t.status = 'queued' AND t.dispatched_at IS NULL AND t.ready_at <= :now
-    RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
+    WITH claimed AS (
+        UPDATE task_runs AS t
+           SET dispatched_at = now(), attempt = t.attempt + 1
+         WHERE t.tenant_id = :tenant AND t.id = ANY(CAST(:ids AS uuid[]))
+           AND t.status = 'queued' AND t.dispatched_at IS NULL AND t.ready_at <= :now
+        RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
+    ), attempts AS (
+        INSERT INTO task_attempts (tenant_id, task_run_id, attempt, run_id, status)
+        SELECT :tenant, id, attempt, run_id, 'dispatched' FROM claimed
+        ON CONFLICT (tenant_id, task_run_id, attempt) DO NOTHING
+    ), next_ready AS (
+        -- What _NEXT_READY would say after this claim (the statement's snapshot still
+        -- shows the claimed rows undispatched: they are left out).
+        SELECT min(ready_at) AS next_ready FROM task_runs r
+         WHERE r.tenant_id = :tenant AND r.status = 'queued' AND r.dispatched_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM claimed c WHERE c.id = r.id)
+    )
+    SELECT c.id, c.run_id, c.name, c.attempt, c.queue, c.item, n.next_ready
+      FROM next_ready n LEFT JOIN claimed c ON true
     """
 )
 _IN_FLIGHT = text(
@@ -159,6 +175,7 @@ async def admit(
     after_run: uuid.UUID = NO_RUN,
     try_lock: bool = False,
     prefer: Sequence[uuid.UUID] = (),
+    held: Mapping[uuid.UUID, Run] | None = None,
 ) -> Admission | None:
     """Claim up to ``limit`` ready tasks that fit the quota; build their messages (the
     secrets they reference sealed for the worker pool).
@@ -169,7 +186,8 @@ async def admit(
     that holds the lock, and the admission holding it will see the freed slots anyway.
 
     ``prefer``: tasks to claim first, by id (those the finishing step just made ready);
-    the rotation over the tenant's runs fills what room is left.
+    the rotation over the tenant's runs fills what room is left. ``held``: runs the
+    transaction has read already (the finishing step's), not read again.
     """
     params = {"tenant": tenant_id}
     if try_lock:
@@ -190,11 +208,17 @@ async def admit(
         return Admission([], None, saturated=True)
     claim = {**params, "now": utcnow()}
     claimed: list[Any] = []
+    next_due: datetime | None = None
+    known_next = False  # next_due is known without asking _NEXT_READY
     if prefer:
         these = {**claim, "ids": list(prefer[:room])}
-        claimed = list((await session.execute(_CLAIM_THESE, these)).all())
+        replies = list((await session.execute(_CLAIM_THESE, these)).all())
+        claimed = [row for row in replies if row.id is not None]
+        next_due, known_next = replies[0].next_ready, True
+    with_attempts = len(claimed)  # _CLAIM_THESE inserted their attempt rows
     last_run = after_run
     if len(claimed) < room:
+        known_next = False
         rest = {**claim, "limit": room - len(claimed), "after": after_run}
         rotated = list((await session.execute(_CLAIM, rest)).all())
         claimed += rotated
@@ -207,20 +231,12 @@ async def admit(
             last_run = max((row.run_id for row in wrapped), default=last_run)
     messages: list[TaskMessage] = []
     if claimed:
-        runs = await _runs_of(session, tenant_id, {row.run_id for row in claimed})
+        runs = await _runs_of(session, tenant_id, {row.run_id for row in claimed}, held or {})
+        await insert_dispatched(session, tenant_id, claimed[with_attempts:])
         for row in claimed:
             run = runs[row.run_id]
             plan = await load_plan(session, plans, tenant_id, run.job_id, run.job_version)
             task = plan.tasks[plan_name(row.name)]
-            session.add(
-                TaskAttempt(
-                    tenant_id=tenant_id,
-                    task_run_id=row.id,
-                    attempt=row.attempt,
-                    run_id=row.run_id,
-                    status="dispatched",
-                )
-            )
             messages.append(
                 TaskMessage(
                     tenant_id=str(tenant_id),
@@ -235,7 +251,6 @@ async def admit(
                     item=row.item,
                 )
             )
-        await session.flush()
         messages = await seal_task_secrets(session, settings, tenant_id, messages)
     if len(claimed) == room and room == limit and not try_lock:
         # Perhaps more is ready: the fair round comes back (an admission in the finishing
@@ -243,20 +258,23 @@ async def admit(
         return Admission(messages, utcnow(), saturated=False, last_run=last_run)
     if len(claimed) == room < limit:
         return Admission(messages, None, saturated=True, last_run=last_run)
-    return Admission(
-        messages, await next_ready_at(session, tenant_id), saturated=False, last_run=last_run
-    )
+    if not known_next:
+        next_due = await next_ready_at(session, tenant_id)
+    return Admission(messages, next_due, saturated=False, last_run=last_run)
 
 
 async def _runs_of(
-    session: AsyncSession, tenant_id: uuid.UUID, run_ids: set[uuid.UUID]
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    run_ids: set[uuid.UUID],
+    held: Mapping[uuid.UUID, Run],
 ) -> dict[uuid.UUID, Run]:
     """The claimed tasks' runs. Admitting in the transaction that finished their
-    predecessors, the session holds them already (locked): no round trip for those."""
-    held = session.sync_session.identity_map
+    predecessors, the caller or the session holds them already: no round trip for those."""
+    identities = session.sync_session.identity_map
     runs: dict[uuid.UUID, Run] = {}
     for run_id in run_ids:
-        run = held.get(identity_key(Run, (tenant_id, run_id)))
+        run = held.get(run_id) or identities.get(identity_key(Run, (tenant_id, run_id)))
         if isinstance(run, Run):
             runs[run_id] = run
     missing = sorted(run_ids - runs.keys())

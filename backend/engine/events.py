@@ -29,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 import backend.wiring  # noqa: F401  (the hooks fired here are connected there)
 from backend.core.models import utcnow
+from backend.engine.writes import write_batch
 from backend.jobs.repository import JobVersionRepository
 from backend.metrics.samples import EngineSamples, observe_event_lag
 from backend.runs.advance import advance_run
@@ -64,6 +65,9 @@ class Effects:
     # them first, by id, without the claim query's scan for ready runs.
     ready: list[uuid.UUID] = field(default_factory=list)
     samples: EngineSamples = field(default_factory=EngineSamples)  # metrics, after commit
+    # The batch's runs (read and locked; detached once written): admission in the same
+    # transaction builds its messages from them without reading them again.
+    runs: dict[uuid.UUID, Run] = field(default_factory=dict)
 
     def due(self, at: datetime) -> None:
         self.due_at = at if self.due_at is None else min(self.due_at, at)
@@ -522,9 +526,13 @@ async def _announce_finished(batch: _Batch) -> None:
 
 async def _flush(batch: _Batch) -> Effects:
     await batch.settle_runs()
+    # The changed task runs, runs and attempts, one set-based statement per table
+    # (backend/engine/writes.py); the session flushes only what is left (fan-out children).
+    await write_batch(batch.session, batch.tenant_id)
     await _announce_finished(batch)
     await LogRepository(batch.session, batch.tenant_id).insert_many(batch.log_rows)
     await batch.session.flush()
+    batch.effects.runs = batch.runs
     batch.effects.changed_tasks = list(batch.changed.values())
     # A start whose task or run has moved on within this batch is published before the
     # final state; one still running is published once, as the final state.

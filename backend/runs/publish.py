@@ -44,14 +44,23 @@ def task_update(task: TaskRun, job_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+# One command for a batch's updates instead of one XADD each in a pipeline (the client's
+# per-command work was most of the cost): the same entries, in order, one per update.
+_APPEND = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+end
+return #ARGV - 1
+"""
+
+
 async def publish(redis: Redis, tenant_id: uuid.UUID, updates: Iterable[dict[str, Any]]) -> None:
     """Append state changes to the tenant's update stream (best effort: a live view)."""
-    items = list(updates)
+    items = [json.dumps(item, default=str) for item in updates]
     if not items:
         return
-    async with redis.pipeline(transaction=False) as pipe:
-        queue_updates(pipe, tenant_id, items)
-        await pipe.execute()
+    append = redis.register_script(_APPEND)  # called by SHA (loaded once per server)
+    await append(keys=[keys.updates_stream(str(tenant_id))], args=[UPDATES_HISTORY, *items])
 
 
 def queue_updates(pipe: Pipeline, tenant_id: uuid.UUID, updates: Iterable[dict[str, Any]]) -> None:

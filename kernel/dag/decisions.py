@@ -149,6 +149,12 @@ def _start(
     context: Mapping[str, Any],
     decision: Decision,
 ) -> None:
+    if task.when is None and task.for_each is None:
+        # No expression reads the scope: do not build it (it is O(tasks in the run), and
+        # was built for every task started, 12-15 % of the engine's time in dag1000).
+        node.status = TaskStatus.queued
+        decision.run.append(task.name)
+        return
     scope = {
         **context,
         "tasks": {n: {"status": str(s.status), "output": s.output} for n, s in nodes.items()},

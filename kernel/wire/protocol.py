@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, Literal
 
 EventKind = Literal["started", "heartbeat", "log", "finished"]
 ResultStatus = Literal["succeeded", "failed"]
 FailureReason = Literal["error", "timeout", "cancelled", "lost", "unsupported"]
+
+
+def _fields_of(instance: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values as they are (no deep copy, unlike asdict)."""
+    return {f.name: getattr(instance, f.name) for f in fields(instance)}
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,13 @@ class TaskMessage:
     secrets: dict[str, str] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
+        # Encoded once (the engine writes a message to its outbox and then to the queue),
+        # from a shallow dict: asdict() deep-copies spec, params and item for nothing.
+        return json.dumps(_fields_of(self), separators=(",", ":"), default=str)
 
     @classmethod
     def from_json(cls, raw: str) -> TaskMessage:
@@ -93,7 +105,7 @@ class TaskEvent:
     result: dict[str, Any] | None = None  # finished: ExecutionResult as a dict
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+        return json.dumps(_fields_of(self), separators=(",", ":"), default=str)
 
     @classmethod
     def from_json(cls, raw: str) -> TaskEvent:

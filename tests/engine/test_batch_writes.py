@@ -1,0 +1,162 @@
+"""The events batch's set-based writes (backend/engine/writes.py): a replayed batch changes
+nothing, an attempt whose row is missing is written by the upsert, and a column another
+transaction changed meanwhile (admission's dispatch) is not overwritten."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+
+from backend.core.db import tenant_transaction
+from backend.engine.events import apply_events
+from backend.engine.loop import Engine
+from backend.engine.writes import write_batch
+from backend.runs.models import TaskRun
+from kernel.dag.plan import PLANS
+from kernel.wire.protocol import TaskEvent
+from tests.fixtures.factories import Account
+from tests.fixtures.waiting import eventually
+from tests.runs.factories import create_job, python_task, trigger
+
+
+async def one_row(owner_engine: AsyncEngine, sql: str, **params: Any) -> Any:
+    async with owner_engine.connect() as conn:
+        return (await conn.execute(text(sql), params)).one()
+
+
+async def dispatched(owner_engine: AsyncEngine, run_id: str) -> Any:
+    return await eventually(
+        lambda: one_row(
+            owner_engine,
+            "SELECT id, attempt, dispatched_at FROM task_runs WHERE run_id = :run",
+            run=uuid.UUID(run_id),
+        ),
+        lambda row: row.dispatched_at is not None,
+        what="the dispatch",
+    )
+
+
+def start_and_finish(task: Any, run_id: str, output: Any) -> list[TaskEvent]:
+    now = time.time()
+    common = {"task_run_id": str(task.id), "run_id": run_id, "attempt": task.attempt}
+    return [
+        TaskEvent(kind="started", worker="w", ts=now, **common),
+        TaskEvent(
+            kind="finished",
+            worker="w",
+            ts=now + 0.01,
+            result={"status": "succeeded", "output": output},
+            **common,
+        ),
+    ]
+
+
+async def attempts_of(owner_engine: AsyncEngine, task_id: uuid.UUID) -> list[Any]:
+    async with owner_engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT attempt, status, started_at, finished_at, worker, output "
+                "FROM task_attempts WHERE task_run_id = :id ORDER BY attempt"
+            ),
+            {"id": task_id},
+        )
+        return list(rows.all())
+
+
+async def test_a_replayed_batch_changes_nothing_and_counts_one_success(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    running_engine: Engine,
+    owner_engine: AsyncEngine,
+) -> None:
+    # No worker reads this queue: the test plays the worker, and replays its events as an
+    # engine that died between the commit and the acknowledgement would see them again.
+    job = await create_job(
+        client, owner, [python_task("only")], queue=f"nobody-{uuid.uuid4().hex[:8]}"
+    )
+    run = await trigger(client, owner, job["id"])
+    task = await dispatched(owner_engine, run["id"])
+    events = start_and_finish(task, run["id"], {"n": 1})
+    async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
+        first = await apply_events(session, owner.tenant_id, events, PLANS)
+    assert [r.status for r in first.finished_runs] == ["succeeded"]
+    before = await attempts_of(owner_engine, task.id)
+    async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
+        again = await apply_events(session, owner.tenant_id, events, PLANS)
+    assert again.finished_runs == [] and again.updates == []
+    after = await attempts_of(owner_engine, task.id)
+    assert after == before
+    assert [(a.attempt, a.status, a.output) for a in after] == [
+        (task.attempt, "succeeded", {"n": 1})
+    ]
+    row = await one_row(
+        owner_engine,
+        "SELECT status, output, started_at, finished_at FROM task_runs WHERE id = :id",
+        id=task.id,
+    )
+    assert (row.status, row.output) == ("succeeded", {"n": 1})
+    assert row.started_at is not None and row.finished_at is not None
+
+
+async def test_an_attempt_whose_row_is_missing_is_written_with_its_outcome(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    running_engine: Engine,
+    owner_engine: AsyncEngine,
+) -> None:
+    job = await create_job(
+        client, owner, [python_task("only")], queue=f"nobody-{uuid.uuid4().hex[:8]}"
+    )
+    run = await trigger(client, owner, job["id"])
+    task = await dispatched(owner_engine, run["id"])
+    async with owner_engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM task_attempts WHERE task_run_id = :id"), {"id": task.id}
+        )
+    async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
+        await apply_events(session, owner.tenant_id, start_and_finish(task, run["id"], [1]), PLANS)
+    rows = await attempts_of(owner_engine, task.id)
+    assert [(a.attempt, a.status, a.worker, a.output) for a in rows] == [
+        (task.attempt, "succeeded", "w", [1])
+    ]
+    assert rows[0].started_at is not None and rows[0].finished_at is not None
+
+
+async def test_a_dispatch_committed_meanwhile_is_not_overwritten(
+    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+) -> None:
+    # Due in an hour: no engine admits it before this test dispatches it.
+    job = await create_job(client, owner, [python_task("only")])
+    run = await trigger(client, owner, job["id"], delay_seconds=3600)
+    async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
+        statement = select(TaskRun).where(TaskRun.run_id == uuid.UUID(run["id"]))
+        task = (await session.exec(statement)).one()
+        assert task.dispatched_at is None and task.attempt == 0
+        task.explanation = "changed by the batch"
+        # Meanwhile admission (another transaction, not under the run's lock) dispatches it.
+        async with owner_engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE task_runs SET dispatched_at = now(), attempt = attempt + 1 "
+                    "WHERE id = :id"
+                ),
+                {"id": task.id},
+            )
+        await write_batch(session, owner.tenant_id)
+        assert task not in session  # written, then left out of the session's own flush
+    row = await one_row(
+        owner_engine,
+        "SELECT attempt, dispatched_at, explanation FROM task_runs WHERE id = :id",
+        id=task.id,
+    )
+    assert row.attempt == 1 and row.dispatched_at is not None
+    assert row.explanation == "changed by the batch"

@@ -1,0 +1,64 @@
+"""The statements the engine sends to PostgreSQL per chain step: its round-trip budget, kept.
+
+Counted with SQLAlchemy's ``before_cursor_execute`` on the app's engine, for the statements
+of the engine's events loop only (BEGIN and COMMIT are not cursor executions). A step is
+one ``finished`` event applied, with its successor admitted in the same transaction; a
+``started`` that reaches the engine on its own adds a small transaction of its own, so
+the figure is an average and the bound a ceiling, not an exact count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import event
+
+from backend.engine.loop import Engine
+from tests.fixtures.factories import Account
+from tests.runs.factories import create_job, python_task, trigger, wait_for_run
+
+CHAIN = 12
+
+
+def _events_loop(task: asyncio.Task[Any] | None) -> bool:
+    return task is not None and "_events_loop" in getattr(task.get_coro(), "__qualname__", "")
+
+
+async def test_a_chain_step_costs_a_bounded_number_of_statements_whatever_the_runs_size(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    running_engine: Engine,
+    running_worker: object,
+) -> None:
+    tasks = [python_task("t0")] + [
+        python_task(f"t{i}", depends_on=[f"t{i - 1}"]) for i in range(1, CHAIN)
+    ]
+    job = await create_job(client, owner, tasks)
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        if _events_loop(asyncio.current_task()):
+            seen.append(" ".join(str(args[2]).split()))
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run = await trigger(client, owner, job["id"])
+        done = await wait_for_run(client, owner, run["id"], timeout=60)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert done["status"] == "succeeded", done
+    per_task = len(seen) / CHAIN
+    # One transaction per step (the started that comes just before its finished joins it,
+    # Engine._linger): set_config, runs locked, their top-level tasks, the attempts, the
+    # task runs written (the runs too on the first and last step), the attempts upserted,
+    # the admission lock, the in-flight count, and one claim that also inserts the next
+    # attempt and says when the tenant is next due - 9. A start applied on its own (the
+    # machine was too slow for the linger) adds 6: the ceiling leaves room for a few.
+    assert per_task <= 13, (per_task, seen)
+    # No unit-of-work flush of task runs or attempts: the set-based writer sends them.
+    assert not any(s.startswith(("UPDATE task_attempts SET", "UPDATE task_runs SET")) for s in seen)
