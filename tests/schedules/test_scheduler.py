@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
 from backend.scheduler.loop import Scheduler
-from backend.schedules.service import StaleLease, decide_ticks, fire_due
+from backend.schedules.firing import fire_due
+from backend.schedules.service import StaleLease, decide_ticks
 from kernel.cron import CronSchedule, ticks_between
 from kernel.wire import keys
 from tests.audit.helpers import head_seq, rows_after, verify
@@ -452,11 +453,18 @@ async def test_a_fire_is_audited_in_its_own_transaction(
     await _fire_once(app, owner)
     runs = await scheduled_runs(owner_engine, job["id"])
     assert runs
-    fired = [
-        row
-        for row in await rows_after(owner_engine, owner.tenant_id, before)
-        if row["action"] == "schedule.fired"
-    ]
+
+    async def fired_events() -> list[dict[str, Any]]:
+        # written with the runs, chained into the log by the sealer after the commit
+        return [
+            row
+            for row in await rows_after(owner_engine, owner.tenant_id, before)
+            if row["action"] == "schedule.fired"
+        ]
+
+    fired = await eventually(
+        fired_events, lambda rows: len(rows) >= len(runs), what="the fires' audit events"
+    )
     assert sorted(row["target_id"] for row in fired) == sorted(str(run.id) for run in runs)
     for row in fired:
         assert (row["actor_type"], row["actor_label"]) == ("system", "scheduler")
@@ -467,7 +475,7 @@ async def test_a_fire_is_audited_in_its_own_transaction(
 async def test_a_fire_that_rolls_back_leaves_no_audit_event(
     scheduled_job: ScheduledJob, owner: Account, app: FastAPI, owner_engine: AsyncEngine
 ) -> None:
-    """The event and the run are one transaction: no event for a fire that did not happen."""
+    """The event and the run are one statement: no event for a fire that did not happen."""
     job = await scheduled_job(owner)
     await _backdate(owner_engine, job["id"], seconds=3)
     before = await head_seq(owner_engine, owner.tenant_id)
