@@ -238,6 +238,8 @@ class Scheduler:
             if rendezvous(tenant, live) != self.name and not orphaned:
                 await self._drop(tenant)
                 return None
+            if self._lapses.get(tenant, 0.0) > now:
+                return None  # held by another replica until then: no point asking before
             token = await self._lease(tenant)
             return None if token is None else (tenant, token)
 

@@ -193,6 +193,67 @@ async def test_a_dead_replicas_tenants_move_to_a_live_replica(
     assert heir.fired >= 1
 
 
+async def test_three_replicas_one_killed_no_fire_lost_or_duplicated(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    scheduler_settings: Settings,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
+) -> None:
+    """A replica SIGKILLed among three: the survivors learn of it from its missed
+    heartbeats and take its tenants when their leases lapse - asking for each lease about
+    once (they sleep until it lapses, they do not poll) - and every instant of every
+    schedule fires exactly once, the ones due during the takeover late but not lost."""
+    accounts = [owner, *[await create_tenant(client) for _ in range(5)]]
+    jobs = {account.tenant_id: await scheduled_job(account) for account in accounts}
+    replicas = [await start(app, scheduler_settings, f"sched-three-{i}") for i in range(3)]
+    names = {scheduler.name for scheduler, _ in replicas}
+    try:
+        await eventually(
+            lambda: all(names <= set(scheduler.live) for scheduler, _ in replicas),
+            what="three replicas seeing each other",
+        )
+        await eventually(
+            lambda: sum(len(scheduler.leases) for scheduler, _ in replicas),
+            lambda held: held >= len(accounts),
+            what="every tenant leased",
+        )
+        victim, victim_task = max(replicas, key=lambda pair: len(pair[0].leases))
+        orphans = {uuid.UUID(tenant) for tenant in victim.leases}
+        survivors = [pair for pair in replicas if pair[0] is not victim]
+        for scheduler, _ in survivors:
+            scheduler.lease_refused = 0
+        victim_task.cancel()  # killed: no lease released, no goodbye
+        with pytest.raises(asyncio.CancelledError):
+            await victim_task
+        killed_at = datetime.now(UTC)
+        for tenant in orphans:
+            await eventually(
+                lambda tenant=tenant: scheduled_runs(owner_engine, jobs[tenant]["id"]),
+                lambda runs: sum(r.scheduled_for > killed_at for r in runs) >= 3,
+                what="fires after the replica died",
+            )
+    finally:
+        for scheduler, task in replicas:
+            if scheduler is not victim or not task.done():
+                await stop(scheduler, task)
+    assert orphans
+    assert all(victim.name not in scheduler.live for scheduler, _ in survivors)
+    # each survivor asked for an orphaned lease about once before it lapsed, not every pass
+    refused = sum(scheduler.lease_refused for scheduler, _ in survivors)
+    assert refused <= 2 * len(orphans), refused
+    for account in accounts:
+        runs = await scheduled_runs(owner_engine, jobs[account.tenant_id]["id"])
+        ledger = await ticks(client, account, jobs[account.tenant_id]["id"])
+        instants = sorted(datetime.fromisoformat(t["scheduled_for"]) for t in ledger)
+        assert len(runs) == len({r.scheduled_for for r in runs})  # none duplicated
+        assert {t["outcome"] for t in ledger} == {"fired"}  # none missed nor skipped
+        # every second from the first instant to the last has its tick: none lost
+        assert len(instants) == int((instants[-1] - instants[0]).total_seconds()) + 1
+        assert {t["run_id"] for t in ledger} == {str(r.id) for r in runs}
+
+
 async def test_a_stale_leaseholder_cannot_fire(
     client: AsyncClient,
     owner: Account,
