@@ -6,7 +6,8 @@ processes), so the connections exist before the first request. Connecting is ide
 
 from __future__ import annotations
 
-from backend.jobs.hooks import job_schedule_changed
-from backend.schedules.service import sync_schedule
+from backend.jobs.hooks import job_schedule_changed, jobs_created
+from backend.schedules.service import create_schedules, sync_schedule
 
 job_schedule_changed.connect(sync_schedule)
+jobs_created.connect(create_schedules)

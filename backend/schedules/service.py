@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
@@ -103,6 +104,41 @@ async def sync_schedule(
     row.next_due_at = next_fire(cron, row.checked_until)
     await session.flush()
     _announce(session, redis, tenant_id, row.next_due_at)
+
+
+async def create_schedules(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    items: list[tuple[uuid.UUID, int, dict[str, Any]]],
+) -> None:
+    """The schedule rows of many new jobs (job id, version, ``schedule:``) in one statement
+    (called by the jobs service's bulk create); the schedulers are told after the commit."""
+    if not items:
+        return
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for job_id, version, schedule in items:
+        paused = bool(schedule.get("paused"))
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "job_id": job_id,
+                "job_version": version,
+                "spec": schedule,
+                "paused": paused,
+                "paused_since": now if paused else None,
+                "next_due_at": next_fire(cron_of(schedule), now),
+                "checked_until": now,
+                "fence": 0,
+                "updated_at": now,
+            }
+        )
+    await session.execute(insert(Schedule), rows)
+    due = [
+        row["next_due_at"] for row in rows if row["next_due_at"] is not None and not row["paused"]
+    ]
+    _announce(session, redis, tenant_id, min(due) if due else None)
 
 
 def _set_paused(row: Schedule, paused: bool, now: datetime) -> None:
