@@ -14,12 +14,16 @@ even if two replicas both believe they hold a tenant.
 is chosen by rendezvous hashing over the live ones, so adding or losing a replica moves
 only its share. A replica takes a lease only for tenants it is preferred for, or that
 have been due longer than a lease time (nobody is serving them). When a replica dies its
-leases lapse and the others' rendezvous choice moves its tenants within the lease time.
+leases lapse and the others' rendezvous choice moves its tenants within the lease time:
+a peer that missed two heartbeats is taken for dead, and the heir that finds its lease
+still held reads when it lapses (``PTTL``) and sleeps until then - it does not poll.
 
 **Work proportional to what is due.** ``baton:sched:due`` holds each tenant's earliest
 due instant; a pass reads only the tenants whose instant has come, then only their due
-schedules (``ix_schedules_due``), serving up to ``scheduler_concurrency`` tenants at once
-(each in its own transaction). The set is rebuilt from PostgreSQL at start, beside the
+schedules (``ix_schedules_due``). The due tenants it holds leases for are fired in batches
+of ``scheduler_tenants_per_transaction``, one transaction a batch, up to
+``scheduler_concurrency`` batches at once, each tenant's schedules as one set
+(``backend.schedules.firing``); a batch that fails is retried a tenant at a time. The set is rebuilt from PostgreSQL at start, beside the
 firing loop (it matters only after Redis lost its data). The replica's heartbeat has a loop
 of its own, so a long pass never makes the others think it died.
 
@@ -44,6 +48,7 @@ from typing import cast
 
 import structlog
 from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -272,15 +277,29 @@ class Scheduler:
     async def _fire(self, batch: dict[str, int], now: float) -> FireReport:
         """Fire a batch of tenants in one transaction; rescore each in the due index."""
         fences = {uuid.UUID(tenant): token for tenant, token in batch.items()}
-        async with self.sessionmaker() as session:
-            try:
-                results = await fire_tenants(
-                    session, self.redis, fences, settings=self.settings, up_since=self.up_since
-                )
-            except BaseException:
-                await session.rollback()
+        try:
+            async with self.sessionmaker() as session:
+                try:
+                    results = await fire_tenants(
+                        session, self.redis, fences, settings=self.settings, up_since=self.up_since
+                    )
+                except BaseException:
+                    await session.rollback()
+                    raise
+                await commit(session)
+        except SQLAlchemyError as error:
+            if len(batch) == 1:
                 raise
-            await commit(session)
+            # One tenant's failure must not hold the others back: each on its own.
+            log.warning("scheduler.batch_failed", tenants=len(batch), error=str(error)[:200])
+            total = FireReport()
+            for tenant, token in batch.items():
+                report = await self._fire({tenant: token}, now)
+                total.fired += report.fired
+                total.skipped += report.skipped
+                total.missed += report.missed
+                total.lateness.extend(report.lateness)
+            return total
         total = FireReport()
         pipe = self.redis.pipeline(transaction=False)
         for tenant_id, result in results.items():
