@@ -23,8 +23,9 @@ due instant; a pass reads only the tenants whose instant has come, then only the
 schedules (``ix_schedules_due``). The due tenants it holds leases for are fired in batches
 of ``scheduler_tenants_per_transaction``, one transaction a batch, up to
 ``scheduler_concurrency`` batches at once, each tenant's schedules as one set
-(``backend.schedules.firing``); a batch that fails is retried a tenant at a time. The set is rebuilt from PostgreSQL at start, beside the
-firing loop (it matters only after Redis lost its data). The replica's heartbeat has a loop
+(``backend.schedules.firing``); a batch that fails is retried a tenant at a time. The due
+set is rebuilt from PostgreSQL at start, beside the firing loop (it matters only after
+Redis lost its data). The replica's heartbeat has a loop
 of its own, so a long pass never makes the others think it died.
 
 **Outages.** Every pass, the heartbeat and the index rebuild run under a
