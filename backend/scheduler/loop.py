@@ -129,6 +129,7 @@ class Scheduler:
         self.live: list[str] = []  # replicas seen alive on the last pass
         self.up_since = utcnow()  # instants due after this were missed by a late pass, not downtime
         self.lease_refused = 0  # lease attempts that met another replica's lease
+        self.passing = False  # inside a pass (its transactions open), not between passes
         self.peers_lost = 0  # peers found dead by their missed heartbeats
         self._stopping = asyncio.Event()
         self._nudge = asyncio.Event()  # wake the firing loop now (stop, a peer died)
@@ -165,7 +166,11 @@ class Scheduler:
             log.info("scheduler.stopped", scheduler=self.name)
 
     async def _pass(self) -> None:
-        await self.tick()
+        self.passing = True
+        try:
+            await self.tick()
+        finally:
+            self.passing = False
         await self._sleep_until_due()
 
     async def rebuild_soon(self) -> None:
