@@ -174,6 +174,8 @@ async def test_a_dead_replicas_tenants_move_to_a_live_replica(
     doomed, doomed_task = await start(app, scheduler_settings, "sched-doomed")
     try:
         await eventually(lambda: doomed.fired, lambda fired: fired >= 1, what="a fire")
+        # between passes: a SIGKILL ends its transactions, a mid-statement cancel would not
+        await eventually(lambda: not doomed.passing, what="the replica between passes")
     finally:
         doomed_task.cancel()  # killed: no lease released, no goodbye
         with pytest.raises(asyncio.CancelledError):
