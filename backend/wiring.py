@@ -7,10 +7,11 @@ idempotent.
 
 from __future__ import annotations
 
-from backend.jobs.hooks import job_schedule_changed
+from backend.jobs.hooks import job_schedule_changed, jobs_created
 from backend.runs.hooks import runs_finished
-from backend.schedules.service import sync_schedule
+from backend.schedules.service import create_schedules, sync_schedule
 from backend.triggers.reactor import record_finished
 
 job_schedule_changed.connect(sync_schedule)
+jobs_created.connect(create_schedules)
 runs_finished.connect(record_finished)

@@ -138,7 +138,8 @@ async def seed(
     bench: BatonBench, *, tenants: int, per_tenant: int, schedule: dict[str, Any], label: str
 ) -> Seeded:
     """Sign up ``tenants`` tenants and give each ``per_tenant`` scheduled no-op jobs,
-    through the services the API uses (one transaction per tenant)."""
+    through the services the API uses (one transaction per tenant; the jobs created
+    together, as a GitOps apply creates them)."""
     from backend import wiring  # noqa: F401  (jobs.service fires hooks wired there)
     from backend.auth import service as auth_service
     from backend.core.db import commit, create_engine, create_sessionmaker
@@ -183,8 +184,7 @@ async def seed(
                 origin=origin,
             )
             ids = [
-                (await jobs_service.create_job(session, redis, principal, spec)).id
-                for spec in specs
+                job.id for job in await jobs_service.create_jobs(session, redis, principal, specs)
             ]
             await commit(session)
         made.append(Tenant(id=result.tenant.id, name=f"{label}-{i}", headers={}))

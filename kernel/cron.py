@@ -51,6 +51,7 @@ ever) matches returns quickly. Nothing here touches the database.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import re
@@ -300,7 +301,7 @@ def _candidates(
     ``after``. Some come before ``after``; the caller drops them."""
     first = _first_wall(after, zone)
     stop = horizon if horizon is not None else _plus(first, MAX_SCAN)
-    walls = croniter(schedule.cron.strip(), first - _ONE_SECOND)
+    walls = _walker(schedule.cron.strip(), first - _ONE_SECOND)
     pending: list[_Candidate] = []
     for _ in range(MAX_SCAN_MATCHES):
         try:
@@ -317,6 +318,20 @@ def _candidates(
             yield from _settle(pending)
             pending = []
     yield from _settle(pending)
+
+
+@functools.lru_cache(maxsize=4096)
+def _template(expression: str) -> croniter:
+    """The expression parsed once (croniter expands it on construction)."""
+    return croniter(expression, datetime(2000, 1, 1))
+
+
+def _walker(expression: str, start: datetime) -> croniter:
+    """A croniter over ``expression`` from ``start``: a copy of the parsed template (the
+    expanded fields are shared, read only), not a parse per walk."""
+    walker = copy.copy(_template(expression))
+    walker.set_current(start, force=True)
+    return walker
 
 
 def _plus(moment: datetime, span: timedelta) -> datetime:

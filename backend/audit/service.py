@@ -170,6 +170,27 @@ def seal_soon(session: AsyncSession, tenant_id: uuid.UUID) -> None:
     after_commit(session, kick)
 
 
+_APPEND_PENDING = text(
+    """
+INSERT INTO audit_pending (tenant_id, event_id, occurred_at, actor_type, actor_id, actor_label,
+    action, target_type, target_id, outcome, ip, user_agent, request_id, details)
+SELECT tenant_id, event_id, occurred_at, actor_type, actor_id, actor_label, action,
+    target_type, target_id, outcome, ip, user_agent, request_id, details
+FROM jsonb_populate_recordset(NULL::audit_pending, CAST(:rows AS jsonb))
+"""
+)
+
+
+async def append_pending(
+    session: AsyncSession, tenant_id: uuid.UUID, rows: list[dict[str, Any]]
+) -> None:
+    """Append :func:`pending_row` events in one statement; sealed after the commit."""
+    if not rows:
+        return
+    await session.execute(_APPEND_PENDING, {"rows": json.dumps(rows, separators=(",", ":"))})
+    seal_soon(session, tenant_id)
+
+
 _PENDING = text("SELECT * FROM audit_pending WHERE tenant_id = :tenant ORDER BY id LIMIT :limit")
 _RELEASE = text("SELECT audit_release_sealed(:tenant, :ids)")
 

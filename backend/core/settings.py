@@ -212,8 +212,10 @@ class Settings(BaseSettings):
     # replica's tenants move within it); it looks for due schedules at least this often.
     scheduler_lease_seconds: float = Field(default=10.0, gt=0)
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
-    # Due tenants a replica serves at once (each in its own transaction and connection).
+    # Batches of due tenants a replica fires at once (each batch one transaction and connection).
     scheduler_concurrency: int = Field(default=8, ge=1, le=64)
+    # due tenants fired in one transaction (a handful of statements each)
+    scheduler_tenants_per_transaction: int = Field(default=25, ge=1, le=500)
 
     # Workers. Shell and Docker tasks are refused unless the operator allows them. Allowed
     # shell tasks run each in a sandbox (docs/security.md) with the limits below; only a

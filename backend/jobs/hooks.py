@@ -16,3 +16,10 @@ from backend.core.hooks import Hook
 job_schedule_changed: Hook[
     [AsyncSession, Redis, uuid.UUID, uuid.UUID, int, dict[str, Any] | None]
 ] = Hook("job.schedule_changed", required=True)
+
+# Many jobs were created at once (a GitOps apply): the schedules domain makes their
+# schedule rows in one statement. Arguments: session, redis, tenant id, and for each job
+# with a schedule (job id, version, its ``schedule`` section).
+jobs_created: Hook[
+    [AsyncSession, Redis, uuid.UUID, list[tuple[uuid.UUID, int, dict[str, Any]]]]
+] = Hook("jobs.created", required=True)

@@ -13,6 +13,7 @@ import uuid
 
 import networkx as nx
 from redis.asyncio import Redis
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,7 +23,7 @@ from backend.core.errors import Conflict, NotFound, ValidationFailed
 from backend.core.models import utcnow
 from backend.core.principal import Principal
 from backend.jobs.graph import build_graph
-from backend.jobs.hooks import job_schedule_changed
+from backend.jobs.hooks import job_schedule_changed, jobs_created
 from backend.jobs.models import Job, JobVersion
 from backend.jobs.repository import (
     UNIQUE_NAME_INDEX,
@@ -149,6 +150,91 @@ async def create_job(
         session, redis, principal.tenant_id, job.id, 1, version.spec.get("schedule")
     )
     return JobPublic.build(job, version)
+
+
+async def create_jobs(
+    session: AsyncSession,
+    redis: Redis,
+    principal: Principal,
+    specs: list[JobSpec],
+    *,
+    managed_by: str | None = None,
+) -> list[Job]:
+    """Create many jobs at once (a GitOps apply, a seed): the rules of :func:`create_job`
+    (a taken name is a 409, the plan's scheduled-jobs limit, one ``job.created`` event
+    each) in a few statements for all of them, not several per job."""
+    if not specs:
+        return []
+    jobs_repo = JobRepository(session, principal.tenant_id)
+    scheduled = sum(1 for spec in specs if spec.schedule is not None)
+    limits = Limits.of_principal(principal)
+    if scheduled and limits.of("scheduled_jobs") is not None:
+        require(
+            limits,
+            "scheduled_jobs",
+            usage=await jobs_repo.count_scheduled(),
+            adding=scheduled,
+            resets_at=None,
+            tenant_id=principal.tenant_id,
+        )
+    now = utcnow()
+    jobs: list[Job] = []
+    versions: list[dict[str, object]] = []
+    events: list[dict[str, object]] = []
+    schedules: list[tuple[uuid.UUID, int, dict[str, object]]] = []
+    for spec in specs:
+        job = Job(
+            tenant_id=principal.tenant_id,
+            name=spec.name,
+            description=spec.description,
+            queue=spec.queue,
+            concurrency_policy=spec.concurrency_policy,
+            managed_by=managed_by,
+            current_version=1,
+            created_by=principal.user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        stored = stored_form(spec)
+        jobs.append(job)
+        versions.append(
+            {
+                "tenant_id": principal.tenant_id,
+                "job_id": job.id,
+                "version": 1,
+                "spec": stored,
+                "created_by": principal.user_id,
+                "created_at": now,
+            }
+        )
+        events.append(
+            audit.pending_row(
+                tenant_id=principal.tenant_id,
+                actor=principal.actor,
+                origin=principal.origin,
+                action="job.created",
+                target_type="job",
+                target_id=job.id,
+                details={"name": job.name, "version": 1},
+            )
+        )
+        if stored.get("schedule") is not None:
+            schedules.append((job.id, 1, stored["schedule"]))
+    try:
+        await session.execute(
+            insert(Job),
+            [{c.name: getattr(job, c.name) for c in Job.__table__.columns} for job in jobs],  # type: ignore[attr-defined]
+        )
+    except IntegrityError as error:
+        if UNIQUE_NAME_INDEX in str(error.orig):
+            raise Conflict(
+                "A job with one of these names was created meanwhile; nothing was applied"
+            ) from error
+        raise
+    await session.execute(insert(JobVersion), versions)
+    await audit.append_pending(session, principal.tenant_id, events)
+    await jobs_created.fire(session, redis, principal.tenant_id, schedules)
+    return jobs
 
 
 async def list_jobs(

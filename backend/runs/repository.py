@@ -157,21 +157,23 @@ async def insert_triggered(
     session: AsyncSession,
     runs: list[dict[str, Any]],
     tasks: list[dict[str, Any]],
-    audit: dict[str, Any] | None,
+    audit: dict[str, Any] | list[dict[str, Any]] | None,
     *,
     count_runs: bool = False,
 ) -> set[uuid.UUID]:
-    """Insert a trigger's runs, task runs and pending audit event in one statement; the
+    """Insert a trigger's runs, task runs and pending audit event(s) in one statement; the
     ids of the runs inserted (the session must be scoped to their tenant).
 
+    ``audit``: one event, or a list of them (the scheduler's one per fire).
     ``count_runs`` adds the number of runs inserted to the audit event's details.
     """
+    audits = audit if isinstance(audit, list) else [audit] if audit is not None else []
     result = await session.execute(
         _TRIGGER_INSERT,
         {
             "runs": _json(runs),
             "tasks": _json(tasks),
-            "audit": _json([audit] if audit is not None else []),
+            "audit": _json(audits),
             "count_runs": count_runs,
         },
     )

@@ -202,37 +202,9 @@ async def _create_runs(
         if active:
             await _cancel(session, redis, tenant_id, active, reason="replaced by a newer run")
 
-    now = utcnow()
-    created: list[Run] = []
-    task_rows: list[dict[str, Any]] = []
-    for new in new_runs:
-        run = Run(
-            id=new.run_id,
-            tenant_id=tenant_id,
-            job_id=job.id,
-            job_version=plan.version,
-            status=RunStatus.queued,
-            trigger=trigger,
-            params=new.params,
-            idempotency_key=new.idempotency_key,
-            run_at=new.run_at,
-            scheduled_for=new.scheduled_for,
-            deadline_at=(
-                new.run_at + timedelta(seconds=plan.timeout_seconds)
-                if plan.timeout_seconds
-                else None
-            ),
-            rerun_of=new.rerun_of,
-            created_by=actor.user_id if actor else None,
-            created_at=now,
-        )
-        tasks = {
-            name: _new_task(run, task, new.reused.get(name), now)
-            for name, task in plan.tasks.items()
-        }
-        advanced = advance_run(plan, run, tasks, now=now, ready_at=new.run_at)
-        task_rows.extend(_row(task) for task in [*tasks.values(), *advanced.children])
-        created.append(run)
+    created, task_rows = _build_runs(
+        tenant_id, job.id, plan, new_runs, trigger=trigger, actor=actor, now=utcnow()
+    )
     audit_row: dict[str, Any] | None = None
     if actor is not None:
         # Appended unsealed, in the same statement as the runs: no chain lock on the
@@ -282,6 +254,67 @@ async def _create_runs(
 
     after_commit(session, notify_engine)
     return created
+
+
+def _build_runs(
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    plan: RunPlan,
+    new_runs: list[NewRun],
+    *,
+    trigger: str,
+    actor: Principal | None,
+    now: datetime,
+) -> tuple[list[Run], list[dict[str, Any]]]:
+    """The runs (not yet inserted) and the rows of their task runs, root tasks decided."""
+    created: list[Run] = []
+    task_rows: list[dict[str, Any]] = []
+    for new in new_runs:
+        run = Run(
+            id=new.run_id,
+            tenant_id=tenant_id,
+            job_id=job_id,
+            job_version=plan.version,
+            status=RunStatus.queued,
+            trigger=trigger,
+            params=new.params,
+            idempotency_key=new.idempotency_key,
+            run_at=new.run_at,
+            scheduled_for=new.scheduled_for,
+            deadline_at=(
+                new.run_at + timedelta(seconds=plan.timeout_seconds)
+                if plan.timeout_seconds
+                else None
+            ),
+            rerun_of=new.rerun_of,
+            created_by=actor.user_id if actor else None,
+            created_at=now,
+        )
+        tasks = {
+            name: _new_task(run, task, new.reused.get(name), now)
+            for name, task in plan.tasks.items()
+        }
+        advanced = advance_run(plan, run, tasks, now=now, ready_at=new.run_at)
+        task_rows.extend(_row(task) for task in [*tasks.values(), *advanced.children])
+        created.append(run)
+    return created, task_rows
+
+
+def scheduled_runs(
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    plan: RunPlan,
+    fires: list[NewRun],
+    *,
+    now: datetime,
+) -> tuple[list[Run], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A schedule's runs for the set-based firing path (``backend.schedules.firing``): the
+    runs, their rows and their task runs' rows, ready for :func:`insert_triggered`. The
+    caller has applied the concurrency policy and the quota; the runs are not inserted."""
+    runs, task_rows = _build_runs(
+        tenant_id, job_id, plan, fires, trigger="schedule", actor=None, now=now
+    )
+    return runs, [_row(run) for run in runs], task_rows
 
 
 def _new_task(run: Run, task: TaskPlan, reused: TaskRun | None, now: datetime) -> TaskRun:

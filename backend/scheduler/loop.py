@@ -14,13 +14,18 @@ even if two replicas both believe they hold a tenant.
 is chosen by rendezvous hashing over the live ones, so adding or losing a replica moves
 only its share. A replica takes a lease only for tenants it is preferred for, or that
 have been due longer than a lease time (nobody is serving them). When a replica dies its
-leases lapse and the others' rendezvous choice moves its tenants within the lease time.
+leases lapse and the others' rendezvous choice moves its tenants within the lease time:
+a peer that missed two heartbeats is taken for dead, and the heir that finds its lease
+still held reads when it lapses (``PTTL``) and sleeps until then - it does not poll.
 
 **Work proportional to what is due.** ``baton:sched:due`` holds each tenant's earliest
 due instant; a pass reads only the tenants whose instant has come, then only their due
-schedules (``ix_schedules_due``), serving up to ``scheduler_concurrency`` tenants at once
-(each in its own transaction). The set is rebuilt from PostgreSQL at start, beside the
-firing loop (it matters only after Redis lost its data). The replica's heartbeat has a loop
+schedules (``ix_schedules_due``). The due tenants it holds leases for are fired in batches
+of ``scheduler_tenants_per_transaction``, one transaction a batch, up to
+``scheduler_concurrency`` batches at once, each tenant's schedules as one set
+(``backend.schedules.firing``); a batch that fails is retried a tenant at a time. The due
+set is rebuilt from PostgreSQL at start, beside the firing loop (it matters only after
+Redis lost its data). The replica's heartbeat has a loop
 of its own, so a long pass never makes the others think it died.
 
 **Outages.** Every pass, the heartbeat and the index rebuild run under a
@@ -44,15 +49,17 @@ from typing import cast
 
 import structlog
 from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.core.db import tenant_transaction
+from backend.core.db import commit, tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.metrics.samples import record_schedule_ticks
+from backend.schedules.firing import fire_tenants
 from backend.schedules.repository import ScheduleRepository
-from backend.schedules.service import FireReport, StaleLease, fire_due
+from backend.schedules.service import FireReport, StaleLease
 from backend.tenants.repository import TenantDirectory
 from kernel.dependencies import Guard
 from kernel.wire import keys
@@ -87,6 +94,12 @@ return 0
 """
 
 
+# A lease is retried this long after it should have lapsed (Redis expires keys on access, so
+# right at the lapse it is gone; the margin absorbs clock reading and scheduling jitter).
+_LAPSE_MARGIN = 0.005
+_MIN_SLEEP = 0.005
+
+
 def rendezvous(tenant_id: str, replicas: list[str]) -> str | None:
     """The replica a tenant prefers: the highest hash of (tenant, replica)."""
     if not replicas:
@@ -108,16 +121,27 @@ class Scheduler:
         self.redis = redis
         self.name = name or f"scheduler-{socket.gethostname()}-{os.getpid()}"
         self.lease_ms = int(settings.scheduler_lease_seconds * 1000)
+        # A heartbeat every third of a lease; a peer that missed two is taken for dead.
+        self.heartbeat_s = self.lease_ms / 3000
+        self.alive_s = 2 * self.heartbeat_s + 0.05
         self.leases: dict[str, str] = {}  # tenant -> the lease value we hold ("name token")
         self.fired = 0
         self.live: list[str] = []  # replicas seen alive on the last pass
         self.up_since = utcnow()  # instants due after this were missed by a late pass, not downtime
+        self.lease_refused = 0  # lease attempts that met another replica's lease
+        self.passing = False  # inside a pass (its transactions open), not between passes
+        self.peers_lost = 0  # peers found dead by their missed heartbeats
         self._stopping = asyncio.Event()
+        self._nudge = asyncio.Event()  # wake the firing loop now (stop, a peer died)
+        # tenants whose lease another replica held when we wanted it: when it lapses
+        self._lapses: dict[str, float] = {}
+        self._pass_started = 0.0
         self._guard = Guard("scheduler.pass")
         self._rebuilds: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._nudge.set()
 
     async def run(self) -> None:
         """Register, rebuild the due index, then fire what is due until :meth:`stop`."""
@@ -142,7 +166,11 @@ class Scheduler:
             log.info("scheduler.stopped", scheduler=self.name)
 
     async def _pass(self) -> None:
-        await self.tick()
+        self.passing = True
+        try:
+            await self.tick()
+        finally:
+            self.passing = False
         await self._sleep_until_due()
 
     async def rebuild_soon(self) -> None:
@@ -163,8 +191,27 @@ class Scheduler:
     async def _heartbeat_loop(self) -> None:
         guard = Guard("scheduler.heartbeat")
         while True:
-            if await guard.run(self._heartbeat()):  # on failure it has backed off already
-                await asyncio.sleep(self.lease_ms / 3000)
+            if await guard.run(self._beat()):  # on failure it has backed off already
+                await asyncio.sleep(self.heartbeat_s)
+
+    async def _beat(self) -> None:
+        """Our heartbeat, and a look at the peers': one that missed its heartbeats is dead,
+        so the firing loop wakes to take the tenants it leaves (each as its lease lapses)."""
+        await self._heartbeat()
+        live = await self._live()
+        lost = [peer for peer in self.live if peer not in live]
+        if lost and self.live:
+            self.peers_lost += len(lost)
+            log.warning("scheduler.peer_lost", scheduler=self.name, peers=lost)
+            self.live = live
+            self._nudge.set()
+
+    async def _live(self) -> list[str]:
+        """The replicas whose last heartbeat is recent (none missed twice)."""
+        members = await self.redis.zrangebyscore(
+            keys.scheduler_replicas(), time.time() - self.alive_s, "+inf"
+        )
+        return sorted(as_text(r) for r in cast(list[str], members))
 
     def tenant_transaction(self, tenant_id: uuid.UUID) -> AbstractAsyncContextManager[AsyncSession]:
         return tenant_transaction(self.sessionmaker, tenant_id)
@@ -184,13 +231,11 @@ class Scheduler:
                 await self.redis.zadd(keys.scheduler_due(), score, nx=True)
 
     async def tick(self) -> FireReport:
-        """One pass: every due tenant this replica should serve (``run`` keeps the replica's
+        """One pass: every due tenant this replica should serve, leases taken, then fired
+        in batches of tenants, one transaction a batch (``run`` keeps the replica's
         heartbeat on a loop of its own)."""
-        now = time.time()
-        members = await self.redis.zrangebyscore(
-            keys.scheduler_replicas(), now - self.lease_ms / 1000, "+inf"
-        )
-        live = self.live = [as_text(r) for r in cast(list[str], members)]
+        now = self._pass_started = time.time()
+        live = self.live = await self._live()
         due = cast(
             list[tuple[str, float]],
             await self.redis.zrangebyscore(
@@ -198,24 +243,35 @@ class Scheduler:
             ),
         )
         total = FireReport()
+
+        async def claim(tenant: str, score: float) -> tuple[str, int] | None:
+            orphaned = now - score > self.lease_ms / 1000
+            if rendezvous(tenant, live) != self.name and not orphaned:
+                await self._drop(tenant)
+                return None
+            if self._lapses.get(tenant, 0.0) > now:
+                return None  # held by another replica until then: no point asking before
+            token = await self._lease(tenant)
+            return None if token is None else (tenant, token)
+
+        claimed = [
+            found
+            for found in await asyncio.gather(*(claim(as_text(t), float(s)) for t, s in due))
+            if found is not None
+        ]
+        size = self.settings.scheduler_tenants_per_transaction
+        batches = [dict(claimed[i : i + size]) for i in range(0, len(claimed), size)]
         slots = asyncio.Semaphore(self.settings.scheduler_concurrency)
 
-        async def serve(tenant: str, score: float) -> None:
+        async def serve(batch: dict[str, int]) -> None:
             async with slots:
-                orphaned = now - score > self.lease_ms / 1000
-                if rendezvous(tenant, live) != self.name and not orphaned:
-                    await self._drop(tenant)
-                    return
-                token = await self._lease(tenant)
-                if token is None:
-                    return
-                report = await self._fire(tenant, token, now)
+                report = await self._fire(batch, now)
             total.fired += report.fired
             total.skipped += report.skipped
             total.missed += report.missed
             total.lateness.extend(report.lateness)
 
-        await asyncio.gather(*(serve(as_text(raw), float(score)) for raw, score in due))
+        await asyncio.gather(*(serve(batch) for batch in batches))
         self.fired += total.fired
         return total
 
@@ -224,34 +280,63 @@ class Scheduler:
         same rendezvous choice as for its schedules. Before the first pass: yes."""
         return not self.live or rendezvous(str(tenant_id), self.live) == self.name
 
-    async def _fire(self, tenant: str, token: int, now: float) -> FireReport:
-        tenant_id = uuid.UUID(tenant)
+    async def _fire(self, batch: dict[str, int], now: float) -> FireReport:
+        """Fire a batch of tenants in one transaction; rescore each in the due index."""
+        fences = {uuid.UUID(tenant): token for tenant, token in batch.items()}
         try:
-            async with self.tenant_transaction(tenant_id) as session:
-                report, next_due = await fire_due(
-                    session, self.redis, tenant_id, fence=token, up_since=self.up_since
-                )
-        except StaleLease:
-            log.warning("scheduler.lease_lost", tenant_id=tenant, scheduler=self.name)
-            self.leases.pop(tenant, None)
-            return FireReport()
-        record_schedule_ticks(
-            fired=report.fired,
-            skipped=report.skipped,
-            missed=report.missed,
-            lateness=report.lateness,
-        )
-        score = next_due.timestamp() if next_due is not None else -1
-        await self.redis.eval(_RESCORE, 1, keys.scheduler_due(), tenant, score, now)
-        if report.fired or report.skipped or report.missed:
-            log.info(
-                "scheduler.fired",
-                tenant_id=tenant,
+            async with self.sessionmaker() as session:
+                try:
+                    results = await fire_tenants(
+                        session, self.redis, fences, settings=self.settings, up_since=self.up_since
+                    )
+                except BaseException:
+                    await session.rollback()
+                    raise
+                await commit(session)
+        except SQLAlchemyError as error:
+            if len(batch) == 1:
+                raise
+            # One tenant's failure must not hold the others back: each on its own.
+            log.warning("scheduler.batch_failed", tenants=len(batch), error=str(error)[:200])
+            total = FireReport()
+            for tenant, token in batch.items():
+                report = await self._fire({tenant: token}, now)
+                total.fired += report.fired
+                total.skipped += report.skipped
+                total.missed += report.missed
+                total.lateness.extend(report.lateness)
+            return total
+        total = FireReport()
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant_id, result in results.items():
+            tenant = str(tenant_id)
+            if isinstance(result, StaleLease):
+                log.warning("scheduler.lease_lost", tenant_id=tenant, scheduler=self.name)
+                self.leases.pop(tenant, None)
+                continue
+            report, next_due = result
+            record_schedule_ticks(
                 fired=report.fired,
                 skipped=report.skipped,
                 missed=report.missed,
+                lateness=report.lateness,
             )
-        return report
+            score = next_due.timestamp() if next_due is not None else -1
+            pipe.eval(_RESCORE, 1, keys.scheduler_due(), tenant, score, now)
+            if report.fired or report.skipped or report.missed:
+                log.info(
+                    "scheduler.fired",
+                    tenant_id=tenant,
+                    fired=report.fired,
+                    skipped=report.skipped,
+                    missed=report.missed,
+                )
+            total.fired += report.fired
+            total.skipped += report.skipped
+            total.missed += report.missed
+            total.lateness.extend(report.lateness)
+        await pipe.execute()
+        return total
 
     async def _lease(self, tenant: str) -> int | None:
         """Our fencing token for the tenant: renew the lease we hold, or take a free one."""
@@ -265,7 +350,13 @@ class Scheduler:
         value = f"{self.name} {token}"
         if await self.redis.set(key, value, nx=True, px=self.lease_ms):
             self.leases[tenant] = value
+            self._lapses.pop(tenant, None)
             return token
+        # Another replica holds it (alive, or dead with its lease still running): come
+        # back when it lapses, not before.
+        self.lease_refused += 1
+        left = int(await self.redis.pttl(key))
+        self._lapses[tenant] = time.time() + (left if left > 0 else 0) / 1000
         return None
 
     async def _drop(self, tenant: str) -> None:
@@ -280,11 +371,31 @@ class Scheduler:
         await self.redis.zrem(keys.scheduler_replicas(), self.name)
 
     async def _sleep_until_due(self) -> None:
-        head = await self.redis.zrange(keys.scheduler_due(), 0, 0, withscores=True)
+        """Sleep until the next tenant is due, a lease we wait for lapses, a due tenant
+        nobody served becomes ours to take, or a peer is found dead - never a busy loop."""
+        now = time.time()
         wait = self.settings.scheduler_poll_seconds
-        if head:
-            # A head already due is one this replica could not serve (another holds it):
-            # look again soon, not in a busy loop.
-            wait = min(max(float(head[0][1]) - time.time(), 0.05), wait)
+        ahead = cast(
+            list[tuple[str, float]],
+            await self.redis.zrangebyscore(
+                keys.scheduler_due(), f"({now}", "+inf", start=0, num=1, withscores=True
+            ),
+        )
+        if ahead:
+            wait = min(wait, float(ahead[0][1]) - now)
+        head = cast(
+            list[tuple[str, float]],
+            await self.redis.zrange(keys.scheduler_due(), 0, 0, withscores=True),
+        )
+        if head and float(head[0][1]) <= now:
+            # due, and served by another replica (or not yet): ours to take if it is still
+            # there a lease after its instant
+            wait = min(wait, float(head[0][1]) + self.lease_ms / 1000 - now)
+        # a lapse the last pass started after was retried by it already
+        started = self._pass_started
+        self._lapses = {t: at for t, at in self._lapses.items() if at + _LAPSE_MARGIN > started}
+        if self._lapses:
+            wait = min(wait, min(self._lapses.values()) + _LAPSE_MARGIN - now)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=wait)
+            await asyncio.wait_for(self._nudge.wait(), timeout=max(wait, _MIN_SLEEP))
+        self._nudge.clear()

@@ -14,7 +14,6 @@ them (the latest), or ``fire_all`` up to ``max_catchup`` (the latest ones).
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,21 +21,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.audit import service as audit
 from backend.core.db import after_commit
-from backend.core.errors import Conflict, NotFound, ValidationFailed
+from backend.core.errors import NotFound, ValidationFailed
 from backend.core.models import utcnow
 from backend.core.principal import Actor, Principal
 from backend.jobs.repository import JobRepository
-from backend.runs import service as runs_service
 from backend.schedules.models import Schedule, ScheduleTick
 from backend.schedules.repository import ScheduleRepository, TickRepository
-from backend.tenants.models import TenantStatus
-from backend.tenants.repository import TenantDirectory
 from kernel.cron import CronError, CronSchedule, Tick, next_fire, next_ticks
-from kernel.cron import ticks_between as cron_ticks_between
 from kernel.wire import keys
 
 # Who a scheduled run is attributed to in the audit log.
@@ -108,6 +104,41 @@ async def sync_schedule(
     row.next_due_at = next_fire(cron, row.checked_until)
     await session.flush()
     _announce(session, redis, tenant_id, row.next_due_at)
+
+
+async def create_schedules(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    items: list[tuple[uuid.UUID, int, dict[str, Any]]],
+) -> None:
+    """The schedule rows of many new jobs (job id, version, ``schedule:``) in one statement
+    (called by the jobs service's bulk create); the schedulers are told after the commit."""
+    if not items:
+        return
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for job_id, version, schedule in items:
+        paused = bool(schedule.get("paused"))
+        rows.append(
+            {
+                "tenant_id": tenant_id,
+                "job_id": job_id,
+                "job_version": version,
+                "spec": schedule,
+                "paused": paused,
+                "paused_since": now if paused else None,
+                "next_due_at": next_fire(cron_of(schedule), now),
+                "checked_until": now,
+                "fence": 0,
+                "updated_at": now,
+            }
+        )
+    await session.execute(insert(Schedule), rows)
+    due = [
+        row["next_due_at"] for row in rows if row["next_due_at"] is not None and not row["paused"]
+    ]
+    _announce(session, redis, tenant_id, min(due) if due else None)
 
 
 def _set_paused(row: Schedule, paused: bool, now: datetime) -> None:
@@ -309,112 +340,3 @@ def _misfires(
                 f", max_catchup {keep})" if policy == "fire_all" else ")"
             )
     return late
-
-
-async def fire_due(
-    session: AsyncSession,
-    redis: Redis,
-    tenant_id: uuid.UUID,
-    *,
-    fence: int,
-    now: datetime | None = None,
-    up_since: datetime | None = None,
-) -> tuple[FireReport, datetime | None]:
-    """Fire every due schedule of one tenant (session scoped to it); the next due instant.
-    ``up_since``: when the calling scheduler started (see :func:`decide_ticks`).
-
-    Raises :class:`StaleLease` when a newer leaseholder has written (roll back).
-    """
-    now = now or utcnow()
-    report = FireReport()
-    schedules = ScheduleRepository(session, tenant_id)
-    ticks = TickRepository(session, tenant_id)
-    tenant = await TenantDirectory(session).get(tenant_id)
-    suspended = tenant is not None and tenant.status != TenantStatus.active
-    for row in await schedules.due(now):
-        cron = cron_of(row.spec)
-        due = cron_ticks_between(cron, row.checked_until, now)
-        decisions = decide_ticks(
-            due, row.spec, now=now, paused_since=row.paused_since, up_since=up_since
-        )
-        if suspended:
-            for decision in decisions:
-                if decision.outcome == "fired":
-                    decision.outcome, decision.reason = "skipped", "tenant suspended"
-        claimed = await schedules.claim(
-            row.job_id,
-            fence,
-            {
-                "checked_until": now,
-                "next_due_at": next_fire(cron, now),
-                "paused_since": None,
-                "updated_at": now,
-            },
-        )
-        if not claimed:
-            raise StaleLease(f"tenant {tenant_id}: a newer scheduler holds the lease")
-        recorded = await ticks.record([_tick_row(tenant_id, row.job_id, d) for d in decisions])
-        for decision in decisions:
-            if decision.key not in recorded:
-                continue  # already in the ledger: another replica or an earlier pass
-            if decision.outcome == "fired":
-                await _fire(session, redis, tenant_id, row, decision, now, report)
-            elif decision.outcome == "skipped":
-                report.skipped += 1
-            else:
-                report.missed += 1
-    return report, await schedules.earliest_due()
-
-
-def _tick_row(tenant_id: uuid.UUID, job_id: uuid.UUID, decision: Decision) -> dict[str, Any]:
-    return {
-        "tenant_id": tenant_id,
-        "job_id": job_id,
-        "scheduled_for": decision.key,
-        "wall_time": decision.tick.wall.isoformat(),
-        "outcome": decision.outcome,
-        "reason": decision.reason,
-        "run_id": None,
-        "recorded_at": utcnow(),
-    }
-
-
-async def _fire(
-    session: AsyncSession,
-    redis: Redis,
-    tenant_id: uuid.UUID,
-    row: Schedule,
-    decision: Decision,
-    now: datetime,
-    report: FireReport,
-) -> None:
-    jitter = int(row.spec.get("jitter_seconds") or 0)
-    run_at = now + timedelta(seconds=random.uniform(0, jitter)) if jitter else now  # noqa: S311
-    ticks = TickRepository(session, tenant_id)
-    try:
-        run = await runs_service.trigger_scheduled(
-            session,
-            redis,
-            tenant_id,
-            row.job_id,
-            scheduled_for=decision.key,
-            run_at=run_at,
-            policy=row.spec.get("concurrency_policy"),
-        )
-    except (Conflict, NotFound) as error:
-        await ticks.mark(row.job_id, decision.key, "skipped", error.message)
-        report.skipped += 1
-        return
-    await ticks.set_run(row.job_id, decision.key, run.id)
-    # In the fire's own transaction: a fire is audited exactly when it happened.
-    await audit.record(
-        session,
-        tenant_id=tenant_id,
-        actor=SCHEDULER_ACTOR,
-        action="schedule.fired",
-        target_type="run",
-        target_id=run.id,
-        details={"job_id": str(row.job_id), "scheduled_for": decision.key.isoformat()},
-    )
-    report.fired += 1
-    report.lateness.append((now - decision.key).total_seconds())

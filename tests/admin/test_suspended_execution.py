@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import commit, scope_to_tenant
-from backend.schedules.service import fire_due
+from backend.schedules.firing import fire_due
 from tests.admin.helpers import resume_url, suspend_url
 from tests.fixtures.factories import Account, create_tenant, make_superuser
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from httpx import AsyncClient, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
+from tests.fixtures.waiting import eventually
 from tests.jobs.helpers import JOBS, create_job, job_spec
 
 APPLY = "/api/v1/jobs:apply"
@@ -234,3 +238,53 @@ async def test_concurrent_creates_of_one_name_are_200_and_409(
     assert sorted(r.status_code for r in results) == [200, 409]
     job = await job_by_name(client, owner, spec["name"])
     assert job is not None and job["current_version"] == 1
+
+
+async def test_many_scheduled_jobs_are_created_in_one_apply(
+    client: AsyncClient, owner: Account, owner_engine: AsyncEngine
+) -> None:
+    """New jobs of an apply are created together (a few statements for all): each has its
+    version, its schedule row with the next instant, its ``job.created`` event."""
+    managed_by = source()
+    specs = [
+        job_spec(f"every-{i:03d}", schedule={"cron": "0 3 * * *", "timezone": "Europe/Berlin"})
+        for i in range(150)
+    ]
+    specs[0]["schedule"]["paused"] = True
+    response = await apply(client, owner, managed_by, specs)
+    assert set(actions(response).values()) == {"created"}
+    ids = {change["job_id"] for change in response.json()["changes"]}
+    async with owner_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT j.id, j.managed_by, v.version, s.paused, s.next_due_at "
+                    "FROM jobs j JOIN job_versions v ON v.job_id = j.id "
+                    "JOIN schedules s ON s.job_id = j.id WHERE j.tenant_id = :t"
+                ),
+                {"t": owner.tenant_id},
+            )
+        ).all()
+    assert {str(row.id) for row in rows} == ids and len(rows) == 150
+    assert all(row.managed_by == managed_by and row.version == 1 for row in rows)
+    assert sum(row.paused for row in rows) == 1
+    assert all(row.next_due_at is not None for row in rows)
+    assert all(row.next_due_at.astimezone(ZoneInfo("Europe/Berlin")).hour == 3 for row in rows)
+
+    async def created_events() -> int:
+        async with owner_engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM audit_events "
+                            "WHERE tenant_id = :t AND action = 'job.created'"
+                        ),
+                        {"t": owner.tenant_id},
+                    )
+                ).scalar_one()
+            )
+
+    await eventually(created_events, lambda n: n == 150, what="150 job.created events")
+    again = await apply(client, owner, managed_by, specs)
+    assert set(actions(again).values()) == {"unchanged"}

@@ -7,6 +7,7 @@ suite's own client runs as on-prem and reads them from the configuration.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from httpx import AsyncClient
@@ -15,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from backend.app import create_app
+from backend.core.db import commit
 from backend.core.settings import Settings
 from backend.engine.admission import quota_of
 from backend.plans.service import month_start, next_month_start
+from backend.schedules.firing import fire_due
 from backend.tenants.models import Tenant
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import DEFAULT_PASSWORD, Account, create_tenant, unique_email
@@ -232,3 +235,63 @@ async def test_usage_warns_at_80_percent(
     }
     assert limits["members"]["warning"] is False
     assert limits["scheduled_jobs"]["allowed"] is None
+
+
+async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
+    hosted: AsyncClient,
+    hosted_app: Any,
+    superuser: Account,
+    owner: Account,
+    owner_engine: AsyncEngine,
+) -> None:
+    """A scheduled fire the plan has no runs left for: its tick is ``skipped`` with the
+    quota's error code in the reason, and no run is made; the earliest instants fire while
+    some quota is left."""
+    await plan_for(hosted, superuser, owner, runs_per_month=2)
+    job = await create_job(
+        hosted,
+        owner,
+        [python_task("a")],
+        schedule={"cron": "* * * * * *", "misfire": "fire_all", "max_catchup": 10},
+    )
+    await trigger(hosted, owner, job["id"], delay_seconds=3600)  # one of the two used
+    async with owner_engine.begin() as conn:  # the scheduler last looked 4 s ago
+        await conn.execute(
+            text(
+                "UPDATE schedules SET checked_until = now() - interval '4 seconds', "
+                "next_due_at = now() - interval '4 seconds' WHERE job_id = :job"
+            ),
+            {"job": job["id"]},
+        )
+    async with hosted_app.state.sessionmaker() as session:
+        report, _ = await fire_due(
+            session,
+            hosted_app.state.redis,
+            owner.tenant_id,
+            fence=1,
+            settings=hosted_app.state.settings,
+        )
+        await commit(session)
+    paused = await hosted.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
+    assert paused.status_code == 200, paused.text
+    async with owner_engine.connect() as conn:
+        ticks = (
+            await conn.execute(
+                text(
+                    "SELECT scheduled_for, outcome, reason, run_id FROM schedule_ticks "
+                    "WHERE job_id = :job ORDER BY scheduled_for"
+                ),
+                {"job": job["id"]},
+            )
+        ).all()
+        runs = (
+            await conn.execute(
+                text("SELECT id FROM runs WHERE job_id = :job AND trigger = 'schedule'"),
+                {"job": job["id"]},
+            )
+        ).all()
+    assert len(ticks) >= 3 and report.fired == 1
+    assert ticks[0].outcome == "fired" and [r.id for r in runs] == [ticks[0].run_id]
+    for tick in ticks[1:]:
+        assert tick.outcome == "skipped" and tick.run_id is None
+        assert tick.reason.startswith("quota_exceeded: runs_per_month limit of 2 reached")

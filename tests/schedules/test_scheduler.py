@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
 from backend.scheduler.loop import Scheduler
-from backend.schedules.service import StaleLease, decide_ticks, fire_due
+from backend.schedules.firing import fire_due
+from backend.schedules.service import StaleLease, decide_ticks
 from kernel.cron import CronSchedule, ticks_between
 from kernel.wire import keys
 from tests.audit.helpers import head_seq, rows_after, verify
@@ -173,6 +174,8 @@ async def test_a_dead_replicas_tenants_move_to_a_live_replica(
     doomed, doomed_task = await start(app, scheduler_settings, "sched-doomed")
     try:
         await eventually(lambda: doomed.fired, lambda fired: fired >= 1, what="a fire")
+        # between passes: a SIGKILL ends its transactions, a mid-statement cancel would not
+        await eventually(lambda: not doomed.passing, what="the replica between passes")
     finally:
         doomed_task.cancel()  # killed: no lease released, no goodbye
         with pytest.raises(asyncio.CancelledError):
@@ -190,6 +193,72 @@ async def test_a_dead_replicas_tenants_move_to_a_live_replica(
     runs = await scheduled_runs(owner_engine, job["id"])
     assert len(runs) == len({r.scheduled_for for r in runs})
     assert heir.fired >= 1
+
+
+async def test_three_replicas_one_killed_no_fire_lost_or_duplicated(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    scheduler_settings: Settings,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
+) -> None:
+    """A replica SIGKILLed among three: the survivors learn of it from its missed
+    heartbeats and take its tenants when their leases lapse - asking for each lease about
+    once (they sleep until it lapses, they do not poll) - and every instant of every
+    schedule fires exactly once, the ones due during the takeover late but not lost."""
+    accounts = [owner, *[await create_tenant(client) for _ in range(5)]]
+    jobs = {account.tenant_id: await scheduled_job(account) for account in accounts}
+    replicas = [await start(app, scheduler_settings, f"sched-three-{i}") for i in range(3)]
+    names = {scheduler.name for scheduler, _ in replicas}
+    try:
+        await eventually(
+            lambda: all(names <= set(scheduler.live) for scheduler, _ in replicas),
+            what="three replicas seeing each other",
+        )
+        ours = {str(tenant) for tenant in jobs}  # other tests' tenants may be leased too
+
+        def leased() -> set[str]:
+            return {t for scheduler, _ in replicas for t in scheduler.leases} & ours
+
+        await eventually(leased, lambda held: held == ours, what="every tenant leased")
+        victim, victim_task = max(replicas, key=lambda pair: len(set(pair[0].leases) & ours))
+        orphans = {uuid.UUID(tenant) for tenant in set(victim.leases) & ours}
+        held = len(victim.leases)  # ours and any other test's tenant still due
+        survivors = [pair for pair in replicas if pair[0] is not victim]
+        for scheduler, _ in survivors:
+            scheduler.lease_refused = 0
+        # Killed between two passes: a real SIGKILL also ends its transactions (PostgreSQL
+        # closes them); a task cancelled mid-statement would leave them open in this process.
+        await eventually(lambda: not victim.passing, what="the victim between passes")
+        victim_task.cancel()  # killed: no lease released, no goodbye
+        with pytest.raises(asyncio.CancelledError):
+            await victim_task
+        killed_at = datetime.now(UTC)
+        for tenant in orphans:
+            await eventually(
+                lambda tenant=tenant: scheduled_runs(owner_engine, jobs[tenant]["id"]),
+                lambda runs: sum(r.scheduled_for > killed_at for r in runs) >= 3,
+                what="fires after the replica died",
+            )
+    finally:
+        for scheduler, task in replicas:
+            if scheduler is not victim or not task.done():
+                await stop(scheduler, task)
+    assert orphans
+    assert all(victim.name not in scheduler.live for scheduler, _ in survivors)
+    # each survivor asked for an orphaned lease about once before it lapsed, not every pass
+    refused = sum(scheduler.lease_refused for scheduler, _ in survivors)
+    assert refused <= 2 * held, (refused, held)
+    for account in accounts:
+        runs = await scheduled_runs(owner_engine, jobs[account.tenant_id]["id"])
+        ledger = await ticks(client, account, jobs[account.tenant_id]["id"])
+        instants = sorted(datetime.fromisoformat(t["scheduled_for"]) for t in ledger)
+        assert len(runs) == len({r.scheduled_for for r in runs})  # none duplicated
+        assert {t["outcome"] for t in ledger} == {"fired"}  # none missed nor skipped
+        # every second from the first instant to the last has its tick: none lost
+        assert len(instants) == int((instants[-1] - instants[0]).total_seconds()) + 1
+        assert {t["run_id"] for t in ledger} == {str(r.id) for r in runs}
 
 
 async def test_a_stale_leaseholder_cannot_fire(
@@ -452,11 +521,18 @@ async def test_a_fire_is_audited_in_its_own_transaction(
     await _fire_once(app, owner)
     runs = await scheduled_runs(owner_engine, job["id"])
     assert runs
-    fired = [
-        row
-        for row in await rows_after(owner_engine, owner.tenant_id, before)
-        if row["action"] == "schedule.fired"
-    ]
+
+    async def fired_events() -> list[dict[str, Any]]:
+        # written with the runs, chained into the log by the sealer after the commit
+        return [
+            row
+            for row in await rows_after(owner_engine, owner.tenant_id, before)
+            if row["action"] == "schedule.fired"
+        ]
+
+    fired = await eventually(
+        fired_events, lambda rows: len(rows) >= len(runs), what="the fires' audit events"
+    )
     assert sorted(row["target_id"] for row in fired) == sorted(str(run.id) for run in runs)
     for row in fired:
         assert (row["actor_type"], row["actor_label"]) == ("system", "scheduler")
@@ -467,7 +543,7 @@ async def test_a_fire_is_audited_in_its_own_transaction(
 async def test_a_fire_that_rolls_back_leaves_no_audit_event(
     scheduled_job: ScheduledJob, owner: Account, app: FastAPI, owner_engine: AsyncEngine
 ) -> None:
-    """The event and the run are one transaction: no event for a fire that did not happen."""
+    """The event and the run are one statement: no event for a fire that did not happen."""
     job = await scheduled_job(owner)
     await _backdate(owner_engine, job["id"], seconds=3)
     before = await head_seq(owner_engine, owner.tenant_id)

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import commit, scope_to_tenant
-from backend.schedules.service import fire_due
+from backend.schedules.firing import fire_due
 from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.runs.factories import create_job, python_task, shell_task, trigger
 from tests.web.helpers import Browser, BrowserFactory

@@ -1,0 +1,588 @@
+"""The firing path: a tenant's due schedules fired as one set, several tenants a transaction.
+
+Per tenant, whatever the number of schedules due, a handful of statements on raw SQL (no
+ORM objects loaded or flushed):
+
+1. ``_DUE`` - the due schedules, locked (``SKIP LOCKED``: a replica that has them is left
+   alone), with their job (current version, policy, name) and the tenant's status and plan;
+2. for plan quotas only, the month's run count (``ix_runs_recent``); for ``forbid`` jobs
+   only, which of them have an active run (their rows locked, as a manual trigger does);
+3. ``_TICKS`` - every decision into the tick ledger at once; the ledger's key (job,
+   instant) leaves out what another replica or an earlier pass recorded already;
+4. :func:`backend.runs.repository.insert_triggered` - the runs of the ticks recorded
+   ``fired``, their task runs and one pending ``schedule.fired`` audit event per run;
+5. ``_CLAIM`` - the schedules advanced (``checked_until``, ``next_due_at``, ``fence``) and
+   the tenant's next due instant, in one statement.
+
+Decisions are made in Python before anything is written (DST and misfire policies in
+:func:`backend.schedules.service.decide_ticks`, then tenant suspended, job gone,
+concurrency policy, runs-per-month quota), so a tick is written once with its final
+outcome and its run id. The fence check reads the locked rows: a stale leaseholder writes
+nothing for that tenant (:class:`StaleLease`) and the other tenants of the transaction go on.
+``replace`` (cancel the active run first) keeps the runs service's path: it is rare and
+cancelling is not set-based.
+
+Compiled schedules (:class:`kernel.cron.CronSchedule`) are cached per schedule, keyed on
+the job version and the ``schedule:`` fields, so an edited schedule is compiled again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.audit import service as audit
+from backend.core.db import after_commit, scope_to_tenant
+from backend.core.errors import Conflict, NotFound
+from backend.core.models import utcnow, uuid7
+from backend.core.settings import Settings
+from backend.dispatch.signals import mark_tenant_due
+from backend.plans.service import cached_limits_of, month_start, next_month_start
+from backend.runs import service as runs_service
+from backend.runs.publish import publish as publish_updates
+from backend.runs.publish import run_update
+from backend.runs.quota import runs_since
+from backend.runs.repository import insert_triggered
+from backend.runs.service import NewRun
+from backend.schedules.service import (
+    SCHEDULER_ACTOR,
+    Decision,
+    FireReport,
+    StaleLease,
+    cron_of,
+    decide_ticks,
+)
+from backend.tenants.models import TenantStatus
+from kernel.cron import CronSchedule, next_fire, ticks_between
+from kernel.dag.plan import PLANS, RunPlan, compile_plan
+
+log = structlog.get_logger(__name__)
+
+QUOTA_EXCEEDED = "quota_exceeded"
+DUE_LIMIT = 500  # schedules per tenant per pass; the rest stay due for the next one
+
+_DUE = text(
+    """
+SELECT s.job_id, s.spec, s.paused_since, s.checked_until, s.fence, s.job_version,
+       j.name, j.current_version, j.concurrency_policy, j.deleted_at IS NULL AS active,
+       (SELECT t.status FROM tenants t WHERE t.id = s.tenant_id) AS tenant_status,
+       (SELECT t.plan FROM tenants t WHERE t.id = s.tenant_id) AS tenant_plan
+FROM schedules s JOIN jobs j ON j.tenant_id = s.tenant_id AND j.id = s.job_id
+WHERE s.tenant_id = :tenant AND NOT s.paused AND s.next_due_at <= :now
+ORDER BY s.next_due_at
+LIMIT :limit
+FOR UPDATE OF s SKIP LOCKED
+"""
+)
+
+_EARLIEST = text("SELECT min(next_due_at) FROM schedules WHERE tenant_id = :tenant AND NOT paused")
+
+_TICKS = text(
+    """
+INSERT INTO schedule_ticks
+    (tenant_id, job_id, scheduled_for, wall_time, outcome, reason, run_id, recorded_at)
+SELECT tenant_id, job_id, scheduled_for, wall_time, outcome, reason, run_id, recorded_at
+FROM jsonb_populate_recordset(NULL::schedule_ticks, CAST(:ticks AS jsonb))
+ON CONFLICT (tenant_id, job_id, scheduled_for) DO NOTHING
+RETURNING job_id, scheduled_for
+"""
+)
+
+# Advance the claimed schedules, and answer the tenant's next due instant: the statement's
+# snapshot shows the other schedules as they are and the claimed ones as they were, so
+# those are taken from what the UPDATE returns.
+_CLAIM = text(
+    """
+WITH claimed AS (
+    UPDATE schedules AS s
+    SET fence = :fence, checked_until = :now, next_due_at = v.next_due_at,
+        paused_since = NULL, updated_at = :now
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(job_id uuid, next_due_at timestamptz)
+    WHERE s.tenant_id = :tenant AND s.job_id = v.job_id AND s.fence <= :fence
+    RETURNING s.job_id, s.next_due_at
+)
+SELECT (SELECT count(*) FROM claimed) AS claimed,
+       least(
+           (SELECT min(next_due_at) FROM claimed),
+           (SELECT min(o.next_due_at) FROM schedules o
+            WHERE o.tenant_id = :tenant AND NOT o.paused
+              AND o.job_id NOT IN (SELECT job_id FROM claimed))
+       ) AS next_due
+"""
+)
+
+_ACTIVE = text(
+    """
+SELECT j.id, (SELECT r.id FROM runs r
+              WHERE r.tenant_id = j.tenant_id AND r.job_id = j.id
+                AND r.status IN ('queued', 'running') LIMIT 1) AS active_run
+FROM jobs j
+WHERE j.tenant_id = :tenant AND j.id = ANY(CAST(:jobs AS uuid[]))
+ORDER BY j.id
+FOR UPDATE OF j
+"""
+)
+
+_VERSIONS = text(
+    """
+SELECT v.job_id, v.version, v.spec
+FROM job_versions v
+JOIN jsonb_to_recordset(CAST(:wanted AS jsonb)) AS w(job_id uuid, version int)
+  ON v.job_id = w.job_id AND v.version = w.version
+WHERE v.tenant_id = :tenant
+"""
+)
+
+
+# ------------------------------------------------------------------------ compiled crons
+
+_CRONS: dict[uuid.UUID, tuple[tuple[Any, ...], CronSchedule]] = {}
+_MAX_CRONS = 200_000
+
+
+def compiled(job_id: uuid.UUID, version: int, spec: dict[str, Any]) -> CronSchedule:
+    """The schedule's compiled cron, cached per schedule (keyed on its version and the
+    fields that shape the instants, so an edit compiles it again)."""
+    key = (
+        version,
+        spec.get("cron"),
+        spec.get("timezone"),
+        spec.get("dst_gap"),
+        spec.get("dst_overlap"),
+        spec.get("start_at"),
+        spec.get("end_at"),
+    )
+    hit = _CRONS.get(job_id)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    if len(_CRONS) >= _MAX_CRONS:
+        _CRONS.clear()
+    cron = cron_of(spec)
+    _CRONS[job_id] = (key, cron)
+    return cron
+
+
+# ------------------------------------------------------------------------------ firing
+
+
+@dataclass
+class _Due:
+    """One due schedule as ``_DUE`` reads it, with what this pass decided for it."""
+
+    job_id: uuid.UUID
+    spec: dict[str, Any]
+    name: str
+    version: int
+    policy: str
+    active: bool
+    decisions: list[Decision]
+    next_due_at: datetime | None
+
+
+async def fire_tenants(
+    session: AsyncSession,
+    redis: Redis,
+    fences: dict[uuid.UUID, int],
+    *,
+    settings: Settings | None,
+    up_since: datetime | None = None,
+    now: datetime | None = None,
+) -> dict[uuid.UUID, tuple[FireReport, datetime | None] | StaleLease]:
+    """Fire the due schedules of several tenants in the session's one transaction (the
+    caller commits). Per tenant: its report and next due instant, or :class:`StaleLease`
+    when a newer leaseholder has written (nothing was written for that tenant).
+
+    ``settings``: the installation's, for plan quotas (None: quotas are not checked).
+    """
+    now = now or utcnow()
+    results: dict[uuid.UUID, tuple[FireReport, datetime | None] | StaleLease] = {}
+    for tenant_id, fence in fences.items():
+        await scope_to_tenant(session, tenant_id)
+        try:
+            results[tenant_id] = await _fire_tenant(
+                session, redis, tenant_id, fence, settings=settings, up_since=up_since, now=now
+            )
+        except StaleLease as stale:
+            results[tenant_id] = stale
+    return results
+
+
+async def fire_due(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    *,
+    fence: int,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    up_since: datetime | None = None,
+) -> tuple[FireReport, datetime | None]:
+    """Fire every due schedule of one tenant; its report and next due instant.
+
+    Raises :class:`StaleLease` when a newer leaseholder has written (nothing written).
+    """
+    result = (
+        await fire_tenants(
+            session, redis, {tenant_id: fence}, settings=settings, up_since=up_since, now=now
+        )
+    )[tenant_id]
+    if isinstance(result, StaleLease):
+        raise result
+    return result
+
+
+async def _fire_tenant(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    fence: int,
+    *,
+    settings: Settings | None,
+    up_since: datetime | None,
+    now: datetime,
+) -> tuple[FireReport, datetime | None]:
+    rows = (
+        await session.execute(_DUE, {"tenant": tenant_id, "now": now, "limit": DUE_LIMIT})
+    ).all()
+    report = FireReport()
+    if not rows:
+        earliest = (await session.execute(_EARLIEST, {"tenant": tenant_id})).scalar()
+        return report, earliest
+    if any(row.fence > fence for row in rows):
+        raise StaleLease(f"tenant {tenant_id}: a newer scheduler holds the lease")
+    suspended = rows[0].tenant_status != TenantStatus.active
+    due: list[_Due] = []
+    for row in rows:
+        cron = compiled(row.job_id, row.job_version, row.spec)
+        decisions = decide_ticks(
+            ticks_between(cron, row.checked_until, now),
+            row.spec,
+            now=now,
+            paused_since=row.paused_since,
+            up_since=up_since,
+        )
+        due.append(
+            _Due(
+                job_id=row.job_id,
+                spec=row.spec,
+                name=row.name,
+                version=row.current_version,
+                policy=row.spec.get("concurrency_policy") or row.concurrency_policy,
+                active=row.active,
+                decisions=decisions,
+                next_due_at=next_fire(cron, now),
+            )
+        )
+    await _refuse(session, tenant_id, due, suspended=suspended)
+    await _apply_quota(session, settings, tenant_id, rows[0].tenant_plan, due, now)
+
+    # Every decision into the ledger; fired ones carry the id their run will have.
+    run_ids: dict[tuple[uuid.UUID, datetime], uuid.UUID] = {}
+    tick_rows: list[dict[str, Any]] = []
+    recorded_at = utcnow()
+    for item in due:
+        for decision in item.decisions:
+            run_id = None
+            if decision.outcome == "fired" and item.policy != "replace":
+                run_id = run_ids[(item.job_id, decision.key)] = uuid7()
+            tick_rows.append(
+                {
+                    "tenant_id": tenant_id,
+                    "job_id": item.job_id,
+                    "scheduled_for": decision.key,
+                    "wall_time": decision.tick.wall.isoformat(),
+                    "outcome": decision.outcome,
+                    "reason": decision.reason,
+                    "run_id": run_id,
+                    "recorded_at": recorded_at,
+                }
+            )
+    recorded: set[tuple[uuid.UUID, datetime]] = set()
+    if tick_rows:
+        result = await session.execute(_TICKS, {"ticks": _json(tick_rows)})
+        recorded = {(job_id, at) for job_id, at in result.all()}
+    await _insert_runs(session, redis, tenant_id, due, recorded, run_ids, now, report)
+
+    claim = (
+        await session.execute(
+            _CLAIM,
+            {
+                "tenant": tenant_id,
+                "fence": fence,
+                "now": now,
+                "rows": _json([{"job_id": d.job_id, "next_due_at": d.next_due_at} for d in due]),
+            },
+        )
+    ).one()
+    if claim.claimed < len(due):  # cannot happen while the rows are locked; be safe
+        raise StaleLease(f"tenant {tenant_id}: a newer scheduler holds the lease")
+    return report, claim.next_due
+
+
+async def _refuse(
+    session: AsyncSession, tenant_id: uuid.UUID, due: list[_Due], *, suspended: bool
+) -> None:
+    """Skip what must not fire: a suspended tenant, a deleted job, ``forbid`` with a run
+    active (the same words as the runs service's refusals)."""
+    forbid = [d for d in due if d.active and d.policy == "forbid" and _fires(d) and not suspended]
+    active: dict[uuid.UUID, uuid.UUID | None] = {}
+    if forbid:
+        result = await session.execute(
+            _ACTIVE, {"tenant": tenant_id, "jobs": [str(d.job_id) for d in forbid]}
+        )
+        active = {job_id: run_id for job_id, run_id in result.all()}
+    for item in due:
+        blocker: str | None = None  # what a forbid job's fire would run beside
+        if item.job_id in active and active[item.job_id] is not None:
+            blocker = f"run {active[item.job_id]}"
+        for decision in item.decisions:
+            if decision.outcome != "fired":
+                continue
+            if suspended:
+                decision.outcome, decision.reason = "skipped", "tenant suspended"
+            elif not item.active:
+                decision.outcome, decision.reason = "skipped", NotFound("Job not found").message
+            elif item.policy == "forbid" and blocker is not None:
+                decision.outcome, decision.reason = "skipped", _forbidden(item, blocker)
+            elif item.policy == "forbid":
+                # this fire's run is active when the next instant of the pass comes
+                blocker = f"the run for {decision.key.isoformat()}"
+
+
+def _forbidden(item: _Due, blocker: str) -> str:
+    return Conflict(f"Job {item.name!r} forbids concurrent runs and {blocker} is active").message
+
+
+def _fires(item: _Due) -> bool:
+    return any(d.outcome == "fired" for d in item.decisions)
+
+
+async def _apply_quota(
+    session: AsyncSession,
+    settings: Settings | None,
+    tenant_id: uuid.UUID,
+    plan: str,
+    due: list[_Due],
+    now: datetime,
+) -> None:
+    """Skip the fires past the plan's runs per month (``quota_exceeded`` in the reason);
+    the earliest instants fire while some of the quota is left."""
+    if settings is None:
+        return
+    fires = sorted(
+        ((d.key, item) for item in due for d in item.decisions if d.outcome == "fired"),
+        key=lambda pair: pair[0],
+    )
+    if not fires:
+        return
+    limits = await cached_limits_of(session, settings, plan)
+    allowed = limits.of("runs_per_month")
+    if allowed is None:
+        return
+    used = await runs_since(session, tenant_id, month_start(now))
+    left = max(allowed - used, 0)
+    if left >= len(fires):
+        return
+    refused = {(item.job_id, key) for key, item in fires[left:]}
+    reason = (
+        f"{QUOTA_EXCEEDED}: runs_per_month limit of {allowed} reached ({used} used; "
+        f"resets {next_month_start(now).isoformat()})"
+    )
+    for item in due:
+        for decision in item.decisions:
+            if decision.outcome == "fired" and (item.job_id, decision.key) in refused:
+                decision.outcome, decision.reason = "skipped", reason
+    log.info(
+        "scheduler.quota_exceeded",
+        tenant_id=str(tenant_id),
+        allowed=allowed,
+        used=used,
+        refused=len(refused),
+    )
+
+
+async def _plans(
+    session: AsyncSession, tenant_id: uuid.UUID, wanted: set[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], RunPlan]:
+    """The compiled plans of these job versions (the process-wide cache, then one query)."""
+    plans: dict[tuple[uuid.UUID, int], RunPlan] = {}
+    missing: list[dict[str, Any]] = []
+    for job_id, version in wanted:
+        plan = PLANS.get(tenant_id, job_id, version)
+        if plan is None:
+            missing.append({"job_id": job_id, "version": version})
+        else:
+            plans[(job_id, version)] = plan
+    if missing:
+        result = await session.execute(_VERSIONS, {"tenant": tenant_id, "wanted": _json(missing)})
+        for job_id, version, spec in result.all():
+            plans[(job_id, version)] = PLANS.put(tenant_id, compile_plan(job_id, version, spec))
+    return plans
+
+
+async def _insert_runs(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    due: list[_Due],
+    recorded: set[tuple[uuid.UUID, datetime]],
+    run_ids: dict[tuple[uuid.UUID, datetime], uuid.UUID],
+    now: datetime,
+    report: FireReport,
+) -> None:
+    """The runs of the ticks this pass recorded ``fired``, with their task runs and one
+    pending audit event each, in one statement; ``replace`` through the runs service."""
+    fresh = [
+        (item, decision)
+        for item in due
+        for decision in item.decisions
+        if (item.job_id, decision.key) in recorded
+    ]
+    for _, decision in fresh:
+        if decision.outcome == "skipped":
+            report.skipped += 1
+        elif decision.outcome == "missed":
+            report.missed += 1
+    firing = [(item, d) for item, d in fresh if d.outcome == "fired"]
+    if not firing:
+        return
+    plans = await _plans(session, tenant_id, {(item.job_id, item.version) for item, _ in firing})
+    by_job: dict[uuid.UUID, list[NewRun]] = defaultdict(list)
+    replaced: list[tuple[_Due, Decision, datetime]] = []
+    items = {item.job_id: item for item, _ in firing}
+    for item, decision in firing:
+        jitter = int(item.spec.get("jitter_seconds") or 0)
+        run_at = now + timedelta(seconds=random.uniform(0, jitter)) if jitter else now  # noqa: S311
+        if item.policy == "replace":
+            replaced.append((item, decision, run_at))
+            continue
+        plan = plans[(item.job_id, item.version)]
+        by_job[item.job_id].append(
+            NewRun(
+                params=dict(plan.params),
+                run_at=run_at,
+                scheduled_for=decision.key,
+                run_id=run_ids[(item.job_id, decision.key)],
+            )
+        )
+    run_rows: list[dict[str, Any]] = []
+    task_rows: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    first_start: datetime | None = None
+    for job_id, news in by_job.items():
+        runs, rows, tasks = runs_service.scheduled_runs(
+            tenant_id, job_id, plans[(job_id, items[job_id].version)], news, now=now
+        )
+        run_rows.extend(rows)
+        task_rows.extend(tasks)
+        for run in runs:
+            audits.append(_fired_event(tenant_id, job_id, run.id, run.scheduled_for))
+            updates.append(run_update(run))
+            report.fired += 1
+            if run.scheduled_for is not None:
+                report.lateness.append((now - run.scheduled_for).total_seconds())
+            first_start = run.run_at if first_start is None else min(first_start, run.run_at)
+    if run_rows:
+        await insert_triggered(session, run_rows, task_rows, audits)
+        audit.seal_soon(session, tenant_id)
+        start = first_start or now
+
+        async def notify_engine() -> None:
+            await mark_tenant_due(redis, tenant_id, start)
+            await publish_updates(redis, tenant_id, updates)
+
+        after_commit(session, notify_engine)
+    for item, decision, run_at in replaced:
+        await _replace(session, redis, tenant_id, item, decision, run_at, now, report)
+
+
+async def _replace(
+    session: AsyncSession,
+    redis: Redis,
+    tenant_id: uuid.UUID,
+    item: _Due,
+    decision: Decision,
+    run_at: datetime,
+    now: datetime,
+    report: FireReport,
+) -> None:
+    """A ``replace`` fire: the runs service cancels the active run and starts this one."""
+    try:
+        run = await runs_service.trigger_scheduled(
+            session,
+            redis,
+            tenant_id,
+            item.job_id,
+            scheduled_for=decision.key,
+            run_at=run_at,
+            policy=item.policy,
+        )
+    except (Conflict, NotFound) as error:
+        await _set_tick(session, tenant_id, item.job_id, decision.key, None, error.message)
+        report.skipped += 1
+        return
+    await _set_tick(session, tenant_id, item.job_id, decision.key, run.id, None)
+    await audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=SCHEDULER_ACTOR,
+        action="schedule.fired",
+        target_type="run",
+        target_id=run.id,
+        details={"job_id": str(item.job_id), "scheduled_for": decision.key.isoformat()},
+    )
+    report.fired += 1
+    report.lateness.append((now - decision.key).total_seconds())
+
+
+async def _set_tick(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    job_id: uuid.UUID,
+    at: datetime,
+    run_id: uuid.UUID | None,
+    skipped: str | None,
+) -> None:
+    await session.execute(
+        text(
+            "UPDATE schedule_ticks SET run_id = :run, "
+            "outcome = CASE WHEN CAST(:why AS text) IS NULL THEN outcome ELSE 'skipped' END, "
+            "reason = coalesce(CAST(:why AS text), reason) "
+            "WHERE tenant_id = :tenant AND job_id = :job AND scheduled_for = :at"
+        ),
+        {"run": run_id, "why": skipped, "tenant": tenant_id, "job": job_id, "at": at},
+    )
+
+
+def _fired_event(
+    tenant_id: uuid.UUID, job_id: uuid.UUID, run_id: uuid.UUID, at: datetime | None
+) -> dict[str, Any]:
+    return audit.pending_row(
+        tenant_id=tenant_id,
+        actor=SCHEDULER_ACTOR,
+        action="schedule.fired",
+        target_type="run",
+        target_id=run_id,
+        details={"job_id": str(job_id), "scheduled_for": at.isoformat() if at else None},
+    )
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, default=_encode, separators=(",", ":"))
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
