@@ -232,6 +232,10 @@ async def create_jobs(
             ) from error
         raise
     await session.execute(insert(JobVersion), versions)
+    # Checked once every job is in (the transaction sees them): a trigger may name a job of
+    # the same batch, and a cycle may run through several of them.
+    for job, spec in zip(jobs, specs, strict=True):
+        await _check_triggers(session, jobs_repo, spec, job_id=job.id)
     await audit.append_pending(session, principal.tenant_id, events)
     await jobs_created.fire(session, redis, principal.tenant_id, schedules)
     return jobs

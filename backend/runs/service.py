@@ -240,7 +240,10 @@ async def _create_runs(
         await runs_finished.fire(
             session,
             tenant_id,
-            [FinishedRun(r.id, r.job_id, r.status, r.reason, r.finished_at or now) for r in done],
+            [
+                FinishedRun(r.id, r.job_id, r.status, r.reason, r.finished_at or utcnow())
+                for r in done
+            ],
         )
     first_start = min(new.run_at for new in new_runs)
     updates = [run_update(run) for run in created]

@@ -288,3 +288,23 @@ async def test_many_scheduled_jobs_are_created_in_one_apply(
     await eventually(created_events, lambda n: n == 150, what="150 job.created events")
     again = await apply(client, owner, managed_by, specs)
     assert set(actions(again).values()) == {"unchanged"}
+
+
+async def test_triggers_within_one_apply_are_checked_together(
+    client: AsyncClient, owner: Account
+) -> None:
+    first, second = job_spec(), job_spec()
+    first["triggers"] = [{"on": "run_finished", "job": second["name"]}]
+    second["triggers"] = [{"on": "run_finished", "job": first["name"]}]
+    error = assert_error(
+        await apply(client, owner, source(), [first, second]), 422, "validation_failed"
+    )
+    assert error["details"][0]["type"] == "trigger_cycle"
+    assert await job_by_name(client, owner, first["name"]) is None
+    assert await job_by_name(client, owner, second["name"]) is None
+    # One way only: the downstream job names a job of the same apply, which is fine.
+    del second["triggers"]
+    assert actions(await apply(client, owner, source(), [first, second])) == {
+        first["name"]: "created",
+        second["name"]: "created",
+    }
