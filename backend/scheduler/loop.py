@@ -254,9 +254,20 @@ class Scheduler:
             token = await self._lease(tenant)
             return None if token is None else (tenant, token)
 
+        # Bounded: a pass may find a thousand due tenants, and one lease call each at once
+        # would ask the Redis client's pool for more connections than it holds (redis-py
+        # refuses past its limit, 100 by default), failing every pass from then on.
+        claims = asyncio.Semaphore(_claim_concurrency(self.redis))
+
+        async def bounded_claim(tenant: str, score: float) -> tuple[str, int] | None:
+            async with claims:
+                return await claim(tenant, score)
+
         claimed = [
             found
-            for found in await asyncio.gather(*(claim(as_text(t), float(s)) for t, s in due))
+            for found in await asyncio.gather(
+                *(bounded_claim(as_text(t), float(s)) for t, s in due)
+            )
             if found is not None
         ]
         size = self.settings.scheduler_tenants_per_transaction
@@ -399,3 +410,10 @@ class Scheduler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._nudge.wait(), timeout=max(wait, _MIN_SLEEP))
         self._nudge.clear()
+
+
+def _claim_concurrency(redis: Redis) -> int:
+    """How many lease calls a pass makes at once: a quarter of the client's connection pool
+    (the heartbeat, the sealer and the engine share it), at most 32."""
+    pool_size = getattr(redis.connection_pool, "max_connections", None) or 128
+    return max(1, min(32, int(pool_size) // 4))

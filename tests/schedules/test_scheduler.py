@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -495,6 +496,33 @@ async def test_replicas_split_the_tenants_between_them(
         )
     finally:
         await stop(alone, alone_task)
+
+
+async def test_many_due_tenants_fit_in_the_redis_clients_pool(
+    app: FastAPI,
+    scheduler_settings: Settings,
+    client: AsyncClient,
+    scheduled_job: ScheduledJob,
+    owner_engine: AsyncEngine,
+) -> None:
+    """A pass claims its due tenants' leases a few at a time: one call each at once asked a
+    client for more connections than its pool holds, and every pass failed from then on."""
+    tenants = [await create_tenant(client) for _ in range(10)]
+    jobs = [await scheduled_job(account) for account in tenants]
+    small = Redis.from_url(
+        scheduler_settings.redis_url or "", decode_responses=True, max_connections=3
+    )
+    scheduler = Scheduler(scheduler_settings, app.state.sessionmaker, small, name="small-pool")
+    task = asyncio.create_task(scheduler.run())
+    try:
+        for job in jobs:
+            await eventually(
+                lambda job=job: scheduled_runs(owner_engine, job["id"]),
+                what=f"job {job['name']} firing",
+            )
+    finally:
+        await stop(scheduler, task)
+        await small.aclose()
 
 
 def test_a_late_instant_says_whether_the_scheduler_was_down_or_behind() -> None:
