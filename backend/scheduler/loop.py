@@ -407,8 +407,11 @@ class Scheduler:
         self._lapses = {t: at for t, at in self._lapses.items() if at + _LAPSE_MARGIN > started}
         if self._lapses:
             wait = min(wait, min(self._lapses.values()) + _LAPSE_MARGIN - now)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+        # lands as its timeout fires, and a cancelled replica then went on firing.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._nudge.wait(), timeout=max(wait, _MIN_SLEEP))
+            async with asyncio.timeout(max(wait, _MIN_SLEEP)):
+                await self._nudge.wait()
         self._nudge.clear()
 
 
