@@ -30,6 +30,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from backend.core.settings import Settings
 from tests.chaos.cluster import Cluster, RedisServer, free_port
@@ -81,7 +82,10 @@ def cluster(workdir: Path, database_url: str, redis_server: RedisServer) -> Iter
 
 @pytest.fixture(scope="module")
 async def owner_db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(Settings(database_url=database_url).owner_database_url())
+    # No pool: the test's own idle connections never count as a process's connections.
+    engine = create_async_engine(
+        Settings(database_url=database_url).owner_database_url(), poolclass=NullPool
+    )
     yield engine
     await engine.dispose()
 
@@ -134,6 +138,32 @@ async def _start_runs(api: httpx.AsyncClient, workdir: Path, case: str) -> tuple
     response = await _call(api, "POST", f"/api/v1/jobs/{job.json()['id']}/runs/batch", json=batch)
     assert response.status_code == 201, response.text
     return effects, [run["id"] for run in response.json()["runs"]]
+
+
+async def _other_connections(owner_db: AsyncEngine, database: str, *, terminate: bool) -> int:
+    """Count (or end, as a PostgreSQL restart would) the database's other connections."""
+    select = "count(pg_terminate_backend(pid))" if terminate else "count(*)"
+    async with owner_db.connect() as conn:
+        result = await conn.execute(
+            text(
+                f"SELECT {select} FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database},
+        )
+        return int(result.scalar_one())
+
+
+async def _terminate_connections(owner_db: AsyncEngine, database: str) -> int:
+    return await _other_connections(owner_db, database, terminate=True)
+
+
+async def _wait_for_connections(owner_db: AsyncEngine, database: str) -> None:
+    """Wait (with a deadline) until some process holds a connection to the database."""
+    deadline = time.monotonic() + 60
+    while not await _other_connections(owner_db, database, terminate=False):
+        assert time.monotonic() < deadline, "no process connected again after the blow"
+        await asyncio.sleep(0.1)
 
 
 async def _wait_until_running(owner_db: AsyncEngine, run_ids: list[str]) -> None:
@@ -284,19 +314,13 @@ async def test_postgres_connections_killed_mid_run(
     effects, run_ids = await _start_runs(api, workdir, "pgkill")
     await _wait_until_running(owner_db, run_ids)
     database = make_url(database_url).database  # the URL may carry ?host=<socket dir>
-    for _ in range(3):  # every connection of every process, three times over
-        async with owner_db.connect() as conn:
-            killed = (
-                await conn.execute(
-                    text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = :db AND pid <> pg_backend_pid()"
-                    ),
-                    {"db": database},
-                )
-            ).scalar_one()
-        assert killed > 0
-        await asyncio.sleep(1)  # let the processes reconnect before the next blow
+    assert database
+    # Every connection of every process, three times over. After a blow the next waits
+    # until some process has connected again (itself a proof that they come back).
+    for blow in range(3):
+        if blow:
+            await _wait_for_connections(owner_db, database)
+        assert await _terminate_connections(owner_db, database) > 0
     await _verify(api, cluster, owner_db, run_ids, effects)
 
 

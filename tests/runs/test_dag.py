@@ -247,11 +247,13 @@ async def test_fan_out_children_respect_the_quota_and_do_not_starve_other_runs(
         client,
         owner,
         [
-            echo("list", list(range(30))),
+            # Long enough (about 3 s at 3 at a time) that a busy machine still leaves the
+            # small run a window to show it was not queued behind the whole fan-out.
+            echo("list", list(range(40))),
             python_task(
                 "each",
                 "tests.runs.tasks:wait",
-                kwargs={"seconds": 0.1},
+                kwargs={"seconds": 0.2},
                 depends_on=["list"],
                 for_each="tasks.list.output",
             ),

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from kernel.wire import keys
 from kernel.wire.protocol import TASK_FIELD
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.http_server import Server, serve
@@ -24,6 +25,8 @@ from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_
 from tests.secrets.conftest import QUEUE
 from tests.secrets.helpers import create_secret, secret_name, secret_value
 from worker.runner import Worker
+
+OBSERVER_GROUP = "test-observer"
 
 pytestmark = pytest.mark.usefixtures("secrets_worker")
 
@@ -113,6 +116,10 @@ async def test_a_secret_reaches_the_task_and_nothing_else(
     job = await create_job(
         client, owner, [shell_task("use", command, env={"PW": reference})], queue=QUEUE
     )
+    # A second consumer group that reads nothing until the end: the stream trimmer cuts
+    # only what every group has settled, so the dispatch entry stays for us to inspect.
+    stream = keys.queue_stream(str(owner.tenant_id), QUEUE)
+    await redis.xgroup_create(stream, OBSERVER_GROUP, id="$", mkstream=True)
     run = await trigger(client, owner, job["id"])
     done = await wait_for_run(client, owner, run["id"])
     used = task_of(done, "use")
@@ -136,8 +143,9 @@ async def test_a_secret_reaches_the_task_and_nothing_else(
     dumped = await redis_text(redis)
     assert not [f for f in leaks if f in dumped]
     # What travelled was an envelope: the dispatch entry carries ciphertext.
-    entries = await redis.xrange(f"baton:{{{owner.tenant_id}}}:q:{QUEUE}")
-    sealed = [json.loads(fields[TASK_FIELD])["secrets"] for _, fields in entries]
+    read: Any = await redis.xreadgroup(OBSERVER_GROUP, "observer", {stream: ">"})
+    entries = [fields for _, batch in read for _, fields in batch]
+    sealed = [json.loads(fields[TASK_FIELD])["secrets"] for fields in entries]
     assert sealed and all(s and s["ciphertext"] for s in sealed)
 
     captured = capfd.readouterr()
