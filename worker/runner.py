@@ -342,10 +342,10 @@ class Worker:
         executor = executor_for(str(message.spec.get("type", "")), self.config.policy)
         timeout = message.timeout_seconds
         try:
-            return await asyncio.wait_for(
-                execute_with_secrets(executor, message, logs.write, self.config.transit_keys),
-                timeout=timeout,
-            )
+            async with asyncio.timeout(timeout):  # not wait_for (kernel/runtime/waits.py)
+                return await execute_with_secrets(
+                    executor, message, logs.write, self.config.transit_keys
+                )
         except TimeoutError:
             return ExecutionResult.failed(f"timed out after {timeout:g} s", reason="timeout")
         except asyncio.CancelledError:

@@ -19,7 +19,6 @@ transaction per tenant per pass, every ``BATON_METERING_SECONDS``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -38,6 +37,7 @@ from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.retention.service import prune
 from backend.tenants.repository import TenantDirectory
+from kernel.runtime.waits import wait_event
 from kernel.wire import keys
 
 log = structlog.get_logger(__name__)
@@ -167,5 +167,4 @@ class Meter:
                     log.debug("metering.reported", meter_events=reported)
             except (RedisError, OSError, SQLAlchemyError) as error:
                 log.warning("metering.failed", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+            await wait_event(self._stopping, self.interval)

@@ -24,7 +24,6 @@ visibility timeout) is held to the same rule (``events.apply_events``'s ``lost_b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -68,6 +67,7 @@ from kernel import metrics
 from kernel.dag.plan import PLANS
 from kernel.dag.status import RunStatus
 from kernel.dependencies import BACKOFF_CAP, Guard, outage_of
+from kernel.runtime.waits import wait_event
 from kernel.wire import keys
 from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskEvent, TaskMessage
 from kernel.wire.streams import as_text, ensure_group, is_nogroup
@@ -603,10 +603,7 @@ class Engine:
     async def _trim_loop(self) -> None:
         while not self._stopping.is_set():
             await self._guarded("trim", self.trim_round())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), timeout=self.settings.stream_trim_seconds
-                )
+            await wait_event(self._stopping, self.settings.stream_trim_seconds)
 
     async def trim_round(self) -> trim.TrimReport:
         """Trim every stream below its oldest unsettled entry (``engine/trim.py``); keep
@@ -621,8 +618,7 @@ class Engine:
     async def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
             await self._guarded("sweep", self.sweep())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
+            await wait_event(self._stopping, 1.0)
 
     async def sweep(self) -> None:
         """Deadlines, silent workers, Redis data loss."""

@@ -41,6 +41,7 @@ from kernel.metrics import (
     TENANT_QUEUE_DEPTH,
     TENANTS,
 )
+from kernel.runtime.waits import wait_event
 from kernel.wire import keys
 from kernel.wire.streams import as_text
 
@@ -79,8 +80,7 @@ class QueueGatherer:
                 await self.gather()
             except (RedisError, OSError, SQLAlchemyError) as error:
                 log.warning("metrics.gather_failed", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.interval)
+            await wait_event(self._stopping, self.interval)
 
     async def gather(self) -> None:
         """One pass: resolve configured slugs, then refresh the queue gauges."""

@@ -62,6 +62,7 @@ from backend.schedules.repository import ScheduleRepository
 from backend.schedules.service import FireReport, StaleLease
 from backend.tenants.repository import TenantDirectory
 from kernel.dependencies import Guard
+from kernel.runtime.waits import wait_event
 from kernel.wire import keys
 from kernel.wire.streams import as_text
 
@@ -407,11 +408,8 @@ class Scheduler:
         self._lapses = {t: at for t, at in self._lapses.items() if at + _LAPSE_MARGIN > started}
         if self._lapses:
             wait = min(wait, min(self._lapses.values()) + _LAPSE_MARGIN - now)
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
-        # lands as its timeout fires, and a cancelled replica then went on firing.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(wait, _MIN_SLEEP)):
-                await self._nudge.wait()
+        # not asyncio.wait_for: a cancelled replica went on firing (kernel/runtime/waits.py)
+        await wait_event(self._nudge, max(wait, _MIN_SLEEP))
         self._nudge.clear()
 
 

@@ -18,7 +18,6 @@ and the outputs of its tasks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from typing import Any
@@ -47,6 +46,7 @@ from backend.runs.service import trigger_unattended
 from backend.tenants.models import TenantStatus
 from backend.tenants.repository import TenantDirectory
 from backend.triggers.models import RunFinishOutbox
+from kernel.runtime.waits import wait_event
 
 log = structlog.get_logger(__name__)
 
@@ -243,5 +243,4 @@ class Reactor:
             except (RedisError, OSError, SQLAlchemyError) as error:
                 log.warning("triggers.reactor_failed", error=type(error).__name__)
                 _kicked.update(tenants)  # try them again
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_wake.wait(), timeout=min(self.sweep_seconds, 1.0))
+            await wait_event(_wake, min(self.sweep_seconds, 1.0))
