@@ -495,6 +495,83 @@ def results_section(
     return "\n".join(lines)
 
 
+# The soak scenario has a block of its own: its result is a set of series over time, and
+# what it answers (does anything grow under a steady load?) is a slope, not a ratio.
+SOAK_START = "<!-- bench:soak:start -->"
+SOAK_END = "<!-- bench:soak:end -->"
+SOAK_SERIES: list[tuple[str, str]] = [
+    ("redis_used_memory", "Redis used_memory, bytes (whole server)"),
+    ("redis_key_bytes", "Redis keys of the run, MEMORY USAGE bytes"),
+    ("redis_updates_bytes", "of which the live-updates stream (capped), bytes"),
+    ("stream_entries", "entries in the tenant's dispatch and events streams"),
+    ("runs_kept", "runs kept in PostgreSQL (retention cuts the rest)"),
+    ("runs_dead_tuples", "dead tuples in runs"),
+    ("runs_bytes", "runs, bytes with indexes"),
+    ("task_runs_bytes", "task_runs, bytes"),
+    ("task_attempts_bytes", "task_attempts, bytes"),
+    ("task_logs_bytes", "task_logs, bytes (all partitions)"),
+    ("p99_ms", "trigger request p99 in the window, ms"),
+]
+# A series counts as flat when the fitted change over the steady part is within this share
+# of its last value (or the value stays at 0).
+FLAT_SHARE = 0.10
+
+
+def _growth(slope: Any, minutes: float, last: Any) -> str:
+    """The fitted change over ``minutes`` as a share of the last value."""
+    rate, final = _num(slope), _num(last)
+    if rate is None or final is None:
+        return "n/a"
+    if final == 0:
+        return "flat (0)" if rate == 0 else f"{rate * minutes:+,.0f}"
+    share = rate * minutes / final
+    verdict = "flat" if abs(share) <= FLAT_SHARE else "grows" if share > 0 else "shrinks"
+    return f"{share:+.1%} ({verdict})"
+
+
+def soak_section(result: JsonDict, machine: dict[str, Any], cfg: BenchConfig) -> str:
+    """The soak block: each series' first and last sample, its least-squares slope per
+    minute after the first minute and over the second half, and whether it stayed flat."""
+    lines = [
+        SOAK_START,
+        "",
+        f"Run of {machine.get('date', '?')} at `BATON_BENCH_SCALE={cfg.scale:g}` on "
+        f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, Baton "
+        f"{machine.get('baton_commit', '?')}.",
+        "",
+    ]
+    if "error" in result:
+        lines += [f"**soak failed:** `{str(result['error']).splitlines()[0][:300]}`", ""]
+        return "\n".join([*lines, SOAK_END])
+    minutes = float(result.get("minutes", 0.0))
+    steady_minutes = max(minutes - 1.0, 0.0)
+    lines += [
+        f"{result.get('triggers', '?')} triggers at {result.get('target_rate_per_s', '?')}/s "
+        f"for {minutes:g} min, retention {result.get('retention_seconds', '?')} s "
+        f"({result.get('runs_pruned', '?')} runs pruned), {result.get('tasks_succeeded', '?')}"
+        f" tasks succeeded; trigger p50 {_fmt(result.get('trigger_p50_ms'))} ms, p99 "
+        f"{_fmt(result.get('trigger_p99_ms'))} ms. Setup: {result.get('setup', '?')}.",
+        "",
+        "| series | first | last | slope/min (after 1st min) | slope/min (2nd half) "
+        "| change over the steady part |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    first, last = result.get("first", {}), result.get("last", {})
+    slopes = result.get("slopes_per_minute", {})
+    second = result.get("slopes_per_minute_second_half", {})
+    for key, label in SOAK_SERIES:
+        if key not in last:
+            continue
+        cells = [label, _fmt(first.get(key)), _fmt(last.get(key))]
+        cells += [_fmt(slopes.get(key)), _fmt(second.get(key))]
+        cells.append(_growth(slopes.get(key), steady_minutes, last.get(key)))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "<details><summary>Raw JSON line</summary>", "", "```json"]
+    lines += [json.dumps({k: v for k, v in result.items() if k != "machine"})]
+    lines += ["```", "", "</details>", "", SOAK_END]
+    return "\n".join(lines)
+
+
 def _replace_block(text: str, start: str, end: str, block: str) -> str:
     if start not in text or end not in text:
         text = text.rstrip() + f"\n\n{start}\n{end}\n"
@@ -507,10 +584,14 @@ def write_report(
     path: Path, results: list[JsonDict], machine: dict[str, Any], cfg: BenchConfig
 ) -> None:
     """Replace the results sections of ``path`` that this run has results for (creating the
-    page if it does not exist): the dispatch and DAG table, the scheduler table."""
+    page if it does not exist): the dispatch and DAG table, the scheduler table, the soak
+    block."""
     text = path.read_text() if path.exists() else TEMPLATE
-    main = [r for r in results if r["scenario"] not in SCHEDULER_SCENARIOS]
+    soak = [r for r in results if r["scenario"] == "soak" and r["system"] == "baton"]
+    main = [r for r in results if r["scenario"] not in (*SCHEDULER_SCENARIOS, "soak")]
     scheduler = [r for r in results if r["scenario"] in SCHEDULER_SCENARIOS]
+    if soak:
+        text = _replace_block(text, SOAK_START, SOAK_END, soak_section(soak[-1], machine, cfg))
     if main:
         text = _replace_block(text, START, END, results_section(main, machine, cfg))
     if scheduler:
