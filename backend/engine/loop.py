@@ -29,7 +29,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -224,9 +224,6 @@ class Engine:
             tenant_id, allowance = turn
             try:
                 admission = await self._admit_tenant(tenant_id, quotas[tenant_id][0], allowance)
-                metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(
-                    len(admission.messages)
-                )
                 admitted += len(admission.messages)
                 if admission.next_due is not None:
                     await mark_tenant_due(self.redis, tenant_id, admission.next_due)
@@ -245,6 +242,7 @@ class Engine:
     ) -> Admission:
         await self.redis.zrem(keys.engine_due(), str(tenant_id))
         hosted = await self._hosted_queues({str(tenant_id)})
+        outbox_key = keys.engine_outbox(str(tenant_id), f"admit-{uuid.uuid4().hex}")
         async with self.tenant_transaction(tenant_id) as session:
             admission = await admit(
                 session,
@@ -255,32 +253,15 @@ class Engine:
                 settings=self.settings,
                 after_run=self._run_rotation.get(tenant_id, NO_RUN),
             )
-        assert admission is not None  # it waited for the lock
+            assert admission is not None  # it waited for the lock
+            if admission.messages:
+                # Before the commit, as in a finishing batch: an engine that dies (or loses
+                # Redis) before publishing leaves them for the recovery (engine/outbox.py).
+                await outbox.write(self.redis, outbox_key, admission.messages)
         self._run_rotation[tenant_id] = admission.last_run
-        try:
-            await self.publish(admission.messages, hosted)
-        except Exception as error:
-            if outage_of(error) != "redis":
-                raise
-            await self._undispatch(tenant_id, admission.messages)
-            raise
+        if admission.messages:
+            await self._dispatch(tenant_id, admission.messages, hosted[str(tenant_id)], outbox_key)
         return admission
-
-    async def _undispatch(self, tenant_id: uuid.UUID, messages: list[TaskMessage]) -> None:
-        """Redis refused the dispatch (all or nothing: MULTI/EXEC): hand the tasks back to
-        admission without using up an attempt, or they would wait forever as dispatched."""
-        async with self.tenant_transaction(tenant_id) as session:
-            for message in messages:
-                await session.execute(
-                    _UNDISPATCH,
-                    {
-                        "tenant": tenant_id,
-                        "id": uuid.UUID(message.task_run_id),
-                        "attempt": message.attempt,
-                    },
-                )
-        log.warning("engine.dispatch_undone", tenant_id=str(tenant_id), tasks=len(messages))
-        await mark_tenant_due(self.redis, tenant_id, utcnow())
 
     async def _quotas(self, tenants: set[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
         """Quota and weight per tenant, re-read at most every QUOTA_TTL_SECONDS."""
@@ -540,17 +521,21 @@ class Engine:
         await self.after_effects(tenant_id, effects)
 
     async def _recover_outbox(self, tenant_id: uuid.UUID, outbox_key: str) -> None:
-        """A batch is replayed: publish the dispatches its engine committed and did not
-        publish before it died; drop those whose transaction never committed."""
+        """An outbox was left behind (its batch is replayed, or the sweep found it stale):
+        publish the dispatches its engine committed and did not publish; drop those whose
+        transaction never committed."""
         messages = await outbox.pending(self.redis, outbox_key)
         if not messages:
+            await self.redis.zrem(keys.engine_outboxes(), outbox_key)  # published or expired
             return
         async with self.tenant_transaction(tenant_id) as session:
             found = await outbox.committed(session, tenant_id, messages)
-        hosted = await self._hosted_queues({str(tenant_id)})
-        published = await outbox.publish_once(
-            self._publish_once, str(tenant_id), outbox_key, found, hosted[str(tenant_id)]
-        )
+            hosted = await self._hosted_queues({str(tenant_id)})
+            # Published while the rows are locked: the dispatches cannot start or change
+            # under us between the reading and the publication.
+            published = await outbox.publish_once(
+                self._publish_once, str(tenant_id), outbox_key, found, hosted[str(tenant_id)]
+            )
         if published:
             metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(published)
         log.warning(
@@ -560,6 +545,18 @@ class Engine:
             dropped=len(messages) - len(found),
         )
 
+    async def recover_stale_outboxes(self) -> int:
+        """Recover the outboxes of the tenants this engine owns that nobody published for
+        ``outbox.STALE_SECONDS`` (an engine died or lost Redis between a commit and its
+        publication); how many were recovered."""
+        recovered = 0
+        for outbox_key in await outbox.stale(self.redis):
+            tenant_id = uuid.UUID(keys.outbox_tenant(outbox_key))
+            if self.owns(tenant_id):
+                await self._recover_outbox(tenant_id, outbox_key)
+                recovered += 1
+        return recovered
+
     async def _dispatch(
         self,
         tenant_id: uuid.UUID,
@@ -567,19 +564,15 @@ class Engine:
         hosted: frozenset[str],
         outbox_key: str,
         *,
-        ack: list[str],
+        ack: Sequence[str] = (),
     ) -> None:
         """Publish committed dispatches (once) with the acknowledgement of the events that
-        made them; if Redis refuses them, hand the tasks back."""
-        try:
-            published = await outbox.publish_once(
-                self._publish_once, str(tenant_id), outbox_key, messages, hosted, ack
-            )
-        except Exception as error:
-            if outage_of(error) != "redis":
-                raise
-            await self._undispatch(tenant_id, messages)
-            raise
+        made them, if any. If Redis fails here the outbox stays: whether the script ran
+        cannot be told (a reply lost after it ran), so nothing is undone - the recovery
+        publishes what is still unpublished once Redis answers again."""
+        published = await outbox.publish_once(
+            self._publish_once, str(tenant_id), outbox_key, messages, hosted, ack
+        )
         metrics.TASKS_DISPATCHED.labels(metrics.TENANTS.label(tenant_id)).inc(published)
 
     async def after_effects(self, tenant_id: uuid.UUID, effects: Effects) -> None:
@@ -628,6 +621,7 @@ class Engine:
             epoch = await self.redis.get(keys.engine_epoch())
         if self._resync_wanted:
             await self.resync()
+        await self.recover_stale_outboxes()
         if time.monotonic() >= self._next_credential_sweep:
             self._next_credential_sweep = (
                 time.monotonic() + self.settings.worker_credential_sweep_seconds
@@ -866,13 +860,5 @@ _REQUEUE_STRANDED = text(
        AND dispatched_at < :lost_at
        AND (heartbeat_at IS NULL OR heartbeat_at < :lost_at)
     RETURNING id
-    """
-)
-_UNDISPATCH = text(
-    """
-    UPDATE task_runs
-       SET dispatched_at = NULL, max_attempts = max_attempts + 1
-     WHERE tenant_id = :tenant AND id = :id AND attempt = :attempt
-       AND status = 'queued' AND dispatched_at IS NOT NULL
     """
 )

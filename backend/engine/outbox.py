@@ -1,27 +1,36 @@
-"""Dispatches committed with an events batch: published and acknowledged exactly once.
+"""Dispatches committed by the engine: published exactly once, even across a crash.
 
-The engine admits a finished task's successors in the transaction that records the finish
-(``Engine._apply_stream``). After the commit it must do two things in Redis: publish the
-dispatch messages and acknowledge the batch's events. An engine that dies between the
-commit and those leaves the events pending - another engine replays them, and attempt
-fencing makes the replay change nothing in PostgreSQL - but the messages would be gone,
-and the tasks would wait for them forever.
+Every dispatch the engine commits - the successors a finishing events batch admits
+(``Engine._apply_stream``) and what its admission loop admits (a trigger's first tasks, a
+retry after its backoff) - needs a message in Redis after the commit. An engine that dies,
+or loses Redis, between the commit and the publication would leave the tasks dispatched
+with no message, waiting forever.
 
-So the messages are written to an outbox (``keys.engine_outbox``, named after the batch's
-first entry) *before* the commit, and one Lua script publishes them, acknowledges the
-batch and deletes the outbox, atomically - only if the outbox is still there. The replay
-of the batch (``recover``) publishes, with the same script, the messages whose dispatch
-PostgreSQL committed (the message's attempt is the task's current one, dispatched and not
-started) and drops the rest (their transaction rolled back). Whoever runs the script first
-publishes; the other finds the outbox gone and publishes nothing: no message is lost and
-none is sent twice, even when a slow engine and the one replaying its batch race.
+So the messages are written to an outbox (``keys.engine_outbox``, registered with its
+time in ``keys.engine_outboxes``) *before* the commit, and one Lua script publishes them,
+acknowledges the events batch (if any), deletes the outbox and unregisters it, atomically -
+only if the outbox is still there. Whoever runs the script first publishes; anyone else
+finds the outbox gone and publishes nothing.
+
+An outbox left behind is recovered (``Engine._recover_outbox``) by whoever replays its
+events batch, or by the engine's sweep once it is older than ``STALE_SECONDS``: it
+publishes, with the same script, the messages whose dispatch PostgreSQL committed (the
+message's attempt is the task's current one, dispatched and not started) and drops the
+rest (their transaction rolled back). That query locks the rows, so a recovery that races
+a transaction still open waits for its outcome instead of reading the state before it.
+
+A publication whose answer was lost (the connection broke after Redis ran the script) is
+therefore never undone: the engine cannot tell whether it ran, leaves the outbox to the
+recovery, and the recovery finds it gone if it ran. No task runs twice for it.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -30,27 +39,35 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kernel.wire import keys
 from kernel.wire.protocol import TASK_FIELD, TaskMessage
+from kernel.wire.streams import as_text
 
-# KEYS: outbox, events stream, the engine's tenant set, n queue streams, m queue-tenant sets
+# A recovery waits this long after an outbox was written: the engine that wrote it
+# publishes it within milliseconds of its commit when nothing goes wrong.
+STALE_SECONDS = 5.0
+RECOVER_BATCH = 100
+
+# KEYS: outbox, events stream, the engine's tenant set, the outbox registry,
+#       n queue streams, m queue-tenant sets
 # ARGV: group, tenant, task field, n, m, k, n messages, m ops ("a" add / "r" remove), k ids
 _PUBLISH_ONCE = """
 local n, m, k = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local published = 0
 if redis.call('EXISTS', KEYS[1]) == 1 then
   for i = 1, n do
-    redis.call('XADD', KEYS[3 + i], '*', ARGV[3], ARGV[6 + i])
+    redis.call('XADD', KEYS[4 + i], '*', ARGV[3], ARGV[6 + i])
   end
   for j = 1, m do
     if ARGV[6 + n + j] == 'r' then
-      redis.call('SREM', KEYS[3 + n + j], ARGV[2])
+      redis.call('SREM', KEYS[4 + n + j], ARGV[2])
     else
-      redis.call('SADD', KEYS[3 + n + j], ARGV[2])
+      redis.call('SADD', KEYS[4 + n + j], ARGV[2])
     end
   end
-  redis.call('SADD', KEYS[3], ARGV[2])
+  if n > 0 then redis.call('SADD', KEYS[3], ARGV[2]) end
   redis.call('DEL', KEYS[1])
   published = n
 end
+redis.call('ZREM', KEYS[4], KEYS[1])
 if k > 0 then
   local ids = {}
   for a = 1, k do ids[a] = ARGV[6 + n + m + a] end
@@ -61,7 +78,8 @@ return published
 
 # Of the dispatches an outbox holds, those PostgreSQL committed and that still wait for
 # their message: the task's current attempt, dispatched, not started (a start makes the
-# task running).
+# task running). Locked: a transaction that dispatched them and is still open is waited
+# for, and its outcome read.
 _STILL_DISPATCHED = text(
     """
     SELECT t.id, t.attempt
@@ -69,6 +87,7 @@ _STILL_DISPATCHED = text(
       JOIN unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[])) AS u(id, attempt)
         ON t.id = u.id AND t.attempt = u.attempt
      WHERE t.tenant_id = :tenant AND t.status = 'queued' AND t.dispatched_at IS NOT NULL
+       FOR UPDATE OF t
     """
 )
 
@@ -79,9 +98,21 @@ def script(redis: Redis) -> AsyncScript:
 
 
 async def write(redis: Redis, outbox: str, messages: Sequence[TaskMessage]) -> None:
-    """Keep the messages until they are published (call before the commit)."""
+    """Keep the messages until they are published (call before the commit), registered
+    for the sweep's recovery; one round trip."""
     payload = json.dumps([message.to_json() for message in messages])
-    await redis.set(outbox, payload, ex=keys.OUTBOX_SECONDS)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(outbox, payload, ex=keys.OUTBOX_SECONDS)
+        pipe.zadd(keys.engine_outboxes(), {outbox: time.time()})
+        await pipe.execute()
+
+
+async def stale(redis: Redis) -> list[str]:
+    """Outboxes written more than ``STALE_SECONDS`` ago and still not published."""
+    found = await redis.zrangebyscore(
+        keys.engine_outboxes(), "-inf", time.time() - STALE_SECONDS, start=0, num=RECOVER_BATCH
+    )
+    return [as_text(cast(str, key)) for key in found]
 
 
 async def publish_once(
@@ -102,7 +133,14 @@ async def publish_once(
     sets = [keys.queue_tenants(queue) for queue in queues]
     ops = ["r" if queue in hosted else "a" for queue in queues]
     published = await publish(
-        keys=[outbox, keys.events_stream(tenant_id), keys.engine_tenants(), *streams, *sets],
+        keys=[
+            outbox,
+            keys.events_stream(tenant_id),
+            keys.engine_tenants(),
+            keys.engine_outboxes(),
+            *streams,
+            *sets,
+        ],
         args=[
             keys.ENGINE_GROUP,
             tenant_id,

@@ -96,11 +96,24 @@ def engine_due() -> str:
 
 
 def engine_outbox(tenant_id: str, entry_id: str) -> str:
-    """Dispatch messages the engine committed while applying the events batch that starts
-    at ``entry_id``, kept until they are published with the batch's acknowledgement (one
-    MULTI/EXEC). An engine that died in between leaves it; whoever replays the batch
-    publishes the messages whose dispatch PostgreSQL holds (see the engine's loop)."""
+    """Dispatch messages the engine is committing, kept until they are published (with the
+    acknowledgement of the events batch that made them, if any) in one atomic step.
+    ``entry_id`` names the events batch that starts at that entry, or an admission of the
+    admission loop (``admit-<uuid>``). An engine that died in between leaves it; whoever
+    replays the batch, or the sweep that finds it in :func:`engine_outboxes`, publishes the
+    messages whose dispatch PostgreSQL holds (``backend/engine/outbox.py``)."""
     return f"{_tenant(tenant_id)}:engine:outbox:{entry_id}"
+
+
+def engine_outboxes() -> str:
+    """Sorted set: outbox key -> when it was written; the published ones leave it, so what
+    stays past a few seconds was left by an engine that died or lost Redis mid-publish."""
+    return f"{PREFIX}:engine:outboxes"
+
+
+def outbox_tenant(outbox: str) -> str:
+    """The tenant id an :func:`engine_outbox` key names."""
+    return outbox.split("{", 1)[1].split("}", 1)[0]
 
 
 OUTBOX_SECONDS = 24 * 3600  # an outbox nobody replays (its batch dead-lettered) expires
