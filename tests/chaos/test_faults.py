@@ -324,6 +324,74 @@ async def test_postgres_connections_killed_mid_run(
     await _verify(api, cluster, owner_db, run_ids, effects)
 
 
+async def _postgres_outage(
+    api: httpx.AsyncClient,
+    cluster: Cluster,
+    owner_db: AsyncEngine,
+    workdir: Path,
+    database_url: str,
+    seconds: float,
+    case: str,
+) -> None:
+    """PostgreSQL refuses every connection to the database for ``seconds`` (new ones are
+    refused, open ones ended), as a database server that is down would."""
+    effects, run_ids = await _start_runs(api, workdir, case)
+    await _wait_until_running(owner_db, run_ids)
+    database = make_url(database_url).database
+    assert database
+    # ALTER DATABASE from another database: the outage refuses the test's connections too.
+    maintenance = create_async_engine(
+        make_url(Settings(database_url=database_url).owner_database_url()).set(database="postgres"),
+        poolclass=NullPool,
+        isolation_level="AUTOCOMMIT",
+    )
+    try:
+        async with maintenance.connect() as conn:
+            await conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false'))
+            await conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :db"),
+                {"db": database},
+            )
+        try:
+            ready = await api.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["error"]["details"]["postgres"].startswith("error")
+            await asyncio.sleep(seconds)  # the outage itself (the fault, not a wait for a result)
+        finally:
+            async with maintenance.connect() as conn:
+                await conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))
+    finally:
+        await maintenance.dispose()
+    await _verify(api, cluster, owner_db, run_ids, effects)
+    assert (await _call(api, "GET", "/readyz")).status_code == 200
+    engine_metrics = httpx.get(
+        f"http://127.0.0.1:{cluster.env['BATON_METRICS_PORT']}/metrics", timeout=5
+    ).text
+    assert _metric(engine_metrics, "baton_dependency_outages_total", 'dependency="postgres"') >= 1
+    assert _metric(engine_metrics, "baton_dependency_up", 'dependency="postgres"') == 1
+
+
+async def test_a_5_second_postgres_outage_mid_run_loses_and_repeats_nothing(
+    api: httpx.AsyncClient,
+    cluster: Cluster,
+    owner_db: AsyncEngine,
+    workdir: Path,
+    database_url: str,
+) -> None:
+    await _postgres_outage(api, cluster, owner_db, workdir, database_url, 5, "pg5")
+
+
+@long_outages
+async def test_a_60_second_postgres_outage_mid_run_loses_and_repeats_nothing(
+    api: httpx.AsyncClient,
+    cluster: Cluster,
+    owner_db: AsyncEngine,
+    workdir: Path,
+    database_url: str,
+) -> None:
+    await _postgres_outage(api, cluster, owner_db, workdir, database_url, 60, "pg60")
+
+
 async def test_each_process_sigkilled_and_restarted_mid_run(
     api: httpx.AsyncClient, cluster: Cluster, owner_db: AsyncEngine, workdir: Path
 ) -> None:
