@@ -6,10 +6,15 @@ with DML on the tenant tables, only INSERT/SELECT on the append-only audit log, 
 the platform tables (``users``, ``tenants``, no tenant scope) only what the API writes:
 
 - ``users``: SELECT, INSERT (never a superuser: policy in migration 0006), UPDATE of
-  ``last_login_at`` only;
+  ``last_login_at``, ``password_hash`` and ``email_verified_at`` only (login, password
+  change and reset, email verification);
 - ``tenants``: SELECT, INSERT (active, free plan, no own quota: same migration), UPDATE
   of ``status`` and ``plan`` only (platform administrators suspend, resume and change plans
   through the API; billing changes plans too, docs/billing.md).
+
+The tables without a tenant scope by nature - ``plans``, ``account_tokens``,
+``billing_accounts``, ``stripe_events`` - keep the default DML grant: the API edits the
+plans catalogue and Stripe's webhook writes billing.
 
 Platform administration that the API does not offer - the superuser flag, a tenant's
 own quota and weight - belongs to the owner role: ``baton admin create-superuser``
