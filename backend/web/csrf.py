@@ -7,7 +7,9 @@ token is that HMAC for the request's own cookie and session. A cross-site page c
 the browser send the cookie but cannot read the token. Binding it to the session also
 defeats cookie tossing: an attacker on a sibling host who plants their own cookie and
 knows the matching token from their own session still cannot produce the token for the
-victim's session, and a token made without the server key is worthless. The key is
+victim's session, and a token made without the server key is worthless. Before login the
+token is bound to no user, so there a planted cookie would work: in production the cookies
+are ``__Host-`` prefixed (``session.cookie_name``), which a sibling host cannot set. The key is
 derived from the JWT signing secret. Every state-changing dashboard route depends on
 :data:`CsrfChecked`.
 """
@@ -25,7 +27,7 @@ from fastapi import Depends, Request
 from backend.core.errors import CsrfFailed
 from backend.core.principal import Principal
 from backend.core.settings import Settings
-from backend.web.session import MaybeWebPrincipal, pending_cookies
+from backend.web.session import MaybeWebPrincipal, pending_cookies, read_cookie
 
 CSRF_COOKIE = "baton_csrf"
 CSRF_FIELD = "csrf_token"
@@ -37,7 +39,7 @@ _ANONYMOUS = "anonymous"
 
 def _nonce(request: Request) -> str:
     """This browser's nonce; a new one is issued (and set as a cookie) on first sight."""
-    existing = getattr(request.state, "csrf_nonce", None) or request.cookies.get(CSRF_COOKIE)
+    existing = getattr(request.state, "csrf_nonce", None) or read_cookie(request, CSRF_COOKIE)
     if existing and 20 <= len(existing) <= 100:
         request.state.csrf_nonce = existing
         return str(existing)
@@ -71,7 +73,7 @@ def csrf_token(request: Request) -> str:
 async def check_csrf(request: Request, principal: MaybeWebPrincipal) -> None:
     """Refuse a state-changing request whose form field or header is not the token for the
     request's own CSRF cookie and session."""
-    nonce = request.cookies.get(CSRF_COOKIE)
+    nonce = read_cookie(request, CSRF_COOKIE)
     submitted = request.headers.get(CSRF_HEADER)
     if submitted is None and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")

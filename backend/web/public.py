@@ -19,6 +19,7 @@ from backend.web.session import (
     REFRESH_COOKIE,
     MaybeWebPrincipal,
     clear_session_cookies,
+    read_cookie,
     set_session_cookies,
 )
 
@@ -169,7 +170,7 @@ async def logout(
 ) -> Response:
     """End this browser's session (its refresh-token family and access token)."""
     if principal is not None:
-        raw_refresh = request.cookies.get(REFRESH_COOKIE)
+        raw_refresh = read_cookie(request, REFRESH_COOKIE)
         try:
             await auth_service.logout(session, redis, principal, raw_refresh_token=raw_refresh)
         except BatonError as error:

@@ -48,6 +48,23 @@ ROTATION_GRACE_SECONDS = 30
 _ROTATION_PENDING = "pending"
 
 
+def cookie_name(settings: Settings, name: str) -> str:
+    """The name a cookie is sent under: ``__Host-`` prefixed when cookies are ``Secure``.
+
+    A browser accepts a ``__Host-`` cookie only from this very host, over HTTPS, with
+    ``Path=/`` and no ``Domain``: a sibling host cannot plant (toss) one. That is what
+    keeps the forms before login (login, signup, password reset), whose CSRF token is
+    bound to no user, safe from a planted CSRF cookie. Development over plain HTTP keeps
+    the bare names (browsers refuse the prefix without ``Secure``)."""
+    return f"__Host-{name}" if settings.cookies_secure else name
+
+
+def read_cookie(request: Request, name: str) -> str | None:
+    """The request's cookie ``name`` (under its :func:`cookie_name`)."""
+    settings: Settings = request.app.state.settings
+    return request.cookies.get(cookie_name(settings, name))
+
+
 class LoginRequired(AuthenticationRequired):
     """No valid dashboard session: the page answers with a redirect to /login."""
 
@@ -76,12 +93,13 @@ def apply_cookies(request: Request, response: Response) -> None:
     """Write the cookies this request decided on (session, CSRF) onto its response."""
     settings: Settings = request.app.state.settings
     for name, value in getattr(request.state, "web_cookies", {}).items():
+        sent_as = cookie_name(settings, name)
         if value is None:
-            response.delete_cookie(name, path="/", secure=settings.cookies_secure, httponly=True)
+            response.delete_cookie(sent_as, path="/", secure=settings.cookies_secure, httponly=True)
             continue
         raw, max_age = value
         response.set_cookie(
-            name,
+            sent_as,
             raw,
             max_age=max_age,
             path="/",
@@ -150,7 +168,7 @@ async def optional_web_principal(
     origin: OriginDep,
 ) -> Principal | None:
     """The logged-in browser's principal, or None (public pages)."""
-    access = request.cookies.get(ACCESS_COOKIE)
+    access = read_cookie(request, ACCESS_COOKIE)
     if access:
         try:
             principal = await auth_service.authenticate(
@@ -164,7 +182,7 @@ async def optional_web_principal(
             # The session's tenant was suspended: it is over. Logging in again says why.
             clear_session_cookies(request)
             return None
-    raw_refresh = request.cookies.get(REFRESH_COOKIE)
+    raw_refresh = read_cookie(request, REFRESH_COOKIE)
     if not raw_refresh:
         if access:
             clear_session_cookies(request)
