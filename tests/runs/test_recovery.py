@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import uuid
 from pathlib import Path
 
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import tenant_transaction
@@ -18,6 +16,7 @@ from backend.core.settings import Settings
 from backend.engine.events import MAX_LOST_ATTEMPTS, fail_tasks
 from backend.engine.loop import Engine
 from kernel.dag.plan import PLANS
+from tests.engine.helpers import dispatched
 from tests.fixtures.execution import spawn_worker, worker_config
 from tests.fixtures.factories import Account, create_tenant
 from tests.fixtures.services import Services
@@ -165,7 +164,8 @@ async def test_a_task_whose_attempts_keep_getting_lost_fails_as_lost_on_the_thir
     )
     run = await trigger(client, owner, job["id"])
     for attempt in range(1, MAX_LOST_ATTEMPTS + 1):
-        task_id = await _dispatched(owner_engine, run["id"], attempt)
+        row = await dispatched(owner_engine, run["id"], attempt)
+        task_id = uuid.UUID(str(row.id))
         async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
             effects = await fail_tasks(
                 session, owner.tenant_id, [(task_id, attempt, "lost", "worker gone")], PLANS
@@ -178,23 +178,3 @@ async def test_a_task_whose_attempts_keep_getting_lost_fails_as_lost_on_the_thir
     assert [a["reason"] for a in task["attempts"]] == ["lost"] * MAX_LOST_ATTEMPTS
     # Two lost attempts were free; the task's own budget of 5 was never touched.
     assert task["max_attempts"] == 5 + MAX_LOST_ATTEMPTS - 1
-
-
-async def _dispatched(owner_engine: AsyncEngine, run_id: str, attempt: int) -> uuid.UUID:
-    """Wait until the run's task has been dispatched as ``attempt``; its id."""
-    deadline = time.monotonic() + 20
-    while True:
-        async with owner_engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT id, attempt, dispatched_at FROM task_runs "
-                        "WHERE run_id = :run AND parent_id IS NULL"
-                    ),
-                    {"run": uuid.UUID(run_id)},
-                )
-            ).one()
-        if row.attempt == attempt and row.dispatched_at is not None:
-            return uuid.UUID(str(row.id))
-        assert time.monotonic() < deadline, f"attempt {attempt} was never dispatched: {row}"
-        await asyncio.sleep(0.05)
