@@ -15,9 +15,29 @@ from backend.engine.events import Effects
 from backend.engine.loop import Engine
 from kernel.wire.protocol import TaskEvent
 from tests.fixtures.database import one_row
-from tests.fixtures.factories import Account
+from tests.fixtures.factories import Account, create_tenant
+from tests.fixtures.stack import PrivateBaton
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, trigger
+
+CHAIN = [
+    python_task("first"),
+    python_task("second", depends_on=["first"]),
+    python_task("third", depends_on=["second"]),
+]
+
+
+async def chain_until_the_engine_dies(baton: PrivateBaton) -> tuple[Account, dict[str, Any]]:
+    """On a stack whose engine is a :class:`DiesAfterCommit`: a new tenant triggers a run
+    of :data:`CHAIN`, and the engine dies after the first batch that dispatched successors.
+    The tenant and the run."""
+    doomed = baton.engine
+    assert isinstance(doomed, DiesAfterCommit)
+    owner = await create_tenant(baton.client)
+    job = await create_job(baton.client, owner, CHAIN)
+    run = await trigger(baton.client, owner, job["id"])
+    await eventually(lambda: doomed.died, what="the engine dying after a commit")
+    return owner, run
 
 
 async def dispatched(owner_engine: AsyncEngine, run_id: str, attempt: int | None = None) -> Any:

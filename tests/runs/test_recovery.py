@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import uuid
 from pathlib import Path
@@ -17,7 +16,7 @@ from backend.engine.events import MAX_LOST_ATTEMPTS, fail_tasks
 from backend.engine.loop import Engine
 from kernel.dag.plan import PLANS
 from tests.engine.helpers import dispatched
-from tests.fixtures.execution import spawn_worker, worker_config
+from tests.fixtures.execution import running_in_task, spawn_worker, worker_config
 from tests.fixtures.factories import Account, create_tenant
 from tests.fixtures.services import Services
 from tests.fixtures.stack import private_baton
@@ -59,12 +58,8 @@ async def test_sigkilled_worker_task_finishes_on_another_worker_exactly_once(
         if doomed.poll() is None:
             doomed.kill()
     rescuer = Worker(app.state.redis, worker_config(name="worker-rescuer", queues=(queue,)))
-    rescuing = asyncio.create_task(rescuer.run())
-    try:
+    async with running_in_task(rescuer):
         done = await wait_for_run(client, owner, run["id"], timeout=30)
-    finally:
-        rescuer.stop()
-        await asyncio.wait_for(rescuing, timeout=10)
     assert done["status"] == "succeeded", done
     attempts = task_of(done, "long")["attempts"]
     assert [a["status"] for a in attempts] == ["failed", "succeeded"], attempts
@@ -133,12 +128,8 @@ async def test_a_killed_workers_attempt_is_lost_not_timed_out_and_costs_no_retry
         if doomed.poll() is None:
             doomed.kill()
     rescuer = Worker(app.state.redis, worker_config(name="worker-lost-rescuer", queues=(queue,)))
-    rescuing = asyncio.create_task(rescuer.run())
-    try:
+    async with running_in_task(rescuer):
         done = await wait_for_run(client, owner, run["id"], timeout=30)
-    finally:
-        rescuer.stop()
-        await asyncio.wait_for(rescuing, timeout=10)
     assert done["status"] == "succeeded", done
     attempts = task_of(done, "once")["attempts"]
     assert [(a["status"], a["reason"]) for a in attempts] == [
