@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from backend.app import create_app
 from backend.core.settings import Settings
 from tests.fixtures.services import Services, claim_redis_db, find_services
-from tests.fixtures.stack import flush_redis_db, fresh_database, settings_for
+from tests.fixtures.stack import (
+    client_for,
+    flush_redis_db,
+    fresh_database,
+    settings_for,
+    started_app,
+)
 
 pytest_plugins = [
     "tests.fixtures.cli",
@@ -50,8 +55,7 @@ async def settings(services: Services, redis_url: str) -> AsyncIterator[Settings
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[object]:
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    async with started_app(settings) as application:
         yield application
     await remove_worker_acl_users(settings)
 
@@ -76,8 +80,7 @@ async def remove_worker_acl_users(settings: Settings) -> None:
 
 @pytest.fixture
 async def client(app: object) -> AsyncIterator[AsyncClient]:
-    transport = ASGITransport(app=app, client=("203.0.113.7", 40000))  # type: ignore[arg-type]
-    async with AsyncClient(transport=transport, base_url="http://baton.test") as http:
+    async with client_for(app, "203.0.113.7") as http:
         yield http
 
 

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import re
-from email.message import Message
-
 import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.accounts.smtp import Inbox
+from tests.accounts.smtp import Inbox, mail_to, token_in
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import (
     DEFAULT_PASSWORD,
@@ -21,27 +18,9 @@ from tests.fixtures.factories import (
     login,
     unique_email,
 )
-from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task
 
-TOKEN = re.compile(r"\?token=([A-Za-z0-9_\-]+)")
 NEW_PASSWORD = "a brand new passphrase 42"
-
-
-async def _mail(inbox: Inbox, address: str, count: int = 1) -> Message:
-    """The ``count``-th message to ``address`` (waits for it)."""
-    found = await eventually(
-        lambda: inbox.to(address), lambda got: len(got) >= count, what=f"mail to {address}"
-    )
-    return found[count - 1]
-
-
-def _token(message: Message) -> str:
-    body = message.get_payload(decode=True)
-    assert isinstance(body, bytes)
-    match = TOKEN.search(body.decode())
-    assert match, body
-    return match.group(1)
 
 
 async def _expire_tokens(owner_engine: AsyncEngine, email: str) -> None:
@@ -62,17 +41,17 @@ async def test_signup_mails_a_verification_link_and_unverified_accounts_cannot_r
     hosted: AsyncClient, inbox: Inbox
 ) -> None:
     owner = await create_tenant(hosted)
-    message = await _mail(inbox, owner.email)
+    message = await mail_to(inbox, owner.email)
     assert message["Subject"] == "Verify your email for Baton"
     job = await create_job(hosted, owner, [python_task("a")])  # exploring is allowed
     run = f"/api/v1/jobs/{job['id']}/runs"
     refused = await hosted.post(run, json={}, headers=owner.headers)
     assert_error(refused, 403, "email_unverified")
-    verified = await hosted.post("/api/v1/auth/verify-email", json={"token": _token(message)})
+    verified = await hosted.post("/api/v1/auth/verify-email", json={"token": token_in(message)})
     assert verified.status_code == 204, verified.text
     allowed = await hosted.post(run, json={"delay_seconds": 3600}, headers=owner.headers)
     assert allowed.status_code == 201, allowed.text
-    again = await hosted.post("/api/v1/auth/verify-email", json={"token": _token(message)})
+    again = await hosted.post("/api/v1/auth/verify-email", json={"token": token_in(message)})
     assert_error(again, 400, "bad_request")  # single use
 
 
@@ -80,14 +59,14 @@ async def test_verification_link_expires_and_can_be_sent_again(
     hosted: AsyncClient, inbox: Inbox, owner_engine: AsyncEngine
 ) -> None:
     owner = await create_tenant(hosted)
-    first = await _mail(inbox, owner.email)
+    first = await mail_to(inbox, owner.email)
     await _expire_tokens(owner_engine, owner.email)
-    expired = await hosted.post("/api/v1/auth/verify-email", json={"token": _token(first)})
+    expired = await hosted.post("/api/v1/auth/verify-email", json={"token": token_in(first)})
     assert_error(expired, 400, "bad_request")
     resend = await hosted.post("/api/v1/me/verify-email", headers=owner.headers)
     assert resend.status_code == 202, resend.text
-    second = await _mail(inbox, owner.email, 2)
-    ok = await hosted.post("/api/v1/auth/verify-email", json={"token": _token(second)})
+    second = await mail_to(inbox, owner.email, 2)
+    ok = await hosted.post("/api/v1/auth/verify-email", json={"token": token_in(second)})
     assert ok.status_code == 204, ok.text
     done = await hosted.post("/api/v1/me/verify-email", headers=owner.headers)
     assert_error(done, 409, "conflict")
@@ -97,7 +76,7 @@ async def test_verification_tokens_are_stored_hashed(
     hosted: AsyncClient, inbox: Inbox, owner_engine: AsyncEngine
 ) -> None:
     owner = await create_tenant(hosted)
-    token = _token(await _mail(inbox, owner.email))
+    token = token_in(await mail_to(inbox, owner.email))
     async with owner_engine.connect() as conn:
         stored = list(
             (
@@ -123,9 +102,9 @@ async def test_password_reset_end_to_end(hosted: AsyncClient, inbox: Inbox) -> N
     owner = await create_tenant(hosted)
     asked = await hosted.post("/api/v1/auth/password-reset", json={"email": owner.email})
     assert asked.status_code == 202
-    message = await _mail(inbox, owner.email, 2)  # after the verification mail
+    message = await mail_to(inbox, owner.email, 2)  # after the verification mail
     assert message["Subject"] == "Reset your Baton password"
-    body = {"token": _token(message), "password": NEW_PASSWORD}
+    body = {"token": token_in(message), "password": NEW_PASSWORD}
     done = await hosted.post("/api/v1/auth/password-reset/confirm", json=body)
     assert done.status_code == 204, done.text
     await login(hosted, owner.email, NEW_PASSWORD)
@@ -152,7 +131,7 @@ async def test_password_reset_link_expires_and_keeps_the_policy(
 ) -> None:
     owner = await create_tenant(hosted)
     await hosted.post("/api/v1/auth/password-reset", json={"email": owner.email})
-    token = _token(await _mail(inbox, owner.email, 2))
+    token = token_in(await mail_to(inbox, owner.email, 2))
     weak = await hosted.post(
         "/api/v1/auth/password-reset/confirm", json={"token": token, "password": "short"}
     )
@@ -178,7 +157,7 @@ async def test_invitation_creates_the_account_and_membership(
     assert created.status_code == 201, created.text
     listed = await hosted.get("/api/v1/invitations", headers=owner.headers)
     assert [i["email"] for i in listed.json()] == [invitee]
-    token = _token(await _mail(inbox, invitee))
+    token = token_in(await mail_to(inbox, invitee))
     accepted = await hosted.post(
         "/api/v1/auth/invitations/accept", json={"token": token, "password": DEFAULT_PASSWORD}
     )
@@ -204,7 +183,7 @@ async def test_an_existing_account_accepts_without_a_password(
     await hosted.post(
         "/api/v1/invitations", json={"email": other.email, "role": "viewer"}, headers=owner.headers
     )
-    token = _token(await _mail(inbox, other.email, 2))
+    token = token_in(await mail_to(inbox, other.email, 2))
     accepted = await hosted.post("/api/v1/auth/invitations/accept", json={"token": token})
     assert accepted.status_code == 201, accepted.text
     assert accepted.json()["tenant_id"] == str(owner.tenant_id)
@@ -236,7 +215,7 @@ async def test_invitations_anonymous_wrong_role_other_tenant_and_not_found(
     assert (await hosted.get("/api/v1/invitations", headers=stranger.headers)).json() == []
     assert (await hosted.delete(url, headers=owner.headers)).status_code == 204
     assert_error(await hosted.delete(url, headers=owner.headers), 404, "not_found")
-    token = _token(await _mail(inbox, body["email"]))
+    token = token_in(await mail_to(inbox, body["email"]))
     revoked = await hosted.post(
         "/api/v1/auth/invitations/accept", json={"token": token, "password": DEFAULT_PASSWORD}
     )
@@ -251,7 +230,7 @@ async def test_invitation_expires(
     await hosted.post(
         "/api/v1/invitations", json={"email": invitee, "role": "viewer"}, headers=owner.headers
     )
-    token = _token(await _mail(inbox, invitee))
+    token = token_in(await mail_to(inbox, invitee))
     await _expire_tokens(owner_engine, invitee)
     late = await hosted.post(
         "/api/v1/auth/invitations/accept", json={"token": token, "password": DEFAULT_PASSWORD}

@@ -23,6 +23,7 @@ from backend.billing.meter_reporter import identifier, report_usage
 from backend.billing.metering import Meter
 from backend.core.settings import Settings
 from tests.billing.fake_stripe import FakeStripe
+from tests.fixtures.execution import running_in_task
 from tests.fixtures.factories import Account
 from tests.fixtures.waiting import eventually
 
@@ -74,6 +75,17 @@ async def _reports(owner_engine: AsyncEngine, account: Account) -> list[Any]:
         )
 
 
+async def _customer_using(
+    owner_engine: AsyncEngine, account: Account, seconds: dict[date, int]
+) -> str:
+    """A subscribed tenant whose usage of each day is ``seconds`` (task-seconds); its Stripe
+    customer id."""
+    customer = await _subscribe(owner_engine, account)
+    for day, used in seconds.items():
+        await _usage(owner_engine, account, day, used)
+    return customer
+
+
 def _sent_with(stripe_server: FakeStripe, ident: str) -> int:
     return sum(
         1 for form in stripe_server.calls("/v1/billing/meter_events") if form["identifier"] == ident
@@ -88,10 +100,10 @@ async def test_usage_is_reported_once_per_increment(
     owner_engine: AsyncEngine,
 ) -> None:
     sessionmaker = stripe_app.state.sessionmaker
-    customer = await _subscribe(owner_engine, owner)
     today = _today()
-    await _usage(owner_engine, owner, today - timedelta(days=1), 700)
-    await _usage(owner_engine, owner, today, 50)
+    customer = await _customer_using(
+        owner_engine, owner, {today - timedelta(days=1): 700, today: 50}
+    )
 
     assert await report_usage(sessionmaker, stripe_settings, tenants=[owner.tenant_id]) == 2
     assert stripe_server.metered(customer, EVENT) == 750
@@ -122,10 +134,10 @@ async def test_a_reporter_killed_after_sending_does_not_count_twice(
     owner_engine: AsyncEngine,
 ) -> None:
     sessionmaker = stripe_app.state.sessionmaker
-    customer = await _subscribe(owner_engine, owner)
     today = _today()
-    await _usage(owner_engine, owner, today - timedelta(days=1), 400)
-    await _usage(owner_engine, owner, today, 25)
+    customer = await _customer_using(
+        owner_engine, owner, {today - timedelta(days=1): 400, today: 25}
+    )
     first = identifier(owner.tenant_id, today - timedelta(days=1), "task_seconds", 1)
 
     release = stripe_server.hold_meter_events()
@@ -190,11 +202,7 @@ async def test_the_meter_loop_reports(
     customer = await _subscribe(owner_engine, owner)
     meter = Meter(stripe_app.state.sessionmaker, redis, interval=0.2, settings=stripe_settings)
     await _usage(owner_engine, owner, _today() - timedelta(days=2), 33)  # not rewritten
-    task = asyncio.create_task(meter.run())
-    try:
+    async with running_in_task(meter):
         await eventually(
             lambda: stripe_server.metered(customer, EVENT), lambda v: v == 33, what="reported"
         )
-    finally:
-        meter.stop()
-        await task

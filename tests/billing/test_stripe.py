@@ -5,7 +5,6 @@ to it over HTTP), and webhooks signed with Stripe's real scheme."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +23,7 @@ from tests.billing.fake_stripe import FakeStripe
 from tests.billing.webhooks import (
     PRICES,
     WEBHOOK,
+    checkout_session,
     deliver,
     event,
     invoice,
@@ -50,14 +50,7 @@ async def _checkout(billed: AsyncClient, owner: Account, stripe_server: FakeStri
 async def _upgrade(billed: AsyncClient, owner: Account, stripe_server: FakeStripe) -> str:
     """Checkout, then the webhooks Stripe sends once the customer paid; the customer."""
     customer = await _checkout(billed, owner, stripe_server)
-    completed = {
-        "id": f"cs_{uuid.uuid4().hex[:10]}",
-        "object": "checkout.session",
-        "customer": customer,
-        "client_reference_id": str(owner.tenant_id),
-        "subscription": f"sub_{customer[4:]}",
-        "metadata": {"tenant_id": str(owner.tenant_id), "plan": "team"},
-    }
+    completed = checkout_session(customer, owner.tenant_id)
     assert (
         await deliver(billed, event("checkout.session.completed", completed))
     ).status_code == 200

@@ -28,6 +28,18 @@ def event(kind: str, obj: dict[str, Any], *, created: int | None = None) -> dict
     }
 
 
+def checkout_session(customer: str, tenant_id: uuid.UUID, plan: str = "team") -> dict[str, Any]:
+    """A completed Checkout Session of ``customer`` for ``plan``, as Baton started it."""
+    return {
+        "id": f"cs_{uuid.uuid4().hex[:10]}",
+        "object": "checkout.session",
+        "customer": customer,
+        "client_reference_id": str(tenant_id),
+        "subscription": f"sub_{customer[4:]}",
+        "metadata": {"tenant_id": str(tenant_id), "plan": plan},
+    }
+
+
 def subscription(
     customer: str, tenant_id: uuid.UUID, price: str, status: str = "active", plan: str = "team"
 ) -> dict[str, Any]:

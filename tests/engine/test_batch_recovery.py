@@ -4,13 +4,13 @@ published by whoever replays it, exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from backend.engine.loop import Engine
 from kernel.wire import keys
 from kernel.wire.protocol import TaskMessage
-from tests.engine.helpers import DiesAfterCommit
+from tests.engine.helpers import DiesAfterCommit, chain_until_the_engine_dies
+from tests.fixtures.execution import running_in_task
 from tests.fixtures.factories import create_tenant
 from tests.fixtures.services import Services
 from tests.fixtures.stack import private_baton
@@ -23,30 +23,13 @@ async def test_an_engine_killed_between_a_batchs_commit_and_its_acks_loses_and_r
 ) -> None:
     async with private_baton(services, engine_class=DiesAfterCommit) as baton:
         client = baton.client
-        doomed = baton.engine
-        assert isinstance(doomed, DiesAfterCommit)
-        owner = await create_tenant(client)
-        job = await create_job(
-            client,
-            owner,
-            [
-                python_task("first"),
-                python_task("second", depends_on=["first"]),
-                python_task("third", depends_on=["second"]),
-            ],
-        )
-        run = await trigger(client, owner, job["id"])
-        await eventually(lambda: doomed.died, what="the engine dying after a commit")
+        owner, run = await chain_until_the_engine_dies(baton)
         redis = baton.app.state.redis
         assert await redis.keys(keys.engine_outbox(str(owner.tenant_id), "*")), "in the outbox"
 
         rescuer = Engine(baton.settings, baton.app.state.sessionmaker, redis, name="engine-rescuer")
-        rescuing = asyncio.create_task(rescuer.run())
-        try:
+        async with running_in_task(rescuer):
             done = await wait_for_run(client, owner, run["id"], timeout=30)
-        finally:
-            rescuer.stop()
-            await asyncio.wait_for(rescuing, timeout=10)
         assert done["status"] == "succeeded", done
         for name in ("first", "second", "third"):
             attempts = task_of(done, name)["attempts"]

@@ -4,7 +4,6 @@ transaction changed meanwhile (admission's dispatch) is not overwritten."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -20,54 +19,19 @@ from backend.engine.loop import Engine
 from backend.engine.writes import write_batch
 from backend.runs.models import TaskRun
 from kernel.dag.plan import PLANS
-from kernel.wire.protocol import TaskEvent
+from tests.engine.helpers import dispatched_unserved, start_and_finish
+from tests.fixtures.database import all_rows, one_row
 from tests.fixtures.factories import Account
-from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, trigger
 
 
-async def one_row(owner_engine: AsyncEngine, sql: str, **params: Any) -> Any:
-    async with owner_engine.connect() as conn:
-        return (await conn.execute(text(sql), params)).one()
-
-
-async def dispatched(owner_engine: AsyncEngine, run_id: str) -> Any:
-    return await eventually(
-        lambda: one_row(
-            owner_engine,
-            "SELECT id, attempt, dispatched_at FROM task_runs WHERE run_id = :run",
-            run=uuid.UUID(run_id),
-        ),
-        lambda row: row.dispatched_at is not None,
-        what="the dispatch",
-    )
-
-
-def start_and_finish(task: Any, run_id: str, output: Any) -> list[TaskEvent]:
-    now = time.time()
-    common = {"task_run_id": str(task.id), "run_id": run_id, "attempt": task.attempt}
-    return [
-        TaskEvent(kind="started", worker="w", ts=now, **common),
-        TaskEvent(
-            kind="finished",
-            worker="w",
-            ts=now + 0.01,
-            result={"status": "succeeded", "output": output},
-            **common,
-        ),
-    ]
-
-
 async def attempts_of(owner_engine: AsyncEngine, task_id: uuid.UUID) -> list[Any]:
-    async with owner_engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT attempt, status, started_at, finished_at, worker, output "
-                "FROM task_attempts WHERE task_run_id = :id ORDER BY attempt"
-            ),
-            {"id": task_id},
-        )
-        return list(rows.all())
+    return await all_rows(
+        owner_engine,
+        "SELECT attempt, status, started_at, finished_at, worker, output "
+        "FROM task_attempts WHERE task_run_id = :id ORDER BY attempt",
+        id=task_id,
+    )
 
 
 async def test_a_replayed_batch_changes_nothing_and_counts_one_success(
@@ -77,13 +41,9 @@ async def test_a_replayed_batch_changes_nothing_and_counts_one_success(
     running_engine: Engine,
     owner_engine: AsyncEngine,
 ) -> None:
-    # No worker reads this queue: the test plays the worker, and replays its events as an
-    # engine that died between the commit and the acknowledgement would see them again.
-    job = await create_job(
-        client, owner, [python_task("only")], queue=f"nobody-{uuid.uuid4().hex[:8]}"
-    )
-    run = await trigger(client, owner, job["id"])
-    task = await dispatched(owner_engine, run["id"])
+    # The test plays the worker, and replays its events as an engine that died between
+    # the commit and the acknowledgement would see them again.
+    run, task = await dispatched_unserved(client, owner, owner_engine)
     events = start_and_finish(task, run["id"], {"n": 1})
     async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
         first = await apply_events(session, owner.tenant_id, events, PLANS)
@@ -113,11 +73,7 @@ async def test_an_attempt_whose_row_is_missing_is_written_with_its_outcome(
     running_engine: Engine,
     owner_engine: AsyncEngine,
 ) -> None:
-    job = await create_job(
-        client, owner, [python_task("only")], queue=f"nobody-{uuid.uuid4().hex[:8]}"
-    )
-    run = await trigger(client, owner, job["id"])
-    task = await dispatched(owner_engine, run["id"])
+    run, task = await dispatched_unserved(client, owner, owner_engine)
     async with owner_engine.begin() as conn:
         await conn.execute(
             text("DELETE FROM task_attempts WHERE task_run_id = :id"), {"id": task.id}

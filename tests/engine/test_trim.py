@@ -3,7 +3,6 @@ had delivered and acknowledged, and a stream under a steady load stays bounded."
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -13,7 +12,8 @@ from backend.engine import trim
 from backend.engine.loop import Engine
 from kernel.wire import keys
 from kernel.wire.streams import as_text, ensure_group
-from tests.engine.helpers import DiesAfterCommit
+from tests.engine.helpers import DiesAfterCommit, chain_until_the_engine_dies
+from tests.fixtures.execution import running_in_task
 from tests.fixtures.factories import create_tenant
 from tests.fixtures.services import Services
 from tests.fixtures.stack import private_baton
@@ -95,22 +95,9 @@ async def test_the_pass_forgets_idle_consumers_without_pending_entries_only(redi
 async def test_an_engine_killed_mid_batch_loses_nothing_to_trimming(services: Services) -> None:
     async with private_baton(services, engine_class=DiesAfterCommit) as baton:
         client = baton.client
-        doomed = baton.engine
-        assert isinstance(doomed, DiesAfterCommit)
         redis = baton.app.state.redis
-        owner = await create_tenant(client)
+        owner, run = await chain_until_the_engine_dies(baton)
         tenant = str(owner.tenant_id)
-        job = await create_job(
-            client,
-            owner,
-            [
-                python_task("first"),
-                python_task("second", depends_on=["first"]),
-                python_task("third", depends_on=["second"]),
-            ],
-        )
-        run = await trigger(client, owner, job["id"])
-        await eventually(lambda: doomed.died, what="the engine dying after a commit")
         events = keys.events_stream(tenant)
         pending = await redis.xpending(events, keys.ENGINE_GROUP)
         assert pending["pending"] > 0  # the batch it committed but never acknowledged
@@ -130,8 +117,7 @@ async def test_an_engine_killed_mid_batch_loses_nothing_to_trimming(services: Se
 
         # A restarted engine (trimming on its own loop as well) replays the batch.
         rescuer = Engine(baton.settings, baton.app.state.sessionmaker, redis, name="engine-again")
-        rescuing = asyncio.create_task(rescuer.run())
-        try:
+        async with running_in_task(rescuer):
             done = await wait_for_run(client, owner, run["id"], timeout=30)
             assert done["status"] == "succeeded", done
             for name in ("first", "second", "third"):
@@ -146,9 +132,6 @@ async def test_an_engine_killed_mid_batch_loses_nothing_to_trimming(services: Se
                 return await redis.xlen(events) == 0 and await redis.xlen(queue) == 0
 
             await eventually(drained, what="the settled streams trimmed to nothing")
-        finally:
-            rescuer.stop()
-            await asyncio.wait_for(rescuing, timeout=10)
 
 
 async def test_streams_under_a_steady_load_stay_bounded(services: Services) -> None:

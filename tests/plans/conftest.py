@@ -7,21 +7,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 
-from backend.app import create_app
 from backend.core.settings import Settings
+from tests.fixtures.stack import client_for, started_app
 
 
 @pytest.fixture(scope="session")
 async def hosted_app(settings: Settings) -> AsyncIterator[object]:
-    application = create_app(settings.model_copy(update={"billing": "manual"}))
-    async with application.router.lifespan_context(application):
+    async with started_app(settings.model_copy(update={"billing": "manual"})) as application:
         yield application
 
 
 @pytest.fixture
 async def hosted(hosted_app: object) -> AsyncIterator[AsyncClient]:
-    transport = ASGITransport(app=hosted_app, client=("203.0.113.8", 40000))  # type: ignore[arg-type]
-    async with AsyncClient(transport=transport, base_url="http://baton.test") as http:
+    async with client_for(hosted_app, "203.0.113.8") as http:
         yield http

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 import uuid
 from pathlib import Path
 
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core.db import tenant_transaction
@@ -18,7 +15,8 @@ from backend.core.settings import Settings
 from backend.engine.events import MAX_LOST_ATTEMPTS, fail_tasks
 from backend.engine.loop import Engine
 from kernel.dag.plan import PLANS
-from tests.fixtures.execution import spawn_worker, worker_config
+from tests.engine.helpers import dispatched
+from tests.fixtures.execution import running_in_task, spawn_worker, worker_config
 from tests.fixtures.factories import Account, create_tenant
 from tests.fixtures.services import Services
 from tests.fixtures.stack import private_baton
@@ -60,12 +58,8 @@ async def test_sigkilled_worker_task_finishes_on_another_worker_exactly_once(
         if doomed.poll() is None:
             doomed.kill()
     rescuer = Worker(app.state.redis, worker_config(name="worker-rescuer", queues=(queue,)))
-    rescuing = asyncio.create_task(rescuer.run())
-    try:
+    async with running_in_task(rescuer):
         done = await wait_for_run(client, owner, run["id"], timeout=30)
-    finally:
-        rescuer.stop()
-        await asyncio.wait_for(rescuing, timeout=10)
     assert done["status"] == "succeeded", done
     attempts = task_of(done, "long")["attempts"]
     assert [a["status"] for a in attempts] == ["failed", "succeeded"], attempts
@@ -134,12 +128,8 @@ async def test_a_killed_workers_attempt_is_lost_not_timed_out_and_costs_no_retry
         if doomed.poll() is None:
             doomed.kill()
     rescuer = Worker(app.state.redis, worker_config(name="worker-lost-rescuer", queues=(queue,)))
-    rescuing = asyncio.create_task(rescuer.run())
-    try:
+    async with running_in_task(rescuer):
         done = await wait_for_run(client, owner, run["id"], timeout=30)
-    finally:
-        rescuer.stop()
-        await asyncio.wait_for(rescuing, timeout=10)
     assert done["status"] == "succeeded", done
     attempts = task_of(done, "once")["attempts"]
     assert [(a["status"], a["reason"]) for a in attempts] == [
@@ -165,7 +155,8 @@ async def test_a_task_whose_attempts_keep_getting_lost_fails_as_lost_on_the_thir
     )
     run = await trigger(client, owner, job["id"])
     for attempt in range(1, MAX_LOST_ATTEMPTS + 1):
-        task_id = await _dispatched(owner_engine, run["id"], attempt)
+        row = await dispatched(owner_engine, run["id"], attempt)
+        task_id = uuid.UUID(str(row.id))
         async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
             effects = await fail_tasks(
                 session, owner.tenant_id, [(task_id, attempt, "lost", "worker gone")], PLANS
@@ -178,23 +169,3 @@ async def test_a_task_whose_attempts_keep_getting_lost_fails_as_lost_on_the_thir
     assert [a["reason"] for a in task["attempts"]] == ["lost"] * MAX_LOST_ATTEMPTS
     # Two lost attempts were free; the task's own budget of 5 was never touched.
     assert task["max_attempts"] == 5 + MAX_LOST_ATTEMPTS - 1
-
-
-async def _dispatched(owner_engine: AsyncEngine, run_id: str, attempt: int) -> uuid.UUID:
-    """Wait until the run's task has been dispatched as ``attempt``; its id."""
-    deadline = time.monotonic() + 20
-    while True:
-        async with owner_engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT id, attempt, dispatched_at FROM task_runs "
-                        "WHERE run_id = :run AND parent_id IS NULL"
-                    ),
-                    {"run": uuid.UUID(run_id)},
-                )
-            ).one()
-        if row.attempt == attempt and row.dispatched_at is not None:
-            return uuid.UUID(str(row.id))
-        assert time.monotonic() < deadline, f"attempt {attempt} was never dispatched: {row}"
-        await asyncio.sleep(0.05)

@@ -24,6 +24,7 @@ from backend.schedules.service import StaleLease, decide_ticks
 from kernel.cron import CronSchedule, ticks_between
 from kernel.wire import keys
 from tests.audit.helpers import head_seq, rows_after, verify
+from tests.fixtures.database import all_rows
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member, create_tenant
 from tests.fixtures.waiting import eventually
@@ -128,15 +129,12 @@ async def ticks(client: AsyncClient, owner: Account, job_id: str) -> list[dict[s
 
 
 async def scheduled_runs(owner_engine: AsyncEngine, job_id: str) -> list[Any]:
-    async with owner_engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT id, scheduled_for, run_at, status FROM runs "
-                "WHERE job_id = :job AND trigger = 'schedule' ORDER BY scheduled_for"
-            ),
-            {"job": job_id},
-        )
-        return list(rows.all())
+    return await all_rows(
+        owner_engine,
+        "SELECT id, scheduled_for, run_at, status FROM runs "
+        "WHERE job_id = :job AND trigger = 'schedule' ORDER BY scheduled_for",
+        job=job_id,
+    )
 
 
 async def test_a_schedule_fires_once_per_instant_with_both_times_recorded(

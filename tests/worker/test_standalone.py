@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import signal
 import subprocess
 import tomllib
@@ -25,6 +24,7 @@ from redis.asyncio import Redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from kernel.wire import keys
+from tests.fixtures.execution import bare_env, start_worker_process, stop_worker_process
 from tests.fixtures.factories import Account
 from tests.fixtures.worker_alone import ROOT, worker_alone
 from tests.runs.factories import (
@@ -36,36 +36,11 @@ from tests.runs.factories import (
     wait_for_run,
 )
 from tests.secrets.helpers import create_secret, secret_name, secret_value
-from tests.workers.factories import create_worker_credential, unique_queue
-
-
-def _env(home: Path, **variables: str) -> dict[str, str]:
-    """Nothing of Baton's but ``variables``: no JWT secret, no database URL."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "HOME": str(home),
-        **variables,
-    }
+from tests.workers.factories import create_worker_credential, echo_on, unique_queue
 
 
 def _start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        worker_alone(*args),
-        cwd=cwd,  # no .env file to pick settings up from
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-async def _stop(process: subprocess.Popen[str]) -> str:
-    """SIGTERM, as an operator or an orchestrator stops a worker; its output."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    output, _ = await asyncio.to_thread(process.communicate, timeout=30)
-    return output
+    return start_worker_process(worker_alone(*args), env, cwd)
 
 
 async def test_a_tenant_hosted_worker_alone_runs_a_task_with_only_its_credential(
@@ -79,7 +54,7 @@ async def test_a_tenant_hosted_worker_alone_runs_a_task_with_only_its_credential
     created = await create_worker_credential(client, owner, queue)
     process = _start(
         ["--name", "box-alone"],
-        _env(
+        bare_env(
             tmp_path,
             BATON_ENVIRONMENT="production",
             BATON_WORKER_CREDENTIAL=created["credential"],
@@ -87,16 +62,9 @@ async def test_a_tenant_hosted_worker_alone_runs_a_task_with_only_its_credential
         tmp_path,
     )
     try:
-        job = await create_job(
-            client,
-            owner,
-            [python_task("hello", "worker.builtins:echo", kwargs={"value": 42})],
-            queue=queue,
-        )
-        run = await trigger(client, owner, job["id"])
-        finished = await wait_for_run(client, owner, run["id"], timeout=60)
+        finished = await echo_on(client, owner, queue)
     finally:
-        output = await _stop(process)
+        output = await stop_worker_process(process)
     assert finished["status"] == "succeeded", (finished, output)
     (task,) = finished["tasks"]
     assert (task["output"], task["worker"]) == (42, "box-alone")
@@ -121,7 +89,7 @@ async def test_a_shared_pool_worker_alone_opens_the_secrets_its_engine_sealed(
     await create_secret(client, owner, name, value)
     process = _start(
         ["--queue", queue, "--concurrency", "2"],
-        _env(
+        bare_env(
             tmp_path,
             BATON_ENVIRONMENT="test",
             BATON_REDIS_URL=settings.redis_url,
@@ -146,7 +114,7 @@ async def test_a_shared_pool_worker_alone_opens_the_secrets_its_engine_sealed(
         run = await trigger(client, owner, job["id"])
         finished = await wait_for_run(client, owner, run["id"], timeout=60)
     finally:
-        output = await _stop(process)
+        output = await stop_worker_process(process)
     assert finished["status"] == "succeeded", (finished, output)
     assert process.returncode == 0, output
     assert value not in output
@@ -158,7 +126,7 @@ async def test_a_worker_alone_refuses_to_start_without_its_production_settings(
 ) -> None:
     process = _start(
         [],
-        _env(tmp_path, BATON_ENVIRONMENT="production", BATON_REDIS_URL="redis://r:6379/0"),
+        bare_env(tmp_path, BATON_ENVIRONMENT="production", BATON_REDIS_URL="redis://r:6379/0"),
         tmp_path,
     )
     output = await asyncio.to_thread(lambda: process.communicate(timeout=60)[0])
@@ -180,7 +148,7 @@ async def test_sigterm_lets_the_running_task_of_a_worker_alone_finish(
     queue = unique_queue()
     process = _start(
         ["--queue", queue, "--name", "draining-alone"],
-        _env(
+        bare_env(
             tmp_path,
             BATON_ENVIRONMENT="test",
             BATON_REDIS_URL=settings.redis_url,

@@ -1,4 +1,5 @@
-"""Worker credentials through the public API, and Redis clients that log in with them."""
+"""Worker credentials through the public API, Redis clients that log in with them, and a
+task run on a queue of their own."""
 
 from __future__ import annotations
 
@@ -11,11 +12,25 @@ from redis.asyncio import Redis
 from kernel.credential import WorkerCredential
 from kernel.runtime.redis import create_redis
 from tests.fixtures.factories import Account
+from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 
 
 def unique_queue() -> str:
     """A queue no other test (nor the session's shared test worker) serves."""
     return f"hosted-{uuid.uuid4().hex[:10]}"
+
+
+async def echo_on(client: AsyncClient, account: Account, queue: str) -> dict[str, Any]:
+    """A one-task job on ``queue`` whose task returns 42, run; the run once finished
+    (within 60 s)."""
+    job = await create_job(
+        client,
+        account,
+        [python_task("hello", "worker.builtins:echo", kwargs={"value": 42})],
+        queue=queue,
+    )
+    run = await trigger(client, account, job["id"])
+    return await wait_for_run(client, account, run["id"], timeout=60)
 
 
 async def create_worker_credential(

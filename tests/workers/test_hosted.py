@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,13 +28,17 @@ from backend.engine.loop import Engine
 from kernel.credential import WorkerCredential
 from kernel.wire import keys
 from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
-from tests.fixtures.execution import worker_config
+from tests.fixtures.execution import (
+    bare_env,
+    start_worker_process,
+    stop_worker_process,
+    worker_config,
+)
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
-from tests.workers.factories import create_worker_credential, redis_as, unique_queue
+from tests.workers.factories import create_worker_credential, echo_on, redis_as, unique_queue
 from worker.runner import Worker
 
-ROOT = Path(__file__).resolve().parents[2]
 REVOCATION_BOUND_SECONDS = 5.0  # the guarantee: a revoked credential stops reading by then
 
 
@@ -187,13 +189,7 @@ async def _has_clients(redis: Redis, user: str) -> bool:
 
 def _credential_only_env(credential: str, home: Path) -> dict[str, str]:
     """Production, a credential, and nothing else of Baton's (no JWT secret, no database)."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "HOME": str(home),
-        "BATON_ENVIRONMENT": "production",
-        "BATON_WORKER_CREDENTIAL": credential,
-    }
+    return bare_env(home, BATON_ENVIRONMENT="production", BATON_WORKER_CREDENTIAL=credential)
 
 
 async def test_a_worker_with_only_a_credential_runs_a_task_end_to_end(
@@ -206,23 +202,13 @@ async def test_a_worker_with_only_a_credential_runs_a_task_end_to_end(
 ) -> None:
     queue = unique_queue()
     created = await create_worker_credential(client, owner, queue)
-    process = subprocess.Popen(
+    process = start_worker_process(
         [sys.executable, "-c", "from backend.cli import app; app()", "worker"],
-        cwd=tmp_path,  # no .env file to pick settings up from
-        env=_credential_only_env(created["credential"], tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        _credential_only_env(created["credential"], tmp_path),
+        tmp_path,
     )
     try:
-        job = await create_job(
-            client,
-            owner,
-            [python_task("hello", "worker.builtins:echo", kwargs={"value": 42})],
-            queue=queue,
-        )
-        run = await trigger(client, owner, job["id"])
-        finished = await wait_for_run(client, owner, run["id"], timeout=60)
+        finished = await echo_on(client, owner, queue)
         assert finished["status"] == "succeeded", finished
         (task,) = finished["tasks"]
         assert task["output"] == 42
@@ -231,8 +217,7 @@ async def test_a_worker_with_only_a_credential_runs_a_task_end_to_end(
         # The shared pool never discovered this queue of the tenant.
         assert not await redis.sismember(keys.queue_tenants(queue), str(owner.tenant_id))
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+        output = await stop_worker_process(process)
     assert process.returncode == 0, output
     assert "worker.credential_refused" not in output
 
