@@ -261,6 +261,27 @@ def create_superuser(
     _echo(f"{email.lower()} is a platform administrator.")
 
 
+@admin_app.command("set-password")
+def set_password(
+    email: str = typer.Option(..., prompt=True),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    """Set a platform administrator's password (their sessions end). Connects as the owner
+    role: the API's role may not change it, nor mail a reset link for it."""
+    from backend.admin.service import set_platform_admin_password
+
+    settings = _settings_for(Process.database, settings=with_embedded_database(Settings()))
+
+    async def run() -> bool:
+        async with _owner_session(settings) as owner:
+            return await set_platform_admin_password(owner, settings, email, password)
+
+    if not asyncio.run(run()):
+        _echo(f"{email.lower()} is not a platform administrator.")
+        raise typer.Exit(1)
+    _echo(f"The password of {email.lower()} is set; its sessions have ended.")
+
+
 @audit_app.command("verify")
 def audit_verify(
     tenant: str | None = typer.Option(None, help="Tenant slug; all tenants when omitted"),

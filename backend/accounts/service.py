@@ -42,6 +42,9 @@ from backend.users.repository import RefreshTokenRepository, UserRepository
 log = structlog.get_logger(__name__)
 
 INVALID_LINK = "This link is not valid: it was used already, has expired or never existed"
+PLATFORM_ADMIN_PASSWORD = (
+    "A platform administrator's password is set on the server: baton admin set-password"
+)
 
 
 def _link(settings: Settings, path: str, token: str) -> str:
@@ -151,6 +154,11 @@ async def request_password_reset(session: AsyncSession, settings: Settings, emai
     if user is None:
         log.info("account.reset_unknown_email")
         return
+    if user.is_superuser:
+        # Set on the server only (`baton admin set-password`): the database refuses the
+        # API's role (migration 0020). No link is mailed; the caller learns nothing.
+        log.info("account.reset_platform_admin_skipped", user_id=str(user.id))
+        return
     ttl = timedelta(seconds=settings.password_reset_ttl_seconds)
     _, raw = await _issue(session, TokenPurpose.reset_password, email, ttl, user_id=user.id)
     link = _link(settings, "/reset-password", raw)
@@ -170,6 +178,8 @@ async def reset_password(
     user = await UserRepository(session).get(row.user_id) if row.user_id else None
     if user is None or user.email != row.email:
         raise BadRequest(INVALID_LINK)
+    if user.is_superuser:  # made a platform administrator after the link was sent
+        raise PermissionDenied(PLATFORM_ADMIN_PASSWORD)
     user.password_hash = await hash_password(settings, password)
     # The mailbox answered the link: the address is verified too.
     user.email_verified_at = user.email_verified_at or utcnow()

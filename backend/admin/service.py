@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
+import structlog
 from redis.asyncio import Redis
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,19 +23,22 @@ from backend.admin.schemas import PlatformHealth, SchedulerLease, TenantUsage
 from backend.audit import service as audit
 from backend.auth import service as auth_service
 from backend.core.cursor import decode_position, encode_position
-from backend.core.db import after_commit, scope_to_tenant
+from backend.core.db import after_commit, scope_to_tenant, scope_to_user
 from backend.core.errors import Conflict, NotFound
 from backend.core.models import utcnow
 from backend.core.principal import Principal, RequestOrigin
+from backend.core.security import check_password_policy, hash_password
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due
 from backend.plans.service import require_plan
 from backend.tenants.models import Tenant, TenantStatus
-from backend.tenants.repository import TenantDirectory
+from backend.tenants.repository import TenantDirectory, memberships_of_user
 from backend.users.models import User
-from backend.users.repository import UserRepository
+from backend.users.repository import RefreshTokenRepository, UserRepository
 
 USAGE_WINDOW = timedelta(hours=24)
+
+log = structlog.get_logger(__name__)
 
 
 async def list_tenants(
@@ -216,6 +220,29 @@ async def promote_superuser(owner_session: AsyncSession, email: str) -> bool:
     user.is_superuser = True
     owner_session.add(user)
     await owner_session.flush()
+    return True
+
+
+async def set_platform_admin_password(
+    owner_session: AsyncSession, settings: Settings, email: str, password: str
+) -> bool:
+    """Set a platform administrator's password; False if ``email`` is no administrator.
+
+    ``owner_session`` must be connected as the owner role: the database refuses the
+    runtime role this change on a superuser's row (migration 0020). Every session of the
+    account ends, as after a password reset."""
+    check_password_policy(settings, password)
+    user = await UserRepository(owner_session).get_by_email(email.strip().lower())
+    if user is None or not user.is_superuser:
+        return False
+    user.password_hash = await hash_password(settings, password)
+    owner_session.add(user)
+    await owner_session.flush()
+    await scope_to_user(owner_session, user.id)
+    for membership, _ in await memberships_of_user(owner_session, user.id):
+        await scope_to_tenant(owner_session, membership.tenant_id)
+        await RefreshTokenRepository(owner_session, membership.tenant_id).revoke_user(user.id)
+    log.info("admin.platform_admin_password_set", user_id=str(user.id))
     return True
 
 
