@@ -591,11 +591,11 @@ async def create_webhook(
     )
 
 
-@router.post("/{job_id}/webhooks/{webhook_id}/delete")
+@router.post("/{job_id}/webhooks/{endpoint_id}/delete")
 async def delete_webhook(
     request: Request,
     job_id: str,
-    webhook_id: Annotated[str, Path(max_length=40)],
+    endpoint_id: Annotated[str, Path(max_length=40)],
     _: CsrfChecked,
     session: SessionDep,
     principal: Principal = WebAuthorized(Permission.jobs_write),
@@ -604,10 +604,10 @@ async def delete_webhook(
     stay listed."""
     target = _job_id(job_id)
     try:
-        endpoint_id = uuid.UUID(webhook_id)
+        parsed = uuid.UUID(endpoint_id)
     except ValueError:
         raise NotFound("Webhook not found") from None
-    endpoint = await triggers_service.get_endpoint(session, principal, endpoint_id)
+    endpoint = await triggers_service.get_endpoint(session, principal, parsed)
     if endpoint.job_id != target:
         raise NotFound("Webhook not found")
     await triggers_service.delete_endpoint(session, principal, endpoint.id)

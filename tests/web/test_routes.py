@@ -77,7 +77,7 @@ def test_the_walk_finds_the_dashboard_pages(app: FastAPI) -> None:
         ("POST", "/settings/notifications/rules/{rule_id}/delete"),
         ("POST", "/settings/notifications/{channel_id}/test"),
         ("POST", "/jobs/{job_id}/webhooks"),
-        ("POST", "/jobs/{job_id}/webhooks/{webhook_id}/delete"),
+        ("POST", "/jobs/{job_id}/webhooks/{endpoint_id}/delete"),
         ("GET", "/settings/workers"),
         ("POST", "/settings/workers/credentials"),
         ("GET", "/audit"),
