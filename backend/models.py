@@ -17,7 +17,12 @@ from backend.secrets.models import Secret
 from backend.templates.models import JobTemplate
 from backend.tenants.models import Membership, Tenant
 from backend.tokens.models import ApiToken
-from backend.triggers.models import RunFinishOutbox, WebhookDelivery, WebhookEndpoint
+from backend.triggers.models import (
+    RunFinishOutbox,
+    RunRefusalOutbox,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from backend.users.models import RefreshToken, User
 from backend.workers.models import WorkerCredential
 
@@ -39,6 +44,7 @@ __all__ = [
     "RefreshToken",
     "Run",
     "RunFinishOutbox",
+    "RunRefusalOutbox",
     "Schedule",
     "ScheduleTick",
     "Secret",

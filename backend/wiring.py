@@ -8,10 +8,11 @@ idempotent.
 from __future__ import annotations
 
 from backend.jobs.hooks import job_schedule_changed, jobs_created
-from backend.runs.hooks import runs_finished
+from backend.runs.hooks import runs_finished, runs_refused
 from backend.schedules.service import create_schedules, sync_schedule
-from backend.triggers.reactor import record_finished
+from backend.triggers.reactor import record_finished, record_refused
 
 job_schedule_changed.connect(sync_schedule)
 jobs_created.connect(create_schedules)
 runs_finished.connect(record_finished)
+runs_refused.connect(record_refused)

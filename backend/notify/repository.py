@@ -9,7 +9,12 @@ from sqlalchemy import or_
 from sqlmodel import col
 
 from backend.core.repository import TenantScopedRepository
-from backend.notify.models import NotificationChannel, NotificationDelivery, NotificationRule
+from backend.notify.models import (
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+    SlaMiss,
+)
 
 
 class ChannelRepository(TenantScopedRepository[NotificationChannel]):
@@ -73,3 +78,12 @@ class DeliveryRepository(TenantScopedRepository[NotificationDelivery]):
             .with_for_update(skip_locked=True)
         )
         return list((await self.session.exec(statement)).all())
+
+
+class SlaMissRepository(TenantScopedRepository[SlaMiss]):
+    model = SlaMiss
+
+    async def for_run(self, run_id: uuid.UUID) -> SlaMiss | None:
+        """The run's SLA miss, if it missed (recorded once per run)."""
+        statement = self.select().where(col(SlaMiss.run_id) == run_id)
+        return (await self.session.exec(statement)).first()

@@ -4,9 +4,12 @@ run events to them, and their delivery.
 Events come from finished runs (``backend/triggers/reactor.py`` consumes the outbox the
 engine's finishing step writes and calls :func:`enqueue_for_run` in its own transaction):
 ``failure`` (a run failed), ``recovery`` (a run succeeded after the job's previous finished
-run failed), ``quota_cancelled`` (a run cancelled because of a plan limit). Each match of a
-rule queues one ``notification_deliveries`` row - at most one per channel, run and event
-(a unique index), and at most one per channel, job and event within
+run failed), ``quota_cancelled`` (a run cancelled because of a plan limit); and from runs a
+plan limit refused before they existed (a scheduled fire, a webhook delivery, a job-to-job
+trigger: the reactor consumes their outbox too and calls :func:`enqueue_for_refusal`), also
+``quota_cancelled``. Each match of a rule queues one ``notification_deliveries`` row - at
+most one per channel and event of a run or refusal (however many rules match; for runs a
+unique index too), and at most one per channel, job and event within
 ``notification_throttle_seconds`` (later ones are logged as ``throttled``, not sent).
 
 :func:`send_due` (the same loop) sends what is due; a failure is retried with exponential
@@ -54,6 +57,15 @@ EVENT_NAMES = {
     "quota_cancelled": "run.cancelled_by_quota",
     "sla_miss": "run.sla_missed",
     "test": "test",
+}
+# The payload ``event`` of a ``quota_cancelled`` notification for a run refused before it
+# existed (``run`` is null, ``refusal`` says what was refused and why).
+REFUSED_EVENT = "run.refused_by_quota"
+QUOTA_EVENT = "quota_cancelled"
+REFUSED_SOURCES = {
+    "schedule": "a scheduled run",
+    "webhook": "a webhook's run",
+    "upstream": "a triggered run",
 }
 
 
@@ -208,8 +220,12 @@ async def events_of(
 
 
 def _payload(
-    event: str, tenant_id: uuid.UUID, job: dict[str, Any] | None, run: dict[str, Any] | None
-) -> dict[str, Any]:
+    event: str, tenant_id: uuid.UUID, job: dict[str, Any] | None, run: dict[str, Any] | None,
+    refusal: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    if refusal is not None:
+        return {"event": REFUSED_EVENT, "tenant_id": str(tenant_id), "job": job, "run": None,
+                "refusal": refusal}  # fmt: skip
     return {"event": EVENT_NAMES[event], "tenant_id": str(tenant_id), "job": job, "run": run}
 
 
@@ -229,24 +245,45 @@ async def enqueue_for_run(
     return await enqueue(session, settings, tenant_id, events, rules, job_id, job_name, run)
 
 
+async def enqueue_for_refusal(
+    session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, *, job_id: uuid.UUID,
+    job_name: str, refusal: dict[str, Any],
+) -> int:  # fmt: skip
+    """Queue the ``quota_cancelled`` notifications of a run a plan limit refused before it
+    existed (session scoped to the tenant; ``refusal`` is the payload's ``refusal``); the
+    number queued to be sent (throttled ones not counted)."""
+    rules = await RuleRepository(session, tenant_id).for_job(job_id)
+    if not rules:
+        return 0
+    return await enqueue(
+        session, settings, tenant_id, [QUOTA_EVENT], rules, job_id, job_name, None,
+        refusal=refusal,
+    )  # fmt: skip
+
+
 async def enqueue(
     session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, events: list[str],
-    rules: list[NotificationRule], job_id: uuid.UUID, job_name: str, run: dict[str, Any],
+    rules: list[NotificationRule], job_id: uuid.UUID, job_name: str, run: dict[str, Any] | None,
+    *, refusal: dict[str, Any] | None = None,
 ) -> int:  # fmt: skip
-    """Queue one notification per event and matching rule (deduplicated per channel, run
-    and event; throttled per channel, job and event); the number queued to be sent."""
-    run_id = uuid.UUID(run["id"])
+    """Queue one notification per event and channel of the matching rules (deduplicated per
+    channel, run or refusal, and event; throttled per channel, job and event); the number
+    queued to be sent. ``run`` None: a refusal (``refusal``), no run exists."""
+    run_id = uuid.UUID(run["id"]) if run is not None else None
     deliveries = DeliveryRepository(session, tenant_id)
     now = utcnow()
     since = now - timedelta(seconds=settings.notification_throttle_seconds)
     queued = 0
+    job = {"id": str(job_id), "name": job_name}
     for event in events:
+        channels: set[uuid.UUID] = set()
         for rule in rules:
-            if event not in rule.events:
+            if event not in rule.events or rule.channel_id in channels:
                 continue
+            channels.add(rule.channel_id)
             throttled = await deliveries.sent_lately(rule.channel_id, job_id, event, since)
             delivery_id = uuid7()
-            payload = {**_payload(event, tenant_id, {"id": str(job_id), "name": job_name}, run),
+            payload = {**_payload(event, tenant_id, job, run, refusal),
                        "delivery_id": str(delivery_id)}  # fmt: skip
             statement = (
                 insert(NotificationDelivery)
@@ -299,6 +336,11 @@ def _summary(payload: dict[str, Any]) -> str:
         "run.cancelled_by_quota": "was cancelled by a plan limit",
         "run.sla_missed": "missed its SLA",
     }.get(payload["event"])
+    if payload["event"] == REFUSED_EVENT:
+        refusal = payload.get("refusal") or {}
+        source = REFUSED_SOURCES.get(str(refusal.get("source")), "a run")
+        limit = refusal.get("limit") or "a plan limit"
+        return f"Job {job.get('name')}: {source} was refused by the plan limit {limit}"
     if what is None:
         return "Test notification from Baton"
     return f"Job {job.get('name')}: run {str(run.get('id'))[:8]} {what}"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,4 +29,28 @@ class FinishedRun:
 # call, nothing slow - this is the engine's finishing step.
 runs_finished: Hook[[AsyncSession, uuid.UUID, list[FinishedRun]]] = Hook(
     "runs.finished", required=True
+)
+
+
+@dataclass(frozen=True)
+class RefusedRun:
+    """A run a plan limit refused before it existed: a scheduled fire skipped past the
+    plan's runs per month, an inbound webhook delivery or a job-to-job trigger refused with
+    ``quota_exceeded``. ``details`` says which (the instants skipped, the webhook and its
+    delivery, the upstream run); it goes into the notification as it is (JSON values)."""
+
+    job_id: uuid.UUID
+    source: str  # schedule | webhook | upstream
+    limit: str | None
+    reason: str
+    refused_at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# Runs were refused by a plan limit, in the transaction that records the refusal (the
+# scheduler's tick ledger, a webhook's delivery record, the reactor's batch). Arguments:
+# session (scoped to the tenant), tenant id, the refusals. Handlers only write rows in that
+# transaction (backend.triggers records them in its outbox, for the notifications).
+runs_refused: Hook[[AsyncSession, uuid.UUID, list[RefusedRun]]] = Hook(
+    "runs.refused", required=True
 )

@@ -92,8 +92,20 @@ class RunPublic(ResponseModel):
     rerun_of: uuid.UUID | None
 
 
+class RunSlaMiss(ResponseModel):
+    """The run missed its job's SLA (``sla:``, docs/notifications.md): which deadline, when
+    it was, and when the miss was noticed."""
+
+    kind: str = Field(description="max_duration or finish_by")
+    deadline_at: datetime
+    detected_at: datetime
+
+
 class RunDetail(RunPublic):
     tasks: list[TaskRunPublic]
+    sla_miss: RunSlaMiss | None = Field(
+        default=None, description="Set once the run has missed its job's SLA"
+    )
 
 
 class RunPage(ResponseModel):

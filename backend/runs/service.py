@@ -33,6 +33,7 @@ from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
 from backend.jobs.repository import JobRepository, JobVersionRepository
 from backend.jobs.spec import JobSpec
+from backend.notify.repository import SlaMissRepository
 from backend.plans.service import Limits
 from backend.retention.service import RETENTION_LIMIT, horizon
 from backend.runs.advance import advance_run
@@ -55,6 +56,7 @@ from backend.runs.schemas import (
     RunGraph,
     RunGraphNode,
     RunPublic,
+    RunSlaMiss,
     RunTrigger,
     TaskRunPublic,
 )
@@ -588,7 +590,7 @@ async def job_names(
 
 
 async def get_run(session: AsyncSession, principal: Principal, run_id: uuid.UUID) -> RunDetail:
-    """A run with its task runs and every attempt of each."""
+    """A run with its task runs and every attempt of each, and its SLA miss if it missed."""
     found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
     if not found:
         raise NotFound("Run not found")
@@ -598,8 +600,10 @@ async def get_run(session: AsyncSession, principal: Principal, run_id: uuid.UUID
     by_task: dict[uuid.UUID, list[AttemptPublic]] = {}
     for attempt in attempts:
         by_task.setdefault(attempt.task_run_id, []).append(AttemptPublic.model_validate(attempt))
+    miss = await SlaMissRepository(session, principal.tenant_id).for_run(run.id)
     return RunDetail(
         **RunPublic.model_validate(run).model_dump(),
+        sla_miss=RunSlaMiss.model_validate(miss) if miss is not None else None,
         tasks=[
             TaskRunPublic.model_validate(t).model_copy(update={"attempts": by_task.get(t.id, [])})
             for t in sorted(tasks, key=lambda t: t.name)

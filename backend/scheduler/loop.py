@@ -53,6 +53,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+import backend.wiring  # noqa: F401  (the hooks fired by firing are connected there)
 from backend.core.db import commit, tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings

@@ -20,7 +20,9 @@ concurrency policy, runs-per-month quota), so a tick is written once with its fi
 outcome and its run id. The fence check reads the locked rows: a stale leaseholder writes
 nothing for that tenant (:class:`StaleLease`) and the other tenants of the transaction go on.
 ``replace`` (cancel the active run first) keeps the runs service's path: it is rare and
-cancelling is not set-based.
+cancelling is not set-based. Fires skipped past the plan's runs per month are announced
+with ``runs_refused`` (one per job and pass) in the same transaction: the tenant's
+``quota_cancelled`` notifications, sent after the commit (``backend/triggers/reactor.py``).
 
 Compiled schedules (:class:`kernel.cron.CronSchedule`) are cached per schedule, keyed on
 the job version and the ``schedule:`` fields, so an edited schedule is compiled again.
@@ -49,6 +51,7 @@ from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due
 from backend.plans.service import cached_limits_of, month_start, next_month_start
 from backend.runs import service as runs_service
+from backend.runs.hooks import RefusedRun, runs_refused
 from backend.runs.publish import publish as publish_updates
 from backend.runs.publish import run_update
 from backend.runs.quota import runs_since
@@ -70,6 +73,7 @@ log = structlog.get_logger(__name__)
 
 QUOTA_EXCEEDED = "quota_exceeded"
 DUE_LIMIT = 500  # schedules per tenant per pass; the rest stay due for the next one
+QUOTA_INSTANTS_SHOWN = 20  # skipped instants a quota notification names (all are counted)
 
 _DUE = text(
     """
@@ -311,6 +315,7 @@ async def _fire_tenant(
     if tick_rows:
         result = await session.execute(_TICKS, {"ticks": _json(tick_rows)})
         recorded = {(job_id, at) for job_id, at in result.all()}
+    await _announce_quota_skips(session, tenant_id, due, recorded, recorded_at)
     await _insert_runs(session, redis, tenant_id, due, recorded, run_ids, now, report)
 
     claim = (
@@ -409,6 +414,44 @@ async def _apply_quota(
         used=used,
         refused=len(refused),
     )
+
+
+async def _announce_quota_skips(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    due: list[_Due],
+    recorded: set[tuple[uuid.UUID, datetime]],
+    at: datetime,
+) -> None:
+    """``runs_refused`` for the fires this pass recorded skipped past the plan's runs per
+    month: one per job, naming the instants (the first ``QUOTA_INSTANTS_SHOWN``) and their
+    number. Ticks another pass recorded already are not announced again."""
+    refused: list[RefusedRun] = []
+    for item in due:
+        skipped = [
+            decision
+            for decision in item.decisions
+            if decision.outcome == "skipped"
+            and (decision.reason or "").startswith(QUOTA_EXCEEDED)
+            and (item.job_id, decision.key) in recorded
+        ]
+        if not skipped:
+            continue
+        refused.append(
+            RefusedRun(
+                job_id=item.job_id,
+                source="schedule",
+                limit="runs_per_month",
+                reason=skipped[0].reason or QUOTA_EXCEEDED,
+                refused_at=at,
+                details={
+                    "skipped": len(skipped),
+                    "scheduled_for": [d.key.isoformat() for d in skipped[:QUOTA_INSTANTS_SHOWN]],
+                },
+            )
+        )
+    if refused:
+        await runs_refused.fire(session, tenant_id, refused)
 
 
 async def _plans(

@@ -70,3 +70,20 @@ class RunFinishOutbox(SQLModel, table=True):
     status: str = Field(max_length=20)
     reason: str | None = Field(default=None, max_length=300)
     finished_at: datetime = timestamp()
+
+
+class RunRefusalOutbox(SQLModel, table=True):
+    """A run a plan limit refused (``backend.runs.hooks.RefusedRun``), written in the
+    transaction that recorded the refusal and consumed (then deleted) by the reactor loop:
+    the ``quota_cancelled`` notifications."""
+
+    __tablename__ = "run_refusal_outbox"
+
+    tenant_id: uuid.UUID = tenant_pk()
+    id: uuid.UUID = Field(default_factory=uuid7, primary_key=True)  # time-ordered
+    job_id: uuid.UUID
+    source: str = Field(max_length=20)  # schedule | webhook | upstream
+    limit_name: str | None = Field(default=None, max_length=40)
+    reason: str = Field(max_length=300)
+    refused_at: datetime = timestamp()
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))

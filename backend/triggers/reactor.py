@@ -13,6 +13,14 @@ and, for rows written by other processes, at every sweep.
 A downstream run's idempotency key is ``upstream:<run id>``: a batch replayed after a crash
 starts nothing twice. Its ``upstream`` param holds the upstream run's id, job name, status
 and the outputs of its tasks.
+
+Runs a plan limit refused before they existed (``runs_refused``: a scheduled fire past the
+runs per month, a webhook delivery or a downstream run refused with ``quota_exceeded``) go
+the same way: :func:`record_refused` writes one ``run_refusal_outbox`` row each in the
+transaction that records the refusal, and :func:`react` queues their ``quota_cancelled``
+notifications after that commit, deleting the rows in the same transaction (so a row is
+notified once). A downstream run refused here writes its row in this loop's own
+transaction; the next batch notifies it.
 """
 
 from __future__ import annotations
@@ -32,20 +40,20 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.db import after_commit, tenant_transaction
-from backend.core.errors import BatonError
-from backend.core.models import uuid7
+from backend.core.errors import BatonError, QuotaExceeded
+from backend.core.models import utcnow, uuid7
 from backend.core.settings import Settings
 from backend.jobs.models import Job
 from backend.jobs.repository import trigger_edges
 from backend.notify import service as notify
 from backend.notify.sla import check_slas
 from backend.plans.service import Limits, cached_limits_of
-from backend.runs.hooks import FinishedRun
+from backend.runs.hooks import FinishedRun, RefusedRun, runs_refused
 from backend.runs.repository import TaskRunRepository
 from backend.runs.service import trigger_unattended
 from backend.tenants.models import TenantStatus
 from backend.tenants.repository import TenantDirectory
-from backend.triggers.models import RunFinishOutbox
+from backend.triggers.models import RunFinishOutbox, RunRefusalOutbox
 from kernel.runtime.waits import wait_event
 
 log = structlog.get_logger(__name__)
@@ -91,13 +99,98 @@ async def record_finished(
     after_commit(session, wake)
 
 
+async def record_refused(
+    session: AsyncSession, tenant_id: uuid.UUID, refused: list[RefusedRun]
+) -> None:
+    """``runs_refused`` handler: one outbox row per refusal, in the refusing transaction."""
+    if not refused:
+        return
+    await session.execute(
+        insert(RunRefusalOutbox),
+        [
+            {
+                "tenant_id": tenant_id,
+                "id": uuid7(),
+                "job_id": item.job_id,
+                "source": item.source,
+                "limit_name": item.limit[:40] if item.limit else None,
+                "reason": item.reason[:300],
+                "refused_at": item.refused_at,
+                "details": item.details,
+            }
+            for item in refused
+        ],
+    )
+
+    async def wake() -> None:
+        kick(tenant_id)
+
+    after_commit(session, wake)
+
+
 async def react(
     sessionmaker: async_sessionmaker[AsyncSession],
     redis: Redis,
     settings: Settings,
     tenant_id: uuid.UUID,
 ) -> int:
-    """Consume up to one batch of the tenant's outbox; the number of rows taken."""
+    """Consume up to one batch of the tenant's outboxes (finished runs, then refused runs);
+    the number of rows taken."""
+    taken = await _react_finished(sessionmaker, redis, settings, tenant_id)
+    return taken + await _react_refused(sessionmaker, settings, tenant_id)
+
+
+async def _react_refused(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, tenant_id: uuid.UUID
+) -> int:
+    async with tenant_transaction(sessionmaker, tenant_id) as session:
+        statement = (
+            select(RunRefusalOutbox)
+            .where(col(RunRefusalOutbox.tenant_id) == tenant_id)
+            .order_by(col(RunRefusalOutbox.id))
+            .limit(BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        rows = list((await session.exec(statement)).all())
+        if not rows:
+            return 0
+        names = await _job_names(session, tenant_id, {row.job_id for row in rows})
+        for row in rows:
+            if row.job_id not in names:
+                continue
+            refusal = {
+                "source": row.source,
+                "limit": row.limit_name,
+                "reason": row.reason,
+                "refused_at": row.refused_at.isoformat(),
+                **row.details,
+            }
+            await notify.enqueue_for_refusal(
+                session, settings, tenant_id, job_id=row.job_id, job_name=names[row.job_id],
+                refusal=refusal,
+            )  # fmt: skip
+        await session.execute(
+            delete(RunRefusalOutbox).where(
+                col(RunRefusalOutbox.tenant_id) == tenant_id,
+                col(RunRefusalOutbox.id).in_([row.id for row in rows]),
+            )
+        )
+        return len(rows)
+
+
+async def _job_names(
+    session: AsyncSession, tenant_id: uuid.UUID, job_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    statement = select(Job).where(col(Job.tenant_id) == tenant_id, col(Job.id).in_(job_ids))
+    return {job.id: job.name for job in (await session.exec(statement)).all()}
+
+
+async def _react_finished(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+) -> int:
     async with tenant_transaction(sessionmaker, tenant_id) as session:
         statement = (
             select(RunFinishOutbox)
@@ -190,10 +283,27 @@ async def _start_downstream(
             log.warning("triggers.downstream_refused", tenant_id=str(row.tenant_id),
                         job_id=str(edge.job_id), upstream_run_id=str(row.run_id),
                         code=error.code, reason=error.message)  # fmt: skip
+            if isinstance(error, QuotaExceeded):
+                await runs_refused.fire(session, row.tenant_id, [_refused_downstream(
+                    error, edge.job_id, row, upstream.name)])  # fmt: skip
             continue
         log.info("triggers.downstream_started", tenant_id=str(row.tenant_id),
                  job_id=str(edge.job_id), run_id=str(run.id),
                  upstream_run_id=str(row.run_id), created=created)  # fmt: skip
+
+
+def _refused_downstream(
+    error: QuotaExceeded, job_id: uuid.UUID, row: RunFinishOutbox, upstream: str
+) -> RefusedRun:
+    details = error.details if isinstance(error.details, dict) else {}
+    return RefusedRun(
+        job_id=job_id,
+        source="upstream",
+        limit=details.get("limit"),
+        reason=error.message,
+        refused_at=utcnow(),
+        details={"upstream_run_id": str(row.run_id), "upstream_job": upstream},
+    )
 
 
 class Reactor:

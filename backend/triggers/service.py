@@ -11,7 +11,9 @@ to record it under), tenant active, rate limits (the tenant's webhook deliveries
 minute and the plan's API requests per minute), signature, JSON payload, idempotency key
 (a key seen before answers the earlier run: ``duplicate``), replay (a signature already
 accepted is refused), then the run (the plan's run limits and the job's concurrency
-policy apply).
+policy apply). A delivery refused by a plan limit (``quota_exceeded``) is also announced
+with ``runs_refused``, in the transaction that records it: the tenant's
+``quota_cancelled`` notifications (``backend/triggers/reactor.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from backend.core.errors import (
     InvalidSignature,
     InvalidToken,
     NotFound,
+    QuotaExceeded,
     RateLimited,
     ServiceUnavailable,
     TenantSuspended,
@@ -49,6 +52,7 @@ from backend.core.security import make_tenant_token, parse_tenant_token
 from backend.core.settings import Settings
 from backend.jobs.repository import JobRepository
 from backend.plans.service import cached_limits_of, count_api_request
+from backend.runs.hooks import RefusedRun, runs_refused
 from backend.runs.repository import RunRepository
 from backend.runs.service import trigger_unattended
 from backend.secrets import crypto
@@ -204,8 +208,30 @@ async def receive(
         await session.flush()
         log.info("webhooks.refused", tenant_id=str(tenant_id), endpoint_id=str(endpoint.id),
                  status=error.status_code, reason=delivery.reason)  # fmt: skip
+        if isinstance(error, QuotaExceeded):
+            await runs_refused.fire(session, tenant_id, [_refused(error, endpoint, delivery)])
         error.commit_side_effects = True
         raise
+
+
+def _refused(
+    error: QuotaExceeded, endpoint: WebhookEndpoint, delivery: WebhookDelivery
+) -> RefusedRun:
+    """The refusal the ``quota_cancelled`` notifications tell of (docs/notifications.md)."""
+    details = error.details if isinstance(error.details, dict) else {}
+    return RefusedRun(
+        job_id=endpoint.job_id,
+        source="webhook",
+        limit=details.get("limit"),
+        reason=error.message,
+        refused_at=delivery.received_at,
+        details={
+            "webhook_id": str(endpoint.id),
+            "webhook": endpoint.name,
+            "webhook_delivery_id": str(delivery.id),
+            "status_code": error.status_code,
+        },
+    )
 
 
 async def _check_rate(redis: Redis, settings: Settings, tenant_id: uuid.UUID) -> None:

@@ -1,8 +1,10 @@
 """Dashboard pages: jobs.
 
 The list (last run, next fire time), create and edit a job in YAML, the job page (its DAG,
-schedule with the next fire times and the tick ledger, versions, recent runs), trigger a
-run with params, pause and resume the schedule, delete the job.
+schedule with the next fire times and the tick ledger, versions, recent runs, inbound
+webhooks and their deliveries), trigger a run with params, pause and resume the schedule,
+create and revoke an inbound webhook (its URL shown once, in the answer that created it),
+delete the job.
 
 Every action calls the service its REST route calls, with the same permission. A spec
 typed into the form is parsed exactly like a YAML request body to ``POST /api/v1/jobs``;
@@ -18,15 +20,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi import APIRouter, Form, Path, Query, Request, Response
 from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.db import SessionDep
-from backend.core.deps import RedisDep
+from backend.core.deps import RedisDep, SettingsDep
 from backend.core.errors import BatonError, Conflict, NotFound, ValidationFailed
 from backend.core.permissions import Permission
 from backend.core.principal import Principal
+from backend.core.settings import Settings
 from backend.jobs import service as jobs_service
 from backend.jobs.schemas import JobPublic
 from backend.jobs.spec import JobSpec, decode_document, parse_job_spec
@@ -42,12 +45,16 @@ from backend.runs import service as runs_service
 from backend.runs.schemas import RunTrigger
 from backend.schedules import service as schedules_service
 from backend.schedules.models import Schedule, ScheduleTick
+from backend.secrets import service as secrets_service
 from backend.secrets.references import mask_literal_credentials
 from backend.triggers import service as triggers_service
+from backend.triggers.models import WebhookEndpoint
+from backend.triggers.schemas import WebhookCreate
 from backend.web.csrf import CsrfChecked
+from backend.web.forms import BLANK, CREATED, FormState, Refused, submit
 from backend.web.graph_svg import dag_svg
 from backend.web.render import page, redirect
-from backend.web.session import WebAuthorized
+from backend.web.session import WebAuthorized, web_allows
 from kernel.cron import Tick
 
 router = APIRouter(prefix="/jobs", include_in_schema=False)
@@ -79,6 +86,9 @@ tasks:
 
 SpecText = Annotated[str, Form()]
 Cursor = Annotated[str | None, Query(max_length=100)]
+FormText = Annotated[str, Form(max_length=1024)]
+# What a redirect to the job page may ask it to say (never free text from the URL).
+NOTICES = {"webhook-revoked": "Webhook revoked: its URL answers 404 from now on."}
 
 
 def _job_id(raw: str) -> uuid.UUID:
@@ -208,6 +218,9 @@ async def _job_page(
     params_text: str = "",
     trigger_problems: list[LocatedProblem] | None = None,
     status: int = 200,
+    webhook_form: FormState = BLANK,
+    created_webhook: dict[str, Any] | None = None,
+    notice: str | None = None,
 ) -> Response:
     job = await jobs_service.get_job(session, principal, job_id)
     graph = await jobs_service.get_graph(session, principal, job_id)
@@ -225,7 +238,13 @@ async def _job_page(
     deliveries = await triggers_service.list_deliveries(
         session, principal, job_id=job_id, limit=RECENT_DELIVERIES
     )
-    return page(
+    can_manage_webhooks = web_allows(principal, Permission.jobs_write)
+    secret_names = (
+        [secret.name for secret in await secrets_service.list_secrets(session, principal)]
+        if can_manage_webhooks
+        else []
+    )
+    response = page(
         request,
         "jobs/detail.html",
         {
@@ -250,9 +269,19 @@ async def _job_page(
             "webhooks": webhooks,
             "webhook_names": {hook.id: hook.name for hook in webhooks},
             "deliveries": deliveries,
+            "can_manage_webhooks": can_manage_webhooks,
+            "secret_names": secret_names,
+            "webhook_values": webhook_form.values,
+            "webhook_errors": webhook_form.errors,
+            "webhook_message": webhook_form.message,
+            "created_webhook": created_webhook,
+            "notice": NOTICES.get(notice or ""),
         },
-        status=status,
+        status=webhook_form.status if webhook_form is not BLANK else status,
     )
+    if created_webhook is not None:
+        response.headers["Cache-Control"] = "no-store"  # the URL holds the webhook's secret
+    return response
 
 
 # ------------------------------------------------------------------------------- routes
@@ -337,10 +366,17 @@ async def job_detail(
     session: SessionDep,
     principal: Principal = WebAuthorized(Permission.jobs_read),
     versions_before: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
+    notice: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
-    """The job page: spec, DAG, schedule and ticks, versions, recent runs, trigger."""
+    """The job page: spec, DAG, schedule and ticks, versions, recent runs, trigger,
+    webhooks and their deliveries."""
     return await _job_page(
-        request, session, principal, _job_id(job_id), versions_before=versions_before
+        request,
+        session,
+        principal,
+        _job_id(job_id),
+        versions_before=versions_before,
+        notice=notice,
     )
 
 
@@ -479,3 +515,100 @@ async def version_detail(
             "spec_text": spec_yaml(mask_literal_credentials(found[0].spec)),
         },
     )
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """A webhook form's mapping: one ``param = $.path`` a line (blank lines skipped), as
+    the API's ``mapping`` object; the paths are checked by ``WebhookCreate``."""
+    mapping: dict[str, str] = {}
+    for number, line in enumerate(YAML_LINE_BREAK.split(text), start=1):
+        if not line.strip():
+            continue
+        name, sep, path = line.partition("=")
+        name, path = name.strip(), path.strip()
+        problem = None
+        if not sep or not name or not path:
+            problem = f"line {number}: write param = $.path"
+        elif name in mapping:
+            problem = f"line {number}: the param {name} is mapped twice"
+        if problem is not None:
+            raise ValidationFailed(
+                f"Mapping {problem}", details=[{"loc": ["body", "mapping"], "msg": problem}]
+            )
+        mapping[name] = path
+    return mapping
+
+
+def hook_url(request: Request, settings: Settings, token: str) -> str:
+    """The absolute URL other systems POST to (the installation's public URL if set)."""
+    base = settings.public_url or str(request.base_url)
+    return base.rstrip("/") + triggers_service.hook_path(token)
+
+
+@router.post("/{job_id}/webhooks")
+async def create_webhook(
+    request: Request,
+    job_id: str,
+    _: CsrfChecked,
+    session: SessionDep,
+    settings: SettingsDep,
+    name: FormText = "",
+    signature: Annotated[str, Form(max_length=20)] = "none",
+    secret_name: FormText = "",
+    tolerance_seconds: Annotated[str, Form(max_length=20)] = "",
+    mapping: Annotated[str, Form(max_length=20_000)] = "",
+    principal: Principal = WebAuthorized(Permission.jobs_write),
+) -> Response:
+    """Create an inbound webhook (as ``POST /api/v1/jobs/{id}/webhooks``) and show its URL,
+    this once; a refused form shows the job page again with the values and why."""
+    target = _job_id(job_id)
+    await jobs_service.get_job(session, principal, target)  # 404 before anything else
+    values = {"name": name, "signature": signature, "secret_name": secret_name,
+              "tolerance_seconds": tolerance_seconds, "mapping": mapping}  # fmt: skip
+
+    async def create() -> tuple[WebhookEndpoint, str]:
+        body: dict[str, Any] = {
+            "name": name.strip(),
+            "signature": signature or "none",
+            "secret_name": secret_name.strip() or None,
+            "mapping": parse_mapping(mapping),
+        }
+        if tolerance_seconds.strip():
+            body["tolerance_seconds"] = tolerance_seconds.strip()
+        parsed = WebhookCreate.model_validate(body)
+        return await triggers_service.create_endpoint(session, principal, target, parsed)
+
+    outcome = await submit(session, create, values, service_fields=True)
+    if isinstance(outcome, Refused):
+        return await _job_page(request, session, principal, target, webhook_form=outcome)
+    endpoint, token = outcome
+    created = {"endpoint": endpoint, "url": hook_url(request, settings, token)}
+    return await _job_page(
+        request, session, principal, target, webhook_form=CREATED, created_webhook=created
+    )
+
+
+@router.post("/{job_id}/webhooks/{endpoint_id}/delete")
+async def delete_webhook(
+    request: Request,
+    job_id: str,
+    endpoint_id: Annotated[str, Path(max_length=40)],
+    _: CsrfChecked,
+    session: SessionDep,
+    principal: Principal = WebAuthorized(Permission.jobs_write),
+) -> Response:
+    """Revoke a webhook of this job (as ``DELETE /api/v1/webhooks/{id}``); its deliveries
+    stay listed."""
+    target = _job_id(job_id)
+    try:
+        parsed = uuid.UUID(endpoint_id)
+    except ValueError:
+        raise NotFound("Webhook not found") from None
+    endpoint = await triggers_service.get_endpoint(session, principal, parsed)
+    if endpoint.job_id != target:
+        raise NotFound("Webhook not found")
+    await triggers_service.delete_endpoint(session, principal, endpoint.id)
+    return redirect(request, f"/jobs/{target}?notice=webhook-revoked#webhooks")

@@ -107,8 +107,13 @@ def fragment(
 
 
 def form_problems(error: ValidationError) -> dict[str, str]:
-    """Pydantic errors as field -> message, for showing next to each input."""
-    return {str(e["loc"][-1]) if e["loc"] else "form": e["msg"] for e in error.errors()}
+    """Pydantic errors as field -> message, for showing next to each input (an item of a
+    list field counts as the field: ``("events", 0)`` is ``events``)."""
+    return {_field_of(e["loc"]): e["msg"] for e in error.errors()}
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    return next((part for part in reversed(loc) if isinstance(part, str)), "form")
 
 
 def safe_next(target: str | None, default: str = "/jobs") -> str:

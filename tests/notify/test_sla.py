@@ -1,10 +1,12 @@
-"""SLAs: ``sla: {max_duration, finish_by, timezone}``; a miss is recorded once (the run
-is marked), counted in ``baton_sla_misses_total`` and notified once."""
+"""SLAs: ``sla: {max_duration, finish_by, timezone}``; a miss is recorded once, marks the
+run (``sla_miss`` in its API detail, a badge and the deadline on its dashboard page), is
+counted in ``baton_sla_misses_total`` and notified once."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from fastapi import FastAPI
 from httpx import AsyncClient
 
 from backend.notify.sla import deadline, finish_by_deadline
@@ -15,6 +17,7 @@ from tests.fixtures.waiting import eventually
 from tests.notify.receiver import Receiver
 from tests.notify.test_notifications import RULES, _webhook_channel
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
+from tests.web.helpers import assert_page, browsers_of
 
 
 def test_finish_by_is_the_first_such_wall_clock_time_after_the_start() -> None:
@@ -45,8 +48,8 @@ def _misses_counted(tenant: str) -> float:
 
 
 async def test_a_run_past_its_max_duration_is_marked_counted_and_notified_once(
-    client: AsyncClient, owner: Account, running_worker: object, running_reactor: object,
-    receiver: Receiver,
+    client: AsyncClient, owner: Account, stranger: Account, app: FastAPI,
+    running_worker: object, running_reactor: object, receiver: Receiver,
 ) -> None:  # fmt: skip
     before = _misses_counted(str(owner.tenant_id))
     job = await create_job(
@@ -71,7 +74,21 @@ async def test_a_run_past_its_max_duration_is_marked_counted_and_notified_once(
     [post] = await eventually(lambda: receiver.received, what="the sla_miss notification")
     assert post["verified"] and post["event"] == "run.sla_missed"
     assert post["body"]["run"]["id"] == run["id"]
-    assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
+    done = await wait_for_run(client, owner, run["id"])
+    assert done["status"] == "succeeded"
+    # The miss marks the run: in its API detail and on its dashboard page.
+    assert done["sla_miss"] == {
+        "kind": "max_duration", "deadline_at": miss["deadline_at"],
+        "detected_at": miss["detected_at"],
+    }  # fmt: skip
+    async with browsers_of(app) as browsers:
+        html = assert_page(await (await browsers(owner)).get(f"/runs/{run['id']}"))
+        assert 'data-testid="run-sla-miss"' in html and 'data-kind="max_duration"' in html
+        assert 'data-testid="run-sla-deadline"' in html
+        other = await (await browsers(stranger)).get(f"/runs/{run['id']}")
+        assert other.status_code == 404 and "SLA missed" not in other.text
+    theirs = await client.get(f"/api/v1/runs/{run['id']}", headers=stranger.headers)
+    assert_error(theirs, 404, "not_found")
     # Finished late, already recorded: still one miss, one notification, counted once.
     await eventually(
         lambda: _deliveries_settled(client, owner), what="the notification log settled"
@@ -84,3 +101,16 @@ async def _deliveries_settled(client: AsyncClient, owner: Account) -> bool:
     response = await client.get("/api/v1/notification-deliveries", headers=owner.headers)
     items = response.json()
     return len(items) == 1 and items[0]["status"] == "sent"
+
+
+async def test_a_run_within_its_sla_is_not_marked(
+    client: AsyncClient, owner: Account, app: FastAPI, running_worker: object,
+    running_reactor: object,
+) -> None:  # fmt: skip
+    job = await create_job(client, owner, [python_task("quick")], sla={"max_duration": "1h"})
+    run = await trigger(client, owner, job["id"])
+    done = await wait_for_run(client, owner, run["id"])
+    assert done["status"] == "succeeded" and done["sla_miss"] is None
+    async with browsers_of(app) as browsers:
+        html = assert_page(await (await browsers(owner)).get(f"/runs/{run['id']}"))
+    assert 'data-testid="run-sla-miss"' not in html

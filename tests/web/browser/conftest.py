@@ -104,6 +104,8 @@ async def run_live_baton(
                 # Some tasks here leave marker files for their tests on the host (tmp_path).
                 "BATON_WORKER_ALLOW_SHELL": "true",
                 "BATON_WORKER_SANDBOX": "false",
+                # Notifications go to receivers the tests run on this machine.
+                "BATON_NOTIFICATION_ALLOWLIST": '["127.0.0.1"]',
                 **(extra_env or {}),
             }
             log_dir = tmp_path_factory.mktemp("live-baton")
