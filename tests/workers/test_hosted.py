@@ -1,6 +1,8 @@
 """Tenant-hosted workers against the real engine, API and Redis ACL users.
 
 - revoking a credential disconnects its worker, which stops reading within 5 s;
+- when Redis fails during a revocation, revoking again or the engine's sweep removes the
+  user (PostgreSQL is the truth) and the worker stops;
 - an expired credential's Redis user is removed by the engine's sweep;
 - `baton worker` with only a credential (production, no JWT secret, no database) runs a
   task end to end, and the shared pool is kept off that queue.
@@ -15,16 +17,19 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.core.deps import get_redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from kernel.credential import WorkerCredential
@@ -103,6 +108,102 @@ async def test_a_revoked_credential_stops_its_worker_within_5_seconds(
         await connection.aclose()
 
 
+@asynccontextmanager
+async def api_redis_without_acl_rights(app: FastAPI, admin: Redis) -> AsyncIterator[None]:
+    """The API's Redis connection logs in as a user that may do everything but ACL
+    commands: removing a worker's Redis user fails as a Redis outage would make it fail."""
+    user, password = f"bt-noacl-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    rules = ("reset", "on", f">{password}", "~*", "&*", "+@all", "-acl")
+    await admin.execute_command("ACL", "SETUSER", user, *rules)
+    url = admin.get_connection_kwargs()
+    limited = Redis(
+        host=url["host"], port=url["port"], db=url.get("db", 0), username=user, password=password
+    )
+    app.dependency_overrides[get_redis] = lambda: limited
+    try:
+        yield
+    finally:
+        app.dependency_overrides.pop(get_redis, None)
+        await limited.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+
+
+async def _revoke_while_redis_fails(
+    client: AsyncClient, app: FastAPI, redis: Redis, owner: Account, credential_id: str
+) -> None:
+    async with api_redis_without_acl_rights(app, redis):
+        response = await client.delete(
+            f"/api/v1/workers/credentials/{credential_id}", headers=owner.headers
+        )
+    # Committed, but the Redis user could not be removed: the caller is told so.
+    assert response.status_code == 503, response.text
+    listed = (await client.get("/api/v1/workers/credentials", headers=owner.headers)).json()
+    assert next(c for c in listed if c["id"] == credential_id)["revoked_at"] is not None
+
+
+async def test_revoking_again_removes_the_user_a_failed_revocation_left_alive(
+    client: AsyncClient, app: FastAPI, settings: Settings, owner: Account, redis: Redis
+) -> None:
+    assert settings.redis_url
+    created = await create_worker_credential(client, owner)
+    worker, connection = hosted_worker(created["credential"], settings.redis_url)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: _has_clients(redis, created["redis_user"]))
+        await _revoke_while_redis_fails(client, app, redis, owner, created["id"])
+        response = await client.delete(
+            f"/api/v1/workers/credentials/{created['id']}", headers=owner.headers
+        )
+        assert response.status_code == 204
+        assert await redis.execute_command("ACL", "GETUSER", created["redis_user"]) is None
+        await asyncio.wait_for(asyncio.shield(task), timeout=REVOCATION_BOUND_SECONDS)
+        assert await clients_of(redis, created["redis_user"]) == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await connection.aclose()
+
+
+async def test_the_engine_removes_the_user_a_failed_revocation_left_alive(
+    client: AsyncClient,
+    app: FastAPI,
+    settings: Settings,
+    owner: Account,
+    redis: Redis,
+    owner_engine: AsyncEngine,
+    running_engine: Engine,
+) -> None:
+    assert settings.redis_url
+    created = await create_worker_credential(client, owner)
+    worker, connection = hosted_worker(created["credential"], settings.redis_url)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: _has_clients(redis, created["redis_user"]))
+        await _revoke_while_redis_fails(client, app, redis, owner, created["id"])
+
+        async def removed() -> bool:
+            return await redis.execute_command("ACL", "GETUSER", created["redis_user"]) is None
+
+        # No second DELETE: the engine's sweep finds the revoked row in PostgreSQL.
+        await wait_until(removed)
+        await asyncio.wait_for(asyncio.shield(task), timeout=15)
+        assert await clients_of(redis, created["redis_user"]) == 0
+
+        async def confirmed() -> bool:
+            async with owner_engine.connect() as conn:
+                at = await conn.scalar(
+                    text("SELECT redis_removed_at FROM worker_credentials WHERE id = :id"),
+                    {"id": created["id"]},
+                )
+            return at is not None
+
+        await wait_until(confirmed)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await connection.aclose()
+
+
 def _message(tenant: str, queue: str) -> str:
     return TaskMessage(
         tenant_id=tenant,
@@ -136,7 +237,6 @@ async def test_the_engine_removes_an_expired_credentials_user(
                 text("UPDATE worker_credentials SET expires_at = now() WHERE id = :id"),
                 {"id": created["id"]},
             )
-        await redis.zadd(keys.worker_credential_expiry(), {user: time.time() - 1})
 
         async def removed() -> bool:
             return await redis.execute_command("ACL", "GETUSER", user) is None
