@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     secrets_kek_id: str = "dev"
     secrets_previous_keks: str = "{}"
     # The worker pool's transit key (32 bytes, base64): the secrets a task uses travel
-    # through Redis sealed under it. Previous keys are still accepted by workers.
+    # through Redis sealed under a per-(tenant, queue) key derived from it (HKDF); the API
+    # derives the keys it puts in worker credentials. Previous keys are still accepted.
     # Unset: generated in dev/test (``dev_secrets``), refused in production.
     worker_transit_key: str = ""
     worker_transit_key_id: str = "dev"
