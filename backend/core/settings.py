@@ -316,7 +316,10 @@ class Settings(BaseSettings):
             problems.append("BATON_APP_DB_PASSWORD must be set outside development")
         if wanted & {Process.api, Process.engine} and not self.secrets_kek:
             problems.append("BATON_SECRETS_KEK must be set outside development")
-        needs_transit = Process.engine in wanted or (
+        # The engine seals with it; the API derives from it the per-queue keys it puts in
+        # worker credentials; a shared-pool worker opens with it (a tenant-hosted one has
+        # its credential's queue keys instead).
+        needs_transit = bool(wanted & {Process.api, Process.engine}) or (
             Process.worker in wanted and not self.worker_credential
         )
         if needs_transit and not self.worker_transit_key:
