@@ -5,12 +5,16 @@
   user (PostgreSQL is the truth) and the worker stops;
 - an expired credential's Redis user is removed by the engine's sweep;
 - `baton worker` with only a credential (production, no JWT secret, no database) runs a
-  task end to end, and the shared pool is kept off that queue.
+  task end to end, and the shared pool is kept off that queue;
+- such a worker opens a secret the real engine sealed for its tenant's queue, with the
+  queue key its credential carries (it never holds the pool transit key).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -37,7 +42,8 @@ from kernel.wire import keys
 from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
-from tests.runs.factories import create_job, python_task, trigger, wait_for_run
+from tests.runs.factories import create_job, python_task, shell_task, trigger, wait_for_run
+from tests.secrets.helpers import create_secret, secret_name, secret_value
 from tests.workers.factories import create_worker_credential, redis_as, unique_queue
 from worker.runner import Worker
 
@@ -335,6 +341,65 @@ async def test_a_worker_with_only_a_credential_runs_a_task_end_to_end(
         output, _ = await asyncio.to_thread(process.communicate, timeout=30)
     assert process.returncode == 0, output
     assert "worker.credential_refused" not in output
+
+
+async def test_a_worker_with_only_a_credential_opens_a_sealed_secret(
+    client: AsyncClient,
+    settings: Settings,
+    owner: Account,
+    redis: Redis,
+    running_engine: Engine,
+    tmp_path: Path,
+) -> None:
+    queue = unique_queue()
+    created = await create_worker_credential(client, owner, queue)
+    assert WorkerCredential.parse(created["credential"]).transit_keys  # its queue's keys
+    name, value = secret_name("DEPLOY_TOKEN"), secret_value()
+    await create_secret(client, owner, name, value)
+    env = {
+        **_credential_only_env(created["credential"], tmp_path),
+        # The tenant's own machine, its own trusted tasks: shell, unsandboxed.
+        "BATON_WORKER_ALLOW_SHELL": "true",
+        "BATON_WORKER_SANDBOX": "false",
+    }
+    assert not any("TRANSIT" in key for key in env)  # no pool key: only the credential's
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from backend.cli import app; app()", "worker"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # The output is the value's digest: the value itself would be masked.
+        command = (
+            'printf %s "$TOKEN" | sha256sum | cut -c1-64 > digest; '
+            'printf \'{"sha256": "%s"}\' "$(cat digest)" > "$BATON_OUTPUT"'
+        )
+        reference = f"${{{{ secrets.{name} }}}}"
+        job = await create_job(
+            client, owner, [shell_task("use", command, env={"TOKEN": reference})], queue=queue
+        )
+        stream = keys.queue_stream(str(owner.tenant_id), queue)
+        await redis.xgroup_create(stream, "test-observer", id="$", mkstream=True)
+        run = await trigger(client, owner, job["id"])
+        finished = await wait_for_run(client, owner, run["id"], timeout=60)
+        assert finished["status"] == "succeeded", finished
+        (task,) = finished["tasks"]
+        assert task["output"] == {"sha256": hashlib.sha256(value.encode()).hexdigest()}
+        assert task["worker"] and task["worker"] != "worker-test"
+        # What travelled through Redis was ciphertext, sealed by the engine.
+        read: Any = await redis.xreadgroup("test-observer", "observer", {stream: ">"})
+        (fields,) = [fields for _, batch in read for _, fields in batch]
+        assert value not in fields[TASK_FIELD]
+        assert json.loads(fields[TASK_FIELD])["secrets"]["ciphertext"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, output
+    assert value not in output
+    assert "secrets could not be decrypted" not in output
 
 
 def test_baton_worker_refuses_a_damaged_credential(tmp_path: Path) -> None:
