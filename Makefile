@@ -59,15 +59,18 @@ browser:
 	  || echo "chromium is not installed (needs root and apt-get): browser tests will skip" >&2; }
 
 # The shell-task sandbox (docs/security.md): bubblewrap, slirp4netns and iptables from Debian,
+# and iproute2 (`ip`: the sandbox tests build a network namespace for the egress test),
 # installed quietly when missing (root, apt-get). Without them a worker whose sandbox is on
-# (the default) refuses shell tasks and says why; the sandbox's tests skip.
+# (the default) refuses shell tasks and says why; the sandbox's tests skip, or fail with
+# BATON_REQUIRE_SANDBOX=1 (as .ci/run sets it).
+SANDBOX_PACKAGES := bubblewrap slirp4netns iptables iproute2
 sandbox:
-	@{ command -v bwrap && command -v slirp4netns && PATH="$$PATH:/usr/sbin:/sbin" command -v iptables-restore; } >/dev/null 2>&1 || { \
+	@{ command -v bwrap && command -v slirp4netns && PATH="$$PATH:/usr/sbin:/sbin" command -v iptables-restore && PATH="$$PATH:/usr/sbin:/sbin" command -v ip; } >/dev/null 2>&1 || { \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  { apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns iptables \
-	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap slirp4netns iptables; }; \
+	  { apt-get install -y -qq --no-install-recommends $(SANDBOX_PACKAGES) \
+	    || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SANDBOX_PACKAGES); }; \
 	  } >/dev/null 2>&1 \
-	  || echo "bubblewrap/slirp4netns/iptables are not installed (needs root and apt-get): shell tasks are refused by sandboxed workers, sandbox tests skip" >&2; }
+	  || echo "$(SANDBOX_PACKAGES) are not installed (needs root and apt-get): shell tasks are refused by sandboxed workers, sandbox tests skip" >&2; }
 
 # Debian's Docker engine (docker.io) and a static BusyBox (busybox-static) for the docker task
 # tests against a real engine (tests/worker/test_docker.py, tests/templates/test_docker_template.py;

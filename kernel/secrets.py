@@ -2,9 +2,13 @@
 
 A job spec names a secret as ``${{ secrets.NAME }}``; job versions keep only that
 reference. At dispatch the engine resolves the references of one task and puts their
-values in the message *sealed for the worker pool* (:func:`seal_transit`, AES-256-GCM
-under the pool's transit key, bound to the tenant, queue, task run and attempt), so a
-Redis reader without that key sees only ciphertext. Just before execution the worker opens
+values in the message *sealed for the tenant's queue* (:func:`seal_transit`, AES-256-GCM
+under a per-(tenant, queue) key derived by HKDF from the pool's transit key,
+:func:`queue_transit_key`, bound to the tenant, queue, task run and attempt), so a Redis
+reader without that key sees only ciphertext. The engine holds the pool key, and so does
+the API (it derives the queue keys it puts in tenant-hosted workers' credentials) and the
+shared pool (it derives each queue's key itself); a tenant-hosted worker holds only its
+queue's derived keys. Just before execution the worker opens
 the envelope, substitutes the values into the fields that may hold references
 (:data:`SECRET_FIELDS`) and masks every value - raw, as it appears inside a JSON string,
 URL-encoded and base64-encoded - as ``***`` in log lines, the error and the output.

@@ -99,6 +99,9 @@ async def provision_runtime_role(settings: Settings) -> None:
                 "GRANT EXECUTE ON FUNCTION"
                 f" history_ensure_partitions(text, timestamptz, timestamptz) TO {role}",
                 f"GRANT EXECUTE ON FUNCTION history_drop_partitions(text, timestamptz) TO {role}",
+                # The engine's sweep finds ended worker credentials' Redis users across
+                # tenants (migration 0019).
+                f"GRANT EXECUTE ON FUNCTION worker_users_to_remove() TO {role}",
                 f"REVOKE ALL ON alembic_version FROM {role}",
                 *(
                     statement

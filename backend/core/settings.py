@@ -113,7 +113,8 @@ class Settings(BaseSettings):
     secrets_kek_id: str = "dev"
     secrets_previous_keks: str = "{}"
     # The worker pool's transit key (32 bytes, base64): the secrets a task uses travel
-    # through Redis sealed under it. Previous keys are still accepted by workers.
+    # through Redis sealed under a per-(tenant, queue) key derived from it (HKDF); the API
+    # derives the keys it puts in worker credentials. Previous keys are still accepted.
     # Unset: generated in dev/test (``dev_secrets``), refused in production.
     worker_transit_key: str = ""
     worker_transit_key_id: str = "dev"
@@ -315,7 +316,10 @@ class Settings(BaseSettings):
             problems.append("BATON_APP_DB_PASSWORD must be set outside development")
         if wanted & {Process.api, Process.engine} and not self.secrets_kek:
             problems.append("BATON_SECRETS_KEK must be set outside development")
-        needs_transit = Process.engine in wanted or (
+        # The engine seals with it; the API derives from it the per-queue keys it puts in
+        # worker credentials; a shared-pool worker opens with it (a tenant-hosted one has
+        # its credential's queue keys instead).
+        needs_transit = bool(wanted & {Process.api, Process.engine}) or (
             Process.worker in wanted and not self.worker_credential
         )
         if needs_transit and not self.worker_transit_key:

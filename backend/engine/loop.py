@@ -61,7 +61,7 @@ from backend.runs.hooks import FinishedRun, runs_finished
 from backend.runs.publish import publish as publish_updates
 from backend.tenants.repository import TenantDirectory
 from backend.workers import acl as worker_acl
-from backend.workers.repository import WorkerCredentialRepository
+from backend.workers.repository import WORKER_USERS_TO_REMOVE, WorkerCredentialRepository
 from backend.workers.service import acl_user
 from kernel import metrics
 from kernel.dag.plan import PLANS
@@ -626,12 +626,37 @@ class Engine:
             self._next_credential_sweep = (
                 time.monotonic() + self.settings.worker_credential_sweep_seconds
             )
-            await worker_acl.remove_expired_users(self.redis)
+            await self.remove_ended_worker_users()
         lost_since = _epoch_time(epoch)
         for raw in await self.redis.smembers(keys.engine_tenants()):
             tenant_id = uuid.UUID(as_text(raw))
             if self.owns(tenant_id):
                 await self._sweep_tenant(tenant_id, lost_since)
+
+    async def remove_ended_worker_users(self) -> int:
+        """Remove, from PostgreSQL's truth, the Redis users of revoked or expired worker
+        credentials not yet confirmed gone (``redis_removed_at``), and record each removal
+        in its tenant's transaction. Every expiry, and a revocation whose Redis step failed,
+        end here; a Redis error leaves the rest to the next sweep. Returns the count."""
+        async with self.sessionmaker() as session:
+            rows = (await session.execute(WORKER_USERS_TO_REMOVE)).all()
+        by_tenant: dict[uuid.UUID, list[Any]] = {}
+        for row in rows:
+            if self.owns(row.tenant_id):
+                by_tenant.setdefault(row.tenant_id, []).append(row)
+        removed = 0
+        for tenant_id, ended in by_tenant.items():
+            for row in ended:
+                await worker_acl.remove_tenant_worker_user(self.redis, row.redis_user)
+                log.info(
+                    "workers.credential.user_removed", tenant_id=str(tenant_id), user=row.redis_user
+                )
+            async with self.tenant_transaction(tenant_id) as session:
+                await WorkerCredentialRepository(session, tenant_id).mark_redis_removed(
+                    [row.id for row in ended], utcnow()
+                )
+            removed += len(ended)
+        return removed
 
     async def _sweep_tenant(self, tenant_id: uuid.UUID, redis_lost_at: float | None) -> None:
         now = utcnow()

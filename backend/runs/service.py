@@ -27,7 +27,7 @@ from backend.core.cursor import decode_cursor, decode_position, encode_cursor, e
 from backend.core.db import after_commit
 from backend.core.errors import Conflict, NotFound, ValidationFailed
 from backend.core.models import utcnow, uuid7
-from backend.core.principal import Principal
+from backend.core.principal import Actor, Principal
 from backend.dispatch.signals import publish_cancel, queue_tenant_due
 from backend.jobs.graph import build_graph
 from backend.jobs.models import Job
@@ -183,8 +183,13 @@ async def _create_runs(
     trigger: str,
     actor: Principal | None,
     policy: str | None = None,
+    system_audit: tuple[Actor, dict[str, Any]] | None = None,
 ) -> list[Run]:
-    """Insert runs and their task runs under the job's concurrency policy (or ``policy``)."""
+    """Insert runs and their task runs under the job's concurrency policy (or ``policy``).
+
+    The ``run.triggered`` audit event names ``actor``; a run no user asked for names the
+    system actor and details of ``system_audit`` instead (none given: no event, as for the
+    scheduler, which audits its fires itself)."""
     if not new_runs:
         return []
     runs = RunRepository(session, tenant_id)
@@ -208,6 +213,16 @@ async def _create_runs(
         tenant_id, job.id, plan, new_runs, trigger=trigger, actor=actor, now=utcnow()
     )
     audit_row: dict[str, Any] | None = None
+    if actor is None and system_audit is not None and len(created) == 1:
+        system_actor, details = system_audit
+        audit_row = audit.pending_row(
+            tenant_id=tenant_id,
+            actor=system_actor,
+            action="run.triggered",
+            target_type="run",
+            target_id=created[0].id,
+            details={"job_id": str(job.id), "trigger": trigger, **details},
+        )
     if actor is not None:
         # Appended unsealed, in the same statement as the runs: no chain lock on the
         # request path (backend.audit.sealer chains it after the commit).
@@ -386,11 +401,17 @@ async def trigger_unattended(
     idempotency_key: str | None,
     trigger: str,
     limits: Limits,
+    source: dict[str, Any] | None = None,
 ) -> tuple[Run, bool]:
     """Start a run no user asked for (an inbound webhook, an upstream run's trigger) in a
     session scoped to the tenant; (run, created). A seen ``idempotency_key`` answers the
     earlier run and creates nothing. The plan's run limits and the job's concurrency
-    policy hold as for any trigger (``QuotaExceeded``, ``Conflict``)."""
+    policy hold as for any trigger (``QuotaExceeded``, ``Conflict``).
+
+    A created run is audited (``run.triggered``, pending, sealed after the commit like a
+    user's) in the same transaction, attributed to a system actor named after ``trigger``
+    (:func:`unattended_actor`); its details hold the idempotency key, the upstream run for
+    a job-to-job trigger, and ``source`` (what started it, e.g. ``{"endpoint_id": ...}``)."""
     now = utcnow()
     job, plan = await _job_and_plan(session, tenant_id, job_id)
     runs = RunRepository(session, tenant_id)
@@ -401,13 +422,48 @@ async def trigger_unattended(
     await check_run_limits(session, tenant_id, limits, adding=1, now=now)
     new = NewRun(params={**plan.params, **params}, run_at=now, idempotency_key=idempotency_key)
     created = await _create_runs(
-        session, redis, tenant_id, job, plan, [new], trigger=trigger, actor=None
+        session,
+        redis,
+        tenant_id,
+        job,
+        plan,
+        [new],
+        trigger=trigger,
+        actor=None,
+        system_audit=(
+            unattended_actor(trigger),
+            _unattended_details(params, idempotency_key, source),
+        ),
     )
     if created:
         return created[0], True
     assert idempotency_key is not None  # only a keyed run can lose to a concurrent one
     seen = await runs.by_idempotency_keys(job.id, [idempotency_key])
     return seen[idempotency_key], False
+
+
+# Who a run no user asked for is attributed to, by its trigger; others: "system".
+UNATTENDED_ACTORS = {
+    "webhook": Actor(type="system", label="webhook"),
+    "upstream": Actor(type="system", label="trigger"),
+}
+
+
+def unattended_actor(trigger: str) -> Actor:
+    """The system actor the audit log names for a run started by ``trigger``."""
+    return UNATTENDED_ACTORS.get(trigger, Actor(type="system", label=trigger[:100] or "system"))
+
+
+def _unattended_details(
+    params: dict[str, Any], idempotency_key: str | None, source: dict[str, Any] | None
+) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    if idempotency_key is not None:
+        details["idempotency_key"] = idempotency_key
+    upstream = params.get("upstream")
+    if isinstance(upstream, dict) and upstream.get("run_id"):
+        details["upstream_run_id"] = str(upstream["run_id"])
+    return {**details, **(source or {})}
 
 
 async def _cancel(

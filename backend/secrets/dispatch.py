@@ -1,10 +1,11 @@
 """Resolve the secrets of dispatched tasks and seal them for the worker pool.
 
 Called by admission for the messages it is about to XADD: one query for every secret the
-batch references, each value decrypted once, then sealed per message under the pool's
-transit key (:func:`transit_key_for`), bound to the message's tenant, queue, task run
-and attempt. A secret that does not exist (or cannot be decrypted) is named in the sealed
-payload, and the worker fails that attempt with a clear error instead of running it.
+batch references, each value decrypted once, then sealed per message under the key of
+its (tenant, queue) pair, derived by HKDF from the pool's transit key
+(:func:`transit_key_for`), and bound to the message's tenant, queue, task run and attempt.
+A secret that does not exist (or cannot be decrypted) is named in the sealed payload, and
+the worker fails that attempt with a clear error instead of running it.
 """
 
 from __future__ import annotations

@@ -13,14 +13,16 @@
   Key names keep the tenant hash tag (``baton:{<tenant>}:...``), so the patterns are exact.
 
 Tenant-hosted users are made by the API after the credential's row commits, removed on
-revocation (``CLIENT KILL USER`` ends their connections at once) and on expiry (the
-engine's sweep), and restored from PostgreSQL when the engine reconciles a Redis that
-lost its data. ``ACL SAVE`` follows every change when Redis has an ``aclfile``.
+revocation (``CLIENT KILL USER`` ends their connections at once) and restored from
+PostgreSQL when the engine reconciles a Redis that lost its data. PostgreSQL is the truth
+for removal too: the engine's sweep removes the user of every revoked or expired
+credential whose removal is not yet confirmed (``redis_removed_at``), so an expiry, or a
+revocation whose Redis step failed, is carried out within a sweep interval. ``ACL SAVE``
+follows every change when Redis has an ``aclfile``.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -109,7 +111,6 @@ class TenantWorkerUser:
     secret_hash: str  # SHA-256 hex of the password: ``ACL SETUSER ... #<hash>``
     tenant_id: str
     queue: str
-    expires_at: float | None  # epoch seconds
 
 
 async def set_tenant_worker_user(
@@ -123,8 +124,6 @@ async def set_tenant_worker_user(
         *tenant_worker_rules(user.tenant_id, user.queue),
     )
     await set_user(redis, user.username, rules)
-    if user.expires_at is not None:
-        await redis.zadd(keys.worker_credential_expiry(), {user.username: user.expires_at})
     if save:
         await _save(redis)
 
@@ -140,20 +139,7 @@ async def remove_tenant_worker_user(redis: Redis, username: str) -> None:
     except ResponseError as error:  # no such user: already gone
         log.info("workers.acl.kill_skipped", user=username, error=str(error))
     await redis.execute_command("ACL", "DELUSER", username)
-    await redis.zrem(keys.worker_credential_expiry(), username)
     await _save(redis)
-
-
-async def remove_expired_users(redis: Redis, *, now: float | None = None) -> list[str]:
-    """The engine's sweep: remove the users of credentials whose expiry has passed."""
-    due = await redis.zrangebyscore(
-        keys.worker_credential_expiry(), "-inf", now or time.time(), start=0, num=100
-    )
-    removed = [str(name) for name in due]
-    for username in removed:
-        await remove_tenant_worker_user(redis, username)
-        log.info("workers.credential.expired", user=username)
-    return removed
 
 
 async def restore_tenant_worker_users(redis: Redis, users: Iterable[TenantWorkerUser]) -> int:

@@ -25,3 +25,6 @@ class WorkerCredential(SQLModel, table=True):
     created_at: datetime = timestamp()
     expires_at: datetime | None = timestamp(nullable=True, default_now=False)
     revoked_at: datetime | None = timestamp(nullable=True, default_now=False)
+    # When the Redis user of a revoked or expired credential was confirmed deleted; until
+    # then the engine's sweep keeps removing it (see ``WorkerCredentialRepository.ended``).
+    redis_removed_at: datetime | None = timestamp(nullable=True, default_now=False)

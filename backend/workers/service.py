@@ -19,13 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.admin.health import live_workers
 from backend.audit import service as audit
 from backend.core.db import after_commit
-from backend.core.errors import NotFound
+from backend.core.errors import NotFound, ServiceUnavailable
 from backend.core.models import utcnow
 from backend.core.principal import Principal
 from backend.core.settings import Settings
@@ -39,19 +41,19 @@ from kernel.wire import keys
 from kernel.wire.protocol import read_heartbeat
 from kernel.wire.streams import as_text
 
+log = structlog.get_logger(__name__)
+
 # Hosted workers that have not beaten for this long leave the tenant's worker index.
 FORGET_WORKERS_AFTER_SECONDS = 3600
 
 
 def acl_user(credential: WorkerCredential) -> acl.TenantWorkerUser:
     """The Redis user a credential row stands for."""
-    expires = credential.expires_at.timestamp() if credential.expires_at else None
     return acl.TenantWorkerUser(
         username=credential.redis_user,
         secret_hash=credential.secret_hash,
         tenant_id=str(credential.tenant_id),
         queue=credential.queue,
-        expires_at=expires,
     )
 
 
@@ -125,30 +127,42 @@ async def revoke_credential(
     session: AsyncSession, redis: Redis, principal: Principal, credential_id: uuid.UUID
 ) -> None:
     """Revoke a credential: after the commit its Redis user is removed and its connections
-    are killed, so its workers stop reading at once. Revoking twice is a no-op."""
+    are killed, so its workers stop reading at once.
+
+    Revoking again removes the Redis user again (a no-op when it is gone already), so a
+    revocation whose Redis step failed can be retried at once; the engine's sweep retries
+    it anyway until the removal is confirmed (``redis_removed_at``). If Redis fails here the
+    revocation stays committed and the caller gets a 503 saying so.
+    """
     repo = WorkerCredentialRepository(session, principal.tenant_id)
     row = await repo.get(id=credential_id)
     if row is None:
         raise NotFound("Worker credential not found")
-    if row.revoked_at is not None:
-        return
-    row.revoked_at = utcnow()
-    session.add(row)
-    await session.flush()
-    await audit.record_for(
-        session,
-        principal,
-        "worker_credential.revoked",
-        target_type="worker_credential",
-        target_id=row.id,
-    )
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+        await session.flush()
+        await audit.record_for(
+            session,
+            principal,
+            "worker_credential.revoked",
+            target_type="worker_credential",
+            target_id=row.id,
+        )
     still_hosted = row.queue in await repo.hosted_queues()
     username, queue, tenant = row.redis_user, row.queue, str(row.tenant_id)
 
     async def unprovision() -> None:
-        await acl.remove_tenant_worker_user(redis, username)
-        if not still_hosted:  # the shared pool serves the queue again
-            await redis.sadd(keys.queue_tenants(queue), tenant)
+        try:
+            await acl.remove_tenant_worker_user(redis, username)
+            if not still_hosted:  # the shared pool serves the queue again
+                await redis.sadd(keys.queue_tenants(queue), tenant)
+        except RedisError as error:
+            log.error("workers.credential.unprovision_failed", user=username, error=str(error))
+            raise ServiceUnavailable(
+                "The credential is revoked, but its Redis user could not be removed yet: "
+                "the engine keeps retrying, or revoke it again."
+            ) from error
 
     after_commit(session, unprovision)
 

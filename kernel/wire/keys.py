@@ -166,12 +166,6 @@ def tenant_workers(tenant_id: str) -> str:
     return f"{_tenant(tenant_id)}:workers"
 
 
-def worker_credential_expiry() -> str:
-    """Sorted set: Redis user of a worker credential -> when it expires (epoch seconds); the
-    engine's sweep removes the users whose time has come."""
-    return f"{PREFIX}:worker-credentials:expiry"
-
-
 def engine_epoch() -> str:
     """Set by the engine once it has reconciled Redis with PostgreSQL. Its absence means
     Redis lost its data (restarted empty): every in-flight task must be dispatched again."""

@@ -8,14 +8,14 @@ current role owns ``users`` (the owner role: ``baton admin set-password``) or is
 database superuser. The API refuses the same before it tries (``accounts.service``).
 
 Revision ID: 0020_platform_admin_guard
-Revises: 0016_history_partitions
+Revises: 0019_worker_user_removal
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
 revision = "0020_platform_admin_guard"
-down_revision = "0016_history_partitions"
+down_revision = "0019_worker_user_removal"
 branch_labels = None
 depends_on = None
 

@@ -1,8 +1,9 @@
 """Each process refuses, in production, only what it would itself run with unsafely.
 
-The API needs the JWT secret, the database password and the key-encryption key, the engine
-the database password and both secret keys, a shared-pool worker only the transit key and a
-tenant-hosted worker only its credential; every one of them refuses a Redis URL without a
+The API needs the JWT secret, the database password, the key-encryption key and the transit
+key (worker credentials carry keys derived from it), the engine the database password and
+both secret keys, a shared-pool worker only the transit key and a tenant-hosted worker only
+its credential; every one of them refuses a Redis URL without a
 user and password (Redis ACL users are how roles are enforced).
 """
 
@@ -54,6 +55,21 @@ def test_a_worker_needs_no_jwt_secret_and_no_database_password() -> None:
         settings.refuse_unsafe_for(Process.engine)
 
 
+def test_the_api_needs_the_transit_key_to_issue_worker_credentials() -> None:
+    """Without it the API would start, then fail POST /api/v1/workers/credentials."""
+    complete = {
+        "redis_url": AUTHENTICATED,
+        "jwt_secret": "p" * 48,
+        "app_db_password": "a-real-database-password",
+        "secrets_kek": base64.b64encode(os.urandom(32)).decode(),
+    }
+    with pytest.raises(UnsafeSettings, match="BATON_WORKER_TRANSIT_KEY must be set") as refused:
+        production(**complete).refuse_unsafe_for(Process.api)
+    assert "BATON_JWT_SECRET" not in str(refused.value)
+    transit = base64.b64encode(os.urandom(32)).decode()
+    production(**complete, worker_transit_key=transit).refuse_unsafe_for(Process.api)
+
+
 def test_outside_production_nothing_is_refused() -> None:
     for environment in (Environment.dev, Environment.test):
         settings = Settings(_env_file=None, environment=environment, redis_url="redis://h/0")  # type: ignore[call-arg]
@@ -82,6 +98,7 @@ def test_baton_api_refuses_the_default_secrets(
     assert result.exit_code == 2
     assert "BATON_JWT_SECRET must be set" in result.output
     assert "BATON_APP_DB_PASSWORD must be set" in result.output
+    assert "BATON_WORKER_TRANSIT_KEY must be set" in result.output
 
 
 def test_baton_worker_refuses_an_unauthenticated_redis(

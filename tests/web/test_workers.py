@@ -3,20 +3,26 @@ tenant's connected workers."""
 
 from __future__ import annotations
 
+import asyncio
 import html as html_lib
 import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
 from redis.asyncio import Redis
 
+from backend.core.settings import Settings
 from kernel.credential import WorkerCredential
+from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account, create_member
+from tests.fixtures.waiting import eventually
 from tests.web.conftest import Browser, BrowserFactory
 from tests.web.helpers import assert_login_redirect, assert_page
-from tests.workers.factories import create_worker_credential, unique_queue
+from tests.workers.factories import create_worker_credential, redis_as, unique_queue
+from worker.runner import VERSION, Worker
 
 PAGE = "/settings/workers"
 CREATE = "/settings/workers/credentials"
@@ -122,3 +128,50 @@ async def test_revoke_over_htmx_redirects_the_whole_page(
     assert response.status_code == 200, response.text
     assert response.headers["hx-redirect"] == f"{PAGE}?notice=credential-revoked"
     assert await redis.execute_command("ACL", "GETUSER", created["redis_user"]) is None
+
+
+CELL = re.compile(r"<td>(.*?)</td>", re.S)
+
+
+async def test_a_live_hosted_worker_is_listed_with_its_queue_version_and_heartbeat(
+    client: AsyncClient,
+    owner: Account,
+    stranger: Account,
+    owner_browser: Browser,
+    create_browser: BrowserFactory,
+    settings: Settings,
+) -> None:
+    assert settings.redis_url
+    created = await create_worker_credential(client, owner)
+    credential = WorkerCredential.parse(created["credential"])
+    connection = redis_as(created["credential"], settings.redis_url)
+    name = f"box-{uuid.uuid4().hex[:6]}"
+    config = worker_config(
+        name=name,
+        queues=(credential.queue,),
+        tenant_id=credential.tenant_id,
+        concurrency=3,
+        heartbeat_seconds=0.2,
+    )
+    worker = Worker(connection, config)
+    started = datetime.now(UTC).replace(microsecond=0)
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def page() -> str:
+            return assert_page(await owner_browser.get(PAGE))
+
+        html = await eventually(page, lambda text: f'data-name="{name}"' in text, what="the row")
+        seen = datetime.now(UTC)
+        other_tenant = await create_browser(stranger)
+        assert name not in assert_page(await other_tenant.get(PAGE))
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await connection.aclose()
+    row = html.split(f'data-name="{name}"', 1)[1].split("</tr>", 1)[0]
+    assert row.startswith(' data-hosted="yes"')
+    cells = [html_lib.unescape(re.sub(r"<[^>]+>", "", cell)).strip() for cell in CELL.findall(row)]
+    assert cells[:5] == [name, "yours", credential.queue, VERSION, "0 / 3"]
+    beat = datetime.strptime(cells[5], "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+    assert started <= beat <= seen  # the worker's own heartbeat, not a stale or made-up one

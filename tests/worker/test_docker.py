@@ -39,6 +39,8 @@ from worker.executors.docker import (
     OUTPUT_PATH,
     WORK_DIR,
 )
+from worker.sandbox import launch
+from worker.sandbox.launch import UID_BASE, UID_COUNT, allocate_task_uid, release_task_uid
 
 LEFTOVER_DEADLINE = 10.0
 
@@ -321,15 +323,28 @@ async def test_no_engine_for_real(
 # --- confinement (the shared pool) ----------------------------------------------------------
 
 
-async def test_confined_runs_as_nobody_without_capabilities(
-    engine: Engine, logs: LogCollector
+async def test_confined_runs_as_a_uid_of_its_own_without_capabilities(
+    engine: Engine, logs: LogCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    script = "id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status"
-    ok(await engine.executor(confined=True).execute(engine.shell(script), logs))
+    """A confined task is a uid and gid of the sandbox's per-task pool, never one another
+    task holds, and its work dir belongs to it."""
+    held = allocate_task_uid()  # another task's, running meanwhile
+    other = UID_BASE + (held - UID_BASE + 1) % UID_COUNT
+    draws = [held - UID_BASE, other - UID_BASE]  # the pool first draws the held uid
+    monkeypatch.setattr(launch.secrets, "randbelow", lambda _n: draws.pop(0))
+    script = (
+        f"id -u; id -g; stat -c '%u %g' {WORK_DIR}; "
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status"
+    )
+    try:
+        ok(await engine.executor(confined=True).execute(engine.shell(script), logs))
+    finally:
+        release_task_uid(held)
     lines = logs.text("stdout")
-    assert lines[:2] == ["65534", "65534"]
-    status = dict(line.split(":\t") for line in lines[2:])
+    assert lines[:3] == [str(other), str(other), f"{other} {other}"]
+    status = dict(line.split(":\t") for line in lines[3:])
     assert status == {"CapEff": "0" * 16, "CapBnd": "0" * 16, "NoNewPrivs": "1"}
+    assert other not in launch._uids_in_use  # given back to the pool
 
 
 async def test_unconfined_runs_as_the_image_says(engine: Engine, logs: LogCollector) -> None:

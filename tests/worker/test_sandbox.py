@@ -22,6 +22,7 @@ from tests.fixtures.services import Services
 from tests.worker import outside
 from tests.worker.helpers import LogCollector, MessageFactory
 from tests.worker.processes import eventually, running, sleeper
+from tests.worker.required import skip_unless_required
 from worker.executors import ExecutorPolicy, ShellExecutor
 from worker.sandbox import launch, probe
 from worker.sandbox.limits import SandboxLimits
@@ -51,7 +52,7 @@ for target in sys.argv[1:]:
 async def sandbox_available() -> None:
     reason = await probe.unavailable_reason()
     if reason is not None:
-        pytest.skip(f"the sandbox is unavailable here: {reason}")
+        skip_unless_required(f"the sandbox is unavailable here: {reason}")
 
 
 async def run(
@@ -265,7 +266,7 @@ async def test_cpu_and_file_size_limits(make_message: MessageFactory) -> None:
 @pytest.fixture(scope="module")
 def world() -> Iterator[outside.Outside]:
     if reason := outside.skip_reason():
-        pytest.skip(reason)
+        skip_unless_required(reason)
     with outside.outside_world() as built:
         yield built
 

@@ -294,7 +294,7 @@ async def _subscribed(redis: Redis, user: str) -> bool:
 async def test_the_engine_user_runs_the_engines_worker_chores(role_users: Settings) -> None:
     engine = _login(role_users, role_users.redis_engine_user, role_users.redis_engine_password)
     tenant = uuid.uuid4()
-    user = TenantWorkerUser(f"bw-test-{uuid.uuid4().hex[:8]}", "0" * 64, str(tenant), "q", None)
+    user = TenantWorkerUser(f"bw-test-{uuid.uuid4().hex[:8]}", "0" * 64, str(tenant), "q")
     try:
         await mark_tenant_due(engine, tenant)
         await publish_cancel(engine, tenant, [(uuid.uuid4(), 1)])

@@ -1,28 +1,38 @@
 """Tenant-hosted workers against the real engine, API and Redis ACL users.
 
 - revoking a credential disconnects its worker, which stops reading within 5 s;
+- when Redis fails during a revocation, revoking again or the engine's sweep removes the
+  user (PostgreSQL is the truth) and the worker stops;
 - an expired credential's Redis user is removed by the engine's sweep;
 - `baton worker` with only a credential (production, no JWT secret, no database) runs a
-  task end to end, and the shared pool is kept off that queue.
+  task end to end, and the shared pool is kept off that queue;
+- such a worker opens a secret the real engine sealed for its tenant's queue, with the
+  queue key its credential carries (it never holds the pool transit key).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.core.deps import get_redis
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from kernel.credential import WorkerCredential
@@ -35,7 +45,8 @@ from tests.fixtures.execution import (
     worker_config,
 )
 from tests.fixtures.factories import Account
-from tests.runs.factories import create_job, python_task, trigger, wait_for_run
+from tests.runs.factories import create_job, python_task, shell_task, trigger, wait_for_run
+from tests.secrets.helpers import create_secret, secret_name, secret_value
 from tests.workers.factories import create_worker_credential, echo_on, redis_as, unique_queue
 from worker.runner import Worker
 
@@ -105,6 +116,102 @@ async def test_a_revoked_credential_stops_its_worker_within_5_seconds(
         await connection.aclose()
 
 
+@asynccontextmanager
+async def api_redis_without_acl_rights(app: FastAPI, admin: Redis) -> AsyncIterator[None]:
+    """The API's Redis connection logs in as a user that may do everything but ACL
+    commands: removing a worker's Redis user fails as a Redis outage would make it fail."""
+    user, password = f"bt-noacl-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    rules = ("reset", "on", f">{password}", "~*", "&*", "+@all", "-acl")
+    await admin.execute_command("ACL", "SETUSER", user, *rules)
+    url = admin.get_connection_kwargs()
+    limited = Redis(
+        host=url["host"], port=url["port"], db=url.get("db", 0), username=user, password=password
+    )
+    app.dependency_overrides[get_redis] = lambda: limited
+    try:
+        yield
+    finally:
+        app.dependency_overrides.pop(get_redis, None)
+        await limited.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+
+
+async def _revoke_while_redis_fails(
+    client: AsyncClient, app: FastAPI, redis: Redis, owner: Account, credential_id: str
+) -> None:
+    async with api_redis_without_acl_rights(app, redis):
+        response = await client.delete(
+            f"/api/v1/workers/credentials/{credential_id}", headers=owner.headers
+        )
+    # Committed, but the Redis user could not be removed: the caller is told so.
+    assert response.status_code == 503, response.text
+    listed = (await client.get("/api/v1/workers/credentials", headers=owner.headers)).json()
+    assert next(c for c in listed if c["id"] == credential_id)["revoked_at"] is not None
+
+
+async def test_revoking_again_removes_the_user_a_failed_revocation_left_alive(
+    client: AsyncClient, app: FastAPI, settings: Settings, owner: Account, redis: Redis
+) -> None:
+    assert settings.redis_url
+    created = await create_worker_credential(client, owner)
+    worker, connection = hosted_worker(created["credential"], settings.redis_url)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: _has_clients(redis, created["redis_user"]))
+        await _revoke_while_redis_fails(client, app, redis, owner, created["id"])
+        response = await client.delete(
+            f"/api/v1/workers/credentials/{created['id']}", headers=owner.headers
+        )
+        assert response.status_code == 204
+        assert await redis.execute_command("ACL", "GETUSER", created["redis_user"]) is None
+        await asyncio.wait_for(asyncio.shield(task), timeout=REVOCATION_BOUND_SECONDS)
+        assert await clients_of(redis, created["redis_user"]) == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await connection.aclose()
+
+
+async def test_the_engine_removes_the_user_a_failed_revocation_left_alive(
+    client: AsyncClient,
+    app: FastAPI,
+    settings: Settings,
+    owner: Account,
+    redis: Redis,
+    owner_engine: AsyncEngine,
+    running_engine: Engine,
+) -> None:
+    assert settings.redis_url
+    created = await create_worker_credential(client, owner)
+    worker, connection = hosted_worker(created["credential"], settings.redis_url)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_until(lambda: _has_clients(redis, created["redis_user"]))
+        await _revoke_while_redis_fails(client, app, redis, owner, created["id"])
+
+        async def removed() -> bool:
+            return await redis.execute_command("ACL", "GETUSER", created["redis_user"]) is None
+
+        # No second DELETE: the engine's sweep finds the revoked row in PostgreSQL.
+        await wait_until(removed)
+        await asyncio.wait_for(asyncio.shield(task), timeout=15)
+        assert await clients_of(redis, created["redis_user"]) == 0
+
+        async def confirmed() -> bool:
+            async with owner_engine.connect() as conn:
+                at = await conn.scalar(
+                    text("SELECT redis_removed_at FROM worker_credentials WHERE id = :id"),
+                    {"id": created["id"]},
+                )
+            return at is not None
+
+        await wait_until(confirmed)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+        await connection.aclose()
+
+
 def _message(tenant: str, queue: str) -> str:
     return TaskMessage(
         tenant_id=tenant,
@@ -138,7 +245,6 @@ async def test_the_engine_removes_an_expired_credentials_user(
                 text("UPDATE worker_credentials SET expires_at = now() WHERE id = :id"),
                 {"id": created["id"]},
             )
-        await redis.zadd(keys.worker_credential_expiry(), {user: time.time() - 1})
 
         async def removed() -> bool:
             return await redis.execute_command("ACL", "GETUSER", user) is None
@@ -220,6 +326,59 @@ async def test_a_worker_with_only_a_credential_runs_a_task_end_to_end(
         output = await stop_worker_process(process)
     assert process.returncode == 0, output
     assert "worker.credential_refused" not in output
+
+
+async def test_a_worker_with_only_a_credential_opens_a_sealed_secret(
+    client: AsyncClient,
+    settings: Settings,
+    owner: Account,
+    redis: Redis,
+    running_engine: Engine,
+    tmp_path: Path,
+) -> None:
+    queue = unique_queue()
+    created = await create_worker_credential(client, owner, queue)
+    assert WorkerCredential.parse(created["credential"]).transit_keys  # its queue's keys
+    name, value = secret_name("DEPLOY_TOKEN"), secret_value()
+    await create_secret(client, owner, name, value)
+    env = {
+        **_credential_only_env(created["credential"], tmp_path),
+        # The tenant's own machine, its own trusted tasks: shell, unsandboxed.
+        "BATON_WORKER_ALLOW_SHELL": "true",
+        "BATON_WORKER_SANDBOX": "false",
+    }
+    assert not any("TRANSIT" in key for key in env)  # no pool key: only the credential's
+    process = start_worker_process(
+        [sys.executable, "-c", "from backend.cli import app; app()", "worker"], env, tmp_path
+    )
+    try:
+        # The output is the value's digest: the value itself would be masked.
+        command = (
+            'printf %s "$TOKEN" | sha256sum | cut -c1-64 > digest; '
+            'printf \'{"sha256": "%s"}\' "$(cat digest)" > "$BATON_OUTPUT"'
+        )
+        reference = f"${{{{ secrets.{name} }}}}"
+        job = await create_job(
+            client, owner, [shell_task("use", command, env={"TOKEN": reference})], queue=queue
+        )
+        stream = keys.queue_stream(str(owner.tenant_id), queue)
+        await redis.xgroup_create(stream, "test-observer", id="$", mkstream=True)
+        run = await trigger(client, owner, job["id"])
+        finished = await wait_for_run(client, owner, run["id"], timeout=60)
+        assert finished["status"] == "succeeded", finished
+        (task,) = finished["tasks"]
+        assert task["output"] == {"sha256": hashlib.sha256(value.encode()).hexdigest()}
+        assert task["worker"] and task["worker"] != "worker-test"
+        # What travelled through Redis was ciphertext, sealed by the engine.
+        read: Any = await redis.xreadgroup("test-observer", "observer", {stream: ">"})
+        (fields,) = [fields for _, batch in read for _, fields in batch]
+        assert value not in fields[TASK_FIELD]
+        assert json.loads(fields[TASK_FIELD])["secrets"]["ciphertext"]
+    finally:
+        output = await stop_worker_process(process)
+    assert process.returncode == 0, output
+    assert value not in output
+    assert "secrets could not be decrypted" not in output
 
 
 def test_baton_worker_refuses_a_damaged_credential(tmp_path: Path) -> None:

@@ -10,9 +10,13 @@ write it; the directory is the worker's, so a confined task can write nothing el
 
 Confined containers (``policy.docker_confined``: on unless the worker's sandbox is off,
 ``BATON_WORKER_SANDBOX``; the shared pool always runs sandboxed) have no network
-(``network_mode=none``), run as ``nobody`` (65534:65534) whatever the image says, on a
-read-only root filesystem with one writable directory (``/baton/work``: a tmpfs that is the
-working directory, ``HOME`` and ``TMPDIR``), with every capability dropped,
+(``network_mode=none``: not even the filtered egress sandboxed shell tasks get - a
+deliberate choice, see docs/security.md), run as a uid and gid of their own whatever the
+image says (one per task, from the sandbox's per-task uid pool,
+``worker.sandbox.launch.allocate_task_uid``: two tasks never share a uid, and none is a
+host account), on a read-only root filesystem with one writable directory
+(``/baton/work``: a tmpfs owned by that uid that is the working directory, ``HOME`` and
+``TMPDIR``), with every capability dropped,
 ``no-new-privileges``, and pids, memory, CPU and file-size limits (the ``CONFINED_*``
 constants). An engine that cannot enforce those limits (its ``info`` says so) gets no
 confined task: it fails with reason ``unsupported``.
@@ -56,6 +60,7 @@ from worker.executors.base import (
     require_str,
     string_env,
 )
+from worker.sandbox.launch import allocate_task_uid, release_task_uid
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +72,8 @@ WORK_DIR = "/baton/work"
 OUTPUT_DIR = "/baton/output"
 OUTPUT_FILE = "output.json"
 OUTPUT_PATH = f"{OUTPUT_DIR}/{OUTPUT_FILE}"
-# Confinement (shared pool). Numeric ids: the image needs no /etc/passwd entry for them.
-CONFINED_USER = "65534:65534"
+# Confinement (shared pool): a per-task uid:gid of the sandbox's pool. Numeric ids: the
+# image needs no /etc/passwd entry for them.
 CONFINED_MEMORY_BYTES = 512 * 1024 * 1024  # swap included, where the engine can limit swap
 CONFINED_PIDS = 128
 CONFINED_NANO_CPUS = 1_000_000_000  # one CPU
@@ -127,10 +132,13 @@ class DockerExecutor:
         if client is None:
             return ExecutionResult.failed(NO_ENGINE, reason="unsupported")
         output_dir: Path | None = None
+        uid = allocate_task_uid() if self.policy.docker_confined else None
         try:
             output_dir = await asyncio.to_thread(_make_output_dir)
-            return await self._run(client, message, image, command, env, output_dir, log)
+            return await self._run(client, message, image, command, env, output_dir, log, uid)
         finally:
+            if uid is not None:
+                release_task_uid(uid)
             if output_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, output_dir, ignore_errors=True)
             with contextlib.suppress(Exception):
@@ -173,6 +181,7 @@ class DockerExecutor:
         env: dict[str, str],
         output_dir: Path,
         log: LogSink,
+        uid: int | None,
     ) -> ExecutionResult:
         labels = {
             "baton.tenant_id": message.tenant_id,
@@ -182,7 +191,7 @@ class DockerExecutor:
         }
         writer = LogWriter(log, self.policy.max_log_bytes)
         starting = _Starting()
-        options = _container_options(env, labels, output_dir, confined=self.policy.docker_confined)
+        options = _container_options(env, labels, output_dir, uid=uid)
 
         def start() -> Any:
             if self.policy.docker_confined:
@@ -286,10 +295,11 @@ def _command(spec: dict[str, Any]) -> str | list[str] | None:
 
 
 def _container_options(
-    env: dict[str, str], labels: dict[str, str], output_dir: Path, *, confined: bool
+    env: dict[str, str], labels: dict[str, str], output_dir: Path, *, uid: int | None
 ) -> dict[str, Any]:
     """Keyword arguments of ``containers.create``: always the output directory, and when
-    ``confined``, the confinement described in the module docstring."""
+    confined (``uid``: the task's own uid and gid), the confinement described in the module
+    docstring."""
     from docker.types import Mount, Ulimit
 
     options: dict[str, Any] = {
@@ -297,13 +307,13 @@ def _container_options(
         "labels": labels,
         "mounts": [Mount(target=OUTPUT_DIR, source=str(output_dir), type="bind")],
     }
-    if confined:
+    if uid is not None:
         options.update(
-            user=CONFINED_USER,
+            user=f"{uid}:{uid}",
             working_dir=WORK_DIR,
             network_mode="none",
             read_only=True,
-            tmpfs={WORK_DIR: f"size={CONFINED_WORK_DIR_BYTES},uid=65534,gid=65534"},
+            tmpfs={WORK_DIR: f"size={CONFINED_WORK_DIR_BYTES},uid={uid},gid={uid}"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             pids_limit=CONFINED_PIDS,

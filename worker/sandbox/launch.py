@@ -150,14 +150,26 @@ async def start_on_host(
     return Started(process, status_read)
 
 
-def _allocate_uid() -> int | None:
-    if os.geteuid() != 0:
-        return None  # bwrap maps the worker's own uid; it cannot switch to another one
+def allocate_task_uid() -> int:
+    """A uid of the per-task pool (``UID_BASE`` .. ``UID_BASE + UID_COUNT``) no other task
+    of this worker holds; give it back with :func:`release_task_uid`. Sandboxed shell tasks
+    and confined docker containers draw from the same pool."""
     while True:
         uid = UID_BASE + secrets.randbelow(UID_COUNT)
         if uid not in _uids_in_use:
             _uids_in_use.add(uid)
             return uid
+
+
+def release_task_uid(uid: int) -> None:
+    """Return a uid of :func:`allocate_task_uid` to the pool (idempotent)."""
+    _uids_in_use.discard(uid)
+
+
+def _allocate_uid() -> int | None:
+    if os.geteuid() != 0:
+        return None  # bwrap maps the worker's own uid; it cannot switch to another one
+    return allocate_task_uid()
 
 
 def sandbox_python() -> str | None:
