@@ -343,6 +343,7 @@ async def _accept(
             idempotency_key=run_key,
             trigger=RUN_TRIGGER,
             limits=limits,
+            source={"endpoint_id": str(endpoint.id), "delivery_id": str(delivery.id)},
         )
     return await _answered(session, delivery, run.id, created=created)
 

@@ -64,6 +64,8 @@ async def test_a_webhook_delivery_audits_the_run_it_starts(
     assert event["details"]["trigger"] == "webhook"
     assert event["details"]["job_id"] == job["id"]
     assert event["details"]["idempotency_key"].endswith(":delivery-1")
+    assert event["details"]["endpoint_id"] == hook["id"]  # the endpoint that started it
+    assert uuid.UUID(event["details"]["delivery_id"])
     # Sealed into the tenant's chain, which still verifies.
     assert [r["action"] for r in await audit_rows(owner_engine, owner.tenant_id)].count(
         "run.triggered"
