@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from baton_client.context import api
-from baton_client.output import Output, OutputOption, console, emit, fail
+from baton_client.output import Output, OutputOption, console, emit, fail, waiting
 
 app = typer.Typer(help="Jobs: list, inspect, export, delete; apply a directory (GitOps).")
 
@@ -202,10 +202,14 @@ def apply(
     """
     client = api()
     body = _request(file, managed_by, prune, True)
-    plan = client.post("/api/v1/jobs:apply", body)
+    with waiting(f"planning {len(body['jobs'])} jobs"):
+        plan = client.post("/api/v1/jobs:apply", body)
     if dry_run or all(change["action"] == "unchanged" for change in plan["changes"]):
         _print_plan(plan, output, applying=not dry_run)
         return
     body["dry_run"] = False
     body["expected_versions"] = {c["name"]: c["from_version"] for c in plan["changes"]}
-    _print_plan(client.post("/api/v1/jobs:apply", body), output)
+    changing = sum(change["action"] != "unchanged" for change in plan["changes"])
+    with waiting(f"applying {changing} changes"):
+        result = client.post("/api/v1/jobs:apply", body)
+    _print_plan(result, output)

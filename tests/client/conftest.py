@@ -41,8 +41,8 @@ class Cli:
             COLUMNS="250",
             NO_COLOR="1",
             TERM="dumb",
-            **(env or {}),
         )
+        environment.update(env or {})
         # Not subprocess.run: the server under test runs in this event loop.
         process = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -322,3 +322,38 @@ async def test_server_commands_still_answer(cli: Cli) -> None:
     assert helped.code == 0 and "upgrade" in helped.out
     top = await cli("--help")
     assert "jobs" in top.out and "dev, api, scheduler, worker, db, redis," in top.out
+
+
+async def test_progress_is_shown_only_on_a_terminal(
+    cli: Cli, tmp_path: Path, running_worker: object
+) -> None:
+    """A spinner on stderr while `runs trigger --wait`, `runs rerun --wait` and `jobs apply`
+    wait, when stderr is a terminal (FORCE_COLOR makes rich take the pipe for one); piped
+    stderr stays clean."""
+    await cli.login()
+    terminal = {"FORCE_COLOR": "1", "TERM": "xterm"}
+    name = f"spin-{suffix()}"
+    write(tmp_path / "jobs", shell_job(name, "echo spun"))
+
+    applied = await cli("jobs", "apply", "-f", str(tmp_path / "jobs"), env=terminal)
+    assert applied.code == 0, applied
+    assert "applying 1 changes" in applied.err and "\x1b[?25l" in applied.err
+
+    waited = await cli("runs", "trigger", name, "--wait", "-o", "json", env=terminal)
+    assert waited.code == 0, waited
+    run_id = json.loads(waited.out)["id"]
+    assert f"run {run_id}: " in waited.err and "\x1b[?25l" in waited.err
+
+    rerun = await cli("runs", "rerun", run_id, "--wait", "-o", "json", env=terminal)
+    assert rerun.code == 0, rerun
+    assert f"run {json.loads(rerun.out)['id']}: " in rerun.err
+
+    # Not a terminal: nothing but the documents on stdout, nothing at all on stderr.
+    write(tmp_path / "jobs", shell_job(name, "echo spun again"))
+    plain_apply = await cli("jobs", "apply", "-f", str(tmp_path / "jobs"), "-o", "json")
+    assert plain_apply.code == 0 and plain_apply.err == "", plain_apply
+    plain = await cli("runs", "trigger", name, "--wait", "-o", "json")
+    assert plain.code == 0 and plain.err == "", plain
+    assert json.loads(plain.out)["status"] == "succeeded"
+    plain_rerun = await cli("runs", "rerun", run_id, "--wait", "-o", "json")
+    assert plain_rerun.code == 0 and plain_rerun.err == "", plain_rerun
