@@ -62,8 +62,15 @@ def save_profile(name: str, url: str, token: str, *, make_default: bool = True) 
     return path
 
 
-def profile_names() -> list[str]:
-    return sorted(_read().get("profiles", {}))
+def list_profiles() -> list[dict[str, Any]]:
+    """The saved profiles without their tokens: name, URL, whether it is the default."""
+    data = _read()
+    stored: dict[str, Any] = data.get("profiles", {})
+    default = data.get("default_profile")
+    return [
+        {"name": name, "url": stored[name].get("url"), "default": name == default}
+        for name in sorted(stored)
+    ]
 
 
 def load_profile(name: str | None = None) -> Profile:

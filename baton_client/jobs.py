@@ -84,15 +84,20 @@ def export_jobs(
 
 @app.command("delete")
 def delete_job(
-    job: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False
+    job: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False,
+    output: OutputOption = Output.table,
 ) -> None:
     """Delete a job (its past runs stay)."""
     client = api()
     job_id = client.job_id(job)
-    if not yes and not typer.confirm(f"Delete job {job}?"):
+    if not yes and not typer.confirm(f"Delete job {job}?", err=True):
         raise typer.Exit(1)
     client.delete(f"/api/v1/jobs/{job_id}")
-    console.print(f"deleted {job}", markup=False, highlight=False)
+    if output is Output.table:
+        console.print(f"deleted {job}", markup=False, highlight=False)
+    else:
+        emit({"deleted": "job", "name": job, "id": job_id}, output)
 
 
 def read_specs(directory: Path) -> list[dict[str, Any]]:

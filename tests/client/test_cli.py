@@ -357,3 +357,49 @@ async def test_progress_is_shown_only_on_a_terminal(
     assert json.loads(plain.out)["status"] == "succeeded"
     plain_rerun = await cli("runs", "rerun", run_id, "--wait", "-o", "json")
     assert plain_rerun.code == 0 and plain_rerun.err == "", plain_rerun
+
+
+def _parsed(result: Any, output: str) -> Any:
+    assert result.code == 0, result
+    return json.loads(result.out) if output == "json" else yaml.safe_load(result.out)
+
+
+@pytest.mark.parametrize("output", ["table", "json", "yaml"])
+async def test_small_results_in_every_format(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, output: str
+) -> None:
+    """login, profiles and the delete commands take --output too."""
+    logged = await cli("login", "--url", cli.url, "--token", cli.token, "-o", output)
+    profiles = await cli("profiles", "-o", output)
+    name = f"small-{suffix()}"
+    write(tmp_path / "jobs", shell_job(name, "echo hi"))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+    template = f"mine-{suffix()}"
+    assert (await cli("templates", "save", name, template)).code == 0
+    deleted_template = await cli("templates", "delete", template, "-o", output)
+    job_id = json.loads((await cli("jobs", "get", name, "-o", "json")).out)["id"]
+    deleted_job = await cli("jobs", "delete", name, "--yes", "-o", output)
+    admin = {"BATON_TOKEN": str((await create_api_token(client, owner, "admin"))["token"])}
+    made = await cli("tokens", "create", "short", "--role", "viewer", "-o", "json", env=admin)
+    token_id = json.loads(made.out)["id"]
+    revoked = await cli("tokens", "delete", token_id, "-o", output, env=admin)
+
+    if output == "table":
+        for result in (logged, profiles, deleted_template, deleted_job, revoked):
+            assert result.code == 0, result
+        assert "Logged in to" in logged.out
+        assert "default" in profiles.out and cli.url in profiles.out
+        assert cli.token not in profiles.out
+        assert f"deleted template {template}" in deleted_template.out
+        assert f"deleted {name}" in deleted_job.out
+        assert f"revoked {token_id}" in revoked.out
+        return
+    assert _parsed(logged, output) == {
+        "profile": "default",
+        "url": cli.url,
+        "config": str(cli.config_dir / "config.json"),
+    }
+    assert _parsed(profiles, output) == [{"name": "default", "url": cli.url, "default": True}]
+    assert _parsed(deleted_template, output) == {"deleted": "template", "name": template}
+    assert _parsed(deleted_job, output) == {"deleted": "job", "name": name, "id": job_id}
+    assert _parsed(revoked, output) == {"revoked": "token", "id": token_id}
