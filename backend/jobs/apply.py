@@ -155,7 +155,9 @@ async def _plan(
                 current = await versions.get(job_id=job.id, version=job.current_version)
                 old = current.spec if current is not None else None
                 plan.append(_Planned(job.name, "deleted", job, None, old, None))
-    return sorted(plan, key=lambda item: item.name)
+    plan.sort(key=lambda item: item.name)
+    _check_covered(request, plan)
+    return plan
 
 
 def _check_expected(request: ApplyRequest, existing: dict[str, Job]) -> None:
@@ -176,6 +178,30 @@ def _check_expected(request: ApplyRequest, existing: dict[str, Job]) -> None:
         raise Conflict(
             f"The jobs changed since they were read ({len(stale)} stale); nothing was applied",
             details=stale,
+        )
+
+
+def _check_covered(request: ApplyRequest, plan: list[_Planned]) -> None:
+    """With ``expected_versions``, 409 for any job this apply would write or delete that
+    the caller did not see: e.g. a job of the same source made between the caller's dry
+    run and this apply, which ``prune`` would otherwise delete unseen. Without
+    ``expected_versions`` the plan is applied as it stands."""
+    if "expected_versions" not in request.model_fields_set:
+        return
+    unseen = [
+        {
+            "loc": ["expected_versions", item.name],
+            "msg": f"would be {item.action} but is not in expected_versions",
+            "type": "unseen",
+        }
+        for item in plan
+        if item.action != "unchanged" and item.name not in request.expected_versions
+    ]
+    if unseen:
+        raise Conflict(
+            f"{len(unseen)} job(s) would change that were not in the reviewed plan "
+            f"({unseen[0]['loc'][1]!r} first); nothing was applied",
+            details=unseen,
         )
 
 
