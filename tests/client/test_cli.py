@@ -3,6 +3,7 @@ apply/diff/list/get/export/delete, runs trigger --wait --follow and friends, --o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -18,6 +19,7 @@ from httpx import AsyncClient
 
 from tests.client.conftest import ROOT, Cli
 from tests.fixtures.factories import Account, create_api_token
+from tests.fixtures.waiting import eventually
 
 
 def shell_job(name: str, command: str, **extra: Any) -> dict[str, Any]:
@@ -403,3 +405,106 @@ async def test_small_results_in_every_format(
     assert _parsed(deleted_template, output) == {"deleted": "template", "name": template}
     assert _parsed(deleted_job, output) == {"deleted": "job", "name": name, "id": job_id}
     assert _parsed(revoked, output) == {"revoked": "token", "id": token_id}
+
+
+def waiting_job(name: str, marker: Path) -> dict[str, Any]:
+    """A job that prints a line, waits for ``marker`` to exist, then prints another."""
+    return shell_job(
+        name, f"echo first; while [ ! -e '{marker}' ]; do sleep 0.1; done; echo second"
+    )
+
+
+async def read_until(process: asyncio.subprocess.Process, text: str) -> list[str]:
+    """The lines of ``process``'s stdout up to the first one holding ``text``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or text not in lines[-1]:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        assert line, f"stdout ended before {text!r}: {lines}"
+        lines.append(line.decode())
+    return lines
+
+
+async def run_status(client: AsyncClient, owner: Account, run_id: str) -> str:
+    response = await client.get(f"/api/v1/runs/{run_id}", headers=owner.headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["status"])
+
+
+async def test_logs_are_streamed_while_the_run_runs(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, running_worker: object
+) -> None:
+    """`runs trigger --follow` prints a line while the run is still running, not at its end."""
+    await cli.login()
+    name, marker = f"stream-{suffix()}", tmp_path / "go-on"
+    write(tmp_path / "jobs", waiting_job(name, marker))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+
+    process = await cli.spawn("runs", "trigger", name, "--wait", "--follow")
+    try:
+        assert (await read_until(process, "[step] first"))[-1] == "[step] first\n"
+        runs = await client.get("/api/v1/runs", headers=owner.headers)
+        [run] = [r for r in runs.json()["items"] if r["status"] not in ("succeeded", "failed")]
+        assert await run_status(client, owner, run["id"]) == "running"
+    finally:
+        marker.touch()
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, (out, err)
+    assert out.decode() == "[step] second\n"
+    assert f"run {run['id']} succeeded" in err.decode()
+
+
+async def test_logs_follow_until_the_run_ends(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, running_worker: object
+) -> None:
+    await cli.login()
+    name, marker = f"follow-{suffix()}", tmp_path / "go-on"
+    write(tmp_path / "jobs", waiting_job(name, marker))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+    triggered = await cli("runs", "trigger", name, "-o", "json")
+    run_id = json.loads(triggered.out)["id"]
+
+    process = await cli.spawn("runs", "logs", run_id, "--follow")
+    try:
+        await read_until(process, "[step] first")
+        assert await run_status(client, owner, run_id) == "running"
+    finally:
+        marker.touch()
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, (out, err)
+    assert out.decode() == "[step] second\n"
+    assert f"run {run_id} succeeded" in err.decode()
+    # Once the run is over, --follow prints everything and ends.
+    again = await cli("runs", "logs", run_id, "--follow")
+    assert again.code == 0 and again.out == "[step] first\n[step] second\n", again
+
+
+async def test_cancel_a_running_run(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, running_worker: object
+) -> None:
+    await cli.login()
+    name, marker = f"cancel-{suffix()}", tmp_path / "never"
+    write(tmp_path / "jobs", waiting_job(name, marker))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+    run_id = json.loads((await cli("runs", "trigger", name, "-o", "json")).out)["id"]
+    try:
+        await eventually(
+            lambda: run_status(client, owner, run_id),
+            lambda status: status == "running",
+            timeout=60,
+            what="the run to start",
+        )
+        cancelled = await cli("runs", "cancel", run_id, "-o", "json")
+        assert cancelled.code == 0, cancelled
+        assert json.loads(cancelled.out)["id"] == run_id
+        await eventually(
+            lambda: run_status(client, owner, run_id),
+            lambda status: status == "cancelled",
+            timeout=60,
+            what="the run to end cancelled",
+        )
+    finally:
+        marker.touch()  # never leave the loop behind, whatever happened
+    shown = await cli("runs", "get", run_id, "-o", "json")
+    assert json.loads(shown.out)["status"] == "cancelled"
+    assert (await cli("runs", "cancel", run_id)).code == 1, "a finished run: a clear 409"
