@@ -1,9 +1,11 @@
 """Profiles: a server URL and an API token per name, in the user's config directory.
 
-The file is ``<config dir>/baton/config.json`` (``$XDG_CONFIG_HOME`` or ``~/.config`` on
-Linux; ``BATON_CONFIG_DIR`` overrides the directory), written with mode 0600 because it
-holds tokens. ``BATON_URL`` and ``BATON_TOKEN`` override the profile's values and
-``BATON_PROFILE`` picks the profile, so CI needs no file at all.
+The file is ``config.json`` in ``typer.get_app_dir("baton")``: ``~/.config/baton`` on
+Linux (``$XDG_CONFIG_HOME/baton`` when set), ``~/Library/Application Support/baton`` on
+macOS, ``%APPDATA%\\baton`` on Windows; ``BATON_CONFIG_DIR`` overrides the directory.
+It is written with mode 0600 because it holds tokens. ``BATON_URL`` and ``BATON_TOKEN``
+override the profile's values and ``BATON_PROFILE`` picks the profile, so CI needs no
+file at all.
 """
 
 from __future__ import annotations

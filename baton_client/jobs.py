@@ -16,6 +16,8 @@ app = typer.Typer(help="Jobs: list, inspect, export, delete; apply a directory (
 
 JOB_COLUMNS = ["name", "id", "current_version", "queue", "managed_by", "updated_at"]
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+# The most jobs POST /api/v1/jobs:apply takes in one request (the server's MAX_APPLY_JOBS).
+MAX_APPLY_JOBS = 500
 ACTION_STYLE = {
     "created": "green",
     "updated": "yellow",
@@ -166,9 +168,19 @@ PruneOption = Annotated[
 
 
 def _request(directory: Path, managed_by: str | None, prune: bool, dry_run: bool) -> Any:
+    """The apply request for ``directory``; refused here when it holds more jobs than one
+    request takes. Splitting it would give up the one-transaction apply (and with
+    ``--prune`` each part would delete the others' jobs), so the CLI does not."""
+    specs = read_specs(directory)
+    if len(specs) > MAX_APPLY_JOBS:
+        raise fail(
+            f"{directory} holds {len(specs)} jobs; one apply takes at most {MAX_APPLY_JOBS}. "
+            "Split the jobs into directories of at most that many, each with its own "
+            "--managed-by source, and apply each of them."
+        )
     return {
         "managed_by": managed_by or _default_source(directory),
-        "jobs": read_specs(directory),
+        "jobs": specs,
         "prune": prune,
         "dry_run": dry_run,
     }

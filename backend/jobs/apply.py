@@ -2,14 +2,19 @@
 
 A source (``managed_by``, e.g. ``git:acme/jobs``) owns the jobs it applies. Each spec is
 created, updated (a new version) or left unchanged; with ``prune`` the source's jobs that
-are no longer in the set are deleted - never a job of another source or one edited by
-hand. A job of the same name edited by hand is adopted by the source; one owned by
-another source is a 409. ``dry_run`` answers the same plan and diff and writes nothing.
+are no longer in the set are deleted - never a job of another source, nor one made by hand
+(``managed_by`` unset). A job of the source edited by hand (in the dashboard or the API)
+keeps its ``managed_by``, so prune deletes it like any other of the source's jobs. A
+hand-made job of the same name is taken over by the source: ``adopted`` when its spec is
+the applied one, ``updated`` (a new version) when it differs. One owned by another source
+is a 409. ``dry_run`` answers the same plan and diff and writes nothing.
 
 Optimistic concurrency: ``expected_versions`` maps names to the version the caller saw
 (``null``: "did not exist"). The rows are locked first, then compared; any mismatch is a
 409 and nothing changes, so two pipelines cannot silently overwrite each other. The CLI
-sends the versions of the dry run it showed the user.
+sends the versions of the dry run it showed the user. When ``expected_versions`` is
+given, a job the apply would write or delete that it does not name is a 409 too (see
+``_check_covered``).
 """
 
 from __future__ import annotations

@@ -508,3 +508,20 @@ async def test_cancel_a_running_run(
     shown = await cli("runs", "get", run_id, "-o", "json")
     assert json.loads(shown.out)["status"] == "cancelled"
     assert (await cli("runs", "cancel", run_id)).code == 1, "a finished run: a clear 409"
+
+
+async def test_more_jobs_than_one_apply_takes_are_refused(cli: Cli, tmp_path: Path) -> None:
+    """501 specs: refused with a clear message, never split (with --prune a part would
+    delete the others' jobs), and nothing is applied."""
+    await cli.login()
+    repo = tmp_path / "many"
+    repo.mkdir()
+    documents = [shell_job(f"many-{index:03d}", "echo hi") for index in range(501)]
+    (repo / "all.yaml").write_text(yaml.safe_dump_all(documents))
+    for command in ("apply", "diff"):
+        for extra in ([], ["--prune"]):
+            refused = await cli("jobs", command, "-f", str(repo), *extra)
+            assert refused.code == 1, refused
+            assert "holds 501 jobs; one apply takes at most 500" in refused.err, refused
+    listed = await cli("jobs", "list", "-o", "json")
+    assert json.loads(listed.out) == []

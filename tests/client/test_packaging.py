@@ -174,3 +174,22 @@ def test_the_slim_package_builds_and_runs_without_the_server(tmp_path: Path) -> 
         check=False,
     )
     assert server.returncode == 1 and "is a server command" in server.stderr
+
+
+def _leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if not hasattr(command, "get_command"):
+        yield path, command
+        return
+    context = command.context_class(command, info_name=command.name)
+    for name in command.list_commands(context):
+        yield from _leaves(command.get_command(context, name), (*path, name))
+
+
+def test_every_client_command_takes_output() -> None:
+    """The README says so: every client command takes --output table|json|yaml."""
+    lacking = [
+        " ".join(path)
+        for path, command in _leaves(typer.main.get_command(app))
+        if not any("--output" in param.opts for param in command.params)
+    ]
+    assert lacking == []
