@@ -1,9 +1,11 @@
 """Profiles: a server URL and an API token per name, in the user's config directory.
 
-The file is ``<config dir>/baton/config.json`` (``$XDG_CONFIG_HOME`` or ``~/.config`` on
-Linux; ``BATON_CONFIG_DIR`` overrides the directory), written with mode 0600 because it
-holds tokens. ``BATON_URL`` and ``BATON_TOKEN`` override the profile's values and
-``BATON_PROFILE`` picks the profile, so CI needs no file at all.
+The file is ``config.json`` in ``typer.get_app_dir("baton")``: ``~/.config/baton`` on
+Linux (``$XDG_CONFIG_HOME/baton`` when set), ``~/Library/Application Support/baton`` on
+macOS, ``%APPDATA%\\baton`` on Windows; ``BATON_CONFIG_DIR`` overrides the directory.
+It is written with mode 0600 because it holds tokens. ``BATON_URL`` and ``BATON_TOKEN``
+override the profile's values and ``BATON_PROFILE`` picks the profile, so CI needs no
+file at all.
 """
 
 from __future__ import annotations
@@ -62,8 +64,15 @@ def save_profile(name: str, url: str, token: str, *, make_default: bool = True) 
     return path
 
 
-def profile_names() -> list[str]:
-    return sorted(_read().get("profiles", {}))
+def list_profiles() -> list[dict[str, Any]]:
+    """The saved profiles without their tokens: name, URL, whether it is the default."""
+    data = _read()
+    stored: dict[str, Any] = data.get("profiles", {})
+    default = data.get("default_profile")
+    return [
+        {"name": name, "url": stored[name].get("url"), "default": name == default}
+        for name in sorted(stored)
+    ]
 
 
 def load_profile(name: str | None = None) -> Profile:

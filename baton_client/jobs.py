@@ -10,12 +10,14 @@ import typer
 import yaml
 
 from baton_client.context import api
-from baton_client.output import Output, OutputOption, console, emit, fail
+from baton_client.output import Output, OutputOption, console, emit, fail, waiting
 
 app = typer.Typer(help="Jobs: list, inspect, export, delete; apply a directory (GitOps).")
 
 JOB_COLUMNS = ["name", "id", "current_version", "queue", "managed_by", "updated_at"]
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+# The most jobs POST /api/v1/jobs:apply takes in one request (the server's MAX_APPLY_JOBS).
+MAX_APPLY_JOBS = 500
 ACTION_STYLE = {
     "created": "green",
     "updated": "yellow",
@@ -84,15 +86,20 @@ def export_jobs(
 
 @app.command("delete")
 def delete_job(
-    job: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False
+    job: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask")] = False,
+    output: OutputOption = Output.table,
 ) -> None:
     """Delete a job (its past runs stay)."""
     client = api()
     job_id = client.job_id(job)
-    if not yes and not typer.confirm(f"Delete job {job}?"):
+    if not yes and not typer.confirm(f"Delete job {job}?", err=True):
         raise typer.Exit(1)
     client.delete(f"/api/v1/jobs/{job_id}")
-    console.print(f"deleted {job}", markup=False, highlight=False)
+    if output is Output.table:
+        console.print(f"deleted {job}", markup=False, highlight=False)
+    else:
+        emit({"deleted": "job", "name": job, "id": job_id}, output)
 
 
 def read_specs(directory: Path) -> list[dict[str, Any]]:
@@ -161,9 +168,19 @@ PruneOption = Annotated[
 
 
 def _request(directory: Path, managed_by: str | None, prune: bool, dry_run: bool) -> Any:
+    """The apply request for ``directory``; refused here when it holds more jobs than one
+    request takes. Splitting it would give up the one-transaction apply (and with
+    ``--prune`` each part would delete the others' jobs), so the CLI does not."""
+    specs = read_specs(directory)
+    if len(specs) > MAX_APPLY_JOBS:
+        raise fail(
+            f"{directory} holds {len(specs)} jobs; one apply takes at most {MAX_APPLY_JOBS}. "
+            "Split the jobs into directories of at most that many, each with its own "
+            "--managed-by source, and apply each of them."
+        )
     return {
         "managed_by": managed_by or _default_source(directory),
-        "jobs": read_specs(directory),
+        "jobs": specs,
         "prune": prune,
         "dry_run": dry_run,
     }
@@ -202,10 +219,14 @@ def apply(
     """
     client = api()
     body = _request(file, managed_by, prune, True)
-    plan = client.post("/api/v1/jobs:apply", body)
+    with waiting(f"planning {len(body['jobs'])} jobs"):
+        plan = client.post("/api/v1/jobs:apply", body)
     if dry_run or all(change["action"] == "unchanged" for change in plan["changes"]):
         _print_plan(plan, output, applying=not dry_run)
         return
     body["dry_run"] = False
     body["expected_versions"] = {c["name"]: c["from_version"] for c in plan["changes"]}
-    _print_plan(client.post("/api/v1/jobs:apply", body), output)
+    changing = sum(change["action"] != "unchanged" for change in plan["changes"])
+    with waiting(f"applying {changing} changes"):
+        result = client.post("/api/v1/jobs:apply", body)
+    _print_plan(result, output)

@@ -15,10 +15,10 @@ from typing import Annotated
 import typer
 
 from baton_client import jobs, misc, runs, templates
-from baton_client.config import Profile, config_path, profile_names, save_profile
+from baton_client.config import Profile, config_path, list_profiles, save_profile
 from baton_client.context import select_profile
 from baton_client.http import Api, ApiError
-from baton_client.output import console, errors
+from baton_client.output import Output, OutputOption, console, emit, errors
 
 SERVER_COMMANDS = (
     "dev",
@@ -61,24 +61,30 @@ def login(
     url: Annotated[str, typer.Option(prompt="Baton URL", help="e.g. https://baton.example.com")],
     token: Annotated[str, typer.Option(prompt="API token", hide_input=True, envvar="BATON_TOKEN")],
     profile: Annotated[str, typer.Option("--profile", help="Profile name")] = "default",
+    output: OutputOption = Output.table,
 ) -> None:
     """Check a URL and API token against the server and save them as a profile."""
     candidate = Profile(name=profile, url=url.rstrip("/"), token=token)
     Api(candidate).get("/api/v1/jobs", limit=1)
     path = save_profile(profile, candidate.url, token)
-    console.print(
-        f"Logged in to {candidate.url} as profile {profile!r} (saved in {path})",
-        markup=False,
-        highlight=False,
-    )
+    if output is Output.table:
+        console.print(
+            f"Logged in to {candidate.url} as profile {profile!r} (saved in {path})",
+            markup=False,
+            highlight=False,
+        )
+    else:
+        emit({"profile": profile, "url": candidate.url, "config": str(path)}, output)
 
 
 @app.command()
-def profiles() -> None:
-    """The saved profiles."""
-    for name in profile_names():
-        typer.echo(name)
-    errors.print(f"({config_path()})", markup=False, highlight=False)
+def profiles(output: OutputOption = Output.table) -> None:
+    """The saved profiles (never their tokens)."""
+    found = list_profiles()
+    if output is Output.table:
+        emit(found, output, ["name", "url", "default"], title=str(config_path()))
+    else:
+        emit(found, output)
 
 
 def _server(argv: list[str]) -> None:

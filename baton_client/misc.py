@@ -59,7 +59,10 @@ def create_token(
 
 
 @tokens.command("delete")
-def delete_token(token_id: str) -> None:
+def delete_token(token_id: str, output: OutputOption = Output.table) -> None:
     """Revoke an API token."""
     api().delete(f"/api/v1/tokens/{token_id}")
-    console.print(f"revoked {token_id}", markup=False, highlight=False)
+    if output is Output.table:
+        console.print(f"revoked {token_id}", markup=False, highlight=False)
+    else:
+        emit({"revoked": "token", "id": token_id}, output)

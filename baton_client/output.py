@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -60,6 +61,18 @@ def emit(
         for row in rows:
             table.add_row(*(_cell(row.get(name)) for name in names))
     console.print(table)
+
+
+@contextmanager
+def waiting(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with ``message`` on stderr while the caller waits; it yields a function
+    that changes the message. Only when stderr is a terminal: piped or redirected output
+    (CI, scripts) gets nothing, so it stays clean."""
+    if not errors.is_terminal:
+        yield lambda _text: None
+        return
+    with errors.status(message, spinner="dots") as status:
+        yield lambda text: status.update(text)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -10,7 +10,7 @@ import typer
 
 from baton_client.context import api
 from baton_client.http import Api
-from baton_client.output import Output, OutputOption, emit, errors, fail
+from baton_client.output import Output, OutputOption, emit, errors, fail, waiting
 
 app = typer.Typer(help="Runs: trigger, follow, inspect, cancel, rerun.")
 
@@ -38,15 +38,26 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 def follow(client: Api, run_id: str, *, show_logs: bool) -> dict[str, Any]:
     """Wait for the run to finish, printing its log lines as they arrive; the run.
 
+    Without logs to show, a spinner with the run's status is shown on stderr while
+    waiting (only when stderr is a terminal).
+
     The logs endpoint gives a cursor only after a full page, so the last partial page is
     read again on the next poll and lines already printed are recognised by their
     (task, attempt, seq).
     """
+    if not show_logs:
+        with waiting(f"run {run_id}: waiting") as update:
+            while True:
+                run = client.get(f"/api/v1/runs/{run_id}")
+                if run["status"] in FINISHED:
+                    return dict(run)
+                update(f"run {run_id}: {run['status']}")
+                time.sleep(POLL_SECONDS)
     cursor: str | None = None
     printed: set[tuple[str, int, int]] = set()
     while True:
         run = client.get(f"/api/v1/runs/{run_id}")
-        while show_logs:
+        while True:
             page = client.get(f"/api/v1/runs/{run_id}/logs", cursor=cursor, limit=LOG_PAGE)
             for line in page["items"]:
                 key = (line["task"], line["attempt"], line["seq"])

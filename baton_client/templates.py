@@ -88,7 +88,10 @@ def save(
 
 
 @app.command("delete")
-def delete(template: str) -> None:
+def delete(template: str, output: OutputOption = Output.table) -> None:
     """Delete one of your templates."""
     api().delete(f"/api/v1/templates/{template}")
-    console.print(f"deleted template {template}", markup=False)
+    if output is Output.table:
+        console.print(f"deleted template {template}", markup=False)
+    else:
+        emit({"deleted": "template", "name": template}, output)

@@ -2,14 +2,19 @@
 
 A source (``managed_by``, e.g. ``git:acme/jobs``) owns the jobs it applies. Each spec is
 created, updated (a new version) or left unchanged; with ``prune`` the source's jobs that
-are no longer in the set are deleted - never a job of another source or one edited by
-hand. A job of the same name edited by hand is adopted by the source; one owned by
-another source is a 409. ``dry_run`` answers the same plan and diff and writes nothing.
+are no longer in the set are deleted - never a job of another source, nor one made by hand
+(``managed_by`` unset). A job of the source edited by hand (in the dashboard or the API)
+keeps its ``managed_by``, so prune deletes it like any other of the source's jobs. A
+hand-made job of the same name is taken over by the source: ``adopted`` when its spec is
+the applied one, ``updated`` (a new version) when it differs. One owned by another source
+is a 409. ``dry_run`` answers the same plan and diff and writes nothing.
 
 Optimistic concurrency: ``expected_versions`` maps names to the version the caller saw
 (``null``: "did not exist"). The rows are locked first, then compared; any mismatch is a
 409 and nothing changes, so two pipelines cannot silently overwrite each other. The CLI
-sends the versions of the dry run it showed the user.
+sends the versions of the dry run it showed the user. When ``expected_versions`` is
+given, a job the apply would write or delete that it does not name is a 409 too (see
+``_check_covered``).
 """
 
 from __future__ import annotations
@@ -155,7 +160,9 @@ async def _plan(
                 current = await versions.get(job_id=job.id, version=job.current_version)
                 old = current.spec if current is not None else None
                 plan.append(_Planned(job.name, "deleted", job, None, old, None))
-    return sorted(plan, key=lambda item: item.name)
+    plan.sort(key=lambda item: item.name)
+    _check_covered(request, plan)
+    return plan
 
 
 def _check_expected(request: ApplyRequest, existing: dict[str, Job]) -> None:
@@ -176,6 +183,30 @@ def _check_expected(request: ApplyRequest, existing: dict[str, Job]) -> None:
         raise Conflict(
             f"The jobs changed since they were read ({len(stale)} stale); nothing was applied",
             details=stale,
+        )
+
+
+def _check_covered(request: ApplyRequest, plan: list[_Planned]) -> None:
+    """With ``expected_versions``, 409 for any job this apply would write or delete that
+    the caller did not see: e.g. a job of the same source made between the caller's dry
+    run and this apply, which ``prune`` would otherwise delete unseen. Without
+    ``expected_versions`` the plan is applied as it stands."""
+    if "expected_versions" not in request.model_fields_set:
+        return
+    unseen = [
+        {
+            "loc": ["expected_versions", item.name],
+            "msg": f"would be {item.action} but is not in expected_versions",
+            "type": "unseen",
+        }
+        for item in plan
+        if item.action != "unchanged" and item.name not in request.expected_versions
+    ]
+    if unseen:
+        raise Conflict(
+            f"{len(unseen)} job(s) would change that were not in the reviewed plan "
+            f"({unseen[0]['loc'][1]!r} first); nothing was applied",
+            details=unseen,
         )
 
 

@@ -111,7 +111,9 @@ class ApplyRequest(RequestModel):
         default_factory=dict,
         max_length=MAX_APPLY_JOBS * 2,
         description="Optimistic concurrency: job name -> the version the caller saw (null: "
-        "did not exist). Any mismatch is a 409 and nothing is applied.",
+        "did not exist). Any mismatch is a 409 and nothing is applied; when given, a job "
+        "the apply would create, update, adopt or delete (prune) that is not named here is "
+        "a 409 as well.",
     )
 
 

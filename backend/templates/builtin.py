@@ -304,20 +304,28 @@ BUILTIN: list[dict[str, Any]] = [
             ["webhook"],
         ),
         "spec": {
-            "description": "Nightly report to {{ webhook }}",
+            "description": "Nightly report posted to a webhook",
             "schedule": {"cron": "{{ cron }}", "timezone": "{{ timezone }}"},
             "tasks": [
-                {"name": "build", "type": "shell", "command": "{{ report_command }}"},
                 {
-                    "name": "send",
+                    # One task: the report is the command's standard output, posted as
+                    # the body. The webhook URL reaches the command through the
+                    # environment, never pasted into the command text.
+                    "name": "report",
                     "type": "shell",
-                    "depends_on": ["build"],
                     "env": {"WEBHOOK": "{{ webhook }}"},
-                    "command": "python3 -c 'import json, os, urllib.request; "
+                    "command": "set -e\n"
+                    "report=$(mktemp)\n"
+                    "trap 'rm -f \"$report\"' EXIT\n"
+                    '(\n{{ report_command }}\n) > "$report"\n'
+                    'cat "$report"\n'
+                    "python3 -c 'import json, os, sys, urllib.request; "
+                    "report = sys.stdin.read(); "
                     'req = urllib.request.Request(os.environ["WEBHOOK"], '
-                    'data=json.dumps({"text": "nightly report"}).encode(), '
-                    'headers={"Content-Type": "application/json"}); '
-                    'urllib.request.urlopen(req, timeout=30); print("sent")\'',
+                    'data=json.dumps({"text": report}).encode(), '
+                    'headers={"Content-Type": "application/json"}, method="POST"); '
+                    "urllib.request.urlopen(req, timeout=30).close(); "
+                    'print("report sent:", len(report), "characters")\' < "$report"',
                 },
             ],
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from asyncio.subprocess import Process
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,8 @@ class Cli:
     url: str
     token: str
 
-    async def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
+    def environment(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The client's environment: this repository on the path, a config dir of its own."""
         environment = {
             key: value for key, value in os.environ.items() if not key.startswith("BATON_")
         }
@@ -41,18 +43,25 @@ class Cli:
             COLUMNS="250",
             NO_COLOR="1",
             TERM="dumb",
-            **(env or {}),
         )
-        # Not subprocess.run: the server under test runs in this event loop.
-        process = await asyncio.create_subprocess_exec(
+        environment.update(env or {})
+        return environment
+
+    async def spawn(self, *args: str, env: dict[str, str] | None = None) -> Process:
+        """The client started, its stdout and stderr piped: to read its output as it comes.
+        Not subprocess.run: the server under test runs in this event loop."""
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "baton_client",
             *args,
-            env=environment,
+            env=self.environment(env),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+
+    async def __call__(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        process = await self.spawn(*args, env=env)
         out, err = await asyncio.wait_for(process.communicate(), timeout=120)
         assert process.returncode is not None
         return Result(process.returncode, out.decode(), err.decode())

@@ -3,6 +3,7 @@ apply/diff/list/get/export/delete, runs trigger --wait --follow and friends, --o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -18,6 +19,7 @@ from httpx import AsyncClient
 
 from tests.client.conftest import ROOT, Cli
 from tests.fixtures.factories import Account, create_api_token
+from tests.fixtures.waiting import eventually
 
 
 def shell_job(name: str, command: str, **extra: Any) -> dict[str, Any]:
@@ -322,3 +324,204 @@ async def test_server_commands_still_answer(cli: Cli) -> None:
     assert helped.code == 0 and "upgrade" in helped.out
     top = await cli("--help")
     assert "jobs" in top.out and "dev, api, scheduler, worker, db, redis," in top.out
+
+
+async def test_progress_is_shown_only_on_a_terminal(
+    cli: Cli, tmp_path: Path, running_worker: object
+) -> None:
+    """A spinner on stderr while `runs trigger --wait`, `runs rerun --wait` and `jobs apply`
+    wait, when stderr is a terminal (FORCE_COLOR makes rich take the pipe for one); piped
+    stderr stays clean."""
+    await cli.login()
+    terminal = {"FORCE_COLOR": "1", "TERM": "xterm"}
+    name = f"spin-{suffix()}"
+    write(tmp_path / "jobs", shell_job(name, "echo spun"))
+
+    applied = await cli("jobs", "apply", "-f", str(tmp_path / "jobs"), env=terminal)
+    assert applied.code == 0, applied
+    assert "applying 1 changes" in applied.err and "\x1b[?25l" in applied.err
+
+    waited = await cli("runs", "trigger", name, "--wait", "-o", "json", env=terminal)
+    assert waited.code == 0, waited
+    run_id = json.loads(waited.out)["id"]
+    assert f"run {run_id}: " in waited.err and "\x1b[?25l" in waited.err
+
+    rerun = await cli("runs", "rerun", run_id, "--wait", "-o", "json", env=terminal)
+    assert rerun.code == 0, rerun
+    assert f"run {json.loads(rerun.out)['id']}: " in rerun.err
+
+    # Not a terminal: nothing but the documents on stdout, nothing at all on stderr.
+    write(tmp_path / "jobs", shell_job(name, "echo spun again"))
+    plain_apply = await cli("jobs", "apply", "-f", str(tmp_path / "jobs"), "-o", "json")
+    assert plain_apply.code == 0 and plain_apply.err == "", plain_apply
+    plain = await cli("runs", "trigger", name, "--wait", "-o", "json")
+    assert plain.code == 0 and plain.err == "", plain
+    assert json.loads(plain.out)["status"] == "succeeded"
+    plain_rerun = await cli("runs", "rerun", run_id, "--wait", "-o", "json")
+    assert plain_rerun.code == 0 and plain_rerun.err == "", plain_rerun
+
+
+def _parsed(result: Any, output: str) -> Any:
+    assert result.code == 0, result
+    return json.loads(result.out) if output == "json" else yaml.safe_load(result.out)
+
+
+@pytest.mark.parametrize("output", ["table", "json", "yaml"])
+async def test_small_results_in_every_format(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, output: str
+) -> None:
+    """login, profiles and the delete commands take --output too."""
+    logged = await cli("login", "--url", cli.url, "--token", cli.token, "-o", output)
+    profiles = await cli("profiles", "-o", output)
+    name = f"small-{suffix()}"
+    write(tmp_path / "jobs", shell_job(name, "echo hi"))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+    template = f"mine-{suffix()}"
+    assert (await cli("templates", "save", name, template)).code == 0
+    deleted_template = await cli("templates", "delete", template, "-o", output)
+    job_id = json.loads((await cli("jobs", "get", name, "-o", "json")).out)["id"]
+    deleted_job = await cli("jobs", "delete", name, "--yes", "-o", output)
+    admin = {"BATON_TOKEN": str((await create_api_token(client, owner, "admin"))["token"])}
+    made = await cli("tokens", "create", "short", "--role", "viewer", "-o", "json", env=admin)
+    token_id = json.loads(made.out)["id"]
+    revoked = await cli("tokens", "delete", token_id, "-o", output, env=admin)
+
+    if output == "table":
+        for result in (logged, profiles, deleted_template, deleted_job, revoked):
+            assert result.code == 0, result
+        assert "Logged in to" in logged.out
+        assert "default" in profiles.out and cli.url in profiles.out
+        assert cli.token not in profiles.out
+        assert f"deleted template {template}" in deleted_template.out
+        assert f"deleted {name}" in deleted_job.out
+        assert f"revoked {token_id}" in revoked.out
+        return
+    assert _parsed(logged, output) == {
+        "profile": "default",
+        "url": cli.url,
+        "config": str(cli.config_dir / "config.json"),
+    }
+    assert _parsed(profiles, output) == [{"name": "default", "url": cli.url, "default": True}]
+    assert _parsed(deleted_template, output) == {"deleted": "template", "name": template}
+    assert _parsed(deleted_job, output) == {"deleted": "job", "name": name, "id": job_id}
+    assert _parsed(revoked, output) == {"revoked": "token", "id": token_id}
+
+
+def waiting_job(name: str, marker: Path) -> dict[str, Any]:
+    """A job that prints a line, waits for ``marker`` to exist, then prints another."""
+    return shell_job(
+        name, f"echo first; while [ ! -e '{marker}' ]; do sleep 0.1; done; echo second"
+    )
+
+
+async def read_until(process: asyncio.subprocess.Process, text: str) -> list[str]:
+    """The lines of ``process``'s stdout up to the first one holding ``text``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or text not in lines[-1]:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        assert line, f"stdout ended before {text!r}: {lines}"
+        lines.append(line.decode())
+    return lines
+
+
+async def run_status(client: AsyncClient, owner: Account, run_id: str) -> str:
+    response = await client.get(f"/api/v1/runs/{run_id}", headers=owner.headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["status"])
+
+
+async def test_logs_are_streamed_while_the_run_runs(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, running_worker: object
+) -> None:
+    """`runs trigger --follow` prints a line while the run is still running, not at its end."""
+    await cli.login()
+    name, marker = f"stream-{suffix()}", tmp_path / "go-on"
+    write(tmp_path / "jobs", waiting_job(name, marker))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+
+    process = await cli.spawn("runs", "trigger", name, "--wait", "--follow")
+    try:
+        assert (await read_until(process, "[step] first"))[-1] == "[step] first\n"
+        runs = await client.get("/api/v1/runs", headers=owner.headers)
+        [run] = [r for r in runs.json()["items"] if r["status"] not in ("succeeded", "failed")]
+        assert await run_status(client, owner, run["id"]) == "running"
+    finally:
+        marker.touch()
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, (out, err)
+    assert out.decode() == "[step] second\n"
+    assert f"run {run['id']} succeeded" in err.decode()
+
+
+async def test_logs_follow_until_the_run_ends(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, running_worker: object
+) -> None:
+    await cli.login()
+    name, marker = f"follow-{suffix()}", tmp_path / "go-on"
+    write(tmp_path / "jobs", waiting_job(name, marker))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+    triggered = await cli("runs", "trigger", name, "-o", "json")
+    run_id = json.loads(triggered.out)["id"]
+
+    process = await cli.spawn("runs", "logs", run_id, "--follow")
+    try:
+        await read_until(process, "[step] first")
+        assert await run_status(client, owner, run_id) == "running"
+    finally:
+        marker.touch()
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, (out, err)
+    assert out.decode() == "[step] second\n"
+    assert f"run {run_id} succeeded" in err.decode()
+    # Once the run is over, --follow prints everything and ends.
+    again = await cli("runs", "logs", run_id, "--follow")
+    assert again.code == 0 and again.out == "[step] first\n[step] second\n", again
+
+
+async def test_cancel_a_running_run(
+    cli: Cli, client: AsyncClient, owner: Account, tmp_path: Path, running_worker: object
+) -> None:
+    await cli.login()
+    name, marker = f"cancel-{suffix()}", tmp_path / "never"
+    write(tmp_path / "jobs", waiting_job(name, marker))
+    assert (await cli("jobs", "apply", "-f", str(tmp_path / "jobs"))).code == 0
+    run_id = json.loads((await cli("runs", "trigger", name, "-o", "json")).out)["id"]
+    try:
+        await eventually(
+            lambda: run_status(client, owner, run_id),
+            lambda status: status == "running",
+            timeout=60,
+            what="the run to start",
+        )
+        cancelled = await cli("runs", "cancel", run_id, "-o", "json")
+        assert cancelled.code == 0, cancelled
+        assert json.loads(cancelled.out)["id"] == run_id
+        await eventually(
+            lambda: run_status(client, owner, run_id),
+            lambda status: status == "cancelled",
+            timeout=60,
+            what="the run to end cancelled",
+        )
+    finally:
+        marker.touch()  # never leave the loop behind, whatever happened
+    shown = await cli("runs", "get", run_id, "-o", "json")
+    assert json.loads(shown.out)["status"] == "cancelled"
+    assert (await cli("runs", "cancel", run_id)).code == 1, "a finished run: a clear 409"
+
+
+async def test_more_jobs_than_one_apply_takes_are_refused(cli: Cli, tmp_path: Path) -> None:
+    """501 specs: refused with a clear message, never split (with --prune a part would
+    delete the others' jobs), and nothing is applied."""
+    await cli.login()
+    repo = tmp_path / "many"
+    repo.mkdir()
+    documents = [shell_job(f"many-{index:03d}", "echo hi") for index in range(501)]
+    (repo / "all.yaml").write_text(yaml.safe_dump_all(documents))
+    for command in ("apply", "diff"):
+        for extra in ([], ["--prune"]):
+            refused = await cli("jobs", command, "-f", str(repo), *extra)
+            assert refused.code == 1, refused
+            assert "holds 501 jobs; one apply takes at most 500" in refused.err, refused
+    listed = await cli("jobs", "list", "-o", "json")
+    assert json.loads(listed.out) == []

@@ -308,3 +308,44 @@ async def test_triggers_within_one_apply_are_checked_together(
         first["name"]: "created",
         second["name"]: "created",
     }
+
+
+async def test_a_job_unseen_by_the_plan_is_409_not_pruned(
+    client: AsyncClient, owner: Account
+) -> None:
+    """A job of the same source made between a pipeline's dry run and its apply is not in
+    the plan's expected_versions: pruning it silently would delete what nobody reviewed."""
+    managed_by = source()
+    keep, gone = job_spec(), job_spec()
+    actions(await apply(client, owner, managed_by, [keep, gone]))
+    plan = await apply(client, owner, managed_by, [keep], prune=True, dry_run=True)
+    assert actions(plan) == {keep["name"]: "unchanged", gone["name"]: "deleted"}
+    expected = {c["name"]: c["from_version"] for c in plan.json()["changes"]}
+
+    late = job_spec()  # another pipeline of the same source, after the dry run
+    actions(await apply(client, owner, managed_by, [keep, gone, late]))
+
+    refused = await apply(client, owner, managed_by, [keep], prune=True, expected_versions=expected)
+    error = assert_error(refused, 409, "conflict")
+    assert error["details"] == [
+        {
+            "loc": ["expected_versions", late["name"]],
+            "msg": "would be deleted but is not in expected_versions",
+            "type": "unseen",
+        }
+    ]
+    for spec in (keep, gone, late):
+        job = await job_by_name(client, owner, spec["name"])
+        assert job is not None and job["current_version"] == 1, "nothing was applied"
+
+    # A job to be created or updated must be in expected_versions as well.
+    keep["description"] = "changed"
+    refused = await apply(client, owner, managed_by, [keep], expected_versions={})
+    assert_error(refused, 409, "conflict")
+    # Without expected_versions the plan is applied as it stands: late is pruned too.
+    pruned = await apply(client, owner, managed_by, [keep], prune=True)
+    assert actions(pruned) == {
+        keep["name"]: "updated",
+        gone["name"]: "deleted",
+        late["name"]: "deleted",
+    }

@@ -40,6 +40,17 @@ async def test_managed_job_is_marked_and_its_edit_form_warns(
     edit = await owner_browser.get(f"/jobs/{by_hand['id']}/edit")
     assert 'data-testid="managed-warning"' not in edit.text
 
+    # The jobs list marks the managed job's row, and only it.
+    listed = await owner_browser.get("/jobs")
+    assert listed.status_code == 200
+    rows = {
+        row.split('data-job-name="', 1)[1].split('"', 1)[0]: row
+        for row in listed.text.split('data-testid="job-row"')[1:]
+    }
+    assert 'data-testid="job-managed-by"' in rows[name]
+    assert "managed by git:acme/jobs" in rows[name]
+    assert 'data-testid="job-managed-by"' not in rows[by_hand["name"]]
+
 
 async def test_template_gallery_and_generated_form(
     client: AsyncClient, owner: Account, owner_browser: Browser, tmp_path: Path
