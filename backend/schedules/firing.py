@@ -170,11 +170,12 @@ _CLAIM = text(
     f"""
 WITH claimed AS (
     UPDATE schedules AS s
-    SET fence = :fence, checked_until = :now, next_due_at = v.next_due_at,
-        planned_for = coalesce(v.planned_for, s.planned_for),
-        paused_since = NULL, updated_at = :now
+    SET fence = :fence, next_due_at = v.next_due_at,
+        checked_until = CASE WHEN v.due THEN :now ELSE s.checked_until END,
+        paused_since = CASE WHEN v.due THEN NULL ELSE s.paused_since END,
+        planned_for = coalesce(v.planned_for, s.planned_for), updated_at = :now
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-        AS v(job_id uuid, next_due_at timestamptz, planned_for timestamptz)
+        AS v(job_id uuid, due boolean, next_due_at timestamptz, planned_for timestamptz)
     WHERE s.tenant_id = :tenant AND s.job_id = v.job_id AND s.fence <= :fence
     RETURNING s.job_id, {_WAKE.format(s="s")} AS wake
 )
@@ -254,6 +255,7 @@ class _Due:
     active: bool
     decisions: list[Decision]
     next_due_at: datetime | None
+    due: bool = True  # its instant has come (else it is here only to prepare its next fire)
     planned_for: datetime | None = None  # the instant prepared ahead, as read
     planned_run: uuid.UUID | None = None  # its run (None: nothing was prepared for it)
     plan: Tick | None = None  # the next fire, to prepare in this pass
@@ -360,6 +362,7 @@ async def _fire_tenant(
     due: list[_Due] = []
     for row in rows:
         cron = compiled(row.job_id, row.job_version, row.spec)
+        is_due = row.next_due_at <= now
         decisions = (
             decide_ticks(
                 ticks_between(cron, row.checked_until, now),
@@ -368,7 +371,7 @@ async def _fire_tenant(
                 paused_since=row.paused_since,
                 up_since=up_since,
             )
-            if row.next_due_at <= now
+            if is_due
             else []
         )
         upcoming = next_ticks(cron, now, 1)
@@ -381,7 +384,8 @@ async def _fire_tenant(
             policy=row.spec.get("concurrency_policy") or row.concurrency_policy,
             active=row.active,
             decisions=decisions,
-            next_due_at=following.instant if following else None,
+            next_due_at=(following.instant if following else None) if is_due else row.next_due_at,
+            due=is_due,
             planned_for=row.planned_for,
             planned_run=row.planned_run,
         )
@@ -394,7 +398,7 @@ async def _fire_tenant(
         ):
             item.plan_mark = at
             # ``replace`` cancels the active run at the instant: decided then, not here
-            if item.active and item.policy != "replace":
+            if item.active and item.policy != "replace" and following and following.instant == at:
                 item.plan = following
         due.append(item)
     await _refuse(session, tenant_id, due, suspended=suspended)
@@ -446,6 +450,7 @@ async def _fire_tenant(
                     [
                         {
                             "job_id": d.job_id,
+                            "due": d.due,
                             "next_due_at": d.next_due_at,
                             "planned_for": d.plan_mark,
                         }
