@@ -95,10 +95,14 @@ FOR UPDATE OF s SKIP LOCKED
 )
 
 # When a schedule next needs the scheduler: at its instant once its fire is prepared (or
-# was looked at for preparing), else ``:ahead`` seconds before, to prepare it.
+# was looked at for preparing) or when it is overdue, else ``:ahead`` seconds before, to
+# prepare it - but not before now: the due index reads a score in the past as "due since
+# then", and a replica takes a tenant due for longer than a lease as orphaned.
 _WAKE = (
-    "CASE WHEN {s}.planned_for >= {s}.next_due_at THEN {s}.next_due_at"
-    " ELSE {s}.next_due_at - make_interval(secs => CAST(:ahead AS double precision)) END"
+    "CASE WHEN {s}.planned_for >= {s}.next_due_at OR {s}.next_due_at <= CAST(:now AS timestamptz)"
+    " THEN {s}.next_due_at"
+    " ELSE greatest({s}.next_due_at - make_interval(secs => CAST(:ahead AS double precision)),"
+    " CAST(:now AS timestamptz)) END"
 )
 
 _EARLIEST = text(
@@ -127,9 +131,14 @@ RETURNING job_id, scheduled_for
 # The hand-over of prepared fires at their instant, in one statement: each tick ``planned``
 # takes the outcome decided now; a fired one's run becomes ``queued`` (created now, for the
 # month's quota) and its queued tasks ready at the run's start, which is what admission
-# looks for; the run of a tick not fired is deleted (its task runs with it).
+# looks for, with its pending ``schedule.fired`` audit event; the run of a tick not fired
+# is deleted (its task runs with it).
+_AUDIT_COLUMNS = (
+    "tenant_id, event_id, occurred_at, actor_type, actor_id, actor_label, action, "
+    "target_type, target_id, outcome, ip, user_agent, request_id, details"
+)
 _HANDOVER = text(
-    """
+    f"""
 WITH h AS (
     SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
         AS h(job_id uuid, scheduled_for timestamptz, outcome text, reason text, run_id uuid)
@@ -157,10 +166,15 @@ WITH h AS (
     DELETE FROM runs AS r USING ticks
     WHERE ticks.outcome <> 'fired' AND r.tenant_id = :tenant AND r.id = ticks.run_id
       AND r.status = 'planned'
+), audited AS (
+    INSERT INTO audit_pending ({_AUDIT_COLUMNS})
+    SELECT {_AUDIT_COLUMNS}
+    FROM jsonb_populate_recordset(NULL::audit_pending, CAST(:audit AS jsonb)) AS a
+    WHERE a.target_id IN (SELECT CAST(id AS text) FROM handed)
 )
 SELECT ticks.job_id, ticks.scheduled_for, ticks.outcome, handed.id AS run_id, handed.run_at
 FROM ticks LEFT JOIN handed ON handed.id = ticks.run_id
-"""
+"""  # noqa: S608 - constants
 )
 
 # Advance the claimed schedules, and answer the tenant's next due instant: the statement's
@@ -353,7 +367,7 @@ async def _fire_tenant(
     report = FireReport()
     if not rows:
         earliest = (
-            await session.execute(_EARLIEST, {"tenant": tenant_id, "ahead": ahead})
+            await session.execute(_EARLIEST, {"tenant": tenant_id, "ahead": ahead, "now": now})
         ).scalar()
         return report, earliest
     if any(row.fence > fence for row in rows):
@@ -390,8 +404,12 @@ async def _fire_tenant(
             planned_run=row.planned_run,
         )
         at = item.next_due_at
+        # A schedule whose instant has come is only handed over (or fired) in this pass, so
+        # that the transaction holding the hand-over is short and commits first; its next
+        # fire is prepared by the next pass (its wake-up is that instant minus ``ahead``).
         if (
             ahead > 0
+            and not is_due
             and at is not None
             and at <= horizon
             and (row.planned_for is None or at > row.planned_for)
@@ -510,8 +528,14 @@ async def _hand_over(
     """Hand the prepared fires over (one statement); the runs that became admissible."""
     if not rows:
         return []
+    audits = [
+        _fired_event(tenant_id, row["job_id"], row["run_id"], row["scheduled_for"])
+        for row in rows
+        if row["outcome"] == "fired"
+    ]
     result = await session.execute(
-        _HANDOVER, {"tenant": tenant_id, "now": now, "rows": _json(rows)}
+        _HANDOVER,
+        {"tenant": tenant_id, "now": now, "rows": _json(rows), "audit": _json(audits)},
     )
     handed: list[_Handed] = []
     for row in result.all():
@@ -708,8 +732,7 @@ async def _insert_runs(
             run_rows.extend(rows)
             task_rows.extend(tasks)
             report.planned += 1
-    for fire in handed:
-        audits.append(_fired_event(tenant_id, fire.job_id, fire.run_id, fire.scheduled_for))
+    for fire in handed:  # its audit event went with the hand-over
         updates.append(
             {
                 "type": "run",
@@ -755,9 +778,9 @@ async def _insert_runs(
             if run.scheduled_for is not None:
                 report.lateness.append((now - run.scheduled_for).total_seconds())
             first_start = run.run_at if first_start is None else min(first_start, run.run_at)
-    if run_rows or audits:
+    if run_rows:
         await insert_triggered(session, run_rows, task_rows, audits)
-    if audits:
+    if updates:
         audit.seal_soon(session, tenant_id)
         start = first_start or now
 
