@@ -61,13 +61,16 @@ DEFAULT_LEASE = float(Settings.model_fields["scheduler_lease_seconds"].default)
 PASSED_THROUGH = (
     "BATON_SCHEDULER_LEASE_SECONDS",
     "BATON_SCHEDULER_POLL_SECONDS",
+    "BATON_SCHEDULER_AHEAD_SECONDS",
     "BATON_DB_POOL_SIZE",
 )
 
+# Fired runs (a fire prepared ahead, ``planned``, is not one yet); ``created_at`` of a
+# prepared one is its hand-over to admission.
 _RUNS = """
 SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due,
        extract(epoch FROM created_at)::float8 AS created
-  FROM runs WHERE tenant_id = $1 AND trigger = 'schedule'
+  FROM runs WHERE tenant_id = $1 AND trigger = 'schedule' AND status <> 'planned'
 """
 _TICKS = """
 SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due, outcome,
@@ -76,7 +79,7 @@ SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due, outcome,
 """
 _DUPLICATE_RUNS = """
 SELECT count(*) FROM (
-  SELECT 1 FROM runs WHERE tenant_id = $1 AND trigger = 'schedule'
+  SELECT 1 FROM runs WHERE tenant_id = $1 AND trigger = 'schedule' AND status <> 'planned'
    GROUP BY job_id, scheduled_for HAVING count(*) > 1) d
 """
 

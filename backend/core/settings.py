@@ -217,6 +217,9 @@ class Settings(BaseSettings):
     scheduler_concurrency: int = Field(default=8, ge=1, le=64)
     # due tenants fired in one transaction (a handful of statements each)
     scheduler_tenants_per_transaction: int = Field(default=25, ge=1, le=500)
+    # Each schedule's next fire is prepared this long before its instant (its run and task
+    # runs inserted, invisible to admission until the instant); 0: fired at the instant.
+    scheduler_ahead_seconds: float = Field(default=60.0, ge=0, le=3600)
 
     # Workers. Shell and Docker tasks are refused unless the operator allows them. Allowed
     # shell tasks run each in a sandbox (docs/security.md) with the limits below; only a

@@ -869,10 +869,11 @@ _STOP_TASKS = text(
     RETURNING id, attempt, dispatched_at
     """
 )
+# (a fire prepared ahead - its tasks queued without ready_at - is not work in flight)
 _BUSY = text(
     """
     SELECT EXISTS (SELECT 1 FROM task_runs WHERE tenant_id = :tenant
-                   AND status IN ('queued', 'running'))
+                   AND status IN ('queued', 'running') AND ready_at IS NOT NULL)
     """
 )
 # Dispatched before Redis lost its data, never started, no sign of life since: the message

@@ -17,11 +17,16 @@ from backend.core.errors import EmailUnverified
 from backend.core.principal import Principal
 from backend.plans.service import Limits, month_start, next_month_start, require
 from backend.runs.models import Run, TaskRun
+from kernel.dag.status import RunStatus
 
 
 async def runs_since(session: AsyncSession, tenant_id: uuid.UUID, since: datetime) -> int:
+    """Runs created since ``since``; a fire prepared ahead (``planned``) counts from its
+    instant, when it is handed over."""
     statement = select(func.count()).where(
-        col(Run.tenant_id) == tenant_id, col(Run.created_at) >= since
+        col(Run.tenant_id) == tenant_id,
+        col(Run.created_at) >= since,
+        col(Run.status) != RunStatus.planned,
     )
     return int((await session.execute(statement)).scalar_one())
 

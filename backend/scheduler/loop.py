@@ -300,7 +300,12 @@ class Scheduler:
             async with self.sessionmaker() as session:
                 try:
                     results = await fire_tenants(
-                        session, self.redis, fences, settings=self.settings, up_since=self.up_since
+                        session,
+                        self.redis,
+                        fences,
+                        settings=self.settings,
+                        up_since=self.up_since,
+                        ahead=self.settings.scheduler_ahead_seconds,
                     )
                 except BaseException:
                     await session.rollback()
@@ -336,13 +341,15 @@ class Scheduler:
             )
             score = next_due.timestamp() if next_due is not None else -1
             pipe.eval(_RESCORE, 1, keys.scheduler_due(), tenant, score, now)
-            if report.fired or report.skipped or report.missed:
+            if report.fired or report.skipped or report.missed or report.superseded:
                 log.info(
                     "scheduler.fired",
                     tenant_id=tenant,
                     fired=report.fired,
                     skipped=report.skipped,
                     missed=report.missed,
+                    superseded=report.superseded,
+                    planned=report.planned,
                 )
             total.fired += report.fired
             total.skipped += report.skipped

@@ -66,8 +66,9 @@ from backend.schedules.service import (
     decide_ticks,
 )
 from backend.tenants.models import TenantStatus
-from kernel.cron import CronSchedule, next_fire, ticks_between
+from kernel.cron import CronSchedule, Tick, next_ticks, ticks_between
 from kernel.dag.plan import PLANS, RunPlan, compile_plan
+from kernel.dag.status import RunStatus, TaskStatus
 
 log = structlog.get_logger(__name__)
 
@@ -75,54 +76,135 @@ QUOTA_EXCEEDED = "quota_exceeded"
 DUE_LIMIT = 500  # schedules per tenant per pass; the rest stay due for the next one
 QUOTA_INSTANTS_SHOWN = 20  # skipped instants a quota notification names (all are counted)
 
+# Due (the instant has come), or within the horizon with its next fire not yet prepared;
+# with the prepared fire's run (its tick ``planned``), if there is one.
 _DUE = text(
     """
 SELECT s.job_id, s.spec, s.paused_since, s.checked_until, s.fence, s.job_version,
+       s.next_due_at, s.planned_for, k.run_id AS planned_run,
        j.name, j.current_version, j.concurrency_policy, j.deleted_at IS NULL AS active,
        (SELECT t.status FROM tenants t WHERE t.id = s.tenant_id) AS tenant_status,
        (SELECT t.plan FROM tenants t WHERE t.id = s.tenant_id) AS tenant_plan
 FROM schedules s JOIN jobs j ON j.tenant_id = s.tenant_id AND j.id = s.job_id
-WHERE s.tenant_id = :tenant AND NOT s.paused AND s.next_due_at <= :now
+LEFT JOIN schedule_ticks k
+  ON k.tenant_id = s.tenant_id AND k.job_id = s.job_id AND k.scheduled_for = s.planned_for
+ AND k.outcome = 'planned'
+WHERE s.tenant_id = :tenant AND NOT s.paused
+  AND (s.next_due_at <= :now
+       OR (s.next_due_at <= :horizon AND s.planned_for IS DISTINCT FROM s.next_due_at))
 ORDER BY s.next_due_at
 LIMIT :limit
 FOR UPDATE OF s SKIP LOCKED
 """
 )
 
-_EARLIEST = text("SELECT min(next_due_at) FROM schedules WHERE tenant_id = :tenant AND NOT paused")
+# When a schedule next needs the scheduler: at its instant once its fire is prepared (or
+# was looked at for preparing) or when it is overdue, else ``:ahead`` seconds before, to
+# prepare it - but not before now: the due index reads a score in the past as "due since
+# then", and a replica takes a tenant due for longer than a lease as orphaned.
+_WAKE = (
+    "CASE WHEN {s}.planned_for >= {s}.next_due_at OR {s}.next_due_at <= CAST(:now AS timestamptz)"
+    " THEN {s}.next_due_at"
+    " ELSE greatest({s}.next_due_at - make_interval(secs => CAST(:ahead AS double precision)),"
+    " CAST(:now AS timestamptz)) END"
+)
 
+_EARLIEST = text(
+    f"SELECT min({_WAKE.format(s='s')}) FROM schedules s"  # noqa: S608 - a constant
+    " WHERE s.tenant_id = :tenant AND NOT s.paused"
+)
+
+# Every decision into the ledger. An instant already there is left alone - another replica
+# or an earlier pass recorded it - unless its prepared fire was ``superseded`` (an edit or a
+# pause dropped it): then what is decided now is recorded, and the reason keeps why.
 _TICKS = text(
     """
 INSERT INTO schedule_ticks
     (tenant_id, job_id, scheduled_for, wall_time, outcome, reason, run_id, recorded_at)
 SELECT tenant_id, job_id, scheduled_for, wall_time, outcome, reason, run_id, recorded_at
 FROM jsonb_populate_recordset(NULL::schedule_ticks, CAST(:ticks AS jsonb))
-ON CONFLICT (tenant_id, job_id, scheduled_for) DO NOTHING
+ON CONFLICT (tenant_id, job_id, scheduled_for) DO UPDATE
+SET outcome = EXCLUDED.outcome, wall_time = EXCLUDED.wall_time, run_id = EXCLUDED.run_id,
+    recorded_at = EXCLUDED.recorded_at,
+    reason = concat_ws('; ', EXCLUDED.reason, 'superseded earlier: ' || schedule_ticks.reason)
+WHERE schedule_ticks.outcome = 'superseded'
 RETURNING job_id, scheduled_for
 """
+)
+
+# The hand-over of prepared fires at their instant, in one statement: each tick ``planned``
+# takes the outcome decided now; a fired one's run becomes ``queued`` (created now, for the
+# month's quota) and its queued tasks ready at the run's start, which is what admission
+# looks for, with its pending ``schedule.fired`` audit event; the run of a tick not fired
+# is deleted (its task runs with it).
+_AUDIT_COLUMNS = (
+    "tenant_id, event_id, occurred_at, actor_type, actor_id, actor_label, action, "
+    "target_type, target_id, outcome, ip, user_agent, request_id, details"
+)
+_HANDOVER = text(
+    f"""
+WITH h AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS h(job_id uuid, scheduled_for timestamptz, outcome text, reason text, run_id uuid)
+), ticks AS (
+    UPDATE schedule_ticks AS k
+    SET outcome = h.outcome, reason = concat_ws('; ', h.reason, k.reason),
+        recorded_at = CAST(:now AS timestamptz),
+        run_id = CASE WHEN h.outcome = 'fired' THEN h.run_id END
+    FROM h
+    WHERE k.tenant_id = :tenant AND k.job_id = h.job_id AND k.scheduled_for = h.scheduled_for
+      AND k.outcome = 'planned' AND k.run_id = h.run_id
+    RETURNING k.job_id, k.scheduled_for, h.outcome, h.run_id
+), handed AS (
+    UPDATE runs AS r SET status = 'queued', created_at = CAST(:now AS timestamptz)
+    FROM ticks
+    WHERE ticks.outcome = 'fired' AND r.tenant_id = :tenant AND r.id = ticks.run_id
+      AND r.status = 'planned'
+    RETURNING r.id, r.run_at
+), ready AS (
+    UPDATE task_runs AS t SET ready_at = handed.run_at
+    FROM handed
+    WHERE t.tenant_id = :tenant AND t.run_id = handed.id AND t.status = 'queued'
+      AND t.ready_at IS NULL
+), dropped AS (
+    DELETE FROM runs AS r USING ticks
+    WHERE ticks.outcome <> 'fired' AND r.tenant_id = :tenant AND r.id = ticks.run_id
+      AND r.status = 'planned'
+), audited AS (
+    INSERT INTO audit_pending ({_AUDIT_COLUMNS})
+    SELECT {_AUDIT_COLUMNS}
+    FROM jsonb_populate_recordset(NULL::audit_pending, CAST(:audit AS jsonb)) AS a
+    WHERE a.target_id IN (SELECT CAST(id AS text) FROM handed)
+)
+SELECT ticks.job_id, ticks.scheduled_for, ticks.outcome, handed.id AS run_id, handed.run_at
+FROM ticks LEFT JOIN handed ON handed.id = ticks.run_id
+"""  # noqa: S608 - constants
 )
 
 # Advance the claimed schedules, and answer the tenant's next due instant: the statement's
 # snapshot shows the other schedules as they are and the claimed ones as they were, so
 # those are taken from what the UPDATE returns.
 _CLAIM = text(
-    """
+    f"""
 WITH claimed AS (
     UPDATE schedules AS s
-    SET fence = :fence, checked_until = :now, next_due_at = v.next_due_at,
-        paused_since = NULL, updated_at = :now
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(job_id uuid, next_due_at timestamptz)
+    SET fence = :fence, next_due_at = v.next_due_at,
+        checked_until = CASE WHEN v.due THEN :now ELSE s.checked_until END,
+        paused_since = CASE WHEN v.due THEN NULL ELSE s.paused_since END,
+        planned_for = coalesce(v.planned_for, s.planned_for), updated_at = :now
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS v(job_id uuid, due boolean, next_due_at timestamptz, planned_for timestamptz)
     WHERE s.tenant_id = :tenant AND s.job_id = v.job_id AND s.fence <= :fence
-    RETURNING s.job_id, s.next_due_at
+    RETURNING s.job_id, {_WAKE.format(s="s")} AS wake
 )
 SELECT (SELECT count(*) FROM claimed) AS claimed,
        least(
-           (SELECT min(next_due_at) FROM claimed),
-           (SELECT min(o.next_due_at) FROM schedules o
+           (SELECT min(wake) FROM claimed),
+           (SELECT min({_WAKE.format(s="o")}) FROM schedules o
             WHERE o.tenant_id = :tenant AND NOT o.paused
               AND o.job_id NOT IN (SELECT job_id FROM claimed))
        ) AS next_due
-"""
+"""  # noqa: S608 - constants
 )
 
 _ACTIVE = text(
@@ -191,6 +273,11 @@ class _Due:
     active: bool
     decisions: list[Decision]
     next_due_at: datetime | None
+    due: bool = True  # its instant has come (else it is here only to prepare its next fire)
+    planned_for: datetime | None = None  # the instant prepared ahead, as read
+    planned_run: uuid.UUID | None = None  # its run (None: nothing was prepared for it)
+    plan: Tick | None = None  # the next fire, to prepare in this pass
+    plan_mark: datetime | None = None  # the new ``planned_for`` (prepared, or looked at)
 
 
 async def fire_tenants(
@@ -201,12 +288,16 @@ async def fire_tenants(
     settings: Settings | None,
     up_since: datetime | None = None,
     now: datetime | None = None,
+    ahead: float = 0.0,
 ) -> dict[uuid.UUID, tuple[FireReport, datetime | None] | StaleLease]:
     """Fire the due schedules of several tenants in the session's one transaction (the
-    caller commits). Per tenant: its report and next due instant, or :class:`StaleLease`
-    when a newer leaseholder has written (nothing was written for that tenant).
+    caller commits). Per tenant: its report and when it next needs the scheduler, or
+    :class:`StaleLease` when a newer leaseholder has written (nothing was written for it).
 
     ``settings``: the installation's, for plan quotas (None: quotas are not checked).
+    ``ahead``: prepare each schedule's next fire when its instant is at most this many
+    seconds away (0: fire at the instant only); prepared fires are handed over whatever
+    it is.
     """
     now = now or utcnow()
     results: dict[uuid.UUID, tuple[FireReport, datetime | None] | StaleLease] = {}
@@ -214,7 +305,14 @@ async def fire_tenants(
         await scope_to_tenant(session, tenant_id)
         try:
             results[tenant_id] = await _fire_tenant(
-                session, redis, tenant_id, fence, settings=settings, up_since=up_since, now=now
+                session,
+                redis,
+                tenant_id,
+                fence,
+                settings=settings,
+                up_since=up_since,
+                now=now,
+                ahead=ahead,
             )
         except StaleLease as stale:
             results[tenant_id] = stale
@@ -230,14 +328,22 @@ async def fire_due(
     settings: Settings | None = None,
     now: datetime | None = None,
     up_since: datetime | None = None,
+    ahead: float = 0.0,
 ) -> tuple[FireReport, datetime | None]:
-    """Fire every due schedule of one tenant; its report and next due instant.
+    """Fire every due schedule of one tenant (and prepare the fires ``ahead`` seconds
+    away); its report and when it next needs the scheduler.
 
     Raises :class:`StaleLease` when a newer leaseholder has written (nothing written).
     """
     result = (
         await fire_tenants(
-            session, redis, {tenant_id: fence}, settings=settings, up_since=up_since, now=now
+            session,
+            redis,
+            {tenant_id: fence},
+            settings=settings,
+            up_since=up_since,
+            now=now,
+            ahead=ahead,
         )
     )[tenant_id]
     if isinstance(result, StaleLease):
@@ -254,13 +360,19 @@ async def _fire_tenant(
     settings: Settings | None,
     up_since: datetime | None,
     now: datetime,
+    ahead: float,
 ) -> tuple[FireReport, datetime | None]:
+    horizon = now + timedelta(seconds=ahead)
     rows = (
-        await session.execute(_DUE, {"tenant": tenant_id, "now": now, "limit": DUE_LIMIT})
+        await session.execute(
+            _DUE, {"tenant": tenant_id, "now": now, "horizon": horizon, "limit": DUE_LIMIT}
+        )
     ).all()
     report = FireReport()
     if not rows:
-        earliest = (await session.execute(_EARLIEST, {"tenant": tenant_id})).scalar()
+        earliest = (
+            await session.execute(_EARLIEST, {"tenant": tenant_id, "ahead": ahead, "now": now})
+        ).scalar()
         return report, earliest
     if any(row.fence > fence for row in rows):
         raise StaleLease(f"tenant {tenant_id}: a newer scheduler holds the lease")
@@ -268,55 +380,86 @@ async def _fire_tenant(
     due: list[_Due] = []
     for row in rows:
         cron = compiled(row.job_id, row.job_version, row.spec)
-        decisions = decide_ticks(
-            ticks_between(cron, row.checked_until, now),
-            row.spec,
-            now=now,
-            paused_since=row.paused_since,
-            up_since=up_since,
-        )
-        due.append(
-            _Due(
-                job_id=row.job_id,
-                spec=row.spec,
-                name=row.name,
-                version=row.current_version,
-                policy=row.spec.get("concurrency_policy") or row.concurrency_policy,
-                active=row.active,
-                decisions=decisions,
-                next_due_at=next_fire(cron, now),
+        is_due = row.next_due_at <= now
+        decisions = (
+            decide_ticks(
+                ticks_between(cron, row.checked_until, now),
+                row.spec,
+                now=now,
+                paused_since=row.paused_since,
+                up_since=up_since,
             )
+            if is_due
+            else []
         )
+        upcoming = next_ticks(cron, now, 1)
+        following = upcoming[0] if upcoming else None
+        item = _Due(
+            job_id=row.job_id,
+            spec=row.spec,
+            name=row.name,
+            version=row.current_version,
+            policy=row.spec.get("concurrency_policy") or row.concurrency_policy,
+            active=row.active,
+            decisions=decisions,
+            next_due_at=(following.instant if following else None) if is_due else row.next_due_at,
+            due=is_due,
+            planned_for=row.planned_for,
+            planned_run=row.planned_run,
+        )
+        at = item.next_due_at
+        # A schedule whose instant has come is only handed over (or fired) in this pass, so
+        # that the transaction holding the hand-over is short and commits first; its next
+        # fire is prepared by the next pass (its wake-up is that instant minus ``ahead``).
+        if (
+            ahead > 0
+            and not is_due
+            and at is not None
+            and at <= horizon
+            and (row.planned_for is None or at > row.planned_for)
+        ):
+            item.plan_mark = at
+            # ``replace`` cancels the active run at the instant: decided then, not here
+            if item.active and item.policy != "replace" and following and following.instant == at:
+                item.plan = following
+        due.append(item)
     await _refuse(session, tenant_id, due, suspended=suspended)
     await _apply_quota(session, settings, tenant_id, rows[0].tenant_plan, due, now)
 
-    # Every decision into the ledger; fired ones carry the id their run will have.
+    # Every decision into the ledger; fired ones carry the id their run will have. A
+    # decision on an instant prepared ahead is a hand-over of its tick and run instead.
     run_ids: dict[tuple[uuid.UUID, datetime], uuid.UUID] = {}
     tick_rows: list[dict[str, Any]] = []
+    handovers: list[dict[str, Any]] = []
     recorded_at = utcnow()
     for item in due:
         for decision in item.decisions:
+            if item.planned_run is not None and decision.key == item.planned_for:
+                handovers.append(_handover(item, decision.outcome, decision.reason))
+                continue
             run_id = None
             if decision.outcome == "fired" and item.policy != "replace":
                 run_id = run_ids[(item.job_id, decision.key)] = uuid7()
-            tick_rows.append(
-                {
-                    "tenant_id": tenant_id,
-                    "job_id": item.job_id,
-                    "scheduled_for": decision.key,
-                    "wall_time": decision.tick.wall.isoformat(),
-                    "outcome": decision.outcome,
-                    "reason": decision.reason,
-                    "run_id": run_id,
-                    "recorded_at": recorded_at,
-                }
-            )
+            tick_rows.append(_tick(tenant_id, item, decision.key, decision.tick, recorded_at))
+            tick_rows[-1].update(outcome=decision.outcome, reason=decision.reason, run_id=run_id)
+        if (
+            item.planned_run is not None
+            and item.planned_for is not None
+            and item.planned_for <= now
+            and not any(d.key == item.planned_for for d in item.decisions)
+        ):
+            handovers.append(_handover(item, "superseded", "no longer an instant of the schedule"))
+    handed = await _hand_over(session, tenant_id, handovers, now, report)
+
+    planned = await _prepare(session, tenant_id, due, now, recorded_at, tick_rows)
     recorded: set[tuple[uuid.UUID, datetime]] = set()
     if tick_rows:
         result = await session.execute(_TICKS, {"ticks": _json(tick_rows)})
         recorded = {(job_id, at) for job_id, at in result.all()}
     await _announce_quota_skips(session, tenant_id, due, recorded, recorded_at)
-    await _insert_runs(session, redis, tenant_id, due, recorded, run_ids, now, report)
+    await _insert_runs(
+        session, redis, tenant_id, due, recorded, run_ids, now, report, planned, handed
+    )
 
     claim = (
         await session.execute(
@@ -325,13 +468,132 @@ async def _fire_tenant(
                 "tenant": tenant_id,
                 "fence": fence,
                 "now": now,
-                "rows": _json([{"job_id": d.job_id, "next_due_at": d.next_due_at} for d in due]),
+                "ahead": ahead,
+                "rows": _json(
+                    [
+                        {
+                            "job_id": d.job_id,
+                            "due": d.due,
+                            "next_due_at": d.next_due_at,
+                            "planned_for": d.plan_mark,
+                        }
+                        for d in due
+                    ]
+                ),
             },
         )
     ).one()
     if claim.claimed < len(due):  # cannot happen while the rows are locked; be safe
         raise StaleLease(f"tenant {tenant_id}: a newer scheduler holds the lease")
     return report, claim.next_due
+
+
+def _tick(
+    tenant_id: uuid.UUID, item: _Due, key: datetime, tick: Tick, recorded_at: datetime
+) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "job_id": item.job_id,
+        "scheduled_for": key,
+        "wall_time": tick.wall.isoformat(),
+        "outcome": "planned",
+        "reason": None,
+        "run_id": None,
+        "recorded_at": recorded_at,
+    }
+
+
+def _handover(item: _Due, outcome: str, reason: str | None) -> dict[str, Any]:
+    return {
+        "job_id": item.job_id,
+        "scheduled_for": item.planned_for,
+        "outcome": outcome,
+        "reason": reason,
+        "run_id": item.planned_run,
+    }
+
+
+@dataclass
+class _Handed:
+    """A prepared fire handed over to admission at its instant."""
+
+    job_id: uuid.UUID
+    run_id: uuid.UUID
+    scheduled_for: datetime
+    run_at: datetime
+
+
+async def _hand_over(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    report: FireReport,
+) -> list[_Handed]:
+    """Hand the prepared fires over (one statement); the runs that became admissible."""
+    if not rows:
+        return []
+    audits = [
+        _fired_event(tenant_id, row["job_id"], row["run_id"], row["scheduled_for"])
+        for row in rows
+        if row["outcome"] == "fired"
+    ]
+    result = await session.execute(
+        _HANDOVER,
+        {"tenant": tenant_id, "now": now, "rows": _json(rows), "audit": _json(audits)},
+    )
+    handed: list[_Handed] = []
+    for row in result.all():
+        if row.run_id is not None:
+            handed.append(_Handed(row.job_id, row.run_id, row.scheduled_for, row.run_at))
+        elif row.outcome == "skipped":
+            report.skipped += 1
+        elif row.outcome == "missed":
+            report.missed += 1
+        elif row.outcome == "superseded":
+            report.superseded += 1
+    return handed
+
+
+async def _prepare(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    due: list[_Due],
+    now: datetime,
+    recorded_at: datetime,
+    tick_rows: list[dict[str, Any]],
+) -> list[tuple[_Due, datetime, list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The next fires to prepare ahead: their run rows (``planned``) and task runs (queued
+    without ``ready_at``, so admission cannot see them), and a ``planned`` tick each added
+    to ``tick_rows``. A run that would be over at creation (every task skipped) is not
+    prepared: it is created at its instant, as without preparing."""
+    wanted = [item for item in due if item.plan is not None]
+    if not wanted:
+        return []
+    plans = await _plans(session, tenant_id, {(item.job_id, item.version) for item in wanted})
+    prepared: list[tuple[_Due, datetime, list[dict[str, Any]], list[dict[str, Any]]]] = []
+    for item in wanted:
+        tick = item.plan
+        assert tick is not None and tick.instant is not None
+        key = tick.instant
+        jitter = int(item.spec.get("jitter_seconds") or 0)
+        run_at = key + timedelta(seconds=random.uniform(0, jitter)) if jitter else key  # noqa: S311
+        plan = plans[(item.job_id, item.version)]
+        new = NewRun(params=dict(plan.params), run_at=run_at, scheduled_for=key)
+        runs, run_rows, task_rows = runs_service.scheduled_runs(
+            tenant_id, item.job_id, plan, [new], now=now
+        )
+        if runs[0].status != RunStatus.queued:
+            continue
+        for row in run_rows:
+            row["status"] = RunStatus.planned
+        for row in task_rows:
+            if row["status"] == TaskStatus.queued:
+                row["ready_at"] = None
+        tick_rows.append(_tick(tenant_id, item, key, tick, recorded_at))
+        tick_rows[-1]["run_id"] = new.run_id
+        prepared.append((item, key, run_rows, task_rows))
+    return prepared
 
 
 async def _refuse(
@@ -459,6 +721,8 @@ async def _plans(
 ) -> dict[tuple[uuid.UUID, int], RunPlan]:
     """The compiled plans of these job versions (the process-wide cache, then one query)."""
     plans: dict[tuple[uuid.UUID, int], RunPlan] = {}
+    if not wanted:
+        return plans
     missing: list[dict[str, Any]] = []
     for job_id, version in wanted:
         plan = PLANS.get(tenant_id, job_id, version)
@@ -482,9 +746,13 @@ async def _insert_runs(
     run_ids: dict[tuple[uuid.UUID, datetime], uuid.UUID],
     now: datetime,
     report: FireReport,
+    prepared: list[tuple[_Due, datetime, list[dict[str, Any]], list[dict[str, Any]]]],
+    handed: list[_Handed],
 ) -> None:
-    """The runs of the ticks this pass recorded ``fired``, with their task runs and one
-    pending audit event each, in one statement; ``replace`` through the runs service."""
+    """The runs of the ticks this pass recorded ``fired`` and of the fires it prepared
+    (their ticks recorded ``planned``), with their task runs, and one pending audit event
+    per fire (handed over or fired), in one statement; ``replace`` through the runs
+    service."""
     fresh = [
         (item, decision)
         for item in due
@@ -497,8 +765,30 @@ async def _insert_runs(
         elif decision.outcome == "missed":
             report.missed += 1
     firing = [(item, d) for item, d in fresh if d.outcome == "fired"]
-    if not firing:
-        return
+    run_rows: list[dict[str, Any]] = []
+    task_rows: list[dict[str, Any]] = []
+    audits: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    first_start: datetime | None = None
+    for item, key, rows, tasks in prepared:
+        if (item.job_id, key) in recorded:
+            run_rows.extend(rows)
+            task_rows.extend(tasks)
+            report.planned += 1
+    for fire in handed:  # its audit event went with the hand-over
+        updates.append(
+            {
+                "type": "run",
+                "run_id": str(fire.run_id),
+                "job_id": str(fire.job_id),
+                "status": RunStatus.queued,
+                "reason": None,
+                "at": now.isoformat(),
+            }
+        )
+        report.fired += 1
+        report.lateness.append((now - fire.scheduled_for).total_seconds())
+        first_start = fire.run_at if first_start is None else min(first_start, fire.run_at)
     plans = await _plans(session, tenant_id, {(item.job_id, item.version) for item, _ in firing})
     by_job: dict[uuid.UUID, list[NewRun]] = defaultdict(list)
     replaced: list[tuple[_Due, Decision, datetime]] = []
@@ -518,11 +808,6 @@ async def _insert_runs(
                 run_id=run_ids[(item.job_id, decision.key)],
             )
         )
-    run_rows: list[dict[str, Any]] = []
-    task_rows: list[dict[str, Any]] = []
-    audits: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    first_start: datetime | None = None
     for job_id, news in by_job.items():
         runs, rows, tasks = runs_service.scheduled_runs(
             tenant_id, job_id, plans[(job_id, items[job_id].version)], news, now=now
@@ -538,6 +823,7 @@ async def _insert_runs(
             first_start = run.run_at if first_start is None else min(first_start, run.run_at)
     if run_rows:
         await insert_triggered(session, run_rows, task_rows, audits)
+    if updates:
         audit.seal_soon(session, tenant_id)
         start = first_start or now
 

@@ -34,11 +34,17 @@ class Schedule(SQLModel, table=True):
     checked_until: datetime = timestamp()
     fence: int = Field(default=0, sa_type=BigInteger)
     updated_at: datetime = timestamp()
+    # The instant up to which the next fire has been prepared ahead (its run ``planned``,
+    # its tick ``planned``; none for a policy that decides only at the instant); NULL when
+    # nothing is prepared (an edit or a pause dropped it).
+    planned_for: datetime | None = timestamp(nullable=True, default_now=False)
 
 
 class ScheduleTick(SQLModel, table=True):
     """One instant a schedule was due, and what came of it: fired (with the run),
-    skipped (paused, concurrency policy, misfire policy, DST policy) or missed."""
+    skipped (paused, concurrency policy, misfire policy, DST policy) or missed; before
+    the instant, planned (its run prepared ahead) or superseded (the prepared fire was
+    dropped by an edit, a pause or a deletion before its instant)."""
 
     __tablename__ = "schedule_ticks"
 

@@ -52,7 +52,7 @@ async def list_ticks(
     job_id: uuid.UUID,
     session: SessionDep,
     principal: Principal = Authorized(Permission.runs_read),
-    outcome: Literal["fired", "skipped", "missed"] | None = None,
+    outcome: Literal["fired", "skipped", "missed", "planned", "superseded"] | None = None,
     cursor: Instant | None = Query(default=None, description="next_cursor of the last page"),
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> TickPage:

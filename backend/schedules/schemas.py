@@ -22,7 +22,7 @@ class SchedulePublic(ResponseModel):
 class TickPublic(ResponseModel):
     scheduled_for: datetime = Field(description="The instant it was due (UTC)")
     wall_time: str = Field(description="The local wall-clock time the cron matched")
-    outcome: str = Field(description="fired | skipped | missed")
+    outcome: str = Field(description="fired | skipped | missed | planned | superseded")
     reason: str | None
     run_id: uuid.UUID | None
     recorded_at: datetime

@@ -31,7 +31,11 @@ from backend.core.models import utcnow
 from backend.core.principal import Actor, Principal
 from backend.jobs.repository import JobRepository
 from backend.schedules.models import Schedule, ScheduleTick
-from backend.schedules.repository import ScheduleRepository, TickRepository
+from backend.schedules.repository import (
+    ScheduleRepository,
+    TickRepository,
+    drop_prepared_fire,
+)
 from kernel.cron import CronError, CronSchedule, Tick, next_fire, next_ticks
 from kernel.wire import keys
 
@@ -76,6 +80,11 @@ async def sync_schedule(
 ) -> None:
     """Make the job's schedule row match its current version (called by the jobs service)."""
     repo = ScheduleRepository(session, tenant_id)
+    if schedule is None:
+        why = "the job was deleted or its schedule removed before this instant"
+    else:
+        why = f"the job was changed (version {version}) before this instant"
+    await drop_prepared_fire(session, tenant_id, job_id, f"{why}; its prepared run was dropped")
     row = await repo.get(job_id=job_id)
     now = utcnow()
     if schedule is None:
@@ -192,6 +201,12 @@ async def pause(
     """Stop firing; instants due while paused are handled by the misfire policy on resume."""
     row = await schedule_of(session, principal, job_id)
     if not row.paused:
+        await drop_prepared_fire(
+            session,
+            principal.tenant_id,
+            job_id,
+            "the schedule was paused before this instant; its prepared run was dropped",
+        )
         _set_paused(row, True, utcnow())
         session.add(row)
         await audit.record_for(
@@ -271,6 +286,8 @@ class FireReport:
     fired: int = 0
     skipped: int = 0
     missed: int = 0
+    planned: int = 0  # fires prepared ahead of their instant
+    superseded: int = 0  # prepared fires dropped at their instant (no longer an instant)
     # seconds from each fired instant to the scheduler firing it (jitter excluded: that
     # delay is the schedule's own choice, not the scheduler running late)
     lateness: list[float] = field(default_factory=list)

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
+    planned = "planned"  # a fire prepared ahead of its instant, not yet admissible
     queued = "queued"
     running = "running"
     succeeded = "succeeded"

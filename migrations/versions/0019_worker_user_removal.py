@@ -10,14 +10,14 @@ statement (a SECURITY DEFINER function: the runtime role sees one tenant at a ti
 sweep then marks each removal inside that tenant's own scoped transaction.
 
 Revision ID: 0019_worker_user_removal
-Revises: 0017_run_refusal_outbox
+Revises: 0018_fires_ahead
 Create Date: 2026-12-06
 """
 
 from alembic import op
 
 revision = "0019_worker_user_removal"
-down_revision = "0017_run_refusal_outbox"
+down_revision = "0018_fires_ahead"
 branch_labels = None
 depends_on = None
 

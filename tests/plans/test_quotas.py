@@ -6,7 +6,7 @@ suite's own client runs as on-prem and reads them from the configuration.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -295,3 +295,69 @@ async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
     for tick in ticks[1:]:
         assert tick.outcome == "skipped" and tick.run_id is None
         assert tick.reason.startswith("quota_exceeded: runs_per_month limit of 2 reached")
+
+
+async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
+    hosted: AsyncClient,
+    hosted_app: Any,
+    superuser: Account,
+    owner: Account,
+    owner_engine: AsyncEngine,
+) -> None:
+    """A fire prepared ahead is not a run of the month yet (a manual trigger may take the
+    last one); at its instant the quota is checked as for any fire: no run left, its tick
+    is ``skipped`` with the quota's code and its prepared run is gone."""
+    await plan_for(hosted, superuser, owner, runs_per_month=1)
+    job = await create_job(hosted, owner, [python_task("a")], schedule={"cron": "* * * * *"})
+    async with owner_engine.connect() as conn:
+        instant = (
+            await conn.execute(
+                text("SELECT next_due_at FROM schedules WHERE job_id = :job"), {"job": job["id"]}
+            )
+        ).scalar_one()
+
+    async def fire(now: datetime) -> None:
+        async with hosted_app.state.sessionmaker() as session:
+            await fire_due(
+                session,
+                hosted_app.state.redis,
+                owner.tenant_id,
+                fence=1,
+                settings=hosted_app.state.settings,
+                now=now,
+                ahead=60,
+            )
+            await commit(session)
+
+    async def scheduled() -> list[Any]:
+        async with owner_engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT status FROM runs WHERE job_id = :job AND trigger = 'schedule'"
+                        ),
+                        {"job": job["id"]},
+                    )
+                ).all()
+            )
+
+    await fire(instant - timedelta(seconds=30))
+    assert [r.status for r in await scheduled()] == ["planned"]
+    await trigger(hosted, owner, job["id"])  # the month's one run: the prepared one is not
+    await fire(instant + timedelta(milliseconds=100))
+    assert await scheduled() == []
+    async with owner_engine.connect() as conn:
+        tick = (
+            await conn.execute(
+                text(
+                    "SELECT outcome, reason, run_id FROM schedule_ticks "
+                    "WHERE job_id = :job AND scheduled_for = :at"
+                ),
+                {"job": job["id"], "at": instant},
+            )
+        ).one()
+    assert tick.outcome == "skipped" and tick.run_id is None
+    assert tick.reason.startswith("quota_exceeded: runs_per_month limit of 1 reached")
+    paused = await hosted.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
+    assert paused.status_code == 200, paused.text
