@@ -20,6 +20,7 @@ import pytest
 from httpx import AsyncClient
 
 from backend.core.settings import Settings
+from tests.fixtures.docker_engine import DockerEngine
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, shell_task, trigger
 from tests.worker.processes import eventually, running, sleeper
@@ -92,6 +93,63 @@ async def test_sigkilled_worker_leaves_no_task_process(
         lambda: not any(Path(f"/proc/{pid}").exists() for pid in helpers),
         what="the sandbox's slirp4netns dies with the worker",
     )
+
+
+async def test_a_sigkilled_workers_container_is_removed(
+    client: AsyncClient,
+    owner: Account,
+    settings: Settings,
+    running_engine: object,
+    docker_engine: DockerEngine,
+    tmp_path: Path,
+) -> None:
+    """A container is the Docker engine's child, not the worker's: its guard process
+    (worker/executors/container_guard.py) removes it when the worker dies."""
+    queue = f"death-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "BATON_ENVIRONMENT": "test",
+        "BATON_REDIS_URL": settings.redis_url or "",
+        "BATON_WORKER_ALLOW_DOCKER": "true",
+    }
+    if docker_engine.base_url:
+        env["DOCKER_HOST"] = docker_engine.base_url
+    task = {"name": "long", "type": "docker", "image": docker_engine.image, "queue": queue}
+    job = await create_job(client, owner, [{**task, "command": ["sleep", "600"]}])
+    docker = docker_engine.client()
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from backend.cli import app; app()", "worker", "--queue", queue],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        run = await trigger(client, owner, job["id"])
+        label = {"label": f"baton.run_id={run['id']}"}
+        await eventually(
+            lambda: [c for c in docker.containers.list(filters=label) if c.status == "running"],
+            timeout=60,
+            what="the task's container running",
+        )
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        await eventually(
+            lambda: docker.containers.list(all=True, filters=label) == [],
+            timeout=60,
+            what="the container removed after its worker died",
+        )
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+        log.close()
+        for leftover in docker.containers.list(
+            all=True, filters={"label": f"baton.tenant_id={owner.tenant_id}"}
+        ):
+            leftover.remove(force=True)
+        docker.close()
 
 
 def children_named(parent: int, name: str) -> list[int]:

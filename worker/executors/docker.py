@@ -27,7 +27,10 @@ followed after the start can end before a last, unterminated line arrives), and 
 hands the demultiplexed chunks back to the loop, so lines keep their stream name. On
 cancellation (the caller's timeout included) the container is killed and removed (its
 anonymous volumes with it) before ``CancelledError`` is re-raised; after a normal exit it is
-removed too. A missing image is pulled once. When the worker has no Docker engine (or no
+removed too. From its creation on, each container has a guard process
+(``container_guard.py``, in a session of its own) that removes it if the worker dies
+without doing so - a SIGKILLed worker leaves no container running. A missing image is
+pulled once. When the worker has no Docker engine (or no
 Docker SDK), tasks fail with reason ``unsupported`` - the engine can then send them to a
 worker that has one.
 """
@@ -41,6 +44,8 @@ import logging
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -71,6 +76,8 @@ ClientFactory = Callable[[], Any]  # returns a docker.DockerClient (or a stand-i
 WORK_DIR = "/baton/work"
 OUTPUT_DIR = "/baton/output"
 OUTPUT_FILE = "output.json"
+GUARD_SCRIPT = Path(__file__).with_name("container_guard.py")
+GUARD_STAND_DOWN = b"done\n"  # container_guard.STAND_DOWN
 OUTPUT_PATH = f"{OUTPUT_DIR}/{OUTPUT_FILE}"
 # Confinement (shared pool): a per-task uid:gid of the sandbox's pool. Numeric ids: the
 # image needs no /etc/passwd entry for them.
@@ -192,12 +199,33 @@ class DockerExecutor:
         writer = LogWriter(log, self.policy.max_log_bytes)
         starting = _Starting()
         options = _container_options(env, labels, output_dir, uid=uid)
+        address = _engine_address(client)
+        try:
+            return await self._run_started(
+                client, message, image, command, options, output_dir, writer, starting, address
+            )
+        finally:
+            await asyncio.to_thread(starting.stand_down)
+
+    async def _run_started(
+        self,
+        client: Any,
+        message: TaskMessage,
+        image: str,
+        command: str | list[str] | None,
+        options: dict[str, Any],
+        output_dir: Path,
+        writer: LogWriter,
+        starting: _Starting,
+        address: str,
+    ) -> ExecutionResult:
+        """Create, guard, start and follow the container to its end."""
 
         def start() -> Any:
             if self.policy.docker_confined:
                 _require_confinement(client)
             container = _create(client, image, command, options)
-            if not starting.started(container):
+            if not starting.started(container, lambda c: _guard(c, address)):
                 return None  # we were cancelled meanwhile; started() removed it
             output = container.attach(stdout=True, stderr=True, stream=True, demux=True)
             try:
@@ -456,20 +484,50 @@ async def _kill_and_remove(container: Any) -> None:
     await _remove(container)
 
 
+def _engine_address(client: Any) -> str:
+    """The engine's Unix socket as a ``unix://`` URL when the client talks to one (a guard
+    must reach the same engine), else "" (the guard uses the environment's engine)."""
+    adapter = getattr(getattr(client, "api", None), "_custom_adapter", None)
+    socket_path = getattr(adapter, "socket_path", None)
+    return f"unix://{socket_path}" if isinstance(socket_path, str) else ""
+
+
+def _guard(container: Any, address: str) -> subprocess.Popen[bytes] | None:
+    """Start the container's guard (see ``container_guard.py``); None if it cannot start
+    (logged: the task still runs, unguarded)."""
+    try:
+        return subprocess.Popen(  # noqa: S603 - our own script, the engine's container id
+            # -P: the script's folder (this package, with its docker.py) is not on the path
+            [sys.executable, "-P", str(GUARD_SCRIPT), str(container.id), address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # a signal to the worker's process group spares it
+        )
+    except OSError:
+        logger.warning("worker.docker.guard_failed", exc_info=True)
+        return None
+
+
 class _Starting:
-    """Hands a container created in a thread to the loop, or removes it if we were cancelled."""
+    """Hands a container created in a thread to the loop, or removes it if we were cancelled;
+    holds the container's guard until it is told to stand down."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cancelled = False
         self._container: Any = None
+        self._guard: subprocess.Popen[bytes] | None = None
 
-    def started(self, container: Any) -> bool:
+    def started(
+        self, container: Any, guard: Callable[[Any], subprocess.Popen[bytes] | None]
+    ) -> bool:
         """Called in the start thread once the container exists: False if we were cancelled
-        (then it is removed here)."""
+        (then it is removed here); else its ``guard`` is started, under the lock, so that
+        :meth:`stand_down` never misses it."""
         with self._lock:
             if not self._cancelled:
                 self._container = container
+                self._guard = guard(container)
                 return True
         with contextlib.suppress(Exception):
             container.remove(v=True, force=True)
@@ -480,3 +538,20 @@ class _Starting:
         with self._lock:
             self._cancelled = True
             return self._container
+
+    def stand_down(self) -> None:
+        """The container is dealt with (removed, or never started): the guard exits without
+        touching it. Blocking: call it in a thread."""
+        with self._lock:
+            self._cancelled = True  # a start thread still running starts no guard now
+            guard, self._guard = self._guard, None
+        if guard is None or guard.stdin is None:
+            return
+        with contextlib.suppress(OSError):  # BrokenPipeError: the guard is gone already
+            guard.stdin.write(GUARD_STAND_DOWN)
+            guard.stdin.close()
+        try:
+            guard.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            guard.kill()
+            guard.wait()
