@@ -83,8 +83,17 @@ def _asyncpg_outage(error: BaseException | None) -> Dependency | None:
             | asyncpg.InterfaceError
             | asyncpg.CannotConnectNowError
             | asyncpg.AdminShutdownError
+            | asyncpg.exceptions.CrashShutdownError
+            | asyncpg.exceptions.TooManyConnectionsError
             | ConnectionError,
         ):
+            return "postgres"
+        # The database refuses connections (ALLOW_CONNECTIONS false, being dropped or
+        # restored): SQLSTATE 55000 at connect time. Counted as an event's own failure, it
+        # dead-lettered the engine's events during such an outage.
+        if isinstance(
+            candidate, asyncpg.exceptions.ObjectNotInPrerequisiteStateError
+        ) and "not currently accepting connections" in str(candidate):
             return "postgres"
     return None
 

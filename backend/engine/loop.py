@@ -433,7 +433,8 @@ class Engine:
                             "engine.event.dead_letter",
                             stream=stream,
                             entry_id=entry_id,
-                            event=fields.get(EVENT_FIELD, "")[:2000],
+                            # not event=: structlog's first argument is the event name
+                            payload=fields.get(EVENT_FIELD, "")[:2000],
                         )
         return handled
 

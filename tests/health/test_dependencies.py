@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 from redis.asyncio import Redis
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from kernel.dependencies import BACKOFF_CAP, Backoff, Dependencies, Guard, outage_of
 from kernel.metrics import REGISTRY
+from tests.fixtures.services import Services
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/postgres"
+
+
+def _asyncpg(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 async def _redis_error() -> Exception:
@@ -41,6 +50,34 @@ async def test_real_connection_failures_are_outages_of_the_right_dependency() ->
     assert outage_of(await _redis_error()) == "redis"
     assert outage_of(await _postgres_error()) == "postgres"
     assert outage_of(asyncpg.AdminShutdownError("terminating connection")) == "postgres"
+
+
+async def test_a_database_refusing_connections_is_an_outage(services: Services) -> None:
+    """SQLSTATE 55000 at connect time (``ALLOW_CONNECTIONS false``, a database being dropped
+    or restored): once counted as an event's own failure, it dead-lettered the engine's
+    events during such an outage."""
+    name = f"baton_refusing_{uuid.uuid4().hex[:8]}"
+    maintenance = create_async_engine(
+        _asyncpg(services.database_url), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    async with maintenance.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}" ALLOW_CONNECTIONS false'))
+    refusing = create_async_engine(
+        make_url(_asyncpg(services.database_url)).set(database=name), poolclass=NullPool
+    )
+    try:
+        async with refusing.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as error:  # noqa: BLE001  (the real error is what we classify)
+        assert "not currently accepting connections" in str(error)
+        assert outage_of(error) == "postgres"
+    else:
+        raise AssertionError("a database refusing connections answered")
+    finally:
+        await refusing.dispose()
+        async with maintenance.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE "{name}"'))
+        await maintenance.dispose()
 
 
 def test_other_errors_are_not_outages() -> None:
