@@ -16,7 +16,7 @@ import pytest
 import yaml
 from httpx import AsyncClient
 
-from tests.client.conftest import ROOT, Cli
+from tests.client.helpers import ROOT, Cli
 from tests.fixtures.factories import Account, create_api_token
 
 

@@ -14,8 +14,7 @@ from redis.asyncio import Redis
 
 from kernel.credential import WorkerCredential
 from tests.fixtures.factories import Account, create_member
-from tests.web.conftest import Browser, BrowserFactory
-from tests.web.helpers import assert_login_redirect, assert_page
+from tests.web.helpers import Browser, BrowserFactory, assert_login_redirect, assert_page
 from tests.workers.factories import create_worker_credential, unique_queue
 
 PAGE = "/settings/workers"
