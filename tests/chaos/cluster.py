@@ -16,11 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.fixtures.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 BATON = [sys.executable, "-c", "from backend.cli import app; app()"]
@@ -32,18 +34,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(what: str, check: object, timeout: float, *, every: float = 0.1) -> None:
-    """Poll ``check()`` until it is truthy; AssertionError naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except (OSError, httpx.HTTPError):
-            pass  # not up yet
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
+def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
+    """Poll ``check()`` until it is truthy (a refused connection counts as not yet)."""
+    eventually_sync(
+        check, timeout=timeout, interval=0.1, what=what, ignoring=(OSError, httpx.HTTPError)
+    )
 
 
 START_ATTEMPTS = 5
