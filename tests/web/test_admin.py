@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from urllib.parse import unquote, urlencode
 
 import pytest
@@ -112,11 +113,18 @@ async def test_console_lists_tenants_with_their_state(
 
 
 async def test_usage_counts_jobs_recent_runs_and_running_tasks(
-    client: AsyncClient, admin_browser: Browser, owner: Account, running_worker: Worker
+    client: AsyncClient,
+    admin_browser: Browser,
+    owner: Account,
+    running_worker: Worker,
+    tmp_path: Path,
 ) -> None:
     idle = await create_job(client, owner, [python_task("noop")])
+    never = str(tmp_path / "never")  # the task runs until it is cancelled
     busy = await create_job(
-        client, owner, [python_task("sleep", "tests.runs.tasks:wait", kwargs={"seconds": 30})]
+        client,
+        owner,
+        [python_task("hold", "tests.runs.tasks:wait_for_file", kwargs={"path": never})],
     )
     await trigger(client, owner, idle["id"], delay_seconds=3600)
     run = await trigger(client, owner, busy["id"])
