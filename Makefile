@@ -127,6 +127,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check kernel backend worker migrations tests bench scripts baton_client
 	$(BIN)/mypy kernel backend worker baton_client
 	$(BIN)/python scripts/check_layers.py  # the import contract (docs/architecture.md)
+	$(BIN)/python scripts/check_tests.py  # the test suite's rules (docs/architecture.md)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@$(BIN)/pip install --quiet -e '.[dev,bench]' >&2

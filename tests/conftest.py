@@ -26,6 +26,8 @@ pytest_plugins = [
     "tests.fixtures.factories",
     "tests.fixtures.execution",
     "tests.fixtures.mail",
+    "tests.fixtures.queues",
+    "tests.fixtures.schedules",
     "tests.fixtures.server",
     "tests.fixtures.stripe",
 ]

@@ -65,10 +65,10 @@ async def test_audit_verify_accepts_denied_requests_in_the_chain(
     forbidden = await client.post(
         "/api/v1/tokens", json={"name": "x", "role": "viewer"}, headers=viewer.headers
     )
-    assert forbidden.status_code == 403
+    assert_error(forbidden, 403, "forbidden")
     job = await create_job(client, other, [python_task("a")])
     elsewhere = await client.get(f"/api/v1/jobs/{job['id']}", headers=account.headers)
-    assert elsewhere.status_code == 404
+    assert_error(elsewhere, 404, "not_found")
     result = await _invoke("audit", "verify", "--tenant", account.tenant_slug)
     assert result.exit_code == 0, result.output
     assert f"{account.tenant_slug}: ok (6 events)" in result.output  # and the 2 denials

@@ -168,7 +168,7 @@ async def test_signup_tenant_name_nul_is_422_without_login(client: AsyncClient) 
     login = await client.post(
         "/api/v1/auth/login", json={"email": email, "password": DEFAULT_PASSWORD}
     )
-    assert login.status_code == 401, login.text
+    assert_error(login, 401, "invalid_credentials")
 
 
 async def test_signup_tenant_name_lone_surrogate_is_422(client: AsyncClient) -> None:

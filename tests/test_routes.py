@@ -21,6 +21,7 @@ from httpx import AsyncClient
 
 from backend.core.deps import get_superuser
 from backend.core.permissions import MINIMUM_ROLE, Permission, Role
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, bearer, create_api_token, create_member
 from tests.fixtures.routes import Endpoint, dependency_calls, endpoints
 
@@ -429,7 +430,7 @@ async def test_lists_do_not_leak_another_tenants_identifiers(
     for endpoint in reads:
         response = await client.get(endpoint.path, headers=owner.headers)
         if endpoint.path.startswith(ADMIN_PREFIX):
-            assert response.status_code == 403, f"{endpoint}: {response.status_code}"
+            assert_error(response, 403, "forbidden")
             continue
         assert response.status_code == 200, f"{endpoint}: {response.text}"
         leaked = [s for s in secrets if s in response.text]

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from redis.asyncio import Redis
 
 from backend.core.settings import Settings
 from backend.scheduler.loop import Scheduler
-from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.waiting import eventually
@@ -23,16 +20,6 @@ from tests.runs.factories import create_job, python_task, trigger
 from worker.runner import Worker
 
 HEALTH = "/api/v1/admin/health"
-
-
-@pytest.fixture
-async def parked_queue(redis: Redis) -> AsyncIterator[str]:
-    """A queue no test worker reads, removed afterwards ("zz-metrics-" queues sort last)."""
-    queue = f"parked-{uuid.uuid4().hex[:8]}"
-    yield queue
-    for tenant_id in await redis.smembers(keys.queue_tenants(queue)):
-        await redis.delete(keys.queue_stream(tenant_id, queue))
-    await redis.delete(keys.queue_tenants(queue))
 
 
 async def health(client: AsyncClient, account: Account) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.audit.helpers import head_seq, rows_after, verify
+from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.runs.factories import create_job, python_task
 
@@ -27,7 +28,7 @@ async def test_a_viewers_forbidden_call_is_audited_in_its_tenant(
     before = await head_seq(owner_engine, owner.tenant_id)
     spec = {"name": "not-allowed", "tasks": [python_task("a")]}
     response = await client.post("/api/v1/jobs", json=spec, headers=viewer.headers)
-    assert response.status_code == 403
+    assert_error(response, 403, "forbidden")
     [event] = denied(await rows_after(owner_engine, owner.tenant_id, before))
     assert event["outcome"] == "denied"
     assert (event["actor_type"], event["actor_id"]) == ("user", str(viewer.user_id))
@@ -56,7 +57,7 @@ async def test_another_tenants_object_is_audited_in_the_callers_tenant(
     )
     path = f"/api/v1/jobs/{job['id']}"
     response = await client.get(path, headers=owner.headers)
-    assert response.status_code == 404
+    assert_error(response, 404, "not_found")
     [event] = denied(await rows_after(owner_engine, owner.tenant_id, mine))
     assert event["actor_id"] == str(owner.user_id) and event["outcome"] == "denied"
     assert event["details"]["path"] == path and event["details"]["status"] == 404
@@ -80,7 +81,7 @@ async def test_an_api_token_denied_is_audited_as_the_token(
         f"/api/v1/members/{owner.user_id}",
         headers={"Authorization": f"Bearer {token['token']}"},
     )
-    assert response.status_code == 403
+    assert_error(response, 403, "forbidden")
     [event] = denied(await rows_after(owner_engine, owner.tenant_id, before))
     assert (event["actor_type"], event["actor_id"]) == ("token", token["id"])
 
@@ -89,6 +90,6 @@ async def test_anonymous_and_successful_requests_are_not_audited_as_denied(
     client: AsyncClient, owner: Account, owner_engine: AsyncEngine
 ) -> None:
     before = await head_seq(owner_engine, owner.tenant_id)
-    assert (await client.get(f"/api/v1/jobs/{uuid.uuid4()}")).status_code == 401
+    assert_error(await client.get(f"/api/v1/jobs/{uuid.uuid4()}"), 401, "unauthenticated")
     assert (await client.get("/api/v1/jobs", headers=owner.headers)).status_code == 200
     assert denied(await rows_after(owner_engine, owner.tenant_id, before)) == []

@@ -16,11 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.fixtures.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 BATON = [sys.executable, "-c", "from backend.cli import app; app()"]
@@ -32,18 +34,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(what: str, check: object, timeout: float, *, every: float = 0.1) -> None:
-    """Poll ``check()`` until it is truthy; AssertionError naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except (OSError, httpx.HTTPError):
-            pass  # not up yet
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
+def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
+    """Poll ``check()`` until it is truthy (a refused connection counts as not yet)."""
+    eventually_sync(
+        check, timeout=timeout, interval=0.1, what=what, ignoring=(OSError, httpx.HTTPError)
+    )
+
+
+START_ATTEMPTS = 5
+
+
+class ExitedAtStart(Exception):
+    """A server process ended before it answered (most often: its port was taken)."""
 
 
 def redis_server_binary() -> str:
@@ -62,12 +64,29 @@ class RedisServer:
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    started: bool = False  # once started, a restart keeps the port its clients know
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        """Start it. The port was free when picked but another process may bind it first:
+        the server then exits, and a first start tries again on a new port."""
+        for _ in range(START_ATTEMPTS):
+            self._spawn()
+            try:
+                wait_until("redis-server to answer", self._answers, 20)
+            except ExitedAtStart:
+                if self.started:
+                    raise
+                self.port = free_port()
+                continue
+            self.started = True
+            return
+        raise AssertionError(f"redis-server did not start in {START_ATTEMPTS} attempts")
+
+    def _spawn(self) -> None:
         with (self.workdir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -87,9 +106,11 @@ class RedisServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until("redis-server to answer", self._answers, 20)
 
     def _answers(self) -> bool:
+        """Whether this server answers PING - its own process, not another on the port."""
+        if self.process is None or self.process.poll() is not None:
+            raise ExitedAtStart(f"redis-server exited (see {self.workdir / 'redis.log'})")
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
@@ -145,6 +166,8 @@ class Cluster:
         for name in ("BATON_APP_DATABASE_URL", "BATON_METRICS_PORT", "BATON_WORKER_METRICS_PORT"):
             self.env.pop(name, None)
         self.procs: dict[str, Proc] = {}
+        self._api_started = False  # a restarted API keeps its port: clients know it
+        self._api_attempts = 1
 
     @property
     def api_url(self) -> str:
@@ -169,10 +192,23 @@ class Cluster:
             )
         self.procs[name] = Proc(name, args, log_path, process)
         if name == "api":
-            wait_until("the API to answer", self._api_answers, 60)
+            try:
+                wait_until("the API to answer", self._api_answers, 60)
+            except ExitedAtStart:
+                if self._api_started or self._api_attempts >= START_ATTEMPTS:
+                    raise
+                # Its port was taken after it was picked: a first start moves to a new one.
+                self._api_attempts += 1
+                self.api_port = free_port()
+                self.env["BATON_PORT"] = str(self.api_port)
+                return self.start(name)
+            self._api_started = True
         return self.procs[name]
 
     def _api_answers(self) -> bool:
+        """Whether this cluster's API process answers - not another process on the port."""
+        if self.procs["api"].process.poll() is not None:
+            raise ExitedAtStart(f"the API exited:\n{self.procs['api'].tail()}")
         return httpx.get(f"{self.api_url}/healthz", timeout=2).status_code == 200
 
     def start_all(self) -> None:

@@ -34,8 +34,9 @@ from sqlalchemy.pool import NullPool
 
 from backend.core.settings import Settings
 from tests.chaos.cluster import Cluster, RedisServer, free_port
-from tests.conftest import fresh_database
 from tests.fixtures.services import Services
+from tests.fixtures.stack import fresh_database
+from tests.fixtures.waiting import eventually
 
 RUNS_PER_CASE = 12
 STEP_SECONDS = 1.0
@@ -113,7 +114,7 @@ async def _call(api: httpx.AsyncClient, method: str, url: str, **kwargs: Any) ->
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"{method} {url} kept failing")
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # pacing: between retries, inside the 60 s deadline
 
 
 async def _start_runs(api: httpx.AsyncClient, workdir: Path, case: str) -> tuple[Path, list[str]]:
@@ -160,30 +161,32 @@ async def _terminate_connections(owner_db: AsyncEngine, database: str) -> int:
 
 async def _wait_for_connections(owner_db: AsyncEngine, database: str) -> None:
     """Wait (with a deadline) until some process holds a connection to the database."""
-    deadline = time.monotonic() + 60
-    while not await _other_connections(owner_db, database, terminate=False):
-        assert time.monotonic() < deadline, "no process connected again after the blow"
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: _other_connections(owner_db, database, terminate=False),
+        timeout=60,
+        interval=0.1,
+        what="a process connected again after the blow",
+    )
 
 
 async def _wait_until_running(owner_db: AsyncEngine, run_ids: list[str]) -> None:
     """Wait (with a deadline) until some of the runs' tasks are running on workers."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    async def running() -> int:
         async with owner_db.connect() as conn:
-            running = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*) FROM task_runs "
-                        "WHERE run_id = ANY(:runs) AND status = 'running'"
-                    ),
-                    {"runs": [uuid.UUID(r) for r in run_ids]},
-                )
-            ).scalar_one()
-        if running:
-            return
-        assert time.monotonic() < deadline, "no task started"
-        await asyncio.sleep(0.05)
+            return int(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT count(*) FROM task_runs "
+                            "WHERE run_id = ANY(:runs) AND status = 'running'"
+                        ),
+                        {"runs": [uuid.UUID(r) for r in run_ids]},
+                    )
+                ).scalar_one()
+            )
+
+    await eventually(running, timeout=60, what="a task of the runs running")
 
 
 async def _wait_for_runs(
@@ -209,7 +212,7 @@ async def _wait_for_runs(
             ]
             counts = Counter(status.values())
             raise AssertionError(f"runs did not finish: {counts} {stuck}\n{cluster.logs()}")
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.25)  # pacing: between polls, inside the FINISH_TIMEOUT deadline
 
 
 async def _verify(
@@ -279,7 +282,7 @@ async def _redis_outage(
         assert ready.status_code == 503, ready.text
         assert ready.json()["error"]["details"]["redis"].startswith("error")
         assert "redis" in ready.json()["error"]["message"]
-        await asyncio.sleep(seconds)  # the outage itself (the fault, not a wait for a result)
+        await asyncio.sleep(seconds)  # fault: the outage itself (not a wait for a result)
     finally:
         cluster.redis.start()
     await _verify(api, cluster, owner_db, run_ids, effects)
@@ -356,7 +359,7 @@ async def _postgres_outage(
             ready = await api.get("/readyz")
             assert ready.status_code == 503, ready.text
             assert ready.json()["error"]["details"]["postgres"].startswith("error")
-            await asyncio.sleep(seconds)  # the outage itself (the fault, not a wait for a result)
+            await asyncio.sleep(seconds)  # fault: the outage itself (not a wait for a result)
         finally:
             async with maintenance.connect() as conn:
                 await conn.execute(text(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true'))

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from httpx import AsyncClient
 
-from tests.client.conftest import ROOT, Cli
+from tests.client.helpers import ROOT, Cli
 from tests.fixtures.factories import Account, create_api_token
 from tests.fixtures.waiting import eventually
 
@@ -64,9 +64,11 @@ async def test_login_saves_a_private_profile(cli: Cli) -> None:
     named = await cli("login", "--url", cli.url, "--token", cli.token, "--profile", "ci")
     assert named.code == 0, named
     assert (await cli("--profile", "ci", "jobs", "list")).code == 0
-    assert (await cli("--profile", "nope", "jobs", "list")).code == 1
+    unknown = await cli("--profile", "nope", "jobs", "list")
+    assert unknown.code == 1 and "No profile 'nope'" in unknown.err, unknown
     overridden = await cli("jobs", "list", env={"BATON_TOKEN": "bat_wrong"})
-    assert overridden.code == 1 and "401" in overridden.err
+    assert overridden.code == 1, overridden
+    assert overridden.err.strip() == "Error: Malformed token (HTTP 401)", overridden
 
 
 async def test_apply_a_directory(cli: Cli, tmp_path: Path) -> None:

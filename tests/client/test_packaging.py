@@ -18,7 +18,7 @@ import typer
 import yaml
 
 from baton_client.main import app
-from tests.client.conftest import ROOT
+from tests.client.helpers import ROOT
 
 RECIPES = sorted((ROOT / "docs" / "gitops").glob("*.yml"))
 SERVER_PACKAGES = ("backend", "kernel", "worker", "fastapi", "sqlalchemy", "sqlmodel")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.core import db
 from backend.core.db import (
     create_engine,
     create_sessionmaker,
@@ -20,11 +20,20 @@ from backend.core.db import (
     scope_to_user,
 )
 from backend.core.settings import Settings
+from tests.fixtures.clock import FakeClock
 from tests.fixtures.factories import create_tenant
 
 
 @pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The clock core/db.py measures a pooled connection's idle time with."""
+    clock = FakeClock()
+    monkeypatch.setattr(db, "time", clock)
+    return clock
+
+
+@pytest.fixture
+async def engine(settings: Settings, clock: FakeClock) -> AsyncIterator[AsyncEngine]:
     """The API's kind of engine: no pre-ping, a ping for connections idle over 0.2 s."""
     engine = create_engine(
         settings.runtime_database_url(), pool_size=1, pre_ping=False, ping_idle_after=0.2
@@ -92,7 +101,7 @@ async def test_the_scope_reaches_row_level_security(
 
 
 async def test_an_idle_connection_that_died_is_replaced_before_use(
-    engine: AsyncEngine, owner_engine: AsyncEngine
+    engine: AsyncEngine, owner_engine: AsyncEngine, clock: FakeClock
 ) -> None:
     """A connection killed while it sat in the pool fails its ping and is replaced: the
     next session works (without the ping it would fail once)."""
@@ -102,14 +111,14 @@ async def test_an_idle_connection_that_died_is_replaced_before_use(
         await session.commit()
     async with owner_engine.begin() as owner:
         await owner.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-    await asyncio.sleep(0.3)  # idle longer than ping_idle_after
+    clock.advance(0.3)  # idle longer than ping_idle_after
     async with sessionmaker() as session:
         await scope_to_tenant(session, uuid.uuid4())
         now_pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         assert now_pid != pid
 
 
-async def test_a_busy_connection_is_not_pinged(engine: AsyncEngine) -> None:
+async def test_a_busy_connection_is_not_pinged(engine: AsyncEngine, clock: FakeClock) -> None:
     """Back in use within ping_idle_after: no ping (no empty statement sent)."""
     pings: list[Any] = []
     sessionmaker = create_sessionmaker(engine)
@@ -131,7 +140,7 @@ async def test_a_busy_connection_is_not_pinged(engine: AsyncEngine) -> None:
         await session.execute(text("SELECT 1"))
         await session.rollback()
     assert pings == []
-    await asyncio.sleep(0.3)
+    clock.advance(0.3)
     async with sessionmaker() as session:  # idle past 0.2 s: pinged
         await session.execute(text("SELECT 1"))
         await session.rollback()

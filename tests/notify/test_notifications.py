@@ -16,44 +16,23 @@ from tests.accounts.smtp import Inbox
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.waiting import eventually
+from tests.notify.helpers import (
+    CHANNELS,
+    DELIVERIES,
+    RULES,
+    email_channel,
+    rule,
+    webhook_channel,
+)
 from tests.notify.receiver import Receiver
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from tests.secrets.helpers import create_secret, secret_name
-
-CHANNELS = "/api/v1/notification-channels"
-RULES = "/api/v1/notification-rules"
-DELIVERIES = "/api/v1/notification-deliveries"
 
 
 async def _flaky_job(client: AsyncClient, owner: Account) -> dict[str, Any]:
     """A job whose run fails when run with ``{"fail": true}`` and succeeds otherwise."""
     task = python_task("maybe", "worker.builtins:fail", when="params.fail")
     return await create_job(client, owner, [task], params={"fail": False})
-
-
-async def _webhook_channel(client: AsyncClient, owner: Account, receiver: Receiver) -> str:
-    url, signing = secret_name("HOOK_URL"), secret_name("HOOK_KEY")
-    await create_secret(client, owner, url, receiver.url)
-    await create_secret(client, owner, signing, receiver.secret)
-    body = {"name": "ops hook", "kind": "webhook", "url_secret": url, "signing_secret": signing}
-    response = await client.post(CHANNELS, json=body, headers=owner.headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-async def _email_channel(client: AsyncClient, owner: Account, port: int, to: str) -> str:
-    body = {
-        "name": "ops mail", "kind": "email", "to": [to], "smtp_host": "127.0.0.1",
-        "smtp_port": port, "smtp_starttls": False, "mail_from": "baton@example.com",
-    }  # fmt: skip
-    response = await client.post(CHANNELS, json=body, headers=owner.headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-async def _rule(client: AsyncClient, owner: Account, channel: str, **body: Any) -> None:
-    response = await client.post(RULES, json={"channel_id": channel, **body}, headers=owner.headers)
-    assert response.status_code == 201, response.text
 
 
 async def _deliveries(client: AsyncClient, owner: Account) -> list[dict[str, Any]]:
@@ -74,10 +53,10 @@ async def test_a_failing_run_sends_one_mail_and_one_signed_post(
 ) -> None:  # fmt: skip
     job = await _flaky_job(client, owner)
     to = f"ops-{uuid.uuid4().hex[:8]}@example.com"
-    mail = await _email_channel(client, owner, smtp_port, to)
-    hook = await _webhook_channel(client, owner, receiver)
-    await _rule(client, owner, mail, job_id=job["id"], events=["failure"])
-    await _rule(client, owner, hook, events=["failure", "recovery"])  # every job
+    mail = await email_channel(client, owner, smtp_port, to)
+    hook = await webhook_channel(client, owner, receiver)
+    await rule(client, owner, mail, job_id=job["id"], events=["failure"])
+    await rule(client, owner, hook, events=["failure", "recovery"])  # every job
     await _run(client, owner, job, fail=True)
 
     [message] = await eventually(lambda: inbox.to(to), what="the mail")
@@ -103,8 +82,8 @@ async def test_a_flapping_job_is_throttled_and_its_recovery_announced(
 ) -> None:  # fmt: skip
     job = await _flaky_job(client, owner)
     to = f"flap-{uuid.uuid4().hex[:8]}@example.com"
-    mail = await _email_channel(client, owner, smtp_port, to)
-    await _rule(client, owner, mail, job_id=job["id"], events=["failure", "recovery"])
+    mail = await email_channel(client, owner, smtp_port, to)
+    await rule(client, owner, mail, job_id=job["id"], events=["failure", "recovery"])
     for fail in (True, True, True, False):
         await _run(client, owner, job, fail=fail)
     items = await eventually(
@@ -126,8 +105,8 @@ async def test_failed_deliveries_are_retried_with_backoff_and_logged(
 ) -> None:  # fmt: skip
     receiver.statuses.extend([500, 503])
     job = await _flaky_job(client, owner)
-    hook = await _webhook_channel(client, owner, receiver)
-    await _rule(client, owner, hook, job_id=job["id"], events=["failure"])
+    hook = await webhook_channel(client, owner, receiver)
+    await rule(client, owner, hook, job_id=job["id"], events=["failure"])
     await _run(client, owner, job, fail=True)
     [delivery] = await eventually(
         lambda: _deliveries(client, owner),
@@ -144,7 +123,7 @@ async def test_the_test_button_and_the_egress_guard(
     client: AsyncClient, owner: Account, receiver: Receiver, app: FastAPI,
     settings: Settings,
 ) -> None:  # fmt: skip
-    hook = await _webhook_channel(client, owner, receiver)
+    hook = await webhook_channel(client, owner, receiver)
     # By default a loopback address is refused, as an http task's would be: no retry.
     refused = await client.post(f"{CHANNELS}/{hook}/test", headers=owner.headers)
     assert refused.status_code == 200, refused.text
@@ -183,7 +162,7 @@ async def test_the_test_button_and_the_egress_guard(
 async def test_channel_and_rule_access(
     client: AsyncClient, owner: Account, stranger: Account, receiver: Receiver
 ) -> None:
-    hook = await _webhook_channel(client, owner, receiver)
+    hook = await webhook_channel(client, owner, receiver)
     job = await _flaky_job(client, owner)
     rule = await client.post(
         RULES, json={"channel_id": hook, "job_id": job["id"], "events": ["failure"]},
@@ -248,8 +227,8 @@ async def test_a_run_failed_by_its_deadline_is_notified(
 ) -> None:  # fmt: skip
     task = python_task("slow", "worker.builtins:sleep", kwargs={"seconds": 30})
     job = await create_job(client, owner, [task], timeout_seconds=1)
-    hook = await _webhook_channel(client, owner, receiver)
-    await _rule(client, owner, hook, job_id=job["id"], events=["failure"])
+    hook = await webhook_channel(client, owner, receiver)
+    await rule(client, owner, hook, job_id=job["id"], events=["failure"])
     run = await trigger(client, owner, job["id"])
     done = await wait_for_run(client, owner, run["id"])
     assert done["status"] == "failed", done

@@ -24,13 +24,8 @@ from tests.accounts.smtp import Inbox
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.fixtures.waiting import eventually
+from tests.notify.helpers import DELIVERIES, email_channel, rule, webhook_channel
 from tests.notify.receiver import Receiver
-from tests.notify.test_notifications import (
-    DELIVERIES,
-    _email_channel,
-    _rule,
-    _webhook_channel,
-)
 from tests.plans.helpers import plan_for
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from tests.triggers.helpers import create_webhook, deliveries
@@ -79,9 +74,9 @@ async def test_scheduled_fires_past_the_quota_send_one_mail(
     job = await create_job(hosted, owner, [python_task("a")], schedule=EVERY_SECOND)
     await trigger(hosted, owner, job["id"], delay_seconds=3600)  # the month's one run
     to = f"quota-{uuid.uuid4().hex[:8]}@example.com"
-    mail = await _email_channel(client, owner, smtp_port, to)
-    await _rule(client, owner, mail, job_id=job["id"], events=["quota_cancelled"])
-    await _rule(client, owner, mail, events=["quota_cancelled", "failure"])  # same channel
+    mail = await email_channel(client, owner, smtp_port, to)
+    await rule(client, owner, mail, job_id=job["id"], events=["quota_cancelled"])
+    await rule(client, owner, mail, events=["quota_cancelled", "failure"])  # same channel
 
     await _fire_late(hosted_app, owner_engine, owner, job["id"])
     [message] = await eventually(lambda: inbox.to(to), what="the quota mail")
@@ -123,8 +118,8 @@ async def test_a_webhook_refused_by_quota_sends_one_signed_post(
     await plan_for(hosted, superuser, owner, runs_per_month=1)
     job = await create_job(hosted, owner, [python_task("a")])
     hook = await create_webhook(client, owner, job["id"], name="deploy-hook")
-    channel = await _webhook_channel(client, owner, receiver)
-    await _rule(client, owner, channel, events=["quota_cancelled"])  # every job
+    channel = await webhook_channel(client, owner, receiver)
+    await rule(client, owner, channel, events=["quota_cancelled"])  # every job
 
     assert (await hosted.post(hook["url"], json={"n": 1})).status_code == 201
     # Refused for something else than a plan limit: recorded, not a quota notification.
@@ -167,8 +162,8 @@ async def test_a_job_trigger_refused_by_quota_is_notified(
         client, owner, [python_task("b")],
         triggers=[{"on": "run_finished", "job": upstream["name"]}],
     )  # fmt: skip
-    channel = await _webhook_channel(client, owner, receiver)
-    await _rule(client, owner, channel, job_id=downstream["id"], events=["quota_cancelled"])
+    channel = await webhook_channel(client, owner, receiver)
+    await rule(client, owner, channel, job_id=downstream["id"], events=["quota_cancelled"])
     # The reactor reads the plan from the ``plans`` table, as a hosted installation does.
     on_prem = running_reactor.settings
     running_reactor.settings = on_prem.model_copy(update={"billing": "manual"})

@@ -14,8 +14,8 @@ from kernel.metrics import SLA_MISSES, TENANTS
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.fixtures.waiting import eventually
+from tests.notify.helpers import RULES, webhook_channel
 from tests.notify.receiver import Receiver
-from tests.notify.test_notifications import RULES, _webhook_channel
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from tests.web.helpers import assert_page, browsers_of
 
@@ -56,7 +56,7 @@ async def test_a_run_past_its_max_duration_is_marked_counted_and_notified_once(
         client, owner, [python_task("slow", "worker.builtins:sleep", kwargs={"seconds": 3})],
         sla={"max_duration": "1s"},
     )  # fmt: skip
-    hook = await _webhook_channel(client, owner, receiver)
+    hook = await webhook_channel(client, owner, receiver)
     rule = await client.post(
         RULES, json={"channel_id": hook, "job_id": job["id"], "events": ["sla_miss"]},
         headers=owner.headers,

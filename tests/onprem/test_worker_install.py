@@ -120,7 +120,7 @@ def test_a_worker_only_install_runs_a_task(tmp_path: Path, redis_url: str) -> No
                 event = json.loads(fields[EVENT_FIELD])
                 if event["kind"] == "finished":
                     finished = event
-            time.sleep(0.1)
+            time.sleep(0.1)  # pacing: between polls, inside the 60 s deadline
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

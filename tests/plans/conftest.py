@@ -20,6 +20,8 @@ async def hosted_app(settings: Settings) -> AsyncIterator[object]:
 
 
 @pytest.fixture
-async def hosted(hosted_app: object) -> AsyncIterator[AsyncClient]:
+async def billed(hosted_app: object) -> AsyncIterator[AsyncClient]:
+    """A client of the hosted installation, whose limits come from the plans table (not the
+    mailing app's client ``hosted`` of tests/fixtures/mail.py)."""
     async with client_for(hosted_app, "203.0.113.8") as http:
         yield http

@@ -12,11 +12,11 @@ from tests.plans.helpers import plan_for
 
 
 async def test_runs_list_names_the_plans_retention(
-    hosted: AsyncClient, superuser: Account, owner: Account
+    billed: AsyncClient, superuser: Account, owner: Account
 ) -> None:
-    await plan_for(hosted, superuser, owner, log_retention_days=7)
+    await plan_for(billed, superuser, owner, log_retention_days=7)
     before = datetime.now(UTC)
-    response = await hosted.get("/api/v1/runs", headers=owner.headers)
+    response = await billed.get("/api/v1/runs", headers=owner.headers)
     after = datetime.now(UTC)
     assert response.status_code == 200, response.text
     body = response.json()

@@ -1,7 +1,7 @@
 """Each plan limit refused where it applies, with one error code and its details.
 
-The hosted client (``BATON_BILLING=manual``) reads limits from the ``plans`` table; the
-suite's own client runs as on-prem and reads them from the configuration.
+The billed client (a hosted installation, ``BATON_BILLING=manual``) reads limits from the
+``plans`` table; the suite's own client runs as on-prem and reads them from the configuration.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ def _next_month() -> str:
     return next_month_start(datetime.now(UTC)).isoformat()
 
 
-async def test_runs_per_month(hosted: AsyncClient, superuser: Account, owner: Account) -> None:
-    await plan_for(hosted, superuser, owner, runs_per_month=2)
-    job = await create_job(hosted, owner, [python_task("a")])
+async def test_runs_per_month(billed: AsyncClient, superuser: Account, owner: Account) -> None:
+    await plan_for(billed, superuser, owner, runs_per_month=2)
+    job = await create_job(billed, owner, [python_task("a")])
     for _ in range(2):
-        await trigger(hosted, owner, job["id"], delay_seconds=3600)
-    response = await hosted.post(
+        await trigger(billed, owner, job["id"], delay_seconds=3600)
+    response = await billed.post(
         f"/api/v1/jobs/{job['id']}/runs", json={"delay_seconds": 3600}, headers=owner.headers
     )
     error = assert_error(response, 402, "quota_exceeded")
@@ -50,28 +50,28 @@ async def test_runs_per_month(hosted: AsyncClient, superuser: Account, owner: Ac
 
 
 async def test_a_batch_that_would_pass_the_limit_creates_nothing(
-    hosted: AsyncClient, superuser: Account, owner: Account
+    billed: AsyncClient, superuser: Account, owner: Account
 ) -> None:
-    await plan_for(hosted, superuser, owner, runs_per_month=3)
-    job = await create_job(hosted, owner, [python_task("a")])
-    await trigger(hosted, owner, job["id"], delay_seconds=3600)
-    response = await hosted.post(
+    await plan_for(billed, superuser, owner, runs_per_month=3)
+    job = await create_job(billed, owner, [python_task("a")])
+    await trigger(billed, owner, job["id"], delay_seconds=3600)
+    response = await billed.post(
         f"/api/v1/jobs/{job['id']}/runs/batch",
         json={"runs": [{"delay_seconds": 3600}] * 3},
         headers=owner.headers,
     )
     assert_error(response, 402, "quota_exceeded")
-    listed = await hosted.get("/api/v1/runs", headers=owner.headers)
+    listed = await billed.get("/api/v1/runs", headers=owner.headers)
     assert len(listed.json()["items"]) == 1
 
 
 async def test_task_seconds_per_month(
-    hosted: AsyncClient, superuser: Account, owner: Account, owner_engine: AsyncEngine
+    billed: AsyncClient, superuser: Account, owner: Account, owner_engine: AsyncEngine
 ) -> None:
-    await plan_for(hosted, superuser, owner, task_seconds_per_month=100)
-    job = await create_job(hosted, owner, [python_task("a")])
-    run = await trigger(hosted, owner, job["id"], delay_seconds=3600)
-    await trigger(hosted, owner, job["id"], delay_seconds=3600)  # 0 seconds used so far
+    await plan_for(billed, superuser, owner, task_seconds_per_month=100)
+    job = await create_job(billed, owner, [python_task("a")])
+    run = await trigger(billed, owner, job["id"], delay_seconds=3600)
+    await trigger(billed, owner, job["id"], delay_seconds=3600)  # 0 seconds used so far
     # The month's history as the engine would have written it: one task ran 100 seconds.
     async with owner_engine.begin() as conn:
         await conn.execute(
@@ -81,7 +81,7 @@ async def test_task_seconds_per_month(
             ),
             {"run": run["id"]},
         )
-    response = await hosted.post(
+    response = await billed.post(
         f"/api/v1/jobs/{job['id']}/runs", json={"delay_seconds": 3600}, headers=owner.headers
     )
     error = assert_error(response, 402, "quota_exceeded")
@@ -89,22 +89,22 @@ async def test_task_seconds_per_month(
     assert error["details"]["usage"] == 100
 
 
-async def test_members(hosted: AsyncClient, superuser: Account, owner: Account) -> None:
-    await plan_for(hosted, superuser, owner, members=2)
+async def test_members(billed: AsyncClient, superuser: Account, owner: Account) -> None:
+    await plan_for(billed, superuser, owner, members=2)
     body = {"email": unique_email("m"), "role": "viewer", "password": DEFAULT_PASSWORD}
-    first = await hosted.post("/api/v1/members", json=body, headers=owner.headers)
+    first = await billed.post("/api/v1/members", json=body, headers=owner.headers)
     assert first.status_code == 201, first.text
     body = {**body, "email": unique_email("m")}
-    second = await hosted.post("/api/v1/members", json=body, headers=owner.headers)
+    second = await billed.post("/api/v1/members", json=body, headers=owner.headers)
     error = assert_error(second, 402, "quota_exceeded")
     assert error["details"] == {"limit": "members", "allowed": 2, "usage": 2, "resets_at": None}
 
 
 async def test_api_requests_per_minute(
-    hosted: AsyncClient, superuser: Account, owner: Account
+    billed: AsyncClient, superuser: Account, owner: Account
 ) -> None:
-    await plan_for(hosted, superuser, owner, api_requests_per_minute=5)
-    answers = [(await hosted.get("/api/v1/me", headers=owner.headers)) for _ in range(12)]
+    await plan_for(billed, superuser, owner, api_requests_per_minute=5)
+    answers = [(await billed.get("/api/v1/me", headers=owner.headers)) for _ in range(12)]
     statuses = [a.status_code for a in answers]
     # Five per minute; a minute boundary inside the loop allows five more at most.
     assert statuses.count(200) in (5, 10), statuses
@@ -116,11 +116,11 @@ async def test_api_requests_per_minute(
 
 
 async def test_another_tenant_is_not_limited(
-    hosted: AsyncClient, superuser: Account, owner: Account, stranger: Account
+    billed: AsyncClient, superuser: Account, owner: Account, stranger: Account
 ) -> None:
-    await plan_for(hosted, superuser, owner, runs_per_month=0)
-    job = await create_job(hosted, stranger, [python_task("a")])
-    await trigger(hosted, stranger, job["id"], delay_seconds=3600)
+    await plan_for(billed, superuser, owner, runs_per_month=0)
+    job = await create_job(billed, stranger, [python_task("a")])
+    await trigger(billed, stranger, job["id"], delay_seconds=3600)
 
 
 async def test_on_prem_limits_come_from_the_configuration(settings: Settings) -> None:
@@ -174,22 +174,22 @@ def test_monthly_period(now: str, start: str, reset: str) -> None:
 
 
 async def test_rerun_counts_as_a_run(
-    hosted: AsyncClient, superuser: Account, owner: Account
+    billed: AsyncClient, superuser: Account, owner: Account
 ) -> None:
-    await plan_for(hosted, superuser, owner, runs_per_month=1)
-    job = await create_job(hosted, owner, [python_task("a")])
-    run = await trigger(hosted, owner, job["id"], delay_seconds=3600)
-    response = await hosted.post(f"/api/v1/runs/{run['id']}/rerun", headers=owner.headers)
+    await plan_for(billed, superuser, owner, runs_per_month=1)
+    job = await create_job(billed, owner, [python_task("a")])
+    run = await trigger(billed, owner, job["id"], delay_seconds=3600)
+    response = await billed.post(f"/api/v1/runs/{run['id']}/rerun", headers=owner.headers)
     error = assert_error(response, 402, "quota_exceeded")
     assert error["details"]["limit"] == "runs_per_month"
 
 
-async def test_scheduled_jobs(hosted: AsyncClient, superuser: Account, owner: Account) -> None:
-    await plan_for(hosted, superuser, owner, scheduled_jobs=1)
+async def test_scheduled_jobs(billed: AsyncClient, superuser: Account, owner: Account) -> None:
+    await plan_for(billed, superuser, owner, scheduled_jobs=1)
     cron = {"schedule": {"cron": "0 0 1 1 *"}}
-    await create_job(hosted, owner, [python_task("a")], **cron)
+    await create_job(billed, owner, [python_task("a")], **cron)
     spec = {"name": "second", "tasks": [python_task("a")], **cron}
-    refused = await hosted.post("/api/v1/jobs", json=spec, headers=owner.headers)
+    refused = await billed.post("/api/v1/jobs", json=spec, headers=owner.headers)
     error = assert_error(refused, 402, "quota_exceeded")
     assert error["details"] == {
         "limit": "scheduled_jobs",
@@ -197,34 +197,34 @@ async def test_scheduled_jobs(hosted: AsyncClient, superuser: Account, owner: Ac
         "usage": 1,
         "resets_at": None,
     }
-    plain = await create_job(hosted, owner, [python_task("a")])  # no schedule: allowed
+    plain = await create_job(billed, owner, [python_task("a")])  # no schedule: allowed
     with_schedule = {"name": plain["name"], "tasks": [python_task("a")], **cron}
-    update = await hosted.put(
+    update = await billed.put(
         f"/api/v1/jobs/{plain['id']}", json=with_schedule, headers=owner.headers
     )
     assert_error(update, 402, "quota_exceeded")
 
 
 async def test_a_warning_when_crossing_80_percent(
-    hosted: AsyncClient, superuser: Account, owner: Account
+    billed: AsyncClient, superuser: Account, owner: Account
 ) -> None:
-    await plan_for(hosted, superuser, owner, runs_per_month=5)
-    job = await create_job(hosted, owner, [python_task("a")])
+    await plan_for(billed, superuser, owner, runs_per_month=5)
+    job = await create_job(billed, owner, [python_task("a")])
     with capture_logs() as logged:
         for _ in range(5):
-            await trigger(hosted, owner, job["id"], delay_seconds=3600)
+            await trigger(billed, owner, job["id"], delay_seconds=3600)
     warnings = [e for e in logged if e["event"] == "quota.warning"]
     assert [(w["limit"], w["usage"], w["allowed"]) for w in warnings] == [("runs_per_month", 4, 5)]
 
 
 async def test_usage_warns_at_80_percent(
-    hosted: AsyncClient, superuser: Account, owner: Account
+    billed: AsyncClient, superuser: Account, owner: Account
 ) -> None:
-    await plan_for(hosted, superuser, owner, runs_per_month=5, members=10)
-    job = await create_job(hosted, owner, [python_task("a")])
+    await plan_for(billed, superuser, owner, runs_per_month=5, members=10)
+    job = await create_job(billed, owner, [python_task("a")])
     for _ in range(4):
-        await trigger(hosted, owner, job["id"], delay_seconds=3600)
-    report = (await hosted.get("/api/v1/usage", headers=owner.headers)).json()
+        await trigger(billed, owner, job["id"], delay_seconds=3600)
+    report = (await billed.get("/api/v1/usage", headers=owner.headers)).json()
     limits = {item["name"]: item for item in report["limits"]}
     assert limits["runs_per_month"] == {
         "name": "runs_per_month",
@@ -238,7 +238,7 @@ async def test_usage_warns_at_80_percent(
 
 
 async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
-    hosted: AsyncClient,
+    billed: AsyncClient,
     hosted_app: Any,
     superuser: Account,
     owner: Account,
@@ -247,14 +247,14 @@ async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
     """A scheduled fire the plan has no runs left for: its tick is ``skipped`` with the
     quota's error code in the reason, and no run is made; the earliest instants fire while
     some quota is left."""
-    await plan_for(hosted, superuser, owner, runs_per_month=2)
+    await plan_for(billed, superuser, owner, runs_per_month=2)
     job = await create_job(
-        hosted,
+        billed,
         owner,
         [python_task("a")],
         schedule={"cron": "* * * * * *", "misfire": "fire_all", "max_catchup": 10},
     )
-    await trigger(hosted, owner, job["id"], delay_seconds=3600)  # one of the two used
+    await trigger(billed, owner, job["id"], delay_seconds=3600)  # one of the two used
     async with owner_engine.begin() as conn:  # the scheduler last looked 4 s ago
         await conn.execute(
             text(
@@ -272,7 +272,7 @@ async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
             settings=hosted_app.state.settings,
         )
         await commit(session)
-    paused = await hosted.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
+    paused = await billed.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
     assert paused.status_code == 200, paused.text
     async with owner_engine.connect() as conn:
         ticks = (

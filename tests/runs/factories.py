@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Any
 
 from httpx import AsyncClient
 
 from tests.fixtures.factories import Account
+from tests.fixtures.waiting import eventually
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -48,16 +47,18 @@ async def wait_for_run(
     statuses: set[str] = FINISHED,
 ) -> dict[str, Any]:
     """Poll the run until it reaches one of ``statuses``; returns its detail."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def detail() -> dict[str, Any]:
         response = await client.get(f"/api/v1/runs/{run_id}", headers=account.headers)
         assert response.status_code == 200, response.text
-        run = dict(response.json())
-        if run["status"] in statuses:
-            return run
-        if time.monotonic() > deadline:
-            raise AssertionError(f"run stayed {run['status']}: {run}")
-        await asyncio.sleep(0.05)
+        return dict(response.json())
+
+    return await eventually(
+        detail,
+        lambda run: run["status"] in statuses,
+        timeout=timeout,
+        what=f"run {run_id} reaching {sorted(statuses)}",
+    )
 
 
 async def run_detail(client: AsyncClient, account: Account, run_id: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,10 +26,9 @@ from tests.audit.helpers import head_seq, rows_after, verify
 from tests.fixtures.database import all_rows
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member, create_tenant
+from tests.fixtures.schedules import ScheduledJob
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task
-
-EVERY_SECOND = "* * * * * *"  # six fields: the last is seconds
 
 
 @pytest.fixture
@@ -82,34 +80,6 @@ async def kill(scheduler: Scheduler, task: asyncio.Task[None], owner_engine: Asy
     done, _ = await asyncio.wait({task}, timeout=20)
     assert done, f"{scheduler.name} did not end when killed"
     _REPLICA_ENGINES.pop(scheduler.name, None)
-
-
-ScheduledJob = Callable[..., Awaitable[dict[str, Any]]]
-
-
-@pytest.fixture
-async def scheduled_job(client: AsyncClient) -> AsyncIterator[ScheduledJob]:
-    """``await scheduled_job(owner, cron=..., seconds=..., **schedule)``: a job on a schedule
-    (every second unless told), paused when the test ends, so the schedulers of later tests
-    do not keep firing it onto the shared worker."""
-    made: list[tuple[Account, str]] = []
-
-    async def make(
-        owner: Account, *, cron: str = EVERY_SECOND, seconds: float = 0, **schedule: Any
-    ) -> dict[str, Any]:
-        task = (
-            python_task("wait", "tests.runs.tasks:wait", kwargs={"seconds": seconds})
-            if seconds
-            else python_task("noop")
-        )
-        job = await create_job(client, owner, [task], schedule={"cron": cron, **schedule})
-        made.append((owner, job["id"]))
-        return job
-
-    yield make
-    for owner, job_id in made:
-        paused = await client.post(f"/api/v1/jobs/{job_id}/pause", headers=owner.headers)
-        assert paused.status_code == 200, paused.text
 
 
 async def both_live(first: Scheduler, second: Scheduler) -> None:

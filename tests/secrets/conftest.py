@@ -16,10 +16,9 @@ from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from kernel.secrets import TransitKeys
 from tests.fixtures.execution import TEST_MODULES, worker_config
+from tests.secrets.helpers import QUEUE
 from worker.executors.base import ExecutorPolicy
 from worker.runner import Worker
-
-QUEUE = "secrets"
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from httpx import AsyncClient
 from tests.fixtures.factories import Account
 
 SECRETS = "/api/v1/secrets"
+QUEUE = "secrets"  # read by the secrets worker of conftest.py alone
 
 
 def secret_name(prefix: str = "S") -> str:

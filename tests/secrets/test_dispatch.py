@@ -22,8 +22,7 @@ from kernel.wire.protocol import TASK_FIELD
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.http_server import Server, serve
 from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_for_run
-from tests.secrets.conftest import QUEUE
-from tests.secrets.helpers import create_secret, secret_name, secret_value
+from tests.secrets.helpers import QUEUE, create_secret, secret_name, secret_value
 from worker.runner import Worker
 
 OBSERVER_GROUP = "test-observer"

@@ -22,8 +22,7 @@ from backend.core.settings import Environment, Settings
 from backend.secrets import crypto
 from tests.fixtures.factories import Account
 from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_for_run
-from tests.secrets.conftest import QUEUE
-from tests.secrets.helpers import create_secret, secret_name, secret_value
+from tests.secrets.helpers import QUEUE, create_secret, secret_name, secret_value
 
 NEW_KEK = base64.b64encode(os.urandom(32)).decode()
 # The key-encryption key generated for this test process (the app's and the CLI's alike).

@@ -3,20 +3,16 @@ resume, platform health."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import unquote, urlencode
 
 import pytest
 from httpx import AsyncClient
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from kernel.wire import keys
 from tests.fixtures.factories import (
     Account,
     bearer,
@@ -24,6 +20,7 @@ from tests.fixtures.factories import (
     create_member,
     create_tenant,
 )
+from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 from tests.web.helpers import Browser, BrowserFactory
 from worker.runner import Worker
@@ -65,16 +62,6 @@ async def tenant_status(client: AsyncClient, account: Account) -> str:
 @pytest.fixture
 async def admin_browser(create_browser: BrowserFactory, superuser: Account) -> Browser:
     return await create_browser(superuser)
-
-
-@pytest.fixture
-async def parked_queue(redis: Redis) -> AsyncIterator[str]:
-    """A queue no test worker reads, removed afterwards."""
-    queue = f"parked-{uuid.uuid4().hex[:8]}"
-    yield queue
-    for tenant_id in await redis.smembers(keys.queue_tenants(queue)):
-        await redis.delete(keys.queue_stream(tenant_id, queue))
-    await redis.delete(keys.queue_tenants(queue))
 
 
 async def test_console_needs_a_session(anonymous: Browser, owner: Account) -> None:
@@ -126,21 +113,31 @@ async def test_console_lists_tenants_with_their_state(
 
 
 async def test_usage_counts_jobs_recent_runs_and_running_tasks(
-    client: AsyncClient, admin_browser: Browser, owner: Account, running_worker: Worker
+    client: AsyncClient,
+    admin_browser: Browser,
+    owner: Account,
+    running_worker: Worker,
+    tmp_path: Path,
 ) -> None:
     idle = await create_job(client, owner, [python_task("noop")])
+    never = str(tmp_path / "never")  # the task runs until it is cancelled
     busy = await create_job(
-        client, owner, [python_task("sleep", "tests.runs.tasks:wait", kwargs={"seconds": 30})]
+        client,
+        owner,
+        [python_task("hold", "tests.runs.tasks:wait_for_file", kwargs={"path": never})],
     )
     await trigger(client, owner, idle["id"], delay_seconds=3600)
     run = await trigger(client, owner, busy["id"])
     await wait_for_run(client, owner, run["id"], statuses={"running"})
-    deadline = time.monotonic() + 15
-    while True:
-        row = tenant_row((await admin_browser.get(ADMIN)).text, owner)
-        if cell(row, "tenant-running-tasks") == "1" or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
+
+    async def owner_row() -> str:
+        return tenant_row((await admin_browser.get(ADMIN)).text, owner)
+
+    row = await eventually(
+        owner_row,
+        lambda row: cell(row, "tenant-running-tasks") == "1",
+        what="the console counting the running task",
+    )
     assert cell(row, "tenant-jobs") == "2"
     assert cell(row, "tenant-runs-24h") == "2"
     assert cell(row, "tenant-running-tasks") == "1"
@@ -159,17 +156,24 @@ async def test_health_shows_workers_and_queue_depth(
 ) -> None:
     job = await create_job(client, owner, [python_task("noop")], queue=parked_queue)
     runs = [await trigger(client, owner, job["id"]) for _ in range(3)]
-    deadline = time.monotonic() + 15
-    html = ""
-    while time.monotonic() < deadline:
-        html = (await admin_browser.get(HEALTH)).text
-        if f'data-queue="{parked_queue}"' in html and 'data-worker="worker-test"' in html:
-            row = html.split(f'data-queue="{parked_queue}"', 1)[1].split("</tr>", 1)[0]
-            if cell(row, "queue-depth") == "3":
-                break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"health never showed the parked queue and worker: {html}")
+
+    async def health_html() -> str:
+        return (await admin_browser.get(HEALTH)).text
+
+    def queue_row(html: str) -> str:
+        return html.split(f'data-queue="{parked_queue}"', 1)[1].split("</tr>", 1)[0]
+
+    def shows_all(html: str) -> bool:
+        return (
+            f'data-queue="{parked_queue}"' in html
+            and 'data-worker="worker-test"' in html
+            and cell(queue_row(html), "queue-depth") == "3"
+        )
+
+    html = await eventually(
+        health_html, shows_all, what="health showing the parked queue and the worker"
+    )
+    row = queue_row(html)
     assert cell(row, "queue-pending") == "0"
     worker = html.split('data-worker="worker-test"', 1)[1].split("</tr>", 1)[0]
     assert "default" in worker and "/ 8" in worker

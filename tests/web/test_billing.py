@@ -195,13 +195,13 @@ async def test_without_billing_limits_come_from_configuration(owner_browser: Bro
 @pytest.fixture(scope="module")
 async def stripe_down_app(stripe_settings: Settings) -> AsyncIterator[object]:
     """Stripe billing, but Stripe does not answer (nothing listens at its address)."""
-    with socket.socket() as probe:
+    with socket.socket() as probe:  # bound, never listening, for the module: refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    down = stripe_settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{port}"})
-    application = create_app(down)
-    async with application.router.lifespan_context(application):
-        yield application
+        down = stripe_settings.model_copy(update={"stripe_api_base": f"http://127.0.0.1:{port}"})
+        application = create_app(down)
+        async with application.router.lifespan_context(application):
+            yield application
 
 
 async def test_the_page_says_when_stripe_does_not_answer(

@@ -10,7 +10,7 @@ from httpx import AsyncClient
 
 from tests.fixtures.factories import Account, create_member
 from tests.runs.factories import create_job, shell_task
-from tests.web.conftest import Browser, BrowserFactory
+from tests.web.helpers import Browser, BrowserFactory
 
 
 async def test_managed_job_is_marked_and_its_edit_form_warns(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.core.db import commit, scope_to_tenant
 from backend.schedules.firing import fire_due
 from tests.fixtures.factories import Account, create_member, create_tenant
+from tests.fixtures.schedules import ScheduledJob
 from tests.runs.factories import create_job, python_task, shell_task, trigger
 from tests.web.helpers import Browser, BrowserFactory
 
@@ -325,12 +326,13 @@ async def test_job_page_shows_dag_schedule_preview_ticks_versions_and_runs(
     owner_browser: Browser,
     app: FastAPI,
     owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await create_job(
-        client,
+    job = await scheduled_job(
         owner,
-        [python_task("first"), python_task("second", depends_on=["first"])],
-        schedule={"cron": "* * * * *", "timezone": "Asia/Kolkata"},
+        cron="* * * * *",
+        timezone="Asia/Kolkata",
+        tasks=[python_task("first"), python_task("second", depends_on=["first"])],
     )
     # The scheduler was "down" for three minutes: one late instant fires (fire_once), the
     # older ones are missed, each with its reason in the ledger.

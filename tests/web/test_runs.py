@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -393,16 +394,46 @@ async def test_cancel_stops_a_long_running_run(
 # ------------------------------------------------------------------------------- streams
 
 
+def hold_until(marker: Path) -> str:
+    """A shell loop that waits (polling every 0.05 s, 60 s at most) until ``marker``
+    exists: a task cannot go past it before the test has seen what it waits for."""
+    return f"for i in $(seq 1200); do [ -e {marker} ] && break; sleep 0.05; done"
+
+
+def touch_once(marker: Path, seen: Callable[[Frames], bool]) -> Callable[[Frames], bool]:
+    """An ``until`` for :func:`read_stream` that never stops the stream but creates
+    ``marker`` once ``seen(frames)`` holds."""
+
+    def until(frames: Frames) -> bool:
+        if not marker.exists() and seen(frames):
+            marker.touch()
+        return False
+
+    return until
+
+
 async def test_live_run_stream_sends_a_fragment_per_change_and_ends_with_the_run(
-    client: AsyncClient, owner: Account, owner_browser: Browser, server: str
+    client: AsyncClient, owner: Account, owner_browser: Browser, server: str, tmp_path: Path
 ) -> None:
+    marker = tmp_path / "go"  # the nap task ends only once the stream showed it running
+
+    def nap_running(frames: Frames) -> bool:
+        return any(
+            f.get("event") == "run" and node_status(f["data"], "nap") == "running" for f in frames
+        )
+
     job = await create_job(
         client,
         owner,
-        [shell_task("nap", "sleep 1.5"), python_task("then", depends_on=["nap"])],
+        [shell_task("nap", hold_until(marker)), python_task("then", depends_on=["nap"])],
     )
     run = await trigger(client, owner, job["id"])
-    frames, closed = await read_stream(server, owner_browser, f"/runs/{run['id']}/live")
+    try:
+        frames, closed = await read_stream(
+            server, owner_browser, f"/runs/{run['id']}/live", until=touch_once(marker, nap_running)
+        )
+    finally:
+        marker.touch()
     assert closed, "the stream ended on its own"
     assert frames[-1] == {"event": "end", "data": "end"}
     fragments = [f["data"] for f in frames if f.get("event") == "run"]
@@ -422,17 +453,27 @@ async def test_live_run_stream_sends_a_fragment_per_change_and_ends_with_the_run
 
 
 async def test_live_log_stream_shows_the_lines_of_a_running_shell_task(
-    client: AsyncClient, owner: Account, owner_browser: Browser, server: str
+    client: AsyncClient, owner: Account, owner_browser: Browser, server: str, tmp_path: Path
 ) -> None:
+    marker = tmp_path / "go"  # the task prints its last lines once the stream showed "one"
+
+    def one_shown(frames: Frames) -> bool:
+        return "one" in log_texts("".join(f["data"] for f in frames if f.get("event") == "log"))
+
     job = await create_job(
         client,
         owner,
-        [shell_task("talk", "echo one; sleep 1; echo '<two>'; sleep 1; echo three")],
+        [shell_task("talk", f"echo one; {hold_until(marker)}; echo '<two>'; echo three")],
     )
     run = await trigger(client, owner, job["id"])
     await wait_for_run(client, owner, run["id"], statuses={"running", "succeeded"})
     path = f"/runs/{run['id']}/tasks/talk/logs/live"
-    frames, closed = await read_stream(server, owner_browser, path)
+    try:
+        frames, closed = await read_stream(
+            server, owner_browser, path, until=touch_once(marker, one_shown)
+        )
+    finally:
+        marker.touch()
     assert closed and frames[-1]["event"] == "end"
     html = "".join(f["data"] for f in frames if f.get("event") == "log")
     assert log_texts(html) == ["one", "&lt;two&gt;", "three"]

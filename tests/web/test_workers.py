@@ -19,8 +19,7 @@ from kernel.credential import WorkerCredential
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.waiting import eventually
-from tests.web.conftest import Browser, BrowserFactory
-from tests.web.helpers import assert_login_redirect, assert_page
+from tests.web.helpers import Browser, BrowserFactory, assert_login_redirect, assert_page
 from tests.workers.factories import create_worker_credential, redis_as, unique_queue
 from worker.runner import VERSION, Worker
 

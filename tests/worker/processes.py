@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 
@@ -30,12 +27,3 @@ def running(marker: str) -> list[int]:
         if marker.encode() in args and state not in ("Z", "X"):
             pids.append(int(entry.name))
     return pids
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    """Poll ``check`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition never held: {what or check}")
-        await asyncio.sleep(0.05)

@@ -29,6 +29,7 @@ from backend.core.settings import Environment, Settings
 from backend.processes import worker_config
 from kernel.wire.protocol import ExecutionResult, TaskMessage
 from tests.fixtures.docker_engine import DockerEngine
+from tests.fixtures.waiting import eventually
 from tests.worker.helpers import LogCollector, MessageFactory
 from worker.executors import DockerExecutor, ExecutorPolicy
 from worker.executors.docker import (
@@ -83,11 +84,13 @@ class Engine:
     async def wait_no_leftovers(self) -> list[str]:
         """Leftovers once none remain or the deadline passed (a container created while its
         task was being cancelled is removed by the start thread, just after the task ends)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LEFTOVER_DEADLINE
-        while (found := await asyncio.to_thread(self.leftovers)) and loop.time() < deadline:
-            await asyncio.sleep(0.1)
-        return found
+        return await eventually(
+            lambda: asyncio.to_thread(self.leftovers),
+            lambda found: not found,
+            timeout=LEFTOVER_DEADLINE,
+            interval=0.1,
+            what="no container or directory of the test's tenant left",
+        )
 
 
 @pytest.fixture

@@ -19,9 +19,10 @@ import pytest
 
 from kernel.wire.protocol import ExecutionResult
 from tests.fixtures.services import Services
+from tests.fixtures.waiting import eventually
 from tests.worker import outside
 from tests.worker.helpers import LogCollector, MessageFactory
-from tests.worker.processes import eventually, running, sleeper
+from tests.worker.processes import running, sleeper
 from tests.worker.required import skip_unless_required
 from worker.executors import ExecutorPolicy, ShellExecutor
 from worker.sandbox import launch, probe

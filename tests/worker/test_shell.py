@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from kernel.wire.protocol import LogLine
+from tests.fixtures.waiting import eventually
 from tests.worker.helpers import LogCollector, MessageFactory
-from tests.worker.processes import eventually, running, sleeper
+from tests.worker.processes import running, sleeper
 from worker.executors import (
     DockerExecutor,
     ExecutorPolicy,

@@ -18,14 +18,14 @@ async def test_a_helper_that_swallows_a_cancellation_is_cancelled_again() -> Non
         while True:
             try:
                 inside.set()
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # payload: the loop under test, between its passes
             except asyncio.CancelledError:
                 if swallowed:
                     raise
                 swallowed += 1
 
     async def plain_loop() -> None:
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # payload: a loop idle until it is cancelled
 
     helpers = [asyncio.create_task(stubborn_loop()), asyncio.create_task(plain_loop())]
     await asyncio.wait_for(inside.wait(), timeout=5)  # the cancellation lands inside its try

@@ -22,8 +22,9 @@ from httpx import AsyncClient
 from backend.core.settings import Settings
 from tests.fixtures.docker_engine import DockerEngine
 from tests.fixtures.factories import Account
+from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, shell_task, trigger
-from tests.worker.processes import eventually, running, sleeper
+from tests.worker.processes import running, sleeper
 from worker.sandbox import probe
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,9 +8,10 @@ engine's user manages worker users but cannot wipe or reconfigure Redis.
 from __future__ import annotations
 
 import asyncio
-import time
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import pytest
 from httpx import AsyncClient
@@ -29,8 +30,10 @@ from kernel.credential import WorkerCredential
 from kernel.runtime.redis import create_redis
 from kernel.wire import keys
 from kernel.wire.protocol import EVENT_FIELD, TASK_FIELD, TaskMessage
+from tests.chaos.cluster import RedisServer
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
+from tests.fixtures.waiting import eventually
 from tests.workers.factories import create_worker_credential, redis_as
 from worker.runner import Worker
 
@@ -116,13 +119,13 @@ async def test_a_tenant_worker_cannot_touch_another_tenants_keys(
 
 
 async def test_a_tenant_worker_cannot_run_admin_commands(
-    client: AsyncClient, settings: Settings, owner: Account
+    client: AsyncClient, settings: Settings, owner: Account, redis: Redis, tmp_path: Path
 ) -> None:
     assert settings.redis_url
     created = await create_worker_credential(client, owner)
     worker = redis_as(created["credential"], settings.redis_url)
     try:
-        await _assert_no_admin(worker)
+        await _assert_no_admin(worker, created["redis_user"], redis, tmp_path)
     finally:
         await worker.aclose()
 
@@ -155,29 +158,78 @@ def _login(settings: Settings, user: str, password: str | None) -> Redis:
     return create_redis(url)
 
 
-async def _assert_no_admin(client: Redis) -> None:
-    for command in (
-        ("CONFIG", "GET", "maxmemory"),
-        ("CONFIG", "SET", "appendonly", "no"),
-        ("ACL", "LIST"),
-        ("ACL", "SETUSER", "intruder", "on", ">pw", "~*", "+@all"),
-        ("FLUSHALL",),
-        ("FLUSHDB",),
-        ("KEYS", "*"),
-        ("INFO",),
-        ("MONITOR",),
-        ("SHUTDOWN", "NOSAVE"),
-        ("CLIENT", "KILL", "USER", "default"),
-        ("CLIENT", "LIST"),
-        ("SCRIPT", "FLUSH"),
-        ("EVAL", "return 1", "0"),
-    ):
+# Admin commands that cannot harm the shared Redis even if a regression let them through:
+# sent for real, each must be refused.
+HARMLESS_ADMIN = (
+    ("CONFIG", "GET", "maxmemory"),
+    ("ACL", "LIST"),
+    ("KEYS", "*"),
+    ("INFO",),
+    ("MONITOR",),
+    ("CLIENT", "LIST"),
+    ("EVAL", "return 1", "0"),
+)
+# Admin commands that would wipe or stop the Redis every running suite shares, were the ACL
+# to regress: never sent to it (see ``assert_refused_without_running``).
+DESTRUCTIVE_ADMIN = (
+    ("CONFIG", "SET", "appendonly", "no"),
+    ("ACL", "SETUSER", "intruder", "on", ">pw", "~*", "+@all"),
+    ("FLUSHALL",),
+    ("FLUSHDB",),
+    ("SHUTDOWN", "NOSAVE"),
+    ("CLIENT", "KILL", "USER", "default"),
+    ("SCRIPT", "FLUSH"),
+)
+
+
+async def _assert_no_admin(client: Redis, user: str, redis: Redis, tmp_path: Path) -> None:
+    for command in HARMLESS_ADMIN:
         with pytest.raises(NoPermissionError):
             await client.execute_command(*command)
+    await assert_refused_without_running(redis, user, DESTRUCTIVE_ADMIN, tmp_path)
+
+
+async def assert_refused_without_running(
+    redis: Redis, user: str, commands: Sequence[tuple[str, ...]], workdir: Path
+) -> None:
+    """Each command is refused to ``user`` by its ACL on the shared Redis, checked without
+    the command ever running there: ``ACL DRYRUN`` on Redis 7; on 6.2 (no DRYRUN) the user's
+    rules are copied to a throwaway redis-server, where the commands are sent for real."""
+    if await key_permissions(redis):  # Redis >= 7
+        for command in commands:
+            verdict = await redis.execute_command("ACL", "DRYRUN", user, *command)
+            assert verdict != "OK" and "no permissions" in str(verdict), (command, verdict)
+        return
+    rules = await _acl_rules(redis, user)
+    server = RedisServer(workdir)
+    server.start()
+    admin = Redis.from_url(server.url, decode_responses=True)
+    password = uuid.uuid4().hex
+    try:
+        await admin.execute_command("ACL", "SETUSER", user, "reset", *rules, f">{password}")
+        copy = Redis.from_url(server.url, username=user, password=password)
+        try:
+            for command in commands:
+                with pytest.raises(NoPermissionError):
+                    await copy.execute_command(*command)
+        finally:
+            await copy.aclose()
+    finally:
+        await admin.aclose()
+        server.kill()
+
+
+async def _acl_rules(redis: Redis, user: str) -> list[str]:
+    """``user``'s rules as ``ACL LIST`` shows them, without its password hashes."""
+    for line in await redis.execute_command("ACL", "LIST"):
+        name, *rules = re.findall(r"\([^)]*\)|\S+", str(line))[1:]  # a selector is one rule
+        if name == user:
+            return [rule for rule in rules if not rule.startswith("#")]
+    raise AssertionError(f"no ACL user {user}")
 
 
 async def test_the_shared_pool_user_runs_worker_commands_only(
-    role_users: Settings, redis: Redis
+    role_users: Settings, redis: Redis, tmp_path: Path
 ) -> None:
     shared = _login(role_users, role_users.redis_worker_user, role_users.redis_worker_password)
     tenant = str(uuid.uuid4())
@@ -189,7 +241,7 @@ async def test_the_shared_pool_user_runs_worker_commands_only(
         await shared.xadd(keys.events_stream(tenant), {"event": "{}"})
         await shared.set(keys.worker_heartbeat("w"), "{}", ex=5)
         assert await shared.exists(keys.cancelled_attempt(tenant, "t1", 1)) == 0
-        await _assert_no_admin(shared)
+        await _assert_no_admin(shared, role_users.redis_worker_user, redis, tmp_path)
         refused = [
             shared.xrange(keys.events_stream(tenant)),
             shared.get(keys.revoked_access_token("jti")),
@@ -213,7 +265,9 @@ async def test_the_shared_pool_user_runs_worker_commands_only(
         await redis.delete(stream, keys.events_stream(tenant), keys.worker_heartbeat("w"))
 
 
-async def test_the_engine_user_manages_worker_users_but_not_redis(role_users: Settings) -> None:
+async def test_the_engine_user_manages_worker_users_but_not_redis(
+    role_users: Settings, redis: Redis, tmp_path: Path
+) -> None:
     engine = _login(role_users, role_users.redis_engine_user, role_users.redis_engine_password)
     name = f"bw-test-{uuid.uuid4().hex[:8]}"
     try:
@@ -222,16 +276,20 @@ async def test_the_engine_user_manages_worker_users_but_not_redis(role_users: Se
         assert await engine.execute_command("ACL", "DELUSER", name) == 1
         await engine.set(keys.engine_epoch(), "test")  # Baton's keys: all of them
         await engine.delete(keys.engine_epoch())
-        for command in (
-            ("FLUSHALL",),
-            ("FLUSHDB",),
-            ("CONFIG", "SET", "appendonly", "no"),
-            ("KEYS", "*"),
-            ("ACL", "LIST"),
-            ("SET", "not-baton", "1"),
-        ):
+        for command in (("KEYS", "*"), ("ACL", "LIST"), ("GET", "not-baton")):
             with pytest.raises(NoPermissionError):
                 await engine.execute_command(*command)
+        await assert_refused_without_running(
+            redis,
+            role_users.redis_engine_user,
+            [
+                ("FLUSHALL",),
+                ("FLUSHDB",),
+                ("CONFIG", "SET", "appendonly", "no"),
+                ("SET", "not-baton", "1"),
+            ],
+            tmp_path,
+        )
     finally:
         await engine.aclose()
 
@@ -260,20 +318,20 @@ async def test_a_shared_pool_worker_runs_a_task_as_its_own_user(
     )
     task = asyncio.create_task(worker.run())
     try:
-        deadline = time.monotonic() + 15
-        while not await redis.exists(keys.worker_heartbeat(worker.name)):
-            assert time.monotonic() < deadline, "no heartbeat"
-            await asyncio.sleep(0.05)
-        events = await redis.xrange(keys.events_stream(tenant))
-        while not any('"finished"' in fields[EVENT_FIELD] for _, fields in events):
-            assert time.monotonic() < deadline, f"no result: {events}"
-            await asyncio.sleep(0.05)
-            events = await redis.xrange(keys.events_stream(tenant))
+        await eventually(
+            lambda: redis.exists(keys.worker_heartbeat(worker.name)), what="a heartbeat"
+        )
+        await eventually(
+            lambda: redis.xrange(keys.events_stream(tenant)),
+            lambda events: any('"finished"' in fields[EVENT_FIELD] for _, fields in events),
+            what="the task's result",
+        )
         assert await worker.claim_abandoned() == 0
         # Its cancel listener is subscribed (a refused SUBSCRIBE would end the listener).
-        while not await _subscribed(redis, role_users.redis_worker_user):
-            assert time.monotonic() < deadline, "the cancel listener is not subscribed"
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: _subscribed(redis, role_users.redis_worker_user),
+            what="the cancel listener subscribed",
+        )
         assert not worker._stopping.is_set()
     finally:
         worker.stop()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import uuid
 from typing import Any
 
 import pytest
-from httpx import AsyncClient, Response
+from httpx import AsyncClient
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,21 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.core.settings import Settings
 from kernel.credential import WorkerCredential
 from kernel.wire import keys
+from tests.fixtures.errors import assert_error
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account, create_member
+from tests.fixtures.waiting import eventually
 from tests.workers.factories import create_worker_credential, redis_as, unique_queue
 from worker.runner import Worker
 
 CREDENTIALS = "/api/v1/workers/credentials"
-
-
-def assert_error(response: Response, status: int, code: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    return dict(body["error"])
 
 
 async def acl_user_exists(redis: Redis, name: str) -> bool:
@@ -82,10 +74,12 @@ async def test_create_refuses_anonymous_and_roles_below_admin(
     client: AsyncClient, owner: Account
 ) -> None:
     body = {"queue": "default", "name": "box"}
-    assert_error(await client.post(CREDENTIALS, json=body), 401)
+    assert_error(await client.post(CREDENTIALS, json=body), 401, "unauthenticated")
     for role in ("editor", "operator", "viewer"):
         member = await create_member(client, owner, role)
-        assert_error(await client.post(CREDENTIALS, json=body, headers=member.headers), 403)
+        assert_error(
+            await client.post(CREDENTIALS, json=body, headers=member.headers), 403, "forbidden"
+        )
     admin = await create_member(client, owner, "admin")
     response = await client.post(CREDENTIALS, json=body, headers=admin.headers)
     assert response.status_code == 201, response.text
@@ -107,7 +101,9 @@ async def test_create_refuses_anonymous_and_roles_below_admin(
 async def test_create_refuses_bad_input(
     client: AsyncClient, owner: Account, body: dict[str, Any]
 ) -> None:
-    assert_error(await client.post(CREDENTIALS, json=body, headers=owner.headers), 422)
+    assert_error(
+        await client.post(CREDENTIALS, json=body, headers=owner.headers), 422, "validation_failed"
+    )
     assert (await client.get(CREDENTIALS, headers=owner.headers)).json() == []
 
 
@@ -119,9 +115,9 @@ async def test_list_is_for_admins_and_shows_only_the_tenants_own(
 ) -> None:
     mine = await create_worker_credential(client, owner)
     await create_worker_credential(client, stranger)
-    assert_error(await client.get(CREDENTIALS), 401)
+    assert_error(await client.get(CREDENTIALS), 401, "unauthenticated")
     viewer = await create_member(client, owner, "viewer")
-    assert_error(await client.get(CREDENTIALS, headers=viewer.headers), 403)
+    assert_error(await client.get(CREDENTIALS, headers=viewer.headers), 403, "forbidden")
     listed = (await client.get(CREDENTIALS, headers=owner.headers)).json()
     assert [c["id"] for c in listed] == [mine["id"]]
 
@@ -149,12 +145,20 @@ async def test_revoke_removes_the_redis_user(
 async def test_revoke_guards(client: AsyncClient, owner: Account, stranger: Account) -> None:
     created = await create_worker_credential(client, owner)
     url = f"{CREDENTIALS}/{created['id']}"
-    assert_error(await client.delete(url), 401)
+    assert_error(await client.delete(url), 401, "unauthenticated")
     operator = await create_member(client, owner, "operator")
-    assert_error(await client.delete(url, headers=operator.headers), 403)
+    assert_error(await client.delete(url, headers=operator.headers), 403, "forbidden")
     assert_error(await client.delete(url, headers=stranger.headers), 404, "not_found")
-    assert_error(await client.delete(f"{CREDENTIALS}/{uuid.uuid4()}", headers=owner.headers), 404)
-    assert_error(await client.delete(f"{CREDENTIALS}/not-a-uuid", headers=owner.headers), 422)
+    assert_error(
+        await client.delete(f"{CREDENTIALS}/{uuid.uuid4()}", headers=owner.headers),
+        404,
+        "not_found",
+    )
+    assert_error(
+        await client.delete(f"{CREDENTIALS}/not-a-uuid", headers=owner.headers),
+        422,
+        "validation_failed",
+    )
     listed = (await client.get(CREDENTIALS, headers=owner.headers)).json()
     assert listed[0]["revoked_at"] is None
 
@@ -178,13 +182,12 @@ async def test_connected_workers_show_the_tenants_own_worker(
     )
     task = asyncio.create_task(worker.run())
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        async def hosted_workers() -> list[dict[str, Any]]:
             listed = (await client.get("/api/v1/workers", headers=owner.headers)).json()
-            hosted = [w for w in listed if w["hosted"]]
-            if hosted or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
+            return [w for w in listed if w["hosted"]]
+
+        hosted = await eventually(hosted_workers, what="the hosted worker listed")
         assert [(w["name"], w["queues"]) for w in hosted] == [(name, [parsed.queue])]
         assert hosted[0]["version"]
         theirs = (await client.get("/api/v1/workers", headers=stranger.headers)).json()
@@ -197,7 +200,7 @@ async def test_connected_workers_show_the_tenants_own_worker(
 
 
 async def test_connected_workers_guards(client: AsyncClient, owner: Account) -> None:
-    assert_error(await client.get("/api/v1/workers"), 401)
+    assert_error(await client.get("/api/v1/workers"), 401, "unauthenticated")
     editor = await create_member(client, owner, "editor")
-    assert_error(await client.get("/api/v1/workers", headers=editor.headers), 403)
+    assert_error(await client.get("/api/v1/workers", headers=editor.headers), 403, "forbidden")
     assert (await client.get("/api/v1/workers", headers=owner.headers)).status_code == 200

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.fixtures.waiting import eventually_sync
 
 PASSWORD = "correct horse battery staple"
 DEMO_EMAIL = "demo@example.com"
@@ -89,13 +90,15 @@ def trigger_via_api(url: str, account: ApiAccount, job_id: str) -> dict[str, Any
 
 
 def wait_for_run_via_api(url: str, account: ApiAccount, run_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        run = httpx.get(f"{url}/api/v1/runs/{run_id}", headers=account.headers, timeout=30).json()
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            return dict(run)
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not finish")
+    return eventually_sync(
+        lambda: dict(
+            httpx.get(f"{url}/api/v1/runs/{run_id}", headers=account.headers, timeout=30).json()
+        ),
+        lambda run: run["status"] in ("succeeded", "failed", "cancelled"),
+        timeout=60,
+        interval=0.2,
+        what=f"run {run_id} finishing",
+    )
 
 
 async def log_in(
