@@ -164,11 +164,11 @@ async def test_channel_and_rule_access(
 ) -> None:
     hook = await webhook_channel(client, owner, receiver)
     job = await _flaky_job(client, owner)
-    rule = await client.post(
+    created = await client.post(
         RULES, json={"channel_id": hook, "job_id": job["id"], "events": ["failure"]},
         headers=owner.headers,
     )  # fmt: skip
-    rule_id = rule.json()["id"]
+    rule_id = created.json()["id"]
     viewer = await create_member(client, owner, "viewer")
     listed = await client.get(CHANNELS, headers=owner.headers)
     assert [c["id"] for c in listed.json()] == [hook]
