@@ -102,6 +102,7 @@ async def provision_runtime_role(settings: Settings) -> None:
                 # The engine's sweep finds ended worker credentials' Redis users across
                 # tenants (migration 0019).
                 f"GRANT EXECUTE ON FUNCTION worker_users_to_remove() TO {role}",
+                f"GRANT EXECUTE ON FUNCTION reactor_due_tenants() TO {role}",
                 f"REVOKE ALL ON alembic_version FROM {role}",
                 *(
                     statement

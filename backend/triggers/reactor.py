@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -327,12 +327,16 @@ class Reactor:
         self._stopping.set()
         _wake.set()
 
-    async def _all_tenants(self) -> set[uuid.UUID]:
+    async def _due_tenants(self) -> set[uuid.UUID]:
+        """The tenants with outbox rows, a notification due or a job with an SLA (one
+        call, migration 0021): the others have nothing for a sweep to do."""
         async with self.sessionmaker() as session:
-            return {tenant.id for tenant in await TenantDirectory(session).all()}
+            rows = await session.execute(text("SELECT reactor_due_tenants()"))
+            return {row[0] for row in rows.all()}
 
     async def run(self) -> None:
-        """React to kicks at once and sweep every tenant every ``sweep_seconds``."""
+        """React to kicks at once, and every ``sweep_seconds`` sweep the tenants that have
+        work (``_due_tenants``): rows other processes wrote, notifications due, SLAs."""
         last_sweep = 0.0
         while not self._stopping.is_set():
             _wake.clear()
@@ -341,9 +345,11 @@ class Reactor:
             try:
                 sweeping = time.monotonic() - last_sweep >= self.sweep_seconds
                 if sweeping:
-                    tenants |= await self._all_tenants()
+                    tenants |= await self._due_tenants()
                     last_sweep = time.monotonic()
                 for tenant_id in sorted(tenants):
+                    if self._stopping.is_set():
+                        break
                     while await react(self.sessionmaker, self.redis, self.settings, tenant_id):
                         if self._stopping.is_set():
                             break
