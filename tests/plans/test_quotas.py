@@ -298,7 +298,7 @@ async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
 
 
 async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
-    hosted: AsyncClient,
+    billed: AsyncClient,
     hosted_app: Any,
     superuser: Account,
     owner: Account,
@@ -307,8 +307,8 @@ async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
     """A fire prepared ahead is not a run of the month yet (a manual trigger may take the
     last one); at its instant the quota is checked as for any fire: no run left, its tick
     is ``skipped`` with the quota's code and its prepared run is gone."""
-    await plan_for(hosted, superuser, owner, runs_per_month=1)
-    job = await create_job(hosted, owner, [python_task("a")], schedule={"cron": "* * * * *"})
+    await plan_for(billed, superuser, owner, runs_per_month=1)
+    job = await create_job(billed, owner, [python_task("a")], schedule={"cron": "* * * * *"})
     async with owner_engine.connect() as conn:
         instant = (
             await conn.execute(
@@ -344,7 +344,7 @@ async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
 
     await fire(instant - timedelta(seconds=30))
     assert [r.status for r in await scheduled()] == ["planned"]
-    await trigger(hosted, owner, job["id"])  # the month's one run: the prepared one is not
+    await trigger(billed, owner, job["id"])  # the month's one run: the prepared one is not
     await fire(instant + timedelta(milliseconds=100))
     assert await scheduled() == []
     async with owner_engine.connect() as conn:
@@ -359,5 +359,5 @@ async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
         ).one()
     assert tick.outcome == "skipped" and tick.run_id is None
     assert tick.reason.startswith("quota_exceeded: runs_per_month limit of 1 reached")
-    paused = await hosted.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
+    paused = await billed.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
     assert paused.status_code == 200, paused.text

@@ -311,6 +311,9 @@ async def test_duplicate_result_delivery_advances_once(
     stream = keys.events_stream(str(owner.tenant_id))
     for _, fields in await redis.xrange(stream):  # every event of the run, once more
         last = await redis.xadd(stream, fields)
+    # The run is over, so the engine may have stopped reading the tenant's stream (its
+    # sweep drops idle tenants); a later dispatch would add it back, as this does.
+    await redis.sadd(keys.engine_tenants(), str(owner.tenant_id))
 
     async def engine_group() -> dict[str, Any]:
         groups = await redis.xinfo_groups(stream)

@@ -170,10 +170,16 @@ async def test_a_stopping_worker_lets_running_tasks_finish_then_hands_back_the_r
     await eventually(lambda: len(leaving.running), lambda n: n == 2, what="both running")
     leaving.stop()  # what SIGTERM calls (backend/processes.py; see the next test)
     await asyncio.wait_for(task, timeout=15)
+    # Both sides of the hand-back: the run detail reads tasks and attempts in two
+    # statements, so one answer can show the released attempt with the task row from just
+    # before the engine's commit. The hand-back must not use up an attempt (max 2 now).
     detail = await eventually(
         lambda: run_detail(client, owner, run["id"]),
-        lambda d: task_of(d, "long")["attempts"][0]["status"] == "released",
-        what="the long task handed back",
+        lambda d: (
+            task_of(d, "long")["attempts"][0]["status"] == "released"
+            and task_of(d, "long")["max_attempts"] == 2
+        ),
+        what="the long task handed back without using up an attempt",
     )
     assert [a["status"] for a in task_of(detail, "short")["attempts"]] == ["succeeded"]
     long_task = task_of(detail, "long")
