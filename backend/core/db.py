@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.errors import BatonError
+from kernel.dependencies import outage_of
 
 AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT_KEY = "baton.after_commit"
@@ -92,7 +93,21 @@ def create_engine(
     )
     if ping_idle_after is not None and not pre_ping:
         _ping_when_idle(engine, ping_idle_after)
+    _recycle_on_outage(engine)
     return engine
+
+
+def _recycle_on_outage(engine: AsyncEngine) -> None:
+    """Treat every error that says PostgreSQL is unreachable as a disconnect, so that
+    SQLAlchemy throws the connection away and recycles the pool. Without a pre-ping that
+    is what replaces connections killed while they sat in the pool; asyncpg's "connection
+    is closed" at the ``BEGIN`` our connection class sends was not recognised, so dead
+    connections went back to the pool and failed iteration after iteration."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _outage_is_a_disconnect(context: Any) -> None:
+        if not context.is_disconnect and outage_of(context.original_exception) == "postgres":
+            context.is_disconnect = True
 
 
 def _ping_when_idle(engine: AsyncEngine, seconds: float) -> None:

@@ -28,6 +28,7 @@ from backend.schedules.firing import fire_due
 from backend.schedules.service import StaleLease, cron_of
 from kernel.cron import next_fire
 from tests.fixtures.factories import Account
+from tests.fixtures.schedules import kill_replica
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, trigger
 
@@ -557,14 +558,5 @@ async def _stop(scheduler: Scheduler, task: asyncio.Task[None]) -> None:
 
 async def _kill(scheduler: Scheduler, task: asyncio.Task[None], owner_engine: AsyncEngine) -> None:
     """As a SIGKILL: no lease released, its connections ended by the server."""
-    task.cancel()
-    async with owner_engine.connect() as conn:
-        await conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :n"
-            ),
-            {"n": scheduler.name},
-        )
-    done, _ = await asyncio.wait({task}, timeout=20)
-    assert done, f"{scheduler.name} did not end when killed"
+    await kill_replica(scheduler, task, owner_engine)
     _ENGINES.pop(scheduler.name, None)

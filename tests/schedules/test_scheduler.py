@@ -26,7 +26,7 @@ from tests.audit.helpers import head_seq, rows_after, verify
 from tests.fixtures.database import all_rows
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member, create_tenant
-from tests.fixtures.schedules import ScheduledJob
+from tests.fixtures.schedules import ScheduledJob, kill_replica
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task
 
@@ -66,19 +66,8 @@ async def stop(scheduler: Scheduler, task: asyncio.Task[None]) -> None:
 
 
 async def kill(scheduler: Scheduler, task: asyncio.Task[None], owner_engine: AsyncEngine) -> None:
-    """Kill a replica: no lease released, no goodbye, and - as with a SIGKILL - the server
-    ends its connections at once, rolling back what they held (a task cancelled alone may
-    wait on a transaction it left open in this process, which a real kill never does)."""
-    task.cancel()
-    async with owner_engine.connect() as conn:
-        await conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :n"
-            ),
-            {"n": scheduler.name},
-        )
-    done, _ = await asyncio.wait({task}, timeout=20)
-    assert done, f"{scheduler.name} did not end when killed"
+    """Kill a replica as a SIGKILL would (tests/fixtures/schedules.py) and forget its engine."""
+    await kill_replica(scheduler, task, owner_engine)
     _REPLICA_ENGINES.pop(scheduler.name, None)
 
 
