@@ -151,7 +151,8 @@ async def test_streams_under_a_steady_load_stay_bounded(services: Services) -> N
                 assert done["status"] == "succeeded", done
             written += len(runs)
             info = await redis.xinfo_stream(events)
-            assert int(info["entries-added"]) >= written  # the stream keeps being written
+            if "entries-added" in info:  # Redis 7 (6.2, the embedded server, lacks it)
+                assert int(info["entries-added"]) >= written  # the stream keeps being written
 
             async def settled() -> bool:
                 await baton.engine.trim_round()
