@@ -8,7 +8,6 @@ around each instant, so nothing waits for the clock.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,9 +17,9 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.core.db import _Connection, commit, create_sessionmaker, scope_to_tenant
+from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
 from backend.engine.admission import next_ready_at
 from backend.scheduler.loop import Scheduler
@@ -28,7 +27,7 @@ from backend.schedules.firing import fire_due
 from backend.schedules.service import StaleLease, cron_of
 from kernel.cron import next_fire
 from tests.fixtures.factories import Account
-from tests.fixtures.schedules import kill_replica
+from tests.fixtures.schedules import kill_replica, start_replica, stop_replica
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, trigger
 
@@ -489,7 +488,7 @@ async def test_a_replica_killed_with_a_prepared_fire_its_heir_hands_that_fire_ov
     prepared: list[Any] = []
     for attempt in range(5):  # a kill right after a hand-over, before the next is prepared,
         # leaves nothing prepared: that replica's heir has nothing to show here; kill again
-        doomed, doomed_task = await _start(app, settings, f"ahead-doomed-{attempt}")
+        doomed, doomed_task = await start_replica(app, settings, f"ahead-doomed-{attempt}")
         try:
             await eventually(lambda d=doomed: d.fired, lambda fired: fired >= 1, what="a fire")
 
@@ -499,14 +498,14 @@ async def test_a_replica_killed_with_a_prepared_fire_its_heir_hands_that_fire_ov
 
             await eventually(prepared_between_passes, what="a prepared fire, between passes")
         finally:
-            await _kill(doomed, doomed_task, owner_engine)
+            await kill_replica(doomed, doomed_task, owner_engine)
         prepared = [
             t for t in (await ledger(owner_engine, job["id"])).values() if t.outcome == "planned"
         ]
         if prepared:
             break
     assert prepared, "a killed replica had prepared the next fire"
-    heir, heir_task = await _start(app, settings, "ahead-heir")
+    heir, heir_task = await start_replica(app, settings, "ahead-heir")
     try:
         await eventually(
             lambda: ledger(owner_engine, job["id"]),
@@ -520,7 +519,7 @@ async def test_a_replica_killed_with_a_prepared_fire_its_heir_hands_that_fire_ov
             what="the prepared fire handed over by the heir, and one after it",
         )
     finally:
-        await _stop(heir, heir_task)
+        await stop_replica(heir, heir_task)
     ticks = await ledger(owner_engine, job["id"])
     assert ticks[prepared[0].scheduled_for].run_id == prepared[0].run_id  # the same run
     runs = await runs_of(owner_engine, job["id"])
@@ -529,34 +528,3 @@ async def test_a_replica_killed_with_a_prepared_fire_its_heir_hands_that_fire_ov
     assert len(instants) == int((instants[-1] - instants[0]).total_seconds()) + 1  # none lost
     fired = {t.run_id for t in ticks.values() if t.outcome == "fired"}
     assert fired == {r.id for r in runs if r.status != "planned"}
-
-
-_ENGINES: dict[str, AsyncEngine] = {}
-
-
-async def _start(
-    app: FastAPI, settings: Settings, name: str
-) -> tuple[Scheduler, asyncio.Task[None]]:
-    bind = app.state.sessionmaker.kw["bind"]
-    engine = create_async_engine(
-        bind.url,
-        connect_args={
-            "connection_class": _Connection,
-            "server_settings": {"application_name": name},
-        },
-    )
-    _ENGINES[name] = engine
-    scheduler = Scheduler(settings, create_sessionmaker(engine), app.state.redis, name=name)
-    return scheduler, asyncio.create_task(scheduler.run())
-
-
-async def _stop(scheduler: Scheduler, task: asyncio.Task[None]) -> None:
-    scheduler.stop()
-    await asyncio.wait_for(task, timeout=10)
-    await _ENGINES.pop(scheduler.name).dispose()
-
-
-async def _kill(scheduler: Scheduler, task: asyncio.Task[None], owner_engine: AsyncEngine) -> None:
-    """As a SIGKILL: no lease released, its connections ended by the server."""
-    await kill_replica(scheduler, task, owner_engine)
-    _ENGINES.pop(scheduler.name, None)

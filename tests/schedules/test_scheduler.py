@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -13,9 +12,9 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.core.db import _Connection, commit, create_sessionmaker, scope_to_tenant
+from backend.core.db import commit, scope_to_tenant
 from backend.core.settings import Settings
 from backend.scheduler.loop import Scheduler, _claim_concurrency
 from backend.schedules.firing import fire_due
@@ -26,7 +25,7 @@ from tests.audit.helpers import head_seq, rows_after, verify
 from tests.fixtures.database import all_rows
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member, create_tenant
-from tests.fixtures.schedules import ScheduledJob, kill_replica
+from tests.fixtures.schedules import ScheduledJob, kill_replica, start_replica, stop_replica
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task
 
@@ -36,39 +35,6 @@ def scheduler_settings(engine_settings: Settings) -> Settings:
     return engine_settings.model_copy(
         update={"scheduler_lease_seconds": 1.5, "scheduler_poll_seconds": 0.1}
     )
-
-
-_REPLICA_ENGINES: dict[str, AsyncEngine] = {}
-
-
-async def start(
-    app: FastAPI, settings: Settings, name: str
-) -> tuple[Scheduler, asyncio.Task[None]]:
-    """A replica with database connections of its own, named after it (``kill`` ends them
-    as a SIGKILL would)."""
-    bind = app.state.sessionmaker.kw["bind"]
-    engine = create_async_engine(
-        bind.url,
-        connect_args={
-            "connection_class": _Connection,
-            "server_settings": {"application_name": name},
-        },
-    )
-    _REPLICA_ENGINES[name] = engine
-    scheduler = Scheduler(settings, create_sessionmaker(engine), app.state.redis, name=name)
-    return scheduler, asyncio.create_task(scheduler.run())
-
-
-async def stop(scheduler: Scheduler, task: asyncio.Task[None]) -> None:
-    scheduler.stop()
-    await asyncio.wait_for(task, timeout=10)
-    await _REPLICA_ENGINES.pop(scheduler.name).dispose()
-
-
-async def kill(scheduler: Scheduler, task: asyncio.Task[None], owner_engine: AsyncEngine) -> None:
-    """Kill a replica as a SIGKILL would (tests/fixtures/schedules.py) and forget its engine."""
-    await kill_replica(scheduler, task, owner_engine)
-    _REPLICA_ENGINES.pop(scheduler.name, None)
 
 
 async def both_live(first: Scheduler, second: Scheduler) -> None:
@@ -108,7 +74,7 @@ async def test_a_schedule_fires_once_per_instant_with_both_times_recorded(
     scheduled_job: ScheduledJob,
 ) -> None:
     job = await scheduled_job(owner)
-    scheduler, task = await start(app, scheduler_settings, "sched-one")
+    scheduler, task = await start_replica(app, scheduler_settings, "sched-one")
     try:
         await eventually(
             lambda: scheduled_runs(owner_engine, job["id"]),
@@ -116,7 +82,7 @@ async def test_a_schedule_fires_once_per_instant_with_both_times_recorded(
             what="two fires",
         )
     finally:
-        await stop(scheduler, task)
+        await stop_replica(scheduler, task)
     runs = await scheduled_runs(owner_engine, job["id"])
     for run in runs:
         assert run.scheduled_for.microsecond == 0  # the instant the cron named
@@ -135,8 +101,8 @@ async def test_two_schedulers_make_exactly_one_run_per_instant(
     scheduled_job: ScheduledJob,
 ) -> None:
     job = await scheduled_job(owner)
-    first = await start(app, scheduler_settings, "sched-a")
-    second = await start(app, scheduler_settings, "sched-b")
+    first = await start_replica(app, scheduler_settings, "sched-a")
+    second = await start_replica(app, scheduler_settings, "sched-b")
     try:
         await both_live(first[0], second[0])  # both were running while the instants passed
         await eventually(
@@ -145,8 +111,8 @@ async def test_two_schedulers_make_exactly_one_run_per_instant(
             what="three instants fired",
         )
     finally:
-        await stop(*first)
-        await stop(*second)
+        await stop_replica(*first)
+        await stop_replica(*second)
     runs = await scheduled_runs(owner_engine, job["id"])
     per_instant = Counter(run.scheduled_for for run in runs)
     assert set(per_instant.values()) == {1}
@@ -163,15 +129,15 @@ async def test_a_dead_replicas_tenants_move_to_a_live_replica(
     scheduled_job: ScheduledJob,
 ) -> None:
     job = await scheduled_job(owner)
-    doomed, doomed_task = await start(app, scheduler_settings, "sched-doomed")
+    doomed, doomed_task = await start_replica(app, scheduler_settings, "sched-doomed")
     try:
         await eventually(lambda: doomed.fired, lambda fired: fired >= 1, what="a fire")
         # between passes: a SIGKILL ends its transactions, a mid-statement cancel would not
         await eventually(lambda: not doomed.passing, what="the replica between passes")
     finally:
-        await kill(doomed, doomed_task, owner_engine)
+        await kill_replica(doomed, doomed_task, owner_engine)
     killed_at = datetime.now(UTC)
-    heir, heir_task = await start(app, scheduler_settings, "sched-heir")
+    heir, heir_task = await start_replica(app, scheduler_settings, "sched-heir")
     try:  # the dead replica's lease lapses; then the heir fires the instants that follow
         await eventually(
             lambda: scheduled_runs(owner_engine, job["id"]),
@@ -179,7 +145,7 @@ async def test_a_dead_replicas_tenants_move_to_a_live_replica(
             what="a fire after the replica died",
         )
     finally:
-        await stop(heir, heir_task)
+        await stop_replica(heir, heir_task)
     runs = await scheduled_runs(owner_engine, job["id"])
     assert len(runs) == len({r.scheduled_for for r in runs})
     assert heir.fired >= 1
@@ -199,7 +165,7 @@ async def test_three_replicas_one_killed_no_fire_lost_or_duplicated(
     schedule fires exactly once, the ones due during the takeover late but not lost."""
     accounts = [owner, *[await create_tenant(client) for _ in range(5)]]
     jobs = {account.tenant_id: await scheduled_job(account) for account in accounts}
-    replicas = [await start(app, scheduler_settings, f"sched-three-{i}") for i in range(3)]
+    replicas = [await start_replica(app, scheduler_settings, f"sched-three-{i}") for i in range(3)]
     names = {scheduler.name for scheduler, _ in replicas}
     try:
         await eventually(
@@ -221,7 +187,7 @@ async def test_three_replicas_one_killed_no_fire_lost_or_duplicated(
         # Killed between two passes: a real SIGKILL also ends its transactions (PostgreSQL
         # closes them); a task cancelled mid-statement would leave them open in this process.
         await eventually(lambda: not victim.passing, what="the victim between passes")
-        await kill(victim, victim_task, owner_engine)
+        await kill_replica(victim, victim_task, owner_engine)
         killed_at = datetime.now(UTC)
         for tenant in orphans:
             await eventually(
@@ -232,7 +198,7 @@ async def test_three_replicas_one_killed_no_fire_lost_or_duplicated(
     finally:
         for scheduler, task in replicas:
             if scheduler is not victim or not task.done():
-                await stop(scheduler, task)
+                await stop_replica(scheduler, task)
     assert orphans
     assert all(victim.name not in scheduler.live for scheduler, _ in survivors)
     # each survivor asked for an orphaned lease about once before it lapsed, not every pass
@@ -331,7 +297,7 @@ async def test_forbid_skips_instants_while_the_previous_run_is_active(
     scheduled_job: ScheduledJob,
 ) -> None:
     job = await scheduled_job(owner, seconds=30, concurrency_policy="forbid")
-    scheduler, task = await start(app, scheduler_settings, "sched-forbid")
+    scheduler, task = await start_replica(app, scheduler_settings, "sched-forbid")
     try:  # instants came while the first run was still going
         await eventually(
             lambda: ticks(client, owner, job["id"]),
@@ -339,7 +305,7 @@ async def test_forbid_skips_instants_while_the_previous_run_is_active(
             what="two skipped instants",
         )
     finally:
-        await stop(scheduler, task)
+        await stop_replica(scheduler, task)
     ledger = await ticks(client, owner, job["id"])
     assert Counter(t["outcome"] for t in ledger)["fired"] == 1
     skipped = [t for t in ledger if t["outcome"] == "skipped"]
@@ -468,17 +434,17 @@ async def test_replicas_split_the_tenants_between_them(
     app: FastAPI, scheduler_settings: Settings, client: AsyncClient
 ) -> None:
     tenants = [await create_tenant(client) for _ in range(6)]
-    left, left_task = await start(app, scheduler_settings, "replica-left")
-    right, right_task = await start(app, scheduler_settings, "replica-right")
+    left, left_task = await start_replica(app, scheduler_settings, "replica-left")
+    right, right_task = await start_replica(app, scheduler_settings, "replica-right")
     try:
         await both_live(left, right)
         for account in tenants:
             owners = [left.owns(account.tenant_id), right.owns(account.tenant_id)]
             assert owners.count(True) == 1, owners
     finally:
-        await stop(left, left_task)
-        await stop(right, right_task)
-    alone, alone_task = await start(app, scheduler_settings, "replica-alone")
+        await stop_replica(left, left_task)
+        await stop_replica(right, right_task)
+    alone, alone_task = await start_replica(app, scheduler_settings, "replica-alone")
     try:  # the others are gone: once their registrations lapse, one replica serves everyone
         await eventually(
             lambda: [alone.owns(account.tenant_id) for account in tenants],
@@ -486,7 +452,7 @@ async def test_replicas_split_the_tenants_between_them(
             what="one replica owning every tenant",
         )
     finally:
-        await stop(alone, alone_task)
+        await stop_replica(alone, alone_task)
 
 
 def test_a_pass_claims_leases_within_the_redis_clients_pool() -> None:
