@@ -141,14 +141,13 @@ class Cluster:
     def __init__(self, workdir: Path, database_url: str, redis: RedisServer) -> None:
         self.workdir = workdir
         self.redis = redis
-        self.api_port = free_port()
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "BATON_ENVIRONMENT": "test",
             "BATON_DATABASE_URL": database_url,
             "BATON_REDIS_URL": redis.url,
-            "BATON_PORT": str(self.api_port),
+            "BATON_PORT": str(free_port()),
             "BATON_JWT_SECRET": secrets.token_hex(32),  # the same for every API restart
             "BATON_ACCESS_TOKEN_TTL_SECONDS": "7200",
             "BATON_ARGON2_TIME_COST": "1",
@@ -166,8 +165,15 @@ class Cluster:
         for name in ("BATON_APP_DATABASE_URL", "BATON_METRICS_PORT", "BATON_WORKER_METRICS_PORT"):
             self.env.pop(name, None)
         self.procs: dict[str, Proc] = {}
-        self._api_started = False  # a restarted API keeps its port: clients know it
-        self._api_attempts = 1
+        # The processes that listen on a port of their own (the scheduler only when a test
+        # gives it a metrics port): a restarted one keeps its port, as its clients know it.
+        self._listening = {"api": "BATON_PORT", "scheduler": "BATON_METRICS_PORT"}
+        self._started: set[str] = set()
+        self._attempts = dict.fromkeys(self._listening, 1)
+
+    @property
+    def api_port(self) -> int:
+        return int(self.env["BATON_PORT"])
 
     @property
     def api_url(self) -> str:
@@ -191,25 +197,28 @@ class Cluster:
                 start_new_session=True,
             )
         self.procs[name] = Proc(name, args, log_path, process)
-        if name == "api":
+        port_variable = self._listening.get(name)
+        if port_variable is not None and port_variable in self.env:
             try:
-                wait_until("the API to answer", self._api_answers, 60)
+                wait_until(f"the {name} to answer", lambda: self._answers(name), 60)
             except ExitedAtStart:
-                if self._api_started or self._api_attempts >= START_ATTEMPTS:
+                if name in self._started or self._attempts[name] >= START_ATTEMPTS:
                     raise
                 # Its port was taken after it was picked: a first start moves to a new one.
-                self._api_attempts += 1
-                self.api_port = free_port()
-                self.env["BATON_PORT"] = str(self.api_port)
+                self._attempts[name] += 1
+                self.env[port_variable] = str(free_port())
                 return self.start(name)
-            self._api_started = True
+            self._started.add(name)
         return self.procs[name]
 
-    def _api_answers(self) -> bool:
-        """Whether this cluster's API process answers - not another process on the port."""
-        if self.procs["api"].process.poll() is not None:
-            raise ExitedAtStart(f"the API exited:\n{self.procs['api'].tail()}")
-        return httpx.get(f"{self.api_url}/healthz", timeout=2).status_code == 200
+    def _answers(self, name: str) -> bool:
+        """Whether this cluster's process answers on its port - not another on the same port."""
+        if self.procs[name].process.poll() is not None:
+            raise ExitedAtStart(f"the {name} exited:\n{self.procs[name].tail()}")
+        if name == "api":
+            return httpx.get(f"{self.api_url}/healthz", timeout=2).status_code == 200
+        url = f"http://127.0.0.1:{self.env['BATON_METRICS_PORT']}/metrics"
+        return httpx.get(url, timeout=2).status_code == 200
 
     def start_all(self) -> None:
         for name in ("api", "scheduler", "worker-1", "worker-2"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -32,9 +33,17 @@ from tests.onprem.stack import ADMIN_EMAIL, Stack, has_compose_plugin
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port free now, below Linux's ephemeral range (32768-60999): the kernel hands ports of
+    that range to every outgoing connection, so one picked there can be taken before the stack
+    binds it; below it, only a process that asks for that very port can."""
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: another
+            return port
 
 
 def _why_not() -> str | None:

@@ -24,6 +24,7 @@ from backend.schedules.firing import fire_due
 from backend.tenants.models import Tenant
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import DEFAULT_PASSWORD, Account, create_tenant, unique_email
+from tests.fixtures.schedules import ScheduledJob
 from tests.plans.helpers import plan_for
 from tests.runs.factories import create_job, python_task, trigger
 
@@ -243,16 +244,14 @@ async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
     superuser: Account,
     owner: Account,
     owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
     """A scheduled fire the plan has no runs left for: its tick is ``skipped`` with the
     quota's error code in the reason, and no run is made; the earliest instants fire while
     some quota is left."""
     await plan_for(billed, superuser, owner, runs_per_month=2)
-    job = await create_job(
-        billed,
-        owner,
-        [python_task("a")],
-        schedule={"cron": "* * * * * *", "misfire": "fire_all", "max_catchup": 10},
+    job = await scheduled_job(
+        owner, via=billed, tasks=[python_task("a")], misfire="fire_all", max_catchup=10
     )
     await trigger(billed, owner, job["id"], delay_seconds=3600)  # one of the two used
     async with owner_engine.begin() as conn:  # the scheduler last looked 4 s ago
@@ -303,12 +302,13 @@ async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
     superuser: Account,
     owner: Account,
     owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
     """A fire prepared ahead is not a run of the month yet (a manual trigger may take the
     last one); at its instant the quota is checked as for any fire: no run left, its tick
     is ``skipped`` with the quota's code and its prepared run is gone."""
     await plan_for(billed, superuser, owner, runs_per_month=1)
-    job = await create_job(billed, owner, [python_task("a")], schedule={"cron": "* * * * *"})
+    job = await scheduled_job(owner, via=billed, tasks=[python_task("a")], cron="* * * * *")
     async with owner_engine.connect() as conn:
         instant = (
             await conn.execute(
@@ -359,5 +359,3 @@ async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
         ).one()
     assert tick.outcome == "skipped" and tick.run_id is None
     assert tick.reason.startswith("quota_exceeded: runs_per_month limit of 1 reached")
-    paused = await billed.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
-    assert paused.status_code == 200, paused.text
