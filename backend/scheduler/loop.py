@@ -184,7 +184,7 @@ class Scheduler:
     async def _rebuild_in_background(self) -> None:
         """Rebuild the due index, retrying (with backoff) until it has been done once."""
         guard = Guard("scheduler.rebuild")
-        while not await guard.run(self.rebuild_due_index()):
+        while not self._stopping.is_set() and not await guard.run(self.rebuild_due_index()):
             pass
 
     async def _heartbeat(self) -> None:
@@ -192,9 +192,12 @@ class Scheduler:
 
     async def _heartbeat_loop(self) -> None:
         guard = Guard("scheduler.heartbeat")
-        while True:
+        # Ends on the stop flag as well as on the cancel `run` sends: on Python 3.11 a cancel
+        # that lands inside the Redis client's own timeout can be swallowed, and a loop that
+        # only ended on cancellation then beat on for ever (a stop never finished).
+        while not self._stopping.is_set():
             if await guard.run(self._beat()):  # on failure it has backed off already
-                await asyncio.sleep(self.heartbeat_s)
+                await wait_event(self._stopping, self.heartbeat_s)
 
     async def _beat(self) -> None:
         """Our heartbeat, and a look at the peers': one that missed its heartbeats is dead,

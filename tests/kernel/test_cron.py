@@ -96,6 +96,11 @@ def cron_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many cron matches the scans asked croniter for: a bound on their work that holds
     on any machine (``[n]``, counted in place)."""
     steps = [0]
+    # Parsed expressions are cached: one parsed before this test (another test's) would be
+    # copied as the plain croniter and its steps never counted, so the test gets a cache of
+    # its own (and leaves none of its counting parsers in the shared one).
+    fresh = functools.lru_cache(maxsize=4096)(cron_module._template.__wrapped__)
+    monkeypatch.setattr(cron_module, "_template", fresh)
 
     class Counting(cron_module.croniter):  # type: ignore[misc]
         def get_next(self, *args: Any, **kwargs: Any) -> Any:
