@@ -111,6 +111,8 @@ _UPSERT_ATTEMPTS = text(
     ON CONFLICT (tenant_id, task_run_id, attempt) DO UPDATE SET {_ATTEMPT_SETS}
     """  # noqa: S608 - column names are the constants above, values bound parameters
 )
+
+
 def _json(value: Any) -> str:
     # As the ORM stores a JSONB attribute: Python None is JSON null, not SQL NULL.
     return json.dumps(value)
