@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import text
 from sqlalchemy.orm.util import identity_key
@@ -26,7 +26,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.engine.events import load_plan
-from backend.engine.writes import insert_dispatched
 from backend.runs.models import Run, plan_name
 from backend.runs.repository import RunRepository
 from backend.secrets.dispatch import seal_task_secrets
@@ -34,22 +33,31 @@ from backend.tenants.models import Tenant, TenantStatus
 from kernel.dag.plan import PlanCache
 from kernel.wire.protocol import TaskMessage
 
-# Which ready tasks to dispatch, fairly across the tenant's runs: the next :limit runs
-# with ready work after :after (a skip scan over the ready index; run ids are
-# time-ordered, and the engine passes the last run it served, so successive admissions
-# rotate through the runs), up to :limit ready tasks of each, then round robin - every
-# run's first task, then every run's second... So a 10,000-item fan-out cannot starve a
-# run that became ready after it, even when one slot frees at a time. The tenant's
-# admission is serialised by an advisory lock, and the outer UPDATE re-checks the row,
-# so no task is dispatched twice. ``:now`` is the engine's clock at the claim, not the
-# transaction's start (``now()``): a claim in the transaction that made a task ready must
-# see it, and ready_at is stamped by the same clock (trigger, retry backoff, the DAG).
+# Which ready tasks to dispatch, and in which order: one fair order for every admission
+# of a tenant (the admission loop's and the finishing step's alike), decided in one
+# statement from the rows alone - no rotation state in the engine, so it holds across
+# replicas, restarts and the two paths that admit. A task's place is
+#   (tasks its run has in flight + its turn among its run's ready tasks, ready_at, ...):
+# the next free slot goes to the run with the fewest tasks in flight (a 10,000-item
+# fan-out holding the quota cannot keep a run with none from its first slot), and among
+# runs with equal shares to the task that has been ready longest (a chain's successor,
+# ready just now, waits behind a run queued before it). The runs considered: the first
+# :span runs with ready work by run id (time-ordered: the order they were queued; a skip
+# scan over the ready index) and the runs of the :span tasks ready longest (the ready_at
+# index). :span is the room plus the tasks in flight, so the first source alone holds at
+# least as many runs with nothing in flight as there is room, when there are that many.
+# Up to :limit ready tasks of each such run are ranked; the outer UPDATE re-checks every
+# row (the tenant's admission is serialised by an advisory lock as well), inserts the
+# attempt rows and says when the tenant next has ready work - all in one round trip.
+# ``:now`` is the engine's clock at the claim, not the transaction's start (``now()``): a
+# claim in the transaction that made a task ready must see it, and ready_at is stamped by
+# the same clock (trigger, retry backoff, the DAG).
 _CLAIM = text(
     """
     WITH RECURSIVE ready_runs(run_id) AS (
         (SELECT run_id FROM task_runs
           WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
-            AND ready_at <= :now AND run_id > :after
+            AND ready_at <= :now
           ORDER BY run_id LIMIT 1)
         UNION ALL
         SELECT (SELECT t.run_id FROM task_runs t
@@ -60,12 +68,25 @@ _CLAIM = text(
           FROM ready_runs r WHERE r.run_id IS NOT NULL
     ),
     first_runs AS MATERIALIZED (
-        SELECT run_id FROM ready_runs WHERE run_id IS NOT NULL LIMIT :limit
+        (SELECT run_id FROM ready_runs WHERE run_id IS NOT NULL LIMIT :span)
+        UNION
+        SELECT run_id FROM (
+            SELECT run_id FROM task_runs
+             WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
+               AND ready_at <= :now
+             ORDER BY ready_at LIMIT :span) longest
+    ),
+    in_flight AS MATERIALIZED (
+        SELECT run_id, count(*) AS tasks FROM task_runs
+         WHERE tenant_id = :tenant AND status IN ('queued', 'running')
+           AND dispatched_at IS NOT NULL
+         GROUP BY run_id
     ),
     candidates AS MATERIALIZED (
-        SELECT c.id, row_number() OVER (PARTITION BY c.run_id ORDER BY c.ready_at, c.map_index)
-                   AS turn,
-               c.run_id
+        SELECT c.id, c.run_id, c.ready_at, c.map_index,
+               coalesce(i.tasks, 0)
+                 + row_number() OVER (PARTITION BY c.run_id ORDER BY c.ready_at, c.map_index)
+                 AS share
           FROM first_runs f
           CROSS JOIN LATERAL (
               SELECT id, run_id, ready_at, map_index FROM task_runs
@@ -73,29 +94,19 @@ _CLAIM = text(
                  AND dispatched_at IS NULL AND ready_at <= :now
                ORDER BY ready_at, map_index
                LIMIT :limit) c
+          LEFT JOIN in_flight i ON i.run_id = c.run_id
     ),
     picked AS MATERIALIZED (
-        SELECT id FROM candidates ORDER BY turn, run_id LIMIT :limit
-    )
-    UPDATE task_runs AS t
-       SET dispatched_at = now(), attempt = t.attempt + 1
-      FROM picked
-     WHERE t.tenant_id = :tenant AND t.id = picked.id
-       AND t.status = 'queued' AND t.dispatched_at IS NULL
-    RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
-    """
-)
-# The finishing step's claim: the tasks its own transaction made ready, by id (a chain's
-# next task), re-checked like the claim above; their attempt rows are inserted by the same
-# statement (one round trip less on every chain step).
-_CLAIM_THESE = text(
-    """
-    WITH claimed AS (
+        SELECT id, row_number() OVER (ORDER BY share, ready_at, run_id, map_index) AS place
+          FROM candidates ORDER BY share, ready_at, run_id, map_index LIMIT :limit
+    ),
+    claimed AS (
         UPDATE task_runs AS t
            SET dispatched_at = now(), attempt = t.attempt + 1
-         WHERE t.tenant_id = :tenant AND t.id = ANY(CAST(:ids AS uuid[]))
-           AND t.status = 'queued' AND t.dispatched_at IS NULL AND t.ready_at <= :now
-        RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item
+          FROM picked
+         WHERE t.tenant_id = :tenant AND t.id = picked.id
+           AND t.status = 'queued' AND t.dispatched_at IS NULL
+        RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item, picked.place
     ), attempts AS (
         INSERT INTO task_attempts (tenant_id, task_run_id, attempt, run_id, status)
         SELECT :tenant, id, attempt, run_id, 'dispatched' FROM claimed
@@ -109,6 +120,7 @@ _CLAIM_THESE = text(
     )
     SELECT c.id, c.run_id, c.name, c.attempt, c.queue, c.item, n.next_ready
       FROM next_ready n LEFT JOIN claimed c ON true
+     ORDER BY c.place
     """
 )
 _IN_FLIGHT = text(
@@ -126,9 +138,6 @@ _NEXT_READY = text(
 )
 
 
-NO_RUN = uuid.UUID(int=0)
-
-
 async def next_ready_at(session: AsyncSession, tenant_id: uuid.UUID) -> datetime | None:
     """When the earliest of the tenant's queued, undispatched tasks is (or was) ready."""
     result = await session.execute(_NEXT_READY, {"tenant": tenant_id})
@@ -140,7 +149,6 @@ class Admission:
     messages: list[TaskMessage]
     next_due: datetime | None  # when this tenant next has admissible work (None: nothing)
     saturated: bool  # the quota is full; finishing tasks will wake the tenant again
-    last_run: uuid.UUID = NO_RUN  # pass back as ``after_run``: the rotation continues
 
 
 def quota_of(
@@ -172,22 +180,21 @@ async def admit(
     max_concurrent: int,
     limit: int,
     settings: Settings,
-    after_run: uuid.UUID = NO_RUN,
     try_lock: bool = False,
-    prefer: Sequence[uuid.UUID] = (),
     held: Mapping[uuid.UUID, Run] | None = None,
 ) -> Admission | None:
-    """Claim up to ``limit`` ready tasks that fit the quota; build their messages (the
-    secrets they reference sealed for the worker pool).
+    """Claim up to ``limit`` ready tasks that fit the quota, in the tenant's fair order
+    (:data:`_CLAIM`); build their messages (the secrets they reference sealed for the
+    worker pool), in that order.
 
     ``try_lock``: do not wait for the tenant's admission lock; None if another transaction
     holds it. The engine admits this way inside the transaction that records finished
     tasks, which already holds row locks: waiting there could deadlock with an admission
     that holds the lock, and the admission holding it will see the freed slots anyway.
+    The tasks that transaction made ready get no precedence: they take their place in the
+    same order as every other ready task of the tenant.
 
-    ``prefer``: tasks to claim first, by id (those the finishing step just made ready);
-    the rotation over the tenant's runs fills what room is left. ``held``: runs the
-    transaction has read already (the finishing step's), not read again.
+    ``held``: runs the transaction has read already (the finishing step's), not read again.
     """
     params = {"tenant": tenant_id}
     if try_lock:
@@ -206,33 +213,13 @@ async def admit(
     room = min(max_concurrent - in_flight, limit)
     if room <= 0:
         return Admission([], None, saturated=True)
-    claim = {**params, "now": utcnow()}
-    claimed: list[Any] = []
-    next_due: datetime | None = None
-    known_next = False  # next_due is known without asking _NEXT_READY
-    if prefer:
-        these = {**claim, "ids": list(prefer[:room])}
-        replies = list((await session.execute(_CLAIM_THESE, these)).all())
-        claimed = [row for row in replies if row.id is not None]
-        next_due, known_next = replies[0].next_ready, True
-    with_attempts = len(claimed)  # _CLAIM_THESE inserted their attempt rows
-    last_run = after_run
-    if len(claimed) < room:
-        known_next = False
-        rest = {**claim, "limit": room - len(claimed), "after": after_run}
-        rotated = list((await session.execute(_CLAIM, rest)).all())
-        claimed += rotated
-        # The rotation goes on after the highest run served (rows come in no set order).
-        last_run = max((row.run_id for row in rotated), default=after_run)
-        if len(claimed) < room and after_run != NO_RUN:  # wrap around to the oldest runs
-            again = {**claim, "limit": room - len(claimed), "after": NO_RUN}
-            wrapped = (await session.execute(_CLAIM, again)).all()
-            claimed += wrapped
-            last_run = max((row.run_id for row in wrapped), default=last_run)
+    claim = {**params, "now": utcnow(), "limit": room, "span": room + in_flight}
+    replies = list((await session.execute(_CLAIM, claim)).all())
+    claimed = [row for row in replies if row.id is not None]
+    next_due: datetime | None = replies[0].next_ready
     messages: list[TaskMessage] = []
     if claimed:
         runs = await _runs_of(session, tenant_id, {row.run_id for row in claimed}, held or {})
-        await insert_dispatched(session, tenant_id, claimed[with_attempts:])
         for row in claimed:
             run = runs[row.run_id]
             plan = await load_plan(session, plans, tenant_id, run.job_id, run.job_version)
@@ -254,13 +241,11 @@ async def admit(
         messages = await seal_task_secrets(session, settings, tenant_id, messages)
     if len(claimed) == room and room == limit and not try_lock:
         # Perhaps more is ready: the fair round comes back (an admission in the finishing
-        # step asks the index below instead, so as not to wake the round for nothing).
-        return Admission(messages, utcnow(), saturated=False, last_run=last_run)
+        # step goes by the claim's answer instead, so as not to wake the round for nothing).
+        return Admission(messages, utcnow(), saturated=False)
     if len(claimed) == room < limit:
-        return Admission(messages, None, saturated=True, last_run=last_run)
-    if not known_next:
-        next_due = await next_ready_at(session, tenant_id)
-    return Admission(messages, next_due, saturated=False, last_run=last_run)
+        return Admission(messages, None, saturated=True)
+    return Admission(messages, next_due, saturated=False)
 
 
 async def _runs_of(

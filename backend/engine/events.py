@@ -61,9 +61,6 @@ class Effects:
     finished_runs: list[Run] = field(default_factory=list)
     changed_tasks: list[TaskRun] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # for live views (SSE)
-    # Tasks this batch made ready (successors, fan-out children): the finishing step admits
-    # them first, by id, without the claim query's scan for ready runs.
-    ready: list[uuid.UUID] = field(default_factory=list)
     samples: EngineSamples = field(default_factory=EngineSamples)  # metrics, after commit
     # The batch's runs (read and locked; detached once written): admission in the same
     # transaction builds its messages from them without reading them again.
@@ -360,11 +357,8 @@ class _Batch:
             for name, task in tasks.items():
                 if task.status != before[name]:
                     self.changed[task.id] = task
-                    if task.status == TaskStatus.queued:
-                        self.effects.ready.append(task.id)
             if advance.children:
                 self.session.add_all(advance.children)
-                self.effects.ready.extend(child.id for child in advance.children)
             if advance.queued:
                 self.effects.due(now)
             self.effects.cancel.extend((t.id, t.attempt) for t in advance.stop)

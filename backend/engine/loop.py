@@ -47,7 +47,6 @@ from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
 from backend.engine import outbox, trim
 from backend.engine.admission import (
-    NO_RUN,
     Admission,
     FairShare,
     admit,
@@ -121,7 +120,6 @@ class Engine:
         self._event_groups: set[str] = set()
         self._next_recovery = 0.0
         self._quota_cache: dict[uuid.UUID, tuple[float, tuple[int, int]]] = {}
-        self._run_rotation: dict[uuid.UUID, uuid.UUID] = {}  # tenant -> last run admitted
         self._failures: dict[str, int] = {}  # pending event id -> failed retries
         # tenant -> (until, queues its own workers serve), re-read from PostgreSQL
         self._hosted_cache: dict[str, tuple[float, frozenset[str]]] = {}
@@ -251,14 +249,12 @@ class Engine:
                 max_concurrent=max_concurrent,
                 limit=max(allowance, 1),
                 settings=self.settings,
-                after_run=self._run_rotation.get(tenant_id, NO_RUN),
             )
             assert admission is not None  # it waited for the lock
             if admission.messages:
                 # Before the commit, as in a finishing batch: an engine that dies (or loses
                 # Redis) before publishing leaves them for the recovery (engine/outbox.py).
                 await outbox.write(self.redis, outbox_key, admission.messages)
-        self._run_rotation[tenant_id] = admission.last_run
         if admission.messages:
             await self._dispatch(tenant_id, admission.messages, hosted[str(tenant_id)], outbox_key)
         return admission
@@ -474,9 +470,7 @@ class Engine:
                     max_concurrent=quota,
                     limit=freed,
                     settings=self.settings,
-                    after_run=self._run_rotation.get(tenant_id, NO_RUN),
                     try_lock=True,
-                    prefer=effects.ready,
                     held=effects.runs,
                 )
             if admission is not None and admission.messages:
@@ -484,7 +478,6 @@ class Engine:
                 # publication, the batch's replay publishes them (backend/engine/outbox.py).
                 await outbox.write(self.redis, outbox_key, admission.messages)
         if admission is not None:
-            self._run_rotation[tenant_id] = admission.last_run
             # What is still ready (beyond the freed slots, or later: a retry's backoff)
             # goes to the fair round; the admission saw this transaction's own changes.
             effects.due_at = admission.next_due

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import inspect, text
@@ -112,17 +111,6 @@ _UPSERT_ATTEMPTS = text(
     ON CONFLICT (tenant_id, task_run_id, attempt) DO UPDATE SET {_ATTEMPT_SETS}
     """  # noqa: S608 - column names are the constants above, values bound parameters
 )
-# Admission's new attempts: the claim has just bumped the task's attempt number, so the
-# row is new; a conflict (cannot happen short of a bug) keeps the row that is there.
-_INSERT_DISPATCHED = text(
-    """
-    INSERT INTO task_attempts (tenant_id, task_run_id, attempt, run_id, status)
-    SELECT :tenant, u.id, u.attempt, u.run_id, 'dispatched'
-      FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS integer[]),
-                  CAST(:runs AS uuid[])) AS u(id, attempt, run_id)
-    ON CONFLICT (tenant_id, task_run_id, attempt) DO NOTHING
-    """
-)
 
 
 def _json(value: Any) -> str:
@@ -180,20 +168,3 @@ async def write_batch(session: AsyncSession, tenant_id: uuid.UUID) -> None:
             await session.execute(_UPSERT_ATTEMPTS, {"tenant": tenant_id, **params})
     for obj in (*tasks, *runs, *attempts):
         sync.expunge(obj)
-
-
-async def insert_dispatched(
-    session: AsyncSession, tenant_id: uuid.UUID, claimed: Iterable[Any]
-) -> None:
-    """The attempt rows of tasks admission just claimed (rows with id, attempt, run_id)."""
-    rows = list(claimed)
-    if rows:
-        await session.execute(
-            _INSERT_DISPATCHED,
-            {
-                "tenant": tenant_id,
-                "ids": [row.id for row in rows],
-                "attempts": [row.attempt for row in rows],
-                "runs": [row.run_id for row in rows],
-            },
-        )

@@ -44,6 +44,12 @@ def show_output(value: Any) -> Any:
     return value
 
 
+async def wait_for_release(item: Any, folder: str, limit: float = 60.0) -> str:
+    """A for_each child that finishes once ``folder``/``item`` exists (the test releases
+    the children one at a time), failing after ``limit`` seconds."""
+    return await wait_for_file(str(Path(folder) / str(item)), limit)
+
+
 async def wait_for_file(path: str, limit: float = 60.0) -> str:
     """Finish once ``path`` exists (the test decides when), failing after ``limit`` seconds."""
     for _ in range(int(limit / 0.05)):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
-import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from redis.asyncio import Redis
@@ -236,13 +236,12 @@ async def test_a_failed_item_fails_its_group_and_under_fail_fast_the_run(
     assert done["status"] == "failed"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect: now and then a run triggered during a fan-out is admitted only "
-    "after nearly every child (seen at quota 3, 40 children); the quota itself holds",
-)
 async def test_fan_out_children_respect_the_quota_and_do_not_starve_other_runs(
-    client: AsyncClient, owner: Account, owner_engine: AsyncEngine, running_worker: object
+    client: AsyncClient,
+    owner: Account,
+    owner_engine: AsyncEngine,
+    running_worker: object,
+    tmp_path: Path,
 ) -> None:
     async with owner_engine.begin() as conn:
         await conn.execute(
@@ -253,13 +252,11 @@ async def test_fan_out_children_respect_the_quota_and_do_not_starve_other_runs(
         client,
         owner,
         [
-            # Long enough (about 3 s at 3 at a time) that a busy machine still leaves the
-            # small run a window to show it was not queued behind the whole fan-out.
             echo("list", list(range(40))),
-            python_task(
+            python_task(  # each child runs until the test releases it
                 "each",
-                "tests.runs.tasks:wait",
-                kwargs={"seconds": 0.2},
+                "tests.runs.tasks:wait_for_release",
+                kwargs={"folder": str(tmp_path)},
                 depends_on=["list"],
                 for_each="tasks.list.output",
             ),
@@ -267,13 +264,57 @@ async def test_fan_out_children_respect_the_quota_and_do_not_starve_other_runs(
     )
     small = await create_job(client, owner, [echo("one", 1)])
     wide_run = await trigger(client, owner, wide["id"])
-    await eventually(  # the fan-out is under way: its first children have started
-        lambda: client.get(f"/api/v1/runs/{wide_run['id']}", headers=owner.headers),
-        lambda r: any(t["parent_id"] and t["started_at"] for t in r.json()["tasks"]),
-        what="the fan-out's first children starting",
+
+    async def wide_detail() -> dict[str, Any]:
+        response = await client.get(f"/api/v1/runs/{wide_run['id']}", headers=owner.headers)
+        return dict(response.json())
+
+    def running(detail: dict[str, Any]) -> list[dict[str, Any]]:
+        return [t for t in detail["tasks"] if t["parent_id"] and t["status"] == "running"]
+
+    await eventually(  # the fan-out holds the whole quota
+        wide_detail, lambda d: len(running(d)) == 3, what="three children running"
     )
     small_run = await trigger(client, owner, small["id"])
+
+    async def small_started() -> str | None:
+        response = await client.get(f"/api/v1/runs/{small_run['id']}", headers=owner.headers)
+        return cast("str | None", task_of(response.json(), "one")["started_at"])
+
+    # The children end one at a time: each freed slot is admitted on its own (by the
+    # finishing step or the admission loop). The first one must go to the small run, which
+    # has nothing in flight; a small run queued behind the fan-out would see every
+    # remaining child start before it.
+    released = 0
+    while await small_started() is None and released < 6:
+        child = running(await wide_detail())[0]
+        (tmp_path / str(child["item"])).touch()
+        released += 1
+
+        async def settled(name: str = child["name"]) -> bool:
+            wide_now = await wide_detail()
+            if task_of(wide_now, name)["status"] != "succeeded":
+                return False
+            return len(running(wide_now)) == 3 or await small_started() is not None
+
+        await eventually(settled, bool, what=f"{child['name']} finished and its slot taken")
+    assert await small_started() is not None, f"not started after {released} children ended"
     small_done = await wait_for_run(client, owner, small_run["id"], timeout=30)
+    small_start = datetime.fromisoformat(task_of(small_done, "one")["started_at"])
+    before = [
+        t["name"]
+        for t in (await wide_detail())["tasks"]
+        if t["parent_id"]
+        and t["started_at"]
+        and datetime.fromisoformat(t["started_at"]) < small_start
+    ]
+    assert released == 1 and len(before) == 3, (
+        f"{len(before) - 3} more children started before the small run, {released} ended"
+    )
+    assert small_done["status"] == "succeeded"
+
+    for index in range(40):  # the rest, all at once: the quota still holds
+        (tmp_path / str(index)).touch()
     wide_done = await wait_for_run(client, owner, wide_run["id"], timeout=60)
     assert wide_done["status"] == "succeeded"
     children = [t for t in wide_done["tasks"] if t["parent_id"]]
@@ -287,16 +328,6 @@ async def test_fan_out_children_respect_the_quota_and_do_not_starve_other_runs(
         level += step
         peak = max(peak, level)
     assert peak <= 3
-    # Between the small run's trigger and its start, the fan-out may take at most the slots
-    # that came free first (one round of the quota); a small run queued behind the whole
-    # fan-out would see every remaining child start before it. (Counted from its trigger,
-    # so a busy machine that triggers it late cannot make the test pass or fail by itself.)
-    small_created = datetime.fromisoformat(small_run["created_at"])
-    small_start = datetime.fromisoformat(task_of(small_done, "one")["started_at"])
-    overtaking = [
-        c for c in children if small_created < datetime.fromisoformat(c["started_at"]) < small_start
-    ]
-    assert len(overtaking) <= 3, f"{len(overtaking)} children started before the small run"
 
 
 def stream_id(entry_id: str) -> tuple[int, int]:
