@@ -56,6 +56,40 @@ class RunRepository(TenantScopedRepository[Run]):
             statement = statement.with_for_update()
         return list((await self.session.exec(statement)).all())
 
+    async def detail(
+        self, run_id: uuid.UUID
+    ) -> tuple[Run, list[tuple[TaskRun, list[TaskAttempt]]]] | None:
+        """The run with its task runs and each one's attempts (in attempt order), read by one
+        statement, so from one snapshot: two reads under READ COMMITTED could straddle an
+        engine commit and show an attempt from after it beside its task row from before."""
+        statement = (
+            self.select()
+            .add_columns(TaskRun, TaskAttempt)
+            .where(col(Run.id) == run_id)
+            .outerjoin(
+                TaskRun,
+                (col(TaskRun.tenant_id) == col(Run.tenant_id))
+                & (col(TaskRun.run_id) == col(Run.id)),
+            )
+            .outerjoin(
+                TaskAttempt,
+                (col(TaskAttempt.tenant_id) == col(TaskRun.tenant_id))
+                & (col(TaskAttempt.task_run_id) == col(TaskRun.id)),
+            )
+            .order_by(col(TaskRun.id), col(TaskAttempt.attempt))
+        )
+        rows = (await self.session.execute(statement)).all()
+        if not rows:
+            return None
+        tasks: dict[uuid.UUID, tuple[TaskRun, list[TaskAttempt]]] = {}
+        for _, task, attempt in rows:
+            if task is None:
+                continue
+            entry = tasks.setdefault(task.id, (task, []))
+            if attempt is not None:
+                entry[1].append(attempt)
+        return rows[0][0], list(tasks.values())
+
     async def page(
         self,
         *,

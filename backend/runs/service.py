@@ -647,22 +647,19 @@ async def job_names(
 
 async def get_run(session: AsyncSession, principal: Principal, run_id: uuid.UUID) -> RunDetail:
     """A run with its task runs and every attempt of each, and its SLA miss if it missed."""
-    found = await RunRepository(session, principal.tenant_id).by_ids([run_id])
-    if not found:
+    found = await RunRepository(session, principal.tenant_id).detail(run_id)
+    if found is None:
         raise NotFound("Run not found")
-    run = found[0]
-    tasks = await TaskRunRepository(session, principal.tenant_id).for_runs([run.id])
-    attempts = await AttemptRepository(session, principal.tenant_id).for_runs([run.id])
-    by_task: dict[uuid.UUID, list[AttemptPublic]] = {}
-    for attempt in attempts:
-        by_task.setdefault(attempt.task_run_id, []).append(AttemptPublic.model_validate(attempt))
+    run, tasks = found  # one snapshot: run, tasks and attempts agree with each other
     miss = await SlaMissRepository(session, principal.tenant_id).for_run(run.id)
     return RunDetail(
         **RunPublic.model_validate(run).model_dump(),
         sla_miss=RunSlaMiss.model_validate(miss) if miss is not None else None,
         tasks=[
-            TaskRunPublic.model_validate(t).model_copy(update={"attempts": by_task.get(t.id, [])})
-            for t in sorted(tasks, key=lambda t: t.name)
+            TaskRunPublic.model_validate(task).model_copy(
+                update={"attempts": [AttemptPublic.model_validate(a) for a in attempts]}
+            )
+            for task, attempts in sorted(tasks, key=lambda pair: pair[0].name)
         ],
     )
 
