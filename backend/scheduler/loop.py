@@ -58,8 +58,7 @@ from backend.core.db import commit, tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.metrics.samples import record_schedule_ticks
-from backend.schedules.firing import fire_tenants
-from backend.schedules.repository import ScheduleRepository
+from backend.schedules.firing import fire_tenants, next_wake
 from backend.schedules.service import FireReport, StaleLease
 from backend.tenants.repository import TenantDirectory
 from kernel.dependencies import Guard
@@ -222,14 +221,20 @@ class Scheduler:
         return tenant_transaction(self.sessionmaker, tenant_id)
 
     async def rebuild_due_index(self) -> None:
-        """Put every tenant's earliest due instant in Redis (it may have lost its data).
+        """Put every tenant's next wake-up in Redis (it may have lost its data): its earliest
+        instant, or that instant minus the window fires are prepared ahead in.
 
         Run at start and whenever the engine finds that Redis came back empty."""
         async with self.sessionmaker() as session:
             tenants = await TenantDirectory(session).all()
         for tenant in tenants:
             async with self.tenant_transaction(tenant.id) as session:
-                due = await ScheduleRepository(session, tenant.id).earliest_due()
+                due = await next_wake(
+                    session,
+                    tenant.id,
+                    now=utcnow(),
+                    ahead=self.settings.scheduler_ahead_seconds,
+                )
             if due is not None:
                 score = {str(tenant.id): due.timestamp()}
                 await self.redis.zadd(keys.scheduler_due(), score, lt=True)

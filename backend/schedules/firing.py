@@ -114,6 +114,16 @@ _EARLIEST = text(
     " WHERE s.tenant_id = :tenant AND NOT s.paused"
 )
 
+async def next_wake(
+    session: AsyncSession, tenant_id: uuid.UUID, *, now: datetime, ahead: float
+) -> datetime | None:
+    """When the tenant next needs a scheduler pass (:data:`_WAKE`: at an instant, or
+    ``ahead`` seconds before it to prepare its fire); None when nothing is scheduled."""
+    result = await session.execute(_EARLIEST, {"tenant": tenant_id, "ahead": ahead, "now": now})
+    wake: datetime | None = result.scalar()
+    return wake
+
+
 # Every decision into the ledger. An instant already there is left alone - another replica
 # or an earlier pass recorded it - unless its prepared fire was ``superseded`` (an edit or a
 # pause dropped it): then what is decided now is recorded, and the reason keeps why.
@@ -370,10 +380,7 @@ async def _fire_tenant(
     ).all()
     report = FireReport()
     if not rows:
-        earliest = (
-            await session.execute(_EARLIEST, {"tenant": tenant_id, "ahead": ahead, "now": now})
-        ).scalar()
-        return report, earliest
+        return report, await next_wake(session, tenant_id, now=now, ahead=ahead)
     if any(row.fence > fence for row in rows):
         raise StaleLease(f"tenant {tenant_id}: a newer scheduler holds the lease")
     suspended = rows[0].tenant_status != TenantStatus.active

@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, text
-from sqlmodel import col, select
+from sqlalchemy import text
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.repository import TenantScopedRepository
@@ -16,13 +16,6 @@ from backend.schedules.models import Schedule, ScheduleTick
 
 class ScheduleRepository(TenantScopedRepository[Schedule]):
     model = Schedule
-
-    async def earliest_due(self) -> datetime | None:
-        statement = select(func.min(Schedule.next_due_at)).where(
-            col(Schedule.tenant_id) == self.tenant_id, col(Schedule.paused).is_(False)
-        )
-        result: datetime | None = (await self.session.exec(statement)).one()
-        return result
 
     async def for_jobs(self, job_ids: Sequence[uuid.UUID]) -> list[Schedule]:
         """The schedules of these jobs (a job without one has no row)."""

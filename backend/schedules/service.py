@@ -14,6 +14,7 @@ them (the latest), or ``fire_all`` up to ``max_catchup`` (the latest ones).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -158,13 +159,18 @@ def _set_paused(row: Schedule, paused: bool, now: datetime) -> None:
 def _announce(
     session: AsyncSession, redis: Redis, tenant_id: uuid.UUID, due: datetime | None
 ) -> None:
-    """After the commit, tell the schedulers when this tenant is next due."""
+    """After the commit, tell the schedulers to look at this tenant now (``due``: its next
+    instant; None: nothing to fire). That pass prepares a fire whose instant is within the
+    window fires are prepared in, and puts the tenant back in the due index at its wake-up
+    (an instant further off, minus that window). Announcing the instant itself left a new,
+    edited or resumed schedule's first fire unprepared: no pass came before its instant."""
     if due is None:
         return
 
     async def announce() -> None:
-        await redis.zadd(keys.scheduler_due(), {str(tenant_id): due.timestamp()}, lt=True)
-        await redis.zadd(keys.scheduler_due(), {str(tenant_id): due.timestamp()}, nx=True)
+        score = min(due.timestamp(), time.time())
+        await redis.zadd(keys.scheduler_due(), {str(tenant_id): score}, lt=True)
+        await redis.zadd(keys.scheduler_due(), {str(tenant_id): score}, nx=True)
 
     after_commit(session, announce)
 

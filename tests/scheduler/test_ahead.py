@@ -9,7 +9,6 @@ around each instant, so nothing waits for the clock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,36 +26,13 @@ from backend.schedules.firing import fire_due
 from backend.schedules.service import StaleLease, cron_of
 from kernel.cron import next_fire
 from tests.fixtures.factories import Account
-from tests.fixtures.schedules import kill_replica, start_replica, stop_replica
+from tests.fixtures.schedules import ScheduledJob, kill_replica, start_replica, stop_replica
 from tests.fixtures.waiting import eventually
-from tests.runs.factories import create_job, python_task, trigger
+from tests.runs.factories import python_task, trigger
 
 EVERY_MINUTE = "* * * * *"
 EVERY_SECOND = "* * * * * *"
 AHEAD = 60.0
-
-MakeJob = Callable[..., Awaitable[dict[str, Any]]]
-
-
-@pytest.fixture
-async def scheduled_job(client: AsyncClient) -> AsyncIterator[MakeJob]:
-    """``await scheduled_job(owner, cron=..., **schedule)``: a job on a schedule, paused
-    when the test ends (other tests' schedulers must not keep firing it)."""
-    made: list[tuple[Account, str]] = []
-
-    async def make(
-        owner: Account, *, cron: str = EVERY_MINUTE, policy: str | None = None, **schedule: Any
-    ) -> dict[str, Any]:
-        extra: dict[str, Any] = {"concurrency_policy": policy} if policy else {}
-        job = await create_job(
-            client, owner, [python_task("noop")], schedule={"cron": cron, **schedule}, **extra
-        )
-        made.append((owner, job["id"]))
-        return job
-
-    yield make
-    for owner, job_id in made:
-        await client.post(f"/api/v1/jobs/{job_id}/pause", headers=owner.headers)
 
 
 async def fire(
@@ -166,9 +142,9 @@ async def edit(client: AsyncClient, owner: Account, job: dict[str, Any], **chang
 
 
 async def test_a_prepared_fire_is_invisible_until_its_instant_then_handed_over(
-    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: MakeJob
+    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
 ) -> None:
-    job = await scheduled_job(owner)
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
     instant = await next_instant(owner_engine, job["id"])
 
     await fire(app, owner, instant - timedelta(seconds=30))  # within the horizon
@@ -212,9 +188,9 @@ async def test_a_prepared_fire_is_invisible_until_its_instant_then_handed_over(
 
 
 async def test_a_takeover_between_preparing_and_the_instant_loses_and_duplicates_nothing(
-    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: MakeJob
+    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
 ) -> None:
-    job = await scheduled_job(owner)
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=20), fence=1)  # the old leaseholder
     [planned] = await runs_of(owner_engine, job["id"])
@@ -247,9 +223,9 @@ async def test_a_cron_change_before_the_instant_drops_the_prepared_fire(
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(owner)
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=30))
     [planned] = await runs_of(owner_engine, job["id"])
@@ -271,9 +247,9 @@ async def test_a_job_change_before_the_instant_fires_the_new_version(
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(owner)
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=30))
     [stale] = await runs_of(owner_engine, job["id"])
@@ -298,9 +274,9 @@ async def test_pause_before_the_instant_drops_the_prepared_fire_and_resume_prepa
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(owner)
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=40))
     paused = await client.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
@@ -328,9 +304,9 @@ async def test_paused_across_the_instant_the_misfire_policy_decides_on_resume(
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(owner, misfire="skip")
+    job = await scheduled_job(owner, cron=EVERY_MINUTE, misfire="skip")
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=30))
     await client.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
@@ -348,9 +324,9 @@ async def test_deleting_the_job_before_the_instant_drops_the_prepared_fire(
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(owner)
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=30))
     deleted = await client.delete(f"/api/v1/jobs/{job['id']}", headers=owner.headers)
@@ -370,9 +346,9 @@ async def test_forbid_is_decided_at_the_instant_not_when_preparing(
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(owner, policy="forbid")
+    job = await scheduled_job(owner, cron=EVERY_MINUTE, job={"concurrency_policy": "forbid"})
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=30))
     # the prepared fire is not an active run: a manual trigger is not refused for it
@@ -388,9 +364,9 @@ async def test_forbid_is_decided_at_the_instant_not_when_preparing(
 
 
 async def test_a_tenant_suspended_before_the_instant_does_not_fire(
-    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: MakeJob
+    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
 ) -> None:
-    job = await scheduled_job(owner)
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=30))
     async with owner_engine.begin() as conn:
@@ -413,7 +389,7 @@ async def test_a_tenant_suspended_before_the_instant_does_not_fire(
 
 
 async def test_both_instants_of_a_fall_back_night_are_prepared_and_fired(
-    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: MakeJob
+    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
 ) -> None:
     spec = {"cron": "30 2 * * *", "timezone": "Europe/Berlin", "dst_overlap": "both"}
     job = await scheduled_job(
@@ -444,7 +420,7 @@ async def test_a_spring_forward_gap_with_prepared_fires(
     owner: Account,
     app: FastAPI,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
     spec = {"cron": "30 2 * * *", "timezone": "Europe/Berlin", "dst_gap": gap}
     job = await scheduled_job(owner, timezone="Europe/Berlin", dst_gap=gap, cron=spec["cron"])
@@ -473,7 +449,7 @@ async def test_a_replica_killed_with_a_prepared_fire_its_heir_hands_that_fire_ov
     app: FastAPI,
     engine_settings: Settings,
     owner_engine: AsyncEngine,
-    scheduled_job: MakeJob,
+    scheduled_job: ScheduledJob,
 ) -> None:
     """The prepared fire of a replica killed before its instant is handed over by the
     replica that takes the tenant - the same run, once - and nothing is lost."""
@@ -528,3 +504,29 @@ async def test_a_replica_killed_with_a_prepared_fire_its_heir_hands_that_fire_ov
     assert len(instants) == int((instants[-1] - instants[0]).total_seconds()) + 1  # none lost
     fired = {t.run_id for t in ticks.values() if t.outcome == "fired"}
     assert fired == {r.id for r in runs if r.status != "planned"}
+
+
+async def test_a_new_schedules_first_fire_is_prepared_by_the_next_pass_not_at_its_instant(
+    owner: Account,
+    app: FastAPI,
+    engine_settings: Settings,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
+) -> None:
+    """Creating a schedule asks the schedulers to look at the tenant now, so a replica's
+    next pass prepares its first fire when the instant is within the window - here an hour
+    - instead of finding the tenant only at the instant, too late to prepare anything."""
+    settings = engine_settings.model_copy(update={"scheduler_ahead_seconds": 3600.0})
+    job = await scheduled_job(owner, cron="0 * * * *")
+    instant = await next_instant(owner_engine, job["id"])
+    replica, task = await start_replica(app, settings, "ahead-first-fire")
+    try:
+        await eventually(
+            lambda: ledger(owner_engine, job["id"]),
+            lambda ticks: instant in ticks,
+            what="the first fire prepared",
+        )
+    finally:
+        await stop_replica(replica, task)
+    tick = (await ledger(owner_engine, job["id"]))[instant]
+    assert tick.outcome in ("planned", "fired") and tick.run_id is not None
