@@ -114,6 +114,7 @@ _EARLIEST = text(
     " WHERE s.tenant_id = :tenant AND NOT s.paused"
 )
 
+
 async def next_wake(
     session: AsyncSession, tenant_id: uuid.UUID, *, now: datetime, ahead: float
 ) -> datetime | None:
