@@ -133,7 +133,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@$(BIN)/pip install --quiet -e '.[dev,bench]' >&2
 	@touch $(BENCH_STAMP)
 
-# Baton vs Celery and Dramatiq on this machine (~25 min at full size; BATON_BENCH_SCALE=0.1
+# Baton vs Celery and Dramatiq on this machine (~40 min at full size; BATON_BENCH_SCALE=0.1
 # for a quick run, ~11 min). stdout: one JSON line per scenario and system; refreshes docs/benchmarks.md.
 bench: $(BENCH_STAMP)
 	@$(BIN)/python -m bench.run

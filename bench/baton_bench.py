@@ -732,6 +732,11 @@ class BatonBench:
 
         return await scheduler_failover(self)
 
+    async def schedules100k(self) -> JsonDict:
+        from bench.baton_sched import schedules100k
+
+        return await schedules100k(self)
+
 
 @contextlib.asynccontextmanager
 async def baton_bench(

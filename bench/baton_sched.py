@@ -1,4 +1,4 @@
-"""Baton's cron-scheduler scenarios: schedules10k and scheduler_failover.
+"""Baton's cron-scheduler scenarios: schedules10k, scheduler_failover and schedules100k.
 
 Schedules are created in-process through the real services - ``auth.service.signup`` for
 each tenant, then ``jobs.service.create_job`` for each job with a ``schedule:`` section
@@ -56,6 +56,9 @@ NOOP_TASK = {"name": "noop", "type": "python", "function": "worker.builtins:noop
 EVERY_MINUTE = "* * * * *"
 EVERY_5_SECONDS = "* * * * * */5"  # six fields: the last one is seconds
 SEED_CONCURRENCY = 4  # tenants created at once (one transaction each)
+# Schedules created per second by each seeding of this run (schedules100k's estimate of
+# how long its own will take, when schedules10k ran before it).
+SEED_RATES: list[float] = []
 DEFAULT_LEASE = float(Settings.model_fields["scheduler_lease_seconds"].default)
 # Scheduler settings the replicas take from the benchmark's own environment when set.
 PASSED_THROUGH = (
@@ -68,7 +71,7 @@ PASSED_THROUGH = (
 # Fired runs (a fire prepared ahead, ``planned``, is not one yet); ``created_at`` of a
 # prepared one is its hand-over to admission.
 _RUNS = """
-SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due,
+SELECT id, job_id, extract(epoch FROM scheduled_for)::float8 AS due,
        extract(epoch FROM created_at)::float8 AS created
   FROM runs WHERE tenant_id = $1 AND trigger = 'schedule' AND status <> 'planned'
 """
@@ -84,13 +87,13 @@ SELECT count(*) FROM (
 """
 
 
-def lateness_summary(seconds: list[float]) -> JsonDict:
+def lateness_summary(seconds: list[float], prefix: str = "lateness_") -> JsonDict:
     """p50/p95/p99/max/mean of lateness in ms (as the other scenarios report latencies),
     and p50/p99/max in seconds (the results table's unit)."""
-    summary: JsonDict = latency_summary([v * 1000 for v in seconds], "lateness_")
+    summary: JsonDict = latency_summary([v * 1000 for v in seconds], prefix)
     for key in ("p50", "p99", "max"):
-        if f"lateness_{key}_ms" in summary:
-            summary[f"lateness_{key}_s"] = round(summary[f"lateness_{key}_ms"] / 1000, 2)
+        if f"{prefix}{key}_ms" in summary:
+            summary[f"{prefix}{key}_s"] = round(summary[f"{prefix}{key}_ms"] / 1000, 2)
     return summary
 
 
@@ -200,6 +203,7 @@ async def seed(
         await redis.aclose()
         await engine.dispose()
     made.sort(key=lambda t: t.name)
+    SEED_RATES.append(tenants * per_tenant / max(time.monotonic() - began, 1e-3))
     return Seeded(tenants=made, jobs=jobs, seconds=time.monotonic() - began)
 
 
@@ -365,6 +369,9 @@ class Ledger:
     """What PostgreSQL holds after the run: runs and ticks per (job, instant)."""
 
     runs: dict[tuple[uuid.UUID, int], list[float]] = field(default_factory=dict)  # created
+    # when each run was inserted (its uuid7 id's milliseconds): before the instant for a
+    # fire prepared ahead, else the same as created
+    made: dict[tuple[uuid.UUID, int], float] = field(default_factory=dict)
     ticks: dict[tuple[uuid.UUID, int], tuple[str, bool]] = field(default_factory=dict)
     reasons: Counter[str] = field(default_factory=Counter)  # "outcome: reason", not fired
     duplicate_groups: int = 0
@@ -376,6 +383,8 @@ class Ledger:
             for row in await bench.db.fetch(tenant, _RUNS):
                 key = (row["job_id"], round(row["due"]))
                 ledger.runs.setdefault(key, []).append(float(row["created"]))
+                made = _uuid7_seconds(row["id"])
+                ledger.made[key] = min(ledger.made.get(key, made), made)
             for row in await bench.db.fetch(tenant, _TICKS):
                 ledger.ticks[(row["job_id"], round(row["due"]))] = (
                     row["outcome"],
@@ -412,10 +421,40 @@ class Ledger:
         return [min(self.runs[k]) - k[1] for k in keys_ if k in self.runs]
 
 
+def _uuid7_seconds(value: uuid.UUID | str) -> float:
+    """The Unix time in a uuid7 id (its first 48 bits: milliseconds)."""
+    return (uuid.UUID(str(value)).int >> 80) / 1000
+
+
 def expected_fires(
     jobs: dict[uuid.UUID, list[uuid.UUID]], instants: list[int]
 ) -> set[tuple[uuid.UUID, int]]:
     return {(job, at) for ids in jobs.values() for job in ids for at in instants}
+
+
+def by_tenant_quarter(
+    ledger: Ledger, jobs: dict[uuid.UUID, list[uuid.UUID]], instants: list[int]
+) -> list[JsonDict]:
+    """Who pays when the scheduler falls behind: tenants in quarters of their id's text
+    order (the order Redis returns tenants with equal due scores in)."""
+    quarters: list[JsonDict] = []
+    ordered = sorted(jobs, key=str)
+    size = math.ceil(len(ordered) / 4)
+    for q in range(4):
+        keys_ = [
+            (job, at)
+            for t in ordered[q * size : (q + 1) * size]
+            for job in jobs[t]
+            for at in instants
+        ]
+        values = ledger.lateness(keys_)
+        quarters.append(
+            {
+                "lost": sum(1 for k in keys_ if k not in ledger.runs),
+                "lateness_p50_s": rounded(statistics.median(values), 1) if values else None,
+            }
+        )
+    return quarters
 
 
 # --------------------------------------------------------------------------- schedules10k
@@ -519,25 +558,7 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
             }
         )
     fires = checks["fires"]
-    # Who pays when the scheduler falls behind: tenants in quarters of their id's text
-    # order (the order Redis returns tenants with equal due scores in).
-    quarters: list[JsonDict] = []
-    ordered = sorted(seeded.jobs, key=str)
-    size = math.ceil(len(ordered) / 4)
-    for q in range(4):
-        keys_ = [
-            (job, at)
-            for t in ordered[q * size : (q + 1) * size]
-            for job in seeded.jobs[t]
-            for at in instants
-        ]
-        values = ledger.lateness(keys_)
-        quarters.append(
-            {
-                "lost": sum(1 for k in keys_ if k not in ledger.runs),
-                "lateness_p50_s": rounded(statistics.median(values), 1) if values else None,
-            }
-        )
+    quarters = by_tenant_quarter(ledger, seeded.jobs, instants)
     return {
         "schedules": total,
         "tenants": tenants,
@@ -736,3 +757,229 @@ def _cpu_of(pid: int, default: float = 0.0) -> float:
     except psutil.Error:
         return default
     return float(times.user + times.system)
+
+
+# --------------------------------------------------------------------------- schedules100k
+HOURLY_SEED_MARGIN = 1.3  # the lead's creation estimate, from a measured rate, x this
+
+
+def ahead_seconds() -> float:
+    """How long before its instant the scheduler prepares a fire (the replicas' setting)."""
+    raw = os.environ.get("BATON_SCHEDULER_AHEAD_SECONDS", "").strip()
+    if raw:
+        return float(raw)
+    return float(Settings.model_fields["scheduler_ahead_seconds"].default)
+
+
+def _rss(pid: int) -> int | None:
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return None
+
+
+def _mib(value: int | None) -> float | None:
+    return rounded(value / 2**20, 1) if value else None
+
+
+async def idle_sample(group: Replicas, seconds: float) -> JsonDict:
+    """CPU (% of one core) of the scheduler, PostgreSQL and Redis over ``seconds`` with
+    nothing due, and the scheduler's RSS at the end."""
+    pid = group.replicas["scheduler"].child.pid
+    meter = await group.cpu_meter()
+    meter.start()
+    await asyncio.sleep(seconds)
+    group.procs.check_alive()
+    cpu = meter.stop()
+    window = max(float(cpu["window_s"]), 1e-3)
+    return {
+        "window_s": cpu["window_s"],
+        "scheduler_cpu_pct": rounded(cpu["scheduler"] * 100 / window, 2),
+        "postgres_cpu_pct": rounded(cpu["postgres"] * 100 / window, 2),
+        "redis_cpu_pct": rounded(cpu["redis"] * 100 / window, 2),
+        "scheduler_rss_mib": _mib(_rss(pid)),
+        "cpu_seconds": cpu,
+    }
+
+
+async def schedules100k(bench: BatonBench) -> JsonDict:
+    """100,000 hourly schedules over 2,000 tenants, all at the same minute of the hour: the
+    top-of-hour burst. The minute is the first whole one after the schedules are made and
+    the scheduler has had its preparation window (``BATON_SCHEDULER_AHEAD_SECONDS``), so
+    the burst is a real-clock one; every schedule starts at that instant and has no end
+    (its next fire is an hour later, the state between bursts)."""
+    cfg = bench.cfg
+    tenants, per_tenant = cfg.hourly_tenants, cfg.hourly_per_tenant
+    total = tenants * per_tenant
+    ahead = ahead_seconds()
+    per_schedule = (
+        HOURLY_SEED_MARGIN / SEED_RATES[-1] if SEED_RATES else cfg.hourly_seed_seconds_per_schedule
+    )
+    lead = cfg.hourly_lead_seconds or 30 + ahead + total * per_schedule
+    instant = int(_ceil(time.time() + lead, 60))
+    cron = f"{datetime.fromtimestamp(instant, UTC).minute} * * * *"
+    window = {"cron": cron, "start_at": _iso(instant)}
+    async with replicas(bench, "baton-schedules100k") as group:
+        log.info(
+            "creating %d hourly schedules (%s) over %d tenants; the burst at %s (%.0f s away)",
+            total,
+            cron,
+            tenants,
+            _iso(instant)[11:19],
+            instant - time.time(),
+        )
+        seeded = await seed(
+            bench, tenants=tenants, per_tenant=per_tenant, schedule=window, label="hourly"
+        )
+        log.info(
+            "created %d schedules in %.1f s (%.0f/s)",
+            seeded.schedules,
+            seeded.seconds,
+            seeded.schedules / seeded.seconds,
+        )
+        began = time.time()
+        group.start("scheduler")
+        ready = await group.wait_ready("scheduler", within=max(60.0, instant - time.time()))
+        startup = ready - began
+        if ready > instant - 2:
+            raise BenchError(
+                f"creating the schedules ({seeded.seconds:.0f} s) and starting the scheduler "
+                f"({startup:.0f} s) overran the burst; raise BATON_BENCH_HOURLY_LEAD"
+            )
+        pid = group.replicas["scheduler"].child.pid
+        if cfg.hourly_prepared:
+            # A running scheduler wakes for each tenant ``ahead`` before its next instant
+            # (the wake its last pass computed). A schedule just created - or an index
+            # rebuilt after Redis lost it - is announced at the instant itself, which
+            # would not be prepared: make every tenant due once now, so the pass leaves
+            # the index as the previous hour's burst would have.
+            await group.redis.zadd(
+                keys.scheduler_due(), {str(t.id): time.time() for t in seeded.tenants}
+            )
+            wake = instant - ahead
+
+            async def rescored() -> bool:
+                group.procs.check_alive()
+                head = await group.redis.zrange(keys.scheduler_due(), 0, 0, withscores=True)
+                return bool(head) and float(head[0][1]) >= wake - 1
+
+            await wait_until(
+                rescored,
+                within=max(10.0, instant - 2 - time.time()),
+                interval=0.2,
+                what="the scheduler to look at every tenant once",
+            )
+        window_opens = instant - ahead - 3  # the preparation starts at instant - ahead
+        idle_before: JsonDict | None = None
+        room = window_opens - time.time() - 5
+        if room >= 10:
+            await asyncio.sleep(5)  # past the start-up's rebuild of the due index
+            idle_before = await idle_sample(group, min(room, cfg.hourly_idle_seconds))
+        await asyncio.sleep(max(0.0, window_opens - time.time()))
+        meter = await group.cpu_meter()
+        meter.start()
+        profiler = Profiler(group.procs.log_dir) if cfg.profile else None
+        if profiler is not None:
+            profiler.start("scheduler", pid)
+        rss_peak = _rss(pid) or 0
+        next_log = time.monotonic() + 15
+
+        async def caught_up() -> bool:
+            nonlocal next_log, rss_peak
+            group.procs.check_alive()
+            rss_peak = max(rss_peak, _rss(pid) or 0)
+            ticks = group.ticks()
+            if time.monotonic() > next_log:
+                next_log = time.monotonic() + 15
+                log.info("schedules100k: %d of %d instants dealt with", ticks, total)
+            return ticks >= total
+
+        timed_out = False
+        try:
+            await wait_until(
+                caught_up,
+                within=instant + cfg.schedule_wait_seconds - time.time(),
+                interval=0.5,
+                what="the scheduler to fire the burst",
+            )
+        except BenchError:
+            timed_out = True
+        cpu = meter.stop()
+        if profiler is not None:
+            for name, summary in profiler.stop().items():
+                log.info("py-spy profile of the %s (schedules100k):\n%s", name, summary)
+        passes = group.replicas["scheduler"].log.fired
+        last_pass = max((at for at, _, n in passes if n > 0), default=time.time())
+        await asyncio.sleep(5.0)  # the burst's last passes settle
+        idle_after = await idle_sample(group, cfg.hourly_idle_seconds)
+        log_counts = dict(group.replicas["scheduler"].log.counts)
+    ledger = await Ledger.read(bench, seeded.tenants)
+    want = expected_fires(seeded.jobs, [instant])
+    checks = ledger.check(want)
+    late = ledger.lateness(want)
+    # A fire is admissible once its hand-over (or insert) commits; runs.created_at is the
+    # pass's clock reading before that. The scheduler logs each tenant's fires after the
+    # commit: that log line's time - the instant, once per fire it reports.
+    admissible = [at - instant for at, _, n in passes for _ in range(n) if at >= instant - 1]
+    made = [ledger.made[k] - instant for k in want if k in ledger.made]
+    fires = checks["fires"]
+
+    def per_fire(component: str) -> float:
+        return rounded(cpu[component] * 1000 / max(fires, 1), 3)
+
+    return {
+        "schedules": total,
+        "tenants": tenants,
+        "cron": cron,
+        "instant": _iso(instant),
+        "ahead_seconds": ahead,
+        **checks,
+        "all_fired": checks["fires_lost"] == 0 and not timed_out,
+        "exactly_once": (
+            checks["fires_lost"] == 0
+            and checks["fires_duplicated"] == 0
+            and checks["duplicate_groups_sql"] == 0
+            and checks["fires_unexpected"] == 0
+            and not timed_out
+        ),
+        "caught_up": not timed_out,
+        "burst_seconds": rounded(max(admissible), 2) if admissible else None,
+        "last_pass_after_instant_s": rounded(last_pass - instant, 1),
+        "prepared_by_bench_nudge": cfg.hourly_prepared,
+        **lateness_summary(admissible),
+        **lateness_summary(late, "stamped_"),
+        "prepared_ahead": sum(1 for v in made if v < 0),
+        "prepare_first_s": rounded(min(made), 1) if made else None,
+        "prepare_last_s": rounded(max(made), 1) if made else None,
+        "by_tenant_quarter": by_tenant_quarter(ledger, seeded.jobs, [instant]),
+        "scheduler_cpu_s": cpu["scheduler"],
+        "scheduler_cpu_ms_per_fire": per_fire("scheduler"),
+        "postgres_cpu_ms_per_fire": per_fire("postgres"),
+        "redis_cpu_ms_per_fire": per_fire("redis"),
+        "system_cpu_ms_per_fire": rounded(
+            (cpu["scheduler"] + cpu["postgres"] + cpu["redis"]) * 1000 / max(fires, 1), 3
+        ),
+        "burst_rss_peak_mib": _mib(rss_peak),
+        "idle_scheduler_cpu_pct": idle_after["scheduler_cpu_pct"],
+        "idle_scheduler_rss_mib": idle_after["scheduler_rss_mib"],
+        "idle_postgres_cpu_pct": idle_after["postgres_cpu_pct"],
+        "idle_redis_cpu_pct": idle_after["redis_cpu_pct"],
+        "idle_after": idle_after,
+        "idle_before": idle_before,
+        "seed_seconds": rounded(seeded.seconds),
+        "seed_schedules_per_s": rounded(seeded.schedules / seeded.seconds),
+        "startup_seconds": rounded(startup, 2),
+        "log_events": {k: v for k, v in log_counts.items() if k.startswith("scheduler.")},
+        "measured": "lateness: the commit of each tenant's hand-over (or insert) of its fires "
+        "(the scheduler.fired log line written after it) - the instant; stamped_*: "
+        "runs.created_at (the pass's clock reading) - runs.scheduled_for; prepare_*: the "
+        "run id's uuid7 time - the instant; CPU from 3 s before the preparation window "
+        "opens (instant - ahead) to the last fire; idle: BATON_BENCH_IDLE_SECONDS from 5 s "
+        "after the last fire (nothing due for an hour)",
+        "cpu_seconds": cpu,
+        "setup": "1 scheduler process (bench.scheduler_proc, no engine), no workers; "
+        f"{tenants} tenants x {per_tenant} jobs, `{cron}` from the burst's instant; "
+        "schedules made through signup + create_jobs",
+    }

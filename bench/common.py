@@ -35,13 +35,14 @@ SCENARIOS = (
     "dag1000",
     "schedules10k",
     "scheduler_failover",
+    "schedules100k",
     "soak",
 )
 SYSTEMS = ("baton", "celery", "dramatiq")
 # The peers Baton's figures are compared with, in the order of the results table's columns.
 PEERS = ("celery", "dramatiq")
 # The cron-scheduler scenarios (their own results table in docs/benchmarks.md).
-SCHEDULER_SCENARIOS = ("schedules10k", "scheduler_failover")
+SCHEDULER_SCENARIOS = ("schedules10k", "scheduler_failover", "schedules100k")
 
 
 class BenchError(RuntimeError):
@@ -95,6 +96,12 @@ class BenchConfig:
     beat_wait_seconds: float  # schedules10k, Celery beat: the same (it never ends by itself)
     failover_tenants: int  # scheduler_failover: tenants (20, not scaled)
     failover_per_tenant: int  # scheduler_failover: scheduled jobs per tenant (10)
+    hourly_tenants: int  # schedules100k: tenants (2,000 at full size)
+    hourly_per_tenant: int  # schedules100k: hourly scheduled jobs per tenant (50, not scaled)
+    hourly_lead_seconds: float  # schedules100k: seconds to the burst (0: estimate)
+    hourly_seed_seconds_per_schedule: float  # schedules100k: creation estimate, for the lead
+    hourly_idle_seconds: float  # schedules100k: the idle window measured after the burst
+    hourly_prepared: bool  # schedules100k: index every tenant at its wake, as a past burst would
     celery_pool: str  # prefork | threads | solo | gevent
     dramatiq_threads: int  # worker threads per Dramatiq process
     latency_delay_seconds: float  # latency: how far ahead a delayed run is due (due -> start)
@@ -162,6 +169,12 @@ class BenchConfig:
             beat_wait_seconds=_env_float("BATON_BENCH_BEAT_WAIT", 90.0),
             failover_tenants=20,
             failover_per_tenant=10,
+            hourly_tenants=scaled(2000),
+            hourly_per_tenant=50,
+            hourly_lead_seconds=_env_float("BATON_BENCH_HOURLY_LEAD", 0.0),
+            hourly_seed_seconds_per_schedule=_env_float("BATON_BENCH_HOURLY_SEED_SECONDS", 0.006),
+            hourly_idle_seconds=_env_float("BATON_BENCH_IDLE_SECONDS", 60.0),
+            hourly_prepared=_env_flag("BATON_BENCH_HOURLY_PREPARED", True),
             celery_pool=os.environ.get("BATON_BENCH_CELERY_POOL", "solo"),
             dramatiq_threads=_env_int("BATON_BENCH_DRAMATIQ_THREADS", 8),
             latency_delay_seconds=_env_float("BATON_BENCH_LATENCY_DELAY", 1.0),

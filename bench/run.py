@@ -7,8 +7,9 @@ Run as ``python -m bench.run`` from the repository root. Knobs (environment):
 - ``BATON_BENCH_REDIS_DB`` / ``BATON_BENCH_CELERY_REDIS_DB`` / ``BATON_BENCH_DRAMATIQ_REDIS_DB``:
   Redis DB numbers (14 / 15 / 13);
 - ``BATON_BENCH_SCENARIOS`` (``throughput,latency,fairness,trigger_rate,chain40,fanout500,
-  dag1000,schedules10k,scheduler_failover``; a system without a scenario skips it: Celery
-  has no scheduler_failover nor trigger_rate, Dramatiq only the dispatch scenarios),
+  dag1000,schedules10k,scheduler_failover,schedules100k,soak``; a system without a scenario
+  skips it: Celery has no scheduler_failover, schedules100k nor trigger_rate, Dramatiq only
+  the dispatch scenarios),
   ``BATON_BENCH_SYSTEMS`` (``baton,celery,dramatiq``); ``BATON_BENCH_WORKERS`` (2),
   ``BATON_BENCH_CONCURRENCY`` (16);
 - ``BATON_BENCH_CELERY_POOL`` (solo: fastest here), ``BATON_BENCH_THROUGHPUT_QUOTA`` (1000);
@@ -27,8 +28,12 @@ Run as ``python -m bench.run`` from the repository root. Knobs (environment):
 - scheduler scenarios (bench.baton_sched, bench.celery_sched): ``BATON_BENCH_SCHEDULE_MINUTES``
   (2; 1 at scale <= 0.5), ``BATON_BENCH_SCHEDULE_LEAD`` (estimated), ``BATON_BENCH_SEED_SECONDS``
   (0.012 s per schedule, for that estimate), ``BATON_BENCH_SCHEDULE_WAIT`` (600 s),
-  ``BATON_BENCH_BEAT_WAIT`` (90 s); the replicas take ``BATON_SCHEDULER_LEASE_SECONDS`` and
-  ``BATON_SCHEDULER_POLL_SECONDS`` from the environment;
+  ``BATON_BENCH_BEAT_WAIT`` (90 s); schedules100k: ``BATON_BENCH_HOURLY_LEAD`` (estimated),
+  ``BATON_BENCH_HOURLY_SEED_SECONDS`` (0.006 s per schedule, for that estimate when
+  schedules10k did not run before it), ``BATON_BENCH_IDLE_SECONDS`` (60: the idle window
+  after the burst); the replicas take ``BATON_SCHEDULER_LEASE_SECONDS``,
+  ``BATON_SCHEDULER_POLL_SECONDS`` and ``BATON_SCHEDULER_AHEAD_SECONDS`` from the
+  environment;
 - soak (bench.soak): ``BATON_BENCH_SOAK_MINUTES`` (5 x scale, at least 1),
   ``BATON_BENCH_SOAK_RATE`` (20 triggers/s), ``BATON_BENCH_SOAK_SAMPLE_SECONDS`` (10),
   ``BATON_BENCH_SOAK_RETENTION_SECONDS`` (60);
