@@ -851,10 +851,10 @@ async def schedules100k(bench: BatonBench) -> JsonDict:
         pid = group.replicas["scheduler"].child.pid
         if cfg.hourly_prepared:
             # A running scheduler wakes for each tenant ``ahead`` before its next instant
-            # (the wake its last pass computed). A schedule just created - or an index
-            # rebuilt after Redis lost it - is announced at the instant itself, which
-            # would not be prepared: make every tenant due once now, so the pass leaves
-            # the index as the previous hour's burst would have.
+            # (the wake its last pass computed; a new schedule asks for a pass at once).
+            # Make every tenant due once now and wait until each is back at its wake: the
+            # index is then as the previous hour's burst would have left it, whatever
+            # passes creation asked for.
             await group.redis.zadd(
                 keys.scheduler_due(), {str(t.id): time.time() for t in seeded.tenants}
             )
