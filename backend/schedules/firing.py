@@ -291,6 +291,35 @@ class _Due:
     plan_mark: datetime | None = None  # the new ``planned_for`` (prepared, or looked at)
 
 
+class _CronMemo:
+    """The cron arithmetic of one :func:`fire_tenants` call, shared by its schedules.
+
+    Schedules with the same cron, zone, DST policy and bounds compile to equal
+    :class:`CronSchedule` values and, in one pass, ask for the same instants (the ticks
+    since the same last look, the next one after the same ``now``): each answer is worked
+    out once. A third of the scheduler's CPU was this arithmetic, repeated per schedule."""
+
+    def __init__(self) -> None:
+        self._between: dict[tuple[CronSchedule, datetime, datetime], tuple[Tick, ...]] = {}
+        self._next: dict[tuple[CronSchedule, datetime], Tick | None] = {}
+
+    def between(self, cron: CronSchedule, after: datetime, until: datetime) -> list[Tick]:
+        """:func:`ticks_between` (a list of the caller's own)."""
+        key = (cron, after, until)
+        found = self._between.get(key)
+        if found is None:
+            found = self._between[key] = tuple(ticks_between(cron, after, until))
+        return list(found)
+
+    def following(self, cron: CronSchedule, after: datetime) -> Tick | None:
+        """The next firing tick after ``after`` (:func:`next_ticks`), or None."""
+        key = (cron, after)
+        if key not in self._next:
+            upcoming = next_ticks(cron, after, 1)
+            self._next[key] = upcoming[0] if upcoming else None
+        return self._next[key]
+
+
 async def fire_tenants(
     session: AsyncSession,
     redis: Redis,
@@ -311,6 +340,7 @@ async def fire_tenants(
     it is.
     """
     now = now or utcnow()
+    memo = _CronMemo()
     results: dict[uuid.UUID, tuple[FireReport, datetime | None] | StaleLease] = {}
     for tenant_id, fence in fences.items():
         await scope_to_tenant(session, tenant_id)
@@ -324,6 +354,7 @@ async def fire_tenants(
                 up_since=up_since,
                 now=now,
                 ahead=ahead,
+                memo=memo,
             )
         except StaleLease as stale:
             results[tenant_id] = stale
@@ -372,6 +403,7 @@ async def _fire_tenant(
     up_since: datetime | None,
     now: datetime,
     ahead: float,
+    memo: _CronMemo,
 ) -> tuple[FireReport, datetime | None]:
     horizon = now + timedelta(seconds=ahead)
     rows = (
@@ -391,7 +423,7 @@ async def _fire_tenant(
         is_due = row.next_due_at <= now
         decisions = (
             decide_ticks(
-                ticks_between(cron, row.checked_until, now),
+                memo.between(cron, row.checked_until, now),
                 row.spec,
                 now=now,
                 paused_since=row.paused_since,
@@ -400,8 +432,7 @@ async def _fire_tenant(
             if is_due
             else []
         )
-        upcoming = next_ticks(cron, now, 1)
-        following = upcoming[0] if upcoming else None
+        following = memo.following(cron, now)
         item = _Due(
             job_id=row.job_id,
             spec=row.spec,
