@@ -34,6 +34,7 @@ from bench.common import (
     JsonDict,
     cpu_per_task,
     latency_summary,
+    reached,
     wait_until,
 )
 from bench.cpu import CpuMeter, postgres_backends, tree
@@ -660,16 +661,12 @@ class BatonBench:
                 cluster.procs.check_alive()
                 return bool((await self.db.progress(b, job_b))["started"] >= probes)
 
-            timed_out = False
-            try:
-                await wait_until(
-                    b_started,
-                    within=self.cfg.fairness_wait_seconds,
-                    interval=0.5,
-                    what="tenant B's tasks to start",
-                )
-            except BenchError:
-                timed_out = True
+            timed_out = not await reached(
+                b_started,
+                within=self.cfg.fairness_wait_seconds,
+                interval=0.5,
+                what="tenant B's tasks to start",
+            )
             window_end = time.time()
             cpu = meter.stop()
             await self._report_profiles(cluster, profiler, sampler, "fairness")

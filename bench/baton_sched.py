@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from backend.core.settings import Settings
-from bench.common import BenchError, JsonDict, latency_summary, rounded, wait_until
+from bench.common import BenchError, JsonDict, latency_summary, reached, rounded, wait_until
 from bench.cpu import CpuMeter, postgres_backends
 from bench.procs import Child, ProcessSet
 from bench.profiling import Profiler
@@ -551,16 +551,12 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
                 )
             return ticks >= expected
 
-        timed_out = False
-        try:
-            await wait_until(
-                caught_up,
-                within=deadline - time.time(),
-                interval=0.5,
-                what="the scheduler to deal with every instant",
-            )
-        except BenchError:
-            timed_out = True
+        timed_out = not await reached(
+            caught_up,
+            within=deadline - time.time(),
+            interval=0.5,
+            what="the scheduler to deal with every instant",
+        )
         cpu = meter.stop()
         if profiler is not None:
             for name, summary in profiler.stop().items():
@@ -689,16 +685,12 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
             group.procs.check_alive()
             return group.ticks() >= expected
 
-        timed_out = False
-        try:
-            await wait_until(
-                all_fired,
-                within=max(10.0, last + 2 * lease + 10 - time.time()),
-                interval=0.5,
-                what="every instant to fire",
-            )
-        except BenchError:
-            timed_out = True
+        timed_out = not await reached(
+            all_fired,
+            within=max(10.0, last + 2 * lease + 10 - time.time()),
+            interval=0.5,
+            what="every instant to fire",
+        )
         await asyncio.sleep(1.0)  # a late duplicate, if any, would show up in the ledger
         cpu = meter.stop()
         group.poll_logs()
@@ -913,16 +905,12 @@ async def schedules100k(bench: BatonBench) -> JsonDict:
                 log.info("schedules100k: %d of %d instants dealt with", ticks, total)
             return ticks >= total
 
-        timed_out = False
-        try:
-            await wait_until(
-                caught_up,
-                within=instant + cfg.schedule_wait_seconds - time.time(),
-                interval=0.5,
-                what="the scheduler to fire the burst",
-            )
-        except BenchError:
-            timed_out = True
+        timed_out = not await reached(
+            caught_up,
+            within=instant + cfg.schedule_wait_seconds - time.time(),
+            interval=0.5,
+            what="the scheduler to fire the burst",
+        )
         cpu = meter.stop()
         if profiler is not None:
             for name, summary in profiler.stop().items():

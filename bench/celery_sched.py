@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from bench import celery_app
 from bench.baton_sched import EVERY_MINUTE, lateness_summary, schedules_minutes
-from bench.common import BIN, BenchError, JsonDict, rounded, wait_until
+from bench.common import BIN, BenchError, JsonDict, reached, rounded, wait_until
 from bench.cpu import CpuMeter
 from bench.profiling import Profiler
 from bench.services import redis_pid
@@ -119,16 +119,12 @@ async def schedules10k(bench: CeleryBench) -> JsonDict:
             record.poll()
             return sum(1 for _, due, _ in record.sends if due == instants[-1]) >= total
 
-        timed_out = False
-        try:
-            await wait_until(
-                last_instant_sent,
-                within=deadline - time.time(),
-                interval=0.5,
-                what="celery beat to send the last instant",
-            )
-        except BenchError:
-            timed_out = True
+        timed_out = not await reached(
+            last_instant_sent,
+            within=deadline - time.time(),
+            interval=0.5,
+            what="celery beat to send the last instant",
+        )
         ended = time.time()
         cpu = meter.stop()
         if profiler is not None:

@@ -237,6 +237,18 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def reached(
+    check: Callable[[], Awaitable[bool]], *, within: float, interval: float, what: str
+) -> bool:
+    """:func:`wait_until`, for a wait whose timeout is a result to report: True if ``check``
+    held within ``within`` s, False if the time ran out."""
+    try:
+        await wait_until(check, within=within, interval=interval, what=what)
+    except BenchError:
+        return False
+    return True
+
+
 def rounded(value: float, digits: int = 1) -> float:
     return round(value, digits)
 

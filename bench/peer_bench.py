@@ -29,6 +29,7 @@ from bench.common import (
     JsonDict,
     cpu_per_task,
     latency_summary,
+    reached,
     wait_until,
 )
 from bench.cpu import CpuMeter, tree
@@ -293,16 +294,12 @@ class PeerBench:
                 found = await cluster.redis.hmget(STARTS, b_ids)
                 return all(v is not None for v in found)
 
-            timed_out = False
-            try:
-                await wait_until(
-                    b_started,
-                    within=self.cfg.fairness_wait_seconds,
-                    interval=0.5,
-                    what="tenant B's tasks to start",
-                )
-            except BenchError:
-                timed_out = True
+            timed_out = not await reached(
+                b_started,
+                within=self.cfg.fairness_wait_seconds,
+                interval=0.5,
+                what="tenant B's tasks to start",
+            )
             window_end = time.time()
             cpu = meter.stop()
             starts = await cluster.starts()
