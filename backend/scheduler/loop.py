@@ -237,8 +237,7 @@ class Scheduler:
                 )
             if due is not None:
                 score = {str(tenant.id): due.timestamp()}
-                await self.redis.zadd(keys.scheduler_due(), score, lt=True)
-                await self.redis.zadd(keys.scheduler_due(), score, nx=True)
+                await self.redis.zadd(keys.scheduler_due(), score, lt=True)  # or adds it
 
     async def tick(self) -> FireReport:
         """One pass: every due tenant this replica should serve, leases taken, then fired

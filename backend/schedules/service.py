@@ -169,8 +169,8 @@ def _announce(
 
     async def announce() -> None:
         score = min(due.timestamp(), time.time())
+        # LT: lower a score or add the tenant, never raise it (a sooner wake-up stands).
         await redis.zadd(keys.scheduler_due(), {str(tenant_id): score}, lt=True)
-        await redis.zadd(keys.scheduler_due(), {str(tenant_id): score}, nx=True)
 
     after_commit(session, announce)
 
