@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from kernel.wire import keys
+from kernel.wire.protocol import EVENT_FIELD
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
+from tests.fixtures.streams import observe, settled
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
     create_job,
@@ -330,29 +332,21 @@ async def test_fan_out_children_respect_the_quota_and_do_not_starve_other_runs(
     assert peak <= 3
 
 
-def stream_id(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence)
-
-
 async def test_duplicate_result_delivery_advances_once(
     client: AsyncClient, owner: Account, redis: Redis, running_worker: object
 ) -> None:
-    done = await run_job(client, owner, [echo("a", 1), echo("b", 2, depends_on=["a"])])
     stream = keys.events_stream(str(owner.tenant_id))
-    for _, fields in await redis.xrange(stream):  # every event of the run, once more
-        last = await redis.xadd(stream, fields)
+    events = await observe(redis, stream)  # kept from the trimmer until replayed
+    done = await run_job(client, owner, [echo("a", 1), echo("b", 2, depends_on=["a"])])
+    replayed = await events.read()
+    assert any('"finished"' in fields[EVENT_FIELD] for fields in replayed)
+    for fields in replayed:  # every event of the run, once more
+        await redis.xadd(stream, fields)
     # The run is over, so the engine may have stopped reading the tenant's stream (its
     # sweep drops idle tenants); a later dispatch would add it back, as this does.
     await redis.sadd(keys.engine_tenants(), str(owner.tenant_id))
-
-    async def engine_group() -> dict[str, Any]:
-        groups = await redis.xinfo_groups(stream)
-        return next(g for g in groups if g["name"] == keys.ENGINE_GROUP)
-
     await eventually(  # the engine has read and acknowledged every duplicate
-        engine_group,
-        lambda g: stream_id(g["last-delivered-id"]) >= stream_id(last) and g["pending"] == 0,
+        lambda: settled(redis, stream, keys.ENGINE_GROUP),
         what="the engine consuming the duplicates",
     )
     again = await wait_for_run(client, owner, done["id"])

@@ -8,8 +8,10 @@ from httpx import AsyncClient
 from redis.asyncio import Redis
 
 from kernel.wire import keys
+from kernel.wire.protocol import TASK_FIELD
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
+from tests.fixtures.streams import observe
 from tests.runs.factories import create_job, shell_task, trigger, wait_for_run
 
 
@@ -17,6 +19,7 @@ async def test_runs_and_logs_of_another_tenant_are_404(
     client: AsyncClient, owner: Account, stranger: Account, redis: Redis, running_worker: object
 ) -> None:
     job = await create_job(client, owner, [shell_task("say", "echo secret-of-owner")])
+    dispatched = await observe(redis, keys.queue_stream(str(owner.tenant_id), "default"))
     run = await trigger(client, owner, job["id"])
     await wait_for_run(client, owner, run["id"])
     base = f"/api/v1/runs/{run['id']}"
@@ -38,8 +41,8 @@ async def test_runs_and_logs_of_another_tenant_are_404(
     assert filtered.json()["items"] == []
 
     # Dispatch went to the owner's own stream only, and says so in every message.
-    entries = await redis.xrange(keys.queue_stream(str(owner.tenant_id), "default"))
+    entries = await dispatched.read()
     assert entries and all(
-        json.loads(fields["m"])["tenant_id"] == str(owner.tenant_id) for _, fields in entries
+        json.loads(fields[TASK_FIELD])["tenant_id"] == str(owner.tenant_id) for fields in entries
     )
     assert not await redis.exists(keys.queue_stream(str(stranger.tenant_id), "default"))

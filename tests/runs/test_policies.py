@@ -14,6 +14,7 @@ from kernel.wire import keys
 from tests.fixtures.errors import assert_error
 from tests.fixtures.execution import worker_config
 from tests.fixtures.factories import Account
+from tests.fixtures.streams import settled
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import (
     create_job,
@@ -113,21 +114,13 @@ async def test_an_attempt_cancelled_before_any_worker_read_it_never_runs(
     task = asyncio.create_task(late.run())
     try:
         await eventually(
-            lambda: _settled(redis, stream),
+            lambda: settled(redis, stream, keys.WORKERS_GROUP),
             what="the late worker reading the message and acknowledging it",
         )
     finally:
         late.stop()
         await asyncio.wait_for(task, timeout=15)
     assert not ran.exists()  # the command never ran
-
-
-async def _settled(redis: Redis, stream: str) -> bool:
-    """Every entry of ``stream`` delivered to the workers' group and acknowledged (a worker
-    acknowledges an attempt only after it has run, or has decided not to run it)."""
-    (group,) = await redis.xinfo_groups(stream)
-    last = await redis.xrevrange(stream, count=1)
-    return bool(last) and group["last-delivered-id"] == last[0][0] and group["pending"] == 0
 
 
 async def test_batch_triggers_many_runs_in_one_request(

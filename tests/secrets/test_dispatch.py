@@ -21,11 +21,10 @@ from kernel.wire import keys
 from kernel.wire.protocol import TASK_FIELD
 from tests.fixtures.factories import Account, create_member
 from tests.fixtures.http_server import Server, serve
+from tests.fixtures.streams import observe
 from tests.runs.factories import create_job, shell_task, task_of, trigger, wait_for_run
 from tests.secrets.helpers import QUEUE, create_secret, secret_name, secret_value
 from worker.runner import Worker
-
-OBSERVER_GROUP = "test-observer"
 
 pytestmark = pytest.mark.usefixtures("secrets_worker")
 
@@ -115,10 +114,7 @@ async def test_a_secret_reaches_the_task_and_nothing_else(
     job = await create_job(
         client, owner, [shell_task("use", command, env={"PW": reference})], queue=QUEUE
     )
-    # A second consumer group that reads nothing until the end: the stream trimmer cuts
-    # only what every group has settled, so the dispatch entry stays for us to inspect.
-    stream = keys.queue_stream(str(owner.tenant_id), QUEUE)
-    await redis.xgroup_create(stream, OBSERVER_GROUP, id="$", mkstream=True)
+    dispatched = await observe(redis, keys.queue_stream(str(owner.tenant_id), QUEUE))
     run = await trigger(client, owner, job["id"])
     done = await wait_for_run(client, owner, run["id"])
     used = task_of(done, "use")
@@ -142,9 +138,7 @@ async def test_a_secret_reaches_the_task_and_nothing_else(
     dumped = await redis_text(redis)
     assert not [f for f in leaks if f in dumped]
     # What travelled was an envelope: the dispatch entry carries ciphertext.
-    read: Any = await redis.xreadgroup(OBSERVER_GROUP, "observer", {stream: ">"})
-    entries = [fields for _, batch in read for _, fields in batch]
-    sealed = [json.loads(fields[TASK_FIELD])["secrets"] for fields in entries]
+    sealed = [json.loads(fields[TASK_FIELD])["secrets"] for fields in await dispatched.read()]
     assert sealed and all(s and s["ciphertext"] for s in sealed)
 
     captured = capfd.readouterr()

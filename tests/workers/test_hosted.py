@@ -21,7 +21,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -44,6 +43,7 @@ from tests.fixtures.execution import (
     worker_config,
 )
 from tests.fixtures.factories import Account
+from tests.fixtures.streams import observe
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, shell_task, trigger, wait_for_run
 from tests.secrets.helpers import create_secret, secret_name, secret_value
@@ -79,13 +79,13 @@ async def test_a_revoked_credential_stops_its_worker(
     task = asyncio.create_task(worker.run())
     tenant = str(owner.tenant_id)
     stream = keys.queue_stream(tenant, created["queue"])
+    events = await observe(redis, keys.events_stream(tenant))
     try:
         # Reading: it takes a task from its tenant's stream and reports it finished.
         first = await redis.xadd(stream, {TASK_FIELD: _message(tenant, created["queue"])})
 
         async def reported() -> bool:
-            events = await redis.xrange(keys.events_stream(tenant))
-            return any('"finished"' in fields[EVENT_FIELD] for _, fields in events)
+            return any('"finished"' in fields[EVENT_FIELD] for fields in await events.read())
 
         await eventually(reported, what="the first task reported finished")
         response = await client.delete(
@@ -352,8 +352,7 @@ async def test_a_worker_with_only_a_credential_opens_a_sealed_secret(
         job = await create_job(
             client, owner, [shell_task("use", command, env={"TOKEN": reference})], queue=queue
         )
-        stream = keys.queue_stream(str(owner.tenant_id), queue)
-        await redis.xgroup_create(stream, "test-observer", id="$", mkstream=True)
+        dispatched = await observe(redis, keys.queue_stream(str(owner.tenant_id), queue))
         run = await trigger(client, owner, job["id"])
         finished = await wait_for_run(client, owner, run["id"], timeout=60)
         assert finished["status"] == "succeeded", finished
@@ -361,8 +360,7 @@ async def test_a_worker_with_only_a_credential_opens_a_sealed_secret(
         assert task["output"] == {"sha256": hashlib.sha256(value.encode()).hexdigest()}
         assert task["worker"] and task["worker"] != "worker-test"
         # What travelled through Redis was ciphertext, sealed by the engine.
-        read: Any = await redis.xreadgroup("test-observer", "observer", {stream: ">"})
-        (fields,) = [fields for _, batch in read for _, fields in batch]
+        (fields,) = await dispatched.read()
         assert value not in fields[TASK_FIELD]
         assert json.loads(fields[TASK_FIELD])["secrets"]["ciphertext"]
     finally:
