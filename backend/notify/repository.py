@@ -34,10 +34,18 @@ class RuleRepository(TenantScopedRepository[NotificationRule]):
 
     async def for_job(self, job_id: uuid.UUID) -> list[NotificationRule]:
         """Rules of this job and the tenant-wide ones."""
+        return (await self.for_jobs({job_id}))[job_id]
+
+    async def for_jobs(self, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, list[NotificationRule]]:
+        """Each job's rules and the tenant-wide ones, in one query (a batch of finished
+        runs of a few jobs asks once, not once a run)."""
         statement = self.select().where(
-            or_(col(NotificationRule.job_id) == job_id, col(NotificationRule.job_id).is_(None))
+            or_(col(NotificationRule.job_id).in_(job_ids), col(NotificationRule.job_id).is_(None))
         )
-        return list((await self.session.exec(statement)).all())
+        rules = list((await self.session.exec(statement)).all())
+        return {
+            job_id: [rule for rule in rules if rule.job_id in (job_id, None)] for job_id in job_ids
+        }
 
 
 class DeliveryRepository(TenantScopedRepository[NotificationDelivery]):

@@ -232,10 +232,13 @@ def _payload(
 async def enqueue_for_run(
     session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, *, run_id: uuid.UUID,
     job_id: uuid.UUID, job_name: str, status: str, reason: str | None, finished_at: datetime,
+    rules: list[NotificationRule] | None = None,
 ) -> int:  # fmt: skip
     """Queue the notifications a finished run's events call for (session scoped to the
-    tenant); the number queued to be sent (throttled ones not counted)."""
-    rules = await RuleRepository(session, tenant_id).for_job(job_id)
+    tenant); the number queued to be sent (throttled ones not counted). ``rules``: the
+    job's rules when the caller has read them already (``RuleRepository.for_jobs``)."""
+    if rules is None:
+        rules = await RuleRepository(session, tenant_id).for_job(job_id)
     if not rules:
         return 0
     events = await events_of(session, tenant_id, run_id=run_id, job_id=job_id, status=status,
@@ -247,12 +250,14 @@ async def enqueue_for_run(
 
 async def enqueue_for_refusal(
     session: AsyncSession, settings: Settings, tenant_id: uuid.UUID, *, job_id: uuid.UUID,
-    job_name: str, refusal: dict[str, Any],
+    job_name: str, refusal: dict[str, Any], rules: list[NotificationRule] | None = None,
 ) -> int:  # fmt: skip
     """Queue the ``quota_cancelled`` notifications of a run a plan limit refused before it
     existed (session scoped to the tenant; ``refusal`` is the payload's ``refusal``); the
-    number queued to be sent (throttled ones not counted)."""
-    rules = await RuleRepository(session, tenant_id).for_job(job_id)
+    number queued to be sent (throttled ones not counted). ``rules`` as for
+    :func:`enqueue_for_run`."""
+    if rules is None:
+        rules = await RuleRepository(session, tenant_id).for_job(job_id)
     if not rules:
         return 0
     return await enqueue(

@@ -44,8 +44,9 @@ from backend.core.errors import BatonError, QuotaExceeded
 from backend.core.models import utcnow, uuid7
 from backend.core.settings import Settings
 from backend.jobs.models import Job
-from backend.jobs.repository import trigger_edges
+from backend.jobs.repository import TriggerEdge, trigger_edges
 from backend.notify import service as notify
+from backend.notify.repository import RuleRepository
 from backend.notify.sla import check_slas
 from backend.plans.service import Limits, cached_limits_of
 from backend.runs.hooks import FinishedRun, RefusedRun, runs_refused
@@ -154,9 +155,10 @@ async def _react_refused(
         rows = list((await session.exec(statement)).all())
         if not rows:
             return 0
-        names = await _job_names(session, tenant_id, {row.job_id for row in rows})
+        jobs = await _jobs_by_id(session, tenant_id, {row.job_id for row in rows})
+        rules = await RuleRepository(session, tenant_id).for_jobs(set(jobs))
         for row in rows:
-            if row.job_id not in names:
+            if row.job_id not in jobs:
                 continue
             refusal = {
                 "source": row.source,
@@ -166,8 +168,8 @@ async def _react_refused(
                 **row.details,
             }
             await notify.enqueue_for_refusal(
-                session, settings, tenant_id, job_id=row.job_id, job_name=names[row.job_id],
-                refusal=refusal,
+                session, settings, tenant_id, job_id=row.job_id, job_name=jobs[row.job_id].name,
+                refusal=refusal, rules=rules[row.job_id],
             )  # fmt: skip
         await session.execute(
             delete(RunRefusalOutbox).where(
@@ -178,11 +180,13 @@ async def _react_refused(
         return len(rows)
 
 
-async def _job_names(
+async def _jobs_by_id(
     session: AsyncSession, tenant_id: uuid.UUID, job_ids: set[uuid.UUID]
-) -> dict[uuid.UUID, str]:
+) -> dict[uuid.UUID, Job]:
+    """The batch's jobs in one query (deleted ones included: their rows are still
+    notified; they start nothing downstream)."""
     statement = select(Job).where(col(Job.tenant_id) == tenant_id, col(Job.id).in_(job_ids))
-    return {job.id: job.name for job in (await session.exec(statement)).all()}
+    return {job.id: job for job in (await session.exec(statement)).all()}
 
 
 async def _react_finished(
@@ -205,15 +209,21 @@ async def _react_finished(
         tenant = await TenantDirectory(session).get(tenant_id)
         if tenant is not None and tenant.status == TenantStatus.active:
             limits = await cached_limits_of(session, settings, tenant.plan)
+            # Looked up once a batch, not once a run: a batch is mostly runs of few jobs.
+            jobs = await _jobs_by_id(session, tenant_id, {row.job_id for row in rows})
+            rules = await RuleRepository(session, tenant_id).for_jobs(set(jobs))
+            edges: dict[str, list[TriggerEdge]] = {}
             for row in rows:
-                job = await _job_of(session, row)
+                job = jobs.get(row.job_id)
                 if job is None:
                     continue
-                await _start_downstream(session, redis, limits, row, job)
+                if job.deleted_at is None and job.name not in edges:
+                    edges[job.name] = await trigger_edges(session, tenant_id, upstream=job.name)
+                await _start_downstream(session, redis, limits, row, job, edges.get(job.name, []))
                 await notify.enqueue_for_run(
                     session, settings, tenant_id, run_id=row.run_id, job_id=row.job_id,
                     job_name=job.name, status=row.status, reason=row.reason,
-                    finished_at=row.finished_at,
+                    finished_at=row.finished_at, rules=rules[row.job_id],
                 )  # fmt: skip
         await session.execute(
             delete(RunFinishOutbox).where(
@@ -222,11 +232,6 @@ async def _react_finished(
             )
         )
         return len(rows)
-
-
-async def _job_of(session: AsyncSession, row: RunFinishOutbox) -> Job | None:
-    statement = select(Job).where(col(Job.tenant_id) == row.tenant_id, col(Job.id) == row.job_id)
-    return (await session.exec(statement)).first()
 
 
 async def check_tenant_slas(
@@ -246,15 +251,18 @@ async def send_notifications(
 
 
 async def _start_downstream(
-    session: AsyncSession, redis: Redis, limits: Limits, row: RunFinishOutbox, upstream: Job
+    session: AsyncSession,
+    redis: Redis,
+    limits: Limits,
+    row: RunFinishOutbox,
+    upstream: Job,
+    downstream: list[TriggerEdge],
 ) -> None:
+    """Start the jobs of ``downstream`` (the edges naming ``upstream``) whose statuses
+    include the finished run's."""
     if upstream.deleted_at is not None:
         return
-    edges = [
-        edge
-        for edge in await trigger_edges(session, row.tenant_id, upstream=upstream.name)
-        if row.status in edge.statuses
-    ]
+    edges = [edge for edge in downstream if row.status in edge.statuses]
     if not edges:
         return
     tasks = await TaskRunRepository(session, row.tenant_id).for_runs([row.run_id])
