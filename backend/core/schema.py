@@ -103,6 +103,9 @@ async def provision_runtime_role(settings: Settings) -> None:
                 # tenants (migration 0019).
                 f"GRANT EXECUTE ON FUNCTION worker_users_to_remove() TO {role}",
                 f"GRANT EXECUTE ON FUNCTION reactor_due_tenants() TO {role}",
+                # The engine keeps the queue tables' statistics fresh (migration 0022).
+                "GRANT EXECUTE ON FUNCTION refresh_queue_statistics(bigint, double precision)"
+                f" TO {role}",
                 f"REVOKE ALL ON alembic_version FROM {role}",
                 *(
                     statement

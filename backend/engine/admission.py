@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm.util import identity_key
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,34 +42,49 @@ from kernel.wire.protocol import TaskMessage
 # the next free slot goes to the run with the fewest tasks in flight (a 10,000-item
 # fan-out holding the quota cannot keep a run with none from its first slot), and among
 # runs with equal shares to the task that has been ready longest (a chain's successor,
-# ready just now, waits behind a run queued before it). The runs considered: the first
-# :span runs with ready work by run id (time-ordered: the order they were queued; a skip
-# scan over the ready index) and the runs of the :span tasks ready longest (the ready_at
-# index). :span is the room plus the tasks in flight, so the first source alone holds at
-# least as many runs with nothing in flight as there is room, when there are that many.
-# Up to :limit ready tasks of each such run are ranked; the outer UPDATE re-checks every
-# row (the tenant's admission is serialised by an advisory lock as well), inserts the
-# attempt rows and says when the tenant next has ready work - all in one round trip.
+# ready just now, waits behind a run queued before it).
+# The runs considered, each source O(:room), never O(backlog) or O(quota):
+# - ready_runs: runs with ready work in run id order (time-ordered: the order they were
+#   queued; a skip scan over the ready index), until :room of them have nothing in flight
+#   (then no run with something in flight can win a slot: a run with none outranks it);
+# - longest: the runs of the :span tasks ready longest (the ready_at index), so that an
+#   older run's just-ready step does not take the place of a run that has waited.
+# Up to :room ready tasks of each such run are ranked, a run's tasks in flight counted on
+# the in-flight index (migration 0022); the outer UPDATE re-checks every row (the
+# tenant's admission is serialised by an advisory lock as well), inserts the attempt rows
+# and says when the tenant next has ready work - all in one round trip.
 # ``:now`` is the engine's clock at the claim, not the transaction's start (``now()``): a
 # claim in the transaction that made a task ready must see it, and ready_at is stamped by
 # the same clock (trigger, retry backoff, the DAG).
 _CLAIM = text(
     """
-    WITH RECURSIVE ready_runs(run_id) AS (
-        (SELECT run_id FROM task_runs
-          WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
-            AND ready_at <= :now
-          ORDER BY run_id LIMIT 1)
+    WITH RECURSIVE ready_runs(run_id, idle) AS (
+        SELECT f.run_id, (NOT EXISTS (
+                   SELECT 1 FROM task_runs b
+                    WHERE b.tenant_id = :tenant AND b.run_id = f.run_id
+                      AND b.status IN ('queued', 'running') AND b.dispatched_at IS NOT NULL
+               ))::int
+          FROM (SELECT run_id FROM task_runs
+                 WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
+                   AND ready_at <= :now
+                 ORDER BY run_id LIMIT 1) f
         UNION ALL
-        SELECT (SELECT t.run_id FROM task_runs t
-                 WHERE t.tenant_id = :tenant AND t.status = 'queued'
-                   AND t.dispatched_at IS NULL AND t.ready_at <= :now
-                   AND t.run_id > r.run_id
-                 ORDER BY t.run_id LIMIT 1)
-          FROM ready_runs r WHERE r.run_id IS NOT NULL
+        SELECT n.run_id, r.idle + (NOT EXISTS (
+                   SELECT 1 FROM task_runs b
+                    WHERE b.tenant_id = :tenant AND b.run_id = n.run_id
+                      AND b.status IN ('queued', 'running') AND b.dispatched_at IS NOT NULL
+               ))::int
+          FROM ready_runs r
+          CROSS JOIN LATERAL (
+              SELECT t.run_id FROM task_runs t
+               WHERE t.tenant_id = :tenant AND t.status = 'queued'
+                 AND t.dispatched_at IS NULL AND t.ready_at <= :now
+                 AND t.run_id > r.run_id
+               ORDER BY t.run_id LIMIT 1) n
+         WHERE r.idle < :room
     ),
     first_runs AS MATERIALIZED (
-        (SELECT run_id FROM ready_runs WHERE run_id IS NOT NULL LIMIT :span)
+        SELECT run_id FROM ready_runs
         UNION
         SELECT run_id FROM (
             SELECT run_id FROM task_runs
@@ -76,29 +92,26 @@ _CLAIM = text(
                AND ready_at <= :now
              ORDER BY ready_at LIMIT :span) longest
     ),
-    in_flight AS MATERIALIZED (
-        SELECT run_id, count(*) AS tasks FROM task_runs
-         WHERE tenant_id = :tenant AND status IN ('queued', 'running')
-           AND dispatched_at IS NOT NULL
-         GROUP BY run_id
-    ),
     candidates AS MATERIALIZED (
         SELECT c.id, c.run_id, c.ready_at, c.map_index,
-               coalesce(i.tasks, 0)
+               i.tasks
                  + row_number() OVER (PARTITION BY c.run_id ORDER BY c.ready_at, c.map_index)
                  AS share
           FROM first_runs f
+          CROSS JOIN LATERAL (
+              SELECT count(*) AS tasks FROM task_runs b
+               WHERE b.tenant_id = :tenant AND b.run_id = f.run_id
+                 AND b.status IN ('queued', 'running') AND b.dispatched_at IS NOT NULL) i
           CROSS JOIN LATERAL (
               SELECT id, run_id, ready_at, map_index FROM task_runs
                WHERE tenant_id = :tenant AND run_id = f.run_id AND status = 'queued'
                  AND dispatched_at IS NULL AND ready_at <= :now
                ORDER BY ready_at, map_index
-               LIMIT :limit) c
-          LEFT JOIN in_flight i ON i.run_id = c.run_id
+               LIMIT :room) c
     ),
     picked AS MATERIALIZED (
         SELECT id, row_number() OVER (ORDER BY share, ready_at, run_id, map_index) AS place
-          FROM candidates ORDER BY share, ready_at, run_id, map_index LIMIT :limit
+          FROM candidates ORDER BY share, ready_at, run_id, map_index LIMIT :room
     ),
     claimed AS (
         UPDATE task_runs AS t
@@ -113,16 +126,23 @@ _CLAIM = text(
         ON CONFLICT (tenant_id, task_run_id, attempt) DO NOTHING
     ), next_ready AS (
         -- What _NEXT_READY would say after this claim (the statement's snapshot still
-        -- shows the claimed rows undispatched: they are left out).
-        SELECT min(ready_at) AS next_ready FROM task_runs r
-         WHERE r.tenant_id = :tenant AND r.status = 'queued' AND r.dispatched_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM claimed c WHERE c.id = r.id)
+        -- shows the claimed rows undispatched: they are skipped). A walk of the ready_at
+        -- index that stops at the first row not claimed, not an aggregate over the backlog.
+        SELECT (SELECT r.ready_at FROM task_runs r
+                 WHERE r.tenant_id = :tenant AND r.status = 'queued'
+                   AND r.dispatched_at IS NULL AND r.ready_at IS NOT NULL
+                   AND r.id NOT IN (SELECT id FROM claimed)
+                 ORDER BY r.ready_at LIMIT 1) AS next_ready
     )
     SELECT c.id, c.run_id, c.name, c.attempt, c.queue, c.item, n.next_ready
       FROM next_ready n LEFT JOIN claimed c ON true
      ORDER BY c.place
     """
 )
+# How many runs of the longest-ready tasks the claim considers beside its run-id walk, as
+# a multiple of the room: a bound on the claim's cost, not on fairness between runs
+# (every run is reached by the walk in its turn).
+LONGEST_SPAN = 4
 _IN_FLIGHT = text(
     """
     SELECT count(*) FROM task_runs
@@ -136,6 +156,16 @@ _NEXT_READY = text(
      WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
     """
 )
+
+
+async def refresh_queue_statistics(sessionmaker: async_sessionmaker[AsyncSession]) -> list[str]:
+    """Analyse the queue tables that changed enough since their last analysis (migration
+    0022): the claim's index probes are planned from those statistics, and autovacuum may
+    leave a new installation's tables unanalysed for a minute or more. The tables analysed.
+    """
+    async with sessionmaker() as session, session.begin():
+        rows = await session.execute(text("SELECT refresh_queue_statistics()"))
+        return [str(row[0]) for row in rows.all()]
 
 
 async def next_ready_at(session: AsyncSession, tenant_id: uuid.UUID) -> datetime | None:
@@ -213,7 +243,7 @@ async def admit(
     room = min(max_concurrent - in_flight, limit)
     if room <= 0:
         return Admission([], None, saturated=True)
-    claim = {**params, "now": utcnow(), "limit": room, "span": room + in_flight}
+    claim = {**params, "now": utcnow(), "room": room, "span": room * LONGEST_SPAN}
     replies = list((await session.execute(_CLAIM, claim)).all())
     claimed = [row for row in replies if row.id is not None]
     next_due: datetime | None = replies[0].next_ready

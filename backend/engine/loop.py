@@ -52,6 +52,7 @@ from backend.engine.admission import (
     admit,
     next_ready_at,
     quota_of,
+    refresh_queue_statistics,
 )
 from backend.engine.events import Effects, apply_events, fail_tasks
 from backend.plans.service import plan_limits
@@ -616,6 +617,9 @@ class Engine:
         if self._resync_wanted:
             await self.resync()
         await self.recover_stale_outboxes()
+        analysed = await refresh_queue_statistics(self.sessionmaker)
+        if analysed:
+            log.debug("engine.statistics.refreshed", tables=analysed)
         if time.monotonic() >= self._next_credential_sweep:
             self._next_credential_sweep = (
                 time.monotonic() + self.settings.worker_credential_sweep_seconds
