@@ -7,8 +7,11 @@ writes one outbox row per run in that transaction - no query, no network call on
 path. The :class:`Reactor` loop, beside the engine, takes a tenant's rows (``FOR UPDATE
 SKIP LOCKED``, so several engine processes share the work), starts the jobs whose
 ``triggers`` name the finished run's job with the run's status, and deletes the rows, in
-one transaction per batch. A tenant is looked at when this process wrote its rows (a kick)
-and, for rows written by other processes, at every sweep.
+one transaction per batch. A batch's jobs, their notification rules and the trigger edges
+naming them are read once for the batch (a batch is mostly runs of a few jobs), so a
+finished run costs the reactor no statement of its own unless it has something to start
+or notify. A tenant is looked at when this process wrote its rows (a kick) and, for rows
+written by other processes, at every sweep.
 
 A downstream run's idempotency key is ``upstream:<run id>``: a batch replayed after a crash
 starts nothing twice. Its ``upstream`` param holds the upstream run's id, job name, status
