@@ -142,13 +142,16 @@ async def _start_runs(api: httpx.AsyncClient, workdir: Path, case: str) -> tuple
 
 
 async def _other_connections(owner_db: AsyncEngine, database: str, *, terminate: bool) -> int:
-    """Count (or end, as a PostgreSQL restart would) the database's other connections."""
+    """Count (or end, as a PostgreSQL restart would) the database's other connections:
+    the client backends, those of Baton's processes (an autovacuum worker analysing a table
+    shows the database too, and may be gone by the time it would be ended)."""
     select = "count(pg_terminate_backend(pid))" if terminate else "count(*)"
     async with owner_db.connect() as conn:
         result = await conn.execute(
             text(
                 f"SELECT {select} FROM pg_stat_activity "
-                "WHERE datname = :db AND pid <> pg_backend_pid()"
+                "WHERE datname = :db AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'"
             ),
             {"db": database},
         )
