@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from backend.core.settings import Settings
-from bench.common import BenchError, JsonDict, latency_summary, reached, rounded, wait_until
-from bench.cpu import CpuMeter, postgres_backends
+from bench.common import BIN, BenchError, JsonDict, latency_summary, reached, rounded, wait_until
+from bench.cpu import CpuMeter, Pids, postgres_backends, tree
 from bench.procs import Child, ProcessSet
 from bench.profiling import Profiler
 from bench.services import FLUSHED, flush_redis, redis_intact, redis_pid
@@ -79,6 +79,18 @@ _TICKS = """
 SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due, outcome,
        run_id IS NOT NULL AS has_run, reason
   FROM schedule_ticks WHERE tenant_id = $1
+"""
+# schedules10k with execution: how many fired runs have succeeded, and each task's start
+# after its run became admissible (created, or handed over when prepared ahead).
+_EXECUTED = """
+SELECT count(*) FILTER (WHERE status = 'succeeded') AS succeeded, count(*) AS runs
+  FROM runs WHERE tenant_id = $1 AND trigger = 'schedule' AND status <> 'planned'
+"""
+_START_DELAYS = """
+SELECT extract(epoch FROM t.started_at - r.created_at)::float8 AS delay
+  FROM runs r JOIN task_runs t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
+ WHERE r.tenant_id = $1 AND r.trigger = 'schedule' AND r.status <> 'planned'
+   AND t.started_at IS NOT NULL
 """
 _DUPLICATE_RUNS = """
 SELECT count(*) FROM (
@@ -300,6 +312,9 @@ class Replicas:
             if os.environ.get(name, "").strip():
                 env[name] = os.environ[name].strip()
         self.procs = ProcessSet(out, env)
+        # The engine and workers that run what the replicas fire (schedules10k), apart
+        # from the replicas so that the scheduler's CPU is measured alone.
+        self.execution: ProcessSet | None = None
         self.replicas: dict[str, Replica] = {}
         self.redis: Redis = Redis.from_url(bench.services.baton_redis_url, decode_responses=True)
 
@@ -312,6 +327,35 @@ class Replicas:
         replica = Replica(name, child, LogTail(child.log_path), time.time())
         self.replicas[name] = replica
         return replica
+
+    def start_execution(self) -> None:
+        """The engine (``bench.engine_proc``: ``baton scheduler`` without its cron
+        scheduler) and the benchmark's workers (``baton worker``), running the fired runs."""
+        from bench.baton_bench import DEFAULT_QUOTA
+
+        bench = self.bench
+        env = bench.env(DEFAULT_QUOTA)
+        self.execution = ProcessSet(self.procs.log_dir / "execution", env)
+        self.execution.log_dir.mkdir(parents=True, exist_ok=True)
+        self.execution.start("engine", [sys.executable, "-m", "bench.engine_proc"])
+        for i in range(bench.cfg.workers):
+            self.execution.start(
+                f"worker-{i + 1}",
+                [
+                    str(BIN / "baton"),
+                    "worker",
+                    "--queue",
+                    "default",
+                    "--concurrency",
+                    str(bench.cfg.concurrency),
+                ],
+                env={"BATON_REDIS_URL": bench.worker_redis_url},
+            )
+
+    def check_alive(self) -> None:
+        self.procs.check_alive()
+        if self.execution is not None:
+            self.execution.check_alive()
 
     def kill(self, name: str) -> float:
         """SIGKILL a replica (no clean-up: its leases stay until they expire); when."""
@@ -363,16 +407,22 @@ class Replicas:
     async def cpu_meter(self) -> CpuMeter:
         database = self.bench.database.name
         redis = await redis_pid(self.bench.services.baton_redis_url)
-        procs = self.procs
-        return CpuMeter(
-            {
-                "scheduler": lambda: [c.pid for c in procs.children if c.process.poll() is None],
-                "postgres": lambda: postgres_backends(database),
-                "redis": lambda: [redis] if redis else [],
-            }
-        )
+        procs, execution = self.procs, self.execution
+        groups: dict[str, Pids] = {
+            "scheduler": lambda: [c.pid for c in procs.children if c.process.poll() is None],
+            "postgres": lambda: postgres_backends(database),
+            "redis": lambda: [redis] if redis else [],
+        }
+        if execution is not None:
+            groups["engine"] = lambda: [c.pid for c in execution.by_name("engine")]
+            groups["workers"] = lambda: [
+                p for c in execution.by_name("worker-") for p in tree(c.pid)
+            ]
+        return CpuMeter(groups)
 
     async def aclose(self) -> None:
+        if self.execution is not None:
+            await asyncio.to_thread(self.execution.stop_all)
         await asyncio.to_thread(self.procs.stop_all)
         self.poll_logs()
         await self.redis.aclose()
@@ -527,6 +577,9 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
             before=instants[0],
             lead_knob="BATON_BENCH_SCHEDULE_LEAD",
         )
+        execute = os.environ.get("BATON_BENCH_SCHEDULE_EXECUTE", "1").strip() != "0"
+        if execute:
+            group.start_execution()
         await asyncio.sleep(max(0.0, instants[0] - 2 - time.time()))
         meter = await group.cpu_meter()
         meter.start()
@@ -539,7 +592,7 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
 
         async def caught_up() -> bool:
             nonlocal next_log
-            group.procs.check_alive()
+            group.check_alive()
             ticks = group.ticks()
             if time.monotonic() > next_log:
                 next_log = time.monotonic() + 15
@@ -564,6 +617,7 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
         passes = group.replicas["scheduler"].log.fired
         last_pass = max((at for at, _, _ in passes), default=time.time())
         log_counts = dict(group.replicas["scheduler"].log.counts)
+        executed = await _executed(bench, group, seeded.tenants, deadline) if execute else {}
     ledger = await Ledger.read(bench, seeded.tenants)
     want = expected_fires(seeded.jobs, instants)
     checks = ledger.check(want)
@@ -602,16 +656,62 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
         "seed_schedules_per_s": rounded(seeded.schedules / seeded.seconds),
         "startup_seconds": rounded(startup, 2),
         "log_events": {k: v for k, v in log_counts.items() if k.startswith("scheduler.")},
-        "measured": "runs.created_at (stamped by the scheduler) - runs.scheduled_for; CPU of "
-        "the scheduler process from 2 s before the first instant to the last fire",
+        **executed,
+        "measured": "runs.created_at (stamped by the scheduler; a fire prepared ahead: its "
+        "hand-over to admission) - runs.scheduled_for; CPU of the scheduler process from 2 s "
+        "before the first instant to the last fire",
         "cpu_seconds": cpu,
         "setup": "1 scheduler process (bench.scheduler_proc: the cron scheduler of `baton "
-        "scheduler`, without the engine), no workers; schedules made through "
-        "signup + create_job",
+        "scheduler`, without the engine)"
+        + (
+            f", the engine (bench.engine_proc) and {cfg.workers} baton worker --concurrency "
+            f"{cfg.concurrency} running the fired runs"
+            if execute
+            else ", no engine and no workers (BATON_BENCH_SCHEDULE_EXECUTE=0)"
+        )
+        + "; schedules made through signup + create_job",
+    }
+
+
+async def _executed(
+    bench: BatonBench, group: Replicas, tenants: list[Tenant], deadline: float
+) -> JsonDict:
+    """Wait (until ``deadline``) for every fired run to succeed on the engine and workers;
+    how many did, and how long each task took to start once its run was admissible."""
+
+    async def counts() -> tuple[int, int]:
+        succeeded = runs = 0
+        for tenant in tenants:
+            row = await bench.db.fetchrow(tenant, _EXECUTED)
+            succeeded, runs = succeeded + int(row["succeeded"]), runs + int(row["runs"])
+        return succeeded, runs
+
+    async def drained() -> bool:
+        group.check_alive()
+        succeeded, runs = await counts()
+        return succeeded == runs
+
+    done = await reached(
+        drained, within=max(deadline - time.time(), 10.0), interval=2.0, what="the fired runs"
+    )
+    succeeded, runs = await counts()
+    delays = [
+        float(row["delay"])
+        for tenant in tenants
+        for row in await bench.db.fetch(tenant, _START_DELAYS)
+    ]
+    return {
+        "executed_runs": runs,
+        "executed_succeeded": succeeded,
+        "executed_all": done and succeeded == runs,
+        **lateness_summary(delays, prefix="admissible_to_start_"),
     }
 
 
 # --------------------------------------------------------------------------- failover
+FAILOVER_REPLICAS = ("replica-a", "replica-b", "replica-c")
+
+
 def _first_after(events: list[tuple[float, str, int]], tenant: str, after: float) -> float | None:
     times = [at for at, t, n in events if t == tenant and n > 0 and at > after]
     return min(times) if times else None
@@ -641,14 +741,14 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         seeded = await seed(
             bench, tenants=tenants, per_tenant=per_tenant, schedule=window, label="failover"
         )
-        group.start("replica-a")
-        group.start("replica-b")
-        for name in ("replica-a", "replica-b"):
+        for name in FAILOVER_REPLICAS:
+            group.start(name)
+        for name in FAILOVER_REPLICAS:
             await group.wait_ready(name, within=max(60.0, t0 - time.time()))
         if time.time() > t0 - 1:
             raise BenchError(
-                "creating the schedules and starting two replicas overran the "
-                "first instant; raise BATON_BENCH_SEED_SECONDS"
+                f"creating the schedules and starting {len(FAILOVER_REPLICAS)} replicas "
+                "overran the first instant; raise BATON_BENCH_SEED_SECONDS"
             )
         meter = await group.cpu_meter()
         meter.start()
@@ -656,15 +756,15 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         ids = [t.id for t in seeded.tenants]
         chosen = seeded.tenants[0].id
         victim = (await group.holders([chosen]))[chosen]
-        if victim not in ("replica-a", "replica-b"):
+        if victim not in FAILOVER_REPLICAS:
             raise BenchError(f"no replica holds tenant {chosen}'s lease before the kill")
-        survivor = "replica-b" if victim == "replica-a" else "replica-a"
-        survivor_pid = group.replicas[survivor].child.pid
-        cpu_0 = _cpu_of(survivor_pid)
+        survivors = [name for name in FAILOVER_REPLICAS if name != victim]
+        survivor_pids = [group.replicas[name].child.pid for name in survivors]
+        cpu_0 = sum(_cpu_of(pid) for pid in survivor_pids)
         await asyncio.sleep(max(0.0, kill_at - time.time()))
         held = await group.holders(ids)
         beat = await group.heartbeat(victim)
-        cpu_1 = _cpu_of(survivor_pid)
+        cpu_1 = sum(_cpu_of(pid) for pid in survivor_pids)
         killed = group.kill(victim)
         victim_tenants = [t for t, holder in held.items() if holder == victim]
         log.info(
@@ -675,7 +775,7 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
             killed - (beat or killed),
         )
         await asyncio.sleep(max(0.0, killed + sample - time.time()))
-        cpu_2 = _cpu_of(survivor_pid)
+        cpu_2 = sum(_cpu_of(pid) for pid in survivor_pids)
         await asyncio.sleep(max(0.0, restart_at - time.time()))
         restarted_name = f"{victim}-restarted"
         restarted = group.start(restarted_name)
@@ -694,7 +794,7 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         await asyncio.sleep(1.0)  # a late duplicate, if any, would show up in the ledger
         cpu = meter.stop()
         group.poll_logs()
-        survivor_log = group.replicas[survivor].log
+        survivor_fires = [e for name in survivors for e in group.replicas[name].log.fired]
         restarted_log = restarted.log
         fired_by = {name: r.log.total_fired for name, r in group.replicas.items()}
         counts = {
@@ -706,7 +806,7 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
     checks = ledger.check(want)
 
     def takeover(tenant: uuid.UUID) -> float | None:
-        at = _first_after(survivor_log.fired, str(tenant), killed)
+        at = _first_after(survivor_fires, str(tenant), killed)
         return at - killed if at is not None else None
 
     takeovers = [v for t in victim_tenants if (v := takeover(t)) is not None]
@@ -723,7 +823,7 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         "cron": EVERY_5_SECONDS,
         "instants": len(instants),
         "lease_seconds": lease,
-        "replicas": 2,
+        "replicas": len(FAILOVER_REPLICAS),
         "killed": victim,
         "killed_held_tenants": len(victim_tenants),
         "killed_after_heartbeat_s": rounded(killed - beat, 2) if beat else None,
@@ -761,8 +861,10 @@ async def scheduler_failover(bench: BatonBench) -> JsonDict:
         "the survivor's first fire of that tenant (its log); lost/duplicated: "
         "runs and ticks per (job, instant) in PostgreSQL",
         "cpu_seconds": cpu,
-        "setup": "2 scheduler processes (bench.scheduler_proc), no engine, no workers; the "
-        "one holding the chosen tenant SIGKILLed, then restarted under a new name",
+        "setup": f"{len(FAILOVER_REPLICAS)} scheduler processes (bench.scheduler_proc), no "
+        "engine, no workers; the one holding the chosen tenant SIGKILLed, then restarted "
+        "under a new name; takeover: the first fire of that tenant by either survivor; "
+        "survivor CPU: both survivors together",
     }
 
 

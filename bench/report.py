@@ -280,6 +280,13 @@ SCHEDULER_ROWS: list[Row] = [
     Row("schedules10k", "lateness_p99_s", "lateness p99, s", "lower"),
     Row("schedules10k", "lateness_max_s", "lateness max, s", "lower"),
     Row("schedules10k", "scheduler_cpu_ms_per_fire", "scheduler CPU per fire, ms", "lower"),
+    Row("schedules10k", "executed_all", "every fired run succeeded (engine + workers)", ""),
+    Row(
+        "schedules10k",
+        "admissible_to_start_p99_s",
+        "fired run admissible -> its task started p99, s",
+        "lower",
+    ),
     Row(
         "schedules10k",
         "system_cpu_ms_per_fire",
