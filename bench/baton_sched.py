@@ -6,8 +6,11 @@ each tenant, then ``jobs.service.create_job`` for each job with a ``schedule:`` 
 transaction per tenant, a few tenants at once, in the run's throw-away database. The
 scheduler under test runs as subprocesses of its own (``python -m bench.scheduler_proc``:
 the cron scheduler as ``baton scheduler`` builds it, without the engine), so its CPU time
-is its own. No engine and no worker run: a fire is a run row (queued, never started), its
-tick in the ledger and the after-commit notifications in Redis.
+is its own. In schedules10k the fired runs are executed, as the issue's scenario has it:
+the engine (``python -m bench.engine_proc``: ``baton scheduler`` without its cron
+scheduler) and the benchmark's workers run as a process set of their own, measured apart
+(``BATON_BENCH_SCHEDULE_EXECUTE=0``: no engine and no workers, a fire is then a run row
+left queued). scheduler_failover and schedules100k run the replicas alone.
 
 Lateness is ``runs.created_at`` (stamped by the scheduler when it inserts the run) minus
 ``runs.scheduled_for`` (the cron instant). Every schedule gets ``start_at``/``end_at`` so
