@@ -43,10 +43,11 @@ from kernel.wire.protocol import TaskMessage
 # fan-out holding the quota cannot keep a run with none from its first slot), and among
 # runs with equal shares to the task that has been ready longest (a chain's successor,
 # ready just now, waits behind a run queued before it).
-# The runs considered, each source O(:room), never O(backlog) or O(quota):
+# The runs considered, never O(backlog):
 # - ready_runs: runs with ready work in run id order (time-ordered: the order they were
 #   queued; a skip scan over the ready index), until :room of them have nothing in flight
-#   (then no run with something in flight can win a slot: a run with none outranks it);
+#   (then no run with something in flight can win a slot: a run with none outranks it) -
+#   :room steps plus one for each run passed that has tasks in flight (at most the quota);
 # - longest: the runs of the :span tasks ready longest (the ready_at index), so that an
 #   older run's just-ready step does not take the place of a run that has waited.
 # Up to :room ready tasks of each such run are ranked, a run's tasks in flight counted on
