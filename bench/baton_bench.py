@@ -168,6 +168,24 @@ class Database:
         return int((await self.fetchrow(tenant, _REMAINING))[0])
 
 
+def start_workers(bench: BatonBench, procs: ProcessSet) -> None:
+    """The benchmark's Baton workers (``worker-1``...), each ``baton worker`` on the default
+    queue as the shared pool's Redis user."""
+    for i in range(bench.cfg.workers):
+        procs.start(
+            f"worker-{i + 1}",
+            [
+                str(BIN / "baton"),
+                "worker",
+                "--queue",
+                "default",
+                "--concurrency",
+                str(bench.cfg.concurrency),
+            ],
+            env={"BATON_REDIS_URL": bench.worker_redis_url},
+        )
+
+
 class Cluster:
     """One set of Baton processes (API, scheduler, workers) and an API client for it."""
 
@@ -185,19 +203,7 @@ class Cluster:
         await self.client.aclose()
 
     def start_workers(self) -> None:
-        for i in range(self.bench.cfg.workers):
-            self.procs.start(
-                f"worker-{i + 1}",
-                [
-                    str(BIN / "baton"),
-                    "worker",
-                    "--queue",
-                    "default",
-                    "--concurrency",
-                    str(self.bench.cfg.concurrency),
-                ],
-                env={"BATON_REDIS_URL": self.bench.worker_redis_url},
-            )
+        start_workers(self.bench, self.procs)
 
     def pid(self, name: str) -> int:
         return self.procs.by_name(name)[0].pid

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 
 from backend.core.settings import Settings
-from bench.common import BIN, BenchError, JsonDict, latency_summary, reached, rounded, wait_until
+from bench.common import BenchError, JsonDict, latency_summary, reached, rounded, wait_until
 from bench.cpu import CpuMeter, Pids, postgres_backends, tree
 from bench.procs import Child, ProcessSet
 from bench.profiling import Profiler
@@ -334,26 +334,14 @@ class Replicas:
     def start_execution(self) -> None:
         """The engine (``bench.engine_proc``: ``baton scheduler`` without its cron
         scheduler) and the benchmark's workers (``baton worker``), running the fired runs."""
-        from bench.baton_bench import DEFAULT_QUOTA
+        from bench.baton_bench import DEFAULT_QUOTA, start_workers
 
         bench = self.bench
         env = bench.env(DEFAULT_QUOTA)
         self.execution = ProcessSet(self.procs.log_dir / "execution", env)
         self.execution.log_dir.mkdir(parents=True, exist_ok=True)
         self.execution.start("engine", [sys.executable, "-m", "bench.engine_proc"])
-        for i in range(bench.cfg.workers):
-            self.execution.start(
-                f"worker-{i + 1}",
-                [
-                    str(BIN / "baton"),
-                    "worker",
-                    "--queue",
-                    "default",
-                    "--concurrency",
-                    str(bench.cfg.concurrency),
-                ],
-                env={"BATON_REDIS_URL": bench.worker_redis_url},
-            )
+        start_workers(bench, self.execution)
 
     def check_alive(self) -> None:
         self.procs.check_alive()
