@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from backend.app import create_app
 from backend.core.settings import Settings
 from kernel.metrics import REGISTRY
+from tests.fixtures.statements import sent_statements
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 READ_ONLY_REDIS = {"PING", "GET", "MGET", "EXISTS", "TTL", "PTTL", "HGET", "HGETALL", "SMEMBERS"}
@@ -40,28 +40,23 @@ async def test_probes_need_no_authentication_and_write_nothing(
 ) -> None:
     # An app of its own, so that every statement and Redis command seen here is the probes'.
     app = create_app(settings)
-    statements: list[str] = []
     commands: list[str] = []
     async with app.router.lifespan_context(app):
+        with sent_statements(app.state.engine) as sent:
+            execute = app.state.redis.execute_command
 
-        def record_sql(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            statements.append(statement)
+            async def record_redis(*args: Any, **options: Any) -> Any:
+                commands.append(str(args[0]).upper())
+                return await execute(*args, **options)
 
-        event.listen(app.state.engine.sync_engine, "before_cursor_execute", record_sql)
-        execute = app.state.redis.execute_command
-
-        async def record_redis(*args: Any, **options: Any) -> Any:
-            commands.append(str(args[0]).upper())
-            return await execute(*args, **options)
-
-        monkeypatch.setattr(app.state.redis, "execute_command", record_redis)
-        transport = ASGITransport(app=app, client=("203.0.113.7", 40000))
-        async with AsyncClient(transport=transport, base_url="http://baton.test") as http:
-            for path in ("/healthz", "/readyz"):
-                response = await http.get(path, headers={"Authorization": "Bearer garbage"})
-                assert response.status_code == 200, response.text
-                assert response.json()["status"] == "ok"
-        event.remove(app.state.engine.sync_engine, "before_cursor_execute", record_sql)
+            monkeypatch.setattr(app.state.redis, "execute_command", record_redis)
+            transport = ASGITransport(app=app, client=("203.0.113.7", 40000))
+            async with AsyncClient(transport=transport, base_url="http://baton.test") as http:
+                for path in ("/healthz", "/readyz"):
+                    response = await http.get(path, headers={"Authorization": "Bearer garbage"})
+                    assert response.status_code == 200, response.text
+                    assert response.json()["status"] == "ok"
+        statements = [s.statement for s in sent]
     # The probe was seen (the recorders work), and it only read.
     assert any(s.strip().upper() == "SELECT 1" for s in statements), statements
     assert "PING" in commands, commands

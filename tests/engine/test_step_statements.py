@@ -9,22 +9,15 @@ the figure is an average and the bound a ceiling, not an exact count.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import event
 
 from backend.engine.loop import Engine
 from tests.fixtures.factories import Account
+from tests.fixtures.statements import from_loop, sent_statements
 from tests.runs.factories import create_job, python_task, trigger, wait_for_run
 
 CHAIN = 12
-
-
-def _events_loop(task: asyncio.Task[Any] | None) -> bool:
-    return task is not None and "_events_loop" in getattr(task.get_coro(), "__qualname__", "")
 
 
 async def test_a_chain_step_costs_a_bounded_number_of_statements_whatever_the_runs_size(
@@ -38,19 +31,10 @@ async def test_a_chain_step_costs_a_bounded_number_of_statements_whatever_the_ru
         python_task(f"t{i}", depends_on=[f"t{i - 1}"]) for i in range(1, CHAIN)
     ]
     job = await create_job(client, owner, tasks)
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        if _events_loop(asyncio.current_task()):
-            seen.append(" ".join(str(args[2]).split()))
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sent_statements(app.state.engine) as sent:
         run = await trigger(client, owner, job["id"])
         done = await wait_for_run(client, owner, run["id"], timeout=60)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    seen = [s.statement for s in sent if from_loop(s, "_events_loop")]
     assert done["status"] == "succeeded", done
     per_task = len(seen) / CHAIN
     # One transaction per step (the started that comes just before its finished joins it,

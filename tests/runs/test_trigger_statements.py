@@ -10,36 +10,25 @@ its own: only the statements of the request's task are kept.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import event
 
 from tests.fixtures.factories import Account
+from tests.fixtures.statements import sent_statements
 from tests.runs.factories import create_job, python_task, trigger
 
 
 @contextmanager
 def statements(app: FastAPI) -> Iterator[list[str]]:
     """The statements of the request (the task that reads the caller's membership)."""
-    seen: list[tuple[asyncio.Task[Any] | None, str]] = []
     kept: list[str] = []
-
-    def record(*args: Any) -> None:
-        seen.append((asyncio.current_task(), " ".join(str(args[2]).split())))
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sent_statements(app.state.engine) as sent:
         yield kept
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-        request = next(task for task, s in seen if "FROM memberships" in s)
-        kept.extend(s for task, s in seen if task is request)
+    request = next(s.task for s in sent if "FROM memberships" in s.statement)
+    kept.extend(s.statement for s in sent if s.task is request)
 
 
 async def test_a_trigger_sends_three_statements(

@@ -6,23 +6,17 @@ outbox rows)."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from backend.triggers.reactor import Reactor
 from tests.fixtures.factories import Account
+from tests.fixtures.statements import Sent, from_loop, sent_statements
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, wait_for_run
 
 RUNS = 24
-
-
-def _in_reactor(task: asyncio.Task[Any] | None) -> bool:
-    return task is not None and "Reactor.run" in getattr(task.get_coro(), "__qualname__", "")
 
 
 async def test_a_batch_of_finished_runs_looks_its_jobs_up_once(
@@ -34,16 +28,7 @@ async def test_a_batch_of_finished_runs_looks_its_jobs_up_once(
 ) -> None:
     job = await create_job(client, owner, [python_task("quick")])
     tenant = str(owner.tenant_id)
-    seen: list[str] = []
-
-    def record(*args: Any) -> None:
-        statement, parameters = args[2], args[3]
-        if _in_reactor(asyncio.current_task()) and tenant in str(parameters):
-            seen.append(" ".join(str(statement).split()))
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sent_statements(app.state.engine) as sent:
         response = await client.post(
             f"/api/v1/jobs/{job['id']}/runs/batch",
             json={"runs": [{} for _ in range(RUNS)]},
@@ -54,26 +39,31 @@ async def test_a_batch_of_finished_runs_looks_its_jobs_up_once(
         assert len(runs) == RUNS
         for run in runs:
             assert (await wait_for_run(client, owner, run["id"]))["status"] == "succeeded"
-
-        def batches() -> int:
-            return sum(s.startswith("DELETE FROM run_finish_outbox") for s in seen)
-
         await eventually(  # every finished run's outbox row consumed
             lambda: _outbox_rows(app, tenant),
-            lambda left: left == 0 and batches() > 0,
+            lambda left: left == 0 and _batches(_reactor_statements(sent, tenant)) > 0,
             what="the reactor taking every finished run",
         )
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    taken = batches()
+    seen = _reactor_statements(sent, tenant)
+    taken = _batches(seen)
     assert 1 <= taken < RUNS  # several runs per batch: what the bound below is about
     lookups = {
         "jobs": [s for s in seen if s.startswith("SELECT jobs.")],
         "rules": [s for s in seen if "FROM notification_rules" in s],
         "edges": [s for s in seen if "-> 'triggers'" in s],
     }
-    for name, statements in lookups.items():
-        assert 1 <= len(statements) <= taken, (name, len(statements), taken)
+    for name, found in lookups.items():
+        assert 1 <= len(found) <= taken, (name, len(found), taken)
+
+
+def _reactor_statements(sent: list[Sent], tenant: str) -> list[str]:
+    """The statements the reactor's loop sent for ``tenant``."""
+    return [s.statement for s in sent if from_loop(s, "Reactor.run") and s.mentions(tenant)]
+
+
+def _batches(statements: list[str]) -> int:
+    """The batches taken: each ends with one ``DELETE`` of its outbox rows."""
+    return sum(s.startswith("DELETE FROM run_finish_outbox") for s in statements)
 
 
 async def _outbox_rows(app: FastAPI, tenant: str) -> int:
