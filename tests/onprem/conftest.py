@@ -31,6 +31,17 @@ import pytest
 from tests.fixtures.docker_engine import EngineUnavailable, own_dockerd
 from tests.onprem.stack import ADMIN_EMAIL, Stack, has_compose_plugin
 
+# The first test builds the images (about 15 minutes cold on 2 busy cores): the suite's
+# 300-second limit for a hang (pyproject) would cut it short.
+INSTALL_TIMEOUT_SECONDS = 2400
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.timeout(INSTALL_TIMEOUT_SECONDS))
+
 
 def _free_port() -> int:
     """A port free now, below Linux's ephemeral range (32768-60999): the kernel hands ports of
