@@ -76,7 +76,9 @@ class Engine:
 
     def leftovers(self) -> list[str]:
         label = {"label": f"baton.tenant_id={self.tenant_id}"}
-        containers = self.client.containers.list(all=True, filters=label)
+        # ignore_removed: a container being removed right now may be gone by the time
+        # docker-py inspects what it listed (a 404, not a leftover).
+        containers = self.client.containers.list(all=True, filters=label, ignore_removed=True)
         return [f"container {c.short_id}" for c in containers] + [
             f"dir {path.name}" for path in self.temp_dir.glob("baton-docker-*")
         ]

@@ -130,14 +130,20 @@ async def test_a_sigkilled_workers_container_is_removed(
         run = await trigger(client, owner, job["id"])
         label = {"label": f"baton.run_id={run['id']}"}
         await eventually(
-            lambda: [c for c in docker.containers.list(filters=label) if c.status == "running"],
+            lambda: [
+                c
+                for c in docker.containers.list(filters=label, ignore_removed=True)
+                if c.status == "running"
+            ],
             timeout=60,
             what="the task's container running",
         )
         worker.send_signal(signal.SIGKILL)
         worker.wait()
+        # ignore_removed: the guard may remove the container between docker-py's listing
+        # and its inspection of each listed container (a 404 from the inspection).
         await eventually(
-            lambda: docker.containers.list(all=True, filters=label) == [],
+            lambda: docker.containers.list(all=True, filters=label, ignore_removed=True) == [],
             timeout=60,
             what="the container removed after its worker died",
         )
@@ -147,7 +153,9 @@ async def test_a_sigkilled_workers_container_is_removed(
         worker.wait()
         log.close()
         for leftover in docker.containers.list(
-            all=True, filters={"label": f"baton.tenant_id={owner.tenant_id}"}
+            all=True,
+            filters={"label": f"baton.tenant_id={owner.tenant_id}"},
+            ignore_removed=True,
         ):
             leftover.remove(force=True)
         docker.close()
