@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
+import structlog
 from fastapi import Depends, Request
 from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
@@ -27,6 +28,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.core.errors import BatonError
 from kernel.dependencies import outage_of
+
+log = structlog.get_logger(__name__)
 
 AfterCommit = Callable[[], Awaitable[None]]
 _AFTER_COMMIT_KEY = "baton.after_commit"
@@ -91,10 +94,38 @@ def create_engine(
         pool_pre_ping=pre_ping,
         connect_args=connect_args,
     )
+    _discard_stray_transactions(engine)  # first: no idle ping for a connection thrown away
     if ping_idle_after is not None and not pre_ping:
         _ping_when_idle(engine, ping_idle_after)
     _recycle_on_outage(engine)
     return engine
+
+
+def _discard_stray_transactions(engine: AsyncEngine) -> None:
+    """Never hand out a connection that is inside a transaction nobody tracks.
+
+    asyncpg keeps a transaction of its own (``_top_xact``) beside SQLAlchemy's: when it
+    still counts one as open while SQLAlchemy's adapter has none - its ``Transaction.start``
+    keeps ``_top_xact`` when the ``BEGIN`` it sent fails or is interrupted - every later
+    transaction on that connection is a ``SAVEPOINT`` inside the stray one. Its "commits"
+    then commit nothing (a request answers 201 for rows no other connection ever sees) and
+    the transaction-scoped advisory locks it takes (the tenant's audit chain, admission)
+    are never released, so other connections wait on them forever. Seen once a suite run:
+    a pooled runtime connection idle in a transaction for minutes, releasing savepoints,
+    holding twenty tenants' audit-chain locks. Such a connection is thrown away as it
+    leaves the pool (closing it ends the stray transaction on the server, which releases
+    its locks) and the pool hands out another: a check of two attributes, no round trip."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if not isinstance(driver, asyncpg.Connection):
+            return
+        if getattr(dbapi_connection, "_transaction", None) is not None:
+            return  # SQLAlchemy's own transaction (never the case for a pooled connection)
+        if driver.is_in_transaction() or getattr(driver, "_top_xact", None) is not None:
+            log.warning("db.stray_transaction_discarded")
+            raise DisconnectionError("a pooled connection was inside an untracked transaction")
 
 
 def _recycle_on_outage(engine: AsyncEngine) -> None:

@@ -19,7 +19,15 @@ from starlette.types import Message
 
 from backend.app import create_app
 from backend.audit import service as audit
-from backend.core.db import SessionDep, after_commit, commit, get_session, scope_to_tenant
+from backend.core.db import (
+    SessionDep,
+    after_commit,
+    commit,
+    create_engine,
+    create_sessionmaker,
+    get_session,
+    scope_to_tenant,
+)
 from backend.core.errors import Conflict, InvalidCredentials
 from backend.core.principal import SYSTEM_ACTOR
 from backend.core.settings import Settings
@@ -428,3 +436,37 @@ async def test_scope_lasts_for_the_transaction_only(app: FastAPI, owner: Account
         await session.commit()
         unscoped = (await session.execute(text("SELECT count(*) FROM memberships"))).scalar_one()
         assert unscoped == 0
+
+
+async def test_a_pooled_connection_inside_a_stray_transaction_is_never_handed_out(
+    settings: Settings, owner_engine: AsyncEngine
+) -> None:
+    """A connection in which asyncpg still counts a transaction of its own that SQLAlchemy
+    does not track (the state of a pooled connection in a suite run that hung: every
+    transaction on it was a savepoint of the stray one) is thrown away at checkout.
+    Otherwise the next session's commit commits nothing and the advisory lock it took (the
+    audit chain's, in that run) is never released."""
+    engine = create_engine(settings.runtime_database_url(), pool_size=1, pre_ping=False)
+    sessionmaker = create_sessionmaker(engine)
+    key = uuid.uuid4().int % 2**62
+    try:
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            server_pid = raw.driver_connection.get_server_pid()
+            stray = raw.driver_connection.transaction()
+            await stray.start()  # behind SQLAlchemy's back: its adapter tracks nothing
+        async with sessionmaker() as session:
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            await session.commit()
+        async with owner_engine.connect() as other:
+            taken = await other.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+            assert taken, "the committed transaction's advisory lock is still held"
+            await other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            # Closed, not left idle in its stray transaction on the server.
+            left = await other.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                {"pid": server_pid},
+            )
+        assert left == 0
+    finally:
+        await engine.dispose()
