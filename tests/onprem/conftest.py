@@ -34,6 +34,8 @@ from tests.onprem.stack import ADMIN_EMAIL, Stack, has_compose_plugin
 # The first test builds the images (about 15 minutes cold on 2 busy cores): the suite's
 # 300-second limit for a hang (pyproject) would cut it short.
 INSTALL_TIMEOUT_SECONDS = 2400
+# Installs on new ports when Docker finds one taken (see the ``stack`` fixture).
+PORT_ATTEMPTS = 3
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,6 +57,16 @@ def _free_port() -> int:
             except OSError:
                 continue  # taken: another
             return port
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` different free ports (each picked on its own could be the same one)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = _free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _why_not() -> str | None:
@@ -140,27 +152,41 @@ def stack(
     onprem_engine: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """Baton installed by ``baton-onprem install``, non-interactively, as the README says;
-    uninstalled with its volumes afterwards."""
+    uninstalled with its volumes afterwards. A port taken between its probe and Docker's
+    bind ("address already in use") is not a failure of the installer: the stack is
+    removed and installed again on other ports."""
     directory = tmp_path_factory.mktemp("onprem")
-    installed = Stack(
-        dir=directory, env=onprem_engine, https_port=_free_port(), project="batontest"
-    )
-    password = directory / "admin-password"
+    password = tmp_path_factory.mktemp("onprem-secret") / "admin-password"
     password.write_text("onprem-admin-password-1\n")
+    installed: Stack | None = None
     try:
-        installed.run(
-            "install",
-            "--dir", str(directory),
-            "--domain", "localhost",
-            "--admin-email", ADMIN_EMAIL,
-            "--admin-password-file", str(password),
-            "--workers", "2",
-            "--https-port", str(installed.https_port),
-            "--http-port", str(_free_port()),
-            "--prometheus-port", str(_free_port()),
-            "--project", installed.project,
-            "--yes",
-        )  # fmt: skip
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            https_port, http_port, prometheus_port = _free_ports(3)
+            installed = Stack(
+                dir=directory, env=onprem_engine, https_port=https_port, project="batontest"
+            )
+            result = installed.run(
+                "install",
+                "--dir", str(directory),
+                "--domain", "localhost",
+                "--admin-email", ADMIN_EMAIL,
+                "--admin-password-file", str(password),
+                "--workers", "2",
+                "--https-port", str(https_port),
+                "--http-port", str(http_port),
+                "--prometheus-port", str(prometheus_port),
+                "--project", installed.project,
+                "--yes",
+                check=False,
+            )  # fmt: skip
+            if result.returncode == 0:
+                break
+            output = f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-6000:]}"
+            if "address already in use" not in output or attempt == PORT_ATTEMPTS:
+                raise AssertionError(f"install exited {result.returncode}\n{output}")
+            installed.run("uninstall", "--dir", str(directory), "--purge", check=False)
+        assert installed is not None
         yield installed
     finally:
-        installed.run("uninstall", "--dir", str(directory), "--purge", check=False)
+        if installed is not None:
+            installed.run("uninstall", "--dir", str(directory), "--purge", check=False)
