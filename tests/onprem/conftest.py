@@ -53,7 +53,9 @@ def _free_port() -> int:
         port = random.randint(20000, 32000)
         with socket.socket() as probe:
             try:
-                probe.bind(("127.0.0.1", port))
+                # Every address, as Docker publishes it: one taken on another address only
+                # (an outgoing connection's local port, say) fails Docker's bind too.
+                probe.bind(("0.0.0.0", port))
             except OSError:
                 continue  # taken: another
             return port
