@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.docker_engine import EngineUnavailable, own_dockerd
-from tests.onprem.stack import ADMIN_EMAIL, Stack, has_compose_plugin
+from tests.onprem.stack import ADMIN_EMAIL, Stack, failure, has_compose_plugin
 
 # The first test builds the images (about 15 minutes cold on 2 busy cores): the suite's
 # 300-second limit for a hang (pyproject) would cut it short.
@@ -183,9 +183,9 @@ def stack(
             )  # fmt: skip
             if result.returncode == 0:
                 break
-            output = f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-6000:]}"
-            if "address already in use" not in output or attempt == PORT_ATTEMPTS:
-                raise AssertionError(f"install exited {result.returncode}\n{output}")
+            taken = "address already in use" in result.stdout + result.stderr
+            if not taken or attempt == PORT_ATTEMPTS:
+                raise failure(result)
             installed.run("uninstall", "--dir", str(directory), "--purge", check=False)
         assert installed is not None
         yield installed

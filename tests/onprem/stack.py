@@ -12,6 +12,14 @@ INSTALLER = REPO / "scripts" / "onprem" / "baton-onprem"
 ADMIN_EMAIL = "admin@onprem.example.com"
 
 
+def failure(result: subprocess.CompletedProcess[str]) -> AssertionError:
+    """A failed command, with the ends of its output."""
+    return AssertionError(
+        f"{' '.join(map(str, result.args))} exited {result.returncode}\n"
+        f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-6000:]}"
+    )
+
+
 @dataclass
 class Stack:
     """An installed stack: where it lives and how to reach it."""
@@ -39,10 +47,7 @@ class Stack:
             args, env=self.env, cwd=self.dir, capture_output=True, text=True, check=False
         )
         if check and result.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} exited {result.returncode}\n"
-                f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-6000:]}"
-            )
+            raise failure(result)
         return result
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
