@@ -1,16 +1,19 @@
 """The reactor reads a batch's jobs, notification rules and trigger edges once a batch of
-finished runs, not once a run: the statements it sends for a tenant are counted with
-SQLAlchemy's ``before_cursor_execute`` on the app's engine, those of the reactor's loop
-only, and bounded by the number of batches (each batch ends with one ``DELETE`` of its
-outbox rows)."""
+finished runs, not once a run, and a pass kicked for finished runs reads nothing else: the
+statements it sends for a tenant are counted with SQLAlchemy's ``before_cursor_execute`` on
+the app's engine, those of the reactor's loop only, and bounded by the number of batches
+(each batch ends with one ``DELETE`` of its outbox rows)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 
-from backend.triggers.reactor import Reactor
+from backend.core.settings import Settings
+from backend.triggers.reactor import EVERYTHING, FINISHED, Reactor
 from tests.fixtures.factories import Account
 from tests.fixtures.statements import Sent, from_loop, sent_statements
 from tests.fixtures.waiting import eventually
@@ -54,6 +57,29 @@ async def test_a_batch_of_finished_runs_looks_its_jobs_up_once(
     }
     for name, found in lookups.items():
         assert 1 <= len(found) <= taken, (name, len(found), taken)
+
+
+async def test_a_pass_kicked_for_finished_runs_reads_only_their_outbox(
+    client: AsyncClient, owner: Account, app: FastAPI, engine_settings: Settings
+) -> None:
+    """A tenant kicked for finished runs is not asked for refusals, and its notifications
+    are sent only when the pass queued some (each cost a transaction a run); a sweep still
+    reads everything. The statements counted are this pass's own (the session's reactor
+    may be running beside it)."""
+    await create_job(client, owner, [python_task("quick")])
+    reactor = Reactor(app.state.sessionmaker, app.state.redis, engine_settings)
+    with sent_statements(app.state.engine) as sent:
+        await reactor.serve_tenant(owner.tenant_id, {FINISHED}, sweeping=False)
+    kicked = [s.statement for s in sent if s.task is asyncio.current_task()]
+    assert [s for s in kicked if "FROM run_finish_outbox" in s]
+    assert not [s for s in kicked if "run_refusal_outbox" in s], kicked
+    assert not [s for s in kicked if "notification_deliveries" in s], kicked
+
+    with sent_statements(app.state.engine) as sent:
+        await reactor.serve_tenant(owner.tenant_id, EVERYTHING, sweeping=True)
+    swept = [s.statement for s in sent if s.task is asyncio.current_task()]
+    for table in ("run_finish_outbox", "run_refusal_outbox", "notification_deliveries"):
+        assert [s for s in swept if f"FROM {table}" in s], (table, swept)
 
 
 def _reactor_statements(sent: list[Sent], tenant: str) -> list[str]:
