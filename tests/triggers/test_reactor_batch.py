@@ -13,7 +13,7 @@ from httpx import AsyncClient
 from sqlalchemy import text
 
 from backend.core.settings import Settings
-from backend.triggers.reactor import EVERYTHING, FINISHED, Reactor
+from backend.triggers.reactor import EVERYTHING, FINISHED, REFUSED, Reactor
 from tests.fixtures.factories import Account
 from tests.fixtures.statements import Sent, from_loop, sent_statements
 from tests.fixtures.waiting import eventually
@@ -62,10 +62,10 @@ async def test_a_batch_of_finished_runs_looks_its_jobs_up_once(
 async def test_a_pass_kicked_for_finished_runs_reads_only_their_outbox(
     client: AsyncClient, owner: Account, app: FastAPI, engine_settings: Settings
 ) -> None:
-    """A tenant kicked for finished runs is not asked for refusals, and its notifications
-    are sent only when the pass queued some (each cost a transaction a run); a sweep still
-    reads everything. The statements counted are this pass's own (the session's reactor
-    may be running beside it)."""
+    """A tenant kicked for finished runs is not asked for refusals (nor one kicked for
+    refusals for finished runs), and its notifications are sent only when the pass queued
+    some (each cost a transaction a run); a sweep still reads everything. The statements
+    counted are this pass's own (the session's reactor may be running beside it)."""
     await create_job(client, owner, [python_task("quick")])
     reactor = Reactor(app.state.sessionmaker, app.state.redis, engine_settings)
     with sent_statements(app.state.engine) as sent:
@@ -74,6 +74,12 @@ async def test_a_pass_kicked_for_finished_runs_reads_only_their_outbox(
     assert [s for s in kicked if "FROM run_finish_outbox" in s]
     assert not [s for s in kicked if "run_refusal_outbox" in s], kicked
     assert not [s for s in kicked if "notification_deliveries" in s], kicked
+
+    with sent_statements(app.state.engine) as sent:
+        await reactor.serve_tenant(owner.tenant_id, {REFUSED}, sweeping=False)
+    refused = [s.statement for s in sent if s.task is asyncio.current_task()]
+    assert [s for s in refused if "FROM run_refusal_outbox" in s]
+    assert not [s for s in refused if "run_finish_outbox" in s], refused
 
     with sent_statements(app.state.engine) as sent:
         await reactor.serve_tenant(owner.tenant_id, EVERYTHING, sweeping=True)
