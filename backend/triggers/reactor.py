@@ -392,11 +392,10 @@ class Reactor:
             if _kicked:  # the runs finished meanwhile join this pass
                 await wait_event(self._stopping, REACT_DELAY_SECONDS)
             _wake.clear()
-            kicked = {tenant: set(what) for tenant, what in _kicked.items()}
+            work: dict[uuid.UUID, Collection[str]] = {t: set(w) for t, w in _kicked.items()}
             _kicked.clear()
             try:
                 sweeping = time.monotonic() - last_sweep >= self.sweep_seconds
-                work: dict[uuid.UUID, Collection[str]] = dict(kicked)
                 if sweeping:
                     work.update(dict.fromkeys(await self._due_tenants(), EVERYTHING))
                     last_sweep = time.monotonic()
@@ -406,7 +405,7 @@ class Reactor:
                     await self.serve_tenant(tenant_id, work[tenant_id], sweeping=sweeping)
             except (RedisError, OSError, SQLAlchemyError) as error:
                 log.warning("triggers.reactor_failed", error=type(error).__name__)
-                for tenant_id, what in kicked.items():  # try them again
+                for tenant_id, what in work.items():  # try them again
                     _kicked.setdefault(tenant_id, set()).update(what)
             await wait_event(_wake, min(self.sweep_seconds, 1.0))
 
