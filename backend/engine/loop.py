@@ -41,7 +41,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.core.db import tenant_transaction
+from backend.core.db import after_commit, tenant_transaction
 from backend.core.models import utcnow
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due, publish_cancel
@@ -800,7 +800,14 @@ class Engine:
         if moved:
             metrics.RECONCILER_REDISPATCHED.inc(len(moved))
             log.warning("engine.reconciled", tenant_id=str(tenant_id), redispatched=len(moved))
-            await mark_tenant_due(self.redis, tenant_id, utcnow())
+
+            async def wake_admission() -> None:
+                # After the commit: woken before it, admission could claim before the tasks
+                # were queued again, find nothing, drop the tenant from the due index, and
+                # leave them stranded until something else woke it.
+                await mark_tenant_due(self.redis, tenant_id, utcnow())
+
+            after_commit(session, wake_admission)
 
 
 def _epoch_time(raw: str | bytes | None) -> float | None:

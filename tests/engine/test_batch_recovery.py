@@ -5,15 +5,25 @@ published by whoever replays it, exactly once."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
+from fastapi import FastAPI
+from httpx import AsyncClient
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from backend.core.db import tenant_transaction
+from backend.core.models import utcnow
+from backend.core.settings import Settings
 from backend.engine.loop import Engine
 from kernel.wire import keys
 from kernel.wire.protocol import TaskMessage
 from tests.engine.helpers import DiesAfterCommit, chain_until_the_engine_dies
 from tests.fixtures.execution import running_in_task
 from tests.fixtures.factories import create_tenant
-from tests.fixtures.services import Services
-from tests.fixtures.stack import private_baton
+from tests.fixtures.services import Services, claim_redis_db
+from tests.fixtures.stack import flush_redis_db, private_baton
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import create_job, python_task, task_of, trigger, wait_for_run
 
@@ -83,3 +93,45 @@ async def test_after_redis_lost_its_data_the_engine_listens_again_before_judging
         await engine.reconcile_redis()
         assert not engine.may_judge_lost()
         assert engine.lost_before() is None
+
+
+async def test_stranded_dispatches_wake_admission_only_once_queued_again(
+    client: AsyncClient, app: FastAPI, engine_settings: Settings, services: Services
+) -> None:
+    """After Redis lost its data, the sweep queues a silent dispatch again and tells
+    admission after that commit: told before it, admission could claim before the task
+    was queued again, find nothing, drop the tenant from the due index and leave the task
+    stranded (tests/metrics/test_domain.py's reconciler test saw it once). The engine here
+    is not running and has a Redis database of its own, so only this sweep writes there."""
+    owner = await create_tenant(client)
+    job = await create_job(
+        client, owner, [python_task("stranded")], queue=f"nobody-{uuid.uuid4().hex[:8]}"
+    )
+    run = await trigger(client, owner, job["id"])
+    tenant = owner.tenant_id
+    async with tenant_transaction(app.state.sessionmaker, tenant) as session:
+        # Dispatched an hour ago, silent since: its message went with Redis's data.
+        await session.execute(
+            text(
+                "UPDATE task_runs SET dispatched_at = now() - interval '1 hour' "
+                "WHERE tenant_id = :tenant AND run_id = :run"
+            ),
+            {"tenant": tenant, "run": run["id"]},
+        )
+    with claim_redis_db(services.redis_url) as redis_url:
+        await flush_redis_db(redis_url)
+        redis = Redis.from_url(redis_url)
+        try:
+            engine = Engine(engine_settings, app.state.sessionmaker, redis, name="engine-sweep")
+            async with engine.tenant_transaction(tenant) as session:
+                await engine._requeue_stranded(session, tenant, time.time() - 10, utcnow())
+                assert await redis.zscore(keys.engine_due(), str(tenant)) is None
+            assert await redis.zscore(keys.engine_due(), str(tenant)) is not None
+        finally:
+            await redis.aclose()
+    async with tenant_transaction(app.state.sessionmaker, tenant) as session:
+        waiting = await session.execute(
+            text("SELECT status, dispatched_at FROM task_runs WHERE run_id = :run"),
+            {"run": run["id"]},
+        )
+        assert [tuple(row) for row in waiting] == [("queued", None)]  # queued again
