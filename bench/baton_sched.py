@@ -523,16 +523,20 @@ def by_tenant_quarter(
     for q in range(4):
         tenants = ordered[q * size : (q + 1) * size]
         keys_ = [(job, at) for t in tenants for job in jobs[t] for at in instants]
-        values = ledger.lateness(keys_)
+        stamped = ledger.lateness(keys_)
         quarter: JsonDict = {"lost": sum(1 for k in keys_ if k not in ledger.runs)}
-        if committed is not None:
-            late = [v for t in tenants for v in committed.get(str(t), [])]
-            quarter["lateness_p50_s"] = rounded(statistics.median(late), 1) if late else None
-            quarter["stamped_p50_s"] = rounded(statistics.median(values), 1) if values else None
+        if committed is None:
+            quarter["lateness_p50_s"] = _median_s(stamped)
         else:
-            quarter["lateness_p50_s"] = rounded(statistics.median(values), 1) if values else None
+            late = [v for t in tenants for v in committed.get(str(t), [])]
+            quarter["lateness_p50_s"] = _median_s(late)
+            quarter["stamped_p50_s"] = _median_s(stamped)
         quarters.append(quarter)
     return quarters
+
+
+def _median_s(seconds: list[float]) -> float | None:
+    return rounded(statistics.median(seconds), 1) if seconds else None
 
 
 def committed_lateness(
@@ -549,8 +553,9 @@ def committed_lateness(
         at = max((i for i in instants if i <= logged), default=None)
         if at is None or fired <= 0:
             continue
-        by_instant[at].extend([logged - at] * fired)
-        by_tenant.setdefault(tenant, []).extend([logged - at] * fired)
+        late = [logged - at] * fired
+        by_instant[at].extend(late)
+        by_tenant.setdefault(tenant, []).extend(late)
     return by_instant, by_tenant
 
 
