@@ -86,13 +86,16 @@ SELECT job_id, extract(epoch FROM scheduled_for)::float8 AS due, outcome,
   FROM schedule_ticks WHERE tenant_id = $1
 """
 # schedules10k with execution: how many fired runs have succeeded, and each task's start
-# after its run became admissible (created, or handed over when prepared ahead).
+# after its run became admissible (created, or handed over when prepared ahead; released
+# ahead: its start time, the later of the two).
 _EXECUTED = """
 SELECT count(*) FILTER (WHERE status = 'succeeded') AS succeeded, count(*) AS runs
   FROM runs WHERE tenant_id = $1 AND trigger = 'schedule' AND status <> 'planned'
 """
 _START_DELAYS = """
-SELECT extract(epoch FROM t.started_at - r.created_at)::float8 AS delay
+SELECT extract(epoch FROM t.started_at - greatest(r.created_at, r.run_at))::float8 AS delay,
+       extract(epoch FROM t.dispatched_at - greatest(r.created_at, r.run_at))::float8
+           AS dispatch
   FROM runs r JOIN task_runs t ON t.tenant_id = r.tenant_id AND t.run_id = r.id
  WHERE r.tenant_id = $1 AND r.trigger = 'schedule' AND r.status <> 'planned'
    AND t.started_at IS NOT NULL
@@ -264,7 +267,13 @@ class LogTail:
 
     path: Path
     offset: int = 0
-    fired: list[tuple[float, str, int]] = field(default_factory=list)  # (at, tenant, n)
+    # (at, tenant, n): fires a pass dealt with at their instant (made admissible, or
+    # released ahead and recorded now)
+    fired: list[tuple[float, str, int]] = field(default_factory=list)
+    # (at, tenant, n): fires made admissible by the commit the line follows
+    admitted: list[tuple[float, str, int]] = field(default_factory=list)
+    # (at, tenant, {instant: n}): fires released ahead by the commit the line follows
+    released: list[tuple[float, str, dict[str, int]]] = field(default_factory=list)
     ticks: int = 0  # instants accounted for: fired + skipped + missed
     counts: Counter[str] = field(default_factory=Counter)  # events by name
     _partial: bytes = b""
@@ -289,8 +298,15 @@ class LogTail:
                 self.counts[name] += 1
                 if name == "scheduler.fired":
                     at = datetime.fromisoformat(str(event["timestamp"])).timestamp()
-                    self.fired.append((at, str(event["tenant_id"]), int(event["fired"])))
-                    self.ticks += sum(
+                    tenant = str(event["tenant_id"])
+                    fired = int(event["fired"])
+                    recorded = int(event.get("recorded") or 0)
+                    self.fired.append((at, tenant, fired + recorded))
+                    self.admitted.append((at, tenant, fired))
+                    if event.get("released_for"):
+                        instants = {str(k): int(v) for k, v in event["released_for"].items()}
+                        self.released.append((at, tenant, instants))
+                    self.ticks += recorded + sum(
                         int(event.get(k) or 0) for k in ("fired", "skipped", "missed")
                     )
 
@@ -540,13 +556,18 @@ def _median_s(seconds: list[float]) -> float | None:
 
 
 def committed_lateness(
-    passes: list[tuple[float, str, int]], instants: list[int]
+    passes: list[tuple[float, str, int]],
+    instants: list[int],
+    released: list[tuple[float, str, dict[str, int]]] = (),  # type: ignore[assignment]
 ) -> tuple[dict[int, list[float]], dict[str, list[float]]]:
-    """Each fire's lateness to the commit that made it admissible, by instant and by
-    tenant: the scheduler logs a tenant's fires (``scheduler.fired``) after their commit,
-    so that line's time - the latest instant not after it, once per fire it reports.
-    ``runs.created_at`` is earlier: the pass's clock reading at the start of its
-    transaction, which holds several tenants."""
+    """Each fire's lateness to the moment it became admissible, by instant and by tenant.
+
+    A fire made admissible at its instant (inserted, or handed over): the scheduler logs a
+    tenant's fires (``scheduler.fired``) after their commit, so that line's time - the
+    latest instant not after it, once per fire it reports. ``runs.created_at`` is earlier:
+    the pass's clock reading at the start of its transaction, which holds several tenants.
+    A fire released ahead is admissible at its instant by the clock, or at the commit that
+    released it if that came later: max(0, that line's time - its instant)."""
     by_instant: dict[int, list[float]] = {at: [] for at in instants}
     by_tenant: dict[str, list[float]] = {}
     for logged, tenant, fired in passes:
@@ -556,6 +577,14 @@ def committed_lateness(
         late = [logged - at] * fired
         by_instant[at].extend(late)
         by_tenant.setdefault(tenant, []).extend(late)
+    for logged, tenant, counts in released:
+        for instant, count in counts.items():
+            at = round(datetime.fromisoformat(instant).timestamp())
+            if at not in by_instant:
+                continue
+            late = [max(logged - at, 0.0)] * count
+            by_instant[at].extend(late)
+            by_tenant.setdefault(tenant, []).extend(late)
     return by_instant, by_tenant
 
 
@@ -633,15 +662,17 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
         if profiler is not None:
             for name, summary in profiler.stop().items():
                 log.info("py-spy profile of the %s (schedules10k):\n%s", name, summary)
-        passes = group.replicas["scheduler"].log.fired
-        last_pass = max((at for at, _, _ in passes), default=time.time())
+        passes = group.replicas["scheduler"].log.admitted
+        released = group.replicas["scheduler"].log.released
+        dealt = group.replicas["scheduler"].log.fired
+        last_pass = max((at for at, _, _ in dealt), default=time.time())
         log_counts = dict(group.replicas["scheduler"].log.counts)
         executed = await _executed(bench, group, seeded.tenants, deadline) if execute else {}
     ledger = await Ledger.read(bench, seeded.tenants)
     want = expected_fires(seeded.jobs, instants)
     checks = ledger.check(want)
     stamped = ledger.lateness(want)
-    committed, committed_by_tenant = committed_lateness(passes, instants)
+    committed, committed_by_tenant = committed_lateness(passes, instants, released)
     late = [v for values in committed.values() for v in values]
     per_instant = []
     for at in instants:
@@ -681,9 +712,11 @@ async def schedules10k(bench: BatonBench) -> JsonDict:
         "startup_seconds": rounded(startup, 2),
         "log_events": {k: v for k, v in log_counts.items() if k.startswith("scheduler.")},
         **executed,
-        "measured": "lateness: the commit of each tenant's hand-over (or insert) of its fires "
-        "(the scheduler.fired log line written after it) - the instant; stamped_*: "
-        "runs.created_at (the pass's clock reading at the start of its transaction) - "
+        "measured": "lateness: when each fire became admissible - its instant: a fire "
+        "released ahead, max(its instant, the commit that released it); one handed over or "
+        "inserted at its instant, that commit (the scheduler.fired log line written after "
+        "it); stamped_*: runs.created_at (the pass's clock reading at the start of its "
+        "transaction; a released fire's is its preparation, so negative) - "
         "runs.scheduled_for; CPU of the scheduler process from 2 s before the first instant "
         "to the last fire",
         "cpu_seconds": cpu,
@@ -703,7 +736,8 @@ async def _executed(
     bench: BatonBench, group: Replicas, tenants: list[Tenant], deadline: float
 ) -> JsonDict:
     """Wait (until ``deadline``) for every fired run to succeed on the engine and workers;
-    how many did, and how long each task took to start once its run was admissible."""
+    how many did, and how long each task took to be dispatched (admission) and to start
+    (a worker) once its run was admissible."""
 
     async def counts() -> tuple[int, int]:
         succeeded = runs = 0
@@ -721,15 +755,14 @@ async def _executed(
         drained, within=max(deadline - time.time(), 10.0), interval=2.0, what="the fired runs"
     )
     succeeded, runs = await counts()
-    delays = [
-        float(row["delay"])
-        for tenant in tenants
-        for row in await bench.db.fetch(tenant, _START_DELAYS)
-    ]
+    rows = [row for tenant in tenants for row in await bench.db.fetch(tenant, _START_DELAYS)]
+    delays = [float(row["delay"]) for row in rows]
+    dispatches = [float(row["dispatch"]) for row in rows if row["dispatch"] is not None]
     return {
         "executed_runs": runs,
         "executed_succeeded": succeeded,
         "executed_all": done and succeeded == runs,
+        **lateness_summary(dispatches, prefix="admissible_to_dispatch_"),
         **lateness_summary(delays, prefix="admissible_to_start_"),
     }
 
@@ -1045,6 +1078,8 @@ async def schedules100k(bench: BatonBench) -> JsonDict:
                 log.info("py-spy profile of the %s (schedules100k):\n%s", name, summary)
         passes = group.replicas["scheduler"].log.fired
         last_pass = max((at for at, _, n in passes if n > 0), default=time.time())
+        admitted_passes = group.replicas["scheduler"].log.admitted
+        released = group.replicas["scheduler"].log.released
         await asyncio.sleep(5.0)  # the burst's last passes settle
         idle_after = await idle_sample(group, cfg.hourly_idle_seconds)
         log_counts = dict(group.replicas["scheduler"].log.counts)
@@ -1055,7 +1090,8 @@ async def schedules100k(bench: BatonBench) -> JsonDict:
     # A fire is admissible once its hand-over (or insert) commits; runs.created_at is the
     # pass's clock reading before that. The scheduler logs each tenant's fires after the
     # commit: that log line's time - the instant, once per fire it reports.
-    admissible = [at - instant for at, _, n in passes for _ in range(n) if at >= instant - 1]
+    by_instant, _ = committed_lateness(admitted_passes, [instant], released)
+    admissible = by_instant[instant]
     made = [ledger.made[k] - instant for k in want if k in ledger.made]
     fires = checks["fires"]
 
@@ -1105,9 +1141,11 @@ async def schedules100k(bench: BatonBench) -> JsonDict:
         "seed_schedules_per_s": rounded(seeded.schedules / seeded.seconds),
         "startup_seconds": rounded(startup, 2),
         "log_events": {k: v for k, v in log_counts.items() if k.startswith("scheduler.")},
-        "measured": "lateness: the commit of each tenant's hand-over (or insert) of its fires "
-        "(the scheduler.fired log line written after it) - the instant; stamped_*: "
-        "runs.created_at (the pass's clock reading) - runs.scheduled_for; prepare_*: the "
+        "measured": "lateness: when each fire became admissible - its instant: a fire "
+        "released ahead, max(its instant, the commit that released it); one handed over or "
+        "inserted at its instant, that commit (the scheduler.fired log line written after "
+        "it); stamped_*: runs.created_at (the pass's clock reading; a released fire's is "
+        "its preparation) - runs.scheduled_for; prepare_*: the "
         "run id's uuid7 time - the instant; CPU from 3 s before the preparation window "
         "opens (instant - ahead) to the last fire; idle: BATON_BENCH_IDLE_SECONDS from 5 s "
         "after the last fire (nothing due for an hour)",

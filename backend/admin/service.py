@@ -31,6 +31,7 @@ from backend.core.security import check_password_policy, hash_password
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due
 from backend.plans.service import require_plan
+from backend.schedules.service import drop_fires_of_suspended
 from backend.tenants.models import Tenant, TenantStatus
 from backend.tenants.repository import TenantDirectory, memberships_of_user
 from backend.users.models import User
@@ -148,6 +149,8 @@ async def _set_status(
     session.add(tenant)
     await session.flush()
     await scope_to_tenant(session, tenant.id)
+    if status == TenantStatus.suspended:
+        await drop_fires_of_suspended(session, tenant.id)
     await audit.record(
         session,
         tenant_id=tenant.id,

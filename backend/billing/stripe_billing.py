@@ -42,6 +42,7 @@ from backend.core.principal import Actor, Principal
 from backend.core.settings import Settings
 from backend.dispatch.signals import mark_tenant_due
 from backend.plans.repository import PlanRepository
+from backend.schedules.service import drop_fires_of_suspended
 from backend.tenants.models import Tenant, TenantStatus
 from backend.tenants.repository import TenantDirectory
 
@@ -515,6 +516,7 @@ async def enforce_grace(
             await _audit(
                 session, tenant.id, "tenant.suspended", {"by": "billing", "reason": "past_due"}
             )
+            await drop_fires_of_suspended(session, tenant.id)
         await session.flush()
         suspended.append(tenant_id)
         log.warning("billing.suspended", tenant_id=str(tenant_id))

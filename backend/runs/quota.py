@@ -21,8 +21,9 @@ from kernel.dag.status import RunStatus
 
 
 async def runs_since(session: AsyncSession, tenant_id: uuid.UUID, since: datetime) -> int:
-    """Runs created since ``since``; a fire prepared ahead (``planned``) counts from its
-    instant, when it is handed over."""
+    """Runs created since ``since``; a fire prepared ahead to be handed over at its
+    instant (``planned``) counts from then, one released ahead (``queued``, admissible at
+    its instant by the clock) from its preparation: it reserves its run of the month."""
     statement = select(func.count()).where(
         col(Run.tenant_id) == tenant_id,
         col(Run.created_at) >= since,

@@ -44,7 +44,9 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import cast
 
 import structlog
@@ -286,13 +288,10 @@ class Scheduler:
         async def serve(batch: dict[str, int]) -> None:
             async with slots:
                 report = await self._fire(batch, now)
-            total.fired += report.fired
-            total.skipped += report.skipped
-            total.missed += report.missed
-            total.lateness.extend(report.lateness)
+            total.add(report)
 
         await asyncio.gather(*(serve(batch) for batch in batches))
-        self.fired += total.fired
+        self.fired += total.fired + total.recorded
         return total
 
     def owns(self, tenant_id: uuid.UUID) -> bool:
@@ -318,6 +317,7 @@ class Scheduler:
                     await session.rollback()
                     raise
                 await commit(session)
+            committed = time.time()
         except SQLAlchemyError as error:
             if len(batch) == 1:
                 raise
@@ -326,10 +326,7 @@ class Scheduler:
             total = FireReport()
             for tenant, token in batch.items():
                 report = await self._fire({tenant: token}, now)
-                total.fired += report.fired
-                total.skipped += report.skipped
-                total.missed += report.missed
-                total.lateness.extend(report.lateness)
+                total.add(report)
             return total
         total = FireReport()
         pipe = self.redis.pipeline(transaction=False)
@@ -340,15 +337,25 @@ class Scheduler:
                 self.leases.pop(tenant, None)
                 continue
             report, next_due = result
+            # A released fire is admissible from its instant, or from this commit if that
+            # came after it.
+            report.lateness.extend(max(committed - at.timestamp(), 0.0) for at in report.released)
             record_schedule_ticks(
-                fired=report.fired,
+                fired=report.fired + report.recorded,
                 skipped=report.skipped,
                 missed=report.missed,
                 lateness=report.lateness,
             )
             score = next_due.timestamp() if next_due is not None else -1
             pipe.eval(_RESCORE, 1, keys.scheduler_due(), tenant, score, now)
-            if report.fired or report.skipped or report.missed or report.superseded:
+            if (
+                report.fired
+                or report.skipped
+                or report.missed
+                or report.superseded
+                or report.released
+                or report.recorded
+            ):
                 log.info(
                     "scheduler.fired",
                     tenant_id=tenant,
@@ -357,11 +364,11 @@ class Scheduler:
                     missed=report.missed,
                     superseded=report.superseded,
                     planned=report.planned,
+                    released=len(report.released),
+                    released_for=_by_instant(report.released),
+                    recorded=report.recorded,
                 )
-            total.fired += report.fired
-            total.skipped += report.skipped
-            total.missed += report.missed
-            total.lateness.extend(report.lateness)
+            total.add(report)
         await pipe.execute()
         return total
 
@@ -426,6 +433,11 @@ class Scheduler:
         # not asyncio.wait_for: a cancelled replica went on firing (kernel/runtime/waits.py)
         await wait_event(self._nudge, max(wait, _MIN_SLEEP))
         self._nudge.clear()
+
+
+def _by_instant(instants: list[datetime]) -> dict[str, int]:
+    """How many fires each instant has, for a log line."""
+    return dict(Counter(at.isoformat() for at in instants))
 
 
 def _claim_concurrency(redis: Redis) -> int:

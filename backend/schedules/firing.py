@@ -24,6 +24,11 @@ cancelling is not set-based. Fires skipped past the plan's runs per month are an
 with ``runs_refused`` (one per job and pass) in the same transaction: the tenant's
 ``quota_cancelled`` notifications, sent after the commit (``backend/triggers/reactor.py``).
 
+Fires are prepared ahead of their instant (``ahead`` seconds): *released* (their run
+``queued`` and ready at the instant, so that admission takes it then with nothing written)
+where nothing at the instant can refuse them, else ``planned`` and handed over at the
+instant (``_HANDOVER``); :func:`_prepare` says which is which.
+
 Compiled schedules (:class:`kernel.cron.CronSchedule`) are cached per schedule, keyed on
 the job version and the ``schedule:`` fields, so an edited schedule is compiled again.
 """
@@ -81,7 +86,7 @@ QUOTA_INSTANTS_SHOWN = 20  # skipped instants a quota notification names (all ar
 _DUE = text(
     """
 SELECT s.job_id, s.spec, s.paused_since, s.checked_until, s.fence, s.job_version,
-       s.next_due_at, s.planned_for, k.run_id AS planned_run,
+       s.next_due_at, s.planned_for, k.run_id AS planned_run, r.status AS planned_status,
        j.name, j.current_version, j.concurrency_policy, j.deleted_at IS NULL AS active,
        (SELECT t.status FROM tenants t WHERE t.id = s.tenant_id) AS tenant_status,
        (SELECT t.plan FROM tenants t WHERE t.id = s.tenant_id) AS tenant_plan
@@ -89,6 +94,7 @@ FROM schedules s JOIN jobs j ON j.tenant_id = s.tenant_id AND j.id = s.job_id
 LEFT JOIN schedule_ticks k
   ON k.tenant_id = s.tenant_id AND k.job_id = s.job_id AND k.scheduled_for = s.planned_for
  AND k.outcome = 'planned'
+LEFT JOIN runs r ON r.tenant_id = s.tenant_id AND r.id = k.run_id
 WHERE s.tenant_id = :tenant AND NOT s.paused
   AND (s.next_due_at <= :now
        OR (s.next_due_at <= :horizon AND s.planned_for IS DISTINCT FROM s.next_due_at))
@@ -147,7 +153,8 @@ RETURNING job_id, scheduled_for
 # takes the outcome decided now; a fired one's run becomes ``queued`` (created now, for the
 # month's quota) and its queued tasks ready at the run's start, which is what admission
 # looks for, with its pending ``schedule.fired`` audit event; the run of a tick not fired
-# is deleted (its task runs with it).
+# is deleted (its task runs with it). A released fire's run is admissible since its
+# instant already (the clock made it so): only its tick and its audit event are written.
 _AUDIT_COLUMNS = (
     "tenant_id, event_id, occurred_at, actor_type, actor_id, actor_label, action, "
     "target_type, target_id, outcome, ip, user_agent, request_id, details"
@@ -177,6 +184,9 @@ WITH h AS (
     FROM handed
     WHERE t.tenant_id = :tenant AND t.run_id = handed.id AND t.status = 'queued'
       AND t.ready_at IS NULL
+), released AS (
+    SELECT r.id, r.run_at FROM runs r JOIN ticks ON r.id = ticks.run_id
+    WHERE ticks.outcome = 'fired' AND r.tenant_id = :tenant AND r.status <> 'planned'
 ), dropped AS (
     DELETE FROM runs AS r USING ticks
     WHERE ticks.outcome <> 'fired' AND r.tenant_id = :tenant AND r.id = ticks.run_id
@@ -185,10 +195,15 @@ WITH h AS (
     INSERT INTO audit_pending ({_AUDIT_COLUMNS})
     SELECT {_AUDIT_COLUMNS}
     FROM jsonb_populate_recordset(NULL::audit_pending, CAST(:audit AS jsonb)) AS a
-    WHERE a.target_id IN (SELECT CAST(id AS text) FROM handed)
+    WHERE a.target_id IN (SELECT CAST(id AS text) FROM handed
+                          UNION ALL SELECT CAST(id AS text) FROM released)
 )
-SELECT ticks.job_id, ticks.scheduled_for, ticks.outcome, handed.id AS run_id, handed.run_at
+SELECT ticks.job_id, ticks.scheduled_for, ticks.outcome,
+       coalesce(handed.id, released.id) AS run_id,
+       coalesce(handed.run_at, released.run_at) AS run_at,
+       released.id IS NOT NULL AS released
 FROM ticks LEFT JOIN handed ON handed.id = ticks.run_id
+LEFT JOIN released ON released.id = ticks.run_id
 """  # noqa: S608 - constants
 )
 
@@ -287,6 +302,8 @@ class _Due:
     due: bool = True  # its instant has come (else it is here only to prepare its next fire)
     planned_for: datetime | None = None  # the instant prepared ahead, as read
     planned_run: uuid.UUID | None = None  # its run (None: nothing was prepared for it)
+    released: bool = False  # that run was released: admissible at its instant by the clock
+    released_reason: str | None = None  # the reason its fire carries, if any
     plan: Tick | None = None  # the next fire, to prepare in this pass
     plan_mark: datetime | None = None  # the new ``planned_for`` (prepared, or looked at)
 
@@ -445,7 +462,18 @@ async def _fire_tenant(
             due=is_due,
             planned_for=row.planned_for,
             planned_run=row.planned_run,
+            released=row.planned_run is not None
+            and row.planned_status is not None
+            and row.planned_status != RunStatus.planned,
         )
+        if item.released and is_due:
+            # It fired at its instant whatever this pass would decide now (a late pass
+            # would call it missed): its tick is recorded ``fired``, nothing re-decided;
+            # the reason a fire carries (a DST shift) is kept.
+            for decision in decisions:
+                if decision.key == row.planned_for and decision.outcome == "fired":
+                    item.released_reason = decision.reason
+            item.decisions = [d for d in decisions if d.key != row.planned_for]
         at = item.next_due_at
         # A schedule whose instant has come is only handed over (or fired) in this pass, so
         # that the transaction holding the hand-over is short and commits first; its next
@@ -464,6 +492,7 @@ async def _fire_tenant(
         due.append(item)
     await _refuse(session, tenant_id, due, suspended=suspended)
     await _apply_quota(session, settings, tenant_id, rows[0].tenant_plan, due, now)
+    room = await _release_room(session, settings, tenant_id, rows[0].tenant_plan, due, now)
 
     # Every decision into the ledger; fired ones carry the id their run will have. A
     # decision on an instant prepared ahead is a hand-over of its tick and run instead.
@@ -472,6 +501,8 @@ async def _fire_tenant(
     handovers: list[dict[str, Any]] = []
     recorded_at = utcnow()
     for item in due:
+        if item.released and item.planned_for is not None and item.planned_for <= now:
+            handovers.append(_handover(item, "fired", item.released_reason))
         for decision in item.decisions:
             if item.planned_run is not None and decision.key == item.planned_for:
                 handovers.append(_handover(item, decision.outcome, decision.reason))
@@ -483,6 +514,7 @@ async def _fire_tenant(
             tick_rows[-1].update(outcome=decision.outcome, reason=decision.reason, run_id=run_id)
         if (
             item.planned_run is not None
+            and not item.released
             and item.planned_for is not None
             and item.planned_for <= now
             and not any(d.key == item.planned_for for d in item.decisions)
@@ -490,7 +522,9 @@ async def _fire_tenant(
             handovers.append(_handover(item, "superseded", "no longer an instant of the schedule"))
     handed = await _hand_over(session, tenant_id, handovers, now, report)
 
-    planned = await _prepare(session, tenant_id, due, now, recorded_at, tick_rows)
+    planned = await _prepare(
+        session, tenant_id, due, now, recorded_at, tick_rows, release=not suspended, room=room
+    )
     recorded: set[tuple[uuid.UUID, datetime]] = set()
     if tick_rows:
         result = await session.execute(_TICKS, {"ticks": _json(tick_rows)})
@@ -560,6 +594,7 @@ class _Handed:
     run_id: uuid.UUID
     scheduled_for: datetime
     run_at: datetime
+    released: bool = False  # admissible since its instant already: only recorded now
 
 
 async def _hand_over(
@@ -584,7 +619,9 @@ async def _hand_over(
     handed: list[_Handed] = []
     for row in result.all():
         if row.run_id is not None:
-            handed.append(_Handed(row.job_id, row.run_id, row.scheduled_for, row.run_at))
+            handed.append(
+                _Handed(row.job_id, row.run_id, row.scheduled_for, row.run_at, row.released)
+            )
         elif row.outcome == "skipped":
             report.skipped += 1
         elif row.outcome == "missed":
@@ -594,6 +631,17 @@ async def _hand_over(
     return handed
 
 
+@dataclass
+class _Prepared:
+    """A next fire prepared in this pass: its rows, and whether it is released."""
+
+    item: _Due
+    key: datetime
+    run_rows: list[dict[str, Any]]
+    task_rows: list[dict[str, Any]]
+    released: bool
+
+
 async def _prepare(
     session: AsyncSession,
     tenant_id: uuid.UUID,
@@ -601,16 +649,28 @@ async def _prepare(
     now: datetime,
     recorded_at: datetime,
     tick_rows: list[dict[str, Any]],
-) -> list[tuple[_Due, datetime, list[dict[str, Any]], list[dict[str, Any]]]]:
-    """The next fires to prepare ahead: their run rows (``planned``) and task runs (queued
-    without ``ready_at``, so admission cannot see them), and a ``planned`` tick each added
-    to ``tick_rows``. A run that would be over at creation (every task skipped) is not
-    prepared: it is created at its instant, as without preparing."""
+    *,
+    release: bool,
+    room: int | None,
+) -> list[_Prepared]:
+    """The next fires to prepare ahead, with a ``planned`` tick each added to
+    ``tick_rows``. A run that would be over at creation (every task skipped) is not
+    prepared: it is created at its instant, as without preparing.
+
+    A fire that nothing at its instant can refuse is *released*: its run ``queued`` and
+    its queued tasks ready at the run's start, so that admission takes it at its instant
+    with no write then (the clock is the hand-over). That is an ``allow`` job of an active
+    tenant within the plan's runs per month (``room``: how many more may be reserved; None:
+    no limit; a fire reserves its run when prepared). Edits, pauses, deletions and a
+    suspension before the instant drop it (:func:`backend.schedules.repository.
+    drop_prepared_fire`). Any other is prepared ``planned`` (its tasks without
+    ``ready_at``: invisible to admission) and handed over at its instant, where ``forbid``
+    and the quota are decided."""
     wanted = [item for item in due if item.plan is not None]
     if not wanted:
         return []
     plans = await _plans(session, tenant_id, {(item.job_id, item.version) for item in wanted})
-    prepared: list[tuple[_Due, datetime, list[dict[str, Any]], list[dict[str, Any]]]] = []
+    prepared: list[_Prepared] = []
     for item in wanted:
         tick = item.plan
         assert tick is not None and tick.instant is not None
@@ -624,15 +684,43 @@ async def _prepare(
         )
         if runs[0].status != RunStatus.queued:
             continue
-        for row in run_rows:
-            row["status"] = RunStatus.planned
-        for row in task_rows:
-            if row["status"] == TaskStatus.queued:
-                row["ready_at"] = None
+        released = (
+            release
+            and item.policy == "allow"
+            and (room is None or (room > 0 and month_start(key) == month_start(now)))
+        )
+        if released and room is not None:
+            room -= 1
+        if not released:
+            for row in run_rows:
+                row["status"] = RunStatus.planned
+            for row in task_rows:
+                if row["status"] == TaskStatus.queued:
+                    row["ready_at"] = None
         tick_rows.append(_tick(tenant_id, item, key, tick, recorded_at))
         tick_rows[-1]["run_id"] = new.run_id
-        prepared.append((item, key, run_rows, task_rows))
+        prepared.append(_Prepared(item, key, run_rows, task_rows, released))
     return prepared
+
+
+async def _release_room(
+    session: AsyncSession,
+    settings: Settings | None,
+    tenant_id: uuid.UUID,
+    plan: str,
+    due: list[_Due],
+    now: datetime,
+) -> int | None:
+    """How many fires this pass may release under the plan's runs per month (None: no
+    limit): what is left after the month's runs (released ones included) and the fires
+    this pass makes now."""
+    if settings is None or not any(item.plan is not None for item in due):
+        return None
+    allowed = (await cached_limits_of(session, settings, plan)).of("runs_per_month")
+    if allowed is None:
+        return None
+    firing = sum(1 for item in due for d in item.decisions if d.outcome == "fired")
+    return max(allowed - await runs_since(session, tenant_id, month_start(now)) - firing, 0)
 
 
 async def _refuse(
@@ -785,7 +873,7 @@ async def _insert_runs(
     run_ids: dict[tuple[uuid.UUID, datetime], uuid.UUID],
     now: datetime,
     report: FireReport,
-    prepared: list[tuple[_Due, datetime, list[dict[str, Any]], list[dict[str, Any]]]],
+    prepared: list[_Prepared],
     handed: list[_Handed],
 ) -> None:
     """The runs of the ticks this pass recorded ``fired`` and of the fires it prepared
@@ -809,12 +897,21 @@ async def _insert_runs(
     audits: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     first_start: datetime | None = None
-    for item, key, rows, tasks in prepared:
-        if (item.job_id, key) in recorded:
-            run_rows.extend(rows)
-            task_rows.extend(tasks)
+    for fire_ahead in prepared:
+        if (fire_ahead.item.job_id, fire_ahead.key) not in recorded:
+            continue
+        run_rows.extend(fire_ahead.run_rows)
+        task_rows.extend(fire_ahead.task_rows)
+        if not fire_ahead.released:
             report.planned += 1
+            continue
+        report.released.append(fire_ahead.key)
+        run_at = fire_ahead.run_rows[0]["run_at"]
+        first_start = run_at if first_start is None else min(first_start, run_at)
     for fire in handed:  # its audit event went with the hand-over
+        if fire.released:
+            report.recorded += 1
+            continue
         updates.append(
             {
                 "type": "run",
@@ -862,8 +959,9 @@ async def _insert_runs(
             first_start = run.run_at if first_start is None else min(first_start, run.run_at)
     if run_rows:
         await insert_triggered(session, run_rows, task_rows, audits)
-    if updates:
+    if handed or audits:
         audit.seal_soon(session, tenant_id)
+    if updates or first_start is not None:
         start = first_start or now
 
         async def notify_engine() -> None:

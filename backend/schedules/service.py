@@ -36,6 +36,7 @@ from backend.schedules.repository import (
     ScheduleRepository,
     TickRepository,
     drop_prepared_fire,
+    drop_prepared_fires,
 )
 from kernel.cron import CronError, CronSchedule, Tick, next_fire, next_ticks
 from kernel.wire import keys
@@ -66,6 +67,18 @@ def cron_of(spec: dict[str, Any]) -> CronSchedule:
 
 def _instant(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+async def drop_fires_of_suspended(session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """A tenant being suspended: drop every fire prepared ahead for it that has not fired
+    (the session is scoped to the tenant). A fire released ahead would otherwise be
+    admitted on resume, whereas an instant while suspended is ``skipped``; the pass at each
+    instant records it so. How many prepared runs were dropped."""
+    return await drop_prepared_fires(
+        session,
+        tenant_id,
+        "the tenant was suspended before this instant; its prepared run was dropped",
+    )
 
 
 # --------------------------------------------------------------------------- sync with jobs
@@ -292,11 +305,25 @@ class FireReport:
     fired: int = 0
     skipped: int = 0
     missed: int = 0
-    planned: int = 0  # fires prepared ahead of their instant
+    planned: int = 0  # fires prepared ahead of their instant, to hand over then
     superseded: int = 0  # prepared fires dropped at their instant (no longer an instant)
+    # the instants of the fires released ahead (admissible at their instant by the clock)
+    released: list[datetime] = field(default_factory=list)
+    recorded: int = 0  # released fires whose instant came, recorded ``fired`` by this pass
     # seconds from each fired instant to the scheduler firing it (jitter excluded: that
     # delay is the schedule's own choice, not the scheduler running late)
     lateness: list[float] = field(default_factory=list)
+
+    def add(self, other: FireReport) -> None:
+        """Count another report's fires in this one (a pass's total over its batches)."""
+        self.fired += other.fired
+        self.skipped += other.skipped
+        self.missed += other.missed
+        self.planned += other.planned
+        self.superseded += other.superseded
+        self.released.extend(other.released)
+        self.recorded += other.recorded
+        self.lateness.extend(other.lateness)
 
 
 def ledger_key(tick: Tick, zone: str) -> datetime:

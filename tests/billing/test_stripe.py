@@ -16,9 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.billing.stripe_billing import enforce_grace
-from backend.core.db import commit
+from backend.core.db import commit, scope_to_tenant
 from backend.core.models import utcnow
 from backend.core.settings import Settings
+from backend.schedules.firing import fire_due
 from tests.billing.fake_stripe import FakeStripe
 from tests.billing.webhooks import (
     PRICES,
@@ -31,6 +32,7 @@ from tests.billing.webhooks import (
 )
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
+from tests.fixtures.schedules import ScheduledJob
 
 CHECKOUT = "/api/v1/billing/checkout"
 PORTAL = "/api/v1/billing/portal"
@@ -258,6 +260,59 @@ async def test_payment_failure_grace_suspension_and_resume(
     assert (await billed.get("/api/v1/me", headers=owner.headers)).status_code == 200
     actions = await _actions(owner_engine, owner)
     assert actions[-3:] == ["tenant.suspended", "billing.payment_succeeded", "tenant.resumed"]
+
+
+async def test_a_suspension_for_an_unpaid_invoice_drops_the_fires_released_ahead(
+    stripe_app: FastAPI,
+    stripe_settings: Settings,
+    billed: AsyncClient,
+    owner: Account,
+    stripe_server: FakeStripe,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
+) -> None:
+    """A fire released ahead would start on resume; suspended, the tenant's instants are
+    ``skipped``, so the suspension drops it (its tick says why)."""
+    customer = await _upgrade(billed, owner, stripe_server)
+    job = await scheduled_job(owner, via=billed, cron="* * * * *")
+    async with owner_engine.connect() as conn:
+        instant = (
+            await conn.execute(
+                text("SELECT next_due_at FROM schedules WHERE job_id = :job"), {"job": job["id"]}
+            )
+        ).scalar_one()
+    sessionmaker = stripe_app.state.sessionmaker
+    async with sessionmaker() as session:
+        await scope_to_tenant(session, owner.tenant_id)
+        await fire_due(
+            session,
+            stripe_app.state.redis,
+            owner.tenant_id,
+            fence=1,
+            settings=stripe_settings,
+            now=instant - timedelta(seconds=30),
+            ahead=60,
+        )
+        await commit(session)
+    runs = "SELECT status FROM runs WHERE job_id = :job AND trigger = 'schedule'"
+    async with owner_engine.connect() as conn:
+        assert (await conn.execute(text(runs), {"job": job["id"]})).scalars().all() == ["queued"]
+    await deliver(billed, event("invoice.payment_failed", invoice(customer)))
+    async with sessionmaker() as session:
+        late = utcnow() + timedelta(days=8)
+        await enforce_grace(session, stripe_app.state.redis, stripe_settings, now=late)
+        await commit(session)
+    assert await _tenant(owner_engine, owner) == ("team", "suspended")
+    async with owner_engine.connect() as conn:
+        assert (await conn.execute(text(runs), {"job": job["id"]})).scalars().all() == []
+        tick = (
+            await conn.execute(
+                text("SELECT outcome, reason FROM schedule_ticks WHERE job_id = :job"),
+                {"job": job["id"]},
+            )
+        ).one()
+    assert tick.outcome == "superseded" and "suspended before this instant" in tick.reason
+    await deliver(billed, event("invoice.paid", invoice(customer)))
 
 
 async def test_a_payment_does_not_resume_a_tenant_an_administrator_suspended(

@@ -296,7 +296,55 @@ async def test_scheduled_instants_past_the_runs_quota_are_skipped_in_the_ledger(
         assert tick.reason.startswith("quota_exceeded: runs_per_month limit of 2 reached")
 
 
-async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
+class _PreparedFire:
+    """A job on an every-minute schedule, with passes of the scheduler driven by hand."""
+
+    def __init__(self, hosted_app: Any, owner_engine: AsyncEngine, job: dict[str, Any]) -> None:
+        self.app, self.engine, self.job = hosted_app, owner_engine, job
+
+    async def instant(self) -> datetime:
+        async with self.engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    text("SELECT next_due_at FROM schedules WHERE job_id = :job"),
+                    {"job": self.job["id"]},
+                )
+            ).scalar_one()
+        assert isinstance(found, datetime)
+        return found
+
+    async def fire(self, owner: Account, now: datetime) -> None:
+        async with self.app.state.sessionmaker() as session:
+            await fire_due(
+                session,
+                self.app.state.redis,
+                owner.tenant_id,
+                fence=1,
+                settings=self.app.state.settings,
+                now=now,
+                ahead=60,
+            )
+            await commit(session)
+
+    async def runs(self) -> list[Any]:
+        async with self.engine.connect() as conn:
+            query = "SELECT id, status FROM runs WHERE job_id = :job AND trigger = 'schedule'"
+            return list((await conn.execute(text(query), {"job": self.job["id"]})).all())
+
+    async def tick(self, at: datetime) -> Any:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(
+                    text(
+                        "SELECT outcome, reason, run_id FROM schedule_ticks "
+                        "WHERE job_id = :job AND scheduled_for = :at"
+                    ),
+                    {"job": self.job["id"], "at": at},
+                )
+            ).one()
+
+
+async def test_a_released_fire_reserves_its_run_of_the_month_when_prepared(
     billed: AsyncClient,
     hosted_app: Any,
     superuser: Account,
@@ -304,58 +352,44 @@ async def test_a_prepared_fire_is_held_to_the_runs_quota_at_its_instant(
     owner_engine: AsyncEngine,
     scheduled_job: ScheduledJob,
 ) -> None:
-    """A fire prepared ahead is not a run of the month yet (a manual trigger may take the
-    last one); at its instant the quota is checked as for any fire: no run left, its tick
-    is ``skipped`` with the quota's code and its prepared run is gone."""
+    """A fire released ahead (admissible at its instant with no further decision) is a run
+    of the month from its preparation: a manual trigger cannot take the run it reserved,
+    and it fires at its instant."""
     await plan_for(billed, superuser, owner, runs_per_month=1)
     job = await scheduled_job(owner, via=billed, tasks=[python_task("a")], cron="* * * * *")
-    async with owner_engine.connect() as conn:
-        instant = (
-            await conn.execute(
-                text("SELECT next_due_at FROM schedules WHERE job_id = :job"), {"job": job["id"]}
-            )
-        ).scalar_one()
+    prepared = _PreparedFire(hosted_app, owner_engine, job)
+    instant = await prepared.instant()
+    await prepared.fire(owner, instant - timedelta(seconds=30))
+    [run] = await prepared.runs()
+    assert run.status == "queued"  # released
+    response = await billed.post(f"/api/v1/jobs/{job['id']}/runs", json={}, headers=owner.headers)
+    assert_error(response, 402, "quota_exceeded")
+    await prepared.fire(owner, instant + timedelta(milliseconds=100))
+    tick = await prepared.tick(instant)
+    assert tick.outcome == "fired" and tick.run_id == run.id
+    assert [r.id for r in await prepared.runs()] == [run.id]
 
-    async def fire(now: datetime) -> None:
-        async with hosted_app.state.sessionmaker() as session:
-            await fire_due(
-                session,
-                hosted_app.state.redis,
-                owner.tenant_id,
-                fence=1,
-                settings=hosted_app.state.settings,
-                now=now,
-                ahead=60,
-            )
-            await commit(session)
 
-    async def scheduled() -> list[Any]:
-        async with owner_engine.connect() as conn:
-            return list(
-                (
-                    await conn.execute(
-                        text(
-                            "SELECT status FROM runs WHERE job_id = :job AND trigger = 'schedule'"
-                        ),
-                        {"job": job["id"]},
-                    )
-                ).all()
-            )
-
-    await fire(instant - timedelta(seconds=30))
-    assert [r.status for r in await scheduled()] == ["planned"]
-    await trigger(billed, owner, job["id"])  # the month's one run: the prepared one is not
-    await fire(instant + timedelta(milliseconds=100))
-    assert await scheduled() == []
-    async with owner_engine.connect() as conn:
-        tick = (
-            await conn.execute(
-                text(
-                    "SELECT outcome, reason, run_id FROM schedule_ticks "
-                    "WHERE job_id = :job AND scheduled_for = :at"
-                ),
-                {"job": job["id"], "at": instant},
-            )
-        ).one()
+async def test_a_fire_prepared_past_the_quota_is_decided_at_its_instant(
+    billed: AsyncClient,
+    hosted_app: Any,
+    superuser: Account,
+    owner: Account,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
+) -> None:
+    """With no run of the month left to reserve, a fire is prepared but not released (not
+    an active run, not admissible): at its instant the quota is checked as for any fire and
+    its tick is ``skipped`` with the quota's code, its prepared run gone."""
+    await plan_for(billed, superuser, owner, runs_per_month=1)
+    job = await scheduled_job(owner, via=billed, tasks=[python_task("a")], cron="* * * * *")
+    prepared = _PreparedFire(hosted_app, owner_engine, job)
+    instant = await prepared.instant()
+    await trigger(billed, owner, job["id"])  # the month's one run
+    await prepared.fire(owner, instant - timedelta(seconds=30))
+    assert [r.status for r in await prepared.runs()] == ["planned"]
+    await prepared.fire(owner, instant + timedelta(milliseconds=100))
+    assert await prepared.runs() == []
+    tick = await prepared.tick(instant)
     assert tick.outcome == "skipped" and tick.run_id is None
     assert tick.reason.startswith("quota_exceeded: runs_per_month limit of 1 reached")

@@ -1,9 +1,12 @@
 """Fires prepared ahead of their instant (real PostgreSQL and Redis).
 
-A pass ``ahead`` seconds before an instant inserts the fire's run (``planned``) and task
-runs (queued without ``ready_at``: admission cannot see them) and a ``planned`` tick; the
-pass at the instant hands them over. The passes here are driven with an explicit ``now``
-around each instant, so nothing waits for the clock.
+A pass ``ahead`` seconds before an instant inserts the fire's run and task runs and a
+``planned`` tick. A fire nothing can refuse at its instant (an ``allow`` job of an active
+tenant within its quota) is *released*: its run ``queued`` and its tasks ready at the
+instant, so admission takes it then with no write; the pass at the instant records its
+tick ``fired``. Any other (``forbid``) is prepared ``planned`` (tasks without ``ready_at``:
+admission cannot see them) and handed over by the pass at the instant. The passes here are
+driven with an explicit ``now`` around each instant, so nothing waits for the clock.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from backend.scheduler.loop import Scheduler
 from backend.schedules.firing import fire_due
 from backend.schedules.service import StaleLease, cron_of
 from kernel.cron import next_fire
+from tests.admin.helpers import resume_url, suspend_url
 from tests.fixtures.factories import Account
 from tests.fixtures.schedules import ScheduledJob, kill_replica, start_replica, stop_replica
 from tests.fixtures.waiting import eventually
@@ -33,6 +37,7 @@ from tests.runs.factories import python_task, trigger
 EVERY_MINUTE = "* * * * *"
 EVERY_SECOND = "* * * * * *"
 AHEAD = 60.0
+FORBID = {"concurrency_policy": "forbid"}  # decided at the instant: handed over then
 
 
 async def fire(
@@ -141,10 +146,76 @@ async def edit(client: AsyncClient, owner: Account, job: dict[str, Any], **chang
 # ------------------------------------------------------------------------ hand-over
 
 
-async def test_a_prepared_fire_is_invisible_until_its_instant_then_handed_over(
+async def test_a_released_fire_is_admissible_at_its_instant_with_nothing_written_then(
     owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
 ) -> None:
     job = await scheduled_job(owner, cron=EVERY_MINUTE)
+    instant = await next_instant(owner_engine, job["id"])
+
+    prepared_at = instant - timedelta(seconds=30)
+    await fire(app, owner, prepared_at)
+    [run] = await runs_of(owner_engine, job["id"])
+    assert run.status == "queued" and run.scheduled_for == instant and run.run_at == instant
+    assert run.created_at == prepared_at  # its run of the month is reserved from now
+    assert all(
+        t.status == "queued" and t.ready_at == instant and t.dispatched_at is None
+        for t in await tasks_of(owner_engine, run.id)
+    )
+    tick = (await ledger(owner_engine, job["id"]))[instant]
+    assert tick.outcome == "planned" and tick.run_id == run.id
+    async with app.state.sessionmaker() as session:  # ready at the instant, not before
+        await scope_to_tenant(session, owner.tenant_id)
+        assert await next_ready_at(session, owner.tenant_id) == instant
+    assert await fired_events(owner_engine, run.id) == 0
+    assert await fire(app, owner, instant - timedelta(seconds=29)) == instant
+
+    at = instant + timedelta(milliseconds=200)
+    async with app.state.sessionmaker() as session:
+        await scope_to_tenant(session, owner.tenant_id)
+        report, _ = await fire_due(
+            session, app.state.redis, owner.tenant_id, fence=1, now=at, ahead=AHEAD
+        )
+        await commit(session)
+    assert (report.fired, report.recorded, report.released) == (0, 1, [])
+    [same] = [r for r in await runs_of(owner_engine, job["id"]) if r.scheduled_for == instant]
+    assert same == run  # nothing about the run was written at its instant
+    ticks = await ledger(owner_engine, job["id"])
+    assert ticks[instant].outcome == "fired" and ticks[instant].run_id == run.id
+    assert await fired_events(owner_engine, run.id) == 1
+
+    await fire(app, owner, at + timedelta(milliseconds=50))  # prepares the next instant
+    await fire(app, owner, at + timedelta(milliseconds=100))  # and nothing twice
+    runs = await runs_of(owner_engine, job["id"])
+    assert [r.id for r in runs if r.scheduled_for == instant] == [run.id]
+    following = instant + timedelta(minutes=1)
+    assert [r.status for r in runs if r.scheduled_for == following] == ["queued"]
+    assert await fired_events(owner_engine, run.id) == 1
+
+
+async def test_a_released_fire_recorded_by_a_late_pass_is_fired_not_missed(
+    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
+) -> None:
+    """A released fire was admissible at its instant whether or not a scheduler was up
+    then: a pass long after (past the misfire grace) records it ``fired``; only the instants
+    that were not prepared are left to the misfire policy."""
+    job = await scheduled_job(owner, cron=EVERY_MINUTE, misfire="skip")
+    instant = await next_instant(owner_engine, job["id"])
+    await fire(app, owner, instant - timedelta(seconds=30))
+    [run] = await runs_of(owner_engine, job["id"])
+    await fire(app, owner, instant + timedelta(minutes=5, seconds=1))
+    ticks = await ledger(owner_engine, job["id"])
+    assert ticks[instant].outcome == "fired" and ticks[instant].run_id == run.id
+    missed = [ticks[instant + timedelta(minutes=m)] for m in range(1, 5)]
+    assert all(t.outcome == "missed" and "misfire: skip" in t.reason for t in missed)
+    last = ticks[instant + timedelta(minutes=5)]  # a second ago: within the grace
+    assert last.outcome == "fired"
+    assert [r.id for r in await runs_of(owner_engine, job["id"])] == [run.id, last.run_id]
+
+
+async def test_a_forbid_jobs_prepared_fire_is_invisible_until_its_instant_then_handed_over(
+    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
+) -> None:
+    job = await scheduled_job(owner, cron=EVERY_MINUTE, job=FORBID)
     instant = await next_instant(owner_engine, job["id"])
 
     await fire(app, owner, instant - timedelta(seconds=30))  # within the horizon
@@ -177,7 +248,7 @@ async def test_a_prepared_fire_is_invisible_until_its_instant_then_handed_over(
     assert wake is not None and wake <= at  # due again at once, to prepare it
     await fire(app, owner, at + timedelta(milliseconds=50))
     assert (await ledger(owner_engine, job["id"]))[following].outcome == "planned"
-    async with app.state.sessionmaker() as session:
+    async with app.state.sessionmaker() as session:  # the next one is not ready at all yet
         await scope_to_tenant(session, owner.tenant_id)
         assert await next_ready_at(session, owner.tenant_id) == instant
 
@@ -240,6 +311,54 @@ async def test_a_cron_change_before_the_instant_drops_the_prepared_fire(
     assert await fired_events(owner_engine, planned.id) == 0
 
 
+async def test_an_edit_after_a_released_fires_instant_leaves_that_fire_standing(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
+) -> None:
+    """Once its instant has come, a released fire was admissible: an edit that comes later
+    (before any pass recorded it) drops nothing, and the next pass records it ``fired``."""
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
+    spec = {"cron": EVERY_MINUTE}
+    instant = await place(owner_engine, job["id"], spec, datetime.now(UTC) - timedelta(minutes=2))
+    await fire(app, owner, instant - timedelta(seconds=30))
+    [run] = await runs_of(owner_engine, job["id"])
+    assert run.status == "queued" and run.run_at == instant < datetime.now(UTC)
+    await edit(client, owner, job, tasks=[python_task("noop"), python_task("other")])
+    assert [r.id for r in await runs_of(owner_engine, job["id"])] == [run.id]
+    assert (await ledger(owner_engine, job["id"]))[instant].outcome == "planned"
+    await fire(app, owner, instant + timedelta(milliseconds=100))
+    tick = (await ledger(owner_engine, job["id"]))[instant]
+    assert tick.outcome == "fired" and tick.run_id == run.id
+    assert await fired_events(owner_engine, run.id) == 1
+
+
+async def test_a_released_fire_with_a_task_dispatched_is_not_dropped(
+    client: AsyncClient,
+    owner: Account,
+    app: FastAPI,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
+) -> None:
+    """A fire an engine has begun to run (its clock ahead of the database's, say) has
+    fired: pausing before its instant by the database's clock drops nothing of it."""
+    job = await scheduled_job(owner, cron=EVERY_MINUTE)
+    instant = await next_instant(owner_engine, job["id"])
+    await fire(app, owner, instant - timedelta(seconds=30))
+    [run] = await runs_of(owner_engine, job["id"])
+    async with owner_engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE task_runs SET dispatched_at = now() WHERE run_id = :run"),
+            {"run": run.id},
+        )
+    paused = await client.post(f"/api/v1/jobs/{job['id']}/pause", headers=owner.headers)
+    assert paused.status_code == 200, paused.text
+    assert [r.id for r in await runs_of(owner_engine, job["id"])] == [run.id]
+    assert (await ledger(owner_engine, job["id"]))[instant].outcome == "planned"
+
+
 @pytest.mark.parametrize("prepared_again", [True, False])
 async def test_a_job_change_before_the_instant_fires_the_new_version(
     prepared_again: bool,
@@ -258,7 +377,7 @@ async def test_a_job_change_before_the_instant_fires_the_new_version(
     if prepared_again:  # a pass before the instant prepares it from the new version
         await fire(app, owner, instant - timedelta(seconds=10))
         [fresh] = await runs_of(owner_engine, job["id"])
-        assert fresh.status == "planned" and fresh.job_version == 2 and fresh.id != stale.id
+        assert fresh.status == "queued" and fresh.job_version == 2 and fresh.id != stale.id
         assert (await ledger(owner_engine, job["id"]))[instant].outcome == "planned"
     await fire(app, owner, instant + timedelta(milliseconds=100))
     runs = [r for r in await runs_of(owner_engine, job["id"]) if r.scheduled_for == instant]
@@ -291,7 +410,7 @@ async def test_pause_before_the_instant_drops_the_prepared_fire_and_resume_prepa
     assert resumed.status_code == 200
     await fire(app, owner, instant - timedelta(seconds=20))  # prepared again
     [planned] = await runs_of(owner_engine, job["id"])
-    assert planned.status == "planned"
+    assert planned.status == "queued"  # released again
     await fire(app, owner, instant + timedelta(milliseconds=100))
     [run] = [r for r in await runs_of(owner_engine, job["id"]) if r.scheduled_for == instant]
     assert run.id == planned.id and run.status == "queued"
@@ -363,25 +482,35 @@ async def test_forbid_is_decided_at_the_instant_not_when_preparing(
     await client.post(f"/api/v1/runs/{manual['id']}/cancel", headers=owner.headers)
 
 
+@pytest.mark.parametrize("policy", ["allow", "forbid"])
 async def test_a_tenant_suspended_before_the_instant_does_not_fire(
-    owner: Account, app: FastAPI, owner_engine: AsyncEngine, scheduled_job: ScheduledJob
+    policy: str,
+    client: AsyncClient,
+    owner: Account,
+    superuser: Account,
+    app: FastAPI,
+    owner_engine: AsyncEngine,
+    scheduled_job: ScheduledJob,
 ) -> None:
-    job = await scheduled_job(owner, cron=EVERY_MINUTE)
+    """Suspending a tenant drops its prepared fires, released or not: its instants while
+    suspended are ``skipped``, and none of them runs on resume."""
+    job = await scheduled_job(owner, cron=EVERY_MINUTE, job={"concurrency_policy": policy})
     instant = await next_instant(owner_engine, job["id"])
     await fire(app, owner, instant - timedelta(seconds=30))
-    async with owner_engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE tenants SET status = 'suspended' WHERE id = :t"), {"t": owner.tenant_id}
-        )
+    [prepared] = await runs_of(owner_engine, job["id"])
+    assert prepared.status == ("queued" if policy == "allow" else "planned")
+    suspended = await client.post(suspend_url(owner.tenant_id), headers=superuser.headers)
+    assert suspended.status_code == 200, suspended.text
     try:
+        assert await runs_of(owner_engine, job["id"]) == []
+        tick = (await ledger(owner_engine, job["id"]))[instant]
+        assert tick.outcome == "superseded" and "suspended before this instant" in tick.reason
         await fire(app, owner, instant + timedelta(milliseconds=100))
     finally:
-        async with owner_engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE tenants SET status = 'active' WHERE id = :t"), {"t": owner.tenant_id}
-            )
+        resumed = await client.post(resume_url(owner.tenant_id), headers=superuser.headers)
+        assert resumed.status_code == 200, resumed.text
     tick = (await ledger(owner_engine, job["id"]))[instant]
-    assert tick.outcome == "skipped" and tick.reason == "tenant suspended"
+    assert tick.outcome == "skipped" and tick.reason.startswith("tenant suspended")
     assert all(r.scheduled_for != instant for r in await runs_of(owner_engine, job["id"]))
 
 
@@ -406,7 +535,7 @@ async def test_both_instants_of_a_fall_back_night_are_prepared_and_fired(
     assert ticks[first].outcome == "fired" and ticks[second].outcome == "planned"
     await fire(app, owner, second + timedelta(seconds=1), ahead=hours)
     ticks = await ledger(owner_engine, job["id"])
-    runs = [r for r in await runs_of(owner_engine, job["id"]) if r.status != "planned"]
+    runs = await runs_of(owner_engine, job["id"])
     assert [r.scheduled_for for r in runs] == [first, second]
     for instant, run in zip((first, second), runs, strict=True):
         assert ticks[instant].outcome == "fired" and ticks[instant].run_id == run.id
@@ -427,7 +556,7 @@ async def test_a_spring_forward_gap_with_prepared_fires(
     instant = await place(owner_engine, job["id"], spec, datetime(2026, 3, 28, 12, tzinfo=UTC))
     await fire(app, owner, instant - timedelta(seconds=30))
     [planned] = await runs_of(owner_engine, job["id"])
-    assert planned.status == "planned" and planned.scheduled_for == instant
+    assert planned.status == "queued" and planned.scheduled_for == instant
     await fire(app, owner, instant + timedelta(seconds=1))
     ticks = await ledger(owner_engine, job["id"])
     assert ticks[instant].outcome == "fired" and ticks[instant].run_id == planned.id
@@ -503,7 +632,7 @@ async def test_a_replica_killed_with_a_prepared_fire_its_heir_hands_that_fire_ov
     instants = sorted(ticks)
     assert len(instants) == int((instants[-1] - instants[0]).total_seconds()) + 1  # none lost
     fired = {t.run_id for t in ticks.values() if t.outcome == "fired"}
-    assert fired == {r.id for r in runs if r.status != "planned"}
+    assert fired == {r.id for r in runs if ticks[r.scheduled_for].outcome != "planned"}
 
 
 async def test_a_new_schedules_first_fire_is_prepared_by_the_next_pass_not_at_its_instant(

@@ -54,12 +54,15 @@ async def ticks(client: AsyncClient, owner: Account, job_id: str) -> list[dict[s
 
 
 async def scheduled_runs(owner_engine: AsyncEngine, job_id: str) -> list[Any]:
-    """The runs the schedule fired (a fire prepared ahead, ``planned``, is not one yet)."""
+    """The runs the schedule fired: a fire prepared ahead is not one until a pass has
+    recorded it (its tick still ``planned``)."""
     return await all_rows(
         owner_engine,
-        "SELECT id, scheduled_for, run_at, status FROM runs "
-        "WHERE job_id = :job AND trigger = 'schedule' AND status <> 'planned' "
-        "ORDER BY scheduled_for",
+        "SELECT r.id, r.scheduled_for, r.run_at, r.status FROM runs r "
+        "WHERE r.job_id = :job AND r.trigger = 'schedule' AND NOT EXISTS ("
+        "  SELECT 1 FROM schedule_ticks k WHERE k.tenant_id = r.tenant_id"
+        "   AND k.job_id = r.job_id AND k.run_id = r.id AND k.outcome = 'planned') "
+        "ORDER BY r.scheduled_for",
         job=job_id,
     )
 
