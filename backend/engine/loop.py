@@ -212,29 +212,57 @@ class Engine:
         if not mine:  # due work of tenants another replica serves
             await self._wait_for_work(longest=0.2)
             return 0
-        admitted = 0
         for tenant_id in mine:
             self.fair.add(tenant_id)
         quotas = await self._quotas(set(self.fair.ring))
-        for _ in range(len(self.fair.ring)):
-            turn = self.fair.next_turn({t: q[1] for t, q in quotas.items()})
-            if turn is None:
+        # Turns are taken in the fair order and carried out a few at a time: each tenant's
+        # admission is a transaction of sequential round trips, so a burst of many due
+        # tenants (a top-of-the-minute of scheduled runs) is admitted at the rate of round
+        # trips, not of CPU, if tenants wait for each other.
+        width = self.settings.engine_admission_concurrency
+        turns_left = len(self.fair.ring)
+        admitted = 0
+        while turns_left > 0:
+            turns: list[tuple[uuid.UUID, int]] = []
+            while len(turns) < min(width, turns_left):
+                turn = self.fair.next_turn({t: q[1] for t, q in quotas.items()})
+                if turn is None:
+                    break
+                turns.append(turn)
+            if not turns:
                 break
-            tenant_id, allowance = turn
-            try:
-                admission = await self._admit_tenant(tenant_id, quotas[tenant_id][0], allowance)
-                admitted += len(admission.messages)
-                if admission.next_due is not None:
-                    await mark_tenant_due(self.redis, tenant_id, admission.next_due)
-            except BaseException:
-                # Back out of its turn (next_turn took it off the ring; without used() it
-                # would never come back); the resync after the failure marks it due again.
-                self.fair.used(tenant_id, 0, still_due=False)
-                self._resync_wanted = True
-                raise
-            still_due = admission.next_due is not None and admission.next_due <= utcnow()
-            self.fair.used(tenant_id, len(admission.messages), still_due=still_due)
+            turns_left -= len(turns)
+            results = await asyncio.gather(
+                *(
+                    self._admit_turn(tenant_id, quotas[tenant_id][0], allowance)
+                    for tenant_id, allowance in turns
+                ),
+                return_exceptions=True,
+            )
+            failure: BaseException | None = None
+            for (tenant_id, _), result in zip(turns, results, strict=True):
+                if isinstance(result, BaseException):
+                    # Back out of its turn (next_turn took it off the ring; without used()
+                    # it would never come back); the resync after the failure marks it due.
+                    self.fair.used(tenant_id, 0, still_due=False)
+                    self._resync_wanted = True
+                    failure = failure or result
+                    continue
+                admitted += len(result.messages)
+                still_due = result.next_due is not None and result.next_due <= utcnow()
+                self.fair.used(tenant_id, len(result.messages), still_due=still_due)
+            if failure is not None:
+                raise failure
         return admitted
+
+    async def _admit_turn(
+        self, tenant_id: uuid.UUID, max_concurrent: int, allowance: int
+    ) -> Admission:
+        """One tenant's turn: admit, then mark it due again when it has more ready work."""
+        admission = await self._admit_tenant(tenant_id, max_concurrent, allowance)
+        if admission.next_due is not None:
+            await mark_tenant_due(self.redis, tenant_id, admission.next_due)
+        return admission
 
     async def _admit_tenant(
         self, tenant_id: uuid.UUID, max_concurrent: int, allowance: int
