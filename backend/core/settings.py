@@ -192,7 +192,7 @@ class Settings(BaseSettings):
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     admission_quantum: int = Field(default=256, ge=1)
     # Due tenants the engine admits at once in a round (each a transaction of its own, on
-    # its own connection: at most the pool's size), in the fair order.
+    # its own connection from the pool), in the fair order.
     engine_admission_concurrency: int = Field(default=4, ge=1, le=32)
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     visibility_timeout_seconds: float = Field(default=30.0, gt=0)
