@@ -16,10 +16,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.billing.stripe_billing import enforce_grace
-from backend.core.db import commit, scope_to_tenant
+from backend.core.db import commit
 from backend.core.models import utcnow
 from backend.core.settings import Settings
-from backend.schedules.firing import fire_due
 from tests.billing.fake_stripe import FakeStripe
 from tests.billing.webhooks import (
     PRICES,
@@ -32,7 +31,7 @@ from tests.billing.webhooks import (
 )
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account, create_member
-from tests.fixtures.schedules import ScheduledJob
+from tests.fixtures.schedules import ScheduledJob, fire, next_instant
 
 CHECKOUT = "/api/v1/billing/checkout"
 PORTAL = "/api/v1/billing/portal"
@@ -275,25 +274,9 @@ async def test_a_suspension_for_an_unpaid_invoice_drops_the_fires_released_ahead
     ``skipped``, so the suspension drops it (its tick says why)."""
     customer = await _upgrade(billed, owner, stripe_server)
     job = await scheduled_job(owner, via=billed, cron="* * * * *")
-    async with owner_engine.connect() as conn:
-        instant = (
-            await conn.execute(
-                text("SELECT next_due_at FROM schedules WHERE job_id = :job"), {"job": job["id"]}
-            )
-        ).scalar_one()
+    instant = await next_instant(owner_engine, job["id"])
+    await fire(stripe_app, owner, instant - timedelta(seconds=30), settings=stripe_settings)
     sessionmaker = stripe_app.state.sessionmaker
-    async with sessionmaker() as session:
-        await scope_to_tenant(session, owner.tenant_id)
-        await fire_due(
-            session,
-            stripe_app.state.redis,
-            owner.tenant_id,
-            fence=1,
-            settings=stripe_settings,
-            now=instant - timedelta(seconds=30),
-            ahead=60,
-        )
-        await commit(session)
     runs = "SELECT status FROM runs WHERE job_id = :job AND trigger = 'schedule'"
     async with owner_engine.connect() as conn:
         assert (await conn.execute(text(runs), {"job": job["id"]})).scalars().all() == ["queued"]

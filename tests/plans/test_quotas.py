@@ -24,7 +24,7 @@ from backend.schedules.firing import fire_due
 from backend.tenants.models import Tenant
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import DEFAULT_PASSWORD, Account, create_tenant, unique_email
-from tests.fixtures.schedules import ScheduledJob
+from tests.fixtures.schedules import ScheduledJob, fire, next_instant
 from tests.plans.helpers import plan_for
 from tests.runs.factories import create_job, python_task, trigger
 
@@ -303,28 +303,10 @@ class _PreparedFire:
         self.app, self.engine, self.job = hosted_app, owner_engine, job
 
     async def instant(self) -> datetime:
-        async with self.engine.connect() as conn:
-            found = (
-                await conn.execute(
-                    text("SELECT next_due_at FROM schedules WHERE job_id = :job"),
-                    {"job": self.job["id"]},
-                )
-            ).scalar_one()
-        assert isinstance(found, datetime)
-        return found
+        return await next_instant(self.engine, self.job["id"])
 
     async def fire(self, owner: Account, now: datetime) -> None:
-        async with self.app.state.sessionmaker() as session:
-            await fire_due(
-                session,
-                self.app.state.redis,
-                owner.tenant_id,
-                fence=1,
-                settings=self.app.state.settings,
-                now=now,
-                ahead=60,
-            )
-            await commit(session)
+        await fire(self.app, owner, now, settings=self.app.state.settings)
 
     async def runs(self) -> list[Any]:
         async with self.engine.connect() as conn:

@@ -30,7 +30,14 @@ from backend.schedules.service import StaleLease, cron_of
 from kernel.cron import next_fire
 from tests.admin.helpers import resume_url, suspend_url
 from tests.fixtures.factories import Account
-from tests.fixtures.schedules import ScheduledJob, kill_replica, start_replica, stop_replica
+from tests.fixtures.schedules import (
+    ScheduledJob,
+    fire,
+    kill_replica,
+    next_instant,
+    start_replica,
+    stop_replica,
+)
 from tests.fixtures.waiting import eventually
 from tests.runs.factories import python_task, trigger
 
@@ -38,30 +45,6 @@ EVERY_MINUTE = "* * * * *"
 EVERY_SECOND = "* * * * * *"
 AHEAD = 60.0
 FORBID = {"concurrency_policy": "forbid"}  # decided at the instant: handed over then
-
-
-async def fire(
-    app: FastAPI, owner: Account, now: datetime, *, fence: int = 1, ahead: float = AHEAD
-) -> datetime | None:
-    """One scheduler pass for the tenant, as at ``now``; when the tenant next needs one."""
-    async with app.state.sessionmaker() as session:
-        await scope_to_tenant(session, owner.tenant_id)
-        _, wake = await fire_due(
-            session, app.state.redis, owner.tenant_id, fence=fence, now=now, ahead=ahead
-        )
-        await commit(session)
-    return wake
-
-
-async def next_instant(owner_engine: AsyncEngine, job_id: str) -> datetime:
-    async with owner_engine.connect() as conn:
-        due = (
-            await conn.execute(
-                text("SELECT next_due_at FROM schedules WHERE job_id = :job"), {"job": job_id}
-            )
-        ).scalar_one()
-    assert isinstance(due, datetime)
-    return due
 
 
 async def place(
