@@ -220,12 +220,13 @@ class Engine:
         # tenants (a top-of-the-minute of scheduled runs) is admitted at the rate of round
         # trips, not of CPU, if tenants wait for each other.
         width = self.settings.engine_admission_concurrency
+        weights = {t: q[1] for t, q in quotas.items()}
         turns_left = len(self.fair.ring)
         admitted = 0
         while turns_left > 0:
             turns: list[tuple[uuid.UUID, int]] = []
             while len(turns) < min(width, turns_left):
-                turn = self.fair.next_turn({t: q[1] for t, q in quotas.items()})
+                turn = self.fair.next_turn(weights)
                 if turn is None:
                     break
                 turns.append(turn)

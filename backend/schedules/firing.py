@@ -491,8 +491,7 @@ async def _fire_tenant(
                 item.plan = following
         due.append(item)
     await _refuse(session, tenant_id, due, suspended=suspended)
-    await _apply_quota(session, settings, tenant_id, rows[0].tenant_plan, due, now)
-    room = await _release_room(session, settings, tenant_id, rows[0].tenant_plan, due, now)
+    room = await _apply_quota(session, settings, tenant_id, rows[0].tenant_plan, due, now)
 
     # Every decision into the ledger; fired ones carry the id their run will have. A
     # decision on an instant prepared ahead is a hand-over of its tick and run instead.
@@ -703,26 +702,6 @@ async def _prepare(
     return prepared
 
 
-async def _release_room(
-    session: AsyncSession,
-    settings: Settings | None,
-    tenant_id: uuid.UUID,
-    plan: str,
-    due: list[_Due],
-    now: datetime,
-) -> int | None:
-    """How many fires this pass may release under the plan's runs per month (None: no
-    limit): what is left after the month's runs (released ones included) and the fires
-    this pass makes now."""
-    if settings is None or not any(item.plan is not None for item in due):
-        return None
-    allowed = (await cached_limits_of(session, settings, plan)).of("runs_per_month")
-    if allowed is None:
-        return None
-    firing = sum(1 for item in due for d in item.decisions if d.outcome == "fired")
-    return max(allowed - await runs_since(session, tenant_id, month_start(now)) - firing, 0)
-
-
 async def _refuse(
     session: AsyncSession, tenant_id: uuid.UUID, due: list[_Due], *, suspended: bool
 ) -> None:
@@ -768,25 +747,27 @@ async def _apply_quota(
     plan: str,
     due: list[_Due],
     now: datetime,
-) -> None:
+) -> int | None:
     """Skip the fires past the plan's runs per month (``quota_exceeded`` in the reason);
-    the earliest instants fire while some of the quota is left."""
+    the earliest instants fire while some of the quota is left. How many fires the pass
+    may then release ahead (:func:`_prepare`): what is left after the month's runs
+    (released ones included) and the fires made now; None: no limit (or none checked)."""
     if settings is None:
-        return
+        return None
     fires = sorted(
         ((d.key, item) for item in due for d in item.decisions if d.outcome == "fired"),
         key=lambda pair: pair[0],
     )
-    if not fires:
-        return
+    if not fires and not any(item.plan is not None for item in due):
+        return None
     limits = await cached_limits_of(session, settings, plan)
     allowed = limits.of("runs_per_month")
     if allowed is None:
-        return
+        return None
     used = await runs_since(session, tenant_id, month_start(now))
     left = max(allowed - used, 0)
     if left >= len(fires):
-        return
+        return left - len(fires)
     refused = {(item.job_id, key) for key, item in fires[left:]}
     reason = (
         f"{QUOTA_EXCEEDED}: runs_per_month limit of {allowed} reached ({used} used; "
@@ -803,6 +784,7 @@ async def _apply_quota(
         used=used,
         refused=len(refused),
     )
+    return 0
 
 
 async def _announce_quota_skips(
