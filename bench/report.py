@@ -241,6 +241,13 @@ ROWS: list[Row] = [
     Row("chain40", "seconds_max", "submit -> last step done, s (slowest run)", "lower"),
     Row("chain40", "per_step_ms_median", "per-step overhead = median / 40, ms", "lower"),
     Row("chain40", "hop_ms_p50", "step done -> next step starts p50, ms", ""),
+    Row("chain40", "hop_to_engine_ms_p50", "of which: step done -> engine transaction p50, ms", ""),
+    Row(
+        "chain40",
+        "hop_engine_to_start_ms_p50",
+        "of which: engine transaction -> next step starts p50, ms",
+        "",
+    ),
     Row("chain40", "engine_cpu_ms_per_task", "engine (scheduler) CPU per task, ms", ""),
     Row("chain40", "system_cpu_ms_per_task", "CPU per task, every component, ms", "lower"),
     Row(

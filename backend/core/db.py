@@ -213,6 +213,23 @@ async def _begin_with_setting(session: AsyncSession, name: str, value: uuid.UUID
     return sent
 
 
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session's transaction, begun on the server, for
+    statements sent without SQLAlchemy (the engine's hot path: ``backend/engine/reads.py``,
+    ``writes.py``). They run in the session's transaction, so its commit or rollback
+    covers them; what they change is not in the session (no ORM object sees it)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    adapted, driver = raw.dbapi_connection, raw.driver_connection
+    if not isinstance(driver, asyncpg.Connection):
+        raise TypeError(f"not an asyncpg connection: {type(driver).__name__}")
+    if getattr(adapted, "_transaction", True) is None and not driver.is_in_transaction():
+        # SQLAlchemy's adapter sends BEGIN with the first statement it executes itself;
+        # a statement sent around it first would run (and release its locks) on its own.
+        await adapted._start_transaction()  # type: ignore[union-attr]
+    return driver
+
+
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     """Run ``callback`` once the session's transaction has committed (never on rollback)."""
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)

@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.orm.util import identity_key
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.core.db import driver_connection
 from backend.core.models import utcnow
 from backend.core.settings import Settings
+from backend.engine import reads
 from backend.engine.events import load_plan
-from backend.runs.models import Run, plan_name
-from backend.runs.repository import RunRepository
+from backend.engine.records import RunRecord
+from backend.runs.models import plan_name
 from backend.secrets.dispatch import seal_task_secrets
 from backend.tenants.models import Tenant, TenantStatus
 from kernel.dag.plan import PlanCache
@@ -54,44 +56,44 @@ from kernel.wire.protocol import TaskMessage
 # the in-flight index (migration 0022); the outer UPDATE re-checks every row (the
 # tenant's admission is serialised by an advisory lock as well), inserts the attempt rows
 # and says when the tenant next has ready work - all in one round trip.
-# ``:now`` is the engine's clock at the claim, not the transaction's start (``now()``): a
+# ``$2`` (now) is the engine's clock at the claim, not the transaction's start (``now()``): a
 # claim in the transaction that made a task ready must see it, and ready_at is stamped by
 # the same clock (trigger, retry backoff, the DAG).
-_CLAIM = text(
-    """
+# $1 the tenant, $2 now, $3 the room, $4 the span (``LONGEST_SPAN`` x the room).
+_CLAIM = """
     WITH RECURSIVE ready_runs(run_id, idle) AS (
         SELECT f.run_id, (NOT EXISTS (
                    SELECT 1 FROM task_runs b
-                    WHERE b.tenant_id = :tenant AND b.run_id = f.run_id
+                    WHERE b.tenant_id = $1 AND b.run_id = f.run_id
                       AND b.status IN ('queued', 'running') AND b.dispatched_at IS NOT NULL
                ))::int
           FROM (SELECT run_id FROM task_runs
-                 WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
-                   AND ready_at <= :now
+                 WHERE tenant_id = $1 AND status = 'queued' AND dispatched_at IS NULL
+                   AND ready_at <= $2
                  ORDER BY run_id LIMIT 1) f
         UNION ALL
         SELECT n.run_id, r.idle + (NOT EXISTS (
                    SELECT 1 FROM task_runs b
-                    WHERE b.tenant_id = :tenant AND b.run_id = n.run_id
+                    WHERE b.tenant_id = $1 AND b.run_id = n.run_id
                       AND b.status IN ('queued', 'running') AND b.dispatched_at IS NOT NULL
                ))::int
           FROM ready_runs r
           CROSS JOIN LATERAL (
               SELECT t.run_id FROM task_runs t
-               WHERE t.tenant_id = :tenant AND t.status = 'queued'
-                 AND t.dispatched_at IS NULL AND t.ready_at <= :now
+               WHERE t.tenant_id = $1 AND t.status = 'queued'
+                 AND t.dispatched_at IS NULL AND t.ready_at <= $2
                  AND t.run_id > r.run_id
                ORDER BY t.run_id LIMIT 1) n
-         WHERE r.idle < :room
+         WHERE r.idle < $3
     ),
     first_runs AS MATERIALIZED (
         SELECT run_id FROM ready_runs
         UNION
         SELECT run_id FROM (
             SELECT run_id FROM task_runs
-             WHERE tenant_id = :tenant AND status = 'queued' AND dispatched_at IS NULL
-               AND ready_at <= :now
-             ORDER BY ready_at LIMIT :span) longest
+             WHERE tenant_id = $1 AND status = 'queued' AND dispatched_at IS NULL
+               AND ready_at <= $2
+             ORDER BY ready_at LIMIT $4) longest
     ),
     candidates AS MATERIALIZED (
         SELECT c.id, c.run_id, c.ready_at, c.map_index,
@@ -101,36 +103,36 @@ _CLAIM = text(
           FROM first_runs f
           CROSS JOIN LATERAL (
               SELECT count(*) AS tasks FROM task_runs b
-               WHERE b.tenant_id = :tenant AND b.run_id = f.run_id
+               WHERE b.tenant_id = $1 AND b.run_id = f.run_id
                  AND b.status IN ('queued', 'running') AND b.dispatched_at IS NOT NULL) i
           CROSS JOIN LATERAL (
               SELECT id, run_id, ready_at, map_index FROM task_runs
-               WHERE tenant_id = :tenant AND run_id = f.run_id AND status = 'queued'
-                 AND dispatched_at IS NULL AND ready_at <= :now
+               WHERE tenant_id = $1 AND run_id = f.run_id AND status = 'queued'
+                 AND dispatched_at IS NULL AND ready_at <= $2
                ORDER BY ready_at, map_index
-               LIMIT :room) c
+               LIMIT $3) c
     ),
     picked AS MATERIALIZED (
         SELECT id, row_number() OVER (ORDER BY share, ready_at, run_id, map_index) AS place
-          FROM candidates ORDER BY share, ready_at, run_id, map_index LIMIT :room
+          FROM candidates ORDER BY share, ready_at, run_id, map_index LIMIT $3
     ),
     claimed AS (
         UPDATE task_runs AS t
            SET dispatched_at = now(), attempt = t.attempt + 1
           FROM picked
-         WHERE t.tenant_id = :tenant AND t.id = picked.id
+         WHERE t.tenant_id = $1 AND t.id = picked.id
            AND t.status = 'queued' AND t.dispatched_at IS NULL
         RETURNING t.id, t.run_id, t.name, t.attempt, t.queue, t.item, picked.place
     ), attempts AS (
         INSERT INTO task_attempts (tenant_id, task_run_id, attempt, run_id, status)
-        SELECT :tenant, id, attempt, run_id, 'dispatched' FROM claimed
+        SELECT $1, id, attempt, run_id, 'dispatched' FROM claimed
         ON CONFLICT (tenant_id, task_run_id, attempt) DO NOTHING
     ), next_ready AS (
         -- What _NEXT_READY would say after this claim (the statement's snapshot still
         -- shows the claimed rows undispatched: they are skipped). A walk of the ready_at
         -- index that stops at the first row not claimed, not an aggregate over the backlog.
         SELECT (SELECT r.ready_at FROM task_runs r
-                 WHERE r.tenant_id = :tenant AND r.status = 'queued'
+                 WHERE r.tenant_id = $1 AND r.status = 'queued'
                    AND r.dispatched_at IS NULL AND r.ready_at IS NOT NULL
                    AND r.id NOT IN (SELECT id FROM claimed)
                  ORDER BY r.ready_at LIMIT 1) AS next_ready
@@ -139,18 +141,16 @@ _CLAIM = text(
       FROM next_ready n LEFT JOIN claimed c ON true
      ORDER BY c.place
     """
-)
 # How many runs of the longest-ready tasks the claim considers beside its run-id walk, as
 # a multiple of the room: a bound on the claim's cost, not on fairness between runs
 # (every run is reached by the walk in its turn).
 LONGEST_SPAN = 4
-_IN_FLIGHT = text(
-    """
+_IN_FLIGHT = """
     SELECT count(*) FROM task_runs
-     WHERE tenant_id = :tenant AND status IN ('queued', 'running')
-       AND dispatched_at IS NOT NULL
-    """
-)
+     WHERE tenant_id = $1 AND status IN ('queued', 'running') AND dispatched_at IS NOT NULL
+"""
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('admit:' || $1::text, 0))"
+_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('admit:' || $1::text, 0))"
 _NEXT_READY = text(
     """
     SELECT min(ready_at) FROM task_runs
@@ -212,7 +212,7 @@ async def admit(
     limit: int,
     settings: Settings,
     try_lock: bool = False,
-    held: Mapping[uuid.UUID, Run] | None = None,
+    held: Mapping[uuid.UUID, RunRecord] | None = None,
 ) -> Admission | None:
     """Claim up to ``limit`` ready tasks that fit the quota, in the tenant's fair order
     (:data:`_CLAIM`); build their messages (the secrets they reference sealed for the
@@ -227,46 +227,39 @@ async def admit(
 
     ``held``: runs the transaction has read already (the finishing step's), not read again.
     """
-    params = {"tenant": tenant_id}
+    # Raw statements on the transaction's connection (backend/engine/reads.py says why).
+    conn = await driver_connection(session)
     if try_lock:
-        locked = await session.execute(
-            text("SELECT pg_try_advisory_xact_lock(hashtextextended('admit:' || :tenant, 0))"),
-            {"tenant": str(tenant_id)},
-        )
-        if not locked.scalar_one():
+        if not await conn.fetchval(_TRY_LOCK, str(tenant_id)):
             return None
     else:
-        await session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended('admit:' || :tenant, 0))"),
-            {"tenant": str(tenant_id)},
-        )
-    in_flight = int((await session.execute(_IN_FLIGHT, params)).scalar_one())
+        await conn.fetchval(_LOCK, str(tenant_id))
+    in_flight = int(await conn.fetchval(_IN_FLIGHT, tenant_id))
     room = min(max_concurrent - in_flight, limit)
     if room <= 0:
         return Admission([], None, saturated=True)
-    claim = {**params, "now": utcnow(), "room": room, "span": room * LONGEST_SPAN}
-    replies = list((await session.execute(_CLAIM, claim)).all())
-    claimed = [row for row in replies if row.id is not None]
-    next_due: datetime | None = replies[0].next_ready
+    replies = await conn.fetch(_CLAIM, tenant_id, utcnow(), room, room * LONGEST_SPAN)
+    claimed = [row for row in replies if row["id"] is not None]
+    next_due: datetime | None = replies[0]["next_ready"]
     messages: list[TaskMessage] = []
     if claimed:
-        runs = await _runs_of(session, tenant_id, {row.run_id for row in claimed}, held or {})
+        runs = await _runs_of(conn, tenant_id, {row["run_id"] for row in claimed}, held or {})
         for row in claimed:
-            run = runs[row.run_id]
+            run = runs[row["run_id"]]
             plan = await load_plan(session, plans, tenant_id, run.job_id, run.job_version)
-            task = plan.tasks[plan_name(row.name)]
+            task = plan.tasks[plan_name(row["name"])]
             messages.append(
                 TaskMessage(
                     tenant_id=str(tenant_id),
-                    run_id=str(row.run_id),
-                    task_run_id=str(row.id),
-                    task_name=row.name,
-                    attempt=row.attempt,
+                    run_id=str(row["run_id"]),
+                    task_run_id=str(row["id"]),
+                    task_name=row["name"],
+                    attempt=row["attempt"],
                     spec=task.spec,
                     params=run.params,
                     timeout_seconds=task.timeout_seconds,
-                    queue=row.queue,
-                    item=row.item,
+                    queue=row["queue"],
+                    item=row["item"],
                 )
             )
         messages = await seal_task_secrets(session, settings, tenant_id, messages)
@@ -280,22 +273,17 @@ async def admit(
 
 
 async def _runs_of(
-    session: AsyncSession,
+    conn: asyncpg.Connection,
     tenant_id: uuid.UUID,
     run_ids: set[uuid.UUID],
-    held: Mapping[uuid.UUID, Run],
-) -> dict[uuid.UUID, Run]:
+    held: Mapping[uuid.UUID, RunRecord],
+) -> dict[uuid.UUID, RunRecord]:
     """The claimed tasks' runs. Admitting in the transaction that finished their
-    predecessors, the caller or the session holds them already: no round trip for those."""
-    identities = session.sync_session.identity_map
-    runs: dict[uuid.UUID, Run] = {}
-    for run_id in run_ids:
-        run = held.get(run_id) or identities.get(identity_key(Run, (tenant_id, run_id)))
-        if isinstance(run, Run):
-            runs[run_id] = run
+    predecessors, the caller holds them already: no round trip for those."""
+    runs = {run_id: held[run_id] for run_id in run_ids if run_id in held}
     missing = sorted(run_ids - runs.keys())
     if missing:
-        runs.update({r.id: r for r in await RunRepository(session, tenant_id).by_ids(missing)})
+        runs.update({r.id: r for r in await reads.runs(conn, tenant_id, missing)})
     return runs
 
 

@@ -8,9 +8,10 @@ One call handles one tenant's batch in the caller's transaction:
    event of an older attempt changes nothing;
 3. decide retries (exponential backoff through ``ready_at``, the due-time index), then
    advance each run's DAG and settle finished runs;
-4. let the ORM flush the changed rows in batched statements; bulk-insert log lines.
+4. write the changed rows set-based (``engine/writes.py``); bulk-insert log lines.
 
-The returned :class:`Effects` say what must happen in Redis after the commit.
+The rows are records read by raw statements (``engine/records.py``, ``engine/reads.py``),
+not ORM objects. The returned :class:`Effects` say what must happen in Redis after the commit.
 """
 
 from __future__ import annotations
@@ -22,21 +23,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import structlog
-from sqlalchemy import any_, func, text
-from sqlmodel import col, select
+from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 import backend.wiring  # noqa: F401  (the hooks fired here are connected there)
+from backend.core.db import driver_connection
 from backend.core.models import utcnow
-from backend.engine.writes import write_batch
+from backend.engine import reads
+from backend.engine.records import AttemptRecord, RunRecord, TaskRecord
+from backend.engine.writes import write_changes
 from backend.jobs.repository import JobVersionRepository
 from backend.metrics.samples import EngineSamples, observe_event_lag
 from backend.runs.advance import advance_run
 from backend.runs.hooks import FinishedRun, runs_finished
-from backend.runs.models import Run, TaskAttempt, TaskRun, plan_name
+from backend.runs.models import plan_name
 from backend.runs.publish import run_update, task_update
-from backend.runs.repository import LogRepository, TaskRunRepository, any_id
+from backend.runs.repository import LogRepository, TaskRunRepository
 from kernel.dag.decisions import group_outcome
 from kernel.dag.plan import PlanCache, RunPlan, TaskPlan, compile_plan
 from kernel.dag.status import FINISHED_RUN, FINISHED_TASK, RunStatus, TaskStatus
@@ -58,13 +62,13 @@ class Effects:
 
     due_at: datetime | None = None  # earliest instant this tenant has work to admit
     cancel: list[tuple[uuid.UUID, int]] = field(default_factory=list)
-    finished_runs: list[Run] = field(default_factory=list)
-    changed_tasks: list[TaskRun] = field(default_factory=list)
+    finished_runs: list[RunRecord] = field(default_factory=list)
+    changed_tasks: list[TaskRecord] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)  # for live views (SSE)
     samples: EngineSamples = field(default_factory=EngineSamples)  # metrics, after commit
-    # The batch's runs (read and locked; detached once written): admission in the same
-    # transaction builds its messages from them without reading them again.
-    runs: dict[uuid.UUID, Run] = field(default_factory=dict)
+    # The batch's runs (read and locked): admission in the same transaction builds its
+    # messages from them without reading them again.
+    runs: dict[uuid.UUID, RunRecord] = field(default_factory=dict)
 
     def due(self, at: datetime) -> None:
         self.due_at = at if self.due_at is None else min(self.due_at, at)
@@ -91,28 +95,30 @@ class _Batch:
     def __init__(
         self,
         session: AsyncSession,
+        conn: asyncpg.Connection,
         tenant_id: uuid.UUID,
         plans: PlanCache,
         lost_before: datetime | None = None,
     ) -> None:
         self.session = session
+        self.conn = conn  # the session's transaction, for the raw reads and writes
         # A worker's "lost" report counts only if the attempt's heartbeat is older than this
         # (None: the engine may not judge lost now) - see :func:`apply_events`.
         self.lost_before = lost_before
         self.tenant_id = tenant_id
         self.plans = plans
         self.effects = Effects()
-        self.tasks: dict[uuid.UUID, TaskRun] = {}
-        self.runs: dict[uuid.UUID, Run] = {}
-        self.run_tasks: dict[uuid.UUID, list[TaskRun]] = {}
-        self.attempts: dict[tuple[uuid.UUID, int], TaskAttempt] = {}
+        self.tasks: dict[uuid.UUID, TaskRecord] = {}
+        self.runs: dict[uuid.UUID, RunRecord] = {}
+        self.run_tasks: dict[uuid.UUID, list[TaskRecord]] = {}
+        self.attempts: dict[tuple[uuid.UUID, int], AttemptRecord] = {}
         self.log_rows: list[dict[str, Any]] = []
         self.touched_runs: set[uuid.UUID] = set()
-        self.changed: dict[uuid.UUID, TaskRun] = {}
+        self.changed: dict[uuid.UUID, TaskRecord] = {}
         self.run_status_before: dict[uuid.UUID, str] = {}
         # "running" as live views saw it when it happened: a task (and its run) that starts
         # and finishes within one batch still shows each state change, in order.
-        self.started_updates: list[tuple[TaskRun | Run, dict[str, Any]]] = []
+        self.started_updates: list[tuple[TaskRecord | RunRecord, dict[str, Any]]] = []
 
     async def load(self, task_run_ids: set[uuid.UUID], *, whole_runs: bool = True) -> None:
         """Lock the affected runs, then read their top-level tasks and the touched children.
@@ -123,57 +129,48 @@ class _Batch:
         only the tasks the events name are read.
         """
         # The runs the events' tasks belong to, locked in id order, in one round trip.
-        named = select(TaskRun.run_id).where(
-            col(TaskRun.tenant_id) == self.tenant_id, any_id(col(TaskRun.id), task_run_ids)
-        )
-        locking = (
-            select(Run)
-            # = ANY(ARRAY(subquery)): the ids come first, then the primary key finds the
-            # runs (an IN (subquery) may hash-join a scan of all the tenant's runs).
-            .where(
-                col(Run.tenant_id) == self.tenant_id,
-                col(Run.id) == any_(func.array(named.scalar_subquery())),
-            )
-            .order_by(col(Run.id))
-            .with_for_update()
-        )
-        runs = list((await self.session.exec(locking)).all())
+        runs = await reads.lock_runs_of_tasks(self.conn, self.tenant_id, task_run_ids)
         if not runs:
             return
         run_ids = [r.id for r in runs]
         self.runs = {r.id: r for r in runs}
         self.run_status_before = {r.id: r.status for r in runs}
-        repo = TaskRunRepository(self.session, self.tenant_id)
-        for task in await repo.top_level(run_ids) if whole_runs else []:
-            self.run_tasks.setdefault(task.run_id, []).append(task)
-            self.tasks[task.id] = task
+        if whole_runs:
+            for task in await reads.top_level_tasks(self.conn, self.tenant_id, run_ids):
+                self.run_tasks.setdefault(task.run_id, []).append(task)
+                self.tasks[task.id] = task
         missing = [i for i in task_run_ids if i not in self.tasks]
-        for child in await repo.by_ids(missing) if missing else []:
+        for child in await reads.tasks(self.conn, self.tenant_id, missing) if missing else []:
             self.tasks[child.id] = child
         if task_run_ids:
-            statement = select(TaskAttempt).where(
-                col(TaskAttempt.tenant_id) == self.tenant_id,
-                any_id(col(TaskAttempt.task_run_id), task_run_ids),
-            )
-            for attempt in (await self.session.exec(statement)).all():
+            for attempt in await reads.attempts(self.conn, self.tenant_id, task_run_ids):
                 self.attempts[(attempt.task_run_id, attempt.attempt)] = attempt
 
-    def _attempt(self, task: TaskRun) -> TaskAttempt:
+    async def write(self) -> None:
+        """Write what the batch changed so far (what is unchanged is not sent again)."""
+        await write_changes(
+            self.conn,
+            self.tenant_id,
+            tasks=self.tasks.values(),
+            runs=self.runs.values(),
+            attempts=self.attempts.values(),
+        )
+
+    def _attempt(self, task: TaskRecord) -> AttemptRecord:
         key = (task.id, task.attempt)
         attempt = self.attempts.get(key)
         if attempt is None:
-            attempt = TaskAttempt(
+            attempt = AttemptRecord(
                 tenant_id=self.tenant_id,
                 task_run_id=task.id,
                 attempt=task.attempt,
                 run_id=task.run_id,
                 status="dispatched",
             )
-            self.session.add(attempt)
             self.attempts[key] = attempt
         return attempt
 
-    def _mark(self, task: TaskRun, *, advance: bool = True) -> None:
+    def _mark(self, task: TaskRecord, *, advance: bool = True) -> None:
         """Record a changed task; ``advance``: its run's DAG may move on because of it (a
         start or a heartbeat cannot make another task ready, so it does not advance)."""
         self.changed[task.id] = task
@@ -220,7 +217,7 @@ class _Batch:
         elif event.kind == "released":
             self._released(task, at)
 
-    def _silent(self, task: TaskRun) -> bool:
+    def _silent(self, task: TaskRecord) -> bool:
         """Whether a worker's "lost" report about this attempt may be believed.
 
         Never started: yes - a worker running it would have sent "started" first, on the
@@ -234,14 +231,14 @@ class _Batch:
             return False
         return task.heartbeat_at < self.lost_before
 
-    def _lost_so_far(self, task: TaskRun) -> int:
+    def _lost_so_far(self, task: TaskRecord) -> int:
         return sum(
             1
             for (task_id, _), attempt in self.attempts.items()
             if task_id == task.id and attempt.reason == "lost"
         )
 
-    def _close_attempt(self, task: TaskRun, result: dict[str, Any], at: datetime) -> None:
+    def _close_attempt(self, task: TaskRecord, result: dict[str, Any], at: datetime) -> None:
         """Record how an attempt ended after its task was already settled (cancelled)."""
         attempt = self.attempts.get((task.id, task.attempt))
         if attempt is None or attempt.finished_at is not None:
@@ -258,7 +255,7 @@ class _Batch:
         samples = self.effects.samples
         samples.attempt_finished(attempt.status, attempt.reason, attempt.started_at, at)
 
-    def _started(self, task: TaskRun, run: Run, event: TaskEvent, at: datetime) -> None:
+    def _started(self, task: TaskRecord, run: RunRecord, event: TaskEvent, at: datetime) -> None:
         if task.status != TaskStatus.queued:
             return
         known = self.attempts.get((task.id, task.attempt))
@@ -283,7 +280,7 @@ class _Batch:
         self._mark(task, advance=False)
 
     def finish(
-        self, task: TaskRun, result: dict[str, Any], at: datetime, *, worker: str | None = None
+        self, task: TaskRecord, result: dict[str, Any], at: datetime, *, worker: str | None = None
     ) -> None:
         """Record an attempt's result and decide: succeeded, retry, or failed."""
         if task.status not in ACTIVE:
@@ -328,7 +325,7 @@ class _Batch:
             task.finished_at = at
         self._mark(task)
 
-    def _released(self, task: TaskRun, at: datetime) -> None:
+    def _released(self, task: TaskRecord, at: datetime) -> None:
         # A worker shutting down handed the attempt back unrun: not the task's fault, so
         # it does not use up one of the task's attempts.
         attempt = self._attempt(task)
@@ -375,6 +372,11 @@ class _Batch:
             for t in self.changed.values()
             if t.parent_id is not None and t.status in FINISHED_TASK
         }
+        if not parents:
+            return
+        # The children's counts and outputs are read from the table: the ones this batch
+        # finished must be there first.
+        await self.write()
         repo = TaskRunRepository(self.session, self.tenant_id)
         for parent_id in parents:
             group = self.tasks.get(parent_id) if parent_id else None
@@ -393,7 +395,7 @@ class _Batch:
                 group.reason = "items_failed"
             self._mark(group)
 
-    def _fails_fast(self, group: TaskRun) -> bool:
+    def _fails_fast(self, group: TaskRecord) -> bool:
         """Under fail_fast a failed item fails its group at once when the group fails the
         run; waiting for its siblings would only delay the cancellation."""
         run = self.runs[group.run_id]
@@ -410,7 +412,7 @@ class _Batch:
 
 
 async def _cancel_children(
-    session: AsyncSession, run: Run, now: datetime
+    session: AsyncSession, run: RunRecord, now: datetime
 ) -> list[tuple[uuid.UUID, int]]:
     """fail_fast: end a run's unfinished fan-out children; return the in-flight ones."""
     rows = (
@@ -428,19 +430,19 @@ async def _cancel_children(
     return [(row.id, row.attempt) for row in rows if row.dispatched_at is not None]
 
 
-def plan_of(batch: _Batch, task: TaskRun) -> RunPlan:
+def plan_of(batch: _Batch, task: TaskRecord) -> RunPlan:
     run = batch.runs[task.run_id]
     plan = batch.plans.get(batch.tenant_id, run.job_id, run.job_version)
     assert plan is not None, "plans are loaded before events are applied"
     return plan
 
 
-def task_plan(batch: _Batch, task: TaskRun) -> TaskPlan:
+def task_plan(batch: _Batch, task: TaskRecord) -> TaskPlan:
     """The spec task a task run instantiates (a for_each child shares its group's)."""
     return plan_of(batch, task).tasks[plan_name(task.name)]
 
 
-def task_timeout(batch: _Batch, task: TaskRun) -> float | None:
+def task_timeout(batch: _Batch, task: TaskRecord) -> float | None:
     return task_plan(batch, task).timeout_seconds
 
 
@@ -473,7 +475,7 @@ async def apply_events(
             ids.add(uuid.UUID(event.task_run_id))
         except ValueError:
             log.warning("engine.event.bad_task_id", tenant_id=str(tenant_id))
-    batch = _Batch(session, tenant_id, plans, lost_before)
+    batch = _Batch(session, await driver_connection(session), tenant_id, plans, lost_before)
     # Only an attempt's end can move a DAG on; a batch of starts, heartbeats and logs
     # reads just the tasks it names, not their runs' other tasks.
     ending = any(event.kind in ("finished", "released") for event in events)
@@ -494,7 +496,7 @@ async def fail_tasks(
     They go through the same retry policy as failures a worker reports.
     """
     failures = list(failures)
-    batch = _Batch(session, tenant_id, plans)
+    batch = _Batch(session, await driver_connection(session), tenant_id, plans)
     await _prepare(batch, {f[0] for f in failures})
     now = utcnow()
     for task_run_id, attempt, reason, error in failures:
@@ -521,8 +523,8 @@ async def _announce_finished(batch: _Batch) -> None:
 async def _flush(batch: _Batch) -> Effects:
     await batch.settle_runs()
     # The changed task runs, runs and attempts, one set-based statement per table
-    # (backend/engine/writes.py); the session flushes only what is left (fan-out children).
-    await write_batch(batch.session, batch.tenant_id)
+    # (backend/engine/writes.py); the session flushes only what it holds (fan-out children).
+    await batch.write()
     await _announce_finished(batch)
     await LogRepository(batch.session, batch.tenant_id).insert_many(batch.log_rows)
     await batch.session.flush()

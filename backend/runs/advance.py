@@ -9,11 +9,13 @@ settled - at once under ``failure_policy: fail_fast`` when a failure fails it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from backend.runs.models import Run, TaskRun
+from backend.runs.models import TaskRun
+from backend.runs.rows import RunRow, TaskRow
 from kernel.dag.decisions import Node, decide, fails_run, run_outcome
 from kernel.dag.plan import RunPlan
 from kernel.dag.status import FINISHED_TASK, RunStatus, TaskStatus
@@ -27,13 +29,13 @@ REASONS = {
 @dataclass
 class Advance:
     children: list[TaskRun] = field(default_factory=list)  # new for_each children to insert
-    stop: list[TaskRun] = field(default_factory=list)  # dispatched tasks cancelled (fail_fast)
+    stop: list[TaskRow] = field(default_factory=list)  # dispatched tasks cancelled (fail_fast)
     queued: bool = False  # something became ready: the tenant has work to admit
     cancel_children: bool = False  # fail_fast: the run's unfinished children end too
     finished: bool = False
 
 
-def run_context(run: Run) -> dict[str, Any]:
+def run_context(run: RunRow) -> dict[str, Any]:
     """What expressions see besides ``tasks``: ``params`` and ``run``."""
     return {
         "params": run.params,
@@ -47,7 +49,7 @@ def run_context(run: Run) -> dict[str, Any]:
 
 
 def advance_run(
-    plan: RunPlan, run: Run, tasks: dict[str, TaskRun], *, now: datetime, ready_at: datetime
+    plan: RunPlan, run: RunRow, tasks: Mapping[str, TaskRow], *, now: datetime, ready_at: datetime
 ) -> Advance:
     """Advance one run: decide every pending task, then settle the run if it is over.
 
@@ -88,7 +90,7 @@ def advance_run(
     return result
 
 
-def _finish(task: TaskRun, status: str, now: datetime, *, reason: str, explanation: str) -> None:
+def _finish(task: TaskRow, status: str, now: datetime, *, reason: str, explanation: str) -> None:
     task.status = status
     task.finished_at = now
     task.reason = reason
@@ -96,7 +98,7 @@ def _finish(task: TaskRun, status: str, now: datetime, *, reason: str, explanati
 
 
 def _fan_out(
-    plan: RunPlan, group: TaskRun, items: list[Any], *, now: datetime, ready_at: datetime
+    plan: RunPlan, group: TaskRow, items: list[Any], *, now: datetime, ready_at: datetime
 ) -> list[TaskRun]:
     group.status = TaskStatus.running
     group.started_at = now
@@ -120,7 +122,7 @@ def _fan_out(
 
 
 def _fail_fast(
-    run: Run, tasks: dict[str, TaskRun], failing: list[str], now: datetime, result: Advance
+    run: RunRow, tasks: Mapping[str, TaskRow], failing: list[str], now: datetime, result: Advance
 ) -> None:
     why = f"task {failing[0]!r} failed (failure_policy fail_fast)"
     for task in tasks.values():

@@ -14,13 +14,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from backend.runs.models import Run, TaskRun
+from backend.runs.rows import RunRow, TaskRow
 from kernel.wire import keys
 
 UPDATES_HISTORY = 10_000
 
 
-def run_update(run: Run) -> dict[str, Any]:
+def run_update(run: RunRow) -> dict[str, Any]:
     return {
         "type": "run",
         "run_id": str(run.id),
@@ -31,7 +31,7 @@ def run_update(run: Run) -> dict[str, Any]:
     }
 
 
-def task_update(task: TaskRun, job_id: uuid.UUID) -> dict[str, Any]:
+def task_update(task: TaskRow, job_id: uuid.UUID) -> dict[str, Any]:
     return {
         "type": "task",
         "run_id": str(task.run_id),

@@ -20,6 +20,7 @@ from backend.core.db import (
     scope_to_user,
 )
 from backend.core.settings import Settings
+from kernel.dependencies import outage_of
 from tests.fixtures.clock import FakeClock
 from tests.fixtures.factories import create_tenant
 
@@ -145,3 +146,42 @@ async def test_a_busy_connection_is_not_pinged(engine: AsyncEngine, clock: FakeC
         await session.execute(text("SELECT 1"))
         await session.rollback()
     assert pings == [1]
+
+
+async def test_raw_statements_run_in_the_sessions_transaction(
+    engine: AsyncEngine, owner_engine: AsyncEngine
+) -> None:
+    """``driver_connection`` begins the transaction on the server first: a raw statement
+    sent before any of SQLAlchemy's is inside it, and rolled back with it."""
+    sessionmaker = create_sessionmaker(engine)
+    async with sessionmaker() as session:
+        conn = await db.driver_connection(session)
+        assert conn.is_in_transaction()
+        xid = await conn.fetchval("SELECT txid_current()")
+        same = (await session.execute(text("SELECT txid_current()"))).scalar_one()
+        assert same == xid
+        await session.rollback()
+    async with sessionmaker() as session:
+        conn = await db.driver_connection(session)
+        assert await conn.fetchval("SELECT txid_current()") != xid
+
+
+async def test_a_raw_statement_on_a_killed_connection_leaves_it_out_of_the_pool(
+    engine: AsyncEngine, owner_engine: AsyncEngine
+) -> None:
+    """An outage met by a raw statement is no error SQLAlchemy saw, but the rollback that
+    follows fails on the dead connection and SQLAlchemy drops it then: the pool hands out a
+    live one next (with pool_size=1 and no ping, the dead one would fail the next
+    transaction too)."""
+    sessionmaker = create_sessionmaker(engine)
+    with pytest.raises(Exception) as raised:  # which kind of outage error varies
+        async with db.tenant_transaction(sessionmaker, uuid.uuid4()) as session:
+            conn = await db.driver_connection(session)
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            async with owner_engine.begin() as owner:
+                await owner.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await conn.fetchval("SELECT 1")
+    assert outage_of(raised.value) == "postgres"
+    async with db.tenant_transaction(sessionmaker, uuid.uuid4()) as session:
+        conn = await db.driver_connection(session)
+        assert await conn.fetchval("SELECT pg_backend_pid()") != pid

@@ -11,13 +11,12 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
 
-from backend.core.db import tenant_transaction
+from backend.core.db import driver_connection, tenant_transaction
+from backend.engine import reads
 from backend.engine.events import apply_events
 from backend.engine.loop import Engine
-from backend.engine.writes import write_batch
-from backend.runs.models import TaskRun
+from backend.engine.writes import write_changes
 from kernel.dag.plan import PLANS
 from tests.engine.helpers import dispatched_unserved, start_and_finish
 from tests.fixtures.database import all_rows, one_row
@@ -94,21 +93,21 @@ async def test_a_dispatch_committed_meanwhile_is_not_overwritten(
     job = await create_job(client, owner, [python_task("only")])
     run = await trigger(client, owner, job["id"], delay_seconds=3600)
     async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
-        statement = select(TaskRun).where(TaskRun.run_id == uuid.UUID(run["id"]))
-        task = (await session.exec(statement)).one()
+        conn = await driver_connection(session)
+        [task] = await reads.top_level_tasks(conn, owner.tenant_id, [uuid.UUID(run["id"])])
         assert task.dispatched_at is None and task.attempt == 0
         task.explanation = "changed by the batch"
         # Meanwhile admission (another transaction, not under the run's lock) dispatches it.
-        async with owner_engine.begin() as conn:
-            await conn.execute(
+        async with owner_engine.begin() as other:
+            await other.execute(
                 text(
                     "UPDATE task_runs SET dispatched_at = now(), attempt = attempt + 1 "
                     "WHERE id = :id"
                 ),
                 {"id": task.id},
             )
-        await write_batch(session, owner.tenant_id)
-        assert task not in session  # written, then left out of the session's own flush
+        await write_changes(conn, owner.tenant_id, tasks=[task])
+        assert task.changed() == frozenset()  # written: a second write sends nothing
     row = await one_row(
         owner_engine,
         "SELECT attempt, dispatched_at, explanation FROM task_runs WHERE id = :id",
@@ -116,3 +115,22 @@ async def test_a_dispatch_committed_meanwhile_is_not_overwritten(
     )
     assert row.attempt == 1 and row.dispatched_at is not None
     assert row.explanation == "changed by the batch"
+
+
+async def test_a_record_writes_only_the_columns_it_changed_and_only_once(
+    client: AsyncClient, owner: Account, app: FastAPI, owner_engine: AsyncEngine
+) -> None:
+    job = await create_job(client, owner, [python_task("only")])
+    run = await trigger(client, owner, job["id"], delay_seconds=3600)
+    async with tenant_transaction(app.state.sessionmaker, owner.tenant_id) as session:
+        conn = await driver_connection(session)
+        [task] = await reads.top_level_tasks(conn, owner.tenant_id, [uuid.UUID(run["id"])])
+        task.output = {"kept": [1, 2]}
+        task.status = task.status  # set to the value it had: not a change
+        assert task.changed() == frozenset({"output"})
+        await write_changes(conn, owner.tenant_id, tasks=[task])
+        # Another writer changes the row; the record, already written, does not undo it.
+        await conn.execute("UPDATE task_runs SET output = '1'::jsonb WHERE id = $1", task.id)
+        await write_changes(conn, owner.tenant_id, tasks=[task])
+    row = await one_row(owner_engine, "SELECT output FROM task_runs WHERE id = :id", id=task.id)
+    assert row.output == 1
