@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import asyncpg
 import structlog
@@ -70,6 +70,10 @@ def create_engine(
     """The async engine. ``custom_plans``: plan every execution of a prepared statement
     for its actual parameters. The engine's admission query needs it - after five runs
     PostgreSQL may switch to a generic plan that reads a whole backlog to pick 64 rows.
+    Planning costs too (a chain step's statements spent more time being planned than
+    run): a transaction that sends only statements whose plan cannot depend on their
+    parameters asks for ``plan_cache="auto"`` (:func:`tenant_transaction`), and the claim
+    asks for custom plans again for itself (``backend/engine/admission.py``).
 
     ``pre_ping``: test each connection as it leaves the pool. With asyncpg that costs three
     round trips (BEGIN, an empty statement, ROLLBACK) per transaction, which the engine's
@@ -164,34 +168,47 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-async def scope_to_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+# Planning every execution of a prepared statement for its parameters
+# (``plan_cache_mode``, see ``create_engine``) or reusing a plan once PostgreSQL judges it
+# as good ("auto", PostgreSQL's default). Fixed values: they are written into statements.
+PlanCacheMode = Literal["auto", "force_custom_plan"]
+
+
+async def scope_to_tenant(
+    session: AsyncSession, tenant_id: uuid.UUID, *, plan_cache: PlanCacheMode | None = None
+) -> None:
     """Make row-level security show this tenant's rows for the rest of the transaction.
 
     When the transaction has not begun yet (the usual case: the first thing a request or a
-    tenant transaction does), ``set_config`` travels with its ``BEGIN``: one round trip."""
-    if not await _begin_with_setting(session, "app.tenant_id", tenant_id):
-        await session.execute(
-            text("SELECT set_config('app.tenant_id', :tenant_id, true)"),
-            {"tenant_id": str(tenant_id)},
-        )
+    tenant transaction does), ``set_config`` travels with its ``BEGIN``: one round trip.
+    ``plan_cache``: the transaction's ``plan_cache_mode`` as well, in the same statement."""
+    setting = f"set_config('app.tenant_id', '{uuid.UUID(str(tenant_id))}', true)"
+    if plan_cache is not None:
+        if plan_cache not in get_args(PlanCacheMode):
+            raise ValueError(f"not a plan_cache_mode Baton sets: {plan_cache!r}")
+        setting += f", set_config('plan_cache_mode', '{plan_cache}', true)"
+    if not await _begin_with(session, f"SELECT {setting};"):
+        await session.execute(text(f"SELECT {setting}"))
 
 
 async def scope_to_user(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Let the transaction read this user's own memberships in every tenant (login only)."""
-    if not await _begin_with_setting(session, "app.user_id", user_id):
+    statement = f"SELECT set_config('app.user_id', '{uuid.UUID(str(user_id))}', true);"
+    if not await _begin_with(session, statement):
         await session.execute(
             text("SELECT set_config('app.user_id', :user_id, true)"), {"user_id": str(user_id)}
         )
 
 
-async def _begin_with_setting(session: AsyncSession, name: str, value: uuid.UUID) -> bool:
-    """Begin the session's database transaction with ``set_config(name, value, true)`` in the
-    same round trip; False (nothing done) when it has begun already or cannot be begun so.
+async def _begin_with(session: AsyncSession, statement: str) -> bool:
+    """Begin the session's database transaction with ``statement`` (``set_config`` calls) in
+    the same round trip; False (nothing done) when it has begun already or cannot be begun so.
 
     SQLAlchemy's asyncpg adapter begins a transaction lazily, as its first statement is
-    sent; here it is begun the adapter's own way (``_start_transaction``), with the setting
-    appended to the ``BEGIN`` by :class:`_Connection`. The value is a UUID rendered by
-    ``uuid`` itself (hex digits and dashes), so it is safe to put in the statement text."""
+    sent; here it is begun the adapter's own way (``_start_transaction``), with the
+    statement appended to the ``BEGIN`` by :class:`_Connection`. Its values are UUIDs
+    rendered by ``uuid`` itself (hex digits and dashes) and fixed words, never user input,
+    so they are safe in the statement text."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     adapted, driver = raw.dbapi_connection, raw.driver_connection
@@ -201,7 +218,7 @@ async def _begin_with_setting(session: AsyncSession, name: str, value: uuid.UUID
         or getattr(adapted, "isolation_level", "autocommit") == "autocommit"
     ):
         return False
-    driver._with_begin = f"SELECT set_config('{name}', '{uuid.UUID(str(value))}', true);"
+    driver._with_begin = statement
     try:
         await adapted._start_transaction()  # type: ignore[union-attr]
         # Sent only if what began the transaction was a BEGIN (asyncpg opens a SAVEPOINT
@@ -256,12 +273,16 @@ def _forget_after_commit(session: Session, previous_transaction: SessionTransact
 
 @asynccontextmanager
 async def tenant_transaction(
-    sessionmaker: async_sessionmaker[AsyncSession], tenant_id: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tenant_id: uuid.UUID,
+    *,
+    plan_cache: PlanCacheMode | None = None,
 ) -> AsyncIterator[AsyncSession]:
     """One transaction scoped to a tenant, outside a request (engine, scheduler): commit
-    (then after-commit callbacks) on success, roll back on any error."""
+    (then after-commit callbacks) on success, roll back on any error. ``plan_cache``: the
+    transaction's ``plan_cache_mode`` (see :func:`scope_to_tenant`)."""
     async with sessionmaker() as session:
-        await scope_to_tenant(session, tenant_id)
+        await scope_to_tenant(session, tenant_id, plan_cache=plan_cache)
         try:
             yield session
         except BaseException:

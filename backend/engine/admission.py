@@ -149,8 +149,17 @@ _IN_FLIGHT = """
     SELECT count(*) FROM task_runs
      WHERE tenant_id = $1 AND status IN ('queued', 'running') AND dispatched_at IS NOT NULL
 """
-_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('admit:' || $1::text, 0))"
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('admit:' || $1::text, 0))"
+# The tenant's admission lock, and custom plans for the claim that follows in the same
+# transaction, whatever the transaction's plan_cache_mode was (the finishing step runs with
+# reused plans: backend/engine/loop.py). A generic plan of the claim reads the backlog.
+_TRY_LOCK = """
+SELECT pg_try_advisory_xact_lock(hashtextextended('admit:' || $1::text, 0)),
+       set_config('plan_cache_mode', 'force_custom_plan', true)
+"""
+_LOCK = """
+SELECT pg_advisory_xact_lock(hashtextextended('admit:' || $1::text, 0)),
+       set_config('plan_cache_mode', 'force_custom_plan', true)
+"""
 _NEXT_READY = text(
     """
     SELECT min(ready_at) FROM task_runs
@@ -233,7 +242,7 @@ async def admit(
         if not await conn.fetchval(_TRY_LOCK, str(tenant_id)):
             return None
     else:
-        await conn.fetchval(_LOCK, str(tenant_id))
+        await conn.execute(_LOCK, str(tenant_id))
     in_flight = int(await conn.fetchval(_IN_FLIGHT, tenant_id))
     room = min(max_concurrent - in_flight, limit)
     if room <= 0:

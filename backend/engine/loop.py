@@ -488,7 +488,9 @@ class Engine:
         if replay:
             await self._recover_outbox(tenant_id, outbox_key)
         admission: Admission | None = None
-        async with self.tenant_transaction(tenant_id) as session:
+        # Reused plans: the batch's statements look rows up by key, whatever the parameters,
+        # and planning each execution cost more than running it (docs/architecture.md).
+        async with tenant_transaction(self.sessionmaker, tenant_id, plan_cache="auto") as session:
             effects = await apply_events(
                 session, tenant_id, events, self.plans, lost_before=self.lost_before()
             )

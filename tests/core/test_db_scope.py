@@ -185,3 +185,23 @@ async def test_a_raw_statement_on_a_killed_connection_leaves_it_out_of_the_pool(
     async with db.tenant_transaction(sessionmaker, uuid.uuid4()) as session:
         conn = await db.driver_connection(session)
         assert await conn.fetchval("SELECT pg_backend_pid()") != pid
+
+
+async def test_a_transaction_may_ask_for_reused_plans_with_its_scope(engine: AsyncEngine) -> None:
+    """``plan_cache`` travels with the tenant scope and lasts one transaction."""
+    tenant = uuid.uuid4()
+    async with create_sessionmaker(engine)() as session:
+        default = await _setting(session, "plan_cache_mode")
+        await session.rollback()
+        await scope_to_tenant(session, tenant, plan_cache="auto")
+        assert await _setting(session, "plan_cache_mode") == "auto"
+        assert await _setting(session, "app.tenant_id") == str(tenant)
+        await session.commit()
+        assert await _setting(session, "plan_cache_mode") == default
+        await session.rollback()
+
+
+async def test_no_other_value_reaches_the_statement(engine: AsyncEngine) -> None:
+    async with create_sessionmaker(engine)() as session:
+        with pytest.raises(ValueError, match="plan_cache_mode"):
+            await scope_to_tenant(session, uuid.uuid4(), plan_cache="auto', true); --")  # type: ignore[arg-type]
