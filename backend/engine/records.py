@@ -15,7 +15,7 @@ updates (``runs/publish.py``) work on a record as on the ORM object the trigger 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Self
 
@@ -32,12 +32,14 @@ class _Record:
         self._saved: tuple[Any, ...] | None = None  # new: never written
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Self:
-        """The record of a row read from the database (nothing changed yet)."""
+    def from_row(cls, row: Sequence[Any]) -> Self:
+        """The record of a row read from the database, its columns in :attr:`COLUMNS` order
+        (``engine/reads.py`` selects them so): nothing changed yet."""
         record = cls.__new__(cls)
-        for name in cls.COLUMNS:
-            setattr(record, name, row[name])
-        record.saved()
+        values = tuple(row)
+        for name, value in zip(cls.COLUMNS, values, strict=True):
+            setattr(record, name, value)
+        record._saved = values  # what it was read as: no second pass over the attributes
         return record
 
     @property

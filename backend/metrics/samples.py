@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from kernel.metrics import (
     ATTEMPT_REASONS,
@@ -71,16 +73,23 @@ class EngineSamples:
     def record(self, tenant_id: uuid.UUID | str) -> None:
         """Add the observations to the metrics (once: they are cleared)."""
         tenant = TENANTS.label(tenant_id)
-        for status, reason, duration in self.attempts:
-            TASK_ATTEMPTS_FINISHED.labels(tenant, status, reason).inc()
+        # One child per label set, not per observation (``labels`` was a few per cent of
+        # the engine's CPU at a few thousand tasks a second).
+        finished = Counter((status, reason) for status, reason, _ in self.attempts)
+        for (status, reason), count in finished.items():
+            TASK_ATTEMPTS_FINISHED.labels(tenant, status, reason).inc(count)
+        durations: dict[str, Any] = {}
+        for status, _, duration in self.attempts:
             if duration is not None:
-                TASK_DURATION.labels(tenant, status).observe(duration)
+                if status not in durations:
+                    durations[status] = TASK_DURATION.labels(tenant, status)
+                durations[status].observe(duration)
         if self.start_latencies:
             histogram = TASK_START_LATENCY.labels(tenant)
             for latency in self.start_latencies:
                 histogram.observe(latency)
-        for status in self.runs:
-            RUNS_FINISHED.labels(tenant, status).inc()
+        for status, count in Counter(self.runs).items():
+            RUNS_FINISHED.labels(tenant, status).inc(count)
         self.attempts.clear()
         self.start_latencies.clear()
         self.runs.clear()

@@ -18,6 +18,9 @@ from backend.runs.rows import RunRow, TaskRow
 from kernel.wire import keys
 
 UPDATES_HISTORY = 10_000
+# One encoder for every update: ``json.dumps(item, default=str)`` builds a new one per call,
+# several per finished task on the engine's hot path.
+_encode = json.JSONEncoder(default=str).encode
 
 
 def run_update(run: RunRow) -> dict[str, Any]:
@@ -56,7 +59,7 @@ return #ARGV - 1
 
 async def publish(redis: Redis, tenant_id: uuid.UUID, updates: Iterable[dict[str, Any]]) -> None:
     """Append state changes to the tenant's update stream (best effort: a live view)."""
-    items = [json.dumps(item, default=str) for item in updates]
+    items = [_encode(item) for item in updates]
     if not items:
         return
     append = redis.register_script(_APPEND)  # called by SHA (loaded once per server)
@@ -69,7 +72,7 @@ def queue_updates(pipe: Pipeline, tenant_id: uuid.UUID, updates: Iterable[dict[s
     for item in updates:
         pipe.xadd(
             stream,
-            {"e": json.dumps(item, default=str)},
+            {"e": _encode(item)},
             maxlen=UPDATES_HISTORY,
             approximate=True,
         )
