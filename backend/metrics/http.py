@@ -13,11 +13,13 @@ the request carries ``Authorization: Bearer <token>`` (compared in constant time
 from __future__ import annotations
 
 import hmac
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from fastapi import Depends, FastAPI, Request
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 
 from backend.core.errors import AuthenticationRequired, InvalidToken
 from kernel.metrics import HTTP_BUCKETS, REGISTRY
@@ -34,6 +36,38 @@ class _Include:
 
     def describe(self) -> list[Metric]:
         return []  # names are checked for clashes within each registry, not across
+
+
+# How many (method, path) -> route template answers the API keeps (least recently used
+# first out): a template is a pure function of the path, and finding it costs a match
+# against every route of the app, before the router matches them again.
+ROUTE_NAMES_KEPT = 4096
+
+
+class _RememberedRouteNames(PrometheusInstrumentatorMiddleware):
+    """The instrumentator's middleware, remembering which route template a path is.
+
+    It finds a request's template by matching the path against every route, on every
+    request: a few per cent of a trigger's CPU with Baton's routes. The answer depends only
+    on the method, the path and the root path (the routes are fixed once the app serves).
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._names: OrderedDict[tuple[str, str, str], tuple[str, bool]] = OrderedDict()
+
+    def _get_handler(self, request: Request) -> tuple[str, bool]:
+        scope = request.scope
+        key = (scope["method"], scope["path"], scope.get("root_path", ""))
+        found = self._names.get(key)
+        if found is not None:
+            self._names.move_to_end(key)
+            return found
+        found = super()._get_handler(request)
+        self._names[key] = found
+        if len(self._names) > ROUTE_NAMES_KEPT:
+            self._names.popitem(last=False)
+        return found
 
 
 def metrics_guard(token: str | None) -> Callable[[Request], None]:
@@ -66,6 +100,9 @@ def install_api_metrics(app: FastAPI, *, token: str | None) -> CollectorRegistry
         registry=registry,
     )
     instrumentator.instrument(app, latency_lowr_buckets=HTTP_BUCKETS)
+    for middleware in app.user_middleware:  # before the stack is built (first request)
+        if middleware.cls is PrometheusInstrumentatorMiddleware:
+            middleware.cls = _RememberedRouteNames
     instrumentator.expose(
         app,
         endpoint="/metrics",

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from backend.app import create_app
 from backend.core.settings import Settings
 from backend.metrics import configure
+from backend.metrics import http as http_metrics
 from tests.fixtures.errors import assert_error
 from tests.fixtures.factories import Account
 from tests.metrics.helpers import run_promtool
@@ -129,3 +131,36 @@ def test_a_fresh_process_exposes_the_label_values_at_zero() -> None:
     assert 'baton_schedule_ticks_total{outcome="fired"} 0.0' in output
     assert 'baton_runs_finished_total{status="cancelled",tenant="other"} 0.0' in output
     assert 'baton_engine_event_lag_seconds_count{kind="finished"} 0.0' in output
+
+
+def _requests_counted(text: str, handler: str, method: str, status: str) -> float:
+    pattern = (
+        rf'http_requests_total\{{handler="{re.escape(handler)}",method="{method}",'
+        rf'status="{status}"\}} (\S+)'
+    )
+    found = re.search(pattern, text)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_remembered_route_templates_label_every_request_like_the_first(
+    client: AsyncClient, owner: Account, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template of a path is remembered (a few thousand paths, least recently used
+    out): repeated and evicted paths are still counted under their template, and an
+    unknown path under ``none``."""
+    assert http_metrics._RememberedRouteNames in {m.cls for m in app.user_middleware}
+    monkeypatch.setattr(http_metrics, "ROUTE_NAMES_KEPT", 2)
+    template = "/api/v1/runs/{run_id}"
+    before = await client.get("/metrics")
+    counted = _requests_counted(before.text, template, "GET", "4xx")
+    unknown = _requests_counted(before.text, "none", "GET", "4xx")
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for run_id in (first, first, second, third, first):  # the first is evicted, then asked
+        missing = await client.get(f"/api/v1/runs/{run_id}", headers=owner.headers)
+        assert_error(missing, 404, "not_found")
+    for _ in range(2):
+        await client.get("/no/such/path")
+    after = (await client.get("/metrics")).text
+    assert _requests_counted(after, template, "GET", "4xx") == counted + 5
+    assert _requests_counted(after, "none", "GET", "4xx") == unknown + 2
+    assert str(first) not in after
