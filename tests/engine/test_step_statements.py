@@ -1,7 +1,8 @@
 """The statements the engine sends to PostgreSQL per chain step: its round-trip budget, kept.
 
-Counted with SQLAlchemy's ``before_cursor_execute`` on the app's engine, for the statements
-of the engine's events loop only (BEGIN and COMMIT are not cursor executions). A step is
+Counted on the app's engine (SQLAlchemy's statements and the raw ones the engine sends on
+its transactions' connections: tests/fixtures/statements.py), for the statements of the
+engine's events loop only (BEGIN, with the tenant scope, and COMMIT are not counted). A step is
 one ``finished`` event applied, with its successor admitted in the same transaction; a
 ``started`` that reaches the engine on its own adds a small transaction of its own, so
 the figure is an average and the bound a ceiling, not an exact count.
@@ -38,11 +39,11 @@ async def test_a_chain_step_costs_a_bounded_number_of_statements_whatever_the_ru
     assert done["status"] == "succeeded", done
     per_task = len(seen) / CHAIN
     # One transaction per step (the started that comes just before its finished joins it,
-    # Engine._linger): set_config, runs locked, their top-level tasks, the attempts, the
-    # task runs written (the runs too on the first and last step), the attempts upserted,
-    # the admission lock, the in-flight count, and one claim that also inserts the next
-    # attempt and says when the tenant is next due - 9. A start applied on its own (the
-    # machine was too slow for the linger) adds 6: the ceiling leaves room for a few.
+    # Engine._linger): runs locked, their top-level tasks, the attempts, the task runs
+    # written (the runs too on the first and last step), the attempts upserted, the
+    # admission lock, the in-flight count, and one claim that also inserts the next
+    # attempt and says when the tenant is next due - 8. A start applied on its own (the
+    # machine was too slow for the linger) adds 5: the ceiling leaves room for most.
     assert per_task <= 13, (per_task, seen)
     # No unit-of-work flush of task runs or attempts: the set-based writer sends them.
     assert not any(s.startswith(("UPDATE task_attempts SET", "UPDATE task_runs SET")) for s in seen)
