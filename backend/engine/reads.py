@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from typing import TypeVar
 
 import asyncpg
 
-from backend.engine.records import AttemptRecord, RunRecord, TaskRecord
+from backend.engine.records import AttemptRecord, Record, RunRecord, TaskRecord
+
+_R = TypeVar("_R", bound=Record)
 
 _RUN_COLUMNS = ", ".join(RunRecord.COLUMNS)
 _TASK_COLUMNS = ", ".join(TaskRecord.COLUMNS)
@@ -41,41 +44,46 @@ SELECT {_ATTEMPT_COLUMNS} FROM task_attempts
 """  # noqa: S608
 
 
+async def _records(
+    conn: asyncpg.Connection,
+    record: type[_R],
+    statement: str,
+    tenant_id: uuid.UUID,
+    ids: Collection[uuid.UUID],
+) -> list[_R]:
+    return [record.from_row(row) for row in await conn.fetch(statement, tenant_id, list(ids))]
+
+
 async def lock_runs_of_tasks(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, task_run_ids: Collection[uuid.UUID]
 ) -> list[RunRecord]:
     """The runs the task runs belong to, locked (``FOR UPDATE``) in id order."""
-    rows = await conn.fetch(_LOCK_RUNS_OF_TASKS, tenant_id, list(task_run_ids))
-    return [RunRecord.from_row(row) for row in rows]
+    return await _records(conn, RunRecord, _LOCK_RUNS_OF_TASKS, tenant_id, task_run_ids)
 
 
 async def runs(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, run_ids: Collection[uuid.UUID]
 ) -> list[RunRecord]:
     """The runs, not locked."""
-    rows = await conn.fetch(_RUNS, tenant_id, list(run_ids))
-    return [RunRecord.from_row(row) for row in rows]
+    return await _records(conn, RunRecord, _RUNS, tenant_id, run_ids)
 
 
 async def top_level_tasks(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, run_ids: Collection[uuid.UUID]
 ) -> list[TaskRecord]:
     """The runs' task runs of the spec itself (``for_each`` children left out)."""
-    rows = await conn.fetch(_TOP_LEVEL, tenant_id, list(run_ids))
-    return [TaskRecord.from_row(row) for row in rows]
+    return await _records(conn, TaskRecord, _TOP_LEVEL, tenant_id, run_ids)
 
 
 async def tasks(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, task_run_ids: Collection[uuid.UUID]
 ) -> list[TaskRecord]:
     """The task runs by id."""
-    rows = await conn.fetch(_TASKS, tenant_id, list(task_run_ids))
-    return [TaskRecord.from_row(row) for row in rows]
+    return await _records(conn, TaskRecord, _TASKS, tenant_id, task_run_ids)
 
 
 async def attempts(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, task_run_ids: Collection[uuid.UUID]
 ) -> list[AttemptRecord]:
     """Every attempt of the task runs."""
-    rows = await conn.fetch(_ATTEMPTS, tenant_id, list(task_run_ids))
-    return [AttemptRecord.from_row(row) for row in rows]
+    return await _records(conn, AttemptRecord, _ATTEMPTS, tenant_id, task_run_ids)

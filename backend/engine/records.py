@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Self
 
 
-class _Record:
+class Record:
     """A row's columns as attributes, and the values it had when read (or last written)."""
 
     __slots__ = ("_saved",)
@@ -65,7 +65,7 @@ class _Record:
         return f"{type(self).__name__}({shown}, ...)"
 
 
-class RunRecord(_Record):
+class RunRecord(Record):
     COLUMNS = (
         "tenant_id",
         "id",
@@ -97,7 +97,7 @@ class RunRecord(_Record):
     finished_at: datetime | None
 
 
-class TaskRecord(_Record):
+class TaskRecord(Record):
     COLUMNS = (
         "tenant_id",
         "id",
@@ -147,7 +147,7 @@ class TaskRecord(_Record):
     item: Any
 
 
-class AttemptRecord(_Record):
+class AttemptRecord(Record):
     COLUMNS = (
         "tenant_id",
         "task_run_id",
