@@ -201,8 +201,12 @@ async def _own_objects(client: AsyncClient, owner: Account) -> dict[str, str]:
 async def row_counts(engine: AsyncEngine, tenant_id: uuid.UUID) -> dict[str, int]:
     """Rows of the tenant in every table that has a ``tenant_id``, and all rows of the
     platform tables a signup writes (as the database owner: row-level security aside).
-    Other tenants' rows are left out: a scheduler another test left running may add some."""
-    async with engine.connect() as conn:
+    Other tenants' rows are left out: a scheduler another test left running may add some.
+    One snapshot for every count (REPEATABLE READ): the audit sealer moves rows from
+    ``audit_pending`` into ``audit_events`` meanwhile, and counted a table at a time a
+    moved row could be seen twice or not at all."""
+    async with engine.connect() as conn, conn.begin():
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         scoped = (
             await conn.execute(
                 text(

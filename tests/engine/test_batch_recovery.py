@@ -131,7 +131,13 @@ async def test_stranded_dispatches_wake_admission_only_once_queued_again(
             await redis.aclose()
     async with tenant_transaction(app.state.sessionmaker, tenant) as session:
         waiting = await session.execute(
-            text("SELECT status, dispatched_at FROM task_runs WHERE run_id = :run"),
+            text(
+                "SELECT status, dispatched_at IS NULL "
+                "OR dispatched_at > now() - interval '10 minutes' FROM task_runs "
+                "WHERE run_id = :run"
+            ),
             {"run": run["id"]},
         )
-        assert [tuple(row) for row in waiting] == [("queued", None)]  # queued again
+        # Queued again: the hour-old dispatch is gone (an engine another test left running
+        # on the suite's Redis may have dispatched it anew since; that is its next life).
+        assert [tuple(row) for row in waiting] == [("queued", True)]
